@@ -1,0 +1,220 @@
+//! The one definition of what aimlock's eBPF programs hand to user space.
+//!
+//! Everything here is `#[repr(C)]`, fixed-size and plain data: the kernel side writes it into a
+//! ring buffer or reads it from a global, user space copies it back out byte for byte.
+#![no_std]
+
+/// Which kernel hook produced a [`Record`].
+///
+/// Each value names the tracepoint the program is attached to; the program and the kernel
+/// function that fires the tracepoint are documented in `aimlock-ebpf`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `filelock:flock_lock_inode`: one flock(2) attempt or release (fs/locks.c `flock_lock_inode`).
+    Flock = 1,
+    /// `filelock:posix_lock_inode`: one POSIX or OFD attempt or release (`posix_lock_inode`).
+    Posix = 2,
+    /// `filelock:fcntl_setlk`: a failed F_SETLK(W)/F_OFD_SETLK(W) call, with its final errno.
+    FcntlFailure = 3,
+    /// `sched:sched_process_exit`: a thread group is exiting; its files are not closed yet.
+    Exit = 4,
+    /// `filelock:generic_add_lease`: a lease is being set (`generic_add_lease`).
+    LeaseAdd = 5,
+    /// `filelock:generic_delete_lease`: a lease is removed (`generic_delete_lease`).
+    LeaseDelete = 6,
+}
+
+impl Source {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Self::Flock,
+            2 => Self::Posix,
+            3 => Self::FcntlFailure,
+            4 => Self::Exit,
+            5 => Self::LeaseAdd,
+            6 => Self::LeaseDelete,
+            _ => return None,
+        })
+    }
+}
+
+/// `fl_flags` bits, from include/linux/filelock.h.
+pub mod fl_flags {
+    pub const POSIX: u32 = 1;
+    pub const FLOCK: u32 = 2;
+    pub const ACCESS: u32 = 8;
+    pub const LEASE: u32 = 32;
+    pub const CLOSE: u32 = 64;
+    pub const SLEEP: u32 = 128;
+    pub const OFDLCK: u32 = 1024;
+}
+
+/// `fl_type` values, from include/uapi/asm-generic/fcntl.h.
+pub mod fl_type {
+    pub const RDLCK: u8 = 0;
+    pub const WRLCK: u8 = 1;
+    pub const UNLCK: u8 = 2;
+}
+
+/// `ret` of a queued blocking request (`FILE_LOCK_DEFERRED` in include/linux/filelock.h).
+pub const FILE_LOCK_DEFERRED: i32 = 1;
+
+/// Bytes of a tracepoint's own record copied into a [`Record`]: enough for every field aimlock
+/// reads from the `filelock` and `sched` events on the kernels it supports.
+pub const PAYLOAD_LEN: usize = 96;
+
+/// One event, as the kernel saw it: who and when, plus the tracepoint's record copied verbatim.
+///
+/// The kernel side does a single copy and no decoding; user space reads the fields out of
+/// `payload` at the offsets it found in the tracepoint's `format` file ([`LockFields`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, nanoseconds.
+    pub ts_ns: u64,
+    /// Thread group id in the initial PID namespace.
+    pub pid: u32,
+    /// Thread id in the initial PID namespace.
+    pub tid: u32,
+    /// A [`Source`] value.
+    pub source: u8,
+    pub _pad: [u8; 7],
+    pub comm: [u8; 16],
+    /// The first [`PAYLOAD_LEN`] bytes of the tracepoint record; bytes past its end mean nothing.
+    pub payload: [u8; PAYLOAD_LEN],
+}
+
+impl Record {
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+/// Marks a field a kernel's tracepoint does not have.
+pub const ABSENT: u16 = u16::MAX;
+
+/// Byte offsets of the fields of one `filelock` tracepoint, read from its `format` file at load
+/// time, because names and positions differ between kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockFields {
+    pub ino: u16,
+    pub dev: u16,
+    pub owner: u16,
+    pub fl_pid: u16,
+    pub flags: u16,
+    pub lock_type: u16,
+    pub start: u16,
+    pub end: u16,
+    pub ret: u16,
+    pub blocker: u16,
+}
+
+impl LockFields {
+    pub const ABSENT: Self = Self {
+        ino: ABSENT,
+        dev: ABSENT,
+        owner: ABSENT,
+        fl_pid: ABSENT,
+        flags: ABSENT,
+        lock_type: ABSENT,
+        start: ABSENT,
+        end: ABSENT,
+        ret: ABSENT,
+        blocker: ABSENT,
+    };
+}
+
+/// Offsets of `sched:sched_process_exit`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitFields {
+    /// `group_dead` appeared in 6.x; without it, the exit of the thread-group leader counts.
+    pub group_dead: u16,
+}
+
+/// Offsets of `sched:sched_process_fork`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkFields {
+    pub parent_pid: u16,
+    pub child_pid: u16,
+}
+
+/// What user space tells the programs before they load (a read-only global).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub flock: LockFields,
+    pub posix: LockFields,
+    pub fcntl: LockFields,
+    pub lease_add: LockFields,
+    pub lease_delete: LockFields,
+    pub exit: ExitFields,
+    pub fork: ForkFields,
+    /// Only record processes whose tgid is in the `PIDS` map.
+    pub filter_pid: u8,
+    /// Only record processes whose comm is in the `COMMS` map.
+    pub filter_comm: u8,
+    /// Only record locks on inodes in the `INODES` map.
+    pub filter_inode: u8,
+    pub _pad: [u8; 3],
+}
+
+impl Config {
+    pub const DEFAULT: Self = Self {
+        flock: LockFields::ABSENT,
+        posix: LockFields::ABSENT,
+        fcntl: LockFields::ABSENT,
+        lease_add: LockFields::ABSENT,
+        lease_delete: LockFields::ABSENT,
+        exit: ExitFields { group_dead: ABSENT },
+        fork: ForkFields {
+            parent_pid: ABSENT,
+            child_pid: ABSENT,
+        },
+        filter_pid: 0,
+        filter_comm: 0,
+        filter_inode: 0,
+        _pad: [0; 3],
+    };
+}
+
+/// Key of the `INODES` filter map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// Names of the maps and the global the programs share with user space.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const DROPS: &str = "DROPS";
+    pub const PIDS: &str = "PIDS";
+    pub const COMMS: &str = "COMMS";
+    pub const INODES: &str = "INODES";
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// Capacity of the filter maps.
+pub const MAX_FILTER_ENTRIES: u32 = 4096;
+
+/// Converts the kernel's `dev_t` encoding (major << 20 | minor) to (major, minor).
+pub const fn kernel_dev_split(dev: u32) -> (u32, u32) {
+    (dev >> 20, dev & ((1 << 20) - 1))
+}
+
+/// The kernel's `dev_t` encoding of (major, minor).
+pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
+    (major << 20) | (minor & ((1 << 20) - 1))
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] data with explicit padding, valid for any bit pattern.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::Record {}
+}

@@ -1,0 +1,269 @@
+//! lockwork: a scripted lock workload for aimlock's tests and benchmarks.
+//!
+//! It runs its arguments as steps, in order, on one "current" file descriptor, and prints one
+//! JSON line per step to stdout (`{"step":..,"pid":..,"ok":..}`) so a test can follow it.
+//! It needs no shell, python or util-linux, so it also runs inside a minimal VM.
+//!
+//! Steps:
+//!   open:PATH                 open (create) PATH read-write; it becomes the current fd
+//!   close                     close the current fd
+//!   flock:ex|sh|un[:nb]       flock(2) on the current fd
+//!   posix:w|r|u:START:LEN[:wait]   fcntl F_SETLK (F_SETLKW with :wait); LEN 0 = to EOF
+//!   ofd:w|r|u:START:LEN[:wait]     fcntl F_OFD_SETLK (F_OFD_SETLKW with :wait)
+//!   getlk:START:LEN           fcntl F_GETLK (a probe that takes nothing)
+//!   sleep:SECONDS             sleep (fractions allowed)
+//!   hold-in-child:SECONDS     fork a child that keeps every fd for SECONDS, then exits;
+//!                             the parent goes on at once
+//!   sendfd:SOCKET             connect to a unix socket and pass the current fd over it
+//!   recvfd:SOCKET             listen on a unix socket, receive one fd; it becomes current
+//!   pidns                     unshare a PID and mount namespace, mount a private /proc, and
+//!                             run the remaining steps as pid 1's child in it
+//!   wait-stdin                block until a line (or EOF) arrives on stdin
+//!   loop:N:flock|posix|ofd    N lock/unlock pairs on the current fd (benchmarks)
+//!   exit:CODE                 exit now with CODE
+use std::{
+    io::{BufRead as _, Write as _},
+    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::unix::net::{UnixListener, UnixStream},
+    process::exit,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use nix::{
+    fcntl::{FcntlArg, FlockArg, OFlag, fcntl, open},
+    sys::{
+        socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg},
+        stat::Mode,
+        wait::waitpid,
+    },
+    unistd::{ForkResult, fork, getpid},
+};
+
+fn main() {
+    let steps: Vec<String> = std::env::args().skip(1).collect();
+    if steps.is_empty() {
+        eprintln!("usage: lockwork STEP... (see the source for the steps)");
+        exit(2);
+    }
+    let mut state = State { fd: None };
+    for (index, step) in steps.iter().enumerate() {
+        match state.run(step, &steps[index + 1..]) {
+            Ok(Flow::Next) => report(step, true, None),
+            Ok(Flow::Stop) => return,
+            Err(err) => {
+                report(step, false, Some(&format!("{err:#}")));
+                exit(1);
+            }
+        }
+    }
+}
+
+fn report(step: &str, ok: bool, error: Option<&str>) {
+    let line = serde_json::json!({
+        "step": step,
+        "pid": getpid().as_raw(),
+        "ok": ok,
+        "error": error,
+    });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+enum Flow {
+    Next,
+    /// The remaining steps ran elsewhere (in a child in a new PID namespace).
+    Stop,
+}
+
+struct State {
+    fd: Option<OwnedFd>,
+}
+
+impl State {
+    fn fd(&self) -> Result<RawFd> {
+        self.fd
+            .as_ref()
+            .map(|fd| fd.as_raw_fd())
+            .ok_or_else(|| anyhow!("no open file: use open:PATH first"))
+    }
+
+    fn run(&mut self, step: &str, rest: &[String]) -> Result<Flow> {
+        let parts: Vec<&str> = step.split(':').collect();
+        match parts.as_slice() {
+            ["open", path @ ..] => {
+                let path = path.join(":");
+                let fd = open(
+                    path.as_str(),
+                    OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .with_context(|| format!("open {path}"))?;
+                self.fd = Some(fd);
+            }
+            ["close"] => {
+                self.fd.take().ok_or_else(|| anyhow!("no open file"))?;
+            }
+            ["flock", how, options @ ..] => {
+                let nonblocking = options.contains(&"nb");
+                let arg = match (*how, nonblocking) {
+                    ("ex", false) => FlockArg::LockExclusive,
+                    ("ex", true) => FlockArg::LockExclusiveNonblock,
+                    ("sh", false) => FlockArg::LockShared,
+                    ("sh", true) => FlockArg::LockSharedNonblock,
+                    ("un", _) => FlockArg::Unlock,
+                    _ => bail!("flock wants ex, sh or un"),
+                };
+                #[allow(deprecated)]
+                nix::fcntl::flock(self.fd()?, arg)?;
+            }
+            [family @ ("posix" | "ofd"), how, start, len, options @ ..] => {
+                let lock = flock_struct(how, start, len)?;
+                let wait = options.contains(&"wait");
+                let fd = self.fd.as_ref().ok_or_else(|| anyhow!("no open file"))?;
+                let borrowed = fd.as_fd();
+                match (*family, wait) {
+                    ("posix", false) => fcntl(borrowed, FcntlArg::F_SETLK(&lock))?,
+                    ("posix", true) => fcntl(borrowed, FcntlArg::F_SETLKW(&lock))?,
+                    ("ofd", false) => fcntl(borrowed, FcntlArg::F_OFD_SETLK(&lock))?,
+                    _ => fcntl(borrowed, FcntlArg::F_OFD_SETLKW(&lock))?,
+                };
+            }
+            ["getlk", start, len] => {
+                let mut lock = flock_struct("w", start, len)?;
+                let fd = self.fd.as_ref().ok_or_else(|| anyhow!("no open file"))?;
+                fcntl(fd.as_fd(), FcntlArg::F_GETLK(&mut lock))?;
+            }
+            ["sleep", seconds] => std::thread::sleep(Duration::from_secs_f64(seconds.parse()?)),
+            ["hold-in-child", seconds] => {
+                let seconds: f64 = seconds.parse()?;
+                // SAFETY: single-threaded; the child only sleeps and exits.
+                if let ForkResult::Child = unsafe { fork() }? {
+                    report("holder", true, None);
+                    std::thread::sleep(Duration::from_secs_f64(seconds));
+                    // SAFETY: _exit leaves at once, without running the parent's atexit work.
+                    unsafe { libc::_exit(0) };
+                }
+            }
+            ["sendfd", socket @ ..] => {
+                let stream = UnixStream::connect(socket.join(":")).context("connect")?;
+                let fds = [self.fd()?];
+                sendmsg::<()>(
+                    stream.as_raw_fd(),
+                    &[std::io::IoSlice::new(b"x")],
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::empty(),
+                    None,
+                )?;
+            }
+            ["recvfd", socket @ ..] => {
+                let path = socket.join(":");
+                let _ = std::fs::remove_file(&path);
+                let listener = UnixListener::bind(&path).context("bind")?;
+                report("listening", true, None);
+                let (stream, _) = listener.accept()?;
+                let mut byte = [0u8; 1];
+                let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+                let mut space = nix::cmsg_space!([RawFd; 1]);
+                let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())?;
+                let received = msg
+                    .cmsgs()?
+                    .find_map(|cmsg| match cmsg {
+                        ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                        _ => None,
+                    })
+                    .ok_or_else(|| anyhow!("no fd received"))?;
+                // SAFETY: the kernel just installed this fd for us.
+                self.fd = Some(unsafe { OwnedFd::from_raw_fd(received) });
+            }
+            ["pidns"] => return enter_pid_namespace(rest),
+            ["wait-stdin"] => {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+            }
+            ["loop", count, family] => {
+                let count: u64 = count.parse()?;
+                let fd = self.fd.as_ref().ok_or_else(|| anyhow!("no open file"))?;
+                lock_loop(fd.as_fd(), count, family)?;
+            }
+            ["exit", code] => exit(code.parse()?),
+            _ => bail!("unknown step {step:?}"),
+        }
+        Ok(Flow::Next)
+    }
+}
+
+fn flock_struct(how: &str, start: &str, len: &str) -> Result<libc::flock> {
+    // SAFETY: flock is plain data; all-zero is a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = match how {
+        "w" => libc::F_WRLCK,
+        "r" => libc::F_RDLCK,
+        "u" => libc::F_UNLCK,
+        _ => bail!("lock type must be w, r or u"),
+    } as i16;
+    lock.l_whence = libc::SEEK_SET as i16;
+    lock.l_start = start.parse()?;
+    lock.l_len = len.parse()?;
+    Ok(lock)
+}
+
+fn lock_loop(fd: std::os::fd::BorrowedFd<'_>, count: u64, family: &str) -> Result<()> {
+    let write = flock_struct("w", "0", "0")?;
+    let unlock = flock_struct("u", "0", "0")?;
+    for _ in 0..count {
+        match family {
+            "flock" => {
+                #[allow(deprecated)]
+                nix::fcntl::flock(fd.as_raw_fd(), FlockArg::LockExclusive)?;
+                #[allow(deprecated)]
+                nix::fcntl::flock(fd.as_raw_fd(), FlockArg::Unlock)?;
+            }
+            "posix" => {
+                fcntl(fd, FcntlArg::F_SETLK(&write))?;
+                fcntl(fd, FcntlArg::F_SETLK(&unlock))?;
+            }
+            "ofd" => {
+                fcntl(fd, FcntlArg::F_OFD_SETLK(&write))?;
+                fcntl(fd, FcntlArg::F_OFD_SETLK(&unlock))?;
+            }
+            _ => bail!("loop family must be flock, posix or ofd"),
+        }
+    }
+    Ok(())
+}
+
+/// `unshare -p -f --mount-proc`, then the remaining steps in the namespace's first child.
+fn enter_pid_namespace(rest: &[String]) -> Result<Flow> {
+    use nix::{
+        mount::{MsFlags, mount},
+        sched::{CloneFlags, unshare},
+    };
+    unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS).context("unshare")?;
+    // SAFETY: single-threaded.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
+                .context("make / private")?;
+            mount::<str, str, str, str>(Some("proc"), "/proc", Some("proc"), MsFlags::empty(), None)
+                .context("mount /proc")?;
+            report("pidns", true, None);
+            // As the namespace's init, run the steps in a child and reap every process that
+            // ends up here, so that holders left behind keep running until they finish.
+            let mut steps = std::process::Command::new(std::env::current_exe()?)
+                .args(rest)
+                .spawn()?;
+            let code = steps.wait()?.code().unwrap_or(1);
+            while waitpid(None, None).is_ok() {}
+            exit(code);
+        }
+        ForkResult::Parent { child } => {
+            let status = waitpid(child, None)?;
+            match status {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(Flow::Stop),
+                other => bail!("namespace child ended with {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Helpers for aimlock's integration tests: run the real `aimlock` binary and real lock
+//! workloads (`lockwork`), and read what the tracer wrote.
+//!
+//! Tests run concurrently and the tracer sees every process on the machine, so each test picks
+//! out its own events by pid or inode.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Condvar, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The `aimlock` binary under test: `$AIMLOCK_BIN` (set by `cargo xtask test`).
+pub fn aimlock_bin() -> PathBuf {
+    let path = std::env::var_os("AIMLOCK_BIN").map(PathBuf::from).expect(
+        "AIMLOCK_BIN is not set: run the integration tests with `cargo xtask test`",
+    );
+    assert!(path.exists(), "AIMLOCK_BIN={} does not exist", path.display());
+    path
+}
+
+/// The `lockwork` workload: `$LOCKWORK_BIN`, or the one cargo built beside the test binary.
+pub fn lockwork_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("LOCKWORK_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let candidates = [
+        exe.with_file_name("lockwork"),
+        exe.parent()
+            .and_then(Path::parent)
+            .map(|dir| dir.join("lockwork"))
+            .unwrap_or_default(),
+    ];
+    candidates
+        .into_iter()
+        .find(|path| path.exists())
+        .expect("lockwork not found beside the test binary; set LOCKWORK_BIN")
+}
+
+/// These tests load eBPF programs and drive other users' locks: they need root. They fail,
+/// rather than skip, when they cannot run.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this integration test needs root (it loads eBPF programs)"
+    );
+}
+
+/// A fresh directory for one test's files, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("aimlock-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Creates an empty file in the directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, b"").expect("create test file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The inode number of a file.
+pub fn inode(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("stat").ino()
+}
+
+/// Lines read from a child's stdout, shared with a reader thread.
+#[derive(Clone, Default)]
+struct Lines(Arc<(Mutex<Vec<Value>>, Condvar)>);
+
+impl Lines {
+    fn follow(&self, stdout: impl std::io::Read + Send + 'static) {
+        let lines = self.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("not a JSON line: {line:?}"));
+                let (list, changed) = &*lines.0;
+                list.lock().unwrap().push(value);
+                changed.notify_all();
+            }
+        });
+    }
+
+    fn snapshot(&self) -> Vec<Value> {
+        self.0 .0.lock().unwrap().clone()
+    }
+
+    /// Waits until a line matches; panics with what was seen after `timeout`.
+    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        let (list, changed) = &*self.0;
+        let mut guard = list.lock().unwrap();
+        loop {
+            if let Some(found) = guard.iter().find(|value| pred(value)) {
+                return found.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!("timed out waiting for {what}; saw {:#?}", *guard);
+            }
+            guard = changed.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+}
+
+/// A running `aimlock trace --format json --output -`.
+pub struct Tracer {
+    child: Child,
+    lines: Lines,
+}
+
+impl Tracer {
+    /// Starts the tracer with extra arguments and waits for its `start` line, which it writes
+    /// once every program is attached.
+    pub fn start(extra: &[&str]) -> Self {
+        require_root();
+        let mut child = Command::new(aimlock_bin())
+            .args(["trace", "--format", "json", "--output", "-"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn aimlock trace");
+        let lines = Lines::default();
+        lines.follow(child.stdout.take().expect("stdout"));
+        let tracer = Self { child, lines };
+        tracer.wait_for("the start line", Duration::from_secs(60), |e| e["event"] == "start");
+        tracer
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.lines.snapshot()
+    }
+
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        self.lines.wait_for(what, timeout, pred)
+    }
+
+    /// SIGINT, then every line written; asserts a clean exit and a `stop` line last.
+    pub fn stop(mut self) -> Vec<Value> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT the tracer");
+        let status = self.child.wait().expect("wait for the tracer");
+        assert!(status.success(), "aimlock trace exited with {status}");
+        // The reader thread ends at EOF; give it a moment to push the last lines.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = self.lines.snapshot();
+            if events.last().is_some_and(|e| e["event"] == "stop") {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "no stop line at the end: {events:#?}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `lockwork` with its per-step report lines.
+pub struct Workload {
+    child: Child,
+    lines: Lines,
+}
+
+impl Workload {
+    pub fn start(steps: &[&str]) -> Self {
+        let mut child = Command::new(lockwork_bin())
+            .args(steps)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn lockwork");
+        let lines = Lines::default();
+        lines.follow(child.stdout.take().expect("stdout"));
+        Self { child, lines }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the report of `step` (its first occurrence) and returns it; fails on a step
+    /// that failed.
+    pub fn wait_step(&self, step: &str) -> Value {
+        let line = self.lines.wait_for(&format!("step {step}"), Duration::from_secs(30), |l| {
+            l["step"] == step
+        });
+        assert_eq!(line["ok"], true, "step {step} failed: {line}");
+        line
+    }
+
+    /// The pid reported by a `hold-in-child` step's child.
+    pub fn holder_pid(&self) -> u32 {
+        let line = self.wait_step("holder");
+        line["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// Answers a `wait-stdin` step.
+    pub fn proceed(&mut self) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"\n").expect("write to lockwork");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits for the workload to exit; asserts it succeeded.
+    pub fn finish(mut self) {
+        let status = self.child.wait().expect("wait for lockwork");
+        assert!(status.success(), "lockwork exited with {status}");
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.snapshot()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Events about one inode.
+pub fn on_inode(events: &[Value], ino: u64) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|event| event["ino"] == ino)
+        .cloned()
+        .collect()
+}
+
+/// Whether a process is still alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}

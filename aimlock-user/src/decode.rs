@@ -1,0 +1,216 @@
+//! Turns the kernel's raw [`Record`]s into the tracker's typed [`Input`]s, reading each field
+//! at the offset the loader found in the tracepoint's `format` file.
+
+use aimlock_common::{ABSENT, Config, LockFields, PAYLOAD_LEN, Record, Source, fl_flags};
+
+use crate::events::LockKind;
+
+/// A lock operation seen by one of the `filelock` tracepoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockOp {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: [u8; 16],
+    pub kind: LockKind,
+    pub dev: u32,
+    pub ino: u64,
+    pub owner: u64,
+    /// An `aimlock_common::fl_type` value.
+    pub lock_type: u8,
+    pub flags: u32,
+    pub start: i64,
+    pub end: i64,
+    /// 0 granted, 1 deferred (queued), negative errno refused. Leases carry no result: 0.
+    pub ret: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// An attempt, unlock or release from `flock_lock_inode`, `posix_lock_inode` or a lease event.
+    Lock(LockOp),
+    /// A failed fcntl lock call, from `fcntl_setlk`.
+    FcntlFailure(LockOp),
+    /// A whole thread group began to exit; its files are closed after this.
+    Exit { ts_ns: u64, pid: u32, comm: [u8; 16] },
+}
+
+impl Input {
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Self::Lock(op) | Self::FcntlFailure(op) => op.ts_ns,
+            Self::Exit { ts_ns, .. } => *ts_ns,
+        }
+    }
+}
+
+/// Decodes records with the field offsets of the running kernel.
+pub struct Decoder {
+    config: Config,
+}
+
+impl Decoder {
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+
+    /// Reads a record copied out of the ring. `None` for a record too short or of unknown source
+    /// (which would mean a kernel program and this binary disagree).
+    pub fn decode(&self, bytes: &[u8]) -> Option<Input> {
+        if bytes.len() < Record::SIZE {
+            return None;
+        }
+        // SAFETY: Record is plain old data valid for any bit pattern, and the length is checked.
+        let record: Record = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        Some(match Source::from_u8(record.source)? {
+            Source::Flock => Input::Lock(self.lock_op(&record, &self.config.flock, None)),
+            Source::Posix => Input::Lock(self.lock_op(&record, &self.config.posix, None)),
+            Source::FcntlFailure => {
+                Input::FcntlFailure(self.lock_op(&record, &self.config.fcntl, None))
+            }
+            Source::LeaseAdd => {
+                Input::Lock(self.lock_op(&record, &self.config.lease_add, Some(LockKind::Lease)))
+            }
+            Source::LeaseDelete => Input::Lock(self.lock_op(
+                &record,
+                &self.config.lease_delete,
+                Some(LockKind::Lease),
+            )),
+            Source::Exit => Input::Exit {
+                ts_ns: record.ts_ns,
+                pid: record.pid,
+                comm: record.comm,
+            },
+        })
+    }
+
+    fn lock_op(&self, record: &Record, fields: &LockFields, kind: Option<LockKind>) -> LockOp {
+        let payload = &record.payload;
+        let mut lock_type = read_u64(payload, fields.lock_type, 1) as u8;
+        let flags = read_u64(payload, fields.flags, 4) as u32;
+        let kind = kind.unwrap_or(if flags & fl_flags::FLOCK != 0 {
+            LockKind::Flock
+        } else if flags & fl_flags::OFDLCK != 0 {
+            LockKind::Ofd
+        } else if flags & fl_flags::LEASE != 0 {
+            LockKind::Lease
+        } else {
+            LockKind::Posix
+        });
+        if record.source == Source::LeaseDelete as u8 {
+            lock_type = aimlock_common::fl_type::UNLCK;
+        }
+        let (start, end) = if fields.start == ABSENT {
+            (0, i64::MAX)
+        } else {
+            (
+                read_u64(payload, fields.start, 8) as i64,
+                read_u64(payload, fields.end, 8) as i64,
+            )
+        };
+        LockOp {
+            ts_ns: record.ts_ns,
+            pid: record.pid,
+            tid: record.tid,
+            comm: record.comm,
+            kind,
+            dev: read_u64(payload, fields.dev, 4) as u32,
+            ino: read_u64(payload, fields.ino, 8),
+            owner: read_u64(payload, fields.owner, 8),
+            lock_type,
+            flags,
+            start,
+            end,
+            ret: read_u64(payload, fields.ret, 4) as u32 as i32,
+        }
+    }
+}
+
+/// Reads a little- or big-endian (native) unsigned field of `size` bytes; 0 when absent.
+fn read_u64(payload: &[u8; PAYLOAD_LEN], offset: u16, size: usize) -> u64 {
+    let offset = usize::from(offset);
+    let Some(bytes) = payload.get(offset..offset + size) else {
+        return 0;
+    };
+    let mut wide = [0u8; 8];
+    if cfg!(target_endian = "little") {
+        wide[..size].copy_from_slice(bytes);
+    } else {
+        wide[8 - size..].copy_from_slice(bytes);
+    }
+    u64::from_ne_bytes(wide)
+}
+
+/// The command name in a NUL-padded `comm` array.
+pub fn comm_str(comm: &[u8; 16]) -> String {
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..len]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use aimlock_common::{ExitFields, fl_type};
+
+    use super::*;
+
+    /// The layout of the filelock events on 6.1 to 6.18.
+    pub const LOCK_FIELDS: LockFields = LockFields {
+        ino: 16,
+        dev: 24,
+        blocker: 32,
+        owner: 40,
+        fl_pid: 48,
+        flags: 52,
+        lock_type: 56,
+        start: 64,
+        end: 72,
+        ret: 80,
+    };
+
+    fn put(payload: &mut [u8; PAYLOAD_LEN], offset: u16, bytes: &[u8]) {
+        payload[usize::from(offset)..usize::from(offset) + bytes.len()].copy_from_slice(bytes);
+    }
+
+    #[test]
+    fn decodes_a_posix_record_at_the_format_offsets() {
+        let config = Config {
+            posix: LOCK_FIELDS,
+            exit: ExitFields { group_dead: 32 },
+            ..Config::DEFAULT
+        };
+        let mut payload = [0u8; PAYLOAD_LEN];
+        put(&mut payload, 16, &4242u64.to_ne_bytes());
+        put(&mut payload, 24, &((8u32 << 20) | 3).to_ne_bytes());
+        put(&mut payload, 40, &0xffff_8880_dead_beefu64.to_ne_bytes());
+        put(&mut payload, 52, &fl_flags::POSIX.to_ne_bytes());
+        put(&mut payload, 56, &[fl_type::WRLCK]);
+        put(&mut payload, 64, &10i64.to_ne_bytes());
+        put(&mut payload, 72, &19i64.to_ne_bytes());
+        put(&mut payload, 80, &(-11i32).to_ne_bytes());
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"lckr");
+        let record = Record {
+            ts_ns: 7,
+            pid: 100,
+            tid: 101,
+            source: Source::Posix as u8,
+            _pad: [0; 7],
+            comm,
+            payload,
+        };
+        // SAFETY: Record is plain old data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&record as *const Record).cast::<u8>(), Record::SIZE)
+        };
+        let Some(Input::Lock(op)) = Decoder::new(config).decode(bytes) else {
+            panic!("not a lock op");
+        };
+        assert_eq!(op.kind, LockKind::Posix);
+        assert_eq!((op.dev, op.ino), ((8 << 20) | 3, 4242));
+        assert_eq!((op.start, op.end, op.ret), (10, 19, -11));
+        assert_eq!(op.owner, 0xffff_8880_dead_beef);
+        assert_eq!(op.lock_type, fl_type::WRLCK);
+        assert_eq!(comm_str(&op.comm), "lckr");
+        assert_eq!(Decoder::new(config).decode(&bytes[..10]), None);
+    }
+}

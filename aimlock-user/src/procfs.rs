@@ -1,0 +1,280 @@
+//! What /proc says about processes, their open files and their locks.
+//!
+//! `/proc/locks` names the pid that TOOK a lock, which may be dead, 0 or -1; the `lock:` lines of
+//! `/proc/PID/fdinfo/FD` name the locks on that fd's open file description (flock, OFD) or
+//! owned by that process (POSIX). Only the latter finds who really holds a lock.
+
+use std::{
+    fs,
+    io::{self, Read as _},
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+};
+
+use crate::events::{LockKind, Mode};
+
+/// Every live process id in /proc.
+pub fn pids() -> io::Result<Vec<u32>> {
+    Ok(fs::read_dir("/proc")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
+/// A process, as far as /proc could tell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub comm: String,
+    /// The pid inside the process's own PID namespace, when it differs from `pid`.
+    pub ns_pid: Option<u32>,
+    /// The cgroup v2 path, when it is not the root.
+    pub cgroup: Option<String>,
+}
+
+impl ProcessInfo {
+    /// `None` when the process is gone.
+    pub fn read(pid: u32) -> Option<Self> {
+        let status = read_small(&format!("/proc/{pid}/status")).ok()?;
+        let mut info = Self {
+            pid,
+            ..Self::default()
+        };
+        for line in status.lines() {
+            if let Some(name) = line.strip_prefix("Name:") {
+                info.comm = name.trim().to_owned();
+            } else if let Some(ns_pids) = line.strip_prefix("NSpid:") {
+                info.ns_pid = ns_pids
+                    .split_whitespace()
+                    .last()
+                    .and_then(|last| last.parse().ok())
+                    .filter(|&ns_pid| ns_pid != pid);
+            }
+        }
+        info.cgroup = read_small(&format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| cgroup_path(&text));
+        Some(info)
+    }
+}
+
+/// The unified (v2) hierarchy's path from /proc/PID/cgroup, or the first one; `None` for "/".
+fn cgroup_path(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("0::"))
+        .or_else(|| text.lines().next())?;
+    let path = line.splitn(3, ':').nth(2)?;
+    (path != "/" && !path.is_empty()).then(|| path.to_owned())
+}
+
+/// Reads a small /proc file in one go.
+pub fn read_small(path: &str) -> io::Result<String> {
+    let mut text = String::with_capacity(1024);
+    fs::File::open(path)?.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// The path of an open file as a process sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenPath {
+    pub fd: i32,
+    /// Relative to the process's root directory (its container's root, if it has one).
+    pub path: String,
+    pub deleted: bool,
+}
+
+/// Finds an fd of `pid` on the inode (`dev` in the kernel's encoding) and the path it shows.
+pub fn open_path(pid: u32, dev: u32, ino: u64) -> Option<OpenPath> {
+    let dir = format!("/proc/{pid}/fd");
+    for entry in fs::read_dir(&dir).ok()?.flatten() {
+        let Ok(meta) = fs::metadata(entry.path()) else {
+            continue;
+        };
+        if meta.ino() != ino || user_dev_to_kernel(meta.dev()) != dev {
+            continue;
+        }
+        let fd = entry.file_name().to_str()?.parse().ok()?;
+        let link = fs::read_link(entry.path()).ok()?;
+        return Some(process_view(pid, fd, link));
+    }
+    None
+}
+
+/// Turns a /proc/PID/fd link into the path as the process sees it: relative to its root, with
+/// the kernel's " (deleted)" suffix taken off and reported separately.
+fn process_view(pid: u32, fd: i32, link: PathBuf) -> OpenPath {
+    let mut path = link.to_string_lossy().into_owned();
+    let deleted = path.ends_with(" (deleted)");
+    if deleted {
+        path.truncate(path.len() - " (deleted)".len());
+    }
+    if let Ok(root) = fs::read_link(format!("/proc/{pid}/root")) {
+        let root = root.to_string_lossy();
+        if root != "/"
+            && let Some(inner) = path.strip_prefix(root.as_ref())
+            && inner.starts_with('/')
+        {
+            path = inner.to_owned();
+        }
+    }
+    OpenPath { fd, path, deleted }
+}
+
+/// Converts a `st_dev` (glibc's encoding) to the kernel's `s_dev` encoding (major << 20 | minor).
+pub fn user_dev_to_kernel(dev: u64) -> u32 {
+    let major = libc::major(dev);
+    let minor = libc::minor(dev);
+    aimlock_common::kernel_dev(major, minor)
+}
+
+/// One `lock:` line of /proc/locks or /proc/PID/fdinfo/FD.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockLine {
+    pub kind: LockKind,
+    pub mode: Mode,
+    /// The pid stored in the lock: its taker's tgid, 0 or -1 where /proc cannot say.
+    pub pid: i32,
+    /// (major, minor) as printed.
+    pub major: u32,
+    pub minor: u32,
+    pub ino: u64,
+    pub start: u64,
+    /// `None`: to end of file.
+    pub end: Option<u64>,
+    /// A request blocked on the lock above it (`->` in /proc/locks).
+    pub blocked: bool,
+}
+
+impl LockLine {
+    /// Parses `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`, with or without `lock:\t`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let line = line.strip_prefix("lock:").unwrap_or(line).trim();
+        let mut words = line.split_whitespace();
+        words.next()?; // "1:"
+        let mut kind_word = words.next()?;
+        let blocked = kind_word == "->";
+        if blocked {
+            kind_word = words.next()?;
+        }
+        let kind = match kind_word {
+            "FLOCK" => LockKind::Flock,
+            "POSIX" => LockKind::Posix,
+            "OFDLCK" => LockKind::Ofd,
+            "LEASE" | "DELEG" => LockKind::Lease,
+            _ => return None,
+        };
+        words.next()?; // ADVISORY / MANDATORY / ACTIVE / BREAKING ...
+        let mode = match words.next()? {
+            "READ" => Mode::Read,
+            "WRITE" => Mode::Write,
+            _ => Mode::Unlock,
+        };
+        let pid = words.next()?.parse().ok()?;
+        let mut dev = words.next()?.split(':');
+        let major = u32::from_str_radix(dev.next()?, 16).ok()?;
+        let minor = u32::from_str_radix(dev.next()?, 16).ok()?;
+        let ino = dev.next()?.parse().ok()?;
+        let start = words.next()?.parse().ok()?;
+        let end = match words.next()? {
+            "EOF" => None,
+            end => Some(end.parse().ok()?),
+        };
+        Some(Self {
+            kind,
+            mode,
+            pid,
+            major,
+            minor,
+            ino,
+            start,
+            end,
+            blocked,
+        })
+    }
+
+    /// The device in the kernel's encoding.
+    pub fn dev(&self) -> u32 {
+        aimlock_common::kernel_dev(self.major, self.minor)
+    }
+}
+
+/// A live process's fd whose fdinfo shows a lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FdLock {
+    pub pid: u32,
+    pub fd: i32,
+    pub lock: LockLine,
+}
+
+/// The locks in every fdinfo of `pid`. Unreadable entries (a process or fd that went away, or
+/// that the caller may not see) are skipped.
+pub fn fd_locks(pid: u32) -> Vec<FdLock> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in dir.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|fd| fd.parse().ok()) else {
+            continue;
+        };
+        let Ok(text) = read_small(&format!("/proc/{pid}/fdinfo/{fd}")) else {
+            continue;
+        };
+        found.extend(
+            text.lines()
+                .filter(|line| line.starts_with("lock:"))
+                .filter_map(LockLine::parse)
+                .map(|lock| FdLock { pid, fd, lock }),
+        );
+    }
+    found
+}
+
+/// Every live process with an fd on which the kernel shows this flock, OFD or lease lock.
+pub fn holders(kind: LockKind, dev: u32, ino: u64, start: u64, end: Option<u64>) -> Vec<FdLock> {
+    let Ok(pids) = pids() else {
+        return Vec::new();
+    };
+    pids.into_iter()
+        .flat_map(fd_locks)
+        .filter(|held| {
+            let lock = &held.lock;
+            !lock.blocked
+                && lock.kind == kind
+                && lock.dev() == dev
+                && lock.ino == ino
+                && lock.start == start
+                && lock.end == end
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_locks_and_fdinfo_lines() {
+        let flock = LockLine::parse("lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF").unwrap();
+        assert_eq!((flock.kind, flock.mode, flock.pid), (LockKind::Flock, Mode::Write, 1234));
+        assert_eq!((flock.major, flock.minor, flock.ino), (8, 1, 5678));
+        assert_eq!((flock.start, flock.end, flock.blocked), (0, None, false));
+
+        let ofd = LockLine::parse("2: OFDLCK ADVISORY  READ  -1 fd:00:42 10 19").unwrap();
+        assert_eq!((ofd.kind, ofd.mode, ofd.pid), (LockKind::Ofd, Mode::Read, -1));
+        assert_eq!((ofd.major, ofd.minor, ofd.end), (0xfd, 0, Some(19)));
+
+        let waiter = LockLine::parse("1: -> FLOCK  ADVISORY  WRITE 99 00:1f:7 0 EOF").unwrap();
+        assert!(waiter.blocked);
+        assert_eq!(LockLine::parse("garbage"), None);
+    }
+
+    #[test]
+    fn cgroup_root_is_no_container() {
+        assert_eq!(cgroup_path("0::/\n"), None);
+        assert_eq!(
+            cgroup_path("0::/system.slice/docker-1.scope\n").as_deref(),
+            Some("/system.slice/docker-1.scope")
+        );
+    }
+}

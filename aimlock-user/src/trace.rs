@@ -1,0 +1,422 @@
+//! `aimlock trace`: kernel -> ring -> decoder -> tracker -> sinks.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    decode::{Decoder, Input, comm_str},
+    events::{EventKind, EventLine, LockKind, ProcRef, SCHEMA_VERSION, rfc3339},
+    loader::{Filters, Tracer},
+    procfs::{self, ProcessInfo},
+    sinks::{Format, Sink},
+    tracker::{Actor, END_OF_FILE, Held, LockId, Output, Tracker},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Where to write events: a file (appended to, created 0640) or `-` for stdout.
+    #[arg(long, short, default_value = "-")]
+    output: PathBuf,
+    /// Only trace these processes (thread group ids) and the children they fork. Repeatable.
+    #[arg(long, short)]
+    pid: Vec<u32>,
+    /// Only trace processes with this command name (at most 15 bytes). Repeatable.
+    #[arg(long, short)]
+    comm: Vec<String>,
+    /// Only trace locks on these files (resolved to inodes at start). Repeatable.
+    #[arg(long)]
+    path: Vec<PathBuf>,
+    /// Size of the kernel's ring buffer in bytes (a power of two; K and M suffixes accepted).
+    #[arg(long, default_value = "8M", value_parser = parse_size)]
+    ring_size: u32,
+}
+
+fn parse_size(text: &str) -> Result<u32, String> {
+    let (digits, unit) = match text.as_bytes().last() {
+        Some(b'K' | b'k') => (&text[..text.len() - 1], 1024),
+        Some(b'M' | b'm') => (&text[..text.len() - 1], 1024 * 1024),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{text:?} is not a size in bytes (such as 65536, 64K or 8M)"))
+}
+
+pub async fn run(args: TraceArgs) -> Result<()> {
+    let mut sink = Sink::open(&args.output, args.format)?;
+    let filters = Filters {
+        pids: args.pid.clone(),
+        comms: args.comm.clone(),
+        inodes: args
+            .path
+            .iter()
+            .map(|path| {
+                let meta = std::fs::metadata(path)
+                    .with_context(|| format!("--path {}", path.display()))?;
+                Ok((procfs::user_dev_to_kernel(meta.dev()), meta.ino()))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let tracer = Tracer::load(&filters, args.ring_size)?;
+    for missing in &tracer.missing {
+        log::warn!("not traced on this kernel: {missing}");
+    }
+    let Tracer {
+        ebpf: _attached,
+        events,
+        drops,
+        logger,
+        config,
+        ..
+    } = tracer;
+    let decoder = Decoder::new(config);
+    let mut events = poll_readable(events).context("cannot poll the ring buffer")?;
+    if let Some(logger) = logger {
+        spawn_kernel_logger(logger)?;
+    }
+
+    let clock = Clock::new();
+    let mut enricher = Enricher::default();
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+
+    sink.write(&start_line(&clock));
+    sink.flush();
+
+    let mut tracker = Tracker::new();
+    let mut outputs = Vec::new();
+    let mut written = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            guard = events.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &decoder, &mut tracker, &mut enricher);
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {}
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+        tracker.advance(clock.monotonic_now(), &mut outputs);
+        written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
+        sink.flush();
+    }
+
+    // Stop: take what is still in the ring, settle everything, account for losses.
+    drain(events.get_mut(), &decoder, &mut tracker, &mut enricher);
+    tracker.finish(&mut outputs);
+    written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
+    let lost = drops.total().unwrap_or_else(|err| {
+        log::warn!("{err:#}");
+        0
+    });
+    sink.flush();
+    let stop = EventLine {
+        event: Some(EventKind::Stop),
+        ts: rfc3339(SystemTime::now()),
+        lost: Some(lost),
+        events: Some(written),
+        unwritten: Some(sink.unwritten),
+        ..Default::default()
+    };
+    sink.write(&stop);
+    sink.flush();
+    Ok(())
+}
+
+/// Moves every record in the ring into the tracker. Paths are looked up now, while the
+/// process that locked the file is most likely still alive.
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    decoder: &Decoder,
+    tracker: &mut Tracker,
+    enricher: &mut Enricher,
+) {
+    while let Some(item) = ring.next() {
+        match decoder.decode(&item) {
+            Some(input) => {
+                if let Input::Lock(op) = &input {
+                    enricher.learn_path(op.pid, op.dev, op.ino);
+                }
+                tracker.push(input);
+            }
+            None => log::warn!("skipped a record of {} bytes this binary cannot read", item.len()),
+        }
+    }
+}
+
+/// Writes the tracker's outputs; returns how many lines that was.
+fn emit(outputs: &mut Vec<Output>, clock: &Clock, enricher: &mut Enricher, sink: &mut Sink) -> u64 {
+    let count = outputs.len() as u64;
+    for output in outputs.drain(..) {
+        let line = enricher.line(&output, clock);
+        sink.write(&line);
+        if let Output::Exit { actor, .. } = output {
+            enricher.forget(actor.pid);
+        }
+    }
+    count
+}
+
+fn start_line(clock: &Clock) -> EventLine {
+    let uname = nix::sys::utsname::uname().ok();
+    let field = |get: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+        uname.as_ref().map(|u| get(u).to_string_lossy().into_owned())
+    };
+    EventLine {
+        event: Some(EventKind::Start),
+        ts: rfc3339(clock.wall(clock.monotonic_now())),
+        schema: Some(SCHEMA_VERSION),
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        kernel: field(|u| u.release()),
+        hostname: field(|u| u.nodename()),
+        ..Default::default()
+    }
+}
+
+/// Registers a ring buffer with the reactor.
+fn poll_readable<T: std::os::fd::AsRawFd>(ring: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: the ring owns its map fd, which stays open and unchanged while the AsyncFd owns
+    // the ring.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|err| std::io::Error::other(err.to_string()))
+}
+
+/// Sends aya-log messages from the kernel programs to the `log` crate's logger.
+fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) -> Result<()> {
+    let mut logger = poll_readable(logger).context("cannot poll the kernel log ring")?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = logger.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+    Ok(())
+}
+
+/// Converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time.
+pub struct Clock {
+    /// realtime - monotonic, in nanoseconds, measured once at start.
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let monotonic = Self::read(libc::CLOCK_MONOTONIC);
+        let realtime = Self::read(libc::CLOCK_REALTIME);
+        Self {
+            offset_ns: i128::from(realtime) - i128::from(monotonic),
+        }
+    }
+
+    fn read(clock: libc::clockid_t) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes a timespec; these clocks always exist.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    pub fn monotonic_now(&self) -> u64 {
+        Self::read(libc::CLOCK_MONOTONIC)
+    }
+
+    pub fn wall(&self, monotonic_ns: u64) -> SystemTime {
+        let ns = (i128::from(monotonic_ns) + self.offset_ns).max(0) as u128;
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    }
+}
+
+/// Adds what only /proc knows (paths, namespace pids, containers, holders), with caches so that
+/// a burst of events on one file costs one lookup.
+#[derive(Default)]
+struct Enricher {
+    processes: HashMap<u32, Option<ProcessInfo>>,
+    paths: HashMap<(u32, u64), procfs::OpenPath>,
+    /// The last process in which a path lookup failed, by inode, so a burst of events from a
+    /// process that is gone does not repeat it.
+    path_misses: HashMap<(u32, u64), u32>,
+}
+
+impl Enricher {
+    fn forget(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+
+    fn process(&mut self, pid: u32) -> Option<&ProcessInfo> {
+        self.processes
+            .entry(pid)
+            .or_insert_with(|| ProcessInfo::read(pid))
+            .as_ref()
+    }
+
+    fn learn_path(&mut self, pid: u32, dev: u32, ino: u64) {
+        let key = (dev, ino);
+        if self.paths.contains_key(&key) || self.path_misses.get(&key) == Some(&pid) {
+            return;
+        }
+        match procfs::open_path(pid, dev, ino) {
+            Some(found) => {
+                self.path_misses.remove(&key);
+                self.paths.insert(key, found);
+            }
+            None => {
+                self.path_misses.insert(key, pid);
+            }
+        }
+    }
+
+    fn path(&mut self, pid: u32, lock: &LockId) -> Option<&procfs::OpenPath> {
+        self.learn_path(pid, lock.dev, lock.ino);
+        self.paths.get(&(lock.dev, lock.ino))
+    }
+
+    fn line(&mut self, output: &Output, clock: &Clock) -> EventLine {
+        let (at, actor, lock) = match output {
+            Output::Acquire { at, actor, lock, .. }
+            | Output::Wait { at, actor, lock, .. }
+            | Output::Release { at, actor, lock, .. }
+            | Output::Fail { at, actor, lock, .. } => (*at, *actor, Some(*lock)),
+            Output::Exit { at, actor, .. } => (*at, *actor, None),
+            Output::Orphan { at, lock, held, .. } | Output::OrphanEnd { at, lock, held, .. } => {
+                (*at, held.taker, Some(*lock))
+            }
+        };
+        let mut line = EventLine {
+            ts: rfc3339(clock.wall(at)),
+            pid: Some(actor.pid),
+            comm: Some(comm_str(&actor.comm)),
+            ..Default::default()
+        };
+        if let Some(info) = self.process(actor.pid).filter(|info| info.ns_pid.is_some()) {
+            line.ns_pid = info.ns_pid;
+            line.cgroup = info.cgroup.clone();
+        }
+        if let Some(lock) = lock {
+            let (major, minor) = aimlock_common::kernel_dev_split(lock.dev);
+            line.kind = Some(lock.kind);
+            line.dev = Some(format!("{major}:{minor}"));
+            line.ino = Some(lock.ino);
+            if let Some(found) = self.path(actor.pid, &lock) {
+                line.path = Some(found.path.clone());
+                line.deleted = found.deleted.then_some(true);
+            }
+        }
+        let range = |line: &mut EventLine, start: i64, end: i64| {
+            line.start = Some(start.max(0) as u64);
+            line.end = Some((end != END_OF_FILE).then_some(end.max(0) as u64));
+        };
+        match output {
+            Output::Acquire { mode, start, end, wait_ns, .. } => {
+                line.event = Some(EventKind::Acquire);
+                line.mode = Some(*mode);
+                line.wait_ns = *wait_ns;
+                range(&mut line, *start, *end);
+            }
+            Output::Wait { mode, start, end, .. } => {
+                line.event = Some(EventKind::Wait);
+                line.mode = Some(*mode);
+                range(&mut line, *start, *end);
+            }
+            Output::Release { held, start, end, reason, at, .. } => {
+                line.event = Some(EventKind::Release);
+                line.mode = Some(held.mode);
+                line.reason = Some(*reason);
+                line.held_ns = Some(at.saturating_sub(held.since_ns));
+                range(&mut line, *start, *end);
+            }
+            Output::Fail { mode, start, end, errno, .. } => {
+                line.event = Some(EventKind::Fail);
+                line.mode = Some(*mode);
+                line.errno = Some(errno_name(*errno));
+                range(&mut line, *start, *end);
+            }
+            Output::Exit { locks, .. } => {
+                line.event = Some(EventKind::Exit);
+                line.locks = Some(*locks);
+            }
+            Output::Orphan { lock, held, taker_exit, .. } => {
+                line.event = Some(EventKind::Orphan);
+                line.mode = Some(held.mode);
+                line.taker_exit = Some(rfc3339(clock.wall(*taker_exit)));
+                range(&mut line, held.start, held.end);
+                line.holders = Some(self.holders(lock, held));
+            }
+            Output::OrphanEnd { at, by, held, taker_exit, reason, .. } => {
+                line.event = Some(EventKind::OrphanEnd);
+                line.mode = Some(held.mode);
+                line.reason = Some(*reason);
+                line.held_ns = Some(at.saturating_sub(held.since_ns));
+                line.orphan_ns = Some(at.saturating_sub(*taker_exit));
+                line.taker_exit = Some(rfc3339(clock.wall(*taker_exit)));
+                range(&mut line, held.start, held.end);
+                line.by = Some(self.proc_ref(by, None));
+            }
+        }
+        line
+    }
+
+    /// Live processes with an fd on the orphan's open file description.
+    fn holders(&mut self, lock: &LockId, held: &Held) -> Vec<ProcRef> {
+        let end = (held.end != END_OF_FILE).then_some(held.end as u64);
+        let mut holders: Vec<ProcRef> = procfs::holders(lock.kind, lock.dev, lock.ino, held.start.max(0) as u64, end)
+            .into_iter()
+            .filter(|found| lock.kind != LockKind::Posix && found.lock.mode == held.mode)
+            .filter_map(|found| {
+                let info = self.process(found.pid)?.clone();
+                Some(ProcRef {
+                    pid: found.pid,
+                    comm: info.comm,
+                    ns_pid: info.ns_pid,
+                    fd: Some(found.fd),
+                    cgroup: info.ns_pid.and(info.cgroup),
+                })
+            })
+            .collect();
+        holders.sort_by_key(|holder| (holder.pid, holder.fd));
+        if let Some(holder) = holders.first() {
+            // The holders' view of the path, since the taker's is gone.
+            if let Some(found) = procfs::open_path(holder.pid, lock.dev, lock.ino) {
+                self.paths.insert((lock.dev, lock.ino), found);
+            }
+        }
+        holders
+    }
+
+    fn proc_ref(&mut self, actor: &Actor, fd: Option<i32>) -> ProcRef {
+        let info = self.process(actor.pid).cloned();
+        ProcRef {
+            pid: actor.pid,
+            comm: comm_str(&actor.comm),
+            ns_pid: info.as_ref().and_then(|info| info.ns_pid),
+            fd,
+            cgroup: info.and_then(|info| info.ns_pid.and(info.cgroup)),
+        }
+    }
+}
+
+/// "EAGAIN" for 11, and so on.
+pub fn errno_name(errno: i32) -> String {
+    format!("{:?}", nix::errno::Errno::from_raw(errno))
+}

@@ -1,0 +1,585 @@
+//! The lock table: a pure state machine, decoded kernel inputs in, lock events out, no I/O.
+//!
+//! Inputs are first put back in timestamp order (the ring delivers records in the order CPUs
+//! reserved them, which can differ slightly from the order they happened), then applied:
+//! - the table is keyed by (dev, ino, owner, kind) and holds the ranges each owner has locked;
+//! - deferred attempts of one blocking call become one `wait` then one `acquire` with `wait_ns`;
+//! - an exit opens a grace period during which the exiting process closes its files; locks it
+//!   took that are still held when the grace period ends have outlived it: orphans.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, HashSet, hash_map::Entry},
+};
+
+use aimlock_common::{FILE_LOCK_DEFERRED, fl_flags, fl_type};
+
+use crate::{
+    decode::{Input, LockOp},
+    events::{LockKind, Mode, ReleaseReason},
+};
+
+/// How long an input waits for possibly earlier inputs from other CPUs.
+pub const REORDER_WINDOW_NS: u64 = 10_000_000;
+/// How long after its exit event a process may still be closing its files.
+pub const EXIT_GRACE_NS: u64 = 100_000_000;
+/// `OFFSET_MAX`: a range that ends here runs to the end of the file.
+pub const END_OF_FILE: i64 = i64::MAX;
+
+/// Who did something: the thread group id in the initial namespace and its command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Actor {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: [u8; 16],
+}
+
+/// Which lock an event is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LockId {
+    pub dev: u32,
+    pub ino: u64,
+    /// `fl_owner`: the open file description (flock, OFD, lease) or the files_struct (POSIX).
+    pub owner: u64,
+    pub kind: LockKind,
+}
+
+/// A range held by one owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub start: i64,
+    pub end: i64,
+    pub mode: Mode,
+    pub since_ns: u64,
+    pub taker: Actor,
+    /// When the taker exited, if the lock outlived it.
+    pub orphaned_at: Option<u64>,
+}
+
+/// What the tracker tells the sinks. `at` is the event's time (CLOCK_MONOTONIC, ns).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    Acquire {
+        at: u64,
+        actor: Actor,
+        lock: LockId,
+        mode: Mode,
+        start: i64,
+        end: i64,
+        wait_ns: Option<u64>,
+    },
+    /// A blocking attempt was queued behind a conflicting lock.
+    Wait {
+        at: u64,
+        actor: Actor,
+        lock: LockId,
+        mode: Mode,
+        start: i64,
+        end: i64,
+    },
+    Release {
+        at: u64,
+        actor: Actor,
+        lock: LockId,
+        held: Held,
+        /// The part of `held` that was released.
+        start: i64,
+        end: i64,
+        reason: ReleaseReason,
+    },
+    Fail {
+        at: u64,
+        actor: Actor,
+        lock: LockId,
+        mode: Mode,
+        start: i64,
+        end: i64,
+        errno: i32,
+    },
+    /// A process that had taken locks exited; `locks` of them were still held.
+    Exit { at: u64, actor: Actor, locks: u64 },
+    /// `held` outlived its taker, which exited at `taker_exit`.
+    Orphan {
+        at: u64,
+        lock: LockId,
+        held: Held,
+        taker_exit: u64,
+    },
+    /// An orphan was finally released by `by`.
+    OrphanEnd {
+        at: u64,
+        by: Actor,
+        lock: LockId,
+        held: Held,
+        taker_exit: u64,
+        reason: ReleaseReason,
+    },
+}
+
+struct Waiting {
+    since_ns: u64,
+    pid: u32,
+    lock: LockId,
+}
+
+struct Exiting {
+    at: u64,
+    actor: Actor,
+}
+
+#[derive(Default)]
+pub struct Tracker {
+    /// Inputs not yet applied, ordered by (timestamp, arrival).
+    pending: BinaryHeap<Reverse<(u64, u64, Ordered)>>,
+    arrivals: u64,
+    locks: HashMap<LockId, Vec<Held>>,
+    /// Locks each process took, for its exit.
+    taken_by: HashMap<u32, HashSet<LockId>>,
+    /// Blocking calls in progress, by thread.
+    waiting: HashMap<u32, Waiting>,
+    /// Failures `posix_lock_inode` reported, so that `fcntl_setlk` does not report them again.
+    posix_failed: HashMap<u32, i32>,
+    /// Processes in their exit grace period, by pid, with the time of their exit.
+    exiting: HashMap<u32, Exiting>,
+    exit_order: BinaryHeap<Reverse<(u64, u32)>>,
+}
+
+/// An input with the ordering the heap needs (inputs themselves are not ordered).
+#[derive(PartialEq, Eq)]
+struct Ordered(Input);
+
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ordered {
+    fn cmp(&self, _other: &Self) -> std::cmp::Ordering {
+        // The heap key (timestamp, arrival) is unique; the input never decides.
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues an input; nothing is applied until [`Tracker::advance`].
+    pub fn push(&mut self, input: Input) {
+        self.arrivals += 1;
+        self.pending
+            .push(Reverse((input.ts_ns(), self.arrivals, Ordered(input))));
+    }
+
+    /// Applies every input older than `now_ns - REORDER_WINDOW_NS` and ends the exit grace
+    /// periods that are over by then. `now_ns` is CLOCK_MONOTONIC, as the inputs' timestamps.
+    pub fn advance(&mut self, now_ns: u64, out: &mut Vec<Output>) {
+        self.apply_until(now_ns.saturating_sub(REORDER_WINDOW_NS), out);
+    }
+
+    /// Applies everything: the end of a trace.
+    pub fn finish(&mut self, out: &mut Vec<Output>) {
+        self.apply_until(u64::MAX, out);
+    }
+
+    /// Currently held locks.
+    #[cfg(test)]
+    pub fn held(&self) -> impl Iterator<Item = (&LockId, &Held)> {
+        self.locks
+            .iter()
+            .flat_map(|(id, ranges)| ranges.iter().map(move |held| (id, held)))
+    }
+
+    fn apply_until(&mut self, until: u64, out: &mut Vec<Output>) {
+        while let Some(Reverse((ts, _, _))) = self.pending.peek() {
+            if *ts > until {
+                break;
+            }
+            let Some(Reverse((ts, _, Ordered(input)))) = self.pending.pop() else {
+                break;
+            };
+            // Exits whose grace ended before this input are settled first.
+            self.end_exits(ts.saturating_sub(EXIT_GRACE_NS), out);
+            self.apply(input, out);
+        }
+        self.end_exits(until.saturating_sub(EXIT_GRACE_NS), out);
+    }
+
+    fn apply(&mut self, input: Input, out: &mut Vec<Output>) {
+        match input {
+            Input::Lock(op) => self.apply_lock(op, out),
+            Input::FcntlFailure(op) => self.apply_fcntl_failure(op, out),
+            Input::Exit { ts_ns, pid, comm } => self.apply_exit(ts_ns, pid, comm, out),
+        }
+    }
+
+    fn apply_lock(&mut self, op: LockOp, out: &mut Vec<Output>) {
+        let actor = Actor {
+            pid: op.pid,
+            tid: op.tid,
+            comm: op.comm,
+        };
+        let lock = LockId {
+            dev: op.dev,
+            ino: op.ino,
+            owner: op.owner,
+            kind: op.kind,
+        };
+        if op.kind == LockKind::Posix {
+            self.posix_failed.remove(&op.tid);
+        }
+        // FL_ACCESS requests only test for conflicts and never store a lock.
+        if op.flags & fl_flags::ACCESS != 0 {
+            return;
+        }
+        let mode = match op.lock_type {
+            fl_type::RDLCK => Mode::Read,
+            fl_type::WRLCK => Mode::Write,
+            _ => Mode::Unlock,
+        };
+        if mode == Mode::Unlock {
+            if op.ret == 0 {
+                let reason = if op.flags & fl_flags::CLOSE == 0 {
+                    ReleaseReason::Unlock
+                } else if self.exiting.contains_key(&op.pid) {
+                    ReleaseReason::Exit
+                } else {
+                    ReleaseReason::Close
+                };
+                self.release_range(op.ts_ns, actor, lock, op.start, op.end, reason, out);
+            }
+            return;
+        }
+        // flock(2) drops the owner's current lock before it tries a conversion (fs/locks.c
+        // flock_lock_inode), so a conversion releases the old mode whatever its outcome.
+        if op.kind == LockKind::Flock {
+            let held_mode = self.locks.get(&lock).and_then(|r| r.first()).map(|h| h.mode);
+            match held_mode {
+                Some(held) if held == mode => {
+                    // Same mode again: the kernel leaves the lock as it is.
+                    if op.ret == 0 {
+                        self.waiting.remove(&op.tid);
+                        return;
+                    }
+                }
+                Some(_) => self.release_range(
+                    op.ts_ns,
+                    actor,
+                    lock,
+                    0,
+                    END_OF_FILE,
+                    ReleaseReason::Convert,
+                    out,
+                ),
+                None => {}
+            }
+        }
+        match op.ret {
+            0 => {
+                let wait_ns = match self.waiting.remove(&op.tid) {
+                    Some(waiting) if waiting.lock == lock => {
+                        Some(op.ts_ns.saturating_sub(waiting.since_ns))
+                    }
+                    _ => None,
+                };
+                if self.covered(&lock, op.start, op.end, mode) {
+                    return;
+                }
+                self.insert_range(op.ts_ns, actor, lock, mode, op.start, op.end, out);
+                out.push(Output::Acquire {
+                    at: op.ts_ns,
+                    actor,
+                    lock,
+                    mode,
+                    start: op.start,
+                    end: op.end,
+                    wait_ns,
+                });
+            }
+            FILE_LOCK_DEFERRED => {
+                let new_wait = match self.waiting.get(&op.tid) {
+                    Some(waiting) => waiting.lock != lock,
+                    None => true,
+                };
+                if new_wait {
+                    self.waiting.insert(
+                        op.tid,
+                        Waiting {
+                            since_ns: op.ts_ns,
+                            pid: op.pid,
+                            lock,
+                        },
+                    );
+                    out.push(Output::Wait {
+                        at: op.ts_ns,
+                        actor,
+                        lock,
+                        mode,
+                        start: op.start,
+                        end: op.end,
+                    });
+                }
+            }
+            errno => {
+                self.waiting.remove(&op.tid);
+                if op.kind != LockKind::Flock {
+                    self.posix_failed.insert(op.tid, errno);
+                }
+                out.push(Output::Fail {
+                    at: op.ts_ns,
+                    actor,
+                    lock,
+                    mode,
+                    start: op.start,
+                    end: op.end,
+                    errno: -errno,
+                });
+            }
+        }
+    }
+
+    /// A failed fcntl lock call. Refusals that `posix_lock_inode` reported are not repeated;
+    /// what is left is a wait that ended without the lock (EINTR) or a call refused earlier.
+    fn apply_fcntl_failure(&mut self, op: LockOp, out: &mut Vec<Output>) {
+        if self.posix_failed.remove(&op.tid) == Some(op.ret) {
+            return;
+        }
+        self.waiting.remove(&op.tid);
+        let mode = match op.lock_type {
+            fl_type::RDLCK => Mode::Read,
+            fl_type::WRLCK => Mode::Write,
+            _ => Mode::Unlock,
+        };
+        out.push(Output::Fail {
+            at: op.ts_ns,
+            actor: Actor {
+                pid: op.pid,
+                tid: op.tid,
+                comm: op.comm,
+            },
+            lock: LockId {
+                dev: op.dev,
+                ino: op.ino,
+                owner: op.owner,
+                kind: op.kind,
+            },
+            mode,
+            start: op.start,
+            end: op.end,
+            errno: -op.ret,
+        });
+    }
+
+    fn apply_exit(&mut self, at: u64, pid: u32, comm: [u8; 16], out: &mut Vec<Output>) {
+        self.waiting.retain(|_, waiting| waiting.pid != pid);
+        self.posix_failed.remove(&pid);
+        let Some(taken) = self.taken_by.get(&pid) else {
+            return;
+        };
+        let locks = taken
+            .iter()
+            .filter_map(|id| self.locks.get(id))
+            .flatten()
+            .filter(|held| held.taker.pid == pid && held.orphaned_at.is_none())
+            .count() as u64;
+        let actor = Actor { pid, tid: pid, comm };
+        out.push(Output::Exit { at, actor, locks });
+        self.exiting.insert(pid, Exiting { at, actor });
+        self.exit_order.push(Reverse((at, pid)));
+    }
+
+    /// Ends the grace periods of exits that happened at or before `until`: what the exited
+    /// process took and is still held has outlived it.
+    fn end_exits(&mut self, until: u64, out: &mut Vec<Output>) {
+        while let Some(Reverse((at, pid))) = self.exit_order.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.exit_order.pop();
+            match self.exiting.get(&pid) {
+                Some(exiting) if exiting.at == at => {}
+                _ => continue,
+            }
+            let Some(exiting) = self.exiting.remove(&pid) else {
+                continue;
+            };
+            let Some(taken) = self.taken_by.remove(&pid) else {
+                continue;
+            };
+            for id in taken {
+                let Some(ranges) = self.locks.get_mut(&id) else {
+                    continue;
+                };
+                if id.kind == LockKind::Posix {
+                    // POSIX locks belong to the process and cannot outlive it: what is left
+                    // here was released in records that were lost.
+                    let (gone, kept): (Vec<Held>, Vec<Held>) =
+                        ranges.drain(..).partition(|held| held.taker.pid == pid);
+                    *ranges = kept;
+                    for held in gone {
+                        out.push(Output::Release {
+                            at: exiting.at,
+                            actor: exiting.actor,
+                            lock: id,
+                            held,
+                            start: held.start,
+                            end: held.end,
+                            reason: ReleaseReason::Exit,
+                        });
+                    }
+                    if ranges.is_empty() {
+                        self.locks.remove(&id);
+                    }
+                    continue;
+                }
+                for held in ranges.iter_mut() {
+                    if held.taker.pid == pid && held.orphaned_at.is_none() {
+                        held.orphaned_at = Some(exiting.at);
+                        out.push(Output::Orphan {
+                            at: exiting.at + EXIT_GRACE_NS,
+                            lock: id,
+                            held: *held,
+                            taker_exit: exiting.at,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when `lock` already holds [start, end] in `mode` (a repeated request changes nothing).
+    fn covered(&self, lock: &LockId, start: i64, end: i64, mode: Mode) -> bool {
+        self.locks.get(lock).is_some_and(|ranges| {
+            ranges
+                .iter()
+                .any(|held| held.mode == mode && held.start <= start && held.end >= end)
+        })
+    }
+
+    /// Records a granted range. Parts of the owner's ranges it overlaps are replaced: in the
+    /// same mode they merge into it, in the other mode they are converted (and released).
+    #[allow(clippy::too_many_arguments)]
+    fn insert_range(
+        &mut self,
+        at: u64,
+        actor: Actor,
+        lock: LockId,
+        mode: Mode,
+        start: i64,
+        end: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let mut since_ns = at;
+        let removed = self.cut(lock, start, end);
+        for held in &removed {
+            if held.mode == mode {
+                since_ns = since_ns.min(held.since_ns);
+            } else {
+                out.push(Output::Release {
+                    at,
+                    actor,
+                    lock,
+                    held: *held,
+                    start: held.start,
+                    end: held.end,
+                    reason: ReleaseReason::Convert,
+                });
+            }
+        }
+        let held = Held {
+            start,
+            end,
+            mode,
+            since_ns,
+            taker: actor,
+            orphaned_at: None,
+        };
+        self.locks.entry(lock).or_default().push(held);
+        self.taken_by.entry(actor.pid).or_default().insert(lock);
+    }
+
+    /// Releases [start, end] of `lock`'s ranges, splitting ranges that extend beyond it.
+    #[allow(clippy::too_many_arguments)]
+    fn release_range(
+        &mut self,
+        at: u64,
+        actor: Actor,
+        lock: LockId,
+        start: i64,
+        end: i64,
+        reason: ReleaseReason,
+        out: &mut Vec<Output>,
+    ) {
+        for held in self.cut(lock, start, end) {
+            out.push(Output::Release {
+                at,
+                actor,
+                lock,
+                held,
+                start: held.start,
+                end: held.end,
+                reason,
+            });
+            if let Some(taker_exit) = held.orphaned_at {
+                out.push(Output::OrphanEnd {
+                    at,
+                    by: actor,
+                    lock,
+                    held,
+                    taker_exit,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Removes [start, end] from `lock`'s ranges; returns the removed pieces (each clipped to
+    /// [start, end], with its original mode, time and taker).
+    fn cut(&mut self, lock: LockId, start: i64, end: i64) -> Vec<Held> {
+        let Entry::Occupied(mut entry) = self.locks.entry(lock) else {
+            return Vec::new();
+        };
+        let ranges = entry.get_mut();
+        let mut removed = Vec::new();
+        let mut kept = Vec::with_capacity(ranges.len());
+        for held in ranges.drain(..) {
+            if held.end < start || held.start > end {
+                kept.push(held);
+                continue;
+            }
+            if held.start < start {
+                kept.push(Held {
+                    end: start - 1,
+                    ..held
+                });
+            }
+            if held.end > end {
+                kept.push(Held {
+                    start: end + 1,
+                    ..held
+                });
+            }
+            removed.push(Held {
+                start: held.start.max(start),
+                end: held.end.min(end),
+                ..held
+            });
+        }
+        if kept.is_empty() {
+            entry.remove();
+            for held in &removed {
+                if let Some(taken) = self.taken_by.get_mut(&held.taker.pid) {
+                    taken.remove(&lock);
+                    if taken.is_empty() && !self.exiting.contains_key(&held.taker.pid) {
+                        self.taken_by.remove(&held.taker.pid);
+                    }
+                }
+            }
+        } else {
+            *ranges = kept;
+        }
+        removed
+    }
+}

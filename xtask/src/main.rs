@@ -1,0 +1,157 @@
+//! aimlock's tasks: `cargo xtask setup | build | run -- ARGS | test | vm-test | bench`.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "aimlock's build, setup and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need: rust-src, bpf-linker, Debian packages, tracefs.
+    Setup,
+    /// Release build of the `aimlock` binary (target/release/aimlock).
+    Build,
+    /// Setup, build, then run `aimlock` with the given arguments.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup, build, then every test: formatting, clippy, unit tests, integration tests as
+    /// root on the running kernel.
+    Test,
+}
+
+/// A named step, for messages.
+pub struct Step(pub &'static str);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::setup(),
+        Task::Build => build(),
+        Task::Run { args } => run(&args),
+        Task::Test => test(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+/// Runs a step, printing its name; a failure names the step and the command.
+pub fn run_step(step: Step, command: &mut Command) -> Result<()> {
+    println!("==> {}", step.0);
+    let status = command
+        .status()
+        .with_context(|| format!("step '{}': cannot run {command:?}", step.0))?;
+    if !status.success() {
+        bail!("step '{}' failed: {command:?} exited with {status}", step.0);
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout.
+pub fn capture(command: &mut Command) -> Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn build() -> Result<()> {
+    run_step(
+        Step("build aimlock (release)"),
+        cargo().args(["build", "--release", "--package", "aimlock-user", "--bin", "aimlock"]),
+    )
+}
+
+fn aimlock_binary() -> PathBuf {
+    workspace_root().join("target/release/aimlock")
+}
+
+fn run(args: &[String]) -> Result<()> {
+    setup::setup()?;
+    build()?;
+    let binary = aimlock_binary();
+    println!("==> {} {}", binary.display(), args.join(" "));
+    let status = Command::new(&binary)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    if !status.success() {
+        bail!("aimlock exited with {status}");
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    setup::setup()?;
+    run_step(Step("rustfmt"), cargo().args(["fmt", "--all", "--check"]))?;
+    run_step(
+        Step("clippy"),
+        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    build()?;
+    run_step(
+        Step("unit tests"),
+        cargo().args(["test", "--workspace", "--exclude", "aimlock-tests"]),
+    )?;
+    if !nix_is_root() {
+        return Err(anyhow!(
+            "step 'integration tests': they load eBPF programs and need root; run as root"
+        ));
+    }
+    run_step(
+        Step("integration tests (real kernel, as root)"),
+        cargo()
+            .args(["test", "--package", "aimlock-tests", "--", "--test-threads=4"])
+            .env("AIMLOCK_BIN", aimlock_binary()),
+    )
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
