@@ -1,9 +1,12 @@
 //! aimlock: trace Linux file locks with eBPF, and find the locks that outlive their owner.
 
+mod break_lock;
 mod decode;
 mod events;
 mod loader;
+mod locks;
 mod procfs;
+mod report;
 mod sinks;
 mod trace;
 mod tracker;
@@ -24,6 +27,13 @@ enum Command {
     /// Record every lock acquisition, wait, failure and release, and flag the locks that
     /// outlive the process that took them.
     Trace(trace::TraceArgs),
+    /// The current lock table as it really is: real holders, orphans, waiters.
+    Locks(locks::LocksArgs),
+    /// The post-mortem of a HOT incident, from the logs `aimlock trace` wrote.
+    Report(report::ReportArgs),
+    /// Release an orphaned flock or OFD lock through one of its holders' descriptors
+    /// (a dry run unless --yes).
+    Break(break_lock::BreakArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +54,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Trace(args) => trace::run(args).await,
+            Command::Locks(args) => locks::run(args),
+            Command::Report(args) => report::run(args),
+            Command::Break(args) => break_lock::run(args),
         }
     });
     match result {

@@ -249,6 +249,28 @@ pub fn holders(kind: LockKind, dev: u32, ino: u64, start: u64, end: Option<u64>)
         .collect()
 }
 
+/// Whether fd `fd1` of `pid1` and fd `fd2` of `pid2` refer to the same open file description:
+/// kcmp(KCMP_FILE), exact where comparing lock ranges is not. Needs PTRACE_MODE_READ over both.
+pub fn same_description(pid1: u32, fd1: i32, pid2: u32, fd2: i32) -> io::Result<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp only reads its integer arguments.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1 as libc::pid_t,
+            pid2 as libc::pid_t,
+            KCMP_FILE,
+            fd1 as libc::c_ulong,
+            fd2 as libc::c_ulong,
+        )
+    };
+    match ret {
+        0 => Ok(true),
+        1..=3 => Ok(false),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +289,25 @@ mod tests {
         let waiter = LockLine::parse("1: -> FLOCK  ADVISORY  WRITE 99 00:1f:7 0 EOF").unwrap();
         assert!(waiter.blocked);
         assert_eq!(LockLine::parse("garbage"), None);
+    }
+
+    #[test]
+    fn kcmp_tells_descriptions_apart() {
+        use std::os::fd::AsRawFd as _;
+        let file = tempfile_in_tmp();
+        let dup = file.try_clone().unwrap();
+        let reopened = fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+        let me = std::process::id();
+        let (a, b, c) = (file.as_raw_fd(), dup.as_raw_fd(), reopened.as_raw_fd());
+        assert!(same_description(me, a, me, b).unwrap());
+        assert!(!same_description(me, a, me, c).unwrap());
+    }
+
+    fn tempfile_in_tmp() -> fs::File {
+        let path = std::env::temp_dir().join(format!("aimlock-kcmp-{}", std::process::id()));
+        let file = fs::File::create(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        file
     }
 
     #[test]

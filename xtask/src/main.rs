@@ -1,6 +1,7 @@
 //! aimlock's tasks: `cargo xtask setup | build | run -- ARGS | test | vm-test | bench`.
 
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -31,6 +32,13 @@ enum Task {
     /// Setup, build, then every test: formatting, clippy, unit tests, integration tests as
     /// root on the running kernel.
     Test,
+    /// Run the integration suite in qemu on Debian's 5.10, 6.1 and 6.12 kernels and on the
+    /// running kernel's version.
+    VmTest {
+        /// Kernel series to test (5.10, 6.1, 6.12, running); all when none is given.
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+    },
 }
 
 /// A named step, for messages.
@@ -43,6 +51,7 @@ fn main() -> ExitCode {
         Task::Build => build(),
         Task::Run { args } => run(&args),
         Task::Test => test(),
+        Task::VmTest { kernels } => vm::vm_test(&kernels),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
