@@ -244,6 +244,11 @@ impl Workload {
         assert!(status.success(), "lockwork exited with {status}");
     }
 
+    /// Waits for the workload to exit, whatever its status.
+    pub fn finish_any(mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for lockwork")
+    }
+
     pub fn lines(&self) -> Vec<Value> {
         self.lines.snapshot()
     }

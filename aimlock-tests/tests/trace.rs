@@ -47,3 +47,252 @@ fn flock_acquire_and_release_of_a_child_process() {
     assert_eq!(mine[1]["reason"], "unlock");
     assert_eq!(mine[0]["path"], file.display().to_string());
 }
+
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["event"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn posix_range_acquire_split_and_release() {
+    let dir = TempDir::new("posix");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let tracer = Tracer::start(&[]);
+    // Lock bytes 0-99, unlock 10-19 (splits the lock in two), then close: both parts go.
+    let work = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "posix:w:0:100",
+        "posix:u:10:10",
+        "close",
+    ]);
+    let pid = work.pid();
+    work.finish();
+    tracer.wait_for("the release on close", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == ino && e["reason"] == "close"
+    });
+    let events = tracer.stop();
+    let mine = lock_events(&events, ino, pid);
+    let summary: Vec<(String, u64, Value, String)> = mine
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["start"].as_u64().unwrap(),
+                e["end"].clone(),
+                e["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(mine.iter().all(|e| e["kind"] == "posix" && e["mode"] == "write"), "{mine:#?}");
+    assert_eq!(summary[0], ("acquire".into(), 0, 99.into(), "".into()), "{mine:#?}");
+    assert_eq!(summary[1], ("release".into(), 10, 19.into(), "unlock".into()), "{mine:#?}");
+    let mut on_close: Vec<_> = summary[2..].to_vec();
+    on_close.sort_by_key(|s| s.1);
+    assert_eq!(
+        on_close,
+        [
+            ("release".into(), 0, 9.into(), "close".into()),
+            ("release".into(), 20, 99.into(), "close".into())
+        ],
+        "{mine:#?}"
+    );
+}
+
+#[test]
+fn ofd_acquire_and_release_on_close() {
+    let dir = TempDir::new("ofd");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let tracer = Tracer::start(&[]);
+    let work = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "ofd:r:5:0",
+        "close",
+    ]);
+    let pid = work.pid();
+    work.finish();
+    tracer.wait_for("the release", SETTLE, |e| e["event"] == "release" && e["ino"] == ino);
+    let events = tracer.stop();
+    let mine = lock_events(&events, ino, pid);
+    assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");
+    assert!(mine.iter().all(|e| e["kind"] == "ofd" && e["mode"] == "read"));
+    assert_eq!(mine[0]["start"], 5);
+    assert_eq!(mine[0]["end"], Value::Null);
+    assert_eq!(mine[1]["reason"], "close");
+}
+
+#[test]
+fn release_at_exit_is_not_an_orphan() {
+    let dir = TempDir::new("exit");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let tracer = Tracer::start(&[]);
+    let work = Workload::start(&[&format!("open:{}", file.display()), "flock:ex", "exit:0"]);
+    let pid = work.pid();
+    let _ = work.finish_any();
+    tracer.wait_for("the release at exit", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == ino && e["pid"] == pid
+    });
+    // Past the exit grace period, an orphan would have been reported.
+    std::thread::sleep(Duration::from_millis(500));
+    let events = tracer.stop();
+    let mine = on_inode(&events, ino);
+    assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");
+    assert_eq!(mine[1]["reason"], "exit");
+    let exit = events
+        .iter()
+        .find(|e| e["event"] == "exit" && e["pid"] == pid)
+        .expect("an exit event");
+    assert_eq!(exit["locks"], 1);
+}
+
+#[test]
+fn lock_inherited_by_a_forked_child_is_an_orphan_held_by_the_child() {
+    let dir = TempDir::new("fork");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let tracer = Tracer::start(&[]);
+    let work = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "flock:ex",
+        "hold-in-child:2",
+        "exit:0",
+    ]);
+    let taker = work.pid();
+    let holder = work.holder_pid();
+    let orphan = tracer.wait_for("the orphan", SETTLE, |e| {
+        e["event"] == "orphan" && e["ino"] == ino
+    });
+    assert_eq!(orphan["pid"], taker);
+    assert_eq!(orphan["kind"], "flock");
+    assert_eq!(orphan["mode"], "write");
+    assert_eq!(orphan["path"], file.display().to_string());
+    let holders = orphan["holders"].as_array().expect("holders");
+    assert_eq!(holders.len(), 1, "{orphan}");
+    assert_eq!(holders[0]["pid"], holder);
+    assert_eq!(holders[0]["comm"], "lockwork");
+    let end = tracer.wait_for("the orphan's end", SETTLE, |e| {
+        e["event"] == "orphan_end" && e["ino"] == ino
+    });
+    assert_eq!(end["by"]["pid"], holder);
+    assert_eq!(end["reason"], "exit");
+    let orphaned = end["orphan_ns"].as_u64().unwrap();
+    assert!((1_000_000_000..10_000_000_000).contains(&orphaned), "{end}");
+    drop(work);
+    tracer.stop();
+}
+
+#[test]
+fn lock_passed_over_a_unix_socket_is_an_orphan_held_by_the_receiver() {
+    let dir = TempDir::new("scm");
+    let file = dir.file("lock");
+    let socket = dir.path().join("sock");
+    let ino = inode(&file);
+    let tracer = Tracer::start(&[]);
+    let receiver = Workload::start(&[&format!("recvfd:{}", socket.display()), "sleep:3"]);
+    receiver.wait_step("listening");
+    let sender = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "flock:sh",
+        &format!("sendfd:{}", socket.display()),
+        "close",
+        "exit:0",
+    ]);
+    let taker = sender.pid();
+    let orphan = tracer.wait_for("the orphan", SETTLE, |e| {
+        e["event"] == "orphan" && e["ino"] == ino
+    });
+    assert_eq!(orphan["pid"], taker);
+    assert_eq!(orphan["mode"], "read");
+    let holders = orphan["holders"].as_array().expect("holders");
+    assert_eq!(holders.len(), 1, "{orphan}");
+    assert_eq!(holders[0]["pid"], receiver.pid());
+    drop(sender);
+    drop(receiver);
+    tracer.stop();
+}
+
+#[test]
+fn orphan_inside_a_pid_namespace_is_reported_with_host_pids() {
+    let dir = TempDir::new("pidns");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let tracer = Tracer::start(&[]);
+    let work = Workload::start(&[
+        "pidns",
+        &format!("open:{}", file.display()),
+        "flock:ex",
+        "hold-in-child:2",
+        "exit:0",
+    ]);
+    // Inside the namespace the taker is pid 2 and the holder pid 3: the tracer must name
+    // the host's pids.
+    let taker_line = work.wait_step("flock:ex");
+    assert_eq!(taker_line["pid"], 2, "lockwork runs as pid 2 in its namespace");
+    let orphan = tracer.wait_for("the orphan", SETTLE, |e| {
+        e["event"] == "orphan" && e["ino"] == ino
+    });
+    let taker = orphan["pid"].as_u64().unwrap();
+    assert_ne!(taker, 2, "the orphan names the host pid, not the namespace pid");
+    let acquire = events_of(&tracer, ino, "acquire");
+    assert_eq!(acquire["pid"], taker);
+    assert_eq!(acquire["ns_pid"], 2);
+    let holders = orphan["holders"].as_array().expect("holders");
+    assert_eq!(holders.len(), 1, "{orphan}");
+    assert_eq!(holders[0]["ns_pid"], 3, "{orphan}");
+    assert_ne!(holders[0]["pid"], 3, "{orphan}");
+    drop(work);
+    tracer.stop();
+}
+
+fn events_of(tracer: &Tracer, ino: u64, event: &str) -> Value {
+    on_inode(&tracer.events(), ino)
+        .into_iter()
+        .find(|e| e["event"] == event)
+        .unwrap_or_else(|| panic!("no {event} on inode {ino}"))
+}
+
+#[test]
+fn blocking_flock_reports_its_wait() {
+    let dir = TempDir::new("wait");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let path = format!("open:{}", file.display());
+    let tracer = Tracer::start(&[]);
+    let holder = Workload::start(&[&path, "flock:ex", "sleep:0.5", "flock:un"]);
+    holder.wait_step("flock:ex");
+    let waiter = Workload::start(&[&path, "flock:ex", "flock:un"]);
+    let waiter_pid = waiter.pid();
+    waiter.finish();
+    holder.finish();
+    let acquire = tracer.wait_for("the waiter's acquire", SETTLE, |e| {
+        e["event"] == "acquire" && e["ino"] == ino && e["pid"] == waiter_pid
+    });
+    let wait_ns = acquire["wait_ns"].as_u64().expect("wait_ns");
+    assert!((400_000_000..2_000_000_000).contains(&wait_ns), "{acquire}");
+    let events = tracer.stop();
+    let waiter_events = lock_events(&events, ino, waiter_pid);
+    assert_eq!(kinds(&waiter_events), ["wait", "acquire", "release"], "{waiter_events:#?}");
+}
+
+#[test]
+fn refused_nonblocking_flock_is_a_failure_with_eagain() {
+    let dir = TempDir::new("eagain");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let path = format!("open:{}", file.display());
+    let tracer = Tracer::start(&[]);
+    let holder = Workload::start(&[&path, "flock:ex", "sleep:1"]);
+    holder.wait_step("flock:ex");
+    let refused = Workload::start(&[&path, "flock:ex:nb"]);
+    let refused_pid = refused.pid();
+    assert!(refused.finish_any().code() == Some(1), "the LOCK_NB attempt must fail");
+    let fail = tracer.wait_for("the failure", SETTLE, |e| {
+        e["event"] == "fail" && e["ino"] == ino && e["pid"] == refused_pid
+    });
+    assert_eq!(fail["errno"], "EAGAIN");
+    assert_eq!(fail["kind"], "flock");
+    assert_eq!(fail["mode"], "write");
+    drop(holder);
+    tracer.stop();
+}

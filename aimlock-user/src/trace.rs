@@ -153,6 +153,7 @@ fn drain(
             Some(input) => {
                 if let Input::Lock(op) = &input {
                     enricher.learn_path(op.pid, op.dev, op.ino);
+                    enricher.process(op.pid);
                 }
                 tracker.push(input);
             }
@@ -163,10 +164,21 @@ fn drain(
 
 /// Writes the tracker's outputs; returns how many lines that was.
 fn emit(outputs: &mut Vec<Output>, clock: &Clock, enricher: &mut Enricher, sink: &mut Sink) -> u64 {
-    let count = outputs.len() as u64;
+    let mut count = 0;
     for output in outputs.drain(..) {
+        if let Output::Exit {
+            actor,
+            took_locks: false,
+            ..
+        } = output
+        {
+            // Exits only matter to the log for processes that had locks.
+            enricher.forget(actor.pid);
+            continue;
+        }
         let line = enricher.line(&output, clock);
         sink.write(&line);
+        count += 1;
         if let Output::Exit { actor, .. } = output {
             enricher.forget(actor.pid);
         }

@@ -96,8 +96,14 @@ pub enum Output {
         end: i64,
         errno: i32,
     },
-    /// A process that had taken locks exited; `locks` of them were still held.
-    Exit { at: u64, actor: Actor, locks: u64 },
+    /// A process exited. `took_locks`: it had taken locks that were held, and `locks` of
+    /// them still were when it exited.
+    Exit {
+        at: u64,
+        actor: Actor,
+        locks: u64,
+        took_locks: bool,
+    },
     /// `held` outlived its taker, which exited at `taker_exit`.
     Orphan {
         at: u64,
@@ -249,6 +255,16 @@ impl Tracker {
                     ReleaseReason::Close
                 };
                 self.release_range(op.ts_ns, actor, lock, op.start, op.end, reason, out);
+                if op.kind == LockKind::Posix {
+                    // The last close of a file releases its OFD locks with a plain POSIX
+                    // request (locks_remove_file -> locks_remove_posix, no FL_OFDLCK); the
+                    // owner, the file itself, tells them apart.
+                    let ofd = LockId {
+                        kind: LockKind::Ofd,
+                        ..lock
+                    };
+                    self.release_range(op.ts_ns, actor, ofd, op.start, op.end, reason, out);
+                }
             }
             return;
         }
@@ -375,17 +391,22 @@ impl Tracker {
     fn apply_exit(&mut self, at: u64, pid: u32, comm: [u8; 16], out: &mut Vec<Output>) {
         self.waiting.retain(|_, waiting| waiting.pid != pid);
         self.posix_failed.remove(&pid);
-        let Some(taken) = self.taken_by.get(&pid) else {
-            return;
-        };
-        let locks = taken
-            .iter()
-            .filter_map(|id| self.locks.get(id))
-            .flatten()
-            .filter(|held| held.taker.pid == pid && held.orphaned_at.is_none())
-            .count() as u64;
+        let locks = self.taken_by.get(&pid).map(|taken| {
+            taken
+                .iter()
+                .filter_map(|id| self.locks.get(id))
+                .flatten()
+                .filter(|held| held.taker.pid == pid && held.orphaned_at.is_none())
+                .count() as u64
+        });
         let actor = Actor { pid, tid: pid, comm };
-        out.push(Output::Exit { at, actor, locks });
+        out.push(Output::Exit {
+            at,
+            actor,
+            locks: locks.unwrap_or(0),
+            took_locks: locks.is_some(),
+        });
+        // Every exit opens a grace period: its closes release locks "at exit", whoever took them.
         self.exiting.insert(pid, Exiting { at, actor });
         self.exit_order.push(Reverse((at, pid)));
     }
