@@ -19,7 +19,7 @@ fn flock_acquire_and_release_of_a_child_process() {
     let dir = TempDir::new("flock");
     let file = dir.file("lock");
     let ino = inode(&file);
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
     // The pause lets aimlock read the path from the process's fds while it is alive.
     let work = Workload::start(&[&format!("open:{}", file.display()), "flock:ex", "sleep:0.3", "flock:un"]);
     let pid = work.pid();
@@ -57,7 +57,7 @@ fn posix_range_acquire_split_and_release() {
     let dir = TempDir::new("posix");
     let file = dir.file("lock");
     let ino = inode(&file);
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
     // Lock bytes 0-99, unlock 10-19 (splits the lock in two), then close: both parts go.
     let work = Workload::start(&[
         &format!("open:{}", file.display()),
@@ -103,7 +103,7 @@ fn ofd_acquire_and_release_on_close() {
     let dir = TempDir::new("ofd");
     let file = dir.file("lock");
     let ino = inode(&file);
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
     let work = Workload::start(&[
         &format!("open:{}", file.display()),
         "ofd:r:5:0",
@@ -126,7 +126,7 @@ fn release_at_exit_is_not_an_orphan() {
     let dir = TempDir::new("exit");
     let file = dir.file("lock");
     let ino = inode(&file);
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
     let work = Workload::start(&[&format!("open:{}", file.display()), "flock:ex", "exit:0"]);
     let pid = work.pid();
     let _ = work.finish_any();
@@ -151,7 +151,7 @@ fn lock_inherited_by_a_forked_child_is_an_orphan_held_by_the_child() {
     let dir = TempDir::new("fork");
     let file = dir.file("lock");
     let ino = inode(&file);
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
     let work = Workload::start(&[
         &format!("open:{}", file.display()),
         "flock:ex",
@@ -188,7 +188,7 @@ fn lock_passed_over_a_unix_socket_is_an_orphan_held_by_the_receiver() {
     let file = dir.file("lock");
     let socket = dir.path().join("sock");
     let ino = inode(&file);
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
     let receiver = Workload::start(&[&format!("recvfd:{}", socket.display()), "sleep:3"]);
     receiver.wait_step("listening");
     let sender = Workload::start(&[
@@ -217,7 +217,7 @@ fn orphan_inside_a_pid_namespace_is_reported_with_host_pids() {
     let dir = TempDir::new("pidns");
     let file = dir.file("lock");
     let ino = inode(&file);
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
     let work = Workload::start(&[
         "pidns",
         &format!("open:{}", file.display()),
@@ -258,7 +258,7 @@ fn blocking_flock_reports_its_wait() {
     let file = dir.file("lock");
     let ino = inode(&file);
     let path = format!("open:{}", file.display());
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
     let holder = Workload::start(&[&path, "flock:ex", "sleep:0.5", "flock:un"]);
     holder.wait_step("flock:ex");
     let waiter = Workload::start(&[&path, "flock:ex", "flock:un"]);
@@ -281,7 +281,7 @@ fn refused_nonblocking_flock_is_a_failure_with_eagain() {
     let file = dir.file("lock");
     let ino = inode(&file);
     let path = format!("open:{}", file.display());
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
     let holder = Workload::start(&[&path, "flock:ex", "sleep:1"]);
     holder.wait_step("flock:ex");
     let refused = Workload::start(&[&path, "flock:ex:nb"]);
@@ -295,4 +295,137 @@ fn refused_nonblocking_flock_is_a_failure_with_eagain() {
     assert_eq!(fail["mode"], "write");
     drop(holder);
     tracer.stop();
+}
+
+#[test]
+fn a_full_ring_is_counted_in_the_stop_line() {
+    let dir = TempDir::new("overflow");
+    let file = dir.file("lock");
+    // A copy of lockwork under its own name, so that --comm selects only this test's records.
+    let workload = dir.path().join("lw-overflow");
+    std::fs::copy(aimlock_tests::lockwork_bin(), &workload).expect("copy lockwork");
+    let tracer = Tracer::start(&["--comm", "lw-overflow", "--ring-size", "4096"]);
+    let pairs = 100_000;
+    let status = std::process::Command::new(&workload)
+        .args([&format!("open:{}", file.display()), &format!("loop:{pairs}:flock")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run the burst");
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let events = tracer.stop();
+    let stop = events.last().unwrap();
+    let lost = stop["lost"].as_u64().unwrap();
+    let records = stop["records"].as_u64().unwrap();
+    assert!(lost > 0, "a 4 KiB ring cannot take {pairs} pairs at once: {stop}");
+    // Every lock/unlock and the exit: each either reached user space or was counted lost.
+    assert_eq!(records + lost, 2 * pairs + 1, "{stop}");
+}
+
+#[test]
+fn sigterm_mid_burst_drains_and_writes_the_stop_line() {
+    let dir = TempDir::new("sigterm");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let mut tracer = std::process::Command::new(aimlock_tests::aimlock_bin())
+        .args(["trace", "--path", &file.display().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tracer");
+    let stdout = tracer.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map(|line| line.unwrap())
+            .collect::<Vec<String>>()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let burst = Workload::start(&[&format!("open:{}", file.display()), "loop:200000:flock"]);
+    std::thread::sleep(Duration::from_millis(100));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tracer.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tracer.wait().unwrap();
+    drop(burst);
+    assert!(status.success(), "{status}");
+    let lines = reader.join().unwrap();
+    let parsed: Vec<Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("torn line {line:?}")))
+        .collect();
+    assert_eq!(parsed[0]["event"], "start");
+    assert_eq!(parsed.last().unwrap()["event"], "stop");
+    assert!(
+        !on_inode(&parsed, ino).is_empty(),
+        "the burst's events before the signal are in the log"
+    );
+}
+
+#[test]
+fn bad_invocations_fail_with_one_line() {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(aimlock_tests::aimlock_bin())
+            .args(args)
+            .output()
+            .expect("run aimlock");
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (code, stderr) = run(&["trace", "--no-such-flag"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+
+    let (code, stderr) = run(&["trace", "--output", "/proc/no/such/dir/log"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.starts_with("aimlock: cannot open output"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+
+    let dir = TempDir::new("badargs");
+    let target = dir.file("target");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let (code, stderr) = run(&["trace", "--output", &link.display().to_string()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+
+    let (code, stderr) = run(&["trace", "--ring-size", "1000"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("power of two"), "{stderr}");
+
+    let (code, stderr) = run(&["trace", "--path", "/no/such/file"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("/no/such/file"), "{stderr}");
+}
+
+#[test]
+fn text_format_prints_one_readable_line_per_event() {
+    let dir = TempDir::new("text");
+    let file = dir.file("lock");
+    let mut tracer = std::process::Command::new(aimlock_tests::aimlock_bin())
+        .args(["trace", "--format", "text", "--path", &file.display().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tracer");
+    std::thread::sleep(Duration::from_secs(1));
+    Workload::start(&[&format!("open:{}", file.display()), "flock:sh", "sleep:0.2", "flock:un"])
+        .finish();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tracer.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let output = tracer.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let acquire = text
+        .lines()
+        .find(|line| line.contains("acquire"))
+        .unwrap_or_else(|| panic!("no acquire line in {text}"));
+    assert!(acquire.contains("flock read"), "{acquire}");
+    assert!(acquire.contains(&file.display().to_string()), "{acquire}");
+    assert!(!text.contains('\x1b'), "no colour when stdout is not a terminal: {text}");
+    assert!(text.lines().last().unwrap().contains("stop"), "{text}");
 }

@@ -90,6 +90,9 @@ pub struct EventLine {
     /// `stop`: lines that could not be written to a sink.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unwritten: Option<u64>,
+    /// `stop`: records received from the kernel (with `lost`, every record the kernel made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
     /// `stop`: lock events written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<u64>,
@@ -197,7 +200,10 @@ mod tests {
         };
         let json = serde_json::to_string(&eof).unwrap();
         assert!(json.contains("\"end\":null"), "{json}");
-        assert_eq!(serde_json::from_str::<EventLine>(&json).unwrap().end, Some(None));
+        assert_eq!(
+            serde_json::from_str::<EventLine>(&json).unwrap().end,
+            Some(None)
+        );
 
         let no_range = EventLine {
             event: Some(EventKind::Exit),

@@ -101,12 +101,13 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut tracker = Tracker::new();
     let mut outputs = Vec::new();
     let mut written = 0u64;
+    let mut records = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &decoder, &mut tracker, &mut enricher);
+                records += drain(guard.get_inner_mut(), &decoder, &mut tracker, &mut enricher);
                 guard.clear_ready();
             }
             _ = tick.tick() => {}
@@ -114,14 +115,14 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             _ = sigterm.recv() => break,
         }
         tracker.advance(clock.monotonic_now(), &mut outputs);
-        written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
+        written += emit(&mut outputs, &mut tracker, &clock, &mut enricher, &mut sink);
         sink.flush();
     }
 
     // Stop: take what is still in the ring, settle everything, account for losses.
-    drain(events.get_mut(), &decoder, &mut tracker, &mut enricher);
+    records += drain(events.get_mut(), &decoder, &mut tracker, &mut enricher);
     tracker.finish(&mut outputs);
-    written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
+    written += emit(&mut outputs, &mut tracker, &clock, &mut enricher, &mut sink);
     let lost = drops.total().unwrap_or_else(|err| {
         log::warn!("{err:#}");
         0
@@ -131,6 +132,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         event: Some(EventKind::Stop),
         ts: rfc3339(SystemTime::now()),
         lost: Some(lost),
+        records: Some(records),
         events: Some(written),
         unwritten: Some(sink.unwritten),
         ..Default::default()
@@ -140,15 +142,17 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     Ok(())
 }
 
-/// Moves every record in the ring into the tracker. Paths are looked up now, while the
-/// process that locked the file is most likely still alive.
+/// Moves every record in the ring into the tracker; returns how many. Paths are looked up
+/// now, while the process that locked the file is most likely still alive.
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     decoder: &Decoder,
     tracker: &mut Tracker,
     enricher: &mut Enricher,
-) {
+) -> u64 {
+    let mut count = 0;
     while let Some(item) = ring.next() {
+        count += 1;
         match decoder.decode(&item) {
             Some(input) => {
                 if let Input::Lock(op) = &input {
@@ -157,27 +161,49 @@ fn drain(
                 }
                 tracker.push(input);
             }
-            None => log::warn!("skipped a record of {} bytes this binary cannot read", item.len()),
+            None => log::warn!(
+                "skipped a record of {} bytes this binary cannot read",
+                item.len()
+            ),
         }
     }
+    count
 }
 
 /// Writes the tracker's outputs; returns how many lines that was.
-fn emit(outputs: &mut Vec<Output>, clock: &Clock, enricher: &mut Enricher, sink: &mut Sink) -> u64 {
+fn emit(
+    outputs: &mut Vec<Output>,
+    tracker: &mut Tracker,
+    clock: &Clock,
+    enricher: &mut Enricher,
+    sink: &mut Sink,
+) -> u64 {
     let mut count = 0;
     for output in outputs.drain(..) {
-        if let Output::Exit {
-            actor,
-            took_locks: false,
-            ..
-        } = output
-        {
-            // Exits only matter to the log for processes that had locks.
-            enricher.forget(actor.pid);
-            continue;
+        match output {
+            Output::Exit {
+                actor,
+                took_locks: false,
+                ..
+            } => {
+                // Exits only matter to the log for processes that had locks.
+                enricher.forget(actor.pid);
+                continue;
+            }
+            Output::Orphan { lock, held, .. } => {
+                let holders = enricher.holders(&lock, &held);
+                if holders.is_empty() {
+                    // Nobody holds it: its release was among the records the ring lost.
+                    log::debug!("no holder of {lock:?}: its release was lost");
+                    tracker.forget(lock, held.start, held.end);
+                    continue;
+                }
+                let mut line = enricher.line(&output, clock);
+                line.holders = Some(holders);
+                sink.write(&line);
+            }
+            _ => sink.write(&enricher.line(&output, clock)),
         }
-        let line = enricher.line(&output, clock);
-        sink.write(&line);
         count += 1;
         if let Output::Exit { actor, .. } = output {
             enricher.forget(actor.pid);
@@ -189,7 +215,9 @@ fn emit(outputs: &mut Vec<Output>, clock: &Clock, enricher: &mut Enricher, sink:
 fn start_line(clock: &Clock) -> EventLine {
     let uname = nix::sys::utsname::uname().ok();
     let field = |get: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
-        uname.as_ref().map(|u| get(u).to_string_lossy().into_owned())
+        uname
+            .as_ref()
+            .map(|u| get(u).to_string_lossy().into_owned())
     };
     EventLine {
         event: Some(EventKind::Start),
@@ -306,10 +334,18 @@ impl Enricher {
 
     fn line(&mut self, output: &Output, clock: &Clock) -> EventLine {
         let (at, actor, lock) = match output {
-            Output::Acquire { at, actor, lock, .. }
-            | Output::Wait { at, actor, lock, .. }
-            | Output::Release { at, actor, lock, .. }
-            | Output::Fail { at, actor, lock, .. } => (*at, *actor, Some(*lock)),
+            Output::Acquire {
+                at, actor, lock, ..
+            }
+            | Output::Wait {
+                at, actor, lock, ..
+            }
+            | Output::Release {
+                at, actor, lock, ..
+            }
+            | Output::Fail {
+                at, actor, lock, ..
+            } => (*at, *actor, Some(*lock)),
             Output::Exit { at, actor, .. } => (*at, *actor, None),
             Output::Orphan { at, lock, held, .. } | Output::OrphanEnd { at, lock, held, .. } => {
                 (*at, held.taker, Some(*lock))
@@ -340,25 +376,46 @@ impl Enricher {
             line.end = Some((end != END_OF_FILE).then_some(end.max(0) as u64));
         };
         match output {
-            Output::Acquire { mode, start, end, wait_ns, .. } => {
+            Output::Acquire {
+                mode,
+                start,
+                end,
+                wait_ns,
+                ..
+            } => {
                 line.event = Some(EventKind::Acquire);
                 line.mode = Some(*mode);
                 line.wait_ns = *wait_ns;
                 range(&mut line, *start, *end);
             }
-            Output::Wait { mode, start, end, .. } => {
+            Output::Wait {
+                mode, start, end, ..
+            } => {
                 line.event = Some(EventKind::Wait);
                 line.mode = Some(*mode);
                 range(&mut line, *start, *end);
             }
-            Output::Release { held, start, end, reason, at, .. } => {
+            Output::Release {
+                held,
+                start,
+                end,
+                reason,
+                at,
+                ..
+            } => {
                 line.event = Some(EventKind::Release);
                 line.mode = Some(held.mode);
                 line.reason = Some(*reason);
                 line.held_ns = Some(at.saturating_sub(held.since_ns));
                 range(&mut line, *start, *end);
             }
-            Output::Fail { mode, start, end, errno, .. } => {
+            Output::Fail {
+                mode,
+                start,
+                end,
+                errno,
+                ..
+            } => {
                 line.event = Some(EventKind::Fail);
                 line.mode = Some(*mode);
                 line.errno = Some(errno_name(*errno));
@@ -368,14 +425,22 @@ impl Enricher {
                 line.event = Some(EventKind::Exit);
                 line.locks = Some(*locks);
             }
-            Output::Orphan { lock, held, taker_exit, .. } => {
+            Output::Orphan {
+                held, taker_exit, ..
+            } => {
                 line.event = Some(EventKind::Orphan);
                 line.mode = Some(held.mode);
                 line.taker_exit = Some(rfc3339(clock.wall(*taker_exit)));
                 range(&mut line, held.start, held.end);
-                line.holders = Some(self.holders(lock, held));
             }
-            Output::OrphanEnd { at, by, held, taker_exit, reason, .. } => {
+            Output::OrphanEnd {
+                at,
+                by,
+                held,
+                taker_exit,
+                reason,
+                ..
+            } => {
                 line.event = Some(EventKind::OrphanEnd);
                 line.mode = Some(held.mode);
                 line.reason = Some(*reason);
@@ -392,20 +457,21 @@ impl Enricher {
     /// Live processes with an fd on the orphan's open file description.
     fn holders(&mut self, lock: &LockId, held: &Held) -> Vec<ProcRef> {
         let end = (held.end != END_OF_FILE).then_some(held.end as u64);
-        let mut holders: Vec<ProcRef> = procfs::holders(lock.kind, lock.dev, lock.ino, held.start.max(0) as u64, end)
-            .into_iter()
-            .filter(|found| lock.kind != LockKind::Posix && found.lock.mode == held.mode)
-            .filter_map(|found| {
-                let info = self.process(found.pid)?.clone();
-                Some(ProcRef {
-                    pid: found.pid,
-                    comm: info.comm,
-                    ns_pid: info.ns_pid,
-                    fd: Some(found.fd),
-                    cgroup: info.ns_pid.and(info.cgroup),
+        let mut holders: Vec<ProcRef> =
+            procfs::holders(lock.kind, lock.dev, lock.ino, held.start.max(0) as u64, end)
+                .into_iter()
+                .filter(|found| lock.kind != LockKind::Posix && found.lock.mode == held.mode)
+                .filter_map(|found| {
+                    let info = self.process(found.pid)?.clone();
+                    Some(ProcRef {
+                        pid: found.pid,
+                        comm: info.comm,
+                        ns_pid: info.ns_pid,
+                        fd: Some(found.fd),
+                        cgroup: info.ns_pid.and(info.cgroup),
+                    })
                 })
-            })
-            .collect();
+                .collect();
         holders.sort_by_key(|holder| (holder.pid, holder.fd));
         if let Some(holder) = holders.first() {
             // The holders' view of the path, since the taker's is gone.

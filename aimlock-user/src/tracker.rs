@@ -198,6 +198,12 @@ impl Tracker {
             .flat_map(|(id, ranges)| ranges.iter().map(move |held| (id, held)))
     }
 
+    /// Drops a range without a release: an orphan that /proc shows nobody holds, because the
+    /// record of its release was lost.
+    pub fn forget(&mut self, lock: LockId, start: i64, end: i64) {
+        self.cut(lock, start, end);
+    }
+
     fn apply_until(&mut self, until: u64, out: &mut Vec<Output>) {
         while let Some(Reverse((ts, _, _))) = self.pending.peek() {
             if *ts > until {
@@ -271,7 +277,11 @@ impl Tracker {
         // flock(2) drops the owner's current lock before it tries a conversion (fs/locks.c
         // flock_lock_inode), so a conversion releases the old mode whatever its outcome.
         if op.kind == LockKind::Flock {
-            let held_mode = self.locks.get(&lock).and_then(|r| r.first()).map(|h| h.mode);
+            let held_mode = self
+                .locks
+                .get(&lock)
+                .and_then(|r| r.first())
+                .map(|h| h.mode);
             match held_mode {
                 Some(held) if held == mode => {
                     // Same mode again: the kernel leaves the lock as it is.
@@ -399,7 +409,11 @@ impl Tracker {
                 .filter(|held| held.taker.pid == pid && held.orphaned_at.is_none())
                 .count() as u64
         });
-        let actor = Actor { pid, tid: pid, comm };
+        let actor = Actor {
+            pid,
+            tid: pid,
+            comm,
+        };
         out.push(Output::Exit {
             at,
             actor,
@@ -602,5 +616,371 @@ impl Tracker {
             *ranges = kept;
         }
         removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aimlock_common::{FILE_LOCK_DEFERRED, fl_flags, fl_type};
+
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const DEV: u32 = (8 << 20) | 1;
+    const INO: u64 = 77;
+    /// `struct file *` values, for flock and OFD owners.
+    const FILE_A: u64 = 0xffff_0000_0000_a000;
+    const FILE_B: u64 = 0xffff_0000_0000_b000;
+    /// A `files_struct *`, for POSIX owners.
+    const FILES_1: u64 = 0xffff_0000_0001_0000;
+
+    fn comm(name: &str) -> [u8; 16] {
+        let mut comm = [0u8; 16];
+        comm[..name.len()].copy_from_slice(name.as_bytes());
+        comm
+    }
+
+    struct Op(LockOp);
+
+    impl Op {
+        fn flock(at_ms: u64, pid: u32, owner: u64, lock_type: u8, ret: i32) -> Self {
+            Self(LockOp {
+                ts_ns: at_ms * MS,
+                pid,
+                tid: pid,
+                comm: comm("worker"),
+                kind: LockKind::Flock,
+                dev: DEV,
+                ino: INO,
+                owner,
+                lock_type,
+                flags: fl_flags::FLOCK,
+                start: 0,
+                end: END_OF_FILE,
+                ret,
+            })
+        }
+
+        fn posix(at_ms: u64, pid: u32, lock_type: u8, start: i64, end: i64) -> Self {
+            Self(LockOp {
+                kind: LockKind::Posix,
+                owner: FILES_1,
+                flags: fl_flags::POSIX,
+                start,
+                end,
+                ..Self::flock(at_ms, pid, 0, lock_type, 0).0
+            })
+        }
+
+        fn flags(mut self, flags: u32) -> Self {
+            self.0.flags |= flags;
+            self
+        }
+
+        fn tid(mut self, tid: u32) -> Self {
+            self.0.tid = tid;
+            self
+        }
+
+        fn input(self) -> Input {
+            Input::Lock(self.0)
+        }
+    }
+
+    fn exit(at_ms: u64, pid: u32) -> Input {
+        Input::Exit {
+            ts_ns: at_ms * MS,
+            pid,
+            comm: comm("worker"),
+        }
+    }
+
+    /// Feeds inputs in the given order and returns everything the tracker says.
+    fn run(inputs: impl IntoIterator<Item = Input>) -> (Tracker, Vec<Output>) {
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        for input in inputs {
+            tracker.push(input);
+        }
+        tracker.finish(&mut out);
+        out.retain(|o| {
+            !matches!(
+                o,
+                Output::Exit {
+                    took_locks: false,
+                    ..
+                }
+            )
+        });
+        (tracker, out)
+    }
+
+    fn names(out: &[Output]) -> Vec<&'static str> {
+        out.iter()
+            .map(|o| match o {
+                Output::Acquire { .. } => "acquire",
+                Output::Wait { .. } => "wait",
+                Output::Release { .. } => "release",
+                Output::Fail { .. } => "fail",
+                Output::Exit { .. } => "exit",
+                Output::Orphan { .. } => "orphan",
+                Output::OrphanEnd { .. } => "orphan_end",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flock_acquire_then_unlock() {
+        let (tracker, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            Op::flock(5, 10, FILE_A, fl_type::UNLCK, 0).input(),
+        ]);
+        assert_eq!(names(&out), ["acquire", "release"]);
+        let Output::Release {
+            held, reason, at, ..
+        } = &out[1]
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (*reason, at - held.since_ns),
+            (ReleaseReason::Unlock, 4 * MS)
+        );
+        assert_eq!(tracker.held().count(), 0);
+    }
+
+    #[test]
+    fn deferred_retries_of_one_call_give_one_wait_and_one_acquire() {
+        let (_, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, FILE_LOCK_DEFERRED).input(),
+            Op::flock(200, 10, FILE_A, fl_type::WRLCK, FILE_LOCK_DEFERRED).input(),
+            Op::flock(400, 10, FILE_A, fl_type::WRLCK, FILE_LOCK_DEFERRED).input(),
+            Op::flock(501, 10, FILE_A, fl_type::WRLCK, 0).input(),
+        ]);
+        assert_eq!(names(&out), ["wait", "acquire"]);
+        let Output::Acquire { wait_ns, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!(wait_ns, Some(500 * MS));
+    }
+
+    #[test]
+    fn refused_attempt_is_a_failure_with_its_errno() {
+        let (tracker, out) = run([Op::flock(1, 10, FILE_A, fl_type::WRLCK, -11).input()]);
+        assert_eq!(names(&out), ["fail"]);
+        let Output::Fail { errno, .. } = out[0] else {
+            unreachable!()
+        };
+        assert_eq!(errno, 11);
+        assert_eq!(tracker.held().count(), 0);
+    }
+
+    #[test]
+    fn flock_upgrade_drops_the_old_lock_first() {
+        let (tracker, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::RDLCK, 0).input(),
+            // The upgrade is refused: flock(2) has already dropped the shared lock.
+            Op::flock(2, 10, FILE_A, fl_type::WRLCK, -11).input(),
+        ]);
+        assert_eq!(names(&out), ["acquire", "release", "fail"]);
+        let Output::Release { reason, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!(reason, ReleaseReason::Convert);
+        assert_eq!(tracker.held().count(), 0);
+
+        let (tracker, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            Op::flock(2, 10, FILE_A, fl_type::RDLCK, 0).input(),
+            // Asking again for the mode already held changes nothing.
+            Op::flock(3, 10, FILE_A, fl_type::RDLCK, 0).input(),
+        ]);
+        assert_eq!(names(&out), ["acquire", "release", "acquire"]);
+        let held: Vec<_> = tracker.held().map(|(_, held)| held.mode).collect();
+        assert_eq!(held, [Mode::Read]);
+    }
+
+    #[test]
+    fn posix_unlock_in_the_middle_splits_the_range() {
+        let (tracker, out) = run([
+            Op::posix(1, 10, fl_type::WRLCK, 0, 99).input(),
+            Op::posix(2, 10, fl_type::UNLCK, 10, 19).input(),
+        ]);
+        assert_eq!(names(&out), ["acquire", "release"]);
+        let Output::Release { start, end, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!((start, end), (10, 19));
+        let mut left: Vec<_> = tracker.held().map(|(_, h)| (h.start, h.end)).collect();
+        left.sort();
+        assert_eq!(left, [(0, 9), (20, 99)]);
+    }
+
+    #[test]
+    fn posix_downgrade_of_part_of_a_range_converts_that_part() {
+        let (tracker, out) = run([
+            Op::posix(1, 10, fl_type::WRLCK, 0, 99).input(),
+            Op::posix(2, 10, fl_type::RDLCK, 50, 59).input(),
+        ]);
+        assert_eq!(names(&out), ["acquire", "release", "acquire"]);
+        let Output::Release {
+            start, end, reason, ..
+        } = out[1]
+        else {
+            unreachable!()
+        };
+        assert_eq!((start, end, reason), (50, 59, ReleaseReason::Convert));
+        let mut held: Vec<_> = tracker
+            .held()
+            .map(|(_, h)| (h.start, h.end, h.mode))
+            .collect();
+        held.sort_by_key(|h| h.0);
+        assert_eq!(
+            held,
+            [
+                (0, 49, Mode::Write),
+                (50, 59, Mode::Read),
+                (60, 99, Mode::Write)
+            ]
+        );
+    }
+
+    #[test]
+    fn adjacent_posix_ranges_of_one_mode_merge_keeping_the_first_time() {
+        let (tracker, out) = run([
+            Op::posix(1, 10, fl_type::WRLCK, 0, 9).input(),
+            Op::posix(2, 10, fl_type::WRLCK, 5, 19).input(),
+            // Already covered: nothing to say.
+            Op::posix(3, 10, fl_type::WRLCK, 6, 7).input(),
+            Op::posix(4, 10, fl_type::UNLCK, 0, END_OF_FILE).input(),
+        ]);
+        assert_eq!(names(&out), ["acquire", "acquire", "release", "release"]);
+        let since: Vec<u64> = out[2..]
+            .iter()
+            .map(|o| match o {
+                Output::Release { held, .. } => held.since_ns,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert!(since.iter().all(|&ns| ns == MS), "{since:?}");
+        assert_eq!(tracker.held().count(), 0);
+    }
+
+    #[test]
+    fn access_checks_store_nothing() {
+        let (tracker, out) = run([Op::posix(1, 10, fl_type::WRLCK, 0, 9)
+            .flags(fl_flags::ACCESS)
+            .input()]);
+        assert!(names(&out).is_empty());
+        assert_eq!(tracker.held().count(), 0);
+    }
+
+    #[test]
+    fn release_during_the_takers_exit_is_not_an_orphan() {
+        let (_, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            exit(50, 10),
+            Op::flock(51, 10, FILE_A, fl_type::UNLCK, 0)
+                .flags(fl_flags::CLOSE)
+                .input(),
+        ]);
+        assert_eq!(names(&out), ["acquire", "exit", "release"]);
+        let Output::Release { reason, .. } = out[2] else {
+            unreachable!()
+        };
+        assert_eq!(reason, ReleaseReason::Exit);
+    }
+
+    #[test]
+    fn lock_still_held_after_the_grace_period_is_an_orphan_until_its_holder_releases_it() {
+        let (tracker, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            exit(50, 10),
+            // The child that inherited the description exits two seconds later.
+            exit(2050, 11),
+            Op::flock(2051, 11, FILE_A, fl_type::UNLCK, 0)
+                .flags(fl_flags::CLOSE)
+                .input(),
+        ]);
+        assert_eq!(
+            names(&out),
+            ["acquire", "exit", "orphan", "release", "orphan_end"]
+        );
+        let Output::Orphan {
+            taker_exit, held, ..
+        } = out[2]
+        else {
+            unreachable!()
+        };
+        assert_eq!((taker_exit, held.taker.pid), (50 * MS, 10));
+        let Output::OrphanEnd {
+            by,
+            reason,
+            at,
+            taker_exit,
+            ..
+        } = out[4]
+        else {
+            unreachable!()
+        };
+        assert_eq!((by.pid, reason), (11, ReleaseReason::Exit));
+        assert_eq!(at - taker_exit, 2001 * MS);
+        assert_eq!(tracker.held().count(), 0);
+    }
+
+    #[test]
+    fn posix_locks_never_become_orphans() {
+        // The release records were lost: the exit still settles the table.
+        let (tracker, out) = run([Op::posix(1, 10, fl_type::WRLCK, 0, 9).input(), exit(5, 10)]);
+        assert_eq!(names(&out), ["acquire", "exit", "release"]);
+        assert_eq!(tracker.held().count(), 0);
+    }
+
+    #[test]
+    fn inputs_out_of_order_across_cpus_are_applied_in_time_order() {
+        // The ring delivers the release (CPU 1) before the acquire (CPU 0) it follows.
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        tracker.push(Op::flock(3, 10, FILE_A, fl_type::UNLCK, 0).input());
+        tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
+        // Nothing is applied inside the reorder window...
+        tracker.advance(MS + REORDER_WINDOW_NS - 1, &mut out);
+        assert!(out.is_empty());
+        // ...and once it has passed, the two are applied in timestamp order.
+        tracker.advance(3 * MS + REORDER_WINDOW_NS, &mut out);
+        assert_eq!(names(&out), ["acquire", "release"]);
+    }
+
+    #[test]
+    fn lost_records_leave_the_table_consistent() {
+        // Lost: the acquire of FILE_B, the release of FILE_A, a deferred attempt's success.
+        let (tracker, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            Op::flock(2, 20, FILE_B, fl_type::UNLCK, 0).input(),
+            Op::flock(3, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            Op::flock(4, 30, FILE_B, fl_type::RDLCK, FILE_LOCK_DEFERRED)
+                .tid(31)
+                .input(),
+            exit(5, 30),
+            Op::flock(9, 40, FILE_B, fl_type::RDLCK, 0).tid(31).input(),
+        ]);
+        // A release of a lock never seen says nothing; a repeated acquire is not doubled; a
+        // waiter that exited does not lend its wait to a later thread with its id.
+        assert_eq!(names(&out), ["acquire", "wait", "acquire"]);
+        let Output::Acquire { wait_ns, .. } = out[2] else {
+            unreachable!()
+        };
+        assert_eq!(wait_ns, None);
+        assert_eq!(tracker.held().count(), 2);
+    }
+
+    #[test]
+    fn the_same_pid_on_another_file_keeps_its_own_locks() {
+        let (tracker, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            Op::flock(2, 10, FILE_B, fl_type::WRLCK, -11).input(),
+        ]);
+        assert_eq!(names(&out), ["acquire", "fail"]);
+        assert_eq!(tracker.held().count(), 1);
     }
 }
