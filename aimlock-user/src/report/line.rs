@@ -1,0 +1,290 @@
+//! One log line, read with borrowed fields, and the compact record kept of it.
+
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Deserialize;
+
+use crate::events::{EventKind, LockKind, Mode, ReleaseReason};
+
+/// Nanoseconds since the Unix epoch.
+pub type Nanos = u64;
+
+/// A borrowed view of an `EventLine`: only the fields the report uses, so that parsing a line
+/// allocates nothing but the lists of holders. Unknown fields are ignored.
+#[derive(Debug, Deserialize)]
+pub struct RawLine<'a> {
+    pub event: Option<EventKind>,
+    pub ts: &'a str,
+    pub pid: Option<u32>,
+    #[serde(borrow)]
+    pub comm: Option<Cow<'a, str>>,
+    pub kind: Option<LockKind>,
+    pub mode: Option<Mode>,
+    pub dev: Option<&'a str>,
+    pub ino: Option<u64>,
+    #[serde(borrow)]
+    pub path: Option<Cow<'a, str>>,
+    pub start: Option<u64>,
+    pub end: Option<u64>,
+    pub wait_ns: Option<u64>,
+    pub held_ns: Option<u64>,
+    pub orphan_ns: Option<u64>,
+    pub reason: Option<ReleaseReason>,
+    #[serde(borrow)]
+    pub errno: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub holders: Option<Vec<RawProc<'a>>>,
+    #[serde(borrow)]
+    pub by: Option<RawProc<'a>>,
+    pub taker_exit: Option<&'a str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawProc<'a> {
+    pub pid: u32,
+    #[serde(borrow)]
+    pub comm: Cow<'a, str>,
+}
+
+/// Reads an RFC 3339 UTC timestamp as written by the tracer.
+pub fn parse_ts(text: &str) -> Option<Nanos> {
+    let time = humantime::parse_rfc3339(text).ok()?;
+    Some(nanos(time))
+}
+
+pub fn nanos(time: SystemTime) -> Nanos {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos().min(u128::from(u64::MAX)) as u64)
+}
+
+pub fn system_time(at: Nanos) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(at)
+}
+
+/// An interned string (a command name, a device, an errno, a path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Name(u32);
+
+/// The strings of a log, each stored once: a busy log repeats a few names millions of times.
+#[derive(Debug, Default)]
+pub struct Names {
+    ids: HashMap<Box<str>, Name>,
+    texts: Vec<Box<str>>,
+}
+
+impl Names {
+    pub fn intern(&mut self, text: &str) -> Name {
+        if let Some(name) = self.ids.get(text) {
+            return *name;
+        }
+        let name = Name(self.texts.len() as u32);
+        self.texts.push(text.into());
+        self.ids.insert(text.into(), name);
+        name
+    }
+
+    pub fn get(&self, name: Name) -> &str {
+        &self.texts[name.0 as usize]
+    }
+}
+
+/// Which lock a line is about: the log's lock identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LockKey {
+    pub dev: Name,
+    pub ino: u64,
+    pub kind: LockKind,
+    pub start: u64,
+    /// None: to the end of the file.
+    pub end: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Actor {
+    pub pid: u32,
+    pub comm: Name,
+}
+
+/// Where a line came from, to keep lines with equal timestamps in log order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub source: u32,
+    pub line: u64,
+}
+
+/// What the report keeps of one lock line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub at: Nanos,
+    pub origin: Origin,
+    pub event: EventKind,
+    pub actor: Actor,
+    pub mode: Option<Mode>,
+    pub reason: Option<ReleaseReason>,
+    /// `wait_ns` of an acquire; `held_ns` of a release or an orphan_end.
+    pub duration_ns: Option<u64>,
+    pub taker_exit: Option<Nanos>,
+    pub errno: Option<Name>,
+    /// An orphan's holders, or the one process that released an orphan.
+    pub others: Box<[Actor]>,
+}
+
+/// What a parsed line is.
+pub enum Parsed {
+    Lock(LockKey, Option<Name>, Record),
+    /// `start`, `stop`, `exit`: only their time matters here.
+    Other(Nanos),
+    UnknownEvent,
+}
+
+/// Why a line was skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    Unreadable,
+    UnknownEvent,
+}
+
+pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, Skip> {
+    let raw: RawLine = serde_json::from_slice(bytes).map_err(|_| Skip::Unreadable)?;
+    let at = parse_ts(raw.ts).ok_or(Skip::Unreadable)?;
+    let event = raw.event.ok_or(Skip::Unreadable)?;
+    match event {
+        EventKind::Unknown => return Ok(Parsed::UnknownEvent),
+        EventKind::Start | EventKind::Stop | EventKind::Exit => return Ok(Parsed::Other(at)),
+        _ => {}
+    }
+    let (Some(dev), Some(ino), Some(kind), Some(pid)) = (raw.dev, raw.ino, raw.kind, raw.pid)
+    else {
+        return Err(Skip::Unreadable);
+    };
+    let key = LockKey {
+        dev: names.intern(dev),
+        ino,
+        kind,
+        start: raw.start.unwrap_or(0),
+        end: raw.end,
+    };
+    let mut actor = |pid: u32, comm: Option<&str>| Actor {
+        pid,
+        comm: names.intern(comm.unwrap_or("?")),
+    };
+    let others: Box<[Actor]> = match (raw.holders, raw.by) {
+        (Some(holders), _) => holders
+            .iter()
+            .map(|proc| actor(proc.pid, Some(&proc.comm)))
+            .collect(),
+        (None, Some(by)) => Box::new([actor(by.pid, Some(&by.comm))]),
+        (None, None) => Box::new([]),
+    };
+    let taker_exit = match raw.taker_exit {
+        Some(text) => parse_ts(text),
+        None => raw.orphan_ns.map(|orphan_ns| at.saturating_sub(orphan_ns)),
+    };
+    let record = Record {
+        at,
+        origin,
+        event,
+        actor: actor(pid, raw.comm.as_deref()),
+        mode: raw.mode,
+        reason: raw.reason,
+        duration_ns: match event {
+            EventKind::Acquire => raw.wait_ns,
+            _ => raw.held_ns,
+        },
+        taker_exit,
+        errno: raw.errno.as_deref().map(|errno| names.intern(errno)),
+        others,
+    };
+    let path = raw.path.as_deref().map(|path| names.intern(path));
+    Ok(Parsed::Lock(key, path, record))
+}
+
+/// The `ts` of a line found by a byte search, without parsing the rest of it.
+pub fn line_ts(line: &[u8]) -> Option<Nanos> {
+    const FIELD: &[u8] = b"\"ts\":\"";
+    let from = memchr::memmem::find(line, FIELD)? + FIELD.len();
+    let len = memchr::memchr(b'"', &line[from..])?;
+    parse_ts(std::str::from_utf8(&line[from..from + len]).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{EventLine, ProcRef};
+
+    const ORIGIN: Origin = Origin { source: 0, line: 1 };
+
+    #[test]
+    fn reads_what_the_tracer_writes() {
+        let line = EventLine {
+            event: Some(EventKind::OrphanEnd),
+            ts: "2026-11-27T05:04:50.603984745Z".into(),
+            pid: Some(812),
+            comm: Some("orchestrator".into()),
+            kind: Some(LockKind::Flock),
+            mode: Some(Mode::Write),
+            dev: Some("254:0".into()),
+            ino: Some(42),
+            path: Some("/tmp/x \"quoted\"".into()),
+            start: Some(0),
+            end: Some(None),
+            held_ns: Some(5),
+            orphan_ns: Some(3),
+            reason: Some(ReleaseReason::Exit),
+            by: Some(ProcRef {
+                pid: 840,
+                comm: "sleep".into(),
+                ns_pid: None,
+                fd: Some(3),
+                cgroup: None,
+            }),
+            taker_exit: Some("2026-11-27T05:04:50.603984742Z".into()),
+            ..Default::default()
+        };
+        let json = serde_json::to_vec(&line).unwrap();
+        let mut names = Names::default();
+        let Ok(Parsed::Lock(key, path, record)) = parse(&json, ORIGIN, &mut names) else {
+            panic!("not a lock line");
+        };
+        assert_eq!(names.get(key.dev), "254:0");
+        assert_eq!(
+            (key.ino, key.kind, key.start, key.end),
+            (42, LockKind::Flock, 0, None)
+        );
+        assert_eq!(names.get(path.unwrap()), "/tmp/x \"quoted\"");
+        assert_eq!(record.at, 1_795_755_890_603_984_745);
+        assert_eq!(record.taker_exit, Some(record.at - 3));
+        assert_eq!(record.duration_ns, Some(5));
+        assert_eq!(record.actor.pid, 812);
+        assert_eq!(names.get(record.others[0].comm), "sleep");
+        assert_eq!(line_ts(&json), Some(record.at));
+    }
+
+    #[test]
+    fn newer_schemas_and_damage_are_told_apart() {
+        let mut names = Names::default();
+        let unknown = br#"{"event":"teleport","ts":"2026-01-01T00:00:00Z","warp":9}"#;
+        assert!(matches!(
+            parse(unknown, ORIGIN, &mut names),
+            Ok(Parsed::UnknownEvent)
+        ));
+        let extra_field = br#"{"event":"stop","ts":"2026-01-01T00:00:00Z","lost":0,"new":[1]}"#;
+        assert!(matches!(
+            parse(extra_field, ORIGIN, &mut names),
+            Ok(Parsed::Other(_))
+        ));
+        for damaged in [
+            &br#"{"event":"acquire","ts":"2026-01-01T00:00:00Z","pid":1,"dev":"8:1","ino":"#[..],
+            b"\x00\x00garbage",
+            br#"{"event":"acquire","ts":"yesterday","pid":1,"dev":"8:1","ino":2,"kind":"flock"}"#,
+            br#"{"event":"acquire","ts":"2026-01-01T00:00:00Z","pid":1}"#,
+            br#"{"event":"acquire","ts":"2026-01-01T00:00:00Z","pid":1,"dev":"8:1","ino":2,"kind":"shiny"}"#,
+        ] {
+            assert_eq!(parse(damaged, ORIGIN, &mut names).err(), Some(Skip::Unreadable));
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The report on synthetic logs: damaged, rotated, compressed, out of order.
+
+use std::{io::Write as _, path::PathBuf};
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+use super::*;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: ReportArgs,
+}
+
+/// A directory of log files, removed when dropped.
+struct Logs(PathBuf);
+
+impl Logs {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("aimlock-report-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn ts(seconds: u64) -> String {
+    format!(
+        "2026-11-27T03:{:02}:{:02}.000000000Z",
+        seconds / 60,
+        seconds % 60
+    )
+}
+
+fn lock_line(event: &str, seconds: u64, pid: u32, comm: &str, ino: u64, extra: Value) -> String {
+    let mut line = json!({
+        "event": event, "ts": ts(seconds), "pid": pid, "comm": comm, "kind": "flock",
+        "mode": "write", "dev": "254:0", "ino": ino, "start": 0, "end": null,
+    });
+    line.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    line.to_string() + "\n"
+}
+
+/// An orphan: 812 takes the lock at 0:01 and exits at 0:09, its child 840 holds it until it
+/// exits at 30:10; 900 waits from 0:05 and takes it then.
+fn orphan_story(ino: u64) -> (String, String) {
+    let path = json!({"path": "/var/lock/job.lock"});
+    let first = [
+        json!({"event": "start", "ts": ts(0), "schema": 1}).to_string() + "\n",
+        lock_line("acquire", 1, 812, "orchestrator", ino, path.clone()),
+        lock_line("wait", 5, 900, "cron", ino, json!({})),
+        lock_line("fail", 6, 901, "flock", ino, json!({"errno": "EAGAIN"})),
+        json!({"event": "exit", "ts": ts(9), "pid": 812, "comm": "orchestrator", "locks": 1}).to_string() + "\n",
+        lock_line("orphan", 9, 812, "orchestrator", ino, json!({
+            "taker_exit": ts(9), "holders": [{"pid": 840, "comm": "sleep", "fd": 3}], "path": "/var/lock/job.lock",
+        })),
+    ]
+    .concat();
+    let second = [
+        lock_line("release", 1810, 840, "sleep", ino, json!({"held_ns": 1_809_000_000_000u64, "reason": "exit"})),
+        lock_line("orphan_end", 1810, 812, "orchestrator", ino, json!({
+            "held_ns": 1_809_000_000_000u64, "orphan_ns": 1_801_000_000_000u64, "reason": "exit",
+            "taker_exit": ts(9), "by": {"pid": 840, "comm": "sleep"},
+        })),
+        lock_line("acquire", 1810, 900, "cron", ino, json!({"wait_ns": 1_805_000_000_000u64})),
+        lock_line("release", 1811, 900, "cron", ino, json!({"held_ns": 1_000_000_000u64, "reason": "unlock"})),
+        json!({"event": "stop", "ts": ts(1900), "lost": 0}).to_string() + "\n",
+    ]
+    .concat();
+    (first, second)
+}
+
+/// Runs the report as `aimlock report ARGS` would, without the exit: (stdout, scan).
+fn report(args: &[&str]) -> Result<(String, Scan)> {
+    let cli = Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied()))?;
+    let sources = input::expand(&cli.args.logs)?;
+    let prefilter = match &cli.args.inode {
+        Some((dev, ino)) => Prefilter::Inode {
+            dev: dev.clone(),
+            ino: *ino,
+        },
+        None => Prefilter::Everything,
+    };
+    let mut scan = input::scan(&sources, &prefilter)?;
+    tell_what_was_skipped(&scan)?;
+    let mut out = Vec::new();
+    if let Some(end) = scan.end {
+        write_report(&cli.args, &mut scan, end, &mut out)?;
+    }
+    Ok((String::from_utf8(out).unwrap(), scan))
+}
+
+fn json_locks(output: &str) -> Vec<Value> {
+    output
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn tells_who_held_an_orphan_and_for_how_long() {
+    let logs = Logs::new("story");
+    let (first, second) = orphan_story(77);
+    let a = logs.write("trace.log.1", first.as_bytes());
+    let b = logs.write("trace.log", second.as_bytes());
+    let (text, _) = report(&[&b, &a]).unwrap();
+    let expected = "\
+/var/lock/job.lock: flock, whole file (dev 254:0, inode 77)
+  2026-11-27T03:00:01.000Z  pid 812 (orchestrator) took a write lock
+  2026-11-27T03:00:05.000Z  pid 900 (cron) queued for the lock
+  2026-11-27T03:00:06.000Z  pid 901 (flock) was refused the lock (EAGAIN)
+  2026-11-27T03:00:09.000Z  pid 812 exited; the lock survived in pid 840 (sleep) for 30m 1s
+  2026-11-27T03:30:10.000Z  released when pid 840 (sleep) exited, 30m 1s after its taker exited; held 30m 9s
+  2026-11-27T03:30:10.000Z  pid 900 (cron) took a write lock after waiting 30m 5s
+  2026-11-27T03:30:11.000Z  released when pid 900 (cron) unlocked it; held 1s
+  totals: held 30m 10s in 2 holds; 1 outlived its taker, the longest by 30m 1s; 1 waiter, longest waits 30m 5s by pid 900 (cron); 1 refusal
+
+";
+    assert_eq!(text, expected);
+
+    let (json, _) = report(&["--json", &a, &b]).unwrap();
+    let locks = json_locks(&json);
+    assert_eq!(locks.len(), 1);
+    let hold = &locks[0]["holds"][0];
+    assert_eq!(hold["taker"], json!({"pid": 812, "comm": "orchestrator"}));
+    assert_eq!(hold["holders"], json!([{"pid": 840, "comm": "sleep"}]));
+    assert_eq!(hold["released_by"]["pid"], 840);
+    assert_eq!(hold["orphan_ns"], 1_801_000_000_000u64);
+    assert_eq!(hold["held_ns"], 1_809_000_000_000u64);
+    assert_eq!(locks[0]["totals"]["waiters"], 1);
+    assert_eq!(locks[0]["refusals"][0]["errno"], "EAGAIN");
+}
+
+#[test]
+fn damaged_and_newer_lines_are_skipped_and_counted() {
+    let logs = Logs::new("damage");
+    let (first, second) = orphan_story(77);
+    let mut damaged = first.into_bytes();
+    damaged.extend_from_slice(b"\x00\x00\x00 garbage from a crash\n");
+    damaged.extend_from_slice(
+        br#"{"event":"teleport","ts":"2026-11-27T03:00:10Z","ino":77,"new_field":[1]}"#,
+    );
+    damaged.push(b'\n');
+    damaged.extend_from_slice(second.as_bytes());
+    // Torn in the middle of its last line.
+    damaged.truncate(damaged.len() - 20);
+    let log = logs.write("trace.log", &damaged);
+    let (text, scan) = report(&[&log]).unwrap();
+    let source = &scan.sources[0];
+    assert_eq!(source.lines, 13);
+    assert_eq!((source.unreadable, source.unknown_events), (2, 1));
+    assert_eq!(source.first_skipped_line, Some(7));
+    assert!(
+        text.contains("the lock survived in pid 840 (sleep) for 30m 1s"),
+        "{text}"
+    );
+
+    // With --inode only lines that mention the inode are read, and counted as precisely.
+    let (_, scan) = report(&["--inode", "254:0:77", &log]).unwrap();
+    let source = &scan.sources[0];
+    assert_eq!(source.lines, 13);
+    assert_eq!((source.unreadable, source.unknown_events), (0, 1));
+    assert_eq!(source.first_skipped_line, Some(8));
+}
+
+#[test]
+fn inode_query_does_not_mistake_a_longer_number() {
+    let logs = Logs::new("inode");
+    let (first, second) = orphan_story(77);
+    let (other_first, other_second) = orphan_story(7);
+    let log = logs.write(
+        "trace.log",
+        (other_first + &first + &other_second + &second).as_bytes(),
+    );
+    let other_dev = lock_line("acquire", 3, 999, "other", 77, json!({"dev": "8:1"}));
+    let other = logs.write("other.log", other_dev.as_bytes());
+    for args in [
+        vec!["--json", "--inode", "254:0:7", &log, &other],
+        vec!["--json", &log, &other],
+    ] {
+        let (json, _) = report(&args).unwrap();
+        let locks = json_locks(&json);
+        let inodes: Vec<(&str, u64)> = locks
+            .iter()
+            .map(|lock| (lock["dev"].as_str().unwrap(), lock["ino"].as_u64().unwrap()))
+            .collect();
+        if args.contains(&"--inode") {
+            assert_eq!(inodes, [("254:0", 7)]);
+        } else {
+            assert_eq!(inodes.len(), 3, "{inodes:?}");
+        }
+    }
+    let (json, scan) = report(&["--json", "--inode", "254:0:77", &log]).unwrap();
+    assert_eq!(json_locks(&json)[0]["holds"].as_array().unwrap().len(), 2);
+    assert_eq!(scan.sources[0].lines, 22);
+}
+
+#[test]
+fn gzip_and_rotated_globs_read_as_one_log() {
+    let logs = Logs::new("gzip");
+    let (first, second) = orphan_story(77);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(first.as_bytes()).unwrap();
+    let compressed = gz.finish().unwrap();
+    logs.write("trace.log.1.gz", &compressed);
+    logs.write("trace.log", second.as_bytes());
+    let glob = logs.0.join("trace.log*").display().to_string();
+    let (text, scan) = report(&[&glob]).unwrap();
+    assert_eq!(scan.sources.len(), 2);
+    assert!(
+        text.contains("pid 812 (orchestrator) took a write lock"),
+        "{text}"
+    );
+    assert!(
+        text.contains("released when pid 840 (sleep) exited"),
+        "{text}"
+    );
+
+    // A compressed log cut short by a crash: what came before the cut is kept.
+    let cut = logs.write("cut.log.gz", &compressed[..compressed.len() - 30]);
+    let (text, scan) = report(&[&cut]).unwrap();
+    assert!(scan.sources[0].cut_short.is_some());
+    assert!(
+        text.contains("pid 812 (orchestrator) took a write lock"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_log_that_starts_mid_hold_still_names_the_holder() {
+    let logs = Logs::new("midway");
+    let (_, second) = orphan_story(77);
+    let log = logs.write("trace.log", second.as_bytes());
+    let (json, _) = report(&["--json", &log]).unwrap();
+    let hold = &json_locks(&json)[0]["holds"][0];
+    assert_eq!(hold["acquire_logged"], false);
+    assert_eq!(hold["acquired"], "2026-11-27T03:00:01.000Z");
+    assert_eq!(hold["taker"]["pid"], 812);
+    assert_eq!(hold["taker_exit"], "2026-11-27T03:00:09.000Z");
+    assert_eq!(hold["released_by"]["pid"], 840);
+}
+
+#[test]
+fn shared_holds_are_released_by_their_own_held_time() {
+    let logs = Logs::new("shared");
+    let read = |event, seconds, pid, extra| {
+        let mut line: Value =
+            serde_json::from_str(&lock_line(event, seconds, pid, "reader", 5, extra)).unwrap();
+        line["mode"] = json!("read");
+        line.to_string() + "\n"
+    };
+    let log = logs.write(
+        "trace.log",
+        [
+            read("acquire", 1, 10, json!({})),
+            read("acquire", 2, 20, json!({})),
+            // 20's description was passed to 30, which releases it.
+            read(
+                "release",
+                4,
+                30,
+                json!({"held_ns": 2_000_000_000u64, "reason": "close"}),
+            ),
+            read(
+                "release",
+                5,
+                10,
+                json!({"held_ns": 4_000_000_000u64, "reason": "unlock"}),
+            ),
+        ]
+        .concat()
+        .as_bytes(),
+    );
+    let (json, _) = report(&["--json", &log]).unwrap();
+    let holds = json_locks(&json)[0]["holds"].clone();
+    assert_eq!(holds[0]["taker"]["pid"], 10);
+    assert_eq!(holds[0]["released_by"]["pid"], 10);
+    assert_eq!(holds[1]["taker"]["pid"], 20);
+    assert_eq!(holds[1]["released_by"]["pid"], 30);
+    assert_eq!(holds[1]["reason"], "close");
+}
+
+#[test]
+fn queries_narrow_to_what_was_under_way() {
+    let logs = Logs::new("queries");
+    let (first, second) = orphan_story(77);
+    let quiet = lock_line(
+        "acquire",
+        100,
+        500,
+        "quiet",
+        12,
+        json!({"path": "/srv/data.db"}),
+    ) + &lock_line(
+        "release",
+        101,
+        500,
+        "quiet",
+        12,
+        json!({"held_ns": 1_000_000_000u64, "reason": "unlock"}),
+    );
+    let log = logs.write("trace.log", (first + &quiet + &second).as_bytes());
+    let inodes = |args: &[&str]| -> Vec<u64> {
+        let mut all = vec!["--json", log.as_str()];
+        all.extend_from_slice(args);
+        let (json, _) = report(&all).unwrap();
+        json_locks(&json)
+            .iter()
+            .map(|lock| lock["ino"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(inodes(&[]), [77, 12]);
+    assert_eq!(inodes(&["--path", "/srv/*"]), [12]);
+    assert_eq!(inodes(&["--path", "*job*"]), [77]);
+    assert_eq!(inodes(&["--pid", "840"]), [77]);
+    assert_eq!(inodes(&["--pid", "500"]), [12]);
+    assert_eq!(inodes(&["--orphans"]), [77]);
+    assert_eq!(
+        inodes(&[
+            "--since",
+            "2026-11-27T03:02:00Z",
+            "--until",
+            "2026-11-27T03:03:00Z"
+        ]),
+        [77]
+    );
+    assert!(inodes(&["--since", "2026-11-27T04:00:00Z"]).is_empty());
+
+    // At 03:01:40 the orphan was held by 840, 900 waited, and 500 held the other lock.
+    let (json, _) = report(&["--json", &log, "--at", "2026-11-27T03:01:40Z"]).unwrap();
+    let locks = json_locks(&json);
+    assert_eq!(locks.len(), 2);
+    assert_eq!(locks[0]["holds"].as_array().unwrap().len(), 1);
+    assert_eq!(locks[0]["holds"][0]["holders"][0]["pid"], 840);
+    assert_eq!(locks[0]["waits"][0]["waiter"]["pid"], 900);
+    assert!(locks[0]["refusals"].as_array().unwrap().is_empty());
+    assert_eq!(locks[1]["holds"][0]["taker"]["pid"], 500);
+}
+
+#[test]
+fn never_released_and_still_waiting_at_the_end_of_the_logs() {
+    let logs = Logs::new("stuck");
+    let (first, _) = orphan_story(77);
+    let stop = json!({"event": "stop", "ts": ts(600), "lost": 0}).to_string() + "\n";
+    let log = logs.write("trace.log", (first + &stop).as_bytes());
+    let (text, _) = report(&[&log]).unwrap();
+    assert!(
+        text.contains("03:10:00.000Z  still held when the logs end, 9m 51s after its taker exited; held 9m 59s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pid 900 (cron) still waiting when the logs end, for 9m 55s"),
+        "{text}"
+    );
+    assert!(text.contains("1 still waiting"), "{text}");
+}
+
+#[test]
+fn no_file_an_empty_file_or_an_unreadable_one_is_bad_input() {
+    let logs = Logs::new("bad");
+    let empty = logs.write("empty.log", b"");
+    let missing = logs.0.join("missing.log").display().to_string();
+    let no_match = logs.0.join("nothing*.log").display().to_string();
+    let directory = logs.0.display().to_string();
+    for args in [
+        vec![empty.as_str()],
+        vec![&missing],
+        vec![&no_match],
+        vec![&directory],
+    ] {
+        let err = report(&args)
+            .err()
+            .unwrap_or_else(|| panic!("{args:?} was accepted"));
+        assert!(err.is::<BadInput>(), "{args:?}: {err:#}");
+    }
+    // An empty file among rotated logs is just noted.
+    let (first, _) = orphan_story(77);
+    let log = logs.write("trace.log.1", first.as_bytes());
+    assert!(report(&[&empty, &log]).is_ok());
+}
+
+#[test]
+fn inode_and_time_arguments() {
+    assert_eq!(
+        parse_inode("254:0:10010728"),
+        Ok(("254:0".to_owned(), 10_010_728))
+    );
+    for bad in ["10010728", "254:10010728", "a:0:1", "254:0:x"] {
+        assert!(parse_inode(bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        parse_time("2026-11-27T03:00:01Z"),
+        Ok(1_795_748_401_000_000_000)
+    );
+    let two_hours_ago = line::nanos(SystemTime::now()) - 7_200_000_000_000;
+    for relative in ["2h", "2h ago"] {
+        let parsed = parse_time(relative).unwrap();
+        assert!(
+            parsed.abs_diff(two_hours_ago) < 60_000_000_000,
+            "{relative}"
+        );
+    }
+    assert!(parse_time("yesterday-ish").is_err());
+}

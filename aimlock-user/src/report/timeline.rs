@@ -1,0 +1,307 @@
+//! Folding one lock's lines, in time order, into holds, waits and refusals.
+
+use crate::events::{EventKind, Mode, ReleaseReason};
+
+use super::{
+    input::LockLines,
+    line::{Actor, LockKey, Name, Nanos, Record},
+};
+
+/// One lock's history.
+#[derive(Debug, Clone)]
+pub struct Lock {
+    pub key: LockKey,
+    pub paths: Vec<Name>,
+    pub holds: Vec<Hold>,
+    pub waits: Vec<Wait>,
+    pub refusals: Vec<Refusal>,
+}
+
+/// A lock from the moment it was taken until it was released.
+#[derive(Debug, Clone, Default)]
+pub struct Hold {
+    /// None when only lines that do not name the taker are in the logs.
+    pub taker: Option<Actor>,
+    pub mode: Option<Mode>,
+    /// None when the lock was taken before the logs start and no line tells when.
+    pub acquired: Option<Nanos>,
+    /// False when the time was worked out from a later line's `held_ns`.
+    pub acquire_logged: bool,
+    pub wait_ns: Option<u64>,
+    /// When the taker exited while the lock was still held (it outlived the taker), or when
+    /// the taker's exit released it.
+    pub taker_exit: Option<Nanos>,
+    pub orphaned: bool,
+    /// Live processes that still referenced the lock when its taker had gone.
+    pub holders: Vec<Actor>,
+    pub release: Option<Release>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Release {
+    pub at: Nanos,
+    pub by: Actor,
+    pub reason: Option<ReleaseReason>,
+}
+
+/// A blocking request queued behind the lock.
+#[derive(Debug, Clone)]
+pub struct Wait {
+    pub waiter: Actor,
+    pub mode: Option<Mode>,
+    pub since: Nanos,
+    pub outcome: WaitOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    Acquired(Nanos),
+    Failed(Nanos, Option<Name>),
+    /// Still waiting when the logs end.
+    Waiting,
+}
+
+impl Wait {
+    pub fn until(&self) -> Option<Nanos> {
+        match self.outcome {
+            WaitOutcome::Acquired(at) | WaitOutcome::Failed(at, _) => Some(at),
+            WaitOutcome::Waiting => None,
+        }
+    }
+}
+
+/// A request the lock refused (a non-blocking attempt, a deadlock, an interrupted wait).
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal {
+    pub at: Nanos,
+    pub actor: Actor,
+    pub errno: Option<Name>,
+}
+
+/// Puts the lines in time order (equal times in the order of their files, then lines) and
+/// folds them. `rank` orders the sources.
+pub fn build(key: LockKey, lines: LockLines, rank: &[u32]) -> Lock {
+    let LockLines { mut records, paths } = lines;
+    records.sort_by_key(|r| (r.at, rank[r.origin.source as usize], r.origin.line));
+    // The same line read twice (overlapping rotated copies) counts once.
+    records.dedup_by(|a, b| {
+        a.at == b.at
+            && a.event == b.event
+            && a.actor == b.actor
+            && a.duration_ns == b.duration_ns
+            && a.reason == b.reason
+    });
+    let mut lock = Lock {
+        key,
+        paths,
+        holds: Vec::new(),
+        waits: Vec::new(),
+        refusals: Vec::new(),
+    };
+    for record in &records {
+        lock.apply(record);
+    }
+    lock
+}
+
+impl Lock {
+    fn apply(&mut self, record: &Record) {
+        let actor = record.actor;
+        match record.event {
+            EventKind::Wait => {
+                self.waits.push(Wait {
+                    waiter: actor,
+                    mode: record.mode,
+                    since: record.at,
+                    outcome: WaitOutcome::Waiting,
+                });
+            }
+            EventKind::Acquire => {
+                let wait_ns = record.duration_ns.filter(|&ns| ns > 0);
+                let outcome = WaitOutcome::Acquired(record.at);
+                if !self.end_wait(actor, outcome)
+                    && let Some(wait_ns) = wait_ns
+                {
+                    // Its wait line is in a log that is not here.
+                    self.waits.push(Wait {
+                        waiter: actor,
+                        mode: record.mode,
+                        since: record.at.saturating_sub(wait_ns),
+                        outcome,
+                    });
+                }
+                self.holds.push(Hold {
+                    taker: Some(actor),
+                    mode: record.mode,
+                    acquired: Some(record.at),
+                    acquire_logged: true,
+                    wait_ns,
+                    ..Default::default()
+                });
+            }
+            EventKind::Fail => {
+                if !self.end_wait(actor, WaitOutcome::Failed(record.at, record.errno)) {
+                    self.refusals.push(Refusal {
+                        at: record.at,
+                        actor,
+                        errno: record.errno,
+                    });
+                }
+            }
+            EventKind::Release => {
+                let acquired = record
+                    .duration_ns
+                    .map(|held| record.at.saturating_sub(held));
+                // Who took a lock first seen at its release is unknown: any process sharing
+                // the open file description may release it.
+                let hold = self.open_hold(Some(actor.pid), acquired, record, None);
+                if record.reason == Some(ReleaseReason::Exit)
+                    && hold.taker == Some(actor)
+                    && hold.taker_exit.is_none()
+                {
+                    hold.taker_exit = Some(record.at);
+                }
+                hold.release = Some(Release {
+                    at: record.at,
+                    by: actor,
+                    reason: record.reason,
+                });
+            }
+            EventKind::Orphan => {
+                let hold = self.open_hold(Some(actor.pid), None, record, Some(actor));
+                hold.orphaned = true;
+                hold.taker = Some(actor);
+                hold.taker_exit = record.taker_exit.or(hold.taker_exit);
+                hold.holders = record.others.to_vec();
+            }
+            EventKind::OrphanEnd => {
+                let by = record.others.first().copied();
+                // Normally the release line just before it, from the same instant.
+                let index = self.holds.iter().rposition(|hold| {
+                    hold.release.is_some_and(|release| release.at == record.at)
+                        && (hold.taker == Some(actor) || hold.taker.is_none())
+                });
+                let hold = match index {
+                    Some(index) => &mut self.holds[index],
+                    None => {
+                        let acquired = record
+                            .duration_ns
+                            .map(|held| record.at.saturating_sub(held));
+                        let hold = self.open_hold(None, acquired, record, Some(actor));
+                        hold.release = by.map(|by| Release {
+                            at: record.at,
+                            by,
+                            reason: record.reason,
+                        });
+                        hold
+                    }
+                };
+                hold.orphaned = true;
+                hold.taker = Some(actor);
+                hold.taker_exit = record.taker_exit.or(hold.taker_exit);
+            }
+            EventKind::Start | EventKind::Stop | EventKind::Exit | EventKind::Unknown => {}
+        }
+    }
+
+    /// Ends the open wait of this process; false if it had none.
+    fn end_wait(&mut self, waiter: Actor, outcome: WaitOutcome) -> bool {
+        let open = self
+            .waits
+            .iter_mut()
+            .rev()
+            .find(|wait| wait.waiter.pid == waiter.pid && wait.outcome == WaitOutcome::Waiting);
+        match open {
+            Some(wait) => {
+                wait.outcome = outcome;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The unreleased hold a line is about: the one taken at `acquired` if known (a release's
+    /// `held_ns` tells), else the latest taken by `taker`, else a new hold begun before the
+    /// logs, taken by `new_taker`.
+    fn open_hold(
+        &mut self,
+        taker: Option<u32>,
+        acquired: Option<Nanos>,
+        record: &Record,
+        new_taker: Option<Actor>,
+    ) -> &mut Hold {
+        let open = self
+            .holds
+            .iter()
+            .enumerate()
+            .filter(|(_, hold)| hold.release.is_none());
+        let best = match acquired {
+            Some(acquired) => open
+                .min_by_key(|(_, hold)| {
+                    let distance = hold.acquired.map_or(u64::MAX, |at| at.abs_diff(acquired));
+                    (distance, hold.taker.map(|t| t.pid) != taker)
+                })
+                .map(|(index, _)| index),
+            None => open
+                .filter(|(_, hold)| taker.is_none() || hold.taker.map(|t| t.pid) == taker)
+                .map(|(index, _)| index)
+                .next_back(),
+        };
+        let index = match best {
+            Some(index) => index,
+            None => {
+                self.holds.push(Hold {
+                    taker: new_taker,
+                    mode: record.mode,
+                    acquired,
+                    ..Default::default()
+                });
+                self.holds.len() - 1
+            }
+        };
+        let hold = &mut self.holds[index];
+        if hold.acquired.is_none() {
+            hold.acquired = acquired;
+        }
+        hold.mode = hold.mode.or(record.mode);
+        hold
+    }
+
+    /// The time this lock's history starts, for ordering locks.
+    pub fn first_time(&self) -> Nanos {
+        let holds = self
+            .holds
+            .iter()
+            .filter_map(|hold| hold.acquired.or(hold.taker_exit));
+        let waits = self.waits.iter().map(|wait| wait.since);
+        let refusals = self.refusals.iter().map(|refusal| refusal.at);
+        holds.chain(waits).chain(refusals).min().unwrap_or(0)
+    }
+
+    /// Keeps what overlaps [since, until]: holds and waits that were under way in it,
+    /// refusals that happened in it. None when nothing is left.
+    pub fn narrow(mut self, since: Option<Nanos>, until: Option<Nanos>) -> Option<Self> {
+        let overlaps = |from: Option<Nanos>, to: Option<Nanos>| {
+            from.is_none_or(|from| until.is_none_or(|until| from <= until))
+                && to.is_none_or(|to| since.is_none_or(|since| to >= since))
+        };
+        self.holds
+            .retain(|hold| overlaps(hold.acquired, hold.release.map(|release| release.at)));
+        self.waits
+            .retain(|wait| overlaps(Some(wait.since), wait.until()));
+        self.refusals
+            .retain(|refusal| overlaps(Some(refusal.at), Some(refusal.at)));
+        let empty = self.holds.is_empty() && self.waits.is_empty() && self.refusals.is_empty();
+        (!empty).then_some(self)
+    }
+
+    /// Whether a process took, held, released, waited for or was refused this lock.
+    pub fn involves(&self, pid: u32) -> bool {
+        self.holds.iter().any(|hold| {
+            hold.taker.is_some_and(|taker| taker.pid == pid)
+                || hold.holders.iter().any(|holder| holder.pid == pid)
+                || hold.release.is_some_and(|release| release.by.pid == pid)
+        }) || self.waits.iter().any(|wait| wait.waiter.pid == pid)
+            || self.refusals.iter().any(|refusal| refusal.actor.pid == pid)
+    }
+}
