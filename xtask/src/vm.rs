@@ -1,7 +1,835 @@
-//! `cargo xtask vm-test`: the integration suite on other kernels, in qemu.
+//! `cargo xtask vm-test`: the integration suite on other kernels, each booted in qemu.
+//!
+//! For each kernel series the newest Debian kernel package offered is fetched with
+//! `apt-get download` and its `vmlinuz` cached under `target/vm/kernels/<package>_<version>`.
+//! One initramfs holds busybox (Debian's static build), `aimlock`, `lockwork`, the integration
+//! test binaries, and the shared libraries and dynamic loader they need, copied from this machine
+//! (the binaries are glibc builds; copying four libraries is simpler than a musl toolchain for
+//! the eBPF-embedding build). qemu boots it under software emulation (`-accel tcg`: KVM does not
+//! work on the machines this runs on); its init mounts proc, sys, devtmpfs, tracefs, debugfs,
+//! bpffs and a tmpfs on /tmp, runs each test binary and prints a verdict line on the serial
+//! console. The host reads the console into `target/vm/logs/<series>.log`; no verdict line within
+//! [`SUITE_TIMEOUT`] is a failure.
+//!
+//! `--fail-inside` runs the suite with `AIMLOCK_BIN` pointing at a missing file, so that every
+//! tracer test fails inside the VM: it checks that such a failure makes vm-test fail.
 
-use anyhow::{Result, bail};
+use std::{
+    cmp::Reverse,
+    collections::BTreeSet,
+    fs,
+    io::{BufRead as _, BufReader, BufWriter, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
-pub fn vm_test(kernels: &[String]) -> Result<()> {
-    bail!("vm-test is not built yet (kernels: {kernels:?})")
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::Value;
+
+use crate::{Step, capture, run_step};
+
+/// Integration tests that need tools the VM does not have (util-linux's `lslocks` and
+/// `flock(1)`, python), as (test binary, test name, the tool it needs). They run on the host
+/// only; the VM skips them by exact name and vm-test lists them.
+const HOST_ONLY_TESTS: &[(&str, &str, &str)] = &[];
+
+/// The series `--kernel` accepts; all of them run when none is given.
+const SERIES: &[&str] = &["5.10", "6.1", "6.12", "running"];
+
+/// Debian 11 still ships 5.10; its point-release and security suites, through a private apt
+/// configuration so the system's sources stay untouched.
+const BULLSEYE_SOURCES: &str = "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main
+";
+
+/// Debian 13's backports carry the newest Debian kernels (6.16 to 7.x), the closest Debian has
+/// to a recent running kernel.
+const TRIXIE_BACKPORTS_SOURCES: &str = "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
+";
+
+/// Boot plus the whole suite under software emulation; well above what one kernel takes.
+const SUITE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// Marker lines the VM's init prints; the host looks for them on the serial console.
+const INIT_MARKER: &str = "AIMLOCK-VM-INIT";
+const RELEASE_MARKER: &str = "AIMLOCK-VM-KERNEL: ";
+const VERDICT_MARKER: &str = "AIMLOCK-VM-VERDICT: ";
+
+/// What `cargo xtask vm-test` was asked for.
+pub struct Options {
+    /// Series from `--kernel`; every one of [`SERIES`] when empty.
+    pub kernels: Vec<String>,
+    pub fail_inside: bool,
+}
+
+/// `cargo xtask vm-test`: setup, release build, then the kernel matrix.
+pub fn vm_test(options: &Options) -> Result<()> {
+    crate::setup::setup()?;
+    crate::build()?;
+    matrix(options)
+}
+
+/// Boots every requested kernel with the integration suite, one after the other (the machines
+/// this runs on have two cores, which one emulated VM with two vCPUs already uses), and prints a
+/// pass/fail line per kernel.
+pub fn matrix(options: &Options) -> Result<()> {
+    let series = requested_series(&options.kernels)?;
+    let suite = build_suite()?;
+    let initramfs = write_initramfs(&suite, options.fail_inside)?;
+    let mut verdicts = Vec::new();
+    for name in series {
+        let verdict = fetch_kernel(name).and_then(|kernel| boot(name, &kernel, &initramfs));
+        let line = match &verdict {
+            Ok(run) => run.summary(name),
+            Err(err) => format!("vm-test {name}: FAIL: {err:#}"),
+        };
+        println!("{line}");
+        verdicts.push((name, line, verdict.map(|run| run.passed).unwrap_or(false)));
+    }
+    println!("==> kernel matrix");
+    for (_, line, _) in &verdicts {
+        println!("{line}");
+    }
+    let failed: Vec<&str> = verdicts
+        .iter()
+        .filter(|(_, _, passed)| !passed)
+        .map(|(name, _, _)| *name)
+        .collect();
+    if !failed.is_empty() {
+        bail!("step 'vm-test': the suite failed on {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn requested_series(kernels: &[String]) -> Result<Vec<&'static str>> {
+    if kernels.is_empty() {
+        return Ok(SERIES.to_vec());
+    }
+    kernels
+        .iter()
+        .map(|kernel| {
+            SERIES
+                .iter()
+                .copied()
+                .find(|series| series == kernel)
+                .ok_or_else(|| anyhow!("unknown kernel '{kernel}': choose among {SERIES:?}"))
+        })
+        .collect()
+}
+
+fn vm_dir() -> PathBuf {
+    crate::workspace_root().join("target/vm")
+}
+
+/// A bootable kernel image and where it came from.
+struct Kernel {
+    vmlinuz: PathBuf,
+    origin: String,
+}
+
+/// Where a series' packages come from.
+enum Archive {
+    /// This system's apt sources and lists.
+    System,
+    /// A private apt configuration: its own sources, lists and cache under
+    /// `target/vm/apt/<name>`.
+    Private {
+        name: &'static str,
+        sources: &'static str,
+    },
+}
+
+impl Archive {
+    fn apt(&self, tool: &str) -> Result<Command> {
+        let mut command = Command::new(tool);
+        command.arg("-q");
+        if let Archive::Private { name, sources } = self {
+            let dir = vm_dir().join("apt").join(name);
+            for partial in ["lists/partial", "cache/archives/partial"] {
+                fs::create_dir_all(dir.join(partial))
+                    .with_context(|| format!("cannot create {}", dir.join(partial).display()))?;
+            }
+            let sources_list = dir.join("sources.list");
+            fs::write(&sources_list, sources)
+                .with_context(|| format!("cannot write {}", sources_list.display()))?;
+            command
+                .arg("-o")
+                .arg(format!("Dir::Etc::sourcelist={}", sources_list.display()))
+                .args(["-o", "Dir::Etc::sourceparts=-"])
+                .arg("-o")
+                .arg(format!("Dir::State::Lists={}", dir.join("lists").display()))
+                .arg("-o")
+                .arg(format!("Dir::Cache={}", dir.join("cache").display()));
+        }
+        Ok(command)
+    }
+
+    fn update(&self) -> Result<()> {
+        run_step(
+            Step("apt-get update (kernel package lists)"),
+            self.apt("apt-get")?.arg("update"),
+        )
+    }
+}
+
+/// Which packages make up a series, and which of them to boot.
+struct PackageQuery {
+    archive: Archive,
+    /// An anchored regular expression over package names, as `apt-cache search` takes it.
+    names: String,
+    /// Kernel (major, minor) to get closest to; the newest package when `None`.
+    closest_to: Option<(u64, u64)>,
+}
+
+struct Package {
+    name: String,
+    version: String,
+}
+
+fn fetch_kernel(series: &str) -> Result<Kernel> {
+    let query = match series {
+        "5.10" => PackageQuery {
+            archive: Archive::Private {
+                name: "bullseye",
+                sources: BULLSEYE_SOURCES,
+            },
+            names: r"^linux-image-5\.10\.0-[0-9]+-amd64$".into(),
+            closest_to: None,
+        },
+        "6.1" => PackageQuery {
+            archive: Archive::System,
+            names: r"^linux-image-6\.1\.0-[0-9]+-amd64$".into(),
+            closest_to: None,
+        },
+        "6.12" => PackageQuery {
+            archive: Archive::System,
+            names: r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$".into(),
+            closest_to: None,
+        },
+        "running" => return running_kernel(),
+        other => bail!("no kernel package query for series '{other}'"),
+    };
+    fetch_package(&query)
+}
+
+/// The running kernel itself when its image is in /boot. Otherwise the running kernel is not a
+/// Debian build (a cloud or custom kernel): the closest Debian kernel stands in for it, taken
+/// from Debian 13's backports, which carry the newest Debian kernel series; the newest package
+/// of the running major.minor when offered, else of the nearest series.
+fn running_kernel() -> Result<Kernel> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .context("cannot read the running kernel's release")?
+        .trim()
+        .to_string();
+    let image = Path::new("/boot").join(format!("vmlinuz-{release}"));
+    if image.exists() {
+        return Ok(Kernel {
+            origin: format!("the running kernel's {}", image.display()),
+            vmlinuz: image,
+        });
+    }
+    let numbers = version_numbers(&release);
+    let [major, minor, ..] = numbers[..] else {
+        bail!("cannot read a major.minor version from the running kernel's release '{release}'");
+    };
+    let mut kernel = fetch_package(&PackageQuery {
+        archive: Archive::Private {
+            name: "trixie-backports",
+            sources: TRIXIE_BACKPORTS_SOURCES,
+        },
+        names: r"^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb13-amd64$".into(),
+        closest_to: Some((major, minor)),
+    })?;
+    kernel.origin = format!("{} standing in for the running {release}", kernel.origin);
+    Ok(kernel)
+}
+
+/// The cached `vmlinuz` of the query's package, downloaded and unpacked on first use. Stale or
+/// empty package lists are refreshed once when nothing matches or the download fails.
+fn fetch_package(query: &PackageQuery) -> Result<Kernel> {
+    let package = match pick_package(query)? {
+        Some(package) => package,
+        None => {
+            query.archive.update()?;
+            pick_listed_package(query)?
+        }
+    };
+    cached_kernel(query, &package).or_else(|err| {
+        eprintln!("xtask: {err:#}; refreshing the package lists and retrying");
+        query.archive.update()?;
+        cached_kernel(query, &pick_listed_package(query)?)
+    })
+}
+
+fn cached_kernel(query: &PackageQuery, package: &Package) -> Result<Kernel> {
+    let dir = vm_dir().join("kernels").join(format!(
+        "{}_{}",
+        package.name,
+        package.version.replace(':', "%3a")
+    ));
+    if !dir.join("vmlinuz").exists() {
+        download(query, package, &dir)?;
+    }
+    Ok(Kernel {
+        vmlinuz: dir.join("vmlinuz"),
+        origin: format!("{} {}", package.name, package.version),
+    })
+}
+
+fn pick_listed_package(query: &PackageQuery) -> Result<Package> {
+    pick_package(query)?
+        .ok_or_else(|| anyhow!("no package matches {} in the apt lists", query.names))
+}
+
+fn pick_package(query: &PackageQuery) -> Result<Option<Package>> {
+    let found =
+        capture(
+            query
+                .archive
+                .apt("apt-cache")?
+                .args(["search", "--names-only", &query.names]),
+        )
+        .context("step 'find kernel packages'")?;
+    let names = found
+        .lines()
+        .filter_map(|line| line.split_whitespace().next());
+    let best = match query.closest_to {
+        None => names.max_by_key(|name| version_numbers(name)),
+        Some((major, minor)) => names.min_by_key(|name| {
+            let numbers = version_numbers(name);
+            let series =
+                numbers.first().copied().unwrap_or(0) * 1000 + numbers.get(1).copied().unwrap_or(0);
+            (series.abs_diff(major * 1000 + minor), Reverse(numbers))
+        }),
+    };
+    let Some(name) = best else { return Ok(None) };
+    let shown = capture(
+        query
+            .archive
+            .apt("apt-cache")?
+            .args(["show", "--no-all-versions", name]),
+    )
+    .with_context(|| format!("step 'find kernel packages': cannot show {name}"))?;
+    let version = shown
+        .lines()
+        .find_map(|line| line.strip_prefix("Version: "))
+        .ok_or_else(|| anyhow!("apt-cache show {name} gives no version"))?;
+    Ok(Some(Package {
+        name: name.to_string(),
+        version: version.trim().to_string(),
+    }))
+}
+
+/// The numbers in a package name or release, in order, for comparing versions.
+fn version_numbers(text: &str) -> Vec<u64> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|digits| digits.parse().ok())
+        .collect()
+}
+
+/// Downloads the package and keeps only its `boot/vmlinuz-*` as `<dir>/vmlinuz`.
+fn download(query: &PackageQuery, package: &Package, dir: &Path) -> Result<()> {
+    let staging = vm_dir().join("kernels").join("download");
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
+    run_step(
+        Step("download the kernel package"),
+        query
+            .archive
+            .apt("apt-get")?
+            // The staging dir is root's; apt's `_apt` download user could not write there.
+            .args(["-o", "APT::Sandbox::User=root", "download"])
+            .arg(format!("{}={}", package.name, package.version))
+            .current_dir(&staging),
+    )?;
+    let deb = only_entry(&staging, ".deb")?;
+    let step = "unpack the kernel image";
+    let mut unpack = Command::new("dpkg-deb");
+    unpack
+        .arg("--fsys-tarfile")
+        .arg(&deb)
+        .stdout(Stdio::piped());
+    let mut unpacking = unpack
+        .spawn()
+        .with_context(|| format!("step '{step}': cannot run {unpack:?}"))?;
+    let mut extract = Command::new("tar");
+    extract
+        .arg("-x")
+        .arg("-C")
+        .arg(&staging)
+        .args(["--wildcards", "./boot/vmlinuz-*"])
+        .stdin(unpacking.stdout.take().expect("piped stdout"));
+    let extracted = extract
+        .status()
+        .with_context(|| format!("step '{step}': cannot run {extract:?}"))?;
+    let unpacked = unpacking.wait()?;
+    if !unpacked.success() || !extracted.success() {
+        bail!("step '{step}': {unpack:?} | {extract:?} failed ({unpacked}, {extracted})");
+    }
+    let image = only_entry(&staging.join("boot"), "")?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::rename(&image, dir.join("vmlinuz"))
+        .with_context(|| format!("cannot move {} into {}", image.display(), dir.display()))?;
+    fs::remove_dir_all(&staging).with_context(|| format!("cannot remove {}", staging.display()))
+}
+
+fn only_entry(dir: &Path, suffix: &str) -> Result<PathBuf> {
+    let entries: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.to_string_lossy().ends_with(suffix))
+        .collect();
+    match &entries[..] {
+        [only] => Ok(only.clone()),
+        _ => bail!(
+            "expected one '*{suffix}' in {}, found {entries:?}",
+            dir.display()
+        ),
+    }
+}
+
+/// The integration test binaries (by test target name) and the `lockwork` workload.
+struct Suite {
+    tests: Vec<(String, PathBuf)>,
+    lockwork: PathBuf,
+}
+
+fn build_suite() -> Result<Suite> {
+    let step = "build the integration tests";
+    println!("==> {step}");
+    let mut command = crate::cargo();
+    command
+        .args([
+            "test",
+            "--package",
+            "aimlock-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit());
+    let output = command
+        .output()
+        .with_context(|| format!("step '{step}': cannot run {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "step '{step}' failed: {command:?} exited with {}",
+            output.status
+        );
+    }
+    let mut tests = Vec::new();
+    let mut lockwork = None;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let Some(executable) = message["executable"].as_str() else {
+            continue;
+        };
+        let name = message["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let is_kind = |kind: &str| {
+            message["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == kind))
+        };
+        let is_test = message["profile"]["test"] == true;
+        if is_test && is_kind("test") {
+            tests.push((name, PathBuf::from(executable)));
+        } else if !is_test && is_kind("bin") && name == "lockwork" {
+            lockwork = Some(PathBuf::from(executable));
+        }
+    }
+    if tests.is_empty() {
+        bail!("step '{step}': {command:?} reported no integration test binary");
+    }
+    let lockwork = lockwork
+        .ok_or_else(|| anyhow!("step '{step}': {command:?} reported no lockwork binary"))?;
+    Ok(Suite { tests, lockwork })
+}
+
+/// Where the binaries go inside the VM.
+const VM_AIMLOCK: &str = "/aimlock/bin/aimlock";
+const VM_LOCKWORK: &str = "/aimlock/bin/lockwork";
+const VM_TESTS: &str = "/aimlock/tests";
+
+fn write_initramfs(suite: &Suite, fail_inside: bool) -> Result<PathBuf> {
+    let step = "write the VM's initramfs";
+    println!("==> {step}");
+    for (binary, test, tool) in HOST_ONLY_TESTS {
+        println!("    not in the VM (needs {tool}): {binary}::{test}");
+    }
+    let aimlock = crate::aimlock_binary();
+    let mut binaries = vec![(aimlock.as_path(), VM_AIMLOCK.to_string())];
+    binaries.push((suite.lockwork.as_path(), VM_LOCKWORK.to_string()));
+    for (name, path) in &suite.tests {
+        binaries.push((path.as_path(), format!("{VM_TESTS}/{name}")));
+    }
+    let libraries = shared_libraries(binaries.iter().map(|(path, _)| *path))
+        .with_context(|| format!("step '{step}'"))?;
+
+    let path = vm_dir().join("initramfs.cpio");
+    fs::create_dir_all(vm_dir())
+        .with_context(|| format!("cannot create {}", vm_dir().display()))?;
+    let file =
+        fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut archive = Cpio::new(BufWriter::new(file));
+    let script = init_script(suite, fail_inside);
+    archive.file("/init", 0o755, script.as_bytes())?;
+    archive.char_device("/dev/console", 5, 1)?;
+    for dir in ["/proc", "/sys", "/tmp", "/root"] {
+        archive.dir(dir)?;
+    }
+    let busybox = Path::new("/bin/busybox");
+    let sources = std::iter::once((busybox, busybox.display().to_string()))
+        .chain(binaries)
+        .chain(
+            libraries
+                .iter()
+                .map(|lib| (lib.as_path(), lib.display().to_string())),
+        );
+    for (source, target) in sources {
+        let bytes = fs::read(source)
+            .with_context(|| format!("step '{step}': cannot read {}", source.display()))?;
+        archive.file(&target, 0o755, &bytes)?;
+    }
+    archive
+        .finish()
+        .with_context(|| format!("step '{step}': cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// The shared libraries and dynamic loader the binaries need, as `ldd` lists them.
+fn shared_libraries<'a>(binaries: impl Iterator<Item = &'a Path>) -> Result<BTreeSet<PathBuf>> {
+    let mut libraries = BTreeSet::new();
+    for binary in binaries {
+        let listed = capture(Command::new("ldd").arg(binary))?;
+        for line in listed.lines() {
+            let path = match line.split_once("=> ") {
+                Some((_, resolved)) => resolved,
+                None => line.trim_start(),
+            };
+            if let Some(path) = path
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/'))
+            {
+                libraries.insert(PathBuf::from(path));
+            }
+        }
+    }
+    Ok(libraries)
+}
+
+/// The VM's /init: mounts what the tracer and the tests need, runs every test binary, prints
+/// the verdict and powers off.
+fn init_script(suite: &Suite, fail_inside: bool) -> String {
+    let aimlock = if fail_inside {
+        "/aimlock/bin/missing-aimlock"
+    } else {
+        VM_AIMLOCK
+    };
+    let mut script = format!(
+        r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+export PATH=/aimlock/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp
+verdict=pass
+mount_or_fail() {{
+    mkdir -p "$3"
+    mount -t "$1" "$2" "$3" || {{ echo "vm init: cannot mount $1 on $3"; verdict=fail; }}
+}}
+mount_or_fail proc proc /proc
+mount_or_fail sysfs sysfs /sys
+mount_or_fail devtmpfs devtmpfs /dev
+mount_or_fail tmpfs tmpfs /tmp
+mount_or_fail tracefs tracefs /sys/kernel/tracing
+mount_or_fail debugfs debugfs /sys/kernel/debug
+mount_or_fail bpf bpffs /sys/fs/bpf
+# 5.10 charges BPF maps to RLIMIT_MEMLOCK.
+ulimit -l unlimited
+echo "{INIT_MARKER}"
+echo "{RELEASE_MARKER}$(uname -r)"
+export AIMLOCK_BIN={aimlock} LOCKWORK_BIN={VM_LOCKWORK} RUST_BACKTRACE=1
+"#
+    );
+    for (name, _) in &suite.tests {
+        let skips: String = HOST_ONLY_TESTS
+            .iter()
+            .filter(|(binary, _, _)| binary == name)
+            .map(|(_, test, _)| format!(" --skip {test}"))
+            .collect();
+        let exact = if skips.is_empty() { "" } else { " --exact" };
+        script.push_str(&format!(
+            "echo \"vm init: running {name}\"\n\
+             {VM_TESTS}/{name} --test-threads=2{exact}{skips} || verdict=fail\n"
+        ));
+    }
+    script.push_str(&format!("echo \"{VERDICT_MARKER}$verdict\"\npoweroff -f\n"));
+    script
+}
+
+/// A newc (SVR4) cpio archive, the format the kernel unpacks as initramfs. Written here so
+/// that files are root-owned and /dev/console exists without needing root or fakeroot.
+struct Cpio<W: Write> {
+    out: W,
+    written: u64,
+    next_inode: u32,
+    dirs: BTreeSet<String>,
+}
+
+impl<W: Write> Cpio<W> {
+    fn new(out: W) -> Self {
+        Self {
+            out,
+            written: 0,
+            next_inode: 1,
+            dirs: BTreeSet::new(),
+        }
+    }
+
+    fn dir(&mut self, path: &str) -> Result<()> {
+        self.parents(path)?;
+        if self.dirs.insert(path.to_string()) {
+            self.entry(path, 0o040_755, (0, 0), &[])?;
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, path: &str, permissions: u32, data: &[u8]) -> Result<()> {
+        self.parents(path)?;
+        self.entry(path, 0o100_000 | permissions, (0, 0), data)
+    }
+
+    fn char_device(&mut self, path: &str, major: u32, minor: u32) -> Result<()> {
+        self.parents(path)?;
+        self.entry(path, 0o020_600, (major, minor), &[])
+    }
+
+    fn parents(&mut self, path: &str) -> Result<()> {
+        match Path::new(path).parent().and_then(Path::to_str) {
+            Some(parent) if parent != "/" => self.dir(parent),
+            _ => Ok(()),
+        }
+    }
+
+    fn entry(
+        &mut self,
+        path: &str,
+        mode: u32,
+        (major, minor): (u32, u32),
+        data: &[u8],
+    ) -> Result<()> {
+        let name = path.trim_start_matches('/');
+        let inode = self.next_inode;
+        self.next_inode += 1;
+        let nlink = if mode & 0o170_000 == 0o040_000 { 2 } else { 1 };
+        let header = format!(
+            "070701{inode:08X}{mode:08X}{:08X}{:08X}{nlink:08X}{:08X}{:08X}{:08X}{:08X}{major:08X}{minor:08X}{:08X}{:08X}",
+            0,
+            0,
+            0,
+            data.len(),
+            0,
+            0,
+            name.len() + 1,
+            0
+        );
+        self.write(header.as_bytes())?;
+        self.write(name.as_bytes())?;
+        self.write(&[0])?;
+        self.pad()?;
+        self.write(data)?;
+        self.pad()
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn pad(&mut self) -> Result<()> {
+        let padding = (4 - self.written % 4) % 4;
+        self.write(&[0; 3][..padding as usize])
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.entry("TRAILER!!!", 0, (0, 0), &[])?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// One kernel's boot and suite, as read from its serial console.
+struct VmRun {
+    passed: bool,
+    origin: String,
+    release: Option<String>,
+    boot: Option<Duration>,
+    suite: Option<Duration>,
+    log: PathBuf,
+    problem: Option<String>,
+}
+
+impl VmRun {
+    fn summary(&self, series: &str) -> String {
+        let seconds = |duration: Option<Duration>| {
+            duration.map_or("-".to_string(), |d| format!("{:.0} s", d.as_secs_f64()))
+        };
+        let verdict = if self.passed { "pass" } else { "FAIL" };
+        let mut line = format!(
+            "vm-test {series}: {verdict}: booted {} ({}); boot {}, suite {}",
+            self.release.as_deref().unwrap_or("?"),
+            self.origin,
+            seconds(self.boot),
+            seconds(self.suite),
+        );
+        if let Some(problem) = &self.problem {
+            line.push_str(&format!("; {problem}"));
+        }
+        if !self.passed {
+            line.push_str(&format!("; console log: {}", self.log.display()));
+        }
+        line
+    }
+}
+
+fn boot(series: &str, kernel: &Kernel, initramfs: &Path) -> Result<VmRun> {
+    let logs = vm_dir().join("logs");
+    fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let log_path = logs.join(format!("{series}.log"));
+    println!(
+        "==> boot {series}: {} (console: {})",
+        kernel.origin,
+        log_path.display()
+    );
+    let log = fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048"])
+        .args([
+            "-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none",
+        ])
+        .args(["-no-reboot", "-kernel"])
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.try_clone()?);
+    let started = Instant::now();
+    let mut child = qemu
+        .spawn()
+        .with_context(|| format!("step 'boot {series}': cannot run {qemu:?}"))?;
+    let console = read_console(&mut child, log, started)?;
+    let exited = wait_or_kill(&mut child, Duration::from_secs(30))?;
+    let problem = match (&console.verdict, exited) {
+        (None, Some(status)) => Some(format!("qemu exited ({status}) without a verdict")),
+        (None, None) => Some(format!(
+            "no verdict within {} min",
+            SUITE_TIMEOUT.as_secs() / 60
+        )),
+        (Some(_), None) => Some("qemu did not power off after the verdict".to_string()),
+        (Some(_), Some(_)) => None,
+    };
+    let passed = console.verdict.as_deref() == Some("pass");
+    if !passed {
+        print_tail(&log_path);
+    }
+    Ok(VmRun {
+        passed,
+        origin: kernel.origin.clone(),
+        release: console.release,
+        boot: console.booted.map(|at| at - started),
+        suite: console
+            .booted
+            .zip(console.finished)
+            .map(|(booted, finished)| finished - booted),
+        log: log_path,
+        problem,
+    })
+}
+
+/// What the serial console said.
+#[derive(Default)]
+struct Console {
+    release: Option<String>,
+    verdict: Option<String>,
+    booted: Option<Instant>,
+    finished: Option<Instant>,
+}
+
+/// Copies the console into the log until the verdict line, qemu's exit, or the timeout.
+fn read_console(child: &mut Child, log: fs::File, started: Instant) -> Result<Console> {
+    let (lines, received) = mpsc::channel();
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    thread::spawn(move || {
+        let mut line = Vec::new();
+        while stdout
+            .read_until(b'\n', &mut line)
+            .is_ok_and(|read| read > 0)
+        {
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            if lines.send(text).is_err() {
+                break;
+            }
+            line.clear();
+        }
+    });
+    let mut log = BufWriter::new(log);
+    let mut console = Console::default();
+    let deadline = started + SUITE_TIMEOUT;
+    while console.verdict.is_none() {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        let line = match received.recv_timeout(left) {
+            Ok(line) => line,
+            Err(_) => break,
+        };
+        writeln!(log, "{line}")?;
+        if line.contains(INIT_MARKER) {
+            console.booted = Some(Instant::now());
+        } else if let Some((_, release)) = line.split_once(RELEASE_MARKER) {
+            console.release = Some(release.trim().to_string());
+        } else if let Some((_, verdict)) = line.split_once(VERDICT_MARKER) {
+            console.verdict = Some(verdict.trim().to_string());
+            console.finished = Some(Instant::now());
+        }
+    }
+    log.flush()?;
+    Ok(console)
+}
+
+/// Waits for qemu to exit; kills it after `grace`. The exit status, if it exited by itself.
+fn wait_or_kill(child: &mut Child, grace: Duration) -> Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    child.wait()?;
+    Ok(None)
+}
+
+fn print_tail(log: &Path) {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    println!("---- last lines of {} ----", log.display());
+    for line in &lines[lines.len().saturating_sub(40)..] {
+        println!("{line}");
+    }
+    println!("----");
 }
