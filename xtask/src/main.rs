@@ -30,7 +30,7 @@ enum Task {
         args: Vec<String>,
     },
     /// Setup, build, then every test: formatting, clippy, unit tests, integration tests as
-    /// root on the running kernel.
+    /// root on the running kernel, then the integration suite in VMs (as `vm-test`).
     Test,
     /// Run the integration suite in qemu on Debian's 5.10, 6.1 and 6.12 kernels and on the
     /// running kernel's version.
@@ -38,6 +38,10 @@ enum Task {
         /// Kernel series to test (5.10, 6.1, 6.12, running); all when none is given.
         #[arg(long = "kernel")]
         kernels: Vec<String>,
+        /// Run the suite with a missing aimlock binary, so that it fails inside every VM: checks
+        /// that a failure inside a VM fails vm-test.
+        #[arg(long)]
+        fail_inside: bool,
     },
 }
 
@@ -51,7 +55,13 @@ fn main() -> ExitCode {
         Task::Build => build(),
         Task::Run { args } => run(&args),
         Task::Test => test(),
-        Task::VmTest { kernels } => vm::vm_test(&kernels),
+        Task::VmTest {
+            kernels,
+            fail_inside,
+        } => vm::vm_test(&vm::Options {
+            kernels,
+            fail_inside,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,7 +160,11 @@ fn test() -> Result<()> {
         cargo()
             .args(["test", "--package", "aimlock-tests", "--", "--test-threads=4"])
             .env("AIMLOCK_BIN", aimlock_binary()),
-    )
+    )?;
+    vm::matrix(&vm::Options {
+        kernels: Vec::new(),
+        fail_inside: false,
+    })
 }
 
 fn nix_is_root() -> bool {
