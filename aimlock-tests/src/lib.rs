@@ -18,10 +18,14 @@ use serde_json::Value;
 
 /// The `aimlock` binary under test: `$AIMLOCK_BIN` (set by `cargo xtask test`).
 pub fn aimlock_bin() -> PathBuf {
-    let path = std::env::var_os("AIMLOCK_BIN").map(PathBuf::from).expect(
-        "AIMLOCK_BIN is not set: run the integration tests with `cargo xtask test`",
+    let path = std::env::var_os("AIMLOCK_BIN")
+        .map(PathBuf::from)
+        .expect("AIMLOCK_BIN is not set: run the integration tests with `cargo xtask test`");
+    assert!(
+        path.exists(),
+        "AIMLOCK_BIN={} does not exist",
+        path.display()
     );
-    assert!(path.exists(), "AIMLOCK_BIN={} does not exist", path.display());
     path
 }
 
@@ -107,7 +111,7 @@ impl Lines {
     }
 
     fn snapshot(&self) -> Vec<Value> {
-        self.0 .0.lock().unwrap().clone()
+        self.0.0.lock().unwrap().clone()
     }
 
     /// Waits until a line matches; panics with what was seen after `timeout`.
@@ -149,7 +153,9 @@ impl Tracer {
         let lines = Lines::default();
         lines.follow(child.stdout.take().expect("stdout"));
         let tracer = Self { child, lines };
-        tracer.wait_for("the start line", Duration::from_secs(60), |e| e["event"] == "start");
+        tracer.wait_for("the start line", Duration::from_secs(60), |e| {
+            e["event"] == "start"
+        });
         tracer
     }
 
@@ -177,7 +183,10 @@ impl Tracer {
             if events.last().is_some_and(|e| e["event"] == "stop") {
                 return events;
             }
-            assert!(Instant::now() < deadline, "no stop line at the end: {events:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "no stop line at the end: {events:#?}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -217,9 +226,11 @@ impl Workload {
     /// Waits for the report of `step` (its first occurrence) and returns it; fails on a step
     /// that failed.
     pub fn wait_step(&self, step: &str) -> Value {
-        let line = self.lines.wait_for(&format!("step {step}"), Duration::from_secs(30), |l| {
-            l["step"] == step
-        });
+        let line = self
+            .lines
+            .wait_for(&format!("step {step}"), Duration::from_secs(30), |l| {
+                l["step"] == step
+            });
         assert_eq!(line["ok"], true, "step {step} failed: {line}");
         line
     }
@@ -280,4 +291,55 @@ pub fn alive(pid: u32) -> bool {
                 .is_some_and(|state| state != "Z" && state != "X")
         })
         .unwrap_or(false)
+}
+
+/// Runs `aimlock ARGS` to completion.
+pub fn run_aimlock(args: &[&str]) -> std::process::Output {
+    Command::new(aimlock_bin())
+        .args(args)
+        .output()
+        .expect("run aimlock")
+}
+
+/// `aimlock locks --json ARGS`: the locks, after asserting a clean exit and one document.
+pub fn lock_table(args: &[&str]) -> Vec<Value> {
+    let output = run_aimlock(&[&["locks", "--json"], args].concat());
+    parse_lock_table(&output)
+}
+
+/// The locks of a finished `aimlock locks --json`.
+pub fn parse_lock_table(output: &std::process::Output) -> Vec<Value> {
+    assert!(
+        output.status.success(),
+        "aimlock locks exited with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let document: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    document["locks"].as_array().expect("a locks array").clone()
+}
+
+/// The lines of /proc/locks about one inode.
+pub fn proc_locks_lines(ino: u64) -> Vec<String> {
+    std::fs::read_to_string("/proc/locks")
+        .expect("read /proc/locks")
+        .lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .any(|word| word.ends_with(&format!(":{ino}")))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Polls `probe` until it returns something, for up to `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -29,6 +29,8 @@ pub struct ProcessInfo {
     pub ns_pid: Option<u32>,
     /// The cgroup v2 path, when it is not the root.
     pub cgroup: Option<String>,
+    /// Exited but not yet reaped: it holds no files any more.
+    pub zombie: bool,
 }
 
 impl ProcessInfo {
@@ -42,6 +44,8 @@ impl ProcessInfo {
         for line in status.lines() {
             if let Some(name) = line.strip_prefix("Name:") {
                 info.comm = name.trim().to_owned();
+            } else if let Some(state) = line.strip_prefix("State:") {
+                info.zombie = matches!(state.trim_start().as_bytes().first(), Some(b'Z' | b'X'));
             } else if let Some(ns_pids) = line.strip_prefix("NSpid:") {
                 info.ns_pid = ns_pids
                     .split_whitespace()
@@ -209,25 +213,58 @@ pub struct FdLock {
 /// The locks in every fdinfo of `pid`. Unreadable entries (a process or fd that went away, or
 /// that the caller may not see) are skipped.
 pub fn fd_locks(pid: u32) -> Vec<FdLock> {
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    for entry in dir.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|fd| fd.parse().ok()) else {
+    let _ = read_fd_locks(pid, &mut found, &mut Vec::new());
+    found
+}
+
+/// Appends the locks in every fdinfo of `pid` to `found`, reading through `buf`. An error means
+/// the process's fd table could not be listed: `NotFound` when it exited, `PermissionDenied`
+/// when the caller may not look. An fd closed during the scan is skipped.
+pub fn read_fd_locks(pid: u32, found: &mut Vec<FdLock>, buf: &mut Vec<u8>) -> io::Result<()> {
+    let dir_path = format!("/proc/{pid}/fdinfo");
+    // Opening each entry relative to the directory spares the kernel a full path walk per fd.
+    let dir = fs::File::open(&dir_path)?;
+    for entry in fs::read_dir(&dir_path)? {
+        let name = entry?.file_name();
+        let Some(fd) = name.to_str().and_then(|fd| fd.parse().ok()) else {
             continue;
         };
-        let Ok(text) = read_small(&format!("/proc/{pid}/fdinfo/{fd}")) else {
+        match read_at(&dir, fd, buf) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        }
+        let Ok(text) = std::str::from_utf8(buf) else {
+            continue;
+        };
+        // Most fds hold no lock: one search spares the line split.
+        let Some(first) = text.find("lock:") else {
             continue;
         };
         found.extend(
-            text.lines()
+            text[first..]
+                .lines()
                 .filter(|line| line.starts_with("lock:"))
                 .filter_map(LockLine::parse)
                 .map(|lock| FdLock { pid, fd, lock }),
         );
     }
-    found
+    Ok(())
+}
+
+/// Reads the entry `fd` of an fdinfo directory into `buf`.
+fn read_at(dir: &fs::File, fd: i32, buf: &mut Vec<u8>) -> io::Result<()> {
+    use nix::{fcntl::OFlag, sys::stat::Mode};
+    let file = nix::fcntl::openat(
+        dir,
+        fd.to_string().as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    buf.clear();
+    fs::File::from(file).read_to_end(buf)?;
+    Ok(())
 }
 
 /// Every live process with an fd on which the kernel shows this flock, OFD or lease lock.
@@ -252,23 +289,84 @@ pub fn holders(kind: LockKind, dev: u32, ino: u64, start: u64, end: Option<u64>)
 /// Whether fd `fd1` of `pid1` and fd `fd2` of `pid2` refer to the same open file description:
 /// kcmp(KCMP_FILE), exact where comparing lock ranges is not. Needs PTRACE_MODE_READ over both.
 pub fn same_description(pid1: u32, fd1: i32, pid2: u32, fd2: i32) -> io::Result<bool> {
+    Ok(compare_descriptions((pid1, fd1), (pid2, fd2))?.is_eq())
+}
+
+/// kcmp(KCMP_FILE)'s order between the open file descriptions behind two (pid, fd): equal for
+/// the same description, otherwise an order that is stable until reboot, so that descriptions
+/// can be kept sorted and found by binary search.
+pub fn compare_descriptions(a: (u32, i32), b: (u32, i32)) -> io::Result<std::cmp::Ordering> {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: kcmp only reads its integer arguments.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_kcmp,
-            pid1 as libc::pid_t,
-            pid2 as libc::pid_t,
+            a.0 as libc::pid_t,
+            b.0 as libc::pid_t,
             KCMP_FILE,
-            fd1 as libc::c_ulong,
-            fd2 as libc::c_ulong,
+            a.1 as libc::c_ulong,
+            b.1 as libc::c_ulong,
         )
     };
     match ret {
-        0 => Ok(true),
-        1..=3 => Ok(false),
+        0 => Ok(std::cmp::Ordering::Equal),
+        1 => Ok(std::cmp::Ordering::Less),
+        2 => Ok(std::cmp::Ordering::Greater),
         _ => Err(io::Error::last_os_error()),
     }
+}
+
+/// One lock of /proc/locks and the requests blocked on it (the `->` lines under it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedLock {
+    pub lock: LockLine,
+    pub waiters: Vec<LockLine>,
+}
+
+/// /proc/locks, parsed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcLocks {
+    pub locks: Vec<ListedLock>,
+    /// Lines that did not parse (a format this code does not know).
+    pub unparsed: usize,
+}
+
+/// Reads /proc/locks in large reads: the kernel walks the lock list from the start for each
+/// read, so small reads make a long table quadratic.
+pub fn proc_locks() -> io::Result<ProcLocks> {
+    let mut text = String::with_capacity(1 << 20);
+    fs::File::open("/proc/locks")?.read_to_string(&mut text)?;
+    Ok(parse_proc_locks(&text))
+}
+
+fn parse_proc_locks(text: &str) -> ProcLocks {
+    let mut table = ProcLocks::default();
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        match LockLine::parse(line) {
+            Some(lock) if lock.blocked => match table.locks.last_mut() {
+                Some(listed) => listed.waiters.push(lock),
+                None => table.unparsed += 1,
+            },
+            Some(lock) => table.locks.push(ListedLock {
+                lock,
+                waiters: Vec::new(),
+            }),
+            None => table.unparsed += 1,
+        }
+    }
+    table
+}
+
+/// The file an fd refers to, as the caller sees it (`/proc/PID/fd/FD`), with the kernel's
+/// " (deleted)" suffix taken off and reported separately.
+pub fn fd_path(pid: u32, fd: i32) -> Option<OpenPath> {
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let mut path = link.to_string_lossy().into_owned();
+    let deleted = path.ends_with(" (deleted)");
+    if deleted {
+        path.truncate(path.len() - " (deleted)".len());
+    }
+    Some(OpenPath { fd, path, deleted })
 }
 
 #[cfg(test)]
@@ -277,13 +375,20 @@ mod tests {
 
     #[test]
     fn parses_proc_locks_and_fdinfo_lines() {
-        let flock = LockLine::parse("lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF").unwrap();
-        assert_eq!((flock.kind, flock.mode, flock.pid), (LockKind::Flock, Mode::Write, 1234));
+        let flock =
+            LockLine::parse("lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF").unwrap();
+        assert_eq!(
+            (flock.kind, flock.mode, flock.pid),
+            (LockKind::Flock, Mode::Write, 1234)
+        );
         assert_eq!((flock.major, flock.minor, flock.ino), (8, 1, 5678));
         assert_eq!((flock.start, flock.end, flock.blocked), (0, None, false));
 
         let ofd = LockLine::parse("2: OFDLCK ADVISORY  READ  -1 fd:00:42 10 19").unwrap();
-        assert_eq!((ofd.kind, ofd.mode, ofd.pid), (LockKind::Ofd, Mode::Read, -1));
+        assert_eq!(
+            (ofd.kind, ofd.mode, ofd.pid),
+            (LockKind::Ofd, Mode::Read, -1)
+        );
         assert_eq!((ofd.major, ofd.minor, ofd.end), (0xfd, 0, Some(19)));
 
         let waiter = LockLine::parse("1: -> FLOCK  ADVISORY  WRITE 99 00:1f:7 0 EOF").unwrap();
@@ -304,10 +409,62 @@ mod tests {
     }
 
     fn tempfile_in_tmp() -> fs::File {
-        let path = std::env::temp_dir().join(format!("aimlock-kcmp-{}", std::process::id()));
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("aimlock-procfs-{}-{count}", std::process::id());
+        let path = std::env::temp_dir().join(name);
         let file = fs::File::create(&path).unwrap();
         fs::remove_file(&path).unwrap();
         file
+    }
+
+    #[test]
+    fn kcmp_orders_descriptions() {
+        use std::os::fd::AsRawFd as _;
+        let (first, second) = (tempfile_in_tmp(), tempfile_in_tmp());
+        let me = std::process::id();
+        let (a, b) = ((me, first.as_raw_fd()), (me, second.as_raw_fd()));
+        let forward = compare_descriptions(a, b).unwrap();
+        assert!(forward.is_ne());
+        assert_eq!(compare_descriptions(b, a).unwrap(), forward.reverse());
+        assert!(compare_descriptions(a, (me, 999_999)).is_err());
+    }
+
+    #[test]
+    fn waiters_attach_to_the_lock_above_them() {
+        let table = parse_proc_locks(
+            "1: POSIX  ADVISORY  WRITE 10 fd:00:7 0 EOF\n\
+             1: -> POSIX  ADVISORY  WRITE 11 fd:00:7 0 EOF\n\
+             1:  -> POSIX  ADVISORY  READ 12 fd:00:7 0 9\n\
+             2: FLOCK  ADVISORY  READ 13 fd:00:8 0 EOF\n\
+             3: what is this\n",
+        );
+        assert_eq!(table.locks.len(), 2);
+        let waiters: Vec<i32> = table.locks[0].waiters.iter().map(|w| w.pid).collect();
+        assert_eq!(waiters, [11, 12]);
+        assert!(table.locks[1].waiters.is_empty());
+        assert_eq!(table.unparsed, 1);
+    }
+
+    #[test]
+    fn own_fd_locks_are_read_from_fdinfo() {
+        use std::os::fd::AsRawFd as _;
+        let file = tempfile_in_tmp();
+        // SAFETY: flock on an fd this test owns.
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) }, 0);
+        let me = std::process::id();
+        let mine: Vec<FdLock> = fd_locks(me)
+            .into_iter()
+            .filter(|held| held.fd == file.as_raw_fd())
+            .collect();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(
+            (mine[0].lock.kind, mine[0].lock.mode),
+            (LockKind::Flock, Mode::Read)
+        );
+        assert_eq!(mine[0].lock.pid, me as i32);
+        let err = read_fd_locks(u32::MAX, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

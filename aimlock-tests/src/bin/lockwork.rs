@@ -11,6 +11,9 @@
 //!   posix:w|r|u:START:LEN[:wait]   fcntl F_SETLK (F_SETLKW with :wait); LEN 0 = to EOF
 //!   ofd:w|r|u:START:LEN[:wait]     fcntl F_OFD_SETLK (F_OFD_SETLKW with :wait)
 //!   getlk:START:LEN           fcntl F_GETLK (a probe that takes nothing)
+//!   lease:r|w|u               fcntl F_SETLEASE on the current fd
+//!   hold-many:DIR:N           open N new files DIR/PID-I and lock each, in turn with flock,
+//!                             a POSIX and an OFD write lock; the fds stay open
 //!   sleep:SECONDS             sleep (fractions allowed)
 //!   hold-in-child:SECONDS     fork a child that keeps every fd for SECONDS, then exits;
 //!                             the parent goes on at once
@@ -46,7 +49,10 @@ fn main() {
         eprintln!("usage: lockwork STEP... (see the source for the steps)");
         exit(2);
     }
-    let mut state = State { fd: None };
+    let mut state = State {
+        fd: None,
+        many: Vec::new(),
+    };
     for (index, step) in steps.iter().enumerate() {
         match state.run(step, &steps[index + 1..]) {
             Ok(Flow::Next) => report(step, true, None),
@@ -79,6 +85,8 @@ enum Flow {
 
 struct State {
     fd: Option<OwnedFd>,
+    /// The fds of `hold-many`, kept open so that their locks stay held.
+    many: Vec<OwnedFd>,
 }
 
 impl State {
@@ -135,6 +143,23 @@ impl State {
                 let fd = self.fd.as_ref().ok_or_else(|| anyhow!("no open file"))?;
                 fcntl(fd.as_fd(), FcntlArg::F_GETLK(&mut lock))?;
             }
+            ["lease", how] => {
+                let lease = match *how {
+                    "r" => libc::F_RDLCK,
+                    "w" => libc::F_WRLCK,
+                    "u" => libc::F_UNLCK,
+                    _ => bail!("lease wants r, w or u"),
+                };
+                // SAFETY: F_SETLEASE takes an integer argument.
+                if unsafe { libc::fcntl(self.fd()?, libc::F_SETLEASE, lease) } < 0 {
+                    return Err(std::io::Error::last_os_error()).context("F_SETLEASE");
+                }
+            }
+            ["hold-many", dir @ .., count] => {
+                let dir = dir.join(":");
+                let count: usize = count.parse()?;
+                self.many.extend(hold_many(&dir, count)?);
+            }
             ["sleep", seconds] => std::thread::sleep(Duration::from_secs_f64(seconds.parse()?)),
             ["hold-in-child", seconds] => {
                 let seconds: f64 = seconds.parse()?;
@@ -166,7 +191,12 @@ impl State {
                 let mut byte = [0u8; 1];
                 let mut iov = [std::io::IoSliceMut::new(&mut byte)];
                 let mut space = nix::cmsg_space!([RawFd; 1]);
-                let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())?;
+                let msg = recvmsg::<()>(
+                    stream.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    MsgFlags::empty(),
+                )?;
                 let received = msg
                     .cmsgs()?
                     .find_map(|cmsg| match cmsg {
@@ -209,6 +239,35 @@ fn flock_struct(how: &str, start: &str, len: &str) -> Result<libc::flock> {
     Ok(lock)
 }
 
+fn hold_many(dir: &str, count: usize) -> Result<Vec<OwnedFd>> {
+    let write = flock_struct("w", "0", "0")?;
+    let pid = getpid();
+    (0..count)
+        .map(|index| {
+            let path = format!("{dir}/{pid}-{index}");
+            let fd = open(
+                path.as_str(),
+                OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )
+            .with_context(|| format!("open {path}"))?;
+            match index % 3 {
+                0 => {
+                    #[allow(deprecated)]
+                    nix::fcntl::flock(fd.as_raw_fd(), FlockArg::LockExclusiveNonblock)?;
+                }
+                1 => {
+                    fcntl(fd.as_fd(), FcntlArg::F_SETLK(&write))?;
+                }
+                _ => {
+                    fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&write))?;
+                }
+            }
+            Ok(fd)
+        })
+        .collect()
+}
+
 fn lock_loop(fd: std::os::fd::BorrowedFd<'_>, count: u64, family: &str) -> Result<()> {
     let write = flock_struct("w", "0", "0")?;
     let unlock = flock_struct("u", "0", "0")?;
@@ -244,10 +303,22 @@ fn enter_pid_namespace(rest: &[String]) -> Result<Flow> {
     // SAFETY: single-threaded.
     match unsafe { fork() }? {
         ForkResult::Child => {
-            mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
-                .context("make / private")?;
-            mount::<str, str, str, str>(Some("proc"), "/proc", Some("proc"), MsFlags::empty(), None)
-                .context("mount /proc")?;
+            mount::<str, str, str, str>(
+                None,
+                "/",
+                None,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None,
+            )
+            .context("make / private")?;
+            mount::<str, str, str, str>(
+                Some("proc"),
+                "/proc",
+                Some("proc"),
+                MsFlags::empty(),
+                None,
+            )
+            .context("mount /proc")?;
             report("pidns", true, None);
             // As the namespace's init, run the steps in a child and reap every process that
             // ends up here, so that holders left behind keep running until they finish.

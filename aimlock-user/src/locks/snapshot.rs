@@ -1,0 +1,443 @@
+//! One consistent-as-possible picture of the lock table: /proc/locks merged with the `lock:`
+//! lines of every fdinfo, each lock resolved to the processes that really hold it.
+
+use std::{
+    cmp::Ordering,
+    collections::{HashMap, hash_map::Entry},
+    io, thread,
+};
+
+use serde::Serialize;
+
+use crate::{
+    events::{LockKind, Mode},
+    procfs::{self, FdLock, LockLine, ProcessInfo},
+};
+
+/// A lock as it really is.
+#[derive(Clone, Debug, Serialize)]
+pub struct Lock {
+    pub kind: LockKind,
+    pub mode: Mode,
+    pub start: u64,
+    /// `None`: to end of file.
+    pub end: Option<u64>,
+    /// "major:minor", as `ls -l` and lslocks print it.
+    pub dev: String,
+    pub ino: u64,
+    /// As aimlock sees it, through one of the holders' fds; `None` when no holder was seen.
+    pub path: Option<String>,
+    pub deleted: bool,
+    /// The taker, as the kernel recorded it: maybe dead, 0 (not visible from here) or -1 (OFD).
+    pub pid: i32,
+    /// The taker's command, while it runs.
+    pub command: Option<String>,
+    /// The taker is gone, or unnamed (0 or -1), while holders remain.
+    pub orphan: bool,
+    /// /proc/locks leaves it out: only the holders' fdinfo shows it.
+    pub hidden: bool,
+    /// Every fd of a live process on the lock's open file description (for a POSIX lock: the
+    /// owner's fds through which it was taken).
+    pub holders: Vec<Holder>,
+    /// Requests blocked by this lock.
+    pub waiters: Vec<Waiter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub comm: String,
+    pub fd: i32,
+    /// Its pid in its own PID namespace, when that differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
+    /// Its cgroup, when it differs from aimlock's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Waiter {
+    /// As recorded: -1 for an OFD request.
+    pub pid: i32,
+    pub comm: Option<String>,
+    pub kind: LockKind,
+    pub mode: Mode,
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+/// What the scan could not see.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Blind {
+    /// /proc/locks itself could not be read.
+    pub proc_locks: Option<String>,
+    pub unparsed_lines: usize,
+    /// Processes whose fds the caller may not read.
+    pub denied: Vec<u32>,
+    /// Processes or fds that went away while they were read.
+    pub vanished: usize,
+    /// Pairs of fds that kcmp refused to compare: their locks are grouped by range alone.
+    pub uncompared: usize,
+}
+
+impl Blind {
+    /// One line per blind spot, for stderr.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(err) = &self.proc_locks {
+            notes.push(format!(
+                "cannot read /proc/locks ({err}): only locks that holders' fdinfo shows are listed"
+            ));
+        }
+        if self.unparsed_lines > 0 {
+            notes.push(format!(
+                "skipped {} line(s) of /proc/locks in an unknown format",
+                self.unparsed_lines
+            ));
+        }
+        if !self.denied.is_empty() {
+            let mut pids: Vec<String> = self.denied.iter().take(5).map(u32::to_string).collect();
+            if self.denied.len() > pids.len() {
+                pids.push("...".to_owned());
+            }
+            notes.push(format!(
+                "cannot read the fds of {} process(es) (permission denied: {}): locks they hold \
+                 are listed without those holders, and locks only they show are missing",
+                self.denied.len(),
+                pids.join(" ")
+            ));
+        }
+        if self.vanished > 0 {
+            notes.push(format!(
+                "{} process(es) or fd(s) went away during the scan",
+                self.vanished
+            ));
+        }
+        if self.uncompared > 0 {
+            notes.push(format!(
+                "kcmp refused {} comparison(s): open file descriptions with identical locks \
+                 may be shown as one",
+                self.uncompared
+            ));
+        }
+        notes
+    }
+}
+
+/// Takes the snapshot.
+pub fn take() -> (Vec<Lock>, Blind) {
+    let mut blind = Blind::default();
+    let listed = match procfs::proc_locks() {
+        Ok(table) => {
+            blind.unparsed_lines = table.unparsed;
+            table.locks
+        }
+        Err(err) => {
+            blind.proc_locks = Some(err.to_string());
+            Vec::new()
+        }
+    };
+    let mut held = descriptions(scan_fds(&mut blind), &mut blind);
+
+    let mut processes = Processes::new();
+    let mut locks = Vec::with_capacity(listed.len());
+    for entry in listed {
+        let fds = held
+            .get_mut(&LockKey::of(&entry.lock))
+            .and_then(|found| found.pop())
+            .map(|found| found.fds)
+            .unwrap_or_default();
+        let mut lock = resolve(&entry.lock, fds, false, &mut processes, &mut blind);
+        lock.waiters = entry
+            .waiters
+            .iter()
+            .map(|waiter| Waiter {
+                pid: waiter.pid,
+                comm: processes.comm(waiter.pid),
+                kind: waiter.kind,
+                mode: waiter.mode,
+                start: waiter.start,
+                end: waiter.end,
+            })
+            .collect();
+        locks.push(lock);
+    }
+    // What is left, /proc/locks did not show.
+    let mut hidden: Vec<Held> = held.into_values().flatten().collect();
+    hidden.sort_by_key(|held| {
+        (
+            held.line.dev(),
+            held.line.ino,
+            held.line.start,
+            held.fds.first().copied(),
+        )
+    });
+    for held in hidden {
+        locks.push(resolve(
+            &held.line,
+            held.fds,
+            true,
+            &mut processes,
+            &mut blind,
+        ));
+    }
+    (locks, blind)
+}
+
+/// The lock line fields that one lock prints identically in /proc/locks and in every fdinfo
+/// that shows it (both translate the pid into the same procfs's namespace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct LockKey {
+    kind: LockKind,
+    mode: Mode,
+    dev: u32,
+    ino: u64,
+    start: u64,
+    end: Option<u64>,
+    pid: i32,
+}
+
+impl LockKey {
+    fn of(line: &LockLine) -> Self {
+        Self {
+            kind: line.kind,
+            mode: line.mode,
+            dev: line.dev(),
+            ino: line.ino,
+            start: line.start,
+            end: line.end,
+            pid: line.pid,
+        }
+    }
+}
+
+/// One lock as the fdinfo of its holders shows it.
+struct Held {
+    line: LockLine,
+    /// (pid, fd) of each holder.
+    fds: Vec<(u32, i32)>,
+}
+
+/// Reads every process's fdinfo, on as many threads as there are cores.
+fn scan_fds(blind: &mut Blind) -> Vec<FdLock> {
+    let pids = match procfs::pids() {
+        Ok(pids) => pids,
+        Err(err) => {
+            blind
+                .proc_locks
+                .get_or_insert_with(|| format!("/proc: {err}"));
+            return Vec::new();
+        }
+    };
+    let threads = thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = pids.len().div_ceil(threads).max(1);
+    let results: Vec<(Vec<FdLock>, Vec<u32>, usize)> = thread::scope(|scope| {
+        let workers: Vec<_> = pids
+            .chunks(chunk)
+            .map(|pids| {
+                scope.spawn(move || {
+                    let (mut found, mut denied, mut vanished) = (Vec::new(), Vec::new(), 0);
+                    let mut buf = Vec::with_capacity(4096);
+                    for &pid in pids {
+                        match procfs::read_fd_locks(pid, &mut found, &mut buf) {
+                            Ok(()) => {}
+                            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                                denied.push(pid)
+                            }
+                            Err(_) => vanished += 1,
+                        }
+                    }
+                    (found, denied, vanished)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().expect("fdinfo scan thread panicked"))
+            .collect()
+    });
+    let mut all = Vec::new();
+    for (found, denied, vanished) in results {
+        all.extend(found);
+        blind.denied.extend(denied);
+        blind.vanished += vanished;
+    }
+    all
+}
+
+/// Groups the fdinfo lock lines into locks: one per open file description for flock, OFD and
+/// leases (told apart with kcmp), one per owner process for POSIX locks.
+fn descriptions(found: Vec<FdLock>, blind: &mut Blind) -> HashMap<LockKey, Vec<Held>> {
+    let mut by_line: HashMap<LockKey, Held> = HashMap::new();
+    for found in found.into_iter().filter(|found| !found.lock.blocked) {
+        let fd = (found.pid, found.fd);
+        match by_line.entry(LockKey::of(&found.lock)) {
+            Entry::Occupied(entry) => entry.into_mut().fds.push(fd),
+            Entry::Vacant(entry) => {
+                entry.insert(Held {
+                    line: found.lock,
+                    fds: vec![fd],
+                });
+            }
+        }
+    }
+    by_line
+        .into_iter()
+        .map(|(key, held)| {
+            let locks = if key.kind == LockKind::Posix || held.fds.len() == 1 {
+                vec![held]
+            } else {
+                split_by_description(held.fds, blind)
+                    .into_iter()
+                    .map(|fds| Held {
+                        line: held.line.clone(),
+                        fds,
+                    })
+                    .collect()
+            };
+            (key, locks)
+        })
+        .collect()
+}
+
+/// Splits fds showing one identical lock line into groups on the same open file description.
+/// The groups are kept in kcmp's order of their first fd, so that each fd costs O(log groups)
+/// kcmp calls rather than one per group.
+fn split_by_description(fds: Vec<(u32, i32)>, blind: &mut Blind) -> Vec<Vec<(u32, i32)>> {
+    let mut groups: Vec<Vec<(u32, i32)>> = Vec::new();
+    'fds: for fd in fds {
+        loop {
+            match find_description(&groups, fd) {
+                Ok(Ok(index)) => groups[index].push(fd),
+                Ok(Err(index)) => groups.insert(index, vec![fd]),
+                Err((index, err)) => {
+                    if procfs::compare_descriptions(fd, fd).is_err() {
+                        // This fd is gone (or may not be compared at all).
+                        if err.kind() == io::ErrorKind::PermissionDenied {
+                            blind.uncompared += 1;
+                            groups[index].push(fd);
+                        } else {
+                            blind.vanished += 1;
+                        }
+                        continue 'fds;
+                    }
+                    // The group's first fd went away: the next one stands for the group.
+                    blind.vanished += 1;
+                    groups[index].remove(0);
+                    if groups[index].is_empty() {
+                        groups.remove(index);
+                    }
+                    continue;
+                }
+            }
+            continue 'fds;
+        }
+    }
+    groups
+}
+
+/// Binary search over the groups' first fds: `Ok(index)` of the group on `fd`'s description,
+/// or `Err(index)` where a new group goes; the outer `Err` names the group kcmp failed on.
+#[allow(clippy::type_complexity)]
+fn find_description(
+    groups: &[Vec<(u32, i32)>],
+    fd: (u32, i32),
+) -> Result<Result<usize, usize>, (usize, io::Error)> {
+    let (mut low, mut high) = (0, groups.len());
+    while low < high {
+        let middle = (low + high) / 2;
+        match procfs::compare_descriptions(fd, groups[middle][0]) {
+            Ok(Ordering::Equal) => return Ok(Ok(middle)),
+            Ok(Ordering::Less) => high = middle,
+            Ok(Ordering::Greater) => low = middle + 1,
+            Err(err) => return Err((middle, err)),
+        }
+    }
+    Ok(Err(low))
+}
+
+/// Builds the lock from its line and the fds that hold it.
+fn resolve(
+    line: &LockLine,
+    fds: Vec<(u32, i32)>,
+    hidden: bool,
+    processes: &mut Processes,
+    blind: &mut Blind,
+) -> Lock {
+    let mut holders: Vec<Holder> = Vec::new();
+    let own_cgroup = processes.own_cgroup.clone();
+    for (pid, fd) in fds {
+        let Some(info) = processes.get(pid) else {
+            blind.vanished += 1;
+            continue;
+        };
+        let cgroup = info
+            .cgroup
+            .clone()
+            .filter(|cgroup| Some(cgroup) != own_cgroup.as_ref());
+        holders.push(Holder {
+            pid,
+            comm: info.comm.clone(),
+            fd,
+            ns_pid: info.ns_pid,
+            cgroup,
+        });
+    }
+    holders.sort_by_key(|holder| (holder.pid, holder.fd));
+    let open = holders
+        .iter()
+        .find_map(|holder| procfs::fd_path(holder.pid, holder.fd));
+    let command = processes.comm(line.pid);
+    let taker_gone = line.pid <= 0 || command.is_none();
+    let (major, minor) = (line.major, line.minor);
+    Lock {
+        kind: line.kind,
+        mode: line.mode,
+        start: line.start,
+        end: line.end,
+        dev: format!("{major}:{minor}"),
+        ino: line.ino,
+        deleted: open.as_ref().is_some_and(|open| open.deleted),
+        path: open.map(|open| open.path),
+        pid: line.pid,
+        command,
+        orphan: line.kind != LockKind::Posix && taker_gone && !holders.is_empty(),
+        hidden,
+        holders,
+        waiters: Vec::new(),
+    }
+}
+
+/// /proc/PID/status, read once per process.
+struct Processes {
+    known: HashMap<u32, Option<ProcessInfo>>,
+    own_cgroup: Option<String>,
+}
+
+impl Processes {
+    fn new() -> Self {
+        Self {
+            known: HashMap::new(),
+            own_cgroup: ProcessInfo::read(std::process::id()).and_then(|me| me.cgroup),
+        }
+    }
+
+    /// A live process (not a zombie).
+    fn get(&mut self, pid: u32) -> Option<&ProcessInfo> {
+        match self.known.entry(pid) {
+            Entry::Occupied(entry) => entry.into_mut().as_ref(),
+            Entry::Vacant(entry) => entry
+                .insert(ProcessInfo::read(pid).filter(|info| !info.zombie))
+                .as_ref(),
+        }
+    }
+
+    /// The command of a live process named by a recorded pid.
+    fn comm(&mut self, pid: i32) -> Option<String> {
+        let pid = u32::try_from(pid).ok().filter(|&pid| pid > 0)?;
+        self.get(pid).map(|info| info.comm.clone())
+    }
+}
