@@ -230,12 +230,12 @@ pub fn read_fd_locks(pid: u32, found: &mut Vec<FdLock>, buf: &mut Vec<u8>) -> io
         let Some(fd) = name.to_str().and_then(|fd| fd.parse().ok()) else {
             continue;
         };
-        match read_at(&dir, fd, buf) {
-            Ok(()) => {}
+        let len = match read_at(&dir, fd, buf) {
+            Ok(len) => len,
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
             Err(err) => return Err(err),
-        }
-        let Ok(text) = std::str::from_utf8(buf) else {
+        };
+        let Ok(text) = std::str::from_utf8(&buf[..len]) else {
             continue;
         };
         // Most fds hold no lock: one search spares the line split.
@@ -253,8 +253,11 @@ pub fn read_fd_locks(pid: u32, found: &mut Vec<FdLock>, buf: &mut Vec<u8>) -> io
     Ok(())
 }
 
-/// Reads the entry `fd` of an fdinfo directory into `buf`.
-fn read_at(dir: &fs::File, fd: i32, buf: &mut Vec<u8>) -> io::Result<()> {
+/// Reads the entry `fd` of an fdinfo directory into `buf`. An fdinfo file is one seq_file
+/// record, which a read returns whole when it fits: a short read is its end, which spares the
+/// size probe and the extra read of `read_to_end`.
+/// Returns the length read; `buf` keeps its size from one call to the next.
+fn read_at(dir: &fs::File, fd: i32, buf: &mut Vec<u8>) -> io::Result<usize> {
     use nix::{fcntl::OFlag, sys::stat::Mode};
     let file = nix::fcntl::openat(
         dir,
@@ -262,9 +265,18 @@ fn read_at(dir: &fs::File, fd: i32, buf: &mut Vec<u8>) -> io::Result<()> {
         OFlag::O_RDONLY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    buf.clear();
-    fs::File::from(file).read_to_end(buf)?;
-    Ok(())
+    let mut file = fs::File::from(file);
+    let mut filled = 0;
+    loop {
+        if buf.len() < filled + 4096 {
+            buf.resize(filled + 4096, 0);
+        }
+        let read = file.read(&mut buf[filled..])?;
+        filled += read;
+        if read == 0 || filled < buf.len() {
+            return Ok(filled);
+        }
+    }
 }
 
 /// Every live process with an fd on which the kernel shows this flock, OFD or lease lock.
@@ -357,16 +369,24 @@ fn parse_proc_locks(text: &str) -> ProcLocks {
     table
 }
 
-/// The file an fd refers to, as the caller sees it (`/proc/PID/fd/FD`), with the kernel's
-/// " (deleted)" suffix taken off and reported separately.
-pub fn fd_path(pid: u32, fd: i32) -> Option<OpenPath> {
-    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    let mut path = link.to_string_lossy().into_owned();
-    let deleted = path.ends_with(" (deleted)");
-    if deleted {
-        path.truncate(path.len() - " (deleted)".len());
-    }
-    Some(OpenPath { fd, path, deleted })
+/// The files that some fds of `pid` refer to, as the caller sees them (`/proc/PID/fd/FD`), with
+/// the kernel's " (deleted)" suffix taken off and reported separately. Fds that went away are
+/// left out.
+pub fn fd_paths(pid: u32, fds: impl IntoIterator<Item = i32>) -> Vec<OpenPath> {
+    let Ok(dir) = fs::File::open(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.into_iter()
+        .filter_map(|fd| {
+            let link = nix::fcntl::readlinkat(&dir, fd.to_string().as_str()).ok()?;
+            let mut path = link.to_string_lossy().into_owned();
+            let deleted = path.ends_with(" (deleted)");
+            if deleted {
+                path.truncate(path.len() - " (deleted)".len());
+            }
+            Some(OpenPath { fd, path, deleted })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -463,6 +483,12 @@ mod tests {
             (LockKind::Flock, Mode::Read)
         );
         assert_eq!(mine[0].lock.pid, me as i32);
+        let paths = fd_paths(me, [file.as_raw_fd(), 999_999]);
+        assert_eq!(paths.len(), 1);
+        assert!(
+            paths[0].deleted && paths[0].path.contains("aimlock-procfs-"),
+            "{paths:?}"
+        );
         let err = read_fd_locks(u32::MAX, &mut Vec::new(), &mut Vec::new()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }

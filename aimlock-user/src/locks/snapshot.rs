@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     events::{LockKind, Mode},
-    procfs::{self, FdLock, LockLine, ProcessInfo},
+    procfs::{self, FdLock, LockLine, OpenPath, ProcessInfo},
 };
 
 /// A lock as it really is.
@@ -138,9 +138,10 @@ pub fn take() -> (Vec<Lock>, Blind) {
             Vec::new()
         }
     };
-    let mut held = descriptions(scan_fds(&mut blind), &mut blind);
+    let (found, paths) = scan_fds(&mut blind);
+    let mut held = descriptions(found, &mut blind);
 
-    let mut processes = Processes::new();
+    let mut processes = Processes::new(paths);
     let mut locks = Vec::with_capacity(listed.len());
     for entry in listed {
         let fds = held
@@ -219,29 +220,35 @@ struct Held {
     fds: Vec<(u32, i32)>,
 }
 
-/// Reads every process's fdinfo, on as many threads as there are cores.
-fn scan_fds(blind: &mut Blind) -> Vec<FdLock> {
+/// The path of each (pid, fd) that holds a lock.
+type Paths = HashMap<(u32, i32), OpenPath>;
+
+/// Reads every process's fdinfo, and the paths of the fds that hold locks, on as many threads
+/// as there are cores.
+fn scan_fds(blind: &mut Blind) -> (Vec<FdLock>, Paths) {
     let pids = match procfs::pids() {
         Ok(pids) => pids,
         Err(err) => {
             blind
                 .proc_locks
                 .get_or_insert_with(|| format!("/proc: {err}"));
-            return Vec::new();
+            return Default::default();
         }
     };
     let threads = thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     let chunk = pids.len().div_ceil(threads).max(1);
-    let results: Vec<(Vec<FdLock>, Vec<u32>, usize)> = thread::scope(|scope| {
+    let results: Vec<(Vec<FdLock>, Paths, Vec<u32>, usize)> = thread::scope(|scope| {
         let workers: Vec<_> = pids
             .chunks(chunk)
             .map(|pids| {
                 scope.spawn(move || {
-                    let (mut found, mut denied, mut vanished) = (Vec::new(), Vec::new(), 0);
-                    let mut buf = Vec::with_capacity(4096);
+                    let (mut found, mut paths) = (Vec::new(), Paths::new());
+                    let (mut denied, mut vanished) = (Vec::new(), 0);
+                    let mut buf = Vec::new();
                     for &pid in pids {
+                        let before = found.len();
                         match procfs::read_fd_locks(pid, &mut found, &mut buf) {
                             Ok(()) => {}
                             Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
@@ -249,8 +256,18 @@ fn scan_fds(blind: &mut Blind) -> Vec<FdLock> {
                             }
                             Err(_) => vanished += 1,
                         }
+                        let mut fds: Vec<i32> =
+                            found[before..].iter().map(|held| held.fd).collect();
+                        fds.dedup();
+                        if !fds.is_empty() {
+                            paths.extend(
+                                procfs::fd_paths(pid, fds)
+                                    .into_iter()
+                                    .map(|open| ((pid, open.fd), open)),
+                            );
+                        }
                     }
-                    (found, denied, vanished)
+                    (found, paths, denied, vanished)
                 })
             })
             .collect();
@@ -259,13 +276,14 @@ fn scan_fds(blind: &mut Blind) -> Vec<FdLock> {
             .map(|worker| worker.join().expect("fdinfo scan thread panicked"))
             .collect()
     });
-    let mut all = Vec::new();
-    for (found, denied, vanished) in results {
+    let (mut all, mut all_paths) = (Vec::new(), Paths::new());
+    for (found, paths, denied, vanished) in results {
         all.extend(found);
+        all_paths.extend(paths);
         blind.denied.extend(denied);
         blind.vanished += vanished;
     }
-    all
+    (all, all_paths)
 }
 
 /// Groups the fdinfo lock lines into locks: one per open file description for flock, OFD and
@@ -389,7 +407,7 @@ fn resolve(
     holders.sort_by_key(|holder| (holder.pid, holder.fd));
     let open = holders
         .iter()
-        .find_map(|holder| procfs::fd_path(holder.pid, holder.fd));
+        .find_map(|holder| processes.paths.remove(&(holder.pid, holder.fd)));
     let command = processes.comm(line.pid);
     let taker_gone = line.pid <= 0 || command.is_none();
     let (major, minor) = (line.major, line.minor);
@@ -411,17 +429,20 @@ fn resolve(
     }
 }
 
-/// /proc/PID/status, read once per process.
+/// What the scan learnt about processes: /proc/PID/status, read once per process, and the
+/// paths of the fds that hold locks.
 struct Processes {
     known: HashMap<u32, Option<ProcessInfo>>,
     own_cgroup: Option<String>,
+    paths: Paths,
 }
 
 impl Processes {
-    fn new() -> Self {
+    fn new(paths: Paths) -> Self {
         Self {
             known: HashMap::new(),
             own_cgroup: ProcessInfo::read(std::process::id()).and_then(|me| me.cgroup),
+            paths,
         }
     }
 
