@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     events::{LockKind, Mode},
-    procfs::{self, FdLock, LockLine, OpenPath, ProcessInfo},
+    procfs::{self, FdLock, ListedLock, LockLine, OpenPath, ProcessInfo},
 };
 
 /// A lock as it really is.
@@ -150,23 +150,26 @@ pub fn take() -> (Vec<Lock>, Blind) {
             .map(|found| found.fds)
             .unwrap_or_default();
         let mut lock = resolve(&entry.lock, fds, false, &mut processes, &mut blind);
-        lock.waiters = entry
-            .waiters
-            .iter()
-            .map(|waiter| Waiter {
-                pid: waiter.pid,
-                comm: processes.comm(waiter.pid),
-                kind: waiter.kind,
-                mode: waiter.mode,
-                start: waiter.start,
-                end: waiter.end,
-            })
-            .collect();
+        lock.waiters = waiters(&entry.waiters, &mut processes);
         locks.push(lock);
     }
-    // What is left, /proc/locks did not show.
-    let mut hidden: Vec<Held> = held.into_values().flatten().collect();
-    hidden.sort_by_key(|held| {
+    let mut left: Vec<Held> = held.into_values().flatten().collect();
+    if left.is_empty() {
+        return (locks, blind);
+    }
+    // A lock taken while the fds were scanned is new, not hidden: a second read of /proc/locks
+    // tells the two apart.
+    let mut listed_now: HashMap<LockKey, Vec<ListedLock>> = HashMap::new();
+    for entry in procfs::proc_locks()
+        .map(|table| table.locks)
+        .unwrap_or_default()
+    {
+        listed_now
+            .entry(LockKey::of(&entry.lock))
+            .or_default()
+            .push(entry);
+    }
+    left.sort_by_key(|held| {
         (
             held.line.dev(),
             held.line.ino,
@@ -174,16 +177,37 @@ pub fn take() -> (Vec<Lock>, Blind) {
             held.fds.first().copied(),
         )
     });
-    for held in hidden {
-        locks.push(resolve(
+    for held in left {
+        let now = listed_now
+            .get_mut(&LockKey::of(&held.line))
+            .and_then(|entries| entries.pop());
+        let mut lock = resolve(
             &held.line,
             held.fds,
-            true,
+            now.is_none(),
             &mut processes,
             &mut blind,
-        ));
+        );
+        if let Some(entry) = now {
+            lock.waiters = waiters(&entry.waiters, &mut processes);
+        }
+        locks.push(lock);
     }
     (locks, blind)
+}
+
+fn waiters(lines: &[LockLine], processes: &mut Processes) -> Vec<Waiter> {
+    lines
+        .iter()
+        .map(|waiter| Waiter {
+            pid: waiter.pid,
+            comm: processes.comm(waiter.pid),
+            kind: waiter.kind,
+            mode: waiter.mode,
+            start: waiter.start,
+            end: waiter.end,
+        })
+        .collect()
 }
 
 /// The lock line fields that one lock prints identically in /proc/locks and in every fdinfo
