@@ -259,7 +259,7 @@ fn an_orphaned_ofd_lock_has_an_unknown_taker_and_needs_force() {
     let dry = aimlock_break(&["--path", path]);
     assert!(!dry.status.success(), "dry run did not report the refusal");
     assert!(
-        stdout(&dry).contains("unknown: /proc records no taker for OFD locks"),
+        stdout(&dry).contains("unknown: /proc records pid -1 for every OFD lock"),
         "{}",
         stdout(&dry)
     );
@@ -314,4 +314,48 @@ fn a_lock_it_cannot_find_and_bad_input_are_refused() {
         let reason = stderr(&refused);
         assert!(reason.contains(expected), "{args:?}: {reason}");
     }
+}
+
+#[test]
+fn with_several_owners_it_asks_for_a_holder_and_breaks_only_that_ones_lock() {
+    let dir = TempDir::new("break-shared");
+    let file = dir.file("lock");
+    let path = file.to_str().unwrap();
+    let ino = inode(&file);
+    let (_taker, orphan_holder) = orphan(&[&format!("open:{path}"), "flock:sh"]);
+    let mut live = Workload::start(&[&format!("open:{path}"), "flock:sh", "wait-stdin"]);
+    live.wait_step("flock:sh");
+
+    let ambiguous = aimlock_break(&["--path", path, "--yes"]);
+    assert!(!ambiguous.status.success(), "{}", stdout(&ambiguous));
+    assert!(
+        stderr(&ambiguous).contains("choose one with --holder PID"),
+        "{}",
+        stderr(&ambiguous)
+    );
+    let listed = stdout(&ambiguous);
+    assert!(
+        listed.contains(&format!("pid {} (lockwork)", orphan_holder.0)),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("pid {} (lockwork)", live.pid())),
+        "{listed}"
+    );
+
+    let holder = orphan_holder.0.to_string();
+    let broken = aimlock_break(&["--path", path, "--holder", &holder, "--yes"]);
+    assert!(broken.status.success(), "break failed: {}", stderr(&broken));
+    assert!(
+        !fdinfo_shows_lock(orphan_holder.0, ino),
+        "the orphan is still held"
+    );
+    assert!(
+        fdinfo_shows_lock(live.pid(), ino),
+        "the live owner's lock was broken too"
+    );
+    assert!(alive(orphan_holder.0));
+
+    live.proceed();
+    live.finish();
 }

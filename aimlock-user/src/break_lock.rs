@@ -274,11 +274,12 @@ impl Taker {
 impl fmt::Display for Taker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Holding { pid, comm, fd } => write!(
-                f,
-                "pid {pid} ({comm}), alive and still holding it through fd {fd}: it may still \
-                 rely on the lock"
-            ),
+            Self::Holding { pid, comm, fd } => {
+                write!(
+                    f,
+                    "pid {pid} ({comm}), alive and still holding it (fd {fd})"
+                )
+            }
             Self::Gone { pid, running: None } => {
                 write!(f, "pid {pid}, no longer running: the lock is orphaned")
             }
@@ -287,18 +288,17 @@ impl fmt::Display for Taker {
                 running: Some(comm),
             } => write!(
                 f,
-                "pid {pid} ({comm}) exists but holds no descriptor on the lock (it closed it, \
-                 is exiting, or the pid was reused): the lock is orphaned"
+                "pid {pid} ({comm}), holding no descriptor on it (closed, exiting, or a reused \
+                 pid): the lock is orphaned"
             ),
             Self::Unknown { recorded: -1 } => write!(
                 f,
-                "unknown: /proc records no taker for OFD locks (pid -1), so any holder below \
-                 may be the process that took it and may still rely on it"
+                "unknown: /proc records pid -1 for every OFD lock; any holder may have taken it"
             ),
             Self::Unknown { recorded } => write!(
                 f,
-                "unknown: /proc records pid {recorded} (a taker in a PID namespace not visible \
-                 from here), so any holder below may have taken it and may still rely on it"
+                "unknown: /proc records pid {recorded}, a taker in a PID namespace not visible \
+                 from here"
             ),
         }
     }
@@ -329,8 +329,8 @@ fn refusal(lock: &HeldLock, taker: &Taker, force: bool) -> Option<String> {
                  or let it unlock, or rerun with --force if you know it no longer needs the lock"
             )),
             Taker::Unknown { .. } => Some(
-                "its taker is unknown, so a holder may still rely on it: check the holders, \
-                 then rerun with --force"
+                "its taker is unknown, so a holder may still rely on it: check that none of \
+                 the holders uses the lock, then rerun with --force"
                     .to_owned(),
             ),
         },
@@ -382,7 +382,7 @@ pub fn run(args: BreakArgs) -> Result<()> {
             (inode, Some(path.display().to_string()))
         }
         (None, Some(inode)) => (inode, None),
-        (None, None) => bail!("name the lock with --path PATH or --inode MAJOR:MINOR:INODE"),
+        (None, None) => unreachable!("clap requires --path or --inode"),
     };
 
     let table = read_lock_table(target)?;
@@ -473,11 +473,18 @@ fn choose(
         None => format!("inode {target}"),
     };
     if table.held.is_empty() {
+        if table.listed > 0 && !nix::unistd::geteuid().is_root() {
+            bail!(
+                "{name} is locked ({} in /proc/locks) but no process this user may inspect \
+                 has a descriptor on it: run aimlock break as root",
+                table.listed
+            );
+        }
         if table.listed > 0 {
             bail!(
-                "{name} is locked ({} in /proc/locks) but no process has a descriptor on the \
-                 lock: it is kept by a memory mapping, a descriptor in flight on a unix socket \
-                 or io_uring, or processes this user cannot see, and cannot be reached",
+                "{name} is locked ({} in /proc/locks) but no process has a descriptor on it: \
+                 a memory mapping, a descriptor in flight on a unix socket or io_uring keeps \
+                 it, out of reach of aimlock break",
                 table.listed
             );
         }
@@ -531,9 +538,10 @@ fn show(lock: &HeldLock, taker: &Taker, target: Inode, path: Option<&str>, waite
         target.ino
     );
     if lock.kind == LockKind::Posix {
+        let owner = &lock.holders[0].process;
         println!(
-            "Owner:   pid {} (a POSIX lock belongs to its process)",
-            lock.holders[0].process.pid
+            "Owner:   pid {} ({}): a POSIX lock belongs to its process",
+            owner.pid, owner.comm
         );
     } else {
         println!("Taker:   {taker}");
@@ -554,9 +562,10 @@ fn show(lock: &HeldLock, taker: &Taker, target: Inode, path: Option<&str>, waite
     if matches!(lock.kind, LockKind::Flock | LockKind::Ofd) {
         let holder = &lock.holders[0];
         println!(
-            "Action:  duplicate fd {} of pid {} (pidfd_open + pidfd_getfd), then {} on\n         \
-             the duplicate: the lock is released for every holder; they keep running and\n         \
-             keep their descriptors.",
+            "Action:  duplicate fd {} of pid {} with pidfd_open + pidfd_getfd, then\n         \
+             {} on the duplicate.\n\
+             Effect:  the lock is released for every holder; they keep running and keep\n         \
+             their descriptors.",
             holder.fd,
             holder.process.pid,
             action(lock.kind)
@@ -632,22 +641,22 @@ fn duplicate_holder_fd(holder: &Holder, kind: LockKind, target: Inode) -> Result
     if meta.ino() != target.ino || procfs::user_dev_to_kernel(meta.dev()) != target.dev() {
         bail!("fd {} is now another file", holder.fd);
     }
-    if !owns_lock(&duplicate, kind, target)? {
+    if !owns_lock(&duplicate, kind, target) {
         bail!("fd {} no longer holds the lock", holder.fd);
     }
     Ok(duplicate)
 }
 
 /// Whether the description behind our own descriptor owns a lock of this kind on the inode.
-fn owns_lock(fd: &OwnedFd, kind: LockKind, target: Inode) -> Result<bool> {
-    Ok(procfs::fd_locks(std::process::id())
+fn owns_lock(fd: &OwnedFd, kind: LockKind, target: Inode) -> bool {
+    procfs::fd_locks(std::process::id())
         .into_iter()
         .any(|held| {
             held.fd == fd.as_raw_fd()
                 && held.lock.kind == kind
                 && !held.lock.blocked
                 && target.holds(&held.lock)
-        }))
+        })
 }
 
 fn unlock_and_verify(duplicate: &OwnedFd, lock: &HeldLock, target: Inode) -> Result<Released> {
@@ -667,7 +676,7 @@ fn unlock_and_verify(duplicate: &OwnedFd, lock: &HeldLock, target: Inode) -> Res
             }
         }
     }
-    if owns_lock(duplicate, lock.kind, target)? {
+    if owns_lock(duplicate, lock.kind, target) {
         bail!(
             "the open file description still holds the lock after {}",
             action(lock.kind)
