@@ -11,9 +11,9 @@
 use aimlock_common::{ABSENT, Config, InodeKey, MAX_FILTER_ENTRIES, PAYLOAD_LEN, Record, Source};
 use aya_ebpf::{
     EbpfContext,
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        bpf_probe_read_kernel_buf,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
     },
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -28,6 +28,15 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 /// Per-CPU count of records the ring refused because it was full.
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU time of the last record that woke the reader up.
+#[map]
+static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Wake the reader at most this often per CPU: waking it for every record of a burst would
+/// cost more than the record itself. An event after a quiet spell still wakes it at once, and
+/// the reader also polls on a short timer.
+const WAKEUP_INTERVAL_NS: u64 = 1_000_000;
 
 /// `--pid`: thread group ids to record (children forked by them are added).
 #[map]
@@ -76,8 +85,9 @@ pub fn posix_lock_inode(ctx: TracePointContext) -> u32 {
 /// `posix_lock_inode`, but a wait interrupted by a signal (EINTR) is only visible here.
 #[tracepoint(category = "filelock", name = "fcntl_setlk")]
 pub fn fcntl_setlk(ctx: TracePointContext) -> u32 {
+    let ret_off = usize::from(config!(fcntl.ret));
     // SAFETY: the offset was read from this tracepoint's format file.
-    match unsafe { ctx.read_at::<i32>(usize::from(config!(fcntl.ret))) } {
+    match unsafe { ctx.read_at::<i32>(ret_off) } {
         Ok(ret) if ret < 0 => {}
         Ok(_) => return 0,
         Err(_) => {
@@ -141,7 +151,10 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     if let (Ok(parent), Ok(child)) = pids {
         // SAFETY: the value is only tested for presence.
         if unsafe { PIDS.get(parent) }.is_some() && PIDS.insert(child, 1, 0).is_err() {
-            warn!(&ctx, "pid filter full: child {} of {} is not traced", child, parent);
+            warn!(
+                &ctx,
+                "pid filter full: child {} of {} is not traced", child, parent
+            );
         }
     }
     0
@@ -188,11 +201,13 @@ fn emit(ctx: &TracePointContext, source: Source, pid_tgid: u64) {
         }
         return;
     };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
     let record = entry.as_mut_ptr();
     // SAFETY: `record` points to reserved ring memory the size of a Record; every field is
     // written before the entry is submitted.
     unsafe {
-        (*record).ts_ns = bpf_ktime_get_ns();
+        (*record).ts_ns = now;
         (*record).pid = pid;
         (*record).tid = pid_tgid as u32;
         (*record).source = source as u8;
@@ -203,7 +218,19 @@ fn emit(ctx: &TracePointContext, source: Source, pid_tgid: u64) {
             *payload = [0; PAYLOAD_LEN];
         }
     }
-    entry.submit(0);
+    let wakeup = match LAST_WAKEUP.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot, only used by this CPU with preemption disabled.
+        Some(last) => unsafe {
+            if now.wrapping_sub(*last) < WAKEUP_INTERVAL_NS {
+                BPF_RB_NO_WAKEUP
+            } else {
+                *last = now;
+                BPF_RB_FORCE_WAKEUP
+            }
+        },
+        None => 0,
+    };
+    entry.submit(u64::from(wakeup));
 }
 
 #[cfg(not(test))]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aimlock_tests::{Tracer, Workload, TempDir, inode, on_inode};
+use aimlock_tests::{TempDir, Tracer, Workload, inode, on_inode};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(10);
@@ -21,7 +21,12 @@ fn flock_acquire_and_release_of_a_child_process() {
     let ino = inode(&file);
     let tracer = Tracer::start(&["--path", &file.display().to_string()]);
     // The pause lets aimlock read the path from the process's fds while it is alive.
-    let work = Workload::start(&[&format!("open:{}", file.display()), "flock:ex", "sleep:0.3", "flock:un"]);
+    let work = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "flock:ex",
+        "sleep:0.3",
+        "flock:un",
+    ]);
     let pid = work.pid();
     work.finish();
     tracer.wait_for("the release", SETTLE, |e| {
@@ -49,7 +54,10 @@ fn flock_acquire_and_release_of_a_child_process() {
 }
 
 fn kinds(events: &[Value]) -> Vec<&str> {
-    events.iter().map(|e| e["event"].as_str().unwrap()).collect()
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect()
 }
 
 #[test]
@@ -83,9 +91,21 @@ fn posix_range_acquire_split_and_release() {
             )
         })
         .collect();
-    assert!(mine.iter().all(|e| e["kind"] == "posix" && e["mode"] == "write"), "{mine:#?}");
-    assert_eq!(summary[0], ("acquire".into(), 0, 99.into(), "".into()), "{mine:#?}");
-    assert_eq!(summary[1], ("release".into(), 10, 19.into(), "unlock".into()), "{mine:#?}");
+    assert!(
+        mine.iter()
+            .all(|e| e["kind"] == "posix" && e["mode"] == "write"),
+        "{mine:#?}"
+    );
+    assert_eq!(
+        summary[0],
+        ("acquire".into(), 0, 99.into(), "".into()),
+        "{mine:#?}"
+    );
+    assert_eq!(
+        summary[1],
+        ("release".into(), 10, 19.into(), "unlock".into()),
+        "{mine:#?}"
+    );
     let mut on_close: Vec<_> = summary[2..].to_vec();
     on_close.sort_by_key(|s| s.1);
     assert_eq!(
@@ -104,18 +124,19 @@ fn ofd_acquire_and_release_on_close() {
     let file = dir.file("lock");
     let ino = inode(&file);
     let tracer = Tracer::start(&["--path", &file.display().to_string()]);
-    let work = Workload::start(&[
-        &format!("open:{}", file.display()),
-        "ofd:r:5:0",
-        "close",
-    ]);
+    let work = Workload::start(&[&format!("open:{}", file.display()), "ofd:r:5:0", "close"]);
     let pid = work.pid();
     work.finish();
-    tracer.wait_for("the release", SETTLE, |e| e["event"] == "release" && e["ino"] == ino);
+    tracer.wait_for("the release", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == ino
+    });
     let events = tracer.stop();
     let mine = lock_events(&events, ino, pid);
     assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");
-    assert!(mine.iter().all(|e| e["kind"] == "ofd" && e["mode"] == "read"));
+    assert!(
+        mine.iter()
+            .all(|e| e["kind"] == "ofd" && e["mode"] == "read")
+    );
     assert_eq!(mine[0]["start"], 5);
     assert_eq!(mine[0]["end"], Value::Null);
     assert_eq!(mine[1]["reason"], "close");
@@ -228,12 +249,18 @@ fn orphan_inside_a_pid_namespace_is_reported_with_host_pids() {
     // Inside the namespace the taker is pid 2 and the holder pid 3: the tracer must name
     // the host's pids.
     let taker_line = work.wait_step("flock:ex");
-    assert_eq!(taker_line["pid"], 2, "lockwork runs as pid 2 in its namespace");
+    assert_eq!(
+        taker_line["pid"], 2,
+        "lockwork runs as pid 2 in its namespace"
+    );
     let orphan = tracer.wait_for("the orphan", SETTLE, |e| {
         e["event"] == "orphan" && e["ino"] == ino
     });
     let taker = orphan["pid"].as_u64().unwrap();
-    assert_ne!(taker, 2, "the orphan names the host pid, not the namespace pid");
+    assert_ne!(
+        taker, 2,
+        "the orphan names the host pid, not the namespace pid"
+    );
     let acquire = events_of(&tracer, ino, "acquire");
     assert_eq!(acquire["pid"], taker);
     assert_eq!(acquire["ns_pid"], 2);
@@ -272,7 +299,11 @@ fn blocking_flock_reports_its_wait() {
     assert!((400_000_000..2_000_000_000).contains(&wait_ns), "{acquire}");
     let events = tracer.stop();
     let waiter_events = lock_events(&events, ino, waiter_pid);
-    assert_eq!(kinds(&waiter_events), ["wait", "acquire", "release"], "{waiter_events:#?}");
+    assert_eq!(
+        kinds(&waiter_events),
+        ["wait", "acquire", "release"],
+        "{waiter_events:#?}"
+    );
 }
 
 #[test]
@@ -286,7 +317,10 @@ fn refused_nonblocking_flock_is_a_failure_with_eagain() {
     holder.wait_step("flock:ex");
     let refused = Workload::start(&[&path, "flock:ex:nb"]);
     let refused_pid = refused.pid();
-    assert!(refused.finish_any().code() == Some(1), "the LOCK_NB attempt must fail");
+    assert!(
+        refused.finish_any().code() == Some(1),
+        "the LOCK_NB attempt must fail"
+    );
     let fail = tracer.wait_for("the failure", SETTLE, |e| {
         e["event"] == "fail" && e["ino"] == ino && e["pid"] == refused_pid
     });
@@ -307,7 +341,10 @@ fn a_full_ring_is_counted_in_the_stop_line() {
     let tracer = Tracer::start(&["--comm", "lw-overflow", "--ring-size", "4096"]);
     let pairs = 100_000;
     let status = std::process::Command::new(&workload)
-        .args([&format!("open:{}", file.display()), &format!("loop:{pairs}:flock")])
+        .args([
+            &format!("open:{}", file.display()),
+            &format!("loop:{pairs}:flock"),
+        ])
         .stdout(std::process::Stdio::null())
         .status()
         .expect("run the burst");
@@ -317,7 +354,10 @@ fn a_full_ring_is_counted_in_the_stop_line() {
     let stop = events.last().unwrap();
     let lost = stop["lost"].as_u64().unwrap();
     let records = stop["records"].as_u64().unwrap();
-    assert!(lost > 0, "a 4 KiB ring cannot take {pairs} pairs at once: {stop}");
+    assert!(
+        lost > 0,
+        "a 4 KiB ring cannot take {pairs} pairs at once: {stop}"
+    );
     // Every lock/unlock and the exit: each either reached user space or was counted lost.
     assert_eq!(records + lost, 2 * pairs + 1, "{stop}");
 }
@@ -371,7 +411,10 @@ fn bad_invocations_fail_with_one_line() {
             .args(args)
             .output()
             .expect("run aimlock");
-        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     };
     let (code, stderr) = run(&["trace", "--no-such-flag"]);
     assert_eq!(code, Some(2), "{stderr}");
@@ -379,7 +422,10 @@ fn bad_invocations_fail_with_one_line() {
 
     let (code, stderr) = run(&["trace", "--output", "/proc/no/such/dir/log"]);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.starts_with("aimlock: cannot open output"), "{stderr}");
+    assert!(
+        stderr.starts_with("aimlock: cannot open output"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 
     let dir = TempDir::new("badargs");
@@ -403,14 +449,25 @@ fn bad_invocations_fail_with_one_line() {
 fn text_format_prints_one_readable_line_per_event() {
     let dir = TempDir::new("text");
     let file = dir.file("lock");
-    let mut tracer = std::process::Command::new(aimlock_tests::aimlock_bin())
-        .args(["trace", "--format", "text", "--path", &file.display().to_string()])
+    let tracer = std::process::Command::new(aimlock_tests::aimlock_bin())
+        .args([
+            "trace",
+            "--format",
+            "text",
+            "--path",
+            &file.display().to_string(),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn tracer");
     std::thread::sleep(Duration::from_secs(1));
-    Workload::start(&[&format!("open:{}", file.display()), "flock:sh", "sleep:0.2", "flock:un"])
-        .finish();
+    Workload::start(&[
+        &format!("open:{}", file.display()),
+        "flock:sh",
+        "sleep:0.2",
+        "flock:un",
+    ])
+    .finish();
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(tracer.id() as i32),
@@ -426,6 +483,9 @@ fn text_format_prints_one_readable_line_per_event() {
         .unwrap_or_else(|| panic!("no acquire line in {text}"));
     assert!(acquire.contains("flock read"), "{acquire}");
     assert!(acquire.contains(&file.display().to_string()), "{acquire}");
-    assert!(!text.contains('\x1b'), "no colour when stdout is not a terminal: {text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no colour when stdout is not a terminal: {text}"
+    );
     assert!(text.lines().last().unwrap().contains("stop"), "{text}");
 }

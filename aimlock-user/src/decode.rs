@@ -32,7 +32,11 @@ pub enum Input {
     /// A failed fcntl lock call, from `fcntl_setlk`.
     FcntlFailure(LockOp),
     /// A whole thread group began to exit; its files are closed after this.
-    Exit { ts_ns: u64, pid: u32, comm: [u8; 16] },
+    Exit {
+        ts_ns: u64,
+        pid: u32,
+        comm: [u8; 16],
+    },
 }
 
 impl Input {
@@ -71,11 +75,9 @@ impl Decoder {
             Source::LeaseAdd => {
                 Input::Lock(self.lock_op(&record, &self.config.lease_add, Some(LockKind::Lease)))
             }
-            Source::LeaseDelete => Input::Lock(self.lock_op(
-                &record,
-                &self.config.lease_delete,
-                Some(LockKind::Lease),
-            )),
+            Source::LeaseDelete => {
+                Input::Lock(self.lock_op(&record, &self.config.lease_delete, Some(LockKind::Lease)))
+            }
             Source::Exit => Input::Exit {
                 ts_ns: record.ts_ns,
                 pid: record.pid,

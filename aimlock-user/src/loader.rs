@@ -193,7 +193,6 @@ impl Tracer {
             missing,
         })
     }
-
 }
 
 /// The per-CPU counters of records the ring refused.
@@ -244,7 +243,8 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 fn check_privileges() -> Result<()> {
-    let status = fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let status =
+        fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
     let effective = status
         .lines()
         .find_map(|line| line.strip_prefix("CapEff:"))
@@ -295,7 +295,11 @@ pub struct Format {
 
 impl Format {
     pub fn read(tracefs: &Path, category: &str, name: &str) -> Result<Self> {
-        let path = tracefs.join("events").join(category).join(name).join("format");
+        let path = tracefs
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format");
         let text = fs::read_to_string(&path).map_err(|err| {
             anyhow!(
                 "this kernel has no tracepoint {category}:{name} ({}: {err})",
@@ -305,7 +309,8 @@ impl Format {
         Ok(Self::parse(&format!("{category}:{name}"), &text))
     }
 
-    /// Parses lines such as `field:unsigned long i_ino;	offset:16;	size:8;	signed:0;`.
+    /// Parses lines such as `field:unsigned long i_ino; offset:16; size:8; signed:0;` (tabs
+    /// between the parts).
     pub fn parse(event: &str, text: &str) -> Self {
         let mut fields = HashMap::new();
         for line in text.lines() {
@@ -407,7 +412,13 @@ print fmt: \"fl=%p\"";
             .lock_fields(false)
             .unwrap();
         assert_eq!(
-            (fields.ino, fields.dev, fields.owner, fields.flags, fields.lock_type),
+            (
+                fields.ino,
+                fields.dev,
+                fields.owner,
+                fields.flags,
+                fields.lock_type
+            ),
             (16, 24, 40, 52, 56)
         );
         assert_eq!((fields.start, fields.end, fields.ret), (64, 72, 80));

@@ -102,9 +102,7 @@ impl Sink {
     pub fn write(&mut self, event: &EventLine) {
         self.line.clear();
         match self.format {
-            Format::Json => {
-                serde_json::to_writer(&mut self.line, event).expect("events serialize");
-            }
+            Format::Json => event.write_json(&mut self.line),
             Format::Text => text_line(&mut self.line, event, self.colour),
         }
         self.line.push(b'\n');
@@ -133,7 +131,10 @@ impl Sink {
     /// counted as unwritten.
     fn fail(&mut self, err: io::Error, lines: u64) {
         if !self.failed {
-            eprintln!("aimlock: cannot write to {}: {err}; counting what is lost", self.name);
+            eprintln!(
+                "aimlock: cannot write to {}: {err}; counting what is lost",
+                self.name
+            );
         }
         self.failed = true;
         self.unwritten += self.in_buffer + lines;
@@ -143,21 +144,28 @@ impl Sink {
 
 fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
     let kind = event.event.unwrap_or(EventKind::Unknown);
-    let mut words = vec![event.ts.clone(), format!("{:<10}", snake_name(kind))];
+    let mut words = vec![event.ts.clone(), format!("{:<10}", kind.name())];
     if let Some(kind) = event.kind {
-        words.push(snake_name(kind));
+        words.push(kind.name().to_owned());
     }
     if let Some(mode) = event.mode {
-        words.push(snake_name(mode));
+        words.push(mode.name().to_owned());
     }
     if let Some(pid) = event.pid {
-        words.push(format!("pid={pid}({})", event.comm.as_deref().unwrap_or("?")));
+        words.push(format!(
+            "pid={pid}({})",
+            event.comm.as_deref().unwrap_or("?")
+        ));
     }
     if let (Some(dev), Some(ino)) = (&event.dev, event.ino) {
         words.push(format!("{dev}:{ino}"));
     }
     if let Some(path) = &event.path {
-        let deleted = if event.deleted == Some(true) { " (deleted)" } else { "" };
+        let deleted = if event.deleted == Some(true) {
+            " (deleted)"
+        } else {
+            ""
+        };
         words.push(format!("{path}{deleted}"));
     }
     if let Some(start) = event.start {
@@ -177,7 +185,7 @@ fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
         }
     }
     if let Some(reason) = event.reason {
-        words.push(format!("reason={}", snake_name(reason)));
+        words.push(format!("reason={}", reason.name()));
     }
     if let Some(errno) = &event.errno {
         words.push(format!("errno={errno}"));
@@ -198,14 +206,6 @@ fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
     out.extend_from_slice(words.join(" ").as_bytes());
     if highlight {
         out.extend_from_slice(b"\x1b[0m");
-    }
-}
-
-/// The name serde gives a unit variant (`orphan_end`, `flock`...).
-fn snake_name(value: impl serde::Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => String::new(),
     }
 }
 

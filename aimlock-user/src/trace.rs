@@ -1,13 +1,13 @@
 //! `aimlock trace`: kernel -> ring -> decoder -> tracker -> sinks.
 
 use std::{
-    collections::HashMap,
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result};
+use rustc_hash::FxHashMap as HashMap;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -102,7 +102,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut outputs = Vec::new();
     let mut written = 0u64;
     let mut records = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
         tokio::select! {
             guard = events.readable_mut() => {
@@ -221,7 +221,7 @@ fn start_line(clock: &Clock) -> EventLine {
     };
     EventLine {
         event: Some(EventKind::Start),
-        ts: rfc3339(clock.wall(clock.monotonic_now())),
+        ts: clock.format(clock.monotonic_now()),
         schema: Some(SCHEMA_VERSION),
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         kernel: field(|u| u.release()),
@@ -257,6 +257,9 @@ fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) -> Re
 pub struct Clock {
     /// realtime - monotonic, in nanoseconds, measured once at start.
     offset_ns: i128,
+    /// The last second formatted and its "YYYY-MM-DDTHH:MM:SS" text: a burst of events in one
+    /// second formats the date once.
+    second: std::cell::RefCell<(u64, String)>,
 }
 
 impl Clock {
@@ -265,6 +268,7 @@ impl Clock {
         let realtime = Self::read(libc::CLOCK_REALTIME);
         Self {
             offset_ns: i128::from(realtime) - i128::from(monotonic),
+            second: std::cell::RefCell::new((u64::MAX, String::new())),
         }
     }
 
@@ -282,9 +286,34 @@ impl Clock {
         Self::read(libc::CLOCK_MONOTONIC)
     }
 
-    pub fn wall(&self, monotonic_ns: u64) -> SystemTime {
-        let ns = (i128::from(monotonic_ns) + self.offset_ns).max(0) as u128;
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    fn unix_ns(&self, monotonic_ns: u64) -> u64 {
+        (i128::from(monotonic_ns) + self.offset_ns).max(0) as u64
+    }
+
+    /// RFC 3339, UTC, nanoseconds: the same text as [`rfc3339`], faster.
+    pub fn format(&self, monotonic_ns: u64) -> String {
+        let unix_ns = self.unix_ns(monotonic_ns);
+        let (seconds, nanos) = (unix_ns / 1_000_000_000, unix_ns % 1_000_000_000);
+        let mut cache = self.second.borrow_mut();
+        if cache.0 != seconds {
+            let whole = UNIX_EPOCH + Duration::from_secs(seconds);
+            *cache = (
+                seconds,
+                humantime::format_rfc3339_seconds(whole).to_string(),
+            );
+            cache.1.pop(); // the 'Z'
+        }
+        let mut text = String::with_capacity(31);
+        text.push_str(&cache.1);
+        text.push('.');
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(nanos);
+        for _ in digits.len()..9 {
+            text.push('0');
+        }
+        text.push_str(digits);
+        text.push('Z');
+        text
     }
 }
 
@@ -294,6 +323,10 @@ impl Clock {
 struct Enricher {
     processes: HashMap<u32, Option<ProcessInfo>>,
     paths: HashMap<(u32, u64), procfs::OpenPath>,
+    /// "MAJ:MIN" by kernel device number.
+    devices: HashMap<u32, String>,
+    /// Command names by pid, with the bytes they were made from.
+    comms: HashMap<u32, ([u8; 16], String)>,
     /// The last process in which a path lookup failed, by inode, so a burst of events from a
     /// process that is gone does not repeat it.
     path_misses: HashMap<(u32, u64), u32>,
@@ -302,6 +335,28 @@ struct Enricher {
 impl Enricher {
     fn forget(&mut self, pid: u32) {
         self.processes.remove(&pid);
+        self.comms.remove(&pid);
+    }
+
+    fn comm(&mut self, actor: &Actor) -> String {
+        let cached = self
+            .comms
+            .entry(actor.pid)
+            .or_insert_with(|| (actor.comm, comm_str(&actor.comm)));
+        if cached.0 != actor.comm {
+            *cached = (actor.comm, comm_str(&actor.comm));
+        }
+        cached.1.clone()
+    }
+
+    fn device(&mut self, dev: u32) -> String {
+        self.devices
+            .entry(dev)
+            .or_insert_with(|| {
+                let (major, minor) = aimlock_common::kernel_dev_split(dev);
+                format!("{major}:{minor}")
+            })
+            .clone()
     }
 
     fn process(&mut self, pid: u32) -> Option<&ProcessInfo> {
@@ -352,9 +407,9 @@ impl Enricher {
             }
         };
         let mut line = EventLine {
-            ts: rfc3339(clock.wall(at)),
+            ts: clock.format(at),
             pid: Some(actor.pid),
-            comm: Some(comm_str(&actor.comm)),
+            comm: Some(self.comm(&actor)),
             ..Default::default()
         };
         if let Some(info) = self.process(actor.pid).filter(|info| info.ns_pid.is_some()) {
@@ -362,9 +417,8 @@ impl Enricher {
             line.cgroup = info.cgroup.clone();
         }
         if let Some(lock) = lock {
-            let (major, minor) = aimlock_common::kernel_dev_split(lock.dev);
             line.kind = Some(lock.kind);
-            line.dev = Some(format!("{major}:{minor}"));
+            line.dev = Some(self.device(lock.dev));
             line.ino = Some(lock.ino);
             if let Some(found) = self.path(actor.pid, &lock) {
                 line.path = Some(found.path.clone());
@@ -430,7 +484,7 @@ impl Enricher {
             } => {
                 line.event = Some(EventKind::Orphan);
                 line.mode = Some(held.mode);
-                line.taker_exit = Some(rfc3339(clock.wall(*taker_exit)));
+                line.taker_exit = Some(clock.format(*taker_exit));
                 range(&mut line, held.start, held.end);
             }
             Output::OrphanEnd {
@@ -446,7 +500,7 @@ impl Enricher {
                 line.reason = Some(*reason);
                 line.held_ns = Some(at.saturating_sub(held.since_ns));
                 line.orphan_ns = Some(at.saturating_sub(*taker_exit));
-                line.taker_exit = Some(rfc3339(clock.wall(*taker_exit)));
+                line.taker_exit = Some(clock.format(*taker_exit));
                 range(&mut line, held.start, held.end);
                 line.by = Some(self.proc_ref(by, None));
             }
@@ -497,4 +551,18 @@ impl Enricher {
 /// "EAGAIN" for 11, and so on.
 pub fn errno_name(errno: i32) -> String {
     format!("{:?}", nix::errno::Errno::from_raw(errno))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_timestamps_match_humantime() {
+        let clock = Clock::new();
+        for monotonic in [0, 1, 999_999_999, 1_000_000_000, 123_456_789_012_345] {
+            let unix = UNIX_EPOCH + Duration::from_nanos(clock.unix_ns(monotonic));
+            assert_eq!(clock.format(monotonic), rfc3339(unix));
+        }
+    }
 }

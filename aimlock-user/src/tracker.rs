@@ -9,10 +9,13 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap, HashSet, hash_map::Entry},
+    collections::{BinaryHeap, VecDeque, hash_map::Entry},
 };
 
 use aimlock_common::{FILE_LOCK_DEFERRED, fl_flags, fl_type};
+// The tracker sits on the hot path of every event: FxHash, not SipHash. Its keys are kernel
+// values, not attacker-chosen strings.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::{
     decode::{Input, LockOp},
@@ -135,9 +138,10 @@ struct Exiting {
 
 #[derive(Default)]
 pub struct Tracker {
-    /// Inputs not yet applied, ordered by (timestamp, arrival).
-    pending: BinaryHeap<Reverse<(u64, u64, Ordered)>>,
-    arrivals: u64,
+    /// Inputs not yet applied, in timestamp order (equal timestamps in arrival order). The
+    /// ring delivers them nearly in order, so an insertion from the back is almost always a
+    /// push.
+    pending: VecDeque<Input>,
     locks: HashMap<LockId, Vec<Held>>,
     /// Locks each process took, for its exit.
     taken_by: HashMap<u32, HashSet<LockId>>,
@@ -150,23 +154,6 @@ pub struct Tracker {
     exit_order: BinaryHeap<Reverse<(u64, u32)>>,
 }
 
-/// An input with the ordering the heap needs (inputs themselves are not ordered).
-#[derive(PartialEq, Eq)]
-struct Ordered(Input);
-
-impl PartialOrd for Ordered {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Ordered {
-    fn cmp(&self, _other: &Self) -> std::cmp::Ordering {
-        // The heap key (timestamp, arrival) is unique; the input never decides.
-        std::cmp::Ordering::Equal
-    }
-}
-
 impl Tracker {
     pub fn new() -> Self {
         Self::default()
@@ -174,9 +161,13 @@ impl Tracker {
 
     /// Queues an input; nothing is applied until [`Tracker::advance`].
     pub fn push(&mut self, input: Input) {
-        self.arrivals += 1;
-        self.pending
-            .push(Reverse((input.ts_ns(), self.arrivals, Ordered(input))));
+        let ts = input.ts_ns();
+        let position = self
+            .pending
+            .iter()
+            .rposition(|queued| queued.ts_ns() <= ts)
+            .map_or(0, |before| before + 1);
+        self.pending.insert(position, input);
     }
 
     /// Applies every input older than `now_ns - REORDER_WINDOW_NS` and ends the exit grace
@@ -205,11 +196,12 @@ impl Tracker {
     }
 
     fn apply_until(&mut self, until: u64, out: &mut Vec<Output>) {
-        while let Some(Reverse((ts, _, _))) = self.pending.peek() {
-            if *ts > until {
+        while let Some(input) = self.pending.front() {
+            let ts = input.ts_ns();
+            if ts > until {
                 break;
             }
-            let Some(Reverse((ts, _, Ordered(input)))) = self.pending.pop() else {
+            let Some(input) = self.pending.pop_front() else {
                 break;
             };
             // Exits whose grace ended before this input are settled first.
@@ -283,14 +275,12 @@ impl Tracker {
                 .and_then(|r| r.first())
                 .map(|h| h.mode);
             match held_mode {
-                Some(held) if held == mode => {
-                    // Same mode again: the kernel leaves the lock as it is.
-                    if op.ret == 0 {
-                        self.waiting.remove(&op.tid);
-                        return;
-                    }
+                // Same mode again: the kernel leaves the lock as it is.
+                Some(held) if held == mode && op.ret == 0 => {
+                    self.waiting.remove(&op.tid);
+                    return;
                 }
-                Some(_) => self.release_range(
+                Some(held) if held != mode => self.release_range(
                     op.ts_ns,
                     actor,
                     lock,
@@ -299,7 +289,7 @@ impl Tracker {
                     ReleaseReason::Convert,
                     out,
                 ),
-                None => {}
+                _ => {}
             }
         }
         match op.ret {

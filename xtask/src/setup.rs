@@ -32,9 +32,13 @@ pub fn setup() -> Result<()> {
 }
 
 fn rust_src() -> Result<()> {
-    let installed = capture(
-        Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]),
-    )
+    let installed = capture(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
     .map_err(|err| {
         anyhow!("step 'nightly toolchain': {err}; aimlock's kernel programs need a nightly Rust")
     })?;
@@ -74,13 +78,22 @@ fn bpf_linker() -> Result<()> {
 
     let cargo_bin = cargo_home()?.join("bin").join("bpf-linker");
     if cargo_bin.exists() && links_against(&cargo_bin, &file_name(&library)) {
-        println!("==> bpf-linker: already built against LLVM {major} ({})", file_name(&library));
+        println!(
+            "==> bpf-linker: already built against LLVM {major} ({})",
+            file_name(&library)
+        );
         return Ok(());
     }
     run_step(
         Step("build bpf-linker against the nightly's LLVM"),
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--force", "--no-default-features", "--features"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--force",
+                "--no-default-features",
+                "--features",
+            ])
             .arg(format!("llvm-{major}"))
             .env("LLVM_PREFIX", &prefix),
     )
