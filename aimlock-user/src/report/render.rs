@@ -13,6 +13,8 @@ use super::{
 
 /// Holds or waits listed per lock in the narrative; the notable ones are kept first.
 const SHOWN: usize = 20;
+/// Refused processes named one by one; more are summed up in one line.
+const REFUSED_SHOWN: usize = 5;
 /// Longest waits named in the totals.
 const LONGEST_WAITS: usize = 3;
 
@@ -286,6 +288,27 @@ impl Renderer<'_> {
                 }
                 None => by_pid.push((refusal.actor, refusal.at, refusal.at, 1, vec![errno])),
             }
+        }
+        if by_pid.len() > REFUSED_SHOWN {
+            let (first, last) = (
+                lock.refusals[0].at,
+                lock.refusals[lock.refusals.len() - 1].at,
+            );
+            let mut errnos: Vec<&str> = by_pid
+                .iter()
+                .flat_map(|entry| entry.4.iter().copied())
+                .collect();
+            errnos.sort_unstable();
+            errnos.dedup();
+            let line = format!(
+                "{} processes were refused the lock {} times ({}), the last at {}",
+                by_pid.len(),
+                lock.refusals.len(),
+                errnos.join(", "),
+                time(last)
+            );
+            lines.push((first, line));
+            return;
         }
         for (actor, first, last, count, errnos) in by_pid {
             let errnos = errnos.join(", ");

@@ -418,3 +418,27 @@ fn inode_and_time_arguments() {
     }
     assert!(parse_time("yesterday-ish").is_err());
 }
+
+#[test]
+fn many_refused_processes_make_one_line() {
+    let logs = Logs::new("refused");
+    let refusals: String = (0..8)
+        .map(|index| {
+            lock_line(
+                "fail",
+                10 + index,
+                600 + index as u32,
+                "poller",
+                3,
+                json!({"errno": "EAGAIN"}),
+            )
+        })
+        .collect();
+    let log = logs.write("trace.log", refusals.as_bytes());
+    let (text, _) = report(&[&log]).unwrap();
+    assert!(
+        text.contains("03:00:10.000Z  8 processes were refused the lock 8 times (EAGAIN), the last at 2026-11-27T03:00:17.000Z"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 4, "{text}");
+}
