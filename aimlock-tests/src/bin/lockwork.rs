@@ -23,13 +23,18 @@
 //!                             run the remaining steps as pid 1's child in it
 //!   wait-stdin                block until a line (or EOF) arrives on stdin
 //!   loop:N:flock|posix|ofd    N lock/unlock pairs on the current fd (benchmarks)
+//!   rate:EVENTS:SECONDS:flock|posix|ofd[:THREADS]
+//!                             lock/unlock pairs on the current fd at EVENTS lock events a
+//!                             second (two per pair) for SECONDS, on THREADS threads (1 by
+//!                             default), paced in 1 ms batches; prints
+//!                             {"rate":{"pairs":..,"seconds":..,"events_per_sec":..}} first
 //!   exit:CODE                 exit now with CODE
 use std::{
     io::{BufRead as _, Write as _},
     os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     os::unix::net::{UnixListener, UnixStream},
     process::exit,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -217,6 +222,21 @@ impl State {
                 let fd = self.fd.as_ref().ok_or_else(|| anyhow!("no open file"))?;
                 lock_loop(fd.as_fd(), count, family)?;
             }
+            ["rate", events_per_sec, seconds, family, threads @ ..] => {
+                let threads = match threads {
+                    [] => 1,
+                    [threads] => threads.parse()?,
+                    _ => bail!("rate wants EVENTS:SECONDS:FAMILY[:THREADS]"),
+                };
+                let fd = self.fd.as_ref().ok_or_else(|| anyhow!("no open file"))?;
+                paced_locks(
+                    fd.as_fd(),
+                    events_per_sec.parse()?,
+                    seconds.parse()?,
+                    family,
+                    threads,
+                )?;
+            }
             ["exit", code] => exit(code.parse()?),
             _ => bail!("unknown step {step:?}"),
         }
@@ -290,6 +310,59 @@ fn lock_loop(fd: std::os::fd::BorrowedFd<'_>, count: u64, family: &str) -> Resul
             _ => bail!("loop family must be flock, posix or ofd"),
         }
     }
+    Ok(())
+}
+
+/// Lock/unlock pairs at a fixed total rate of lock events (two per pair), split over threads
+/// that share the fd: each does a batch, then sleeps until the clock says the next one is due,
+/// so a thread that falls behind runs flat out and the achieved rate shows it.
+fn paced_locks(
+    fd: std::os::fd::BorrowedFd<'_>,
+    events_per_sec: f64,
+    seconds: f64,
+    family: &str,
+    threads: u32,
+) -> Result<()> {
+    if events_per_sec <= 0.0 || seconds <= 0.0 || threads == 0 {
+        bail!("rate wants a positive rate, duration and thread count");
+    }
+    let pairs_per_sec = events_per_sec / 2.0 / f64::from(threads);
+    let pairs_per_thread = (pairs_per_sec * seconds).round() as u64;
+    let batch = ((pairs_per_sec / 1000.0).round() as u64).max(1);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || -> Result<()> {
+                    let mut done = 0;
+                    while done < pairs_per_thread {
+                        let count = batch.min(pairs_per_thread - done);
+                        lock_loop(fd, count, family)?;
+                        done += count;
+                        let due = started + Duration::from_secs_f64(done as f64 / pairs_per_sec);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|worker| worker.join().map_err(|_| anyhow!("a thread panicked"))?)
+    })?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let pairs = pairs_per_thread * u64::from(threads);
+    let line = serde_json::json!({"rate": {
+        "pairs": pairs,
+        "threads": threads,
+        "seconds": elapsed,
+        "events_per_sec": (2 * pairs) as f64 / elapsed,
+    }});
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
     Ok(())
 }
 

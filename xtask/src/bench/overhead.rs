@@ -1,0 +1,513 @@
+//! Overhead on the worst case: a tight loop of lock/unlock pairs, bare and under each
+//! contender, the contenders alternated within each round.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::Path,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, ensure};
+
+use super::{
+    Goal, Outcome, Tools,
+    common::{Background, Stats, StopLine, cpu_seconds},
+};
+
+const FAMILIES: [&str; 3] = ["flock", "posix", "ofd"];
+/// What a bare run should last: long enough to dwarf process start-up, short enough for the
+/// whole bench to take minutes.
+const BARE_SECONDS: f64 = 0.5;
+const GOAL_VS_FLOOR: f64 = 1.2;
+const GOAL_VS_BARE: f64 = 1.3;
+
+/// One line per event, as an operator's bpftrace one-liner would print, on the same hooks.
+const BPFTRACE_SCRIPT: &str = r#"
+BEGIN { printf("ready\n"); }
+tracepoint:filelock:flock_lock_inode, tracepoint:filelock:posix_lock_inode {
+  printf("%s %d %s %d %lu %d\n", probe, pid, comm, args->type, args->i_ino, args->ret);
+}
+tracepoint:filelock:fcntl_setlk /args->ret < 0/ {
+  printf("%s %d %s %d %lu %d\n", probe, pid, comm, args->type, args->i_ino, args->ret);
+}
+tracepoint:sched:sched_process_exit { printf("%s %d %s\n", probe, pid, comm); }
+"#;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Bare,
+    FloorBtf,
+    FloorTp,
+    Aimlock,
+    Bpftrace,
+    Strace,
+}
+
+const CONTENDERS: [Contender; 6] = [
+    Contender::Bare,
+    Contender::FloorBtf,
+    Contender::FloorTp,
+    Contender::Aimlock,
+    Contender::Bpftrace,
+    Contender::Strace,
+];
+
+impl Contender {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bare => "bare",
+            Self::FloorBtf => "floor: empty tp_btf programs",
+            Self::FloorTp => "floor: empty classic tracepoint programs",
+            Self::Aimlock => "`aimlock trace --output FILE`",
+            Self::Bpftrace => "bpftrace, one line per event to a file",
+            Self::Strace => "`strace -f -o FILE`",
+        }
+    }
+
+    /// The slow tracers run a fraction of the loop, so that a round stays short; their time
+    /// is compared per pair.
+    fn divisor(self) -> u64 {
+        match self {
+            Self::Bpftrace => 10,
+            Self::Strace => 200,
+            _ => 1,
+        }
+    }
+}
+
+/// One timed loop under one contender.
+struct Run {
+    ns_per_pair: f64,
+    /// aimlock's stop line.
+    stop: Option<StopLine>,
+    /// The tracer's CPU seconds per second of loop.
+    tracer_cpu: Option<f64>,
+    /// The kinds of the programs aimlock had loaded.
+    program_kinds: Vec<String>,
+    /// Lock events the tracer wrote for the loop's process, when it is counted.
+    logged: Option<u64>,
+}
+
+/// One family's rounds: per contender, ns per pair and ratios, each from one round.
+struct Family {
+    name: &'static str,
+    pairs: u64,
+    ns_per_pair: Vec<Vec<f64>>,
+    vs_bare: Vec<Vec<f64>>,
+    vs_floor: Vec<Vec<f64>>,
+    aimlock: Vec<Run>,
+    logged: Vec<Vec<u64>>,
+    tracer_cpu: Vec<Vec<f64>>,
+}
+
+pub fn overhead(tools: &Tools, runs: usize) -> Result<Outcome> {
+    let mut families = Vec::new();
+    for family in FAMILIES {
+        let lockfile = tools.scratch.join(format!("loop-{family}"));
+        let probe = run(tools, Contender::Bare, family, 200_000, &lockfile)?;
+        let pairs = ((BARE_SECONDS * 1e9 / probe.ns_per_pair / 10_000.0).round() as u64 * 10_000)
+            .clamp(200_000, 2_000_000);
+        let mut measured = Family {
+            name: family,
+            pairs,
+            ns_per_pair: vec![Vec::new(); CONTENDERS.len()],
+            vs_bare: vec![Vec::new(); CONTENDERS.len()],
+            vs_floor: vec![Vec::new(); CONTENDERS.len()],
+            aimlock: Vec::new(),
+            logged: vec![Vec::new(); CONTENDERS.len()],
+            tracer_cpu: vec![Vec::new(); CONTENDERS.len()],
+        };
+        for round in 0..runs {
+            // Each round starts with a different contender, so none always runs first.
+            let mut order = CONTENDERS.to_vec();
+            order.rotate_left(round % CONTENDERS.len());
+            let mut this_round = [0.0; CONTENDERS.len()];
+            for contender in order {
+                let index = CONTENDERS
+                    .iter()
+                    .position(|&c| c == contender)
+                    .expect("listed");
+                let result = run(
+                    tools,
+                    contender,
+                    family,
+                    pairs / contender.divisor(),
+                    &lockfile,
+                )?;
+                println!(
+                    "    {family} round {}: {:45} {:8.0} ns/pair",
+                    round + 1,
+                    contender.name(),
+                    result.ns_per_pair
+                );
+                this_round[index] = result.ns_per_pair;
+                if let Some(cpu) = result.tracer_cpu {
+                    measured.tracer_cpu[index].push(cpu);
+                }
+                if let Some(logged) = result.logged {
+                    measured.logged[index].push(logged);
+                }
+                if contender == Contender::Aimlock {
+                    measured.aimlock.push(result);
+                }
+            }
+            let (bare, floor) = (this_round[0], this_round[1]);
+            for (index, &ns) in this_round.iter().enumerate() {
+                measured.ns_per_pair[index].push(ns);
+                measured.vs_bare[index].push(ns / bare);
+                measured.vs_floor[index].push(ns / floor);
+            }
+        }
+        families.push(measured);
+    }
+    summarize(&families, runs)
+}
+
+/// Runs the loop once under a contender and times it.
+fn run(
+    tools: &Tools,
+    contender: Contender,
+    family: &str,
+    pairs: u64,
+    lockfile: &Path,
+) -> Result<Run> {
+    let workload_args = [
+        format!("open:{}", lockfile.display()),
+        format!("loop:{pairs}:{family}"),
+    ];
+    let workload = || {
+        let mut command = Command::new(&tools.lockwork);
+        command.args(&workload_args).stdout(Stdio::null());
+        command
+    };
+    let scratch = &tools.scratch;
+    let mut result = Run {
+        ns_per_pair: 0.0,
+        stop: None,
+        tracer_cpu: None,
+        program_kinds: Vec::new(),
+        logged: None,
+    };
+    let seconds = match contender {
+        Contender::Bare => timed(workload())?,
+        Contender::FloorBtf | Contender::FloorTp => {
+            let kind = if contender == Contender::FloorBtf {
+                "btf"
+            } else {
+                "tp"
+            };
+            let mut floor = Background::start(
+                "hookfloor",
+                Command::new(&tools.hookfloor).arg(kind),
+                scratch,
+                None,
+                "\"ready\":true",
+            )?;
+            let (seconds, cpu) = timed_under(&mut floor, workload())?;
+            result.tracer_cpu = Some(cpu);
+            floor.stop()?;
+            seconds
+        }
+        Contender::Aimlock => {
+            let log = scratch.join("loop-trace.json");
+            let _ = fs::remove_file(&log);
+            let mut tracer = Background::start(
+                "aimlock",
+                Command::new(&tools.aimlock)
+                    .args(["trace", "--output"])
+                    .arg(&log),
+                scratch,
+                Some(&log),
+                "\"event\":\"start\"",
+            )?;
+            let (seconds, cpu) = timed_under(&mut tracer, workload())?;
+            result.tracer_cpu = Some(cpu);
+            result.program_kinds = program_kinds(tracer.pid());
+            tracer.stop()?;
+            result.stop = Some(StopLine::read(&log)?);
+            fs::remove_file(&log)?;
+            seconds
+        }
+        Contender::Bpftrace => {
+            let output = scratch.join("loop-bpftrace.txt");
+            let mut tracer = Background::start(
+                "bpftrace",
+                Command::new("bpftrace")
+                    .arg("-o")
+                    .arg(&output)
+                    .args(["-e", BPFTRACE_SCRIPT]),
+                scratch,
+                Some(&output),
+                "ready",
+            )?;
+            let (seconds, cpu) = timed_under(&mut tracer, workload())?;
+            result.tracer_cpu = Some(cpu);
+            tracer.stop()?;
+            result.logged = Some(count_lines(&output, |line| {
+                line.contains(" lockwork ") && line.contains("_lock_inode")
+            })?);
+            fs::remove_file(&output)?;
+            seconds
+        }
+        Contender::Strace => {
+            let output = scratch.join("loop-strace.txt");
+            let mut command = Command::new("strace");
+            command
+                .args(["-f", "-o"])
+                .arg(&output)
+                .arg(&tools.lockwork)
+                .args(&workload_args)
+                .stdout(Stdio::null());
+            let seconds = timed(command)?;
+            result.logged = Some(count_lines(&output, |line| {
+                line.contains("flock(") || line.contains("F_SETLK") || line.contains("F_OFD_SETLK")
+            })?);
+            fs::remove_file(&output)?;
+            seconds
+        }
+    };
+    result.ns_per_pair = seconds * 1e9 / pairs as f64;
+    Ok(result)
+}
+
+/// Wall time of a command run to completion, which must succeed.
+fn timed(mut command: Command) -> Result<f64> {
+    let started = Instant::now();
+    let status = command
+        .status()
+        .with_context(|| format!("run {command:?}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    ensure!(status.success(), "{command:?} exited with {status}");
+    Ok(seconds)
+}
+
+/// Wall time of the workload, and the tracer's CPU seconds per second of it.
+fn timed_under(tracer: &mut Background, workload: Command) -> Result<(f64, f64)> {
+    let pid = tracer.pid();
+    let cpu_before = cpu_seconds(pid)?;
+    let seconds = timed(workload)?;
+    Ok((seconds, (cpu_seconds(pid)? - cpu_before) / seconds))
+}
+
+/// The kinds of the BPF programs a process holds, from the `prog_type` of its fds' fdinfo
+/// (bpf_prog_type numbers of include/uapi/linux/bpf.h), counted: "4 tracepoint".
+fn program_kinds(pid: u32) -> Vec<String> {
+    let mut counts = std::collections::BTreeMap::new();
+    let fds = fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    for fd in fds {
+        let info = fs::read_to_string(fd.path()).unwrap_or_default();
+        let Some(kind) = info
+            .lines()
+            .find_map(|line| line.strip_prefix("prog_type:"))
+        else {
+            continue;
+        };
+        let kind = match kind.trim() {
+            "5" => "classic tracepoint",
+            "17" => "raw tracepoint",
+            "26" => "tracing (tp_btf, fentry)",
+            other => other,
+        };
+        *counts.entry(kind.to_owned()).or_insert(0) += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(kind, count)| format!("{count} {kind}"))
+        .collect()
+}
+
+fn count_lines(path: &Path, wanted: impl Fn(&str) -> bool) -> Result<u64> {
+    let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    Ok(text.lines().filter(|line| wanted(line)).count() as u64)
+}
+
+fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
+    let mut out = String::new();
+    writeln!(out, "## 1. Overhead on the worst case")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "`lockwork open:FILE loop:N:FAMILY`: N lock/unlock pairs on one file in a tight loop \
+         (flock(LOCK_EX)/flock(LOCK_UN); fcntl F_SETLK write/unlock; F_OFD_SETLK write/unlock), \
+         timed from start to exit. N is set per family so that a bare run lasts about \
+         {BARE_SECONDS} s; bpftrace runs N/{} pairs and strace N/{}, and are compared per \
+         pair. {runs} rounds; in each round every contender runs once, in an order rotated \
+         from round to round; each ratio is computed within its round, and the table gives \
+         the median over rounds. Each tracer is started, and the loop only starts once it \
+         has attached (aimlock: its `start` line; bpftrace: its BEGIN line; hookfloor: its \
+         ready line), then the tracer is stopped with SIGINT.",
+        Contender::Bpftrace.divisor(),
+        Contender::Strace.divisor()
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "- the floor: `hookfloor btf|tp` attaches empty programs (each returns 0) to the hooks \
+         aimlock uses for lock events and exits (`filelock:flock_lock_inode`, \
+         `posix_lock_inode`, `fcntl_setlk`, `sched:sched_process_exit`), as BTF tracepoints \
+         (tp_btf, the cheapest kind of hook this kernel offers: the floor the goals use) and \
+         as classic tracepoints;"
+    )?;
+    writeln!(
+        out,
+        "- aimlock: `aimlock trace --output FILE`, JSON to a file on the same disk, no filter;"
+    )?;
+    writeln!(
+        out,
+        "- bpftrace: a script printing one line per event on the same tracepoints, `-o FILE`;"
+    )?;
+    writeln!(out, "- strace: `strace -f -o FILE lockwork ...`.")?;
+    writeln!(out)?;
+    let aimlock = index_of(Contender::Aimlock);
+    let floor_tp = index_of(Contender::FloorTp);
+    let mut worst_floor: f64 = 0.0;
+    let mut worst_bare: f64 = 0.0;
+    let mut lost_total = 0;
+    let mut figures_floor = Vec::new();
+    let mut figures_bare = Vec::new();
+    let mut reasons = Vec::new();
+    for family in families {
+        writeln!(
+            out,
+            "### {} ({} pairs per bare run)",
+            family.name, family.pairs
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "| contender | ns per pair, median | min - max | x bare | x floor (tp_btf) | \
+             tracer CPU per loop second |"
+        )?;
+        writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
+        for (index, contender) in CONTENDERS.iter().enumerate() {
+            let ns = Stats::of(&family.ns_per_pair[index]);
+            let cpu = &family.tracer_cpu[index];
+            let cpu = if cpu.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.2}", Stats::of(cpu).median)
+            };
+            writeln!(
+                out,
+                "| {} | {:.0} | {:.0} - {:.0} | {:.2} | {:.2} | {cpu} |",
+                contender.name(),
+                ns.median,
+                ns.min,
+                ns.max,
+                Stats::of(&family.vs_bare[index]).median,
+                Stats::of(&family.vs_floor[index]).median,
+            )?;
+        }
+        writeln!(out)?;
+        let lost: Vec<u64> = family
+            .aimlock
+            .iter()
+            .filter_map(|run| Some(run.stop.as_ref()?.lost))
+            .collect();
+        let records: Vec<u64> = family
+            .aimlock
+            .iter()
+            .filter_map(|run| Some(run.stop.as_ref()?.records))
+            .collect();
+        let events: Vec<u64> = family
+            .aimlock
+            .iter()
+            .filter_map(|run| Some(run.stop.as_ref()?.events))
+            .collect();
+        lost_total += lost.iter().sum::<u64>();
+        writeln!(
+            out,
+            "aimlock's stop lines (one per round; {} lock events expected from the loop, plus \
+             whatever else on the machine took locks): lost {lost:?}, records {records:?}, \
+             lines written {events:?}.",
+            2 * family.pairs
+        )?;
+        for contender in [Contender::Bpftrace, Contender::Strace] {
+            let logged = &family.logged[index_of(contender)];
+            writeln!(
+                out,
+                "{} logged {logged:?} lock calls of the loop per round ({} expected).",
+                contender.name(),
+                2 * family.pairs / contender.divisor()
+            )?;
+        }
+        writeln!(out)?;
+        let vs_floor = Stats::of(&family.vs_floor[aimlock]).median;
+        let vs_bare = Stats::of(&family.vs_bare[aimlock]).median;
+        let tp_vs_floor = Stats::of(&family.vs_floor[floor_tp]).median;
+        worst_floor = worst_floor.max(vs_floor);
+        worst_bare = worst_bare.max(vs_bare);
+        figures_floor.push(format!("{} {vs_floor:.2}x", family.name));
+        figures_bare.push(format!("{} {vs_bare:.2}x", family.name));
+        let ns = |index: usize| Stats::of(&family.ns_per_pair[index]).median;
+        reasons.push(format!(
+            "{}: bare {:.0} ns a pair, tp_btf floor {:.0}, classic-tracepoint floor {:.0} \
+             ({tp_vs_floor:.2}x the tp_btf floor), aimlock {:.0} ({vs_floor:.2}x the tp_btf \
+             floor, {:.2}x the classic floor)",
+            family.name,
+            ns(0),
+            ns(1),
+            ns(floor_tp),
+            ns(aimlock),
+            Stats::of(&family.vs_floor[aimlock]).median / tp_vs_floor,
+        ));
+    }
+    let kinds = families
+        .iter()
+        .flat_map(|family| &family.aimlock)
+        .map(|run| run.program_kinds.join(", "))
+        .next()
+        .unwrap_or_default();
+    writeln!(out, "aimlock's loaded programs during the loop: {kinds}.")?;
+    writeln!(out)?;
+    let why_overhead = format!(
+        "aimlock's programs here: {kinds}; per pair, medians: {}. What the classic tracepoints add over tp_btf is the trace \
+         record the kernel builds before any program runs; what aimlock adds over the classic \
+         floor is its programs' work (comm, ring reservation, a copy of the record) and its \
+         reader competing with the loop for this machine's cores (see the tracer CPU column). \
+         Attaching the lock hooks as tp_btf and reading the arguments directly closes the \
+         first part; the second shrinks with less work per record in the kernel and batched \
+         reading.",
+        reasons.join("; ")
+    );
+    let goals = vec![
+        Goal {
+            goal: format!("worst case: aimlock within {GOAL_VS_FLOOR}x the floor (tp_btf)"),
+            figure: figures_floor.join(", "),
+            met: worst_floor <= GOAL_VS_FLOOR,
+            why: Some(why_overhead.clone()),
+        },
+        Goal {
+            goal: format!("worst case: aimlock within {GOAL_VS_BARE}x bare"),
+            figure: figures_bare.join(", "),
+            met: worst_bare <= GOAL_VS_BARE,
+            why: Some(why_overhead),
+        },
+        Goal {
+            goal: "worst case: no lost events".into(),
+            figure: format!("{lost_total} lost over {} runs", runs * families.len()),
+            met: lost_total == 0,
+            why: Some(
+                "the loop produces records faster than the reader drains the ring: see the \
+                 lossless rate section"
+                    .into(),
+            ),
+        },
+    ];
+    Ok(Outcome {
+        markdown: out,
+        goals,
+    })
+}
+
+fn index_of(contender: Contender) -> usize {
+    CONTENDERS
+        .iter()
+        .position(|&c| c == contender)
+        .expect("listed")
+}
