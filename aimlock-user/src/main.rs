@@ -5,6 +5,8 @@ mod decode;
 mod events;
 mod loader;
 mod locks;
+mod metrics;
+mod privileges;
 mod procfs;
 mod report;
 mod sinks;
@@ -13,7 +15,7 @@ mod tracker;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "aimlock", version, about, propagate_version = true)]
@@ -34,6 +36,12 @@ enum Command {
     /// Release an orphaned flock or OFD lock through one of its holders' descriptors
     /// (a dry run unless --yes).
     Break(break_lock::BreakArgs),
+    /// Print the completion script for SHELL, generated from this binary's options.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (aimlock.1, aimlock-trace.1, ...) into DIR.
+    #[command(hide = true)]
+    Man { dir: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +65,18 @@ fn main() -> ExitCode {
             Command::Locks(args) => locks::run(args),
             Command::Report(args) => report::run(args),
             Command::Break(args) => break_lock::run(args),
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "aimlock",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
+            Command::Man { dir } => clap_mangen::generate_to(Cli::command(), &dir).map_err(|err| {
+                anyhow::anyhow!("cannot write the man pages into {}: {err}", dir.display())
+            }),
         }
     });
     match result {

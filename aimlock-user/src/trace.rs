@@ -1,6 +1,7 @@
 //! `aimlock trace`: kernel -> ring -> decoder -> tracker -> sinks.
 
 use std::{
+    net::SocketAddr,
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -17,19 +18,19 @@ use crate::{
     decode::{Decoder, Input, comm_str},
     events::{EventKind, EventLine, LockKind, ProcRef, SCHEMA_VERSION, rfc3339},
     loader::{Filters, Tracer},
+    metrics, privileges,
     procfs::{self, ProcessInfo},
-    sinks::{Format, Sink},
+    sinks::{SinkArgs, Sinks},
     tracker::{Actor, END_OF_FILE, Held, LockId, Output, Tracker},
 };
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value = "json")]
-    format: Format,
-    /// Where to write events: a file (appended to, created 0640) or `-` for stdout.
-    #[arg(long, short, default_value = "-")]
-    output: PathBuf,
+    #[command(flatten)]
+    sinks: SinkArgs,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (PORT alone: on 127.0.0.1).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = metrics::parse_listen_address)]
+    metrics: Option<SocketAddr>,
     /// Only trace these processes (thread group ids) and the children they fork. Repeatable.
     #[arg(long, short)]
     pid: Vec<u32>,
@@ -58,7 +59,10 @@ fn parse_size(text: &str) -> Result<u32, String> {
 }
 
 pub async fn run(args: TraceArgs) -> Result<()> {
-    let mut sink = Sink::open(&args.output, args.format)?;
+    let mut sink = Sinks::open(&args.sinks)?;
+    if let Some(address) = args.metrics {
+        sink.record_metrics(metrics::serve(address)?);
+    }
     let filters = Filters {
         pids: args.pid.clone(),
         comms: args.comm.clone(),
@@ -89,6 +93,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     if let Some(logger) = logger {
         spawn_kernel_logger(logger)?;
     }
+    privileges::drop_after_attach()?;
 
     let clock = Clock::new();
     let mut enricher = Enricher::default();
@@ -116,6 +121,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         }
         tracker.advance(clock.monotonic_now(), &mut outputs);
         written += emit(&mut outputs, &mut tracker, &clock, &mut enricher, &mut sink);
+        sink.count_records(records, || drops.total().ok());
         sink.flush();
     }
 
@@ -134,7 +140,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         lost: Some(lost),
         records: Some(records),
         events: Some(written),
-        unwritten: Some(sink.unwritten),
+        unwritten: Some(sink.unwritten()),
         ..Default::default()
     };
     sink.write(&stop);
@@ -176,7 +182,7 @@ fn emit(
     tracker: &mut Tracker,
     clock: &Clock,
     enricher: &mut Enricher,
-    sink: &mut Sink,
+    sink: &mut Sinks,
 ) -> u64 {
     let mut count = 0;
     for output in outputs.drain(..) {

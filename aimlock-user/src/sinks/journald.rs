@@ -1,0 +1,158 @@
+//! Events to the systemd journal over its native protocol: one datagram per event, one
+//! `KEY=value` line per field, or, for a value holding a newline, the key, a newline, the
+//! value's length as 64-bit little endian, the value and a newline.
+
+use std::{
+    io,
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result};
+
+use super::{Failures, text::text_line};
+use crate::events::{EventKind, EventLine};
+
+/// syslog(3) priorities, as journald's PRIORITY field takes them.
+const WARNING: u8 = 4;
+const INFO: u8 = 6;
+
+pub struct JournaldSink {
+    socket: UnixDatagram,
+    path: PathBuf,
+    message: Vec<u8>,
+    text: Vec<u8>,
+    pub(super) failures: Failures,
+}
+
+impl JournaldSink {
+    pub fn open(path: &Path) -> Result<Self> {
+        let socket = UnixDatagram::unbound().context("cannot create a socket for --journald")?;
+        socket
+            .connect(path)
+            .with_context(|| format!("--journald: cannot reach {}", path.display()))?;
+        // A journal that cannot keep up costs lines (counted), never the tracer's pace.
+        socket.set_nonblocking(true)?;
+        Ok(Self {
+            socket,
+            path: path.to_owned(),
+            message: Vec::with_capacity(1024),
+            text: Vec::with_capacity(512),
+            failures: Failures::new(format!("journald ({})", path.display())),
+        })
+    }
+
+    pub fn write(&mut self, event: &EventLine) {
+        self.text.clear();
+        text_line(&mut self.text, event, false);
+        self.message.clear();
+        encode(&mut self.message, event, &self.text);
+        if let Err(err) = self.send() {
+            self.failures.lost(1, &err);
+        }
+    }
+
+    fn send(&self) -> io::Result<()> {
+        match self.socket.send(&self.message) {
+            // journald restarted: its socket is a new one at the same path.
+            Err(err) if err.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                self.socket.connect(&self.path)?;
+                self.socket.send(&self.message).map(drop)
+            }
+            other => other.map(drop),
+        }
+    }
+}
+
+/// The journal entry of one event.
+fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
+    let kind = event.event.unwrap_or(EventKind::Unknown);
+    let warn = kind == EventKind::Orphan
+        || (kind == EventKind::Stop && event.lost.is_some_and(|lost| lost > 0));
+    field(out, "MESSAGE", text);
+    number(
+        out,
+        "PRIORITY",
+        u64::from(if warn { WARNING } else { INFO }),
+    );
+    field(out, "SYSLOG_IDENTIFIER", b"aimlock");
+    field(out, "LOCK_EVENT", kind.name().as_bytes());
+    optional(out, "LOCK_KIND", event.kind.map(|kind| kind.name()));
+    optional(out, "LOCK_MODE", event.mode.map(|mode| mode.name()));
+    optional(out, "LOCK_PATH", event.path.as_deref());
+    optional(out, "LOCK_DEV", event.dev.as_deref());
+    optional_number(out, "LOCK_INO", event.ino);
+    optional_number(out, "LOCK_START", event.start);
+    if let Some(end) = event.end {
+        match end {
+            Some(end) => number(out, "LOCK_END", end),
+            None => field(out, "LOCK_END", b"EOF"),
+        }
+    }
+    optional_number(out, "LOCK_PID", event.pid.map(u64::from));
+    optional(out, "LOCK_COMM", event.comm.as_deref());
+    optional(out, "LOCK_REASON", event.reason.map(|reason| reason.name()));
+    optional(out, "LOCK_ERRNO", event.errno.as_deref());
+    optional_number(out, "LOCK_WAIT_NS", event.wait_ns);
+    optional_number(out, "LOCK_HELD_NS", event.held_ns);
+    optional_number(out, "LOCK_ORPHAN_NS", event.orphan_ns);
+    optional(out, "LOCK_TAKER_EXIT", event.taker_exit.as_deref());
+    if let Some(holders) = &event.holders {
+        let pids: Vec<String> = holders
+            .iter()
+            .map(|holder| holder.pid.to_string())
+            .collect();
+        field(out, "HOLDER_PIDS", pids.join(",").as_bytes());
+    }
+    if let Some(by) = &event.by {
+        number(out, "LOCK_BY_PID", u64::from(by.pid));
+        field(out, "LOCK_BY_COMM", by.comm.as_bytes());
+    }
+    optional_number(out, "AIMLOCK_LOST", event.lost);
+    optional_number(out, "AIMLOCK_RECORDS", event.records);
+    optional_number(out, "AIMLOCK_UNWRITTEN", event.unwritten);
+}
+
+fn field(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    out.extend_from_slice(key.as_bytes());
+    if value.contains(&b'\n') {
+        out.push(b'\n');
+        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    } else {
+        out.push(b'=');
+    }
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+fn number(out: &mut Vec<u8>, key: &str, value: u64) {
+    field(out, key, itoa::Buffer::new().format(value).as_bytes());
+}
+
+fn optional(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        field(out, key, value.as_bytes());
+    }
+}
+
+fn optional_number(out: &mut Vec<u8>, key: &str, value: Option<u64>) {
+    if let Some(value) = value {
+        number(out, key, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_with_a_newline_is_length_prefixed() {
+        let mut out = Vec::new();
+        field(&mut out, "LOCK_PATH", b"/tmp/a\nb");
+        field(&mut out, "LOCK_KIND", b"flock");
+        let mut expected = b"LOCK_PATH\n".to_vec();
+        expected.extend_from_slice(&8u64.to_le_bytes());
+        expected.extend_from_slice(b"/tmp/a\nb\nLOCK_KIND=flock\n");
+        assert_eq!(out, expected);
+    }
+}

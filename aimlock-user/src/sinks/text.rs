@@ -1,0 +1,83 @@
+//! The readable one-line form of an event (`--format text`, and the journal's MESSAGE).
+
+use std::time::Duration;
+
+use crate::events::{EventKind, EventLine, ProcRef};
+
+pub fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
+    let kind = event.event.unwrap_or(EventKind::Unknown);
+    let mut words = vec![event.ts.clone(), format!("{:<10}", kind.name())];
+    if let Some(kind) = event.kind {
+        words.push(kind.name().to_owned());
+    }
+    if let Some(mode) = event.mode {
+        words.push(mode.name().to_owned());
+    }
+    if let Some(pid) = event.pid {
+        words.push(format!(
+            "pid={pid}({})",
+            event.comm.as_deref().unwrap_or("?")
+        ));
+    }
+    if let (Some(dev), Some(ino)) = (&event.dev, event.ino) {
+        words.push(format!("{dev}:{ino}"));
+    }
+    if let Some(path) = &event.path {
+        let deleted = if event.deleted == Some(true) {
+            " (deleted)"
+        } else {
+            ""
+        };
+        words.push(format!("{path}{deleted}"));
+    }
+    if let Some(start) = event.start {
+        match event.end {
+            Some(Some(end)) => words.push(format!("[{start}-{end}]")),
+            _ => words.push(format!("[{start}-EOF]")),
+        }
+    }
+    for (label, value) in [
+        ("wait", event.wait_ns),
+        ("held", event.held_ns),
+        ("orphaned", event.orphan_ns),
+    ] {
+        if let Some(ns) = value {
+            let rounded = Duration::from_micros(ns / 1000);
+            words.push(format!("{label}={}", humantime::format_duration(rounded)));
+        }
+    }
+    if let Some(reason) = event.reason {
+        words.push(format!("reason={}", reason.name()));
+    }
+    if let Some(errno) = &event.errno {
+        words.push(format!("errno={errno}"));
+    }
+    if let Some(holders) = &event.holders {
+        words.push(format!("holders={}", proc_list(holders)));
+    }
+    if let Some(by) = &event.by {
+        words.push(format!("by={}", proc_list(std::slice::from_ref(by))));
+    }
+    if let Some(lost) = event.lost {
+        words.push(format!("lost={lost}"));
+    }
+    let highlight = colour && matches!(kind, EventKind::Orphan | EventKind::OrphanEnd);
+    if highlight {
+        out.extend_from_slice(b"\x1b[1;31m");
+    }
+    out.extend_from_slice(words.join(" ").as_bytes());
+    if highlight {
+        out.extend_from_slice(b"\x1b[0m");
+    }
+}
+
+fn proc_list(procs: &[ProcRef]) -> String {
+    if procs.is_empty() {
+        return "none".to_owned();
+    }
+    procs
+        .iter()
+        .map(|p| format!("{}({})", p.pid, p.comm))
+        .collect::<Vec<_>>()
+        .join(",")
+}
