@@ -719,6 +719,8 @@ fn boot(series: &str, kernel: &Kernel, initramfs: &Path) -> Result<VmRun> {
     let log = fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
     let mut qemu = Command::new("qemu-system-x86_64");
+    // Two vCPUs (multi-threaded TCG): on one, the tracer takes longer to attach than the tests
+    // that signal it after a fixed second allow.
     qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048"])
         .args([
             "-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none",
