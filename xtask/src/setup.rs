@@ -21,6 +21,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("strace", "/usr/bin/strace"),
     ("jq", "/usr/bin/jq"),
     ("binutils", "/usr/bin/readelf"),
+    ("systemd", "/usr/bin/systemd-analyze"),
 ];
 
 pub fn setup() -> Result<()> {
