@@ -81,6 +81,7 @@ pub fn bench(options: &Options) -> Result<()> {
         .with_context(|| format!("create {}", tools.scratch.display()))?;
 
     let started = Instant::now();
+    let load_before = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let selected = |section| options.only.is_none_or(|only| only == section);
     let mut outcomes = Vec::new();
     if selected(Section::Overhead) {
@@ -105,7 +106,27 @@ pub fn bench(options: &Options) -> Result<()> {
     }
     let _ = fs::remove_dir_all(&tools.scratch);
 
-    let document = document(&outcomes, runs, options.only, started.elapsed().as_secs())?;
+    let load = format!(
+        "load average (1, 5, 15 min) before: {}; after: {}",
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let document = document(
+        &outcomes,
+        runs,
+        options.only,
+        started.elapsed().as_secs(),
+        &load,
+    )?;
     let path = root.join("docs/bench.md");
     fs::write(&path, document).with_context(|| format!("write {}", path.display()))?;
     println!("==> wrote {}", path.display());
@@ -126,6 +147,7 @@ fn document(
     runs: usize,
     only: Option<Section>,
     seconds: u64,
+    load: &str,
 ) -> Result<String> {
     let mut out = String::new();
     writeln!(out, "# Benchmarks")?;
@@ -148,6 +170,7 @@ fn document(
     for line in common::machine() {
         writeln!(out, "- {line}")?;
     }
+    writeln!(out, "- Machine {load}")?;
     writeln!(out)?;
     writeln!(out, "## Goals")?;
     writeln!(out)?;

@@ -143,6 +143,9 @@ impl Background {
                     background.stderr_text()
                 );
             }
+            // A process exit is an event on a traced hook: bpftrace only hands its BEGIN line
+            // over once a later event wakes its reader up.
+            Command::new("true").status()?;
             sleep(Duration::from_millis(20));
         }
     }

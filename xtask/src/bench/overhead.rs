@@ -234,8 +234,10 @@ fn run(
             let output = scratch.join("loop-bpftrace.txt");
             let mut tracer = Background::start(
                 "bpftrace",
+                // Line-buffered, as on a terminal; fully buffered, the BEGIN line that says the
+                // probes are attached would only reach the file much later.
                 Command::new("bpftrace")
-                    .arg("-o")
+                    .args(["-B", "line", "-o"])
                     .arg(&output)
                     .args(["-e", BPFTRACE_SCRIPT]),
                 scratch,
@@ -359,7 +361,7 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
     )?;
     writeln!(
         out,
-        "- bpftrace: a script printing one line per event on the same tracepoints, `-o FILE`;"
+        "- bpftrace: a script printing one line per event on the same tracepoints, `-B line -o FILE`;"
     )?;
     writeln!(out, "- strace: `strace -f -o FILE lockwork ...`.")?;
     writeln!(out)?;

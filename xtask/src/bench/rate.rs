@@ -38,6 +38,9 @@ struct Probe {
     stop: StopLine,
     /// The tracer's CPU seconds per second of workload.
     tracer_cpu: f64,
+    /// The machine's 1-minute load average right after the workload: other work competing
+    /// with the tracer for the cores.
+    load: f64,
 }
 
 impl Probe {
@@ -146,6 +149,7 @@ impl Runner<'_> {
             .context("run the rate workload")?;
         let seconds = started.elapsed().as_secs_f64();
         let tracer_cpu = (cpu_seconds(pid)? - cpu_before) / seconds;
+        let load = load_average()?;
         ensure!(
             output.status.success(),
             "the rate workload exited with {}: {}",
@@ -172,6 +176,7 @@ impl Runner<'_> {
             expected: 2 * pairs + 1,
             stop,
             tracer_cpu,
+            load,
         })
     }
 
@@ -224,7 +229,7 @@ fn report(probes: &[Probe], best: f64, twice: &Probe) -> Result<Outcome> {
     for probe in &sorted {
         writeln!(
             out,
-            "| {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            "| {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
             probe.target,
             probe.achieved,
             probe.threads,
@@ -237,7 +242,8 @@ fn report(probes: &[Probe], best: f64, twice: &Probe) -> Result<Outcome> {
             } else {
                 "**no**"
             },
-            probe.tracer_cpu
+            probe.tracer_cpu,
+            probe.load
         )?;
     }
     writeln!(out)?;
@@ -271,7 +277,8 @@ fn report(probes: &[Probe], best: f64, twice: &Probe) -> Result<Outcome> {
         .filter(|probe| probe.stop.lost > 0)
         .min_by(|a, b| a.target.total_cmp(&b.target));
     let why = match saturated {
-        Some(probe) => format!(
+        // A reader near a full core is the bottleneck itself.
+        Some(probe) if probe.tracer_cpu >= 0.8 => format!(
             "records are first lost at {:.0} events/s, where the tracer's reader used {:.2} \
              CPU seconds per second: it drains about {:.0} records per CPU-second, so past that \
              the ring fills and the kernel drops. Closing the gap takes less user-space work per \
@@ -280,6 +287,19 @@ fn report(probes: &[Probe], best: f64, twice: &Probe) -> Result<Outcome> {
             probe.target,
             probe.tracer_cpu,
             probe.stop.records as f64 / (probe.tracer_cpu * PROBE_SECONDS).max(f64::EPSILON)
+        ),
+        Some(probe) => format!(
+            "records are first lost at {:.0} events/s while the tracer's reader used only {:.2} \
+             CPU seconds per second, with the machine's load average at {:.2} on {} cores: the \
+             reader was not busy but waiting for a core or for a wakeup, while the workload \
+             filled the ring. On a quiet machine the same probe measures the reader itself; \
+             here, a larger ring (`--ring-size`) rides out the stretches when the reader is \
+             off-CPU, and waking the reader more often than once per millisecond per CPU (the \
+             kernel programs' wakeup throttle) shortens them",
+            probe.target,
+            probe.tracer_cpu,
+            probe.load,
+            std::thread::available_parallelism().map_or(0, |cores| cores.get())
         ),
         None => format!(
             "no records were lost; the workload reached {:.0} events/s at {GOAL_RATE:.0} asked",
@@ -316,4 +336,14 @@ fn report(probes: &[Probe], best: f64, twice: &Probe) -> Result<Outcome> {
             },
         ],
     })
+}
+
+/// The 1-minute load average.
+fn load_average() -> Result<f64> {
+    fs::read_to_string("/proc/loadavg")?
+        .split_whitespace()
+        .next()
+        .context("empty /proc/loadavg")?
+        .parse()
+        .context("read /proc/loadavg")
 }
