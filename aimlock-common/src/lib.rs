@@ -140,6 +140,34 @@ pub struct ForkFields {
     pub child_pid: u16,
 }
 
+/// Where the BTF tracepoint programs find what they read, from the kernel's BTF
+/// (/sys/kernel/btf/vmlinux), since struct layouts differ between kernels (struct
+/// file_lock_core was split out of struct file_lock in 6.9).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BtfOffsets {
+    /// `struct inode`: `i_ino` and `i_sb`.
+    pub inode_ino: u16,
+    pub inode_sb: u16,
+    /// `struct super_block`: `s_dev`.
+    pub sb_dev: u16,
+    /// First byte of `struct file_lock` copied into the record: the copy runs from here for
+    /// [`BTF_LOCK_WINDOW`] bytes and holds owner, flags, type, pid and range.
+    pub lock_window: u16,
+}
+
+/// Layout of a record's payload written by a BTF tracepoint program: the inode number, the
+/// device and the result first, then a window of the `struct file_lock`.
+pub mod btf_payload {
+    pub const INO: u16 = 0;
+    pub const DEV: u16 = 8;
+    pub const RET: u16 = 12;
+    pub const LOCK: u16 = 16;
+}
+
+/// Bytes of `struct file_lock` a BTF tracepoint program copies.
+pub const BTF_LOCK_WINDOW: usize = PAYLOAD_LEN - btf_payload::LOCK as usize;
+
 /// What user space tells the programs before they load (a read-only global).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +179,7 @@ pub struct Config {
     pub lease_delete: LockFields,
     pub exit: ExitFields,
     pub fork: ForkFields,
+    pub btf: BtfOffsets,
     /// Only record processes whose tgid is in the `PIDS` map.
     pub filter_pid: u8,
     /// Only record processes whose comm is in the `COMMS` map.
@@ -171,6 +200,12 @@ impl Config {
         fork: ForkFields {
             parent_pid: ABSENT,
             child_pid: ABSENT,
+        },
+        btf: BtfOffsets {
+            inode_ino: 0,
+            inode_sb: 0,
+            sb_dev: 0,
+            lock_window: 0,
         },
         filter_pid: 0,
         filter_comm: 0,

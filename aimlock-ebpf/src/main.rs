@@ -8,16 +8,20 @@
 #![no_std]
 #![no_main]
 
-use aimlock_common::{ABSENT, Config, InodeKey, MAX_FILTER_ENTRIES, PAYLOAD_LEN, Record, Source};
+mod floor;
+use aimlock_common::{
+    ABSENT, Config, InodeKey, MAX_FILTER_ENTRIES, PAYLOAD_LEN, Record, Source, btf_payload,
+};
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf,
     },
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 
@@ -60,6 +64,29 @@ macro_rules! config {
         // folding in the default value that user space overrides at load time.
         unsafe { core::ptr::read_volatile(&CONFIG.$($field)+) }
     };
+}
+
+/// BTF tracepoint on `flock_lock_inode` (the same event as the tracepoint below, with the
+/// traced function's arguments `(struct inode *, struct file_lock *, int ret)` instead of a
+/// formatted record: the cheapest hook the kernel offers).
+#[btf_tracepoint(function = "flock_lock_inode")]
+pub fn btf_flock_lock_inode(ctx: BtfTracePointContext) -> i32 {
+    emit_btf(&ctx, Source::Flock, false);
+    0
+}
+
+/// BTF tracepoint on `posix_lock_inode`: see the tracepoint below.
+#[btf_tracepoint(function = "posix_lock_inode")]
+pub fn btf_posix_lock_inode(ctx: BtfTracePointContext) -> i32 {
+    emit_btf(&ctx, Source::Posix, false);
+    0
+}
+
+/// BTF tracepoint on `fcntl_setlk`: failures only, see the tracepoint below.
+#[btf_tracepoint(function = "fcntl_setlk")]
+pub fn btf_fcntl_setlk(ctx: BtfTracePointContext) -> i32 {
+    emit_btf(&ctx, Source::FcntlFailure, true);
+    0
 }
 
 /// `filelock:flock_lock_inode`, fired at the end of every `flock_lock_inode()` call in
@@ -160,6 +187,86 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The BTF programs' half of the work: the inode's number and device, the result, and a
+/// window of the `struct file_lock` are copied into the record's payload (see
+/// `aimlock_common::btf_payload`); user space decodes the window with offsets from BTF.
+fn emit_btf(ctx: &BtfTracePointContext, source: Source, failures_only: bool) {
+    let ret: i64 = ctx.arg(2);
+    let ret = ret as i32;
+    if failures_only && ret >= 0 {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    // SAFETY: the value is only tested for presence.
+    if config!(filter_pid) != 0 && unsafe { PIDS.get(pid) }.is_none() {
+        return;
+    }
+    let inode: *const u8 = ctx.arg(0);
+    let lock: *const u8 = ctx.arg(1);
+    // The verifier allows no arithmetic on a pointer that may be null.
+    if inode.is_null() || lock.is_null() {
+        return;
+    }
+    let (ino_off, sb_off) = (config!(btf.inode_ino), config!(btf.inode_sb));
+    let (dev_off, window) = (config!(btf.sb_dev), config!(btf.lock_window));
+    // SAFETY: kernel pointers from the tracepoint's arguments, read through the fault-safe
+    // helper at offsets taken from this kernel's BTF.
+    let (ino, dev) = unsafe {
+        let ino = bpf_probe_read_kernel(inode.add(usize::from(ino_off)).cast::<u64>());
+        let sb = bpf_probe_read_kernel(inode.add(usize::from(sb_off)).cast::<*const u8>());
+        let dev = match sb {
+            Ok(sb) => bpf_probe_read_kernel(sb.add(usize::from(dev_off)).cast::<u32>()),
+            Err(err) => Err(err),
+        };
+        match (ino, dev) {
+            (Ok(ino), Ok(dev)) => (ino, dev),
+            _ => return,
+        }
+    };
+    if config!(filter_inode) != 0 {
+        let key = InodeKey { dev, _pad: 0, ino };
+        // SAFETY: the value is only tested for presence.
+        if unsafe { INODES.get(key) }.is_none() {
+            return;
+        }
+    }
+    let comm = bpf_get_current_comm().unwrap_or_default();
+    // SAFETY: the value is only tested for presence.
+    if config!(filter_comm) != 0 && unsafe { COMMS.get(comm) }.is_none() {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
+        count_drop();
+        return;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points to reserved ring memory the size of a Record; every field is
+    // written before the entry is submitted.
+    unsafe {
+        (*record).ts_ns = now;
+        (*record).pid = pid;
+        (*record).tid = pid_tgid as u32;
+        (*record).source = source as u8;
+        (*record)._pad = [0; 7];
+        (*record).comm = comm;
+        let payload: &mut [u8; PAYLOAD_LEN] = &mut (*record).payload;
+        payload[..8].copy_from_slice(&ino.to_ne_bytes());
+        payload[8..12].copy_from_slice(&dev.to_ne_bytes());
+        payload[12..16].copy_from_slice(&ret.to_ne_bytes());
+        let copied = bpf_probe_read_kernel_buf(
+            lock.add(usize::from(window)),
+            &mut payload[usize::from(btf_payload::LOCK)..],
+        );
+        if copied.is_err() {
+            payload[usize::from(btf_payload::LOCK)..].fill(0);
+        }
+    }
+    entry.submit(wakeup_flags(now));
+}
+
 fn emit_lock(ctx: &TracePointContext, source: Source, dev_off: u16, ino_off: u16) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if config!(filter_inode) != 0 {
@@ -195,10 +302,7 @@ fn emit(ctx: &TracePointContext, source: Source, pid_tgid: u64) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
-        if let Some(drops) = DROPS.get_ptr_mut(0) {
-            // SAFETY: a per-CPU slot, only written by this CPU with preemption disabled.
-            unsafe { *drops += 1 };
-        }
+        count_drop();
         return;
     };
     // SAFETY: a helper without arguments.
@@ -218,7 +322,19 @@ fn emit(ctx: &TracePointContext, source: Source, pid_tgid: u64) {
             *payload = [0; PAYLOAD_LEN];
         }
     }
-    let wakeup = match LAST_WAKEUP.get_ptr_mut(0) {
+    entry.submit(wakeup_flags(now));
+}
+
+fn count_drop() {
+    if let Some(drops) = DROPS.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot, only written by this CPU with preemption disabled.
+        unsafe { *drops += 1 };
+    }
+}
+
+/// Wakes the reader for the first record after a quiet spell, not for every record of a burst.
+fn wakeup_flags(now: u64) -> u64 {
+    let flags = match LAST_WAKEUP.get_ptr_mut(0) {
         // SAFETY: a per-CPU slot, only used by this CPU with preemption disabled.
         Some(last) => unsafe {
             if now.wrapping_sub(*last) < WAKEUP_INTERVAL_NS {
@@ -230,7 +346,7 @@ fn emit(ctx: &TracePointContext, source: Source, pid_tgid: u64) {
         },
         None => 0,
     };
-    entry.submit(u64::from(wakeup));
+    u64::from(flags)
 }
 
 #[cfg(not(test))]

@@ -15,9 +15,9 @@ use aimlock_common::{
 };
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{BtfTracePoint, TracePoint},
 };
 
 /// What to record, applied in the kernel before anything reaches the ring.
@@ -91,7 +91,8 @@ pub struct Tracer {
     pub events: RingBuf<MapData>,
     pub drops: Drops,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-    pub config: Config,
+    /// Where the decoder finds each field of each source's records.
+    pub decode: Config,
     /// Optional hooks this kernel lacks.
     pub missing: Vec<String>,
 }
@@ -147,6 +148,18 @@ impl Tracer {
         config.filter_pid = u8::from(!filters.pids.is_empty());
         config.filter_comm = u8::from(!filters.comms.is_empty());
         config.filter_inode = u8::from(!filters.inodes.is_empty());
+        // The lock hooks run as BTF tracepoints where the kernel's BTF describes the structs
+        // they read, as classic tracepoints otherwise.
+        let btf_layout = match crate::btf::lock_layout() {
+            Ok(layout) => {
+                config.btf = layout.offsets;
+                Some(layout)
+            }
+            Err(err) => {
+                log::info!("lock hooks use classic tracepoints: {err:#}");
+                None
+            }
+        };
 
         let mut ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &config, true)
@@ -164,6 +177,26 @@ impl Tracer {
             }
         };
         fill_filters(&mut ebpf, filters)?;
+        let mut decode = config;
+        if let Some(layout) = btf_layout {
+            let kernel_btf = Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
+            for (field, tracepoint) in [
+                (&mut decode.flock, "flock_lock_inode"),
+                (&mut decode.posix, "posix_lock_inode"),
+                (&mut decode.fcntl, "fcntl_setlk"),
+            ] {
+                match attach_btf(&mut ebpf, &kernel_btf, tracepoint) {
+                    Ok(()) => {
+                        *field = layout.fields;
+                        attach.retain(|hook| hook.name != tracepoint);
+                    }
+                    Err(err) => {
+                        log::info!("{tracepoint}: classic tracepoint ({err})");
+                        log::debug!("{tracepoint}: {err:#}");
+                    }
+                }
+            }
+        }
         for hook in attach {
             let program: &mut TracePoint = ebpf
                 .program_mut(hook.program)
@@ -189,7 +222,7 @@ impl Tracer {
             events,
             drops: Drops(drops),
             logger,
-            config,
+            decode,
             missing,
         })
     }
@@ -204,6 +237,22 @@ impl Drops {
         let per_cpu = self.0.get(&0, 0).context("cannot read the drop counters")?;
         Ok(per_cpu.iter().sum())
     }
+}
+
+/// Loads and attaches the BTF tracepoint program for `tracepoint` (named `btf_<tracepoint>`).
+fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, tracepoint: &str) -> Result<()> {
+    let name = format!("btf_{tracepoint}");
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(&name)
+        .ok_or_else(|| anyhow!("program {name} is missing from the object"))?
+        .try_into()?;
+    program
+        .load(tracepoint, btf)
+        .with_context(|| format!("the kernel refused program {name}"))?;
+    program
+        .attach()
+        .with_context(|| format!("cannot attach {name}"))?;
+    Ok(())
 }
 
 fn fill_filters(ebpf: &mut Ebpf, filters: &Filters) -> Result<()> {

@@ -1,6 +1,7 @@
 //! aimlock: trace Linux file locks with eBPF, and find the locks that outlive their owner.
 
 mod break_lock;
+mod btf;
 mod decode;
 mod events;
 mod loader;

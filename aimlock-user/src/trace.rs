@@ -81,14 +81,14 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         log::warn!("not traced on this kernel: {missing}");
     }
     let Tracer {
-        ebpf: _attached,
+        ebpf: attached,
         events,
         drops,
         logger,
-        config,
+        decode,
         ..
     } = tracer;
-    let decoder = Decoder::new(config);
+    let decoder = Decoder::new(decode);
     let mut events = poll_readable(events).context("cannot poll the ring buffer")?;
     if let Some(logger) = logger {
         spawn_kernel_logger(logger)?;
@@ -125,7 +125,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         sink.flush();
     }
 
-    // Stop: take what is still in the ring, settle everything, account for losses.
+    // Stop: detach first, so that a busy system cannot keep the final drain going; then take
+    // what is still in the ring, settle everything, account for losses.
+    drop(attached);
     records += drain(events.get_mut(), &decoder, &mut tracker, &mut enricher);
     tracker.finish(&mut outputs);
     written += emit(&mut outputs, &mut tracker, &clock, &mut enricher, &mut sink);

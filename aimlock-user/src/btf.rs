@@ -1,0 +1,172 @@
+//! Struct layouts from the running kernel's BTF, for the BTF tracepoint programs.
+//!
+//! aimlock's programs are built without CO-RE relocations, so the offsets of the few fields
+//! they read are looked up here at load time and handed to them (and to the decoder).
+
+use aimlock_common::{BTF_LOCK_WINDOW, BtfOffsets, LockFields, btf_payload};
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// What the BTF programs need, and how to decode what they write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockLayout {
+    pub offsets: BtfOffsets,
+    /// Where the decoder finds each field in a BTF program's payload.
+    pub fields: LockFields,
+}
+
+/// Reads the layout of `struct inode`, `struct super_block` and `struct file_lock`.
+pub fn lock_layout() -> Result<LockLayout> {
+    let btf = Btf::from_file(VMLINUX).with_context(|| format!("cannot read {VMLINUX}"))?;
+    let layout = Layout { btf: &btf };
+    let inode_ino = layout.offset("inode", &["i_ino"])?;
+    let inode_sb = layout.offset("inode", &["i_sb"])?;
+    let sb_dev = layout.offset("super_block", &["s_dev"])?;
+    // From 6.9 the common fields live in `struct file_lock_core c`.
+    let lock = |core: &str, old: &str| {
+        layout
+            .offset("file_lock", &["c", core])
+            .or_else(|_| layout.offset("file_lock", &[old]))
+    };
+    let owner = lock("flc_owner", "fl_owner")?;
+    let flags = lock("flc_flags", "fl_flags")?;
+    let lock_type = lock("flc_type", "fl_type")?;
+    let fl_pid = lock("flc_pid", "fl_pid")?;
+    let start = layout.offset("file_lock", &["fl_start"])?;
+    let end = layout.offset("file_lock", &["fl_end"])?;
+
+    let first = [owner, flags, lock_type, fl_pid, start, end]
+        .into_iter()
+        .min()
+        .unwrap_or(0);
+    let window = first & !7;
+    let last = end + 8;
+    if (last - window) as usize > BTF_LOCK_WINDOW {
+        bail!(
+            "struct file_lock spreads its fields over {} bytes, more than the {BTF_LOCK_WINDOW} \
+             a record holds",
+            last - window
+        );
+    }
+    let in_payload = |offset: u32| (u32::from(btf_payload::LOCK) + offset - window) as u16;
+    let narrow = |offset: u32| {
+        u16::try_from(offset).map_err(|_| anyhow!("offset {offset} does not fit a record"))
+    };
+    Ok(LockLayout {
+        offsets: BtfOffsets {
+            inode_ino: narrow(inode_ino)?,
+            inode_sb: narrow(inode_sb)?,
+            sb_dev: narrow(sb_dev)?,
+            lock_window: narrow(window)?,
+        },
+        fields: LockFields {
+            ino: btf_payload::INO,
+            dev: btf_payload::DEV,
+            ret: btf_payload::RET,
+            owner: in_payload(owner),
+            flags: in_payload(flags),
+            lock_type: in_payload(lock_type),
+            fl_pid: in_payload(fl_pid),
+            start: in_payload(start),
+            end: in_payload(end),
+            blocker: aimlock_common::ABSENT,
+        },
+    })
+}
+
+struct Layout<'a> {
+    btf: &'a Btf,
+}
+
+impl Layout<'_> {
+    /// Byte offset of `path` (a member, then members of that member...) in `struct name`.
+    fn offset(&self, name: &str, path: &[&str]) -> Result<u32> {
+        let mut current = self
+            .btf
+            .resolve_types_by_name(name)
+            .ok()
+            .and_then(|types| types.into_iter().find(|t| matches!(t, Type::Struct(_))))
+            .ok_or_else(|| anyhow!("the kernel's BTF has no struct {name}"))?;
+        let mut offset = 0;
+        for member_name in path {
+            let (member_offset, member_type) = self
+                .member(&current, member_name)
+                .ok_or_else(|| anyhow!("struct {name} has no member {}", path.join(".")))?;
+            offset += member_offset;
+            current = member_type;
+        }
+        Ok(offset)
+    }
+
+    /// Finds a member by name, looking through anonymous structs and unions.
+    fn member(&self, container: &Type, wanted: &str) -> Option<(u32, Type)> {
+        let (Type::Struct(fields) | Type::Union(fields)) = container else {
+            return None;
+        };
+        for member in &fields.members {
+            let name = self.btf.resolve_name(member).unwrap_or_default();
+            let member_type = self.resolved(self.btf.resolve_chained_type(member).ok()?);
+            let offset = member.bit_offset() / 8;
+            if name == wanted {
+                return Some((offset, member_type));
+            }
+            if name.is_empty()
+                && let Some((inner, found)) = self.member(&member_type, wanted)
+            {
+                return Some((offset + inner, found));
+            }
+        }
+        None
+    }
+
+    /// Follows typedefs and qualifiers to the type underneath.
+    fn resolved(&self, mut current: Type) -> Type {
+        loop {
+            let next = match &current {
+                Type::Typedef(t) => self.btf.resolve_chained_type(t),
+                Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
+                    self.btf.resolve_chained_type(t)
+                }
+                _ => return current,
+            };
+            match next {
+                Ok(next) => current = next,
+                Err(_) => return current,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the running kernel's BTF, as the tracer does (readable without privileges).
+    #[test]
+    fn the_running_kernel_describes_every_field_the_programs_read() {
+        let layout = lock_layout().expect("this kernel's BTF describes struct file_lock");
+        let fields = layout.fields;
+        let mut in_window = [
+            fields.owner,
+            fields.flags,
+            fields.lock_type,
+            fields.fl_pid,
+            fields.start,
+            fields.end,
+        ];
+        assert!(in_window.iter().all(|&offset| offset >= btf_payload::LOCK));
+        assert!(usize::from(fields.end) + 8 <= aimlock_common::PAYLOAD_LEN);
+        in_window.sort();
+        assert!(
+            in_window.windows(2).all(|pair| pair[0] < pair[1]),
+            "{fields:?}"
+        );
+        assert!(
+            fields.start + 8 == fields.end,
+            "fl_end follows fl_start: {fields:?}"
+        );
+        assert_ne!(layout.offsets.inode_ino, layout.offsets.inode_sb);
+    }
+}
