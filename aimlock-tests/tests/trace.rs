@@ -489,3 +489,29 @@ fn text_format_prints_one_readable_line_per_event() {
     );
     assert!(text.lines().last().unwrap().contains("stop"), "{text}");
 }
+
+#[test]
+fn a_getlk_probe_records_nothing_and_a_lease_is_acquired_and_released() {
+    let dir = TempDir::new("getlk-lease");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
+    // F_GETLK only asks; a write lease needs the only open to be this one, read-write.
+    let work = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "getlk:0:0",
+        "lease:w",
+        "sleep:0.2",
+        "lease:u",
+    ]);
+    let pid = work.pid();
+    work.finish();
+    tracer.wait_for("the lease's release", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == ino && e["kind"] == "lease"
+    });
+    let events = tracer.stop();
+    let mine = lock_events(&events, ino, pid);
+    assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");
+    assert!(mine.iter().all(|e| e["kind"] == "lease" && e["mode"] == "write"), "{mine:#?}");
+    assert_eq!(mine[1]["reason"], "unlock");
+}
