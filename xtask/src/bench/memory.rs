@@ -42,23 +42,22 @@ pub fn peak_memory(tools: &Tools) -> Result<Outcome> {
 
     let per_holder = LOCKS / HOLDERS;
     let mut holders = Holders(Vec::with_capacity(HOLDERS));
+    // One holder at a time: the figure is what tracking costs, not how the ring copes with
+    // ten processes taking locks at once.
     for _ in 0..HOLDERS {
         let nofile = per_holder + 64;
-        holders.0.push(
-            Command::new("prlimit")
-                .arg(format!("--nofile={nofile}:{nofile}"))
-                .arg(&tools.lockwork)
-                .arg(format!("hold-many:{}:{per_holder}", dir.display()))
-                .arg("sleep:86400")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .context("start a lockwork holder under prlimit")?,
-        );
-    }
-    for holder in &mut holders.0 {
-        // Its first line reports the locks taken.
+        let mut holder = Command::new("prlimit")
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(&tools.lockwork)
+            .arg(format!("hold-many:{}:{per_holder}", dir.display()))
+            .arg("sleep:86400")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start a lockwork holder under prlimit")?;
         let stdout = holder.stdout.take().context("holder's stdout")?;
+        holders.0.push(holder);
+        // Its first line reports the locks taken.
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
         if !line.contains("\"ok\":true") {
@@ -88,8 +87,8 @@ pub fn peak_memory(tools: &Tools) -> Result<Outcome> {
     writeln!(
         out,
         "`aimlock trace --output FILE` (no filter, default 8 MiB ring) runs while {HOLDERS} \
-         `lockwork hold-many:DIR:{per_holder}` processes (under `prlimit --nofile`) each open \
-         {per_holder} files and lock them, in turn with flock, a POSIX and an OFD write lock, \
+         `lockwork hold-many:DIR:{per_holder}` processes (under `prlimit --nofile`), started one \
+         after the other, each open {per_holder} files and lock them, in turn with flock, a POSIX and an OFD write lock, \
          and keep them. Once every holder has its locks and the tracer has been idle for half \
          a second ({settled:.1} s after), its VmHWM is read from /proc/PID/status."
     )?;
