@@ -41,17 +41,23 @@ fn main() -> Result<()> {
         "btf" => {
             let btf = Btf::from_sys_fs().context("read /sys/kernel/btf/vmlinux")?;
             for (_, name) in HOOKS {
-                let program: &mut BtfTracePoint = program(&mut ebpf, &format!("floor_btf_{name}"))?
-                    .try_into()?;
-                program.load(name, &btf).with_context(|| format!("load tp_btf/{name}"))?;
-                program.attach().with_context(|| format!("attach tp_btf/{name}"))?;
+                let program: &mut BtfTracePoint =
+                    program(&mut ebpf, &format!("floor_btf_{name}"))?.try_into()?;
+                program
+                    .load(name, &btf)
+                    .with_context(|| format!("load tp_btf/{name}"))?;
+                program
+                    .attach()
+                    .with_context(|| format!("attach tp_btf/{name}"))?;
             }
         }
         "tp" => {
             for (category, name) in HOOKS {
                 let program: &mut TracePoint =
                     program(&mut ebpf, &format!("floor_tp_{name}"))?.try_into()?;
-                program.load().with_context(|| format!("load {category}:{name}"))?;
+                program
+                    .load()
+                    .with_context(|| format!("load {category}:{name}"))?;
                 program
                     .attach(category, name)
                     .with_context(|| format!("attach {category}:{name}"))?;
