@@ -168,12 +168,14 @@ impl Tracer {
     }
 
     /// SIGINT, then every line written; asserts a clean exit and a `stop` line last.
-    pub fn stop(mut self) -> Vec<Value> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .expect("SIGINT the tracer");
+    pub fn stop(self) -> Vec<Value> {
+        self.stop_with(nix::sys::signal::Signal::SIGINT)
+    }
+
+    /// Sends `signal`, then as [`Tracer::stop`].
+    pub fn stop_with(mut self, signal: nix::sys::signal::Signal) -> Vec<Value> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
+            .expect("signal the tracer");
         let status = self.child.wait().expect("wait for the tracer");
         assert!(status.success(), "aimlock trace exited with {status}");
         // The reader thread ends at EOF; give it a moment to push the last lines.

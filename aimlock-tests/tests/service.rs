@@ -439,9 +439,11 @@ fn journald_sink_speaks_the_native_protocol() {
         ],
         &log,
     );
+    // The pause lets the tracer read the path from the taker's fds while it is alive.
     let taker = Workload::start(&[
         &format!("open:{}", file.display()),
         "flock:ex",
+        "sleep:0.3",
         "hold-in-child:3",
     ]);
     let child = taker.holder_pid();

@@ -286,10 +286,15 @@ fn blocking_flock_reports_its_wait() {
     let ino = inode(&file);
     let path = format!("open:{}", file.display());
     let tracer = Tracer::start(&["--path", &file.display().to_string()]);
-    let holder = Workload::start(&[&path, "flock:ex", "sleep:0.5", "flock:un"]);
+    let mut holder = Workload::start(&[&path, "flock:ex", "wait-stdin", "sleep:0.5", "flock:un"]);
     holder.wait_step("flock:ex");
     let waiter = Workload::start(&[&path, "flock:ex", "flock:un"]);
     let waiter_pid = waiter.pid();
+    // The holder keeps the lock 0.5 s more once the waiter is queued behind it.
+    tracer.wait_for("the waiter to queue", SETTLE, |e| {
+        e["event"] == "wait" && e["ino"] == ino && e["pid"] == waiter_pid
+    });
+    holder.proceed();
     waiter.finish();
     holder.finish();
     let acquire = tracer.wait_for("the waiter's acquire", SETTLE, |e| {
@@ -367,39 +372,17 @@ fn sigterm_mid_burst_drains_and_writes_the_stop_line() {
     let dir = TempDir::new("sigterm");
     let file = dir.file("lock");
     let ino = inode(&file);
-    let mut tracer = std::process::Command::new(aimlock_tests::aimlock_bin())
-        .args(["trace", "--path", &file.display().to_string()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn tracer");
-    let stdout = tracer.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map(|line| line.unwrap())
-            .collect::<Vec<String>>()
-    });
-    std::thread::sleep(Duration::from_secs(1));
-    let burst = Workload::start(&[&format!("open:{}", file.display()), "loop:200000:flock"]);
-    std::thread::sleep(Duration::from_millis(100));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(tracer.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = tracer.wait().unwrap();
+    // Every line is parsed as it arrives: a torn line fails the test.
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
+    let burst = Workload::start(&[&format!("open:{}", file.display()), "loop:2000000:flock"]);
+    tracer.wait_for("the burst", SETTLE, |e| e["ino"] == ino);
+    let events = tracer.stop_with(nix::sys::signal::Signal::SIGTERM);
     drop(burst);
-    assert!(status.success(), "{status}");
-    let lines = reader.join().unwrap();
-    let parsed: Vec<Value> = lines
-        .iter()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("torn line {line:?}")))
-        .collect();
-    assert_eq!(parsed[0]["event"], "start");
-    assert_eq!(parsed.last().unwrap()["event"], "stop");
+    assert_eq!(events[0]["event"], "start");
+    let stop = events.last().unwrap();
+    assert!(stop["lost"].is_u64() && stop["records"].is_u64(), "{stop}");
     assert!(
-        !on_inode(&parsed, ino).is_empty(),
+        on_inode(&events, ino).len() > 1,
         "the burst's events before the signal are in the log"
     );
 }
@@ -449,7 +432,7 @@ fn bad_invocations_fail_with_one_line() {
 fn text_format_prints_one_readable_line_per_event() {
     let dir = TempDir::new("text");
     let file = dir.file("lock");
-    let tracer = std::process::Command::new(aimlock_tests::aimlock_bin())
+    let mut tracer = std::process::Command::new(aimlock_tests::aimlock_bin())
         .args([
             "trace",
             "--format",
@@ -460,7 +443,21 @@ fn text_format_prints_one_readable_line_per_event() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn tracer");
-    std::thread::sleep(Duration::from_secs(1));
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = tracer.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the start line");
+    assert!(start.contains("start"), "{start}");
     Workload::start(&[
         &format!("open:{}", file.display()),
         "flock:sh",
@@ -468,26 +465,28 @@ fn text_format_prints_one_readable_line_per_event() {
         "flock:un",
     ])
     .finish();
-    std::thread::sleep(Duration::from_millis(300));
+    let acquire = loop {
+        let line = lines.recv_timeout(SETTLE).expect("an acquire line");
+        if line.contains("acquire") {
+            break line;
+        }
+    };
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(tracer.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    let output = tracer.wait_with_output().unwrap();
-    assert!(output.status.success());
-    let text = String::from_utf8(output.stdout).unwrap();
-    let acquire = text
-        .lines()
-        .find(|line| line.contains("acquire"))
-        .unwrap_or_else(|| panic!("no acquire line in {text}"));
+    assert!(tracer.wait().unwrap().success());
+    let rest: Vec<String> = lines.iter().collect();
     assert!(acquire.contains("flock read"), "{acquire}");
     assert!(acquire.contains(&file.display().to_string()), "{acquire}");
-    assert!(
-        !text.contains('\x1b'),
-        "no colour when stdout is not a terminal: {text}"
-    );
-    assert!(text.lines().last().unwrap().contains("stop"), "{text}");
+    for line in std::iter::once(&acquire).chain(&rest) {
+        assert!(
+            !line.contains('\x1b'),
+            "no colour when stdout is not a terminal: {line}"
+        );
+    }
+    assert!(rest.last().unwrap().contains("stop"), "{rest:?}");
 }
 
 #[test]
@@ -512,6 +511,10 @@ fn a_getlk_probe_records_nothing_and_a_lease_is_acquired_and_released() {
     let events = tracer.stop();
     let mine = lock_events(&events, ino, pid);
     assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");
-    assert!(mine.iter().all(|e| e["kind"] == "lease" && e["mode"] == "write"), "{mine:#?}");
+    assert!(
+        mine.iter()
+            .all(|e| e["kind"] == "lease" && e["mode"] == "write"),
+        "{mine:#?}"
+    );
     assert_eq!(mine[1]["reason"], "unlock");
 }

@@ -5,7 +5,7 @@
 
 use aimlock_common::{BTF_LOCK_WINDOW, BtfOffsets, LockFields, btf_payload};
 use anyhow::{Context as _, Result, anyhow, bail};
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
@@ -19,7 +19,9 @@ pub struct LockLayout {
 
 /// Reads the layout of `struct inode`, `struct super_block` and `struct file_lock`.
 pub fn lock_layout() -> Result<LockLayout> {
-    let btf = Btf::from_file(VMLINUX).with_context(|| format!("cannot read {VMLINUX}"))?;
+    // Mapped rather than parsed whole: only three structs are looked up.
+    let btf = Btf::from_file_with_backend(VMLINUX, Backend::Mmap)
+        .with_context(|| format!("cannot read {VMLINUX}"))?;
     let layout = Layout { btf: &btf };
     let inode_ino = layout.offset("inode", &["i_ino"])?;
     let inode_sb = layout.offset("inode", &["i_sb"])?;

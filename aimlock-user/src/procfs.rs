@@ -89,19 +89,35 @@ pub struct OpenPath {
 
 /// Finds an fd of `pid` on the inode (`dev` in the kernel's encoding) and the path it shows.
 pub fn open_path(pid: u32, dev: u32, ino: u64) -> Option<OpenPath> {
-    let dir = format!("/proc/{pid}/fd");
-    for entry in fs::read_dir(&dir).ok()?.flatten() {
-        let Ok(meta) = fs::metadata(entry.path()) else {
-            continue;
-        };
-        if meta.ino() != ino || user_dev_to_kernel(meta.dev()) != dev {
-            continue;
-        }
-        let fd = entry.file_name().to_str()?.parse().ok()?;
-        let link = fs::read_link(entry.path()).ok()?;
-        return Some(process_view(pid, fd, link));
+    open_files(pid)
+        .into_iter()
+        .find(|(key, _)| *key == (dev, ino))
+        .map(|(_, path)| path)
+}
+
+/// The file an fd of `pid` refers to: (kernel device, inode) and the path the process sees.
+/// `Ok(None)` when it is not a regular file or a directory; an error of kind `NotFound` when
+/// the process has no such fd.
+pub fn fd_file(pid: u32, fd: i32) -> io::Result<Option<((u32, u64), OpenPath)>> {
+    let link = format!("/proc/{pid}/fd/{fd}");
+    let meta = fs::metadata(&link)?;
+    if !meta.is_file() && !meta.is_dir() {
+        return Ok(None);
     }
-    None
+    let target = fs::read_link(&link)?;
+    let key = (user_dev_to_kernel(meta.dev()), meta.ino());
+    Ok(Some((key, process_view(pid, fd, target))))
+}
+
+/// Every regular file and directory `pid` has open, by (kernel device, inode).
+pub fn open_files(pid: u32) -> Vec<((u32, u64), OpenPath)> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter_map(|fd| fd_file(pid, fd).ok().flatten())
+        .collect()
 }
 
 /// Turns a /proc/PID/fd link into the path as the process sees it: relative to its root, with

@@ -4,7 +4,7 @@ use std::{
     net::SocketAddr,
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result};
@@ -112,7 +112,18 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                records += drain(guard.get_inner_mut(), &decoder, &mut tracker, &mut enricher);
+                // In batches, so that a full ring moves to the log a batch at a time rather than
+                // all at once into memory.
+                loop {
+                    let ring = guard.get_inner_mut();
+                    let batch = drain(ring, &decoder, &mut tracker, &mut enricher, DRAIN_BATCH);
+                    records += batch;
+                    tracker.advance(clock.monotonic_now(), &mut outputs);
+                    written += emit(&mut outputs, &mut tracker, &clock, &mut enricher, &mut sink);
+                    if batch < DRAIN_BATCH {
+                        break;
+                    }
+                }
                 guard.clear_ready();
             }
             _ = tick.tick() => {}
@@ -128,7 +139,13 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     // Stop: detach first, so that a busy system cannot keep the final drain going; then take
     // what is still in the ring, settle everything, account for losses.
     drop(attached);
-    records += drain(events.get_mut(), &decoder, &mut tracker, &mut enricher);
+    records += drain(
+        events.get_mut(),
+        &decoder,
+        &mut tracker,
+        &mut enricher,
+        u64::MAX,
+    );
     tracker.finish(&mut outputs);
     written += emit(&mut outputs, &mut tracker, &clock, &mut enricher, &mut sink);
     let lost = drops.total().unwrap_or_else(|err| {
@@ -150,16 +167,22 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     Ok(())
 }
 
-/// Moves every record in the ring into the tracker; returns how many. Paths are looked up
+/// Records taken from the ring between two passes through the tracker.
+const DRAIN_BATCH: u64 = 4096;
+
+/// Moves up to `limit` records from the ring into the tracker; returns how many. Paths are looked up
 /// now, while the process that locked the file is most likely still alive.
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     decoder: &Decoder,
     tracker: &mut Tracker,
     enricher: &mut Enricher,
+    limit: u64,
 ) -> u64 {
     let mut count = 0;
-    while let Some(item) = ring.next() {
+    while count < limit
+        && let Some(item) = ring.next()
+    {
         count += 1;
         match decoder.decode(&item) {
             Some(input) => {
@@ -325,6 +348,20 @@ impl Clock {
     }
 }
 
+/// Paths remembered at most; past this the cache starts again (a path is looked up again from
+/// the process that locks the file next).
+const MAX_CACHED_PATHS: usize = 200_000;
+/// Fds tried past the highest one seen, when a lock is on a file not seen yet.
+const FD_PROBES: usize = 8;
+const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct FdScan {
+    /// The next fd number not looked at yet.
+    next_fd: i32,
+    last_full: Option<Instant>,
+}
+
 /// Adds what only /proc knows (paths, namespace pids, containers, holders), with caches so that
 /// a burst of events on one file costs one lookup.
 #[derive(Default)]
@@ -335,14 +372,15 @@ struct Enricher {
     devices: HashMap<u32, String>,
     /// Command names by pid, with the bytes they were made from.
     comms: HashMap<u32, ([u8; 16], String)>,
-    /// The last process in which a path lookup failed, by inode, so a burst of events from a
-    /// process that is gone does not repeat it.
-    path_misses: HashMap<(u32, u64), u32>,
+    /// How far each process's fds have been looked at, so that a burst of locks on newly
+    /// opened files costs a few lookups each, not a scan of every fd.
+    fd_scans: HashMap<u32, FdScan>,
 }
 
 impl Enricher {
     fn forget(&mut self, pid: u32) {
         self.processes.remove(&pid);
+        self.fd_scans.remove(&pid);
         self.comms.remove(&pid);
     }
 
@@ -374,19 +412,43 @@ impl Enricher {
             .as_ref()
     }
 
+    /// Finds the path of (dev, ino) among `pid`'s open files. New files usually get the next
+    /// fd numbers, so those are tried first; a full scan of the fds is done at most once a
+    /// second per process.
     fn learn_path(&mut self, pid: u32, dev: u32, ino: u64) {
         let key = (dev, ino);
-        if self.paths.contains_key(&key) || self.path_misses.get(&key) == Some(&pid) {
+        if self.paths.contains_key(&key) {
             return;
         }
-        match procfs::open_path(pid, dev, ino) {
-            Some(found) => {
-                self.path_misses.remove(&key);
-                self.paths.insert(key, found);
+        if self.paths.len() >= MAX_CACHED_PATHS {
+            self.paths.clear();
+        }
+        let scan = self.fd_scans.entry(pid).or_default();
+        for _ in 0..FD_PROBES {
+            match procfs::fd_file(pid, scan.next_fd) {
+                Ok(found) => {
+                    scan.next_fd += 1;
+                    if let Some((file, path)) = found {
+                        self.paths.insert(file, path);
+                    }
+                }
+                Err(_) => break,
             }
-            None => {
-                self.path_misses.insert(key, pid);
-            }
+        }
+        if self.paths.contains_key(&key) {
+            return;
+        }
+        let now = Instant::now();
+        if scan
+            .last_full
+            .is_some_and(|last| now.duration_since(last) < FULL_SCAN_INTERVAL)
+        {
+            return;
+        }
+        scan.last_full = Some(now);
+        for (file, path) in procfs::open_files(pid) {
+            scan.next_fd = scan.next_fd.max(path.fd + 1);
+            self.paths.insert(file, path);
         }
     }
 

@@ -1,5 +1,8 @@
 //! aimlock's tasks: `cargo xtask setup | build | run -- ARGS | test | vm-test | bench`.
 
+mod bench;
+mod bench_locks;
+mod bench_report;
 mod setup;
 mod vm;
 
@@ -43,6 +46,16 @@ enum Task {
         #[arg(long)]
         fail_inside: bool,
     },
+    /// Setup, build, then the benchmarks: aimlock against the floor and the tools operators
+    /// would use instead; writes docs/bench.md and checks the figures against the goals.
+    Bench {
+        /// Rounds of each comparison (at least 3).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Run only this section.
+        #[arg(long, value_enum)]
+        only: Option<bench::Section>,
+    },
 }
 
 /// A named step, for messages.
@@ -62,6 +75,7 @@ fn main() -> ExitCode {
             kernels,
             fail_inside,
         }),
+        Task::Bench { runs, only } => bench::bench(&bench::Options { runs, only }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,7 +129,14 @@ pub fn capture(command: &mut Command) -> Result<String> {
 fn build() -> Result<()> {
     run_step(
         Step("build aimlock (release)"),
-        cargo().args(["build", "--release", "--package", "aimlock-user", "--bin", "aimlock"]),
+        cargo().args([
+            "build",
+            "--release",
+            "--package",
+            "aimlock-user",
+            "--bin",
+            "aimlock",
+        ]),
     )
 }
 
@@ -143,7 +164,28 @@ fn test() -> Result<()> {
     run_step(Step("rustfmt"), cargo().args(["fmt", "--all", "--check"]))?;
     run_step(
         Step("clippy"),
-        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "aimlock-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    // The kernel programs only build for the BPF target, with nightly and core from source.
+    run_step(
+        Step("clippy (kernel programs)"),
+        cargo()
+            .args(["+nightly", "clippy", "--package", "aimlock-ebpf"])
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+            .args(["--", "-D", "warnings"])
+            .env(
+                "CARGO_TARGET_DIR",
+                workspace_root().join("target/ebpf-clippy"),
+            ),
     )?;
     build()?;
     run_step(
@@ -158,7 +200,13 @@ fn test() -> Result<()> {
     run_step(
         Step("integration tests (real kernel, as root)"),
         cargo()
-            .args(["test", "--package", "aimlock-tests", "--", "--test-threads=4"])
+            .args([
+                "test",
+                "--package",
+                "aimlock-tests",
+                "--",
+                "--test-threads=4",
+            ])
             .env("AIMLOCK_BIN", aimlock_binary()),
     )?;
     vm::matrix(&vm::Options {
