@@ -178,8 +178,16 @@ fn test() -> Result<()> {
     // The kernel programs only build for the BPF target, with nightly and core from source.
     run_step(
         Step("clippy (kernel programs)"),
-        cargo()
-            .args(["+nightly", "clippy", "--package", "aimlock-ebpf"])
+        Command::new("rustup")
+            .current_dir(workspace_root())
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "--package",
+                "aimlock-ebpf",
+            ])
             .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
             .args(["--", "-D", "warnings"])
             .env(
