@@ -16,6 +16,7 @@ use aimlock_common::{FILE_LOCK_DEFERRED, fl_flags, fl_type};
 // The tracker sits on the hot path of every event: FxHash, not SipHash. Its keys are kernel
 // values, not attacker-chosen strings.
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use smallvec::SmallVec;
 
 use crate::{
     decode::{Input, LockOp},
@@ -125,6 +126,10 @@ pub enum Output {
     },
 }
 
+/// The ranges one owner holds on one file: one, nearly always (flock and lease locks are whole
+/// files), so it is kept inline rather than in an allocation of its own.
+type Ranges = SmallVec<[Held; 1]>;
+
 struct Waiting {
     since_ns: u64,
     pid: u32,
@@ -142,7 +147,7 @@ pub struct Tracker {
     /// ring delivers them nearly in order, so an insertion from the back is almost always a
     /// push.
     pending: VecDeque<Input>,
-    locks: HashMap<LockId, Vec<Held>>,
+    locks: HashMap<LockId, Ranges>,
     /// Locks each process took, for its exit.
     taken_by: HashMap<u32, HashSet<LockId>>,
     /// Blocking calls in progress, by thread.
@@ -440,7 +445,7 @@ impl Tracker {
                 if id.kind == LockKind::Posix {
                     // POSIX locks belong to the process and cannot outlive it: what is left
                     // here was released in records that were lost.
-                    let (gone, kept): (Vec<Held>, Vec<Held>) =
+                    let (gone, kept): (Ranges, Ranges) =
                         ranges.drain(..).partition(|held| held.taker.pid == pid);
                     *ranges = kept;
                     for held in gone {
@@ -568,7 +573,7 @@ impl Tracker {
         };
         let ranges = entry.get_mut();
         let mut removed = Vec::new();
-        let mut kept = Vec::with_capacity(ranges.len());
+        let mut kept = Ranges::new();
         for held in ranges.drain(..) {
             if held.end < start || held.start > end {
                 kept.push(held);
