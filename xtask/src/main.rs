@@ -198,7 +198,14 @@ fn test() -> Result<()> {
     build()?;
     run_step(
         Step("unit tests"),
-        cargo().args(["test", "--workspace", "--exclude", "aimlock-tests"]),
+        cargo().args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "aimlock-tests",
+            "--exclude",
+            "aimlock-ebpf",
+        ]),
     )?;
     if !nix_is_root() {
         return Err(anyhow!(
