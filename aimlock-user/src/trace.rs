@@ -110,28 +110,32 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
         tokio::select! {
-            guard = events.readable_mut() => {
-                let mut guard = guard?;
-                // In batches, so that a full ring moves to the log a batch at a time rather than
-                // all at once into memory.
-                loop {
-                    let ring = guard.get_inner_mut();
-                    let batch = drain(ring, &decoder, &mut tracker, &mut enricher, DRAIN_BATCH);
-                    records += batch;
-                    tracker.advance(clock.monotonic_now(), &mut outputs);
-                    written += emit(&mut outputs, &mut tracker, &clock, &mut enricher, &mut sink);
-                    if batch < DRAIN_BATCH {
-                        break;
-                    }
-                }
-                guard.clear_ready();
-            }
+            // Readiness is cleared before the drain below, so that records arriving during it
+            // wake the loop again.
+            guard = events.readable_mut() => guard?.clear_ready(),
+            // Records written without a wakeup (the kernel wakes the reader at most once a
+            // millisecond per CPU) are picked up on the tick.
             _ = tick.tick() => {}
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
-        tracker.advance(clock.monotonic_now(), &mut outputs);
-        written += emit(&mut outputs, &mut tracker, &clock, &mut enricher, &mut sink);
+        // In batches, so that a full ring moves to the log a batch at a time rather than all at
+        // once into memory.
+        loop {
+            let batch = drain(
+                events.get_mut(),
+                &decoder,
+                &mut tracker,
+                &mut enricher,
+                DRAIN_BATCH,
+            );
+            records += batch;
+            tracker.advance(clock.monotonic_now(), &mut outputs);
+            written += emit(&mut outputs, &mut tracker, &clock, &mut enricher, &mut sink);
+            if batch < DRAIN_BATCH {
+                break;
+            }
+        }
         sink.count_records(records, || drops.total().ok());
         sink.flush();
     }
