@@ -374,7 +374,7 @@ fn sigterm_mid_burst_drains_and_writes_the_stop_line() {
     let ino = inode(&file);
     // Every line is parsed as it arrives: a torn line fails the test.
     let tracer = Tracer::start(&["--path", &file.display().to_string()]);
-    let burst = Workload::start(&[&format!("open:{}", file.display()), "loop:2000000:flock"]);
+    let burst = Workload::start(&[&format!("open:{}", file.display()), "loop:1000000:flock"]);
     tracer.wait_for("the burst", SETTLE, |e| e["ino"] == ino);
     let events = tracer.stop_with(nix::sys::signal::Signal::SIGTERM);
     drop(burst);
