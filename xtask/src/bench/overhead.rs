@@ -468,13 +468,16 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
     writeln!(out, "aimlock's loaded programs during the loop: {kinds}.")?;
     writeln!(out)?;
     let why_overhead = format!(
-        "aimlock's programs here: {kinds}; per pair, medians: {}. What the classic tracepoints add over tp_btf is the trace \
-         record the kernel builds before any program runs; what aimlock adds over the classic \
-         floor is its programs' work (comm, ring reservation, a copy of the record) and its \
-         reader competing with the loop for this machine's cores (see the tracer CPU column). \
-         Attaching the lock hooks as tp_btf and reading the arguments directly closes the \
-         first part; the second shrinks with less work per record in the kernel and batched \
-         reading.",
+        "aimlock's programs here: {kinds}; per pair, medians: {}. aimlock's lock hooks are \
+         tp_btf already (its classic tracepoints are the exit and lease hooks, which this loop \
+         does not reach), so what it adds over the tp_btf floor is the work of its programs for \
+         each of the two records a pair makes (the command name, four reads of kernel memory, a \
+         ring reservation, a 136-byte record and its submission) and its reader competing with \
+         the loop for this machine's two cores (see the tracer CPU column). What would close \
+         the gap: a smaller record without the command name (read once per process in user \
+         space instead), records batched per CPU so that one ring reservation carries several, \
+         and, on a machine with a spare core, nothing: the reader's share is contention, not \
+         work done in the traced process.",
         reasons.join("; ")
     );
     let goals = vec![
@@ -495,8 +498,11 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
             figure: format!("{lost_total} lost over {} runs", runs * families.len()),
             met: lost_total == 0,
             why: Some(
-                "the loop produces records faster than the reader drains the ring: see the \
-                 lossless rate section"
+                "the loop makes records faster than one reader drains them (two records a \
+                 pair, millions a second in this loop, well past the lossless rate measured \
+                 below, which is what one reader sustains on one core): see that section. A ring large enough for \
+                 the whole burst, or a reader that spreads decoding and formatting over cores, \
+                 would close it"
                     .into(),
             ),
         },
