@@ -423,6 +423,20 @@ fn bad_invocations_fail_with_one_line() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("power of two"), "{stderr}");
 
+    let unprivileged = {
+        use std::os::unix::process::CommandExt as _;
+        std::process::Command::new(aimlock_tests::aimlock_bin())
+            .arg("trace")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("run aimlock as nobody")
+    };
+    let stderr = String::from_utf8_lossy(&unprivileged.stderr);
+    assert_eq!(unprivileged.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+
     let (code, stderr) = run(&["trace", "--path", "/no/such/file"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("/no/such/file"), "{stderr}");
