@@ -153,7 +153,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         // SAFETY: the offset was read from this tracepoint's format file.
         unsafe { ctx.read_at::<u8>(usize::from(group_dead)) }.is_ok_and(|dead| dead != 0)
     };
-    if !whole_group {
+    if !whole_group || !pid_wanted(pid_tgid) {
         return 0;
     }
     emit(&ctx, Source::Exit, pid_tgid);
@@ -197,9 +197,7 @@ fn emit_btf(ctx: &BtfTracePointContext, source: Source, failures_only: bool) {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
-    // SAFETY: the value is only tested for presence.
-    if config!(filter_pid) != 0 && unsafe { PIDS.get(pid) }.is_none() {
+    if !pid_wanted(pid_tgid) {
         return;
     }
     let inode: *const u8 = ctx.arg(0);
@@ -224,64 +222,39 @@ fn emit_btf(ctx: &BtfTracePointContext, source: Source, failures_only: bool) {
             _ => return,
         }
     };
-    if config!(filter_inode) != 0 {
-        let key = InodeKey { dev, _pad: 0, ino };
-        // SAFETY: the value is only tested for presence.
-        if unsafe { INODES.get(key) }.is_none() {
-            return;
-        }
-    }
-    let comm = bpf_get_current_comm().unwrap_or_default();
-    // SAFETY: the value is only tested for presence.
-    if config!(filter_comm) != 0 && unsafe { COMMS.get(comm) }.is_none() {
+    if !inode_wanted(dev, ino) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
-        count_drop();
-        return;
-    };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` points to reserved ring memory the size of a Record; every field is
-    // written before the entry is submitted.
-    unsafe {
-        (*record).ts_ns = now;
-        (*record).pid = pid;
-        (*record).tid = pid_tgid as u32;
-        (*record).source = source as u8;
-        (*record)._pad = [0; 7];
-        (*record).comm = comm;
-        let payload: &mut [u8; PAYLOAD_LEN] = &mut (*record).payload;
+    submit(pid_tgid, source, |payload| {
         payload[..8].copy_from_slice(&ino.to_ne_bytes());
         payload[8..12].copy_from_slice(&dev.to_ne_bytes());
         payload[12..16].copy_from_slice(&ret.to_ne_bytes());
-        let copied = bpf_probe_read_kernel_buf(
-            lock.add(usize::from(window)),
-            &mut payload[usize::from(btf_payload::LOCK)..],
-        );
-        if copied.is_err() {
-            payload[usize::from(btf_payload::LOCK)..].fill(0);
+        let lock_fields = &mut payload[usize::from(btf_payload::LOCK)..];
+        // SAFETY: as above: the lock's address plus a BTF offset, read fault-safe.
+        if unsafe { bpf_probe_read_kernel_buf(lock.add(usize::from(window)), lock_fields) }.is_err()
+        {
+            lock_fields.fill(0);
         }
-    }
-    entry.submit(wakeup_flags(now));
+    });
 }
 
 fn emit_lock(ctx: &TracePointContext, source: Source, dev_off: u16, ino_off: u16) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    if !pid_wanted(pid_tgid) {
+        return 0;
+    }
     if config!(filter_inode) != 0 {
         // SAFETY: the offsets were read from this tracepoint's format file.
-        let key = unsafe {
+        let (dev, ino) = unsafe {
             match (
                 ctx.read_at::<u32>(usize::from(dev_off)),
                 ctx.read_at::<u64>(usize::from(ino_off)),
             ) {
-                (Ok(dev), Ok(ino)) => InodeKey { dev, _pad: 0, ino },
+                (Ok(dev), Ok(ino)) => (dev, ino),
                 _ => return 0,
             }
         };
-        // SAFETY: the value is only tested for presence.
-        if unsafe { INODES.get(key) }.is_none() {
+        if !inode_wanted(dev, ino) {
             return 0;
         }
     }
@@ -289,13 +262,34 @@ fn emit_lock(ctx: &TracePointContext, source: Source, dev_off: u16, ino_off: u16
     0
 }
 
-/// Applies the process filters, then writes one record (or counts a drop).
+/// Writes one record holding the tracepoint's own record (or counts a drop).
 fn emit(ctx: &TracePointContext, source: Source, pid_tgid: u64) {
+    submit(pid_tgid, source, |payload| {
+        // SAFETY: the tracepoint's record, read fault-safe.
+        if unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), payload) }.is_err() {
+            *payload = [0; PAYLOAD_LEN];
+        }
+    });
+}
+
+/// The `--pid` filter.
+fn pid_wanted(pid_tgid: u64) -> bool {
     let pid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is only tested for presence.
-    if config!(filter_pid) != 0 && unsafe { PIDS.get(pid) }.is_none() {
-        return;
-    }
+    config!(filter_pid) == 0 || unsafe { PIDS.get(pid) }.is_some()
+}
+
+/// The `--path` filter.
+fn inode_wanted(dev: u32, ino: u64) -> bool {
+    let key = InodeKey { dev, _pad: 0, ino };
+    // SAFETY: the value is only tested for presence.
+    config!(filter_inode) == 0 || unsafe { INODES.get(key) }.is_some()
+}
+
+/// Applies the `--comm` filter, then writes one record whose payload `fill` writes, or counts
+/// a drop when the ring is full.
+#[inline(always)]
+fn submit(pid_tgid: u64, source: Source, fill: impl FnOnce(&mut [u8; PAYLOAD_LEN])) {
     let comm = bpf_get_current_comm().unwrap_or_default();
     // SAFETY: the value is only tested for presence.
     if config!(filter_comm) != 0 && unsafe { COMMS.get(comm) }.is_none() {
@@ -312,15 +306,12 @@ fn emit(ctx: &TracePointContext, source: Source, pid_tgid: u64) {
     // written before the entry is submitted.
     unsafe {
         (*record).ts_ns = now;
-        (*record).pid = pid;
+        (*record).pid = (pid_tgid >> 32) as u32;
         (*record).tid = pid_tgid as u32;
         (*record).source = source as u8;
         (*record)._pad = [0; 7];
         (*record).comm = comm;
-        let payload: &mut [u8; PAYLOAD_LEN] = &mut (*record).payload;
-        if bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), payload).is_err() {
-            *payload = [0; PAYLOAD_LEN];
-        }
+        fill(&mut (*record).payload);
     }
     entry.submit(wakeup_flags(now));
 }
