@@ -154,8 +154,8 @@ fn release_at_exit_is_not_an_orphan() {
     tracer.wait_for("the release at exit", SETTLE, |e| {
         e["event"] == "release" && e["ino"] == ino && e["pid"] == pid
     });
-    // Past the exit grace period, an orphan would have been reported.
-    std::thread::sleep(Duration::from_millis(500));
+    // Past the exit grace period (1 s), an orphan would have been reported.
+    std::thread::sleep(Duration::from_millis(1500));
     let events = tracer.stop();
     let mine = on_inode(&events, ino);
     assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");

@@ -25,8 +25,10 @@ use crate::{
 
 /// How long an input waits for possibly earlier inputs from other CPUs.
 pub const REORDER_WINDOW_NS: u64 = 10_000_000;
-/// How long after its exit event a process may still be closing its files.
-pub const EXIT_GRACE_NS: u64 = 100_000_000;
+/// How long after its exit event a process may still be closing its files. Generous: on a loaded
+/// machine the end of an exit can wait long for a CPU, and a lock released late in it is not an
+/// orphan.
+pub const EXIT_GRACE_NS: u64 = 1_000_000_000;
 /// `OFFSET_MAX`: a range that ends here runs to the end of the file.
 pub const END_OF_FILE: i64 = i64::MAX;
 
