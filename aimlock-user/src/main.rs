@@ -113,11 +113,17 @@ fn usage_error(err: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
+    // clap's first paragraph, which may list arguments on lines of their own, on one line.
     let rendered = err.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid command line");
+    let message = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
     eprintln!(
         "aimlock: {} (see --help)",
-        first.strip_prefix("error: ").unwrap_or(first)
+        message.strip_prefix("error: ").unwrap_or(&message)
     );
     ExitCode::from(2)
 }
