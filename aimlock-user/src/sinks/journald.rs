@@ -3,7 +3,6 @@
 //! value's length as 64-bit little endian, the value and a newline.
 
 use std::{
-    io,
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
 };
@@ -47,19 +46,8 @@ impl JournaldSink {
         text_line(&mut self.text, event, false);
         self.message.clear();
         encode(&mut self.message, event, &self.text);
-        if let Err(err) = self.send() {
+        if let Err(err) = super::send_datagram(&self.socket, &self.path, &self.message) {
             self.failures.lost(1, &err);
-        }
-    }
-
-    fn send(&self) -> io::Result<()> {
-        match self.socket.send(&self.message) {
-            // journald restarted: its socket is a new one at the same path.
-            Err(err) if err.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                self.socket.connect(&self.path)?;
-                self.socket.send(&self.message).map(drop)
-            }
-            other => other.map(drop),
         }
     }
 }

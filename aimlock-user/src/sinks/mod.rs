@@ -244,6 +244,22 @@ impl Failures {
     }
 }
 
+/// Sends one datagram to a local daemon's socket; when the daemon restarted (its socket is a new
+/// one at the same path), connects again and sends once more.
+fn send_datagram(
+    socket: &std::os::unix::net::UnixDatagram,
+    path: &std::path::Path,
+    message: &[u8],
+) -> std::io::Result<()> {
+    match socket.send(message) {
+        Err(err) if err.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            socket.connect(path)?;
+            socket.send(message).map(drop)
+        }
+        other => other.map(drop),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

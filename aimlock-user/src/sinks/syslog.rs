@@ -2,7 +2,6 @@
 //! `<PRI>1 TIMESTAMP HOSTNAME aimlock PID EVENT - LINE`.
 
 use std::{
-    io,
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
 };
@@ -68,19 +67,8 @@ impl SyslogSink {
         self.message.extend_from_slice(b" - ");
         self.message
             .extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
-        if let Err(err) = self.send() {
+        if let Err(err) = super::send_datagram(&self.socket, &self.path, &self.message) {
             self.failures.lost(1, &err);
-        }
-    }
-
-    fn send(&self) -> io::Result<()> {
-        match self.socket.send(&self.message) {
-            // The daemon restarted: its socket is a new one at the same path.
-            Err(err) if err.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                self.socket.connect(&self.path)?;
-                self.socket.send(&self.message).map(drop)
-            }
-            other => other.map(drop),
         }
     }
 }
