@@ -102,6 +102,29 @@ pub struct Background {
 }
 
 impl Background {
+    /// Starts `aimlock trace FILTERS... --output LOG` afresh and waits for its `start` line,
+    /// which it writes once every program is attached.
+    pub fn aimlock(
+        aimlock: &Path,
+        name: &str,
+        filters: &[&str],
+        log: &Path,
+        scratch: &Path,
+    ) -> Result<Self> {
+        let _ = fs::remove_file(log);
+        Self::start(
+            name,
+            Command::new(aimlock)
+                .arg("trace")
+                .args(filters)
+                .arg("--output")
+                .arg(log),
+            scratch,
+            Some(log),
+            "\"event\":\"start\"",
+        )
+    }
+
     /// Starts the command and waits until `ready_file` contains `marker`: only then are its
     /// hooks attached.
     pub fn start(

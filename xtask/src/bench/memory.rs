@@ -27,16 +27,7 @@ pub fn peak_memory(tools: &Tools) -> Result<Outcome> {
     let dir = scratch.join("held");
     fs::create_dir_all(&dir)?;
     let log = scratch.join("memory-trace.json");
-    let _ = fs::remove_file(&log);
-    let mut tracer = Background::start(
-        "aimlock-memory",
-        Command::new(&tools.aimlock)
-            .args(["trace", "--output"])
-            .arg(&log),
-        scratch,
-        Some(&log),
-        "\"event\":\"start\"",
-    )?;
+    let mut tracer = Background::aimlock(&tools.aimlock, "aimlock-memory", &[], &log, scratch)?;
     let pid = tracer.pid();
     let idle_kib = status_kib(pid, "VmHWM")?;
 

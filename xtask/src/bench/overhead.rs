@@ -212,16 +212,7 @@ fn run(
         }
         Contender::Aimlock => {
             let log = scratch.join("loop-trace.json");
-            let _ = fs::remove_file(&log);
-            let mut tracer = Background::start(
-                "aimlock",
-                Command::new(&tools.aimlock)
-                    .args(["trace", "--output"])
-                    .arg(&log),
-                scratch,
-                Some(&log),
-                "\"event\":\"start\"",
-            )?;
+            let mut tracer = Background::aimlock(&tools.aimlock, "aimlock", &[], &log, scratch)?;
             let (seconds, cpu) = timed_under(&mut tracer, workload())?;
             result.tracer_cpu = Some(cpu);
             result.program_kinds = program_kinds(tracer.pid());

@@ -126,15 +126,12 @@ impl Runner<'_> {
     fn run(&self, target: f64) -> Result<Probe> {
         let scratch = &self.tools.scratch;
         let log = scratch.join("rate-trace.json");
-        let _ = fs::remove_file(&log);
-        let mut tracer = Background::start(
+        let mut tracer = Background::aimlock(
+            &self.tools.aimlock,
             "aimlock-rate",
-            Command::new(&self.tools.aimlock)
-                .args(["trace", "--comm", WORKLOAD_NAME, "--output"])
-                .arg(&log),
+            &["--comm", WORKLOAD_NAME],
+            &log,
             scratch,
-            Some(&log),
-            "\"event\":\"start\"",
         )?;
         let pid = tracer.pid();
         let cpu_before = cpu_seconds(pid)?;
