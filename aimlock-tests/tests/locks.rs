@@ -105,9 +105,10 @@ fn flock_inherited_in_a_pid_namespace_is_an_orphan_held_by_the_child() {
     let lock = on_inode(&locks, ino);
     assert_eq!(lock.len(), 1, "{locks:#?}");
     let lock = &lock[0];
+    // Pid 0: a taker this namespace cannot see, exited or outside it. Unknown, not an orphan.
     assert_eq!(
-        (lock["hidden"].clone(), lock["orphan"].clone()),
-        (true.into(), true.into())
+        (&lock["hidden"], &lock["orphan"], &lock["taker"]),
+        (&true.into(), &false.into(), &"unknown".into())
     );
     assert_eq!(lock["pid"], 0);
     assert_eq!(
@@ -227,7 +228,14 @@ fn twenty_processes_with_mixed_kinds_are_each_reported_right() {
         // The kernel records no taker for an OFD lock: aimlock names it through its holders.
         let recorded = if taker.kind == "ofd" { -1 } else { pid as i64 };
         assert_eq!(lock["pid"], recorded, "{lock:#}");
-        assert_eq!(lock["orphan"], taker.kind == "ofd", "{lock:#}");
+        // Nor can it say whether that taker is gone: unknown, never an orphan.
+        let judged = if taker.kind == "ofd" {
+            "unknown"
+        } else {
+            "holding"
+        };
+        assert_eq!(lock["taker"], judged, "{lock:#}");
+        assert_eq!(lock["orphan"], false, "{lock:#}");
         assert_eq!(lock["hidden"], false);
         let held = holders(lock);
         assert_eq!(held.len(), 1, "{lock:#}");

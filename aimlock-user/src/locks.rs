@@ -5,7 +5,6 @@
 //! descriptions apart with kcmp, gives every lock its real holders, including the locks that
 //! `/proc/locks` hides or attributes to a dead pid.
 
-mod snapshot;
 mod table;
 
 use std::io::{self, IsTerminal as _, Write as _};
@@ -14,7 +13,7 @@ use anyhow::{Context as _, Result};
 use globset::GlobMatcher;
 use serde::Serialize;
 
-use snapshot::Lock;
+use crate::lock_table::{self, Lock};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = table::columns_help())]
@@ -34,7 +33,7 @@ pub struct LocksArgs {
     /// One JSON document, `{"locks": [...]}`, with every field.
     #[arg(short = 'J', long = "json", conflicts_with_all = ["output", "no_headings", "raw", "no_truncate"])]
     json: bool,
-    /// Only orphaned locks: taker gone or unnamed, holders still there.
+    /// Only orphaned locks: taker gone, holders still there.
     #[arg(long)]
     orphans: bool,
     /// Only locks taken or held by this process.
@@ -53,7 +52,7 @@ pub fn run(args: LocksArgs) -> Result<()> {
     };
     let path_glob = args.path.as_deref().map(path_matcher).transpose()?;
 
-    let (mut locks, blind) = snapshot::take();
+    let (mut locks, blind) = lock_table::take();
     locks.retain(|lock| {
         (!args.orphans || lock.orphan)
             && args.pid.is_none_or(|pid| involves(lock, pid))

@@ -2,9 +2,12 @@
 
 mod break_lock;
 mod btf;
+mod clock;
 mod decode;
+mod enrich;
 mod events;
 mod loader;
+mod lock_table;
 mod locks;
 mod metrics;
 mod privileges;

@@ -4,8 +4,8 @@ use std::io::{self, Write};
 
 use anyhow::{Result, bail};
 
-use super::snapshot::Lock;
 use crate::events::{LockKind, Mode};
+use crate::lock_table::{Lock, Taker};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Column {
@@ -84,7 +84,7 @@ const COLUMNS: &[(Column, &str, &str, bool, bool)] = &[
     (
         Column::Orphan,
         "ORPHAN",
-        "yes: the taker is gone or unnamed while holders remain",
+        "yes: the taker is gone while holders remain; unknown: /proc names no taker",
         false,
         false,
     ),
@@ -311,7 +311,12 @@ fn cell(lock: &Lock, column: Column) -> String {
                 })
                 .collect(),
         ),
-        Column::Orphan => yes_no(lock.orphan),
+        Column::Orphan => match (lock.orphan, lock.taker) {
+            (true, _) => "yes".to_owned(),
+            // Nobody can say whether an OFD lock's (or a hidden pid's) taker still holds it.
+            (false, Taker::Unknown) if lock.kind != LockKind::Posix => "unknown".to_owned(),
+            (false, _) => "no".to_owned(),
+        },
         Column::NsPid => list(
             lock.holders
                 .iter()

@@ -1,5 +1,6 @@
-//! One consistent-as-possible picture of the lock table: /proc/locks merged with the `lock:`
-//! lines of every fdinfo, each lock resolved to the processes that really hold it.
+//! The lock table as the kernel has it, the one model that `locks`, `break`, `trace` and the
+//! metrics share: /proc/locks merged with the `lock:` lines of every fdinfo, each lock resolved
+//! to the processes that really hold it, and one judgement of its taker (the orphan predicate).
 
 use std::{
     cmp::Ordering,
@@ -24,6 +25,9 @@ pub struct Lock {
     pub end: Option<u64>,
     /// "major:minor", as `ls -l` and lslocks print it.
     pub dev: String,
+    /// The same device in the kernel's encoding (major << 20 | minor), as trace records carry it.
+    #[serde(skip)]
+    pub kernel_dev: u32,
     pub ino: u64,
     /// As aimlock sees it, through one of the holders' fds; `None` when no holder was seen.
     pub path: Option<String>,
@@ -32,7 +36,9 @@ pub struct Lock {
     pub pid: i32,
     /// The taker's command, while it runs.
     pub command: Option<String>,
-    /// The taker is gone, or unnamed (0 or -1), while holders remain.
+    /// The taker judged against the holders.
+    pub taker: Taker,
+    /// Outlived its taker: a flock, OFD lock or lease whose taker is gone while holders remain.
     pub orphan: bool,
     /// /proc/locks leaves it out: only the holders' fdinfo shows it.
     pub hidden: bool,
@@ -41,6 +47,35 @@ pub struct Lock {
     pub holders: Vec<Holder>,
     /// Requests blocked by this lock.
     pub waiters: Vec<Waiter>,
+}
+
+/// What /proc says of the process that took a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Taker {
+    /// Its recorded pid is one of the holders: it may still rely on the lock.
+    Holding,
+    /// Its recorded pid holds no descriptor on the lock: exited, closed its fd, or a pid since
+    /// reused by another process.
+    Gone,
+    /// Not recorded: -1 for every OFD lock, 0 for a taker in a PID namespace not visible here.
+    Unknown,
+}
+
+impl Taker {
+    pub fn judge(recorded_pid: i32, holders: &[Holder]) -> Self {
+        match u32::try_from(recorded_pid).ok().filter(|&pid| pid > 0) {
+            None => Self::Unknown,
+            Some(pid) if holders.iter().any(|holder| holder.pid == pid) => Self::Holding,
+            Some(_) => Self::Gone,
+        }
+    }
+}
+
+/// The one orphan predicate: a lock that outlived its taker while other processes still hold
+/// it. POSIX locks belong to their process and never outlive it.
+pub fn is_orphan(kind: LockKind, taker: Taker, holders: &[Holder]) -> bool {
+    kind != LockKind::Posix && taker == Taker::Gone && !holders.is_empty()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -125,12 +160,22 @@ impl Blind {
     }
 }
 
-/// Takes the snapshot.
+/// Which lock lines a snapshot keeps (by kind, device and inode, say): what it leaves out costs
+/// no path lookup and no kcmp.
+pub type Keep = dyn Fn(&LockLine) -> bool + Sync;
+
+/// Takes the snapshot of every lock.
 pub fn take() -> (Vec<Lock>, Blind) {
+    take_where(&|_| true)
+}
+
+/// Takes the snapshot of the locks `keep` accepts.
+pub fn take_where(keep: &Keep) -> (Vec<Lock>, Blind) {
     let mut blind = Blind::default();
     let listed = match procfs::proc_locks() {
-        Ok(table) => {
+        Ok(mut table) => {
             blind.unparsed_lines = table.unparsed;
+            table.locks.retain(|entry| keep(&entry.lock));
             table.locks
         }
         Err(err) => {
@@ -138,7 +183,7 @@ pub fn take() -> (Vec<Lock>, Blind) {
             Vec::new()
         }
     };
-    let (found, paths) = scan_fds(&mut blind);
+    let (found, paths) = scan_fds(keep, &mut blind);
     let mut held = descriptions(found, &mut blind);
 
     let mut processes = Processes::new(paths);
@@ -249,7 +294,7 @@ type Paths = HashMap<(u32, i32), OpenPath>;
 
 /// Reads every process's fdinfo, and the paths of the fds that hold locks, on as many threads
 /// as there are cores.
-fn scan_fds(blind: &mut Blind) -> (Vec<FdLock>, Paths) {
+fn scan_fds(keep: &Keep, blind: &mut Blind) -> (Vec<FdLock>, Paths) {
     let pids = match procfs::pids() {
         Ok(pids) => pids,
         Err(err) => {
@@ -280,6 +325,11 @@ fn scan_fds(blind: &mut Blind) -> (Vec<FdLock>, Paths) {
                             }
                             Err(_) => vanished += 1,
                         }
+                        let kept: Vec<FdLock> = found
+                            .drain(before..)
+                            .filter(|held| keep(&held.lock))
+                            .collect();
+                        found.extend(kept);
                         let mut fds: Vec<i32> =
                             found[before..].iter().map(|held| held.fd).collect();
                         fds.dedup();
@@ -433,7 +483,7 @@ fn resolve(
         .iter()
         .find_map(|holder| processes.paths.remove(&(holder.pid, holder.fd)));
     let command = processes.comm(line.pid);
-    let taker_gone = line.pid <= 0 || command.is_none();
+    let taker = Taker::judge(line.pid, &holders);
     let (major, minor) = (line.major, line.minor);
     Lock {
         kind: line.kind,
@@ -441,12 +491,14 @@ fn resolve(
         start: line.start,
         end: line.end,
         dev: format!("{major}:{minor}"),
+        kernel_dev: line.dev(),
         ino: line.ino,
         deleted: open.as_ref().is_some_and(|open| open.deleted),
         path: open.map(|open| open.path),
         pid: line.pid,
         command,
-        orphan: line.kind != LockKind::Posix && taker_gone && !holders.is_empty(),
+        orphan: is_orphan(line.kind, taker, &holders),
+        taker,
         hidden,
         holders,
         waiters: Vec::new(),

@@ -1,0 +1,288 @@
+//! What only /proc knows about an event: paths, namespace pids, containers, holders.
+
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::{
+    clock::Clock,
+    decode::comm_str,
+    events::{EventKind, EventLine, LockKind, ProcRef},
+    procfs::{self, ProcessInfo},
+    tracker::{Actor, END_OF_FILE, Held, LockId, Output},
+};
+
+/// Paths remembered at most; past this the cache starts again (a path is looked up again from
+/// the process that locks the file next).
+const MAX_CACHED_PATHS: usize = 200_000;
+/// Fds tried past the highest one seen, when a lock is on a file not seen yet.
+const FD_PROBES: usize = 8;
+const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct FdScan {
+    /// The next fd number not looked at yet.
+    next_fd: i32,
+    last_full: Option<Instant>,
+}
+
+/// Adds what only /proc knows (paths, namespace pids, containers, holders), with caches so that
+/// a burst of events on one file costs one lookup.
+#[derive(Default)]
+pub struct Enricher {
+    processes: HashMap<u32, Option<ProcessInfo>>,
+    paths: HashMap<(u32, u64), procfs::OpenPath>,
+    /// "MAJ:MIN" by kernel device number.
+    devices: HashMap<u32, String>,
+    /// Command names by pid, with the bytes they were made from.
+    comms: HashMap<u32, ([u8; 16], String)>,
+    /// How far each process's fds have been looked at, so that a burst of locks on newly
+    /// opened files costs a few lookups each, not a scan of every fd.
+    fd_scans: HashMap<u32, FdScan>,
+}
+
+impl Enricher {
+    pub fn forget(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+        self.fd_scans.remove(&pid);
+        self.comms.remove(&pid);
+    }
+
+    fn comm(&mut self, actor: &Actor) -> String {
+        let cached = self
+            .comms
+            .entry(actor.pid)
+            .or_insert_with(|| (actor.comm, comm_str(&actor.comm)));
+        if cached.0 != actor.comm {
+            *cached = (actor.comm, comm_str(&actor.comm));
+        }
+        cached.1.clone()
+    }
+
+    fn device(&mut self, dev: u32) -> String {
+        self.devices
+            .entry(dev)
+            .or_insert_with(|| {
+                let (major, minor) = aimlock_common::kernel_dev_split(dev);
+                format!("{major}:{minor}")
+            })
+            .clone()
+    }
+
+    pub fn process(&mut self, pid: u32) -> Option<&ProcessInfo> {
+        self.processes
+            .entry(pid)
+            .or_insert_with(|| ProcessInfo::read(pid))
+            .as_ref()
+    }
+
+    /// Finds the path of (dev, ino) among `pid`'s open files. New files usually get the next
+    /// fd numbers, so those are tried first; a full scan of the fds is done at most once a
+    /// second per process.
+    pub fn learn_path(&mut self, pid: u32, dev: u32, ino: u64) {
+        let key = (dev, ino);
+        if self.paths.contains_key(&key) {
+            return;
+        }
+        if self.paths.len() >= MAX_CACHED_PATHS {
+            self.paths.clear();
+        }
+        let scan = self.fd_scans.entry(pid).or_default();
+        for _ in 0..FD_PROBES {
+            match procfs::fd_file(pid, scan.next_fd) {
+                Ok(found) => {
+                    scan.next_fd += 1;
+                    if let Some((file, path)) = found {
+                        self.paths.insert(file, path);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if self.paths.contains_key(&key) {
+            return;
+        }
+        let now = Instant::now();
+        if scan
+            .last_full
+            .is_some_and(|last| now.duration_since(last) < FULL_SCAN_INTERVAL)
+        {
+            return;
+        }
+        scan.last_full = Some(now);
+        for (file, path) in procfs::open_files(pid) {
+            scan.next_fd = scan.next_fd.max(path.fd + 1);
+            self.paths.insert(file, path);
+        }
+    }
+
+    fn path(&mut self, pid: u32, lock: &LockId) -> Option<&procfs::OpenPath> {
+        self.learn_path(pid, lock.dev, lock.ino);
+        self.paths.get(&(lock.dev, lock.ino))
+    }
+
+    pub fn line(&mut self, output: &Output, clock: &Clock) -> EventLine {
+        let (at, actor, lock) = match output {
+            Output::Acquire {
+                at, actor, lock, ..
+            }
+            | Output::Wait {
+                at, actor, lock, ..
+            }
+            | Output::Release {
+                at, actor, lock, ..
+            }
+            | Output::Fail {
+                at, actor, lock, ..
+            } => (*at, *actor, Some(*lock)),
+            Output::Exit { at, actor, .. } => (*at, *actor, None),
+            Output::Orphan { at, lock, held, .. } | Output::OrphanEnd { at, lock, held, .. } => {
+                (*at, held.taker, Some(*lock))
+            }
+        };
+        let mut line = EventLine {
+            ts: clock.format(at),
+            pid: Some(actor.pid),
+            comm: Some(self.comm(&actor)),
+            ..Default::default()
+        };
+        if let Some(info) = self.process(actor.pid).filter(|info| info.ns_pid.is_some()) {
+            line.ns_pid = info.ns_pid;
+            line.cgroup = info.cgroup.clone();
+        }
+        if let Some(lock) = lock {
+            line.kind = Some(lock.kind);
+            line.dev = Some(self.device(lock.dev));
+            line.ino = Some(lock.ino);
+            if let Some(found) = self.path(actor.pid, &lock) {
+                line.path = Some(found.path.clone());
+                line.deleted = found.deleted.then_some(true);
+            }
+        }
+        let range = |line: &mut EventLine, start: i64, end: i64| {
+            line.start = Some(start.max(0) as u64);
+            line.end = Some((end != END_OF_FILE).then_some(end.max(0) as u64));
+        };
+        match output {
+            Output::Acquire {
+                mode,
+                start,
+                end,
+                wait_ns,
+                ..
+            } => {
+                line.event = Some(EventKind::Acquire);
+                line.mode = Some(*mode);
+                line.wait_ns = *wait_ns;
+                range(&mut line, *start, *end);
+            }
+            Output::Wait {
+                mode, start, end, ..
+            } => {
+                line.event = Some(EventKind::Wait);
+                line.mode = Some(*mode);
+                range(&mut line, *start, *end);
+            }
+            Output::Release {
+                held,
+                start,
+                end,
+                reason,
+                at,
+                ..
+            } => {
+                line.event = Some(EventKind::Release);
+                line.mode = Some(held.mode);
+                line.reason = Some(*reason);
+                line.held_ns = Some(at.saturating_sub(held.since_ns));
+                range(&mut line, *start, *end);
+            }
+            Output::Fail {
+                mode,
+                start,
+                end,
+                errno,
+                ..
+            } => {
+                line.event = Some(EventKind::Fail);
+                line.mode = Some(*mode);
+                line.errno = Some(errno_name(*errno));
+                range(&mut line, *start, *end);
+            }
+            Output::Exit { locks, .. } => {
+                line.event = Some(EventKind::Exit);
+                line.locks = Some(*locks);
+            }
+            Output::Orphan {
+                held, taker_exit, ..
+            } => {
+                line.event = Some(EventKind::Orphan);
+                line.mode = Some(held.mode);
+                line.taker_exit = Some(clock.format(*taker_exit));
+                range(&mut line, held.start, held.end);
+            }
+            Output::OrphanEnd {
+                at,
+                by,
+                held,
+                taker_exit,
+                reason,
+                ..
+            } => {
+                line.event = Some(EventKind::OrphanEnd);
+                line.mode = Some(held.mode);
+                line.reason = Some(*reason);
+                line.held_ns = Some(at.saturating_sub(held.since_ns));
+                line.orphan_ns = Some(at.saturating_sub(*taker_exit));
+                line.taker_exit = Some(clock.format(*taker_exit));
+                range(&mut line, held.start, held.end);
+                line.by = Some(self.proc_ref(by, None));
+            }
+        }
+        line
+    }
+
+    /// Live processes with an fd on the orphan's open file description.
+    pub fn holders(&mut self, lock: &LockId, held: &Held) -> Vec<ProcRef> {
+        let end = (held.end != END_OF_FILE).then_some(held.end as u64);
+        let mut holders: Vec<ProcRef> =
+            procfs::holders(lock.kind, lock.dev, lock.ino, held.start.max(0) as u64, end)
+                .into_iter()
+                .filter(|found| lock.kind != LockKind::Posix && found.lock.mode == held.mode)
+                .filter_map(|found| {
+                    let info = self.process(found.pid)?.clone();
+                    Some(ProcRef {
+                        pid: found.pid,
+                        comm: info.comm,
+                        ns_pid: info.ns_pid,
+                        fd: Some(found.fd),
+                        cgroup: info.ns_pid.and(info.cgroup),
+                    })
+                })
+                .collect();
+        holders.sort_by_key(|holder| (holder.pid, holder.fd));
+        if let Some(holder) = holders.first() {
+            // The holders' view of the path, since the taker's is gone.
+            if let Some(found) = procfs::open_path(holder.pid, lock.dev, lock.ino) {
+                self.paths.insert((lock.dev, lock.ino), found);
+            }
+        }
+        holders
+    }
+
+    fn proc_ref(&mut self, actor: &Actor, fd: Option<i32>) -> ProcRef {
+        let info = self.process(actor.pid).cloned();
+        ProcRef {
+            pid: actor.pid,
+            comm: comm_str(&actor.comm),
+            ns_pid: info.as_ref().and_then(|info| info.ns_pid),
+            fd,
+            cgroup: info.and_then(|info| info.ns_pid.and(info.cgroup)),
+        }
+    }
+}
+
+/// "EAGAIN" for 11, and so on.
+pub fn errno_name(errno: i32) -> String {
+    format!("{:?}", nix::errno::Errno::from_raw(errno))
+}
