@@ -32,6 +32,11 @@ impl Clock {
     }
 
     pub fn monotonic_now(&self) -> u64 {
+        Self::read_monotonic()
+    }
+
+    /// CLOCK_MONOTONIC, the kernel programs' clock (bpf_ktime_get_ns), in nanoseconds.
+    pub fn read_monotonic() -> u64 {
         Self::read(libc::CLOCK_MONOTONIC)
     }
 

@@ -7,9 +7,10 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::{
     clock::Clock,
     decode::comm_str,
-    events::{EventKind, EventLine, LockKind, ProcRef},
+    events::{EventKind, EventLine, ProcRef},
+    lock_table::{self, Taker},
     procfs::{self, ProcessInfo},
-    tracker::{Actor, END_OF_FILE, Held, LockId, Output},
+    tracker::{Actor, END_OF_FILE, LockId, Output},
 };
 
 /// Paths remembered at most; past this the cache starts again (a path is looked up again from
@@ -136,17 +137,28 @@ impl Enricher {
                 at, actor, lock, ..
             } => (*at, *actor, Some(*lock)),
             Output::Exit { at, actor, .. } => (*at, *actor, None),
-            Output::Orphan { at, lock, held, .. } | Output::OrphanEnd { at, lock, held, .. } => {
-                (*at, held.taker, Some(*lock))
-            }
+            Output::Orphan { at, lock, held, .. }
+            | Output::OrphanEnd { at, lock, held, .. }
+            | Output::Held { at, lock, held, .. } => (*at, held.taker, Some(*lock)),
+        };
+        // The kernel's table, where the output comes from it, names the holders and the path
+        // exactly (through the holders' fds), whoever the taker was.
+        let kernel = match output {
+            Output::Orphan { kernel, .. } | Output::Held { kernel, .. } => Some(kernel),
+            _ => None,
         };
         let mut line = EventLine {
             ts: clock.format(at),
-            pid: Some(actor.pid),
-            comm: Some(self.comm(&actor)),
+            // Pid 0: the kernel does not record who took it (an OFD lock found in its table).
+            pid: (actor.pid != 0).then_some(actor.pid),
+            comm: Some(self.comm(&actor)).filter(|comm| !comm.is_empty()),
             ..Default::default()
         };
-        if let Some(info) = self.process(actor.pid).filter(|info| info.ns_pid.is_some()) {
+        // A taker the kernel's table judged gone may have left its pid to another process.
+        let taker_gone = kernel.is_some_and(|kernel| kernel.taker != Taker::Holding);
+        if !taker_gone
+            && let Some(info) = self.process(actor.pid).filter(|info| info.ns_pid.is_some())
+        {
             line.ns_pid = info.ns_pid;
             line.cgroup = info.cgroup.clone();
         }
@@ -154,9 +166,18 @@ impl Enricher {
             line.kind = Some(lock.kind);
             line.dev = Some(self.device(lock.dev));
             line.ino = Some(lock.ino);
-            if let Some(found) = self.path(actor.pid, &lock) {
-                line.path = Some(found.path.clone());
-                line.deleted = found.deleted.then_some(true);
+            match kernel {
+                Some(kernel) => {
+                    line.path = kernel.path.clone();
+                    line.deleted = kernel.deleted.then_some(true);
+                    line.holders = Some(kernel.holders.iter().map(proc_ref).collect());
+                }
+                None => {
+                    if let Some(found) = self.path(actor.pid, &lock) {
+                        line.path = Some(found.path.clone());
+                        line.deleted = found.deleted.then_some(true);
+                    }
+                }
             }
         }
         let range = |line: &mut EventLine, start: i64, end: i64| {
@@ -194,7 +215,7 @@ impl Enricher {
                 line.event = Some(EventKind::Release);
                 line.mode = Some(held.mode);
                 line.reason = Some(*reason);
-                line.held_ns = Some(at.saturating_sub(held.since_ns));
+                line.held_ns = held.since_ns.map(|since| at.saturating_sub(since));
                 range(&mut line, *start, *end);
             }
             Output::Fail {
@@ -218,7 +239,13 @@ impl Enricher {
             } => {
                 line.event = Some(EventKind::Orphan);
                 line.mode = Some(held.mode);
-                line.taker_exit = Some(clock.format(*taker_exit));
+                line.taker_exit = taker_exit.map(|at| clock.format(at));
+                range(&mut line, held.start, held.end);
+            }
+            Output::Held { held, kernel, .. } => {
+                line.event = Some(EventKind::Held);
+                line.mode = Some(held.mode);
+                line.orphan = Some(kernel.orphan);
                 range(&mut line, held.start, held.end);
             }
             Output::OrphanEnd {
@@ -232,42 +259,14 @@ impl Enricher {
                 line.event = Some(EventKind::OrphanEnd);
                 line.mode = Some(held.mode);
                 line.reason = Some(*reason);
-                line.held_ns = Some(at.saturating_sub(held.since_ns));
-                line.orphan_ns = Some(at.saturating_sub(*taker_exit));
-                line.taker_exit = Some(clock.format(*taker_exit));
+                line.held_ns = held.since_ns.map(|since| at.saturating_sub(since));
+                line.orphan_ns = taker_exit.map(|exit| at.saturating_sub(exit));
+                line.taker_exit = taker_exit.map(|exit| clock.format(exit));
                 range(&mut line, held.start, held.end);
                 line.by = Some(self.proc_ref(by, None));
             }
         }
         line
-    }
-
-    /// Live processes with an fd on the orphan's open file description.
-    pub fn holders(&mut self, lock: &LockId, held: &Held) -> Vec<ProcRef> {
-        let end = (held.end != END_OF_FILE).then_some(held.end as u64);
-        let mut holders: Vec<ProcRef> =
-            procfs::holders(lock.kind, lock.dev, lock.ino, held.start.max(0) as u64, end)
-                .into_iter()
-                .filter(|found| lock.kind != LockKind::Posix && found.lock.mode == held.mode)
-                .filter_map(|found| {
-                    let info = self.process(found.pid)?.clone();
-                    Some(ProcRef {
-                        pid: found.pid,
-                        comm: info.comm,
-                        ns_pid: info.ns_pid,
-                        fd: Some(found.fd),
-                        cgroup: info.ns_pid.and(info.cgroup),
-                    })
-                })
-                .collect();
-        holders.sort_by_key(|holder| (holder.pid, holder.fd));
-        if let Some(holder) = holders.first() {
-            // The holders' view of the path, since the taker's is gone.
-            if let Some(found) = procfs::open_path(holder.pid, lock.dev, lock.ino) {
-                self.paths.insert((lock.dev, lock.ino), found);
-            }
-        }
-        holders
     }
 
     fn proc_ref(&mut self, actor: &Actor, fd: Option<i32>) -> ProcRef {
@@ -279,6 +278,17 @@ impl Enricher {
             fd,
             cgroup: info.and_then(|info| info.ns_pid.and(info.cgroup)),
         }
+    }
+}
+
+/// A holder as the kernel's table named it.
+fn proc_ref(holder: &lock_table::Holder) -> ProcRef {
+    ProcRef {
+        pid: holder.pid,
+        comm: holder.comm.clone(),
+        ns_pid: holder.ns_pid,
+        fd: Some(holder.fd),
+        cgroup: holder.ns_pid.and(holder.cgroup.clone()),
     }
 }
 

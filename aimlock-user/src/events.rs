@@ -20,6 +20,9 @@ pub enum EventKind {
     Exit,
     Orphan,
     OrphanEnd,
+    /// A lock the kernel held when the tracer looked (at its start, or to reconcile after
+    /// records were lost) that the tracer had not seen taken.
+    Held,
     /// An event type from a newer schema.
     #[serde(other)]
     Unknown,
@@ -53,6 +56,10 @@ pub enum ReleaseReason {
     Exit,
     /// A flock or POSIX conversion (upgrade or downgrade) replaced this lock or part of it.
     Convert,
+    /// The kernel no longer holds it, and no record the tracer received says how it ended:
+    /// the ring lost it, or a lock held before the tracer started was released through a
+    /// description the tracer could not tie to it.
+    Lost,
 }
 
 /// A process that still references an orphaned lock's open file description.
@@ -146,9 +153,12 @@ pub struct EventLine {
     /// `exit`: locks the process had taken and still held when it exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locks: Option<u64>,
-    /// `orphan`: live processes that still reference the lock's open file description.
+    /// `orphan` and `held`: live processes that reference the lock's open file description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holders: Option<Vec<ProcRef>>,
+    /// `held`: true when the lock has outlived its taker (an `orphan` line follows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphan: Option<bool>,
     /// `orphan_end`: the process whose unlock, close or exit released the orphan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<ProcRef>,
@@ -177,11 +187,13 @@ wire_names! {
     EventKind {
         Start => "start", Stop => "stop", Acquire => "acquire", Wait => "wait",
         Release => "release", Fail => "fail", Exit => "exit", Orphan => "orphan",
-        OrphanEnd => "orphan_end", Unknown => "unknown",
+        OrphanEnd => "orphan_end", Held => "held", Unknown => "unknown",
     }
     LockKind { Flock => "flock", Posix => "posix", Ofd => "ofd", Lease => "lease" }
     Mode { Read => "read", Write => "write", Unlock => "unlock" }
-    ReleaseReason { Unlock => "unlock", Close => "close", Exit => "exit", Convert => "convert" }
+    ReleaseReason {
+        Unlock => "unlock", Close => "close", Exit => "exit", Convert => "convert", Lost => "lost",
+    }
 }
 
 impl EventLine {
@@ -236,6 +248,9 @@ impl EventLine {
                 holder.write_json(object.out);
             }
             object.out.push(b']');
+        }
+        if let Some(orphan) = self.orphan {
+            object.raw("orphan", if orphan { "true" } else { "false" });
         }
         if let Some(by) = &self.by {
             object.key("by");
@@ -448,6 +463,7 @@ mod tests {
             errno: Some("EAGAIN".to_owned()),
             locks: Some(12),
             holders: Some(vec![holder.clone(), holder.clone()]),
+            orphan: Some(true),
             by: Some(holder),
             orphan_ns: Some(13),
             taker_exit: Some("t".to_owned()),
@@ -470,7 +486,12 @@ mod tests {
                 serde_json::to_string(&line).unwrap()
             );
         }
-        for kind in [EventKind::Start, EventKind::Unknown, EventKind::Wait] {
+        for kind in [
+            EventKind::Start,
+            EventKind::Unknown,
+            EventKind::Wait,
+            EventKind::Held,
+        ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
         }
         for kind in [LockKind::Flock, LockKind::Posix, LockKind::Lease] {
@@ -483,6 +504,7 @@ mod tests {
             ReleaseReason::Unlock,
             ReleaseReason::Close,
             ReleaseReason::Exit,
+            ReleaseReason::Lost,
         ] {
             assert_eq!(serde_json::to_value(reason).unwrap(), reason.name());
         }

@@ -162,7 +162,7 @@ impl Blind {
 
 /// Which lock lines a snapshot keeps (by kind, device and inode, say): what it leaves out costs
 /// no path lookup and no kcmp.
-pub type Keep = dyn Fn(&LockLine) -> bool + Sync;
+pub type Keep<'a> = dyn Fn(&LockLine) -> bool + Sync + 'a;
 
 /// Takes the snapshot of every lock.
 pub fn take() -> (Vec<Lock>, Blind) {
@@ -170,7 +170,7 @@ pub fn take() -> (Vec<Lock>, Blind) {
 }
 
 /// Takes the snapshot of the locks `keep` accepts.
-pub fn take_where(keep: &Keep) -> (Vec<Lock>, Blind) {
+pub fn take_where(keep: &Keep<'_>) -> (Vec<Lock>, Blind) {
     let mut blind = Blind::default();
     let listed = match procfs::proc_locks() {
         Ok(mut table) => {
@@ -294,7 +294,7 @@ type Paths = HashMap<(u32, i32), OpenPath>;
 
 /// Reads every process's fdinfo, and the paths of the fds that hold locks, on as many threads
 /// as there are cores.
-fn scan_fds(keep: &Keep, blind: &mut Blind) -> (Vec<FdLock>, Paths) {
+fn scan_fds(keep: &Keep<'_>, blind: &mut Blind) -> (Vec<FdLock>, Paths) {
     let pids = match procfs::pids() {
         Ok(pids) => pids,
         Err(err) => {

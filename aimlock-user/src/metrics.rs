@@ -20,7 +20,7 @@ use tokio::{
 use crate::events::{EventKind, EventLine};
 
 /// Event types, in the order of `Counts::events`.
-const EVENT_KINDS: [EventKind; 9] = [
+const EVENT_KINDS: [EventKind; 10] = [
     EventKind::Start,
     EventKind::Stop,
     EventKind::Acquire,
@@ -30,6 +30,7 @@ const EVENT_KINDS: [EventKind; 9] = [
     EventKind::Exit,
     EventKind::Orphan,
     EventKind::OrphanEnd,
+    EventKind::Held,
 ];
 
 /// Upper bounds of the wait histogram's buckets, in nanoseconds and as exposed.

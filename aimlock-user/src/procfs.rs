@@ -295,25 +295,6 @@ fn read_at(dir: &fs::File, fd: i32, buf: &mut Vec<u8>) -> io::Result<usize> {
     }
 }
 
-/// Every live process with an fd on which the kernel shows this flock, OFD or lease lock.
-pub fn holders(kind: LockKind, dev: u32, ino: u64, start: u64, end: Option<u64>) -> Vec<FdLock> {
-    let Ok(pids) = pids() else {
-        return Vec::new();
-    };
-    pids.into_iter()
-        .flat_map(fd_locks)
-        .filter(|held| {
-            let lock = &held.lock;
-            !lock.blocked
-                && lock.kind == kind
-                && lock.dev() == dev
-                && lock.ino == ino
-                && lock.start == start
-                && lock.end == end
-        })
-        .collect()
-}
-
 /// Whether fd `fd1` of `pid1` and fd `fd2` of `pid2` refer to the same open file description:
 /// kcmp(KCMP_FILE), exact where comparing lock ranges is not. Needs PTRACE_MODE_READ over both.
 pub fn same_description(pid1: u32, fd1: i32, pid2: u32, fd2: i32) -> io::Result<bool> {

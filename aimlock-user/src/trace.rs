@@ -18,10 +18,11 @@ use crate::{
     decode::{Decoder, Input},
     enrich::Enricher,
     events::{EventKind, EventLine, SCHEMA_VERSION, rfc3339},
+    kernel_views::KernelViews,
     loader::{Filters, Tracer},
     metrics, privileges, procfs,
     sinks::{SinkArgs, Sinks},
-    tracker::{Output, Tracker},
+    tracker::{Output, ScanWanted, Tracker},
 };
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +105,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     sink.flush();
 
     let mut tracker = Tracker::new();
+    // Every log is self-contained from its start line: what the kernel holds now comes first.
+    let mut views = KernelViews::new(&filters);
+    views.look(&mut tracker, &clock);
     let mut outputs = Vec::new();
     let mut written = 0u64;
     let mut records = 0u64;
@@ -116,6 +120,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             // Records written without a wakeup (the kernel wakes the reader at most once a
             // millisecond per CPU) are picked up on the tick.
             _ = tick.tick() => {}
+            Some(view) = views.done() => tracker.push_view(view),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -131,17 +136,19 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             );
             records += batch;
             tracker.advance(clock.monotonic_now(), &mut outputs);
-            written += emit(&mut outputs, &mut tracker, &clock, &mut enricher, &mut sink);
+            written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
             if batch < DRAIN_BATCH {
                 break;
             }
         }
+        views.maybe_look(&mut tracker, &clock, || drops.total().ok());
         sink.count_records(records, || drops.total().ok());
         sink.flush();
     }
 
     // Stop: detach first, so that a busy system cannot keep the final drain going; then take
-    // what is still in the ring, settle everything, account for losses.
+    // what is still in the ring, settle everything, account for losses. Locks whose taker's
+    // exit grace has ended get the kernel's word before the end.
     drop(attached);
     records += drain(
         events.get_mut(),
@@ -150,8 +157,18 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         &mut enricher,
         u64::MAX,
     );
+    if let Some(view) = views.done().await {
+        tracker.push_view(view);
+    }
+    tracker.advance(clock.monotonic_now(), &mut outputs);
+    if tracker.scan_wanted() == Some(ScanWanted::Orphans) {
+        views.look(&mut tracker, &clock);
+        if let Some(view) = views.done().await {
+            tracker.push_view(view);
+        }
+    }
     tracker.finish(&mut outputs);
-    written += emit(&mut outputs, &mut tracker, &clock, &mut enricher, &mut sink);
+    written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
     let lost = drops.total().unwrap_or_else(|err| {
         log::warn!("{err:#}");
         0
@@ -208,37 +225,23 @@ fn drain(
 /// Writes the tracker's outputs; returns how many lines that was.
 fn emit(
     outputs: &mut Vec<Output>,
-    tracker: &mut Tracker,
     clock: &Clock,
     enricher: &mut Enricher,
     sink: &mut Sinks,
 ) -> u64 {
     let mut count = 0;
     for output in outputs.drain(..) {
-        match output {
-            Output::Exit {
-                actor,
-                took_locks: false,
-                ..
-            } => {
-                // Exits only matter to the log for processes that had locks.
-                enricher.forget(actor.pid);
-                continue;
-            }
-            Output::Orphan { lock, held, .. } => {
-                let holders = enricher.holders(&lock, &held);
-                if holders.is_empty() {
-                    // Nobody holds it: its release was among the records the ring lost.
-                    log::debug!("no holder of {lock:?}: its release was lost");
-                    tracker.forget(lock, held.start, held.end);
-                    continue;
-                }
-                let mut line = enricher.line(&output, clock);
-                line.holders = Some(holders);
-                sink.write(&line);
-            }
-            _ => sink.write(&enricher.line(&output, clock)),
+        if let Output::Exit {
+            actor,
+            took_locks: false,
+            ..
+        } = output
+        {
+            // Exits only matter to the log for processes that had locks.
+            enricher.forget(actor.pid);
+            continue;
         }
+        sink.write(&enricher.line(&output, clock));
         count += 1;
         if let Output::Exit { actor, .. } = output {
             enricher.forget(actor.pid);

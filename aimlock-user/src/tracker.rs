@@ -5,7 +5,13 @@
 //! - the table is keyed by (dev, ino, owner, kind) and holds the ranges each owner has locked;
 //! - deferred attempts of one blocking call become one `wait` then one `acquire` with `wait_ns`;
 //! - an exit opens a grace period during which the exiting process closes its files; locks it
-//!   took that are still held when the grace period ends have outlived it: orphans.
+//!   took that are still held when the grace period ends are suspected of having outlived it,
+//!   and the kernel's own table (a [`KernelView`], applied in time order like any input) decides:
+//!   an orphan with the holders of its open file description, or a release the ring lost;
+//! - a kernel view also seeds the table at start (`held`) and reconciles it after lost records:
+//!   what the table holds and the kernel does not is released (`reason: lost`), what the kernel
+//!   holds and the table lacks is added (`held`). Files changed while the view was taken are left
+//!   alone: the records about them say what happened.
 
 use std::{
     cmp::Reverse,
@@ -21,6 +27,7 @@ use smallvec::SmallVec;
 use crate::{
     decode::{Input, LockOp},
     events::{LockKind, Mode, ReleaseReason},
+    lock_table::{self, Taker},
 };
 
 /// How long an input waits for possibly earlier inputs from other CPUs.
@@ -31,6 +38,13 @@ pub const REORDER_WINDOW_NS: u64 = 10_000_000;
 pub const EXIT_GRACE_NS: u64 = 1_000_000_000;
 /// `OFFSET_MAX`: a range that ends here runs to the end of the file.
 pub const END_OF_FILE: i64 = i64::MAX;
+/// Kernel views in which a suspected orphan may show no holder (its last holder in the middle of
+/// exiting) before it is declared an orphan all the same (a description no process can be seen
+/// to hold: an fd in flight in a unix socket).
+pub const ORPHAN_LOOKS: u8 = 5;
+/// Owners at or below this are not kernel pointers but numbers the tracker gives the locks it
+/// found in a kernel view, whose owner it cannot know until a record names it.
+const SEEDED_OWNERS: u64 = u32::MAX as u64;
 
 /// Who did something: the thread group id in the initial namespace and its command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,14 +70,39 @@ pub struct Held {
     pub start: i64,
     pub end: i64,
     pub mode: Mode,
-    pub since_ns: u64,
+    /// None: held before the tracer saw it taken (found in a kernel view).
+    pub since_ns: Option<u64>,
+    /// Pid 0 when the kernel does not record it (OFD locks found in a kernel view).
     pub taker: Actor,
-    /// When the taker exited, if the lock outlived it.
-    pub orphaned_at: Option<u64>,
+    pub orphan: Orphan,
+}
+
+/// Whether a lock has outlived its taker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Orphan {
+    No,
+    /// Its taker's exit grace ended while it was held: the next kernel view decides.
+    Suspect {
+        taker_exit: u64,
+        looks: u8,
+    },
+    /// An `orphan` line was written. `taker_exit` is None when the taker was gone before the
+    /// tracer started.
+    Yes {
+        taker_exit: Option<u64>,
+    },
+}
+
+/// The kernel's lock table as a scan of /proc showed it, from the time given to
+/// [`Tracker::push_scan_begin`] to `end_ns` (CLOCK_MONOTONIC).
+#[derive(Debug)]
+pub struct KernelView {
+    pub end_ns: u64,
+    pub locks: Vec<lock_table::Lock>,
 }
 
 /// What the tracker tells the sinks. `at` is the event's time (CLOCK_MONOTONIC, ns).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Output {
     Acquire {
         at: u64,
@@ -110,12 +149,14 @@ pub enum Output {
         locks: u64,
         took_locks: bool,
     },
-    /// `held` outlived its taker, which exited at `taker_exit`.
+    /// `held` outlived its taker, which exited at `taker_exit` (None: before the tracer
+    /// started); `kernel` is the lock as the kernel's table showed it, with its holders.
     Orphan {
         at: u64,
         lock: LockId,
         held: Held,
-        taker_exit: u64,
+        taker_exit: Option<u64>,
+        kernel: Box<lock_table::Lock>,
     },
     /// An orphan was finally released by `by`.
     OrphanEnd {
@@ -123,8 +164,15 @@ pub enum Output {
         by: Actor,
         lock: LockId,
         held: Held,
-        taker_exit: u64,
+        taker_exit: Option<u64>,
         reason: ReleaseReason,
+    },
+    /// The kernel holds a lock the tracer had not seen taken: `kernel` as its table showed it.
+    Held {
+        at: u64,
+        lock: LockId,
+        held: Held,
+        kernel: Box<lock_table::Lock>,
     },
 }
 
@@ -143,12 +191,92 @@ struct Exiting {
     actor: Actor,
 }
 
+/// A lock found in a kernel view, not yet named by a record, and the pids that then held its
+/// description (for POSIX locks: the owner).
+type Seeded = (LockId, Vec<u32>);
+
+/// What waits in the reorder queue.
+enum Pending {
+    Kernel(Input),
+    /// A scan of the kernel's table began: from here on, the files whose locks change are noted.
+    ScanBegin(u64),
+    Scan(Box<KernelView>),
+}
+
+impl Pending {
+    fn ts_ns(&self) -> u64 {
+        match self {
+            Self::Kernel(input) => input.ts_ns(),
+            Self::ScanBegin(ts_ns) => *ts_ns,
+            Self::Scan(view) => view.end_ns,
+        }
+    }
+}
+
+/// Why the tracker wants to see the kernel's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ScanWanted {
+    /// A record names a lock found in an earlier view that it cannot tie to one lock.
+    Reconcile,
+    /// Locks whose taker has exited are still held: orphans, or releases lost?
+    Orphans,
+}
+
+/// The identity of a lock line in /proc/locks: what the table and a kernel view are compared by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct LineKey {
+    kind: LockKind,
+    dev: u32,
+    ino: u64,
+    start: i64,
+    end: i64,
+    mode: Mode,
+    /// As the kernel records it: the taker's tgid, -1 for OFD locks.
+    pid: i64,
+}
+
+impl LineKey {
+    fn of_table(lock: &LockId, held: &Held) -> Self {
+        Self {
+            kind: lock.kind,
+            dev: lock.dev,
+            ino: lock.ino,
+            start: held.start,
+            end: held.end,
+            mode: held.mode,
+            pid: recorded_pid(lock.kind, held.taker.pid),
+        }
+    }
+
+    fn of_kernel(lock: &lock_table::Lock) -> Self {
+        Self {
+            kind: lock.kind,
+            dev: lock.kernel_dev,
+            ino: lock.ino,
+            start: lock.start.min(END_OF_FILE as u64) as i64,
+            end: lock
+                .end
+                .map_or(END_OF_FILE, |end| end.min(END_OF_FILE as u64) as i64),
+            mode: lock.mode,
+            pid: recorded_pid(lock.kind, u32::try_from(lock.pid).unwrap_or(0)),
+        }
+    }
+}
+
+fn recorded_pid(kind: LockKind, pid: u32) -> i64 {
+    if kind == LockKind::Ofd {
+        -1
+    } else {
+        i64::from(pid)
+    }
+}
+
 #[derive(Default)]
 pub struct Tracker {
     /// Inputs not yet applied, in timestamp order (equal timestamps in arrival order). The
     /// ring delivers them nearly in order, so an insertion from the back is almost always a
     /// push.
-    pending: VecDeque<Input>,
+    pending: VecDeque<Pending>,
     locks: HashMap<LockId, Ranges>,
     /// Locks each process took, for its exit.
     taken_by: HashMap<u32, HashSet<LockId>>,
@@ -159,6 +287,15 @@ pub struct Tracker {
     /// Processes in their exit grace period, by pid, with the time of their exit.
     exiting: HashMap<u32, Exiting>,
     exit_order: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Locks found in a kernel view whose owner no record has named yet, with the pids that
+    /// held their description then, by file.
+    seeded: HashMap<(u32, u64), SmallVec<[Seeded; 1]>>,
+    last_seeded_owner: u64,
+    /// Locks with a suspected orphan range (may name locks released since).
+    suspects: HashSet<LockId>,
+    reconcile: bool,
+    /// Files whose locks changed since the kernel view being taken began.
+    scan_touched: Option<HashSet<(u32, u64)>>,
 }
 
 impl Tracker {
@@ -168,13 +305,39 @@ impl Tracker {
 
     /// Queues an input; nothing is applied until [`Tracker::advance`].
     pub fn push(&mut self, input: Input) {
-        let ts = input.ts_ns();
+        self.enqueue(Pending::Kernel(input));
+    }
+
+    /// A scan of the kernel's table begins now (CLOCK_MONOTONIC); its view follows with
+    /// [`Tracker::push_view`].
+    pub fn push_scan_begin(&mut self, now_ns: u64) {
+        self.enqueue(Pending::ScanBegin(now_ns));
+    }
+
+    /// The kernel's table, applied in time order at the end of its scan.
+    pub fn push_view(&mut self, view: KernelView) {
+        self.enqueue(Pending::Scan(Box::new(view)));
+    }
+
+    fn enqueue(&mut self, pending: Pending) {
+        let ts = pending.ts_ns();
         let position = self
             .pending
             .iter()
             .rposition(|queued| queued.ts_ns() <= ts)
             .map_or(0, |before| before + 1);
-        self.pending.insert(position, input);
+        self.pending.insert(position, pending);
+    }
+
+    /// Whether the tracker needs a look at the kernel's table, and how urgently.
+    pub fn scan_wanted(&self) -> Option<ScanWanted> {
+        if !self.suspects.is_empty() {
+            Some(ScanWanted::Orphans)
+        } else if self.reconcile {
+            Some(ScanWanted::Reconcile)
+        } else {
+            None
+        }
     }
 
     /// Applies every input older than `now_ns - REORDER_WINDOW_NS` and ends the exit grace
@@ -188,6 +351,11 @@ impl Tracker {
         self.apply_until(u64::MAX, out);
     }
 
+    /// The files the table has locks on.
+    pub fn files(&self) -> HashSet<(u32, u64)> {
+        self.locks.keys().map(|id| (id.dev, id.ino)).collect()
+    }
+
     /// Currently held locks.
     #[cfg(test)]
     pub fn held(&self) -> impl Iterator<Item = (&LockId, &Held)> {
@@ -196,34 +364,28 @@ impl Tracker {
             .flat_map(|(id, ranges)| ranges.iter().map(move |held| (id, held)))
     }
 
-    /// Drops a range without a release: an orphan that /proc shows nobody holds, because the
-    /// record of its release was lost.
-    pub fn forget(&mut self, lock: LockId, start: i64, end: i64) {
-        self.cut(lock, start, end);
-    }
-
     fn apply_until(&mut self, until: u64, out: &mut Vec<Output>) {
-        while let Some(input) = self.pending.front() {
-            let ts = input.ts_ns();
+        while let Some(pending) = self.pending.front() {
+            let ts = pending.ts_ns();
             if ts > until {
                 break;
             }
-            let Some(input) = self.pending.pop_front() else {
+            let Some(pending) = self.pending.pop_front() else {
                 break;
             };
             // Exits whose grace ended before this input are settled first.
             self.end_exits(ts.saturating_sub(EXIT_GRACE_NS), out);
-            self.apply(input, out);
+            match pending {
+                Pending::Kernel(Input::Lock(op)) => self.apply_lock(op, out),
+                Pending::Kernel(Input::FcntlFailure(op)) => self.apply_fcntl_failure(op, out),
+                Pending::Kernel(Input::Exit { ts_ns, pid, comm }) => {
+                    self.apply_exit(ts_ns, pid, comm, out)
+                }
+                Pending::ScanBegin(_) => self.scan_touched = Some(HashSet::default()),
+                Pending::Scan(view) => self.apply_view(*view, out),
+            }
         }
         self.end_exits(until.saturating_sub(EXIT_GRACE_NS), out);
-    }
-
-    fn apply(&mut self, input: Input, out: &mut Vec<Output>) {
-        match input {
-            Input::Lock(op) => self.apply_lock(op, out),
-            Input::FcntlFailure(op) => self.apply_fcntl_failure(op, out),
-            Input::Exit { ts_ns, pid, comm } => self.apply_exit(ts_ns, pid, comm, out),
-        }
     }
 
     fn apply_lock(&mut self, op: LockOp, out: &mut Vec<Output>) {
@@ -250,6 +412,14 @@ impl Tracker {
             fl_type::WRLCK => Mode::Write,
             _ => Mode::Unlock,
         };
+        if op.ret == 0 {
+            if let Some(touched) = &mut self.scan_touched {
+                touched.insert((op.dev, op.ino));
+            }
+            if !self.seeded.is_empty() && !self.locks.contains_key(&lock) {
+                self.adopt_seeded(lock, actor.pid, mode == Mode::Unlock);
+            }
+        }
         if mode == Mode::Unlock {
             if op.ret == 0 {
                 let reason = if op.flags & fl_flags::CLOSE == 0 {
@@ -403,7 +573,7 @@ impl Tracker {
                 .iter()
                 .filter_map(|id| self.locks.get(id))
                 .flatten()
-                .filter(|held| held.taker.pid == pid && held.orphaned_at.is_none())
+                .filter(|held| held.taker.pid == pid && held.orphan == Orphan::No)
                 .count() as u64
         });
         let actor = Actor {
@@ -467,14 +637,12 @@ impl Tracker {
                     continue;
                 }
                 for held in ranges.iter_mut() {
-                    if held.taker.pid == pid && held.orphaned_at.is_none() {
-                        held.orphaned_at = Some(exiting.at);
-                        out.push(Output::Orphan {
-                            at: exiting.at + EXIT_GRACE_NS,
-                            lock: id,
-                            held: *held,
+                    if held.taker.pid == pid && held.orphan == Orphan::No {
+                        held.orphan = Orphan::Suspect {
                             taker_exit: exiting.at,
-                        });
+                            looks: 0,
+                        };
+                        self.suspects.insert(id);
                     }
                 }
             }
@@ -492,6 +660,8 @@ impl Tracker {
 
     /// Records a granted range. Parts of the owner's ranges it overlaps are replaced: in the
     /// same mode they merge into it, in the other mode they are converted (and released).
+    /// Adjacent ranges of the same mode merge too, as the kernel merges them
+    /// (fs/locks.c posix_lock_inode), so that the table's ranges are the kernel's.
     #[allow(clippy::too_many_arguments)]
     fn insert_range(
         &mut self,
@@ -499,15 +669,26 @@ impl Tracker {
         actor: Actor,
         lock: LockId,
         mode: Mode,
-        start: i64,
-        end: i64,
+        mut start: i64,
+        mut end: i64,
         out: &mut Vec<Output>,
     ) {
-        let mut since_ns = at;
-        let removed = self.cut(lock, start, end);
+        let mut since_ns = Some(at);
+        let mut removed = self.cut(lock, start, end);
+        if let Some(ranges) = self.locks.get_mut(&lock) {
+            let adjacent = |held: &Held| {
+                held.mode == mode
+                    && ((start > 0 && held.end == start - 1)
+                        || (end != END_OF_FILE && held.start == end + 1))
+            };
+            removed.extend(ranges.iter().filter(|held| adjacent(held)).copied());
+            ranges.retain(|held| !adjacent(held));
+        }
         for held in &removed {
             if held.mode == mode {
-                since_ns = since_ns.min(held.since_ns);
+                since_ns = since_ns.zip(held.since_ns).map(|(a, b)| a.min(b));
+                start = start.min(held.start);
+                end = end.max(held.end);
             } else {
                 out.push(Output::Release {
                     at,
@@ -526,7 +707,7 @@ impl Tracker {
             mode,
             since_ns,
             taker: actor,
-            orphaned_at: None,
+            orphan: Orphan::No,
         };
         self.locks.entry(lock).or_default().push(held);
         self.taken_by.entry(actor.pid).or_default().insert(lock);
@@ -554,7 +735,7 @@ impl Tracker {
                 end: held.end,
                 reason,
             });
-            if let Some(taker_exit) = held.orphaned_at {
+            if let Orphan::Yes { taker_exit } = held.orphan {
                 out.push(Output::OrphanEnd {
                     at,
                     by: actor,
@@ -601,6 +782,9 @@ impl Tracker {
         }
         if kept.is_empty() {
             entry.remove();
+            if lock.owner <= SEEDED_OWNERS {
+                self.forget_seed(lock);
+            }
             for held in &removed {
                 if let Some(taken) = self.taken_by.get_mut(&held.taker.pid) {
                     taken.remove(&lock);
@@ -613,6 +797,194 @@ impl Tracker {
             *ranges = kept;
         }
         removed
+    }
+
+    /// A record names an owner the table does not know, on a file with locks found in a kernel
+    /// view: if it can only be one of them (the POSIX locks of the record's process, the one
+    /// description that process held), that lock is the record's from now on. A release the
+    /// tracker cannot tie to one of them asks for a new view instead.
+    fn adopt_seeded(&mut self, lock: LockId, pid: u32, unlock: bool) {
+        let Some(seeded) = self.seeded.get(&(lock.dev, lock.ino)) else {
+            return;
+        };
+        let same_kind = seeded.iter().filter(|(id, _)| id.kind == lock.kind);
+        let candidates: SmallVec<[LockId; 2]> = same_kind
+            .clone()
+            .filter(|(_, holders)| holders.contains(&pid))
+            .map(|(id, _)| *id)
+            .collect();
+        match candidates.as_slice() {
+            [seed] => {
+                let seed = *seed;
+                self.forget_seed(seed);
+                let Some(ranges) = self.locks.remove(&seed) else {
+                    return;
+                };
+                for held in &ranges {
+                    if let Some(taken) = self.taken_by.get_mut(&held.taker.pid)
+                        && taken.remove(&seed)
+                    {
+                        taken.insert(lock);
+                    }
+                }
+                if self.suspects.remove(&seed) {
+                    self.suspects.insert(lock);
+                }
+                self.locks.insert(lock, ranges);
+            }
+            _ if unlock && same_kind.count() > 0 => self.reconcile = true,
+            _ => {}
+        }
+    }
+
+    fn forget_seed(&mut self, id: LockId) {
+        if let Entry::Occupied(mut entry) = self.seeded.entry((id.dev, id.ino)) {
+            entry.get_mut().retain(|(seed, _)| *seed != id);
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        }
+    }
+
+    /// Compares the table with the kernel's, file by file, except the files whose locks
+    /// changed while the view was taken; confirms or clears the suspected orphans.
+    fn apply_view(&mut self, view: KernelView, out: &mut Vec<Output>) {
+        let touched = self.scan_touched.take().unwrap_or_default();
+        self.reconcile = false;
+        let at = view.end_ns;
+        let compared = |dev: u32, ino: u64, kind: LockKind| {
+            kind != LockKind::Lease && !touched.contains(&(dev, ino))
+        };
+        let mut kernel: HashMap<LineKey, SmallVec<[lock_table::Lock; 1]>> = HashMap::default();
+        for lock in view.locks {
+            if compared(lock.kernel_dev, lock.ino, lock.kind) {
+                kernel
+                    .entry(LineKey::of_kernel(&lock))
+                    .or_default()
+                    .push(lock);
+            }
+        }
+        // Pair every range of the table with a lock line of the kernel.
+        let mut gone: Vec<(LockId, Held)> = Vec::new();
+        let mut suspects = HashSet::default();
+        for (id, ranges) in self.locks.iter_mut() {
+            if !compared(id.dev, id.ino, id.kind) {
+                if ranges
+                    .iter()
+                    .any(|held| matches!(held.orphan, Orphan::Suspect { .. }))
+                {
+                    suspects.insert(*id);
+                }
+                continue;
+            }
+            for held in ranges.iter_mut() {
+                let key = LineKey::of_table(id, held);
+                let Some(found) = kernel.get_mut(&key).and_then(|locks| locks.pop()) else {
+                    gone.push((*id, *held));
+                    continue;
+                };
+                let Orphan::Suspect { taker_exit, looks } = held.orphan else {
+                    continue;
+                };
+                if found.holders.is_empty() && looks + 1 < ORPHAN_LOOKS {
+                    // Its last holder may be closing its files right now.
+                    held.orphan = Orphan::Suspect {
+                        taker_exit,
+                        looks: looks + 1,
+                    };
+                    suspects.insert(*id);
+                    continue;
+                }
+                held.orphan = Orphan::Yes {
+                    taker_exit: Some(taker_exit),
+                };
+                out.push(Output::Orphan {
+                    at,
+                    lock: *id,
+                    held: *held,
+                    taker_exit: Some(taker_exit),
+                    kernel: Box::new(found),
+                });
+            }
+        }
+        self.suspects = suspects;
+        // Held here, not in the kernel: released in records that never arrived.
+        for (id, held) in gone {
+            self.release_range(
+                at,
+                held.taker,
+                id,
+                held.start,
+                held.end,
+                ReleaseReason::Lost,
+                out,
+            );
+        }
+        // Held in the kernel, not here: taken while nothing recorded it.
+        let mut found: Vec<lock_table::Lock> = kernel.into_values().flatten().collect();
+        found.sort_by_key(|lock| (lock.kernel_dev, lock.ino, lock.start, lock.pid));
+        for lock in found {
+            self.seed(at, lock, out);
+        }
+    }
+
+    /// Adds a lock found in a kernel view, under an owner of its own until a record names it.
+    fn seed(&mut self, at: u64, kernel: lock_table::Lock, out: &mut Vec<Output>) {
+        self.last_seeded_owner += 1;
+        let id = LockId {
+            dev: kernel.kernel_dev,
+            ino: kernel.ino,
+            owner: self.last_seeded_owner,
+            kind: kernel.kind,
+        };
+        let taker_pid = u32::try_from(kernel.pid).unwrap_or(0);
+        let mut comm = [0u8; 16];
+        if let Some(command) = &kernel.command {
+            let len = command.len().min(15);
+            comm[..len].copy_from_slice(&command.as_bytes()[..len]);
+        }
+        let key = LineKey::of_kernel(&kernel);
+        let held = Held {
+            start: key.start,
+            end: key.end,
+            mode: kernel.mode,
+            since_ns: None,
+            taker: Actor {
+                pid: taker_pid,
+                tid: taker_pid,
+                comm,
+            },
+            orphan: if kernel.orphan {
+                Orphan::Yes { taker_exit: None }
+            } else {
+                Orphan::No
+            },
+        };
+        self.locks.entry(id).or_default().push(held);
+        if kernel.taker == Taker::Holding {
+            self.taken_by.entry(taker_pid).or_default().insert(id);
+        }
+        let holders = kernel.holders.iter().map(|holder| holder.pid).collect();
+        self.seeded
+            .entry((id.dev, id.ino))
+            .or_default()
+            .push((id, holders));
+        let orphan = kernel.orphan.then(|| kernel.clone());
+        out.push(Output::Held {
+            at,
+            lock: id,
+            held,
+            kernel: Box::new(kernel),
+        });
+        if let Some(kernel) = orphan {
+            out.push(Output::Orphan {
+                at,
+                lock: id,
+                held,
+                taker_exit: None,
+                kernel: Box::new(kernel),
+            });
+        }
     }
 }
 
@@ -692,12 +1064,96 @@ mod tests {
         }
     }
 
+    /// What a test feeds the tracker: a record, or a scan of the kernel's table that began at
+    /// `begin_ms` and found `locks` by `end_ms`.
+    enum Feed {
+        Record(Input),
+        View {
+            begin_ms: u64,
+            end_ms: u64,
+            locks: Vec<lock_table::Lock>,
+        },
+    }
+
+    impl From<Input> for Feed {
+        fn from(input: Input) -> Self {
+            Self::Record(input)
+        }
+    }
+
+    fn view(begin_ms: u64, end_ms: u64, locks: Vec<lock_table::Lock>) -> Feed {
+        Feed::View {
+            begin_ms,
+            end_ms,
+            locks,
+        }
+    }
+
+    /// A lock as a scan of /proc shows it: recorded taker `pid` (0 for an OFD lock), `holders`
+    /// with an fd on it; whether the taker is among them decides the orphan, as in lock_table.
+    fn kernel_lock(kind: LockKind, mode: Mode, pid: i32, holders: &[u32]) -> lock_table::Lock {
+        let recorded = if kind == LockKind::Ofd { -1 } else { pid };
+        let holders: Vec<lock_table::Holder> = holders
+            .iter()
+            .map(|&pid| lock_table::Holder {
+                pid,
+                comm: "worker".to_owned(),
+                fd: 3,
+                ns_pid: None,
+                cgroup: None,
+            })
+            .collect();
+        let taker = Taker::judge(recorded, &holders);
+        lock_table::Lock {
+            kind,
+            mode,
+            start: 0,
+            end: None,
+            dev: "8:1".to_owned(),
+            kernel_dev: DEV,
+            ino: INO,
+            path: Some("/run/x.lock".to_owned()),
+            deleted: false,
+            pid: recorded,
+            command: (taker == Taker::Holding).then(|| "worker".to_owned()),
+            orphan: lock_table::is_orphan(kind, taker, &holders),
+            taker,
+            hidden: false,
+            holders,
+            waiters: Vec::new(),
+        }
+    }
+
+    fn ranged(mut lock: lock_table::Lock, start: u64, end: u64) -> lock_table::Lock {
+        lock.start = start;
+        lock.end = Some(end);
+        lock
+    }
+
     /// Feeds inputs in the given order and returns everything the tracker says.
     fn run(inputs: impl IntoIterator<Item = Input>) -> (Tracker, Vec<Output>) {
+        feed(inputs.into_iter().map(Feed::from))
+    }
+
+    /// As [`run`], with kernel views among the records.
+    fn feed(steps: impl IntoIterator<Item = Feed>) -> (Tracker, Vec<Output>) {
         let mut tracker = Tracker::new();
         let mut out = Vec::new();
-        for input in inputs {
-            tracker.push(input);
+        for step in steps {
+            match step {
+                Feed::Record(input) => tracker.push(input),
+                Feed::View {
+                    begin_ms,
+                    end_ms,
+                    locks,
+                } => {
+                    tracker.push_scan_begin(begin_ms * MS);
+                    tracker.push_view(KernelView {
+                        end_ns: end_ms * MS,
+                        locks,
+                    });
+                }
+            }
         }
         tracker.finish(&mut out);
         out.retain(|o| {
@@ -722,6 +1178,7 @@ mod tests {
                 Output::Exit { .. } => "exit",
                 Output::Orphan { .. } => "orphan",
                 Output::OrphanEnd { .. } => "orphan_end",
+                Output::Held { .. } => "held",
             })
             .collect()
     }
@@ -740,7 +1197,7 @@ mod tests {
             unreachable!()
         };
         assert_eq!(
-            (*reason, at - held.since_ns),
+            (*reason, at - held.since_ns.unwrap()),
             (ReleaseReason::Unlock, 4 * MS)
         );
         assert_eq!(tracker.held().count(), 0);
@@ -843,23 +1300,35 @@ mod tests {
     }
 
     #[test]
-    fn adjacent_posix_ranges_of_one_mode_merge_keeping_the_first_time() {
+    fn overlapping_and_adjacent_posix_ranges_of_one_mode_merge_keeping_the_first_time() {
         let (tracker, out) = run([
             Op::posix(1, 10, fl_type::WRLCK, 0, 9).input(),
             Op::posix(2, 10, fl_type::WRLCK, 5, 19).input(),
             // Already covered: nothing to say.
             Op::posix(3, 10, fl_type::WRLCK, 6, 7).input(),
+            // Adjacent: the kernel merges it into one lock, 0-29.
+            Op::posix(4, 10, fl_type::WRLCK, 20, 29).input(),
+        ]);
+        assert_eq!(names(&out), ["acquire", "acquire", "acquire"]);
+        let held: Vec<_> = tracker
+            .held()
+            .map(|(_, h)| (h.start, h.end, h.since_ns))
+            .collect();
+        assert_eq!(held, [(0, 29, Some(MS))]);
+
+        let (tracker, out) = run([
+            Op::posix(1, 10, fl_type::WRLCK, 0, 9).input(),
+            Op::posix(2, 10, fl_type::WRLCK, 10, 19).input(),
             Op::posix(4, 10, fl_type::UNLCK, 0, END_OF_FILE).input(),
         ]);
-        assert_eq!(names(&out), ["acquire", "acquire", "release", "release"]);
-        let since: Vec<u64> = out[2..]
-            .iter()
-            .map(|o| match o {
-                Output::Release { held, .. } => held.since_ns,
-                _ => unreachable!(),
-            })
-            .collect();
-        assert!(since.iter().all(|&ns| ns == MS), "{since:?}");
+        assert_eq!(names(&out), ["acquire", "acquire", "release"]);
+        let Output::Release {
+            start, end, held, ..
+        } = out[2]
+        else {
+            unreachable!()
+        };
+        assert_eq!((start, end, held.since_ns), (0, 19, Some(MS)));
         assert_eq!(tracker.held().count(), 0);
     }
 
@@ -890,26 +1359,40 @@ mod tests {
 
     #[test]
     fn lock_still_held_after_the_grace_period_is_an_orphan_until_its_holder_releases_it() {
-        let (tracker, out) = run([
-            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
-            exit(50, 10),
+        let (tracker, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            exit(50, 10).into(),
+            // The grace ends at 1050 ms: the kernel's table is asked.
+            view(
+                1100,
+                1110,
+                vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[11])],
+            ),
             // The child that inherited the description exits two seconds later.
-            exit(2050, 11),
+            exit(2050, 11).into(),
             Op::flock(2051, 11, FILE_A, fl_type::UNLCK, 0)
                 .flags(fl_flags::CLOSE)
-                .input(),
+                .input()
+                .into(),
         ]);
         assert_eq!(
             names(&out),
             ["acquire", "exit", "orphan", "release", "orphan_end"]
         );
         let Output::Orphan {
-            taker_exit, held, ..
+            taker_exit,
+            held,
+            ref kernel,
+            at,
+            ..
         } = out[2]
         else {
             unreachable!()
         };
-        assert_eq!((taker_exit, held.taker.pid), (50 * MS, 10));
+        assert_eq!((taker_exit, held.taker.pid), (Some(50 * MS), 10));
+        assert_eq!(at, 1110 * MS);
+        let holders: Vec<u32> = kernel.holders.iter().map(|holder| holder.pid).collect();
+        assert_eq!(holders, [11]);
         let Output::OrphanEnd {
             by,
             reason,
@@ -921,8 +1404,229 @@ mod tests {
             unreachable!()
         };
         assert_eq!((by.pid, reason), (11, ReleaseReason::Exit));
-        assert_eq!(at - taker_exit, 2001 * MS);
+        assert_eq!(at - taker_exit.unwrap(), 2001 * MS);
         assert_eq!(tracker.held().count(), 0);
+    }
+
+    #[test]
+    fn locks_held_at_start_are_seeded_and_tied_to_the_records_that_later_name_them() {
+        let (tracker, out) = feed([
+            view(
+                1,
+                2,
+                vec![
+                    kernel_lock(LockKind::Flock, Mode::Write, 10, &[10]),
+                    ranged(kernel_lock(LockKind::Posix, Mode::Read, 20, &[20]), 0, 9),
+                ],
+            ),
+            // Their owners, unknown until now, come with these records.
+            Op::flock(5, 10, FILE_A, fl_type::UNLCK, 0).input().into(),
+            exit(6, 20).into(),
+            Op::posix(7, 20, fl_type::UNLCK, 0, END_OF_FILE)
+                .flags(fl_flags::CLOSE)
+                .input()
+                .into(),
+        ]);
+        assert_eq!(names(&out), ["held", "held", "release", "exit", "release"]);
+        let Output::Release {
+            held,
+            reason,
+            actor,
+            ..
+        } = out[2]
+        else {
+            unreachable!()
+        };
+        // Taken before the trace: no time, so no held_ns.
+        assert_eq!(
+            (held.since_ns, reason, actor.pid),
+            (None, ReleaseReason::Unlock, 10)
+        );
+        let Output::Exit { locks, .. } = out[3] else {
+            unreachable!()
+        };
+        assert_eq!(locks, 1);
+        let Output::Release {
+            reason, start, end, ..
+        } = out[4]
+        else {
+            unreachable!()
+        };
+        assert_eq!((reason, start, end), (ReleaseReason::Exit, 0, 9));
+        assert_eq!(tracker.held().count(), 0);
+    }
+
+    #[test]
+    fn an_orphan_present_at_start_is_said_at_once_and_ends_with_its_holder() {
+        let (tracker, out) = feed([
+            // Taker 10 is gone; child 11 holds the description.
+            view(
+                1,
+                2,
+                vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[11])],
+            ),
+            exit(3000, 11).into(),
+            Op::flock(3001, 11, FILE_A, fl_type::UNLCK, 0)
+                .flags(fl_flags::CLOSE)
+                .input()
+                .into(),
+        ]);
+        assert_eq!(names(&out), ["held", "orphan", "release", "orphan_end"]);
+        let Output::Orphan { taker_exit, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!(taker_exit, None);
+        let Output::OrphanEnd {
+            by,
+            taker_exit,
+            reason,
+            ..
+        } = out[3]
+        else {
+            unreachable!()
+        };
+        assert_eq!((by.pid, taker_exit), (11, None));
+        assert_eq!(reason, ReleaseReason::Exit);
+        assert_eq!(tracker.held().count(), 0);
+    }
+
+    #[test]
+    fn a_release_that_comes_before_the_kernels_word_is_no_orphan() {
+        // The holder exits just after the taker's grace: its release record comes before the
+        // view that would have shown the lock.
+        for release_ms in [1049, 1051, 1099, 1105] {
+            let (_, out) = feed([
+                Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+                exit(50, 10).into(),
+                Op::flock(release_ms, 11, FILE_A, fl_type::UNLCK, 0)
+                    .flags(fl_flags::CLOSE)
+                    .input()
+                    .into(),
+                // Scanned from 1100 to 1110: a release during the scan leaves the file alone.
+                view(1100, 1110, Vec::new()),
+            ]);
+            assert_eq!(
+                names(&out),
+                ["acquire", "exit", "release"],
+                "release at {release_ms} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn a_suspect_the_kernel_no_longer_holds_was_released_in_lost_records() {
+        let (tracker, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            exit(50, 10).into(),
+            view(1100, 1110, Vec::new()),
+        ]);
+        assert_eq!(names(&out), ["acquire", "exit", "release"]);
+        let Output::Release { reason, at, .. } = out[2] else {
+            unreachable!()
+        };
+        assert_eq!((reason, at), (ReleaseReason::Lost, 1110 * MS));
+        assert_eq!(tracker.held().count(), 0);
+    }
+
+    #[test]
+    fn a_suspect_without_a_visible_holder_waits_for_more_views() {
+        let mut steps: Vec<Feed> = vec![
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            exit(50, 10).into(),
+        ];
+        for look in 0..u64::from(ORPHAN_LOOKS) {
+            let at = 1100 + 100 * look;
+            // The kernel holds it; no process can be seen holding it (mid-exit, or in flight).
+            steps.push(view(
+                at,
+                at + 5,
+                vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[])],
+            ));
+        }
+        let (_, out) = feed(steps);
+        assert_eq!(names(&out), ["acquire", "exit", "orphan"]);
+        let Output::Orphan { at, ref kernel, .. } = out[2] else {
+            unreachable!()
+        };
+        assert_eq!(at, (1100 + 100 * (u64::from(ORPHAN_LOOKS) - 1) + 5) * MS);
+        assert!(kernel.holders.is_empty());
+    }
+
+    #[test]
+    fn an_orphans_holders_are_those_of_its_own_description() {
+        let (_, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::RDLCK, 0).input().into(),
+            Op::flock(2, 20, FILE_B, fl_type::RDLCK, 0).input().into(),
+            exit(50, 10).into(),
+            // Process 20 holds a shared lock of its own on the same file.
+            view(
+                1100,
+                1110,
+                vec![
+                    kernel_lock(LockKind::Flock, Mode::Read, 20, &[20]),
+                    kernel_lock(LockKind::Flock, Mode::Read, 10, &[11]),
+                ],
+            ),
+        ]);
+        assert_eq!(names(&out), ["acquire", "acquire", "exit", "orphan"]);
+        let Output::Orphan { ref kernel, .. } = out[3] else {
+            unreachable!()
+        };
+        let holders: Vec<u32> = kernel.holders.iter().map(|holder| holder.pid).collect();
+        assert_eq!(holders, [11]);
+    }
+
+    #[test]
+    fn a_view_after_lost_records_releases_what_the_kernel_dropped_and_adds_what_it_holds() {
+        let (tracker, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            // Lost: 10's unlock, and 30's POSIX lock on bytes 0-9.
+            view(
+                100,
+                110,
+                vec![ranged(
+                    kernel_lock(LockKind::Posix, Mode::Write, 30, &[30]),
+                    0,
+                    9,
+                )],
+            ),
+        ]);
+        assert_eq!(names(&out), ["acquire", "release", "held"]);
+        let Output::Release { reason, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!(reason, ReleaseReason::Lost);
+        let held: Vec<_> = tracker
+            .held()
+            .map(|(id, h)| (id.kind, h.start, h.end, h.taker.pid))
+            .collect();
+        assert_eq!(held, [(LockKind::Posix, 0, 9, 30)]);
+    }
+
+    #[test]
+    fn files_that_change_during_a_scan_are_left_to_their_records() {
+        let (tracker, out) = feed([
+            // Taken while /proc was being read: the scan may or may not have seen it.
+            view(100, 110, Vec::new()),
+            Op::flock(105, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+        ]);
+        assert_eq!(names(&out), ["acquire"]);
+        assert_eq!(tracker.held().count(), 1);
+        // The table and the kernel agree: nothing to say.
+        let (_, out) = feed([
+            Op::posix(1, 30, fl_type::WRLCK, 0, 9).input().into(),
+            Op::posix(2, 30, fl_type::WRLCK, 10, 19).input().into(),
+            view(
+                100,
+                110,
+                vec![ranged(
+                    kernel_lock(LockKind::Posix, Mode::Write, 30, &[30]),
+                    0,
+                    19,
+                )],
+            ),
+        ]);
+        assert_eq!(names(&out), ["acquire", "acquire"]);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub struct RawLine<'a> {
     #[serde(borrow)]
     pub by: Option<RawProc<'a>>,
     pub taker_exit: Option<&'a str>,
+    pub orphan: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,8 +130,10 @@ pub struct Record {
     pub duration_ns: Option<u64>,
     pub taker_exit: Option<Nanos>,
     pub errno: Option<Name>,
-    /// An orphan's holders, or the one process that released an orphan.
+    /// An orphan's or a held lock's holders, or the one process that released an orphan.
     pub others: Box<[Actor]>,
+    /// A `held` line's lock had outlived its taker.
+    pub orphan: bool,
 }
 
 /// What a parsed line is.
@@ -157,8 +160,9 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
         EventKind::Start | EventKind::Stop | EventKind::Exit => return Ok(Parsed::Other(at)),
         _ => {}
     }
-    let (Some(dev), Some(ino), Some(kind), Some(pid)) = (raw.dev, raw.ino, raw.kind, raw.pid)
-    else {
+    // A `held` line names no taker when the kernel records none (an OFD lock): pid 0.
+    let pid = raw.pid.or((event == EventKind::Held).then_some(0));
+    let (Some(dev), Some(ino), Some(kind), Some(pid)) = (raw.dev, raw.ino, raw.kind, pid) else {
         return Err(Skip::Unreadable);
     };
     let key = LockKey {
@@ -198,6 +202,7 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
         taker_exit,
         errno: raw.errno.as_deref().map(|errno| names.intern(errno)),
         others,
+        orphan: raw.orphan == Some(true),
     };
     let path = raw.path.as_deref().map(|path| names.intern(path));
     Ok(Parsed::Lock(key, path, record))

@@ -194,6 +194,14 @@ impl Renderer<'_> {
                 line += " (before these logs start)";
             }
             lines.push((acquired, line));
+        } else if let Some(found) = hold.found_held {
+            let who = taker
+                .as_deref()
+                .unwrap_or("a process the kernel does not name");
+            lines.push((
+                found,
+                format!("{who} held {mode} when the tracer looked (taken before these logs)"),
+            ));
         }
         let orphan_ns = self.orphan_ns(hold);
         if let (true, Some(exit)) = (hold.orphaned, hold.taker_exit) {
@@ -216,6 +224,24 @@ impl Renderer<'_> {
                 line += &format!("; the lock survived in {}{survival}", holders.join(", "));
             }
             lines.push((exit, line));
+        } else if let (true, None, Some(found)) = (hold.orphaned, hold.taker_exit, hold.found_held)
+        {
+            let holders: Vec<String> = hold
+                .holders
+                .iter()
+                .map(|&holder| self.actor(holder))
+                .collect();
+            lines.push((
+                found,
+                format!(
+                    "its taker had exited before these logs; the lock survived in {}",
+                    if holders.is_empty() {
+                        "no process the tracer could see".to_owned()
+                    } else {
+                        holders.join(", ")
+                    }
+                ),
+            ));
         }
         let held = self
             .held_ns(hold)
@@ -228,6 +254,9 @@ impl Renderer<'_> {
                     Some(ReleaseReason::Close) => format!("{by} closed the file"),
                     Some(ReleaseReason::Exit) => format!("{by} exited"),
                     Some(ReleaseReason::Convert) => format!("{by} converted it"),
+                    Some(ReleaseReason::Lost) => {
+                        "the tracer lost the record (the kernel no longer held it)".to_owned()
+                    }
                     None => format!("by {by}"),
                 };
                 let mut line = format!("released when {how}");

@@ -27,6 +27,9 @@ pub struct Hold {
     pub acquired: Option<Nanos>,
     /// False when the time was worked out from a later line's `held_ns`.
     pub acquire_logged: bool,
+    /// When a tracer starting (or reconciling) found the kernel holding it, if no line before
+    /// says it was taken.
+    pub found_held: Option<Nanos>,
     pub wait_ns: Option<u64>,
     /// When the taker exited while the lock was still held (it outlived the taker), or when
     /// the taker's exit released it.
@@ -200,6 +203,18 @@ impl Lock {
                 hold.taker = Some(actor);
                 hold.taker_exit = record.taker_exit.or(hold.taker_exit);
             }
+            EventKind::Held => {
+                // A restarted tracer picks up the hold its predecessor saw taken, if any.
+                let taker = (actor.pid != 0).then_some(actor);
+                let hold = self.open_hold(taker.map(|taker| taker.pid), None, record, taker);
+                if !hold.acquire_logged && hold.found_held.is_none() {
+                    hold.found_held = Some(record.at);
+                }
+                if record.orphan {
+                    hold.orphaned = true;
+                    hold.holders = record.others.to_vec();
+                }
+            }
             EventKind::Start | EventKind::Stop | EventKind::Exit | EventKind::Unknown => {}
         }
     }
@@ -272,7 +287,7 @@ impl Lock {
         let holds = self
             .holds
             .iter()
-            .filter_map(|hold| hold.acquired.or(hold.taker_exit));
+            .filter_map(|hold| hold.acquired.or(hold.found_held).or(hold.taker_exit));
         let waits = self.waits.iter().map(|wait| wait.since);
         let refusals = self.refusals.iter().map(|refusal| refusal.at);
         holds.chain(waits).chain(refusals).min().unwrap_or(0)
