@@ -345,3 +345,21 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Kills a process (a workload's forked holder, which no `Child` owns) when dropped.
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Writes events as JSON lines, as `aimlock trace --output FILE` would have.
+pub fn write_log(path: &Path, events: &[Value]) {
+    let text: String = events.iter().map(|event| format!("{event}\n")).collect();
+    std::fs::write(path, text).expect("write the log");
+}

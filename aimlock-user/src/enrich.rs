@@ -168,6 +168,16 @@ impl Enricher {
             line.ino = Some(lock.ino);
             match kernel {
                 Some(kernel) => {
+                    if let (Some(holder), Some(path)) = (kernel.holders.first(), &kernel.path) {
+                        // The holders' view of the path, for the lines to come when the taker
+                        // is gone.
+                        let found = procfs::OpenPath {
+                            fd: holder.fd,
+                            path: path.clone(),
+                            deleted: kernel.deleted,
+                        };
+                        self.paths.insert((lock.dev, lock.ino), found);
+                    }
                     line.path = kernel.path.clone();
                     line.deleted = kernel.deleted.then_some(true);
                     line.holders = Some(kernel.holders.iter().map(proc_ref).collect());

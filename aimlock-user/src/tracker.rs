@@ -884,6 +884,22 @@ impl Tracker {
                     continue;
                 };
                 let Orphan::Suspect { taker_exit, looks } = held.orphan else {
+                    // The kernel's table shows what no record said: the taker let go of a lock
+                    // others still hold (its exit was among the records lost, or it closed its
+                    // own fd and lives on). An exit in its grace period is left to the grace.
+                    if held.orphan == Orphan::No
+                        && found.orphan
+                        && !self.exiting.contains_key(&held.taker.pid)
+                    {
+                        held.orphan = Orphan::Yes { taker_exit: None };
+                        out.push(Output::Orphan {
+                            at,
+                            lock: *id,
+                            held: *held,
+                            taker_exit: None,
+                            kernel: Box::new(found),
+                        });
+                    }
                     continue;
                 };
                 if found.holders.is_empty() && looks + 1 < ORPHAN_LOOKS {
@@ -1601,6 +1617,35 @@ mod tests {
             .map(|(id, h)| (id.kind, h.start, h.end, h.taker.pid))
             .collect();
         assert_eq!(held, [(LockKind::Posix, 0, 9, 30)]);
+    }
+
+    #[test]
+    fn an_orphan_whose_takers_exit_was_lost_is_said_by_the_next_view() {
+        let (_, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            // Lost: 10's exit. The kernel's table says 10 no longer holds it; 11 does.
+            view(
+                3000,
+                3010,
+                vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[11])],
+            ),
+        ]);
+        assert_eq!(names(&out), ["acquire", "orphan"]);
+        let Output::Orphan { taker_exit, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!(taker_exit, None);
+        // While the taker's exit grace runs, the grace decides.
+        let (_, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            exit(2990, 10).into(),
+            view(
+                3000,
+                3010,
+                vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[11])],
+            ),
+        ]);
+        assert_eq!(names(&out), ["acquire", "exit"]);
     }
 
     #[test]

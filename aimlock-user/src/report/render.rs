@@ -426,6 +426,7 @@ impl Renderer<'_> {
                     mode: hold.mode,
                     acquired: hold.acquired.map(time),
                     acquire_logged: hold.acquire_logged,
+                    found_held: hold.found_held.map(time),
                     wait_ns: hold.wait_ns,
                     taker_exit: hold.taker_exit.map(time),
                     orphaned: hold.orphaned,
@@ -525,6 +526,9 @@ pub struct HoldJson<'a> {
     pub mode: Option<Mode>,
     pub acquired: Option<String>,
     pub acquire_logged: bool,
+    /// When a tracer found the kernel holding it (a `held` line), if no line says when it was
+    /// taken.
+    pub found_held: Option<String>,
     pub wait_ns: Option<u64>,
     pub taker_exit: Option<String>,
     pub orphaned: bool,
