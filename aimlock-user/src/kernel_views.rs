@@ -21,7 +21,7 @@ use crate::{
     clock::Clock,
     loader::Filters,
     lock_table::{self, Lock},
-    tracker::{KernelView, ScanWanted, Tracker},
+    tracker::{KernelView, ScanWanted, Tracker, ViewedLock},
 };
 
 const ORPHAN_LOOK_INTERVAL: Duration = Duration::from_millis(100);
@@ -100,10 +100,17 @@ impl KernelViews {
             let keep = |line: &crate::procfs::LockLine| {
                 scope.inodes.is_empty() || scope.inodes.contains(&(line.dev(), line.ino))
             };
-            let (mut locks, _blind) = lock_table::take_where(&keep);
-            locks.retain(|lock| {
-                tracked.contains(&(lock.kernel_dev, lock.ino)) || scope.covers(lock)
-            });
+            let (locks, _blind) = lock_table::take_where(&keep);
+            let locks = locks
+                .into_iter()
+                .map(|lock| ViewedLock {
+                    in_scope: scope.covers(&lock),
+                    lock,
+                })
+                .filter(|viewed| {
+                    viewed.in_scope || tracked.contains(&(viewed.lock.kernel_dev, viewed.lock.ino))
+                })
+                .collect();
             let end_ns = Clock::read_monotonic();
             let _ = done.send(KernelView { end_ns, locks });
         });

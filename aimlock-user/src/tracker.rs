@@ -98,7 +98,15 @@ pub enum Orphan {
 #[derive(Debug)]
 pub struct KernelView {
     pub end_ns: u64,
-    pub locks: Vec<lock_table::Lock>,
+    /// The locks the trace is about, and the other locks on the files the table has locks on
+    /// (`in_scope` false): those tell the table's locks apart, and are never added to it.
+    pub locks: Vec<ViewedLock>,
+}
+
+#[derive(Debug)]
+pub struct ViewedLock {
+    pub lock: lock_table::Lock,
+    pub in_scope: bool,
 }
 
 /// What the tracker tells the sinks. `at` is the event's time (CLOCK_MONOTONIC, ns).
@@ -417,7 +425,7 @@ impl Tracker {
                 touched.insert((op.dev, op.ino));
             }
             if !self.seeded.is_empty() && !self.locks.contains_key(&lock) {
-                self.adopt_seeded(lock, actor.pid, mode == Mode::Unlock);
+                self.adopt_seeded(lock, actor.pid, mode == Mode::Unlock, op.flags);
             }
         }
         if mode == Mode::Unlock {
@@ -801,40 +809,57 @@ impl Tracker {
 
     /// A record names an owner the table does not know, on a file with locks found in a kernel
     /// view: if it can only be one of them (the POSIX locks of the record's process, the one
-    /// description that process held), that lock is the record's from now on. A release the
-    /// tracker cannot tie to one of them asks for a new view instead.
-    fn adopt_seeded(&mut self, lock: LockId, pid: u32, unlock: bool) {
+    /// description of that kind the process held), that lock is the record's from now on. An
+    /// unlock the tracker cannot tie to one of them asks for a new view instead.
+    fn adopt_seeded(&mut self, lock: LockId, pid: u32, unlock: bool, flags: u32) {
         let Some(seeded) = self.seeded.get(&(lock.dev, lock.ino)) else {
             return;
         };
-        let same_kind = seeded.iter().filter(|(id, _)| id.kind == lock.kind);
-        let candidates: SmallVec<[LockId; 2]> = same_kind
-            .clone()
-            .filter(|(_, holders)| holders.contains(&pid))
-            .map(|(id, _)| *id)
-            .collect();
+        let held_by = |kind: LockKind| {
+            seeded
+                .iter()
+                .filter(move |(id, holders)| id.kind == kind && holders.contains(&pid))
+                .map(|(id, _)| *id)
+        };
+        let candidates: SmallVec<[LockId; 2]> = held_by(lock.kind).collect();
+        let close = flags & fl_flags::CLOSE != 0;
+        // The last close of a description releases its OFD locks with a plain POSIX request:
+        // which of the process's descriptions that was, the record does not say.
+        let ofd_close = unlock && close && lock.kind == LockKind::Posix;
+        if ofd_close && held_by(LockKind::Ofd).next().is_some() {
+            self.reconcile = true;
+        }
         match candidates.as_slice() {
-            [seed] => {
-                let seed = *seed;
-                self.forget_seed(seed);
-                let Some(ranges) = self.locks.remove(&seed) else {
-                    return;
-                };
-                for held in &ranges {
-                    if let Some(taken) = self.taken_by.get_mut(&held.taker.pid)
-                        && taken.remove(&seed)
-                    {
-                        taken.insert(lock);
-                    }
-                }
-                if self.suspects.remove(&seed) {
-                    self.suspects.insert(lock);
-                }
-                self.locks.insert(lock, ranges);
+            [seed] => self.adopt(*seed, lock),
+            // Several descriptions of this process hold one: which, only the kernel can say.
+            [_, _, ..] if unlock => self.reconcile = true,
+            // An explicit unlock of a lock the process did not hold when the view was taken
+            // (its fd came later, over a socket): the view is out of date. A close unlocks every
+            // file with locks, held or not: nothing to learn from it.
+            [] if unlock && !close && seeded.iter().any(|(id, _)| id.kind == lock.kind) => {
+                self.reconcile = true
             }
-            _ if unlock && same_kind.count() > 0 => self.reconcile = true,
             _ => {}
         }
+    }
+
+    /// The lock found in a view as `seed` is `lock`, whose owner a record has just named.
+    fn adopt(&mut self, seed: LockId, lock: LockId) {
+        self.forget_seed(seed);
+        let Some(ranges) = self.locks.remove(&seed) else {
+            return;
+        };
+        for held in &ranges {
+            if let Some(taken) = self.taken_by.get_mut(&held.taker.pid)
+                && taken.remove(&seed)
+            {
+                taken.insert(lock);
+            }
+        }
+        if self.suspects.remove(&seed) {
+            self.suspects.insert(lock);
+        }
+        self.locks.insert(lock, ranges);
     }
 
     fn forget_seed(&mut self, id: LockId) {
@@ -855,13 +880,14 @@ impl Tracker {
         let compared = |dev: u32, ino: u64, kind: LockKind| {
             kind != LockKind::Lease && !touched.contains(&(dev, ino))
         };
-        let mut kernel: HashMap<LineKey, SmallVec<[lock_table::Lock; 1]>> = HashMap::default();
-        for lock in view.locks {
+        let mut kernel: HashMap<LineKey, SmallVec<[ViewedLock; 1]>> = HashMap::default();
+        for viewed in view.locks {
+            let lock = &viewed.lock;
             if compared(lock.kernel_dev, lock.ino, lock.kind) {
                 kernel
-                    .entry(LineKey::of_kernel(&lock))
+                    .entry(LineKey::of_kernel(lock))
                     .or_default()
-                    .push(lock);
+                    .push(viewed);
             }
         }
         // Pair every range of the table with a lock line of the kernel.
@@ -879,7 +905,9 @@ impl Tracker {
             }
             for held in ranges.iter_mut() {
                 let key = LineKey::of_table(id, held);
-                let Some(found) = kernel.get_mut(&key).and_then(|locks| locks.pop()) else {
+                let Some(ViewedLock { lock: found, .. }) =
+                    kernel.get_mut(&key).and_then(|locks| locks.pop())
+                else {
                     gone.push((*id, *held));
                     continue;
                 };
@@ -937,7 +965,12 @@ impl Tracker {
             );
         }
         // Held in the kernel, not here: taken while nothing recorded it.
-        let mut found: Vec<lock_table::Lock> = kernel.into_values().flatten().collect();
+        let mut found: Vec<lock_table::Lock> = kernel
+            .into_values()
+            .flatten()
+            .filter(|viewed| viewed.in_scope)
+            .map(|viewed| viewed.lock)
+            .collect();
         found.sort_by_key(|lock| (lock.kernel_dev, lock.ino, lock.start, lock.pid));
         for lock in found {
             self.seed(at, lock, out);
@@ -1164,6 +1197,13 @@ mod tests {
                     locks,
                 } => {
                     tracker.push_scan_begin(begin_ms * MS);
+                    let locks = locks
+                        .into_iter()
+                        .map(|lock| ViewedLock {
+                            lock,
+                            in_scope: true,
+                        })
+                        .collect();
                     tracker.push_view(KernelView {
                         end_ns: end_ms * MS,
                         locks,
@@ -1646,6 +1686,66 @@ mod tests {
             ),
         ]);
         assert_eq!(names(&out), ["acquire", "exit"]);
+    }
+
+    #[test]
+    fn locks_outside_the_trace_tell_the_tables_locks_apart_but_are_never_added() {
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        tracker.push(Op::flock(1, 10, FILE_A, fl_type::RDLCK, 0).input());
+        tracker.push_scan_begin(100 * MS);
+        let viewed = |pid, in_scope| ViewedLock {
+            lock: kernel_lock(LockKind::Flock, Mode::Read, pid, &[pid as u32]),
+            in_scope,
+        };
+        tracker.push_view(KernelView {
+            end_ns: 110 * MS,
+            locks: vec![viewed(10, true), viewed(20, false)],
+        });
+        tracker.finish(&mut out);
+        assert_eq!(names(&out), ["acquire"]);
+        assert_eq!(tracker.held().count(), 1);
+    }
+
+    #[test]
+    fn an_unlock_that_cannot_be_tied_to_a_seeded_lock_asks_for_a_view() {
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        tracker.push_scan_begin(MS);
+        let shared = kernel_lock(LockKind::Flock, Mode::Read, 10, &[10]);
+        tracker.push_view(KernelView {
+            end_ns: 2 * MS,
+            locks: vec![
+                ViewedLock {
+                    lock: shared.clone(),
+                    in_scope: true,
+                },
+                ViewedLock {
+                    lock: shared,
+                    in_scope: true,
+                },
+            ],
+        });
+        tracker.advance(2 * MS + REORDER_WINDOW_NS, &mut out);
+        assert_eq!(names(&out), ["held", "held"]);
+        assert_eq!(tracker.scan_wanted(), None);
+        // Process 10 holds two descriptions with a shared lock each: which one it unlocked,
+        // only the kernel can say.
+        tracker.push(Op::flock(5, 10, FILE_A, fl_type::UNLCK, 0).input());
+        tracker.advance(5 * MS + REORDER_WINDOW_NS, &mut out);
+        assert_eq!(tracker.scan_wanted(), Some(ScanWanted::Reconcile));
+        tracker.push_scan_begin(20 * MS);
+        tracker.push_view(KernelView {
+            end_ns: 21 * MS,
+            locks: vec![ViewedLock {
+                lock: kernel_lock(LockKind::Flock, Mode::Read, 10, &[10]),
+                in_scope: true,
+            }],
+        });
+        tracker.finish(&mut out);
+        assert_eq!(names(&out), ["held", "held", "release"]);
+        assert_eq!(tracker.held().count(), 1);
+        assert_eq!(tracker.scan_wanted(), None);
     }
 
     #[test]
