@@ -103,6 +103,9 @@ pub struct EventLine {
     /// `stop`: lock events written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<u64>,
+    /// `stop`: reads of the kernel's lock table (at start, after lost records, for orphans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_reads: Option<u64>,
 
     // The process the event is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +217,7 @@ impl EventLine {
         object.opt_u64("unwritten", self.unwritten);
         object.opt_u64("records", self.records);
         object.opt_u64("events", self.events);
+        object.opt_u64("table_reads", self.table_reads);
         object.opt_u64("pid", self.pid.map(u64::from));
         object.opt_u64("ns_pid", self.ns_pid.map(u64::from));
         object.opt_u64("tid", self.tid.map(u64::from));
@@ -444,6 +448,7 @@ mod tests {
             unwritten: Some(2),
             records: Some(3),
             events: Some(4),
+            table_reads: Some(14),
             pid: Some(5),
             ns_pid: Some(6),
             tid: Some(7),

@@ -180,6 +180,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         lost: Some(lost),
         records: Some(records),
         events: Some(written),
+        table_reads: Some(views.taken),
         unwritten: Some(sink.unwritten()),
         ..Default::default()
     };

@@ -3,10 +3,11 @@
 //! the goals.
 //!
 //! Sections: overhead on the worst case (a tight lock/unlock loop), the highest lossless event
-//! rate, `aimlock locks` against `lslocks`, `aimlock report` against `jq`, and the tracer's peak
-//! memory with 100,000 locks held.
+//! rate, `aimlock locks` against `lslocks`, `aimlock report` against `jq`, the tracer's peak
+//! memory with 100,000 locks held, and its table seeded from and reconciled with the kernel's.
 
 mod common;
+mod kernel_table;
 mod memory;
 mod overhead;
 mod rate;
@@ -27,6 +28,7 @@ pub enum Section {
     Locks,
     Report,
     Memory,
+    KernelTable,
 }
 
 pub struct Options {
@@ -103,6 +105,10 @@ pub fn bench(options: &Options) -> Result<()> {
     if selected(Section::Memory) {
         println!("==> bench: peak memory with 100,000 held locks");
         outcomes.push(memory::peak_memory(&tools)?);
+    }
+    if selected(Section::KernelTable) {
+        println!("==> bench: the tracer's table seeded from and reconciled with the kernel's");
+        outcomes.push(kernel_table::kernel_table(&tools, runs)?);
     }
     let _ = fs::remove_dir_all(&tools.scratch);
 

@@ -4,6 +4,7 @@ use std::{
     fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader},
+    path::Path,
     process::{Child, Command, Stdio},
     thread::sleep,
     time::{Duration, Instant},
@@ -36,24 +37,7 @@ pub fn peak_memory(tools: &Tools) -> Result<Outcome> {
     // One holder at a time: the figure is what tracking costs, not how the ring copes with
     // ten processes taking locks at once.
     for _ in 0..HOLDERS {
-        let nofile = per_holder + 64;
-        let mut holder = Command::new("prlimit")
-            .arg(format!("--nofile={nofile}:{nofile}"))
-            .arg(&tools.lockwork)
-            .arg(format!("hold-many:{}:{per_holder}", dir.display()))
-            .arg("sleep:86400")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("start a lockwork holder under prlimit")?;
-        let stdout = holder.stdout.take().context("holder's stdout")?;
-        holders.0.push(holder);
-        // Its first line reports the locks taken.
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        if !line.contains("\"ok\":true") {
-            bail!("a holder could not take its locks: {}", line.trim());
-        }
+        hold_many(tools, &dir, per_holder, &mut holders)?;
     }
     let settled = settle(pid)?;
     let peak_kib = status_kib(pid, "VmHWM")?;
@@ -146,8 +130,32 @@ fn settle(pid: u32) -> Result<f64> {
     }
 }
 
+/// Starts a `lockwork hold-many:DIR:COUNT` process (under `prlimit`, so that it may open that
+/// many files) and returns once it holds its locks.
+pub fn hold_many(tools: &Tools, dir: &Path, count: usize, holders: &mut Holders) -> Result<()> {
+    let nofile = count + 64;
+    let mut holder = Command::new("prlimit")
+        .arg(format!("--nofile={nofile}:{nofile}"))
+        .arg(&tools.lockwork)
+        .arg(format!("hold-many:{}:{count}", dir.display()))
+        .arg("sleep:86400")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start a lockwork holder under prlimit")?;
+    let stdout = holder.stdout.take().context("holder's stdout")?;
+    holders.0.push(holder);
+    // Its first line reports the locks taken.
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if !line.contains("\"ok\":true") {
+        bail!("a holder could not take its locks: {}", line.trim());
+    }
+    Ok(())
+}
+
 /// The lockwork processes holding the locks; killed when dropped.
-struct Holders(Vec<Child>);
+pub struct Holders(pub Vec<Child>);
 
 impl Drop for Holders {
     fn drop(&mut self) {
