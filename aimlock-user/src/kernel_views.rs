@@ -100,7 +100,12 @@ impl KernelViews {
             let keep = |line: &crate::procfs::LockLine| {
                 scope.inodes.is_empty() || scope.inodes.contains(&(line.dev(), line.ino))
             };
-            let (locks, _blind) = lock_table::take_where(&keep);
+            let (locks, blind) = lock_table::take_where(&keep);
+            // Without /proc/locks the view would miss every lock: it must not be compared.
+            let complete = blind.proc_locks.is_none();
+            if let Some(err) = &blind.proc_locks {
+                log::warn!("cannot read the kernel's lock table: {err}");
+            }
             let locks = locks
                 .into_iter()
                 .map(|lock| ViewedLock {
@@ -112,7 +117,11 @@ impl KernelViews {
                 })
                 .collect();
             let end_ns = Clock::read_monotonic();
-            let _ = done.send(KernelView { end_ns, locks });
+            let _ = done.send(KernelView {
+                end_ns,
+                complete,
+                locks,
+            });
         });
         drop(task);
         self.under_way = Some(under_way);

@@ -98,6 +98,8 @@ pub enum Orphan {
 #[derive(Debug)]
 pub struct KernelView {
     pub end_ns: u64,
+    /// False when /proc/locks could not be read: the view only ends the scan.
+    pub complete: bool,
     /// The locks the trace is about, and the other locks on the files the table has locks on
     /// (`in_scope` false): those tell the table's locks apart, and are never added to it.
     pub locks: Vec<ViewedLock>,
@@ -875,6 +877,9 @@ impl Tracker {
     /// changed while the view was taken; confirms or clears the suspected orphans.
     fn apply_view(&mut self, view: KernelView, out: &mut Vec<Output>) {
         let touched = self.scan_touched.take().unwrap_or_default();
+        if !view.complete {
+            return;
+        }
         self.reconcile = false;
         let at = view.end_ns;
         let compared = |dev: u32, ino: u64, kind: LockKind| {
@@ -1206,6 +1211,7 @@ mod tests {
                         .collect();
                     tracker.push_view(KernelView {
                         end_ns: end_ms * MS,
+                        complete: true,
                         locks,
                     });
                 }
@@ -1700,6 +1706,7 @@ mod tests {
         };
         tracker.push_view(KernelView {
             end_ns: 110 * MS,
+            complete: true,
             locks: vec![viewed(10, true), viewed(20, false)],
         });
         tracker.finish(&mut out);
@@ -1715,6 +1722,7 @@ mod tests {
         let shared = kernel_lock(LockKind::Flock, Mode::Read, 10, &[10]);
         tracker.push_view(KernelView {
             end_ns: 2 * MS,
+            complete: true,
             locks: vec![
                 ViewedLock {
                     lock: shared.clone(),
@@ -1737,6 +1745,7 @@ mod tests {
         tracker.push_scan_begin(20 * MS);
         tracker.push_view(KernelView {
             end_ns: 21 * MS,
+            complete: true,
             locks: vec![ViewedLock {
                 lock: kernel_lock(LockKind::Flock, Mode::Read, 10, &[10]),
                 in_scope: true,

@@ -52,6 +52,9 @@ pub fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
     if let Some(errno) = &event.errno {
         words.push(format!("errno={errno}"));
     }
+    if event.orphan == Some(true) {
+        words.push("orphan".to_owned());
+    }
     if let Some(holders) = &event.holders {
         words.push(format!("holders={}", proc_list(holders)));
     }
