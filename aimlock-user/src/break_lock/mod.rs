@@ -455,7 +455,7 @@ mod tests {
     use super::*;
 
     /// A lock of the table as `lock_table` would judge it: `taker` recorded, held through fd 3
-    /// of each of `holders`, over the range `start..=end`.
+    /// of each of `holders`, over the ten bytes from `start`.
     pub(super) fn table_lock(kind: LockKind, taker: i32, holders: &[u32], start: u64) -> Lock {
         let holders: Vec<Holder> = holders
             .iter()
