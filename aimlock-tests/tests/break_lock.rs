@@ -7,7 +7,7 @@ use std::{
     process::{Command, Output},
 };
 
-use aimlock_tests::{TempDir, Workload, aimlock_bin, alive, inode, require_root};
+use aimlock_tests::{TempDir, Workload, aimlock_bin, alive, inode, lock_table, require_root};
 use serde_json::Value;
 
 /// Runs `aimlock break ARGS...`.
@@ -358,4 +358,97 @@ fn with_several_owners_it_asks_for_a_holder_and_breaks_only_that_ones_lock() {
 
     live.proceed();
     live.finish();
+}
+
+#[test]
+fn a_live_taker_that_closed_its_descriptor_left_an_orphan_for_locks_and_break_alike() {
+    let dir = TempDir::new("break-closed");
+    let file = dir.file("lock");
+    let path = file.to_str().unwrap();
+    let ino = inode(&file);
+    let mut work = Workload::start(&[
+        &format!("open:{path}"),
+        "flock:ex",
+        "hold-in-child:60",
+        "close",
+        "wait-stdin",
+    ]);
+    work.wait_step("close");
+    let taker = work.pid();
+    let holder = KillOnDrop(work.holder_pid());
+
+    let listed: Vec<Value> = lock_table(&[])
+        .into_iter()
+        .filter(|lock| lock["ino"] == ino)
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["taker"], "gone", "{listed:?}");
+    assert_eq!(listed[0]["orphan"], true, "{listed:?}");
+
+    let dry = aimlock_break(&["--path", path]);
+    assert!(dry.status.success(), "dry run refused: {}", stderr(&dry));
+    assert!(
+        stdout(&dry).contains(&format!(
+            "pid {taker} (lockwork), holding no descriptor on it"
+        )),
+        "{}",
+        stdout(&dry)
+    );
+    let broken = aimlock_break(&["--path", path, "--yes"]);
+    assert!(broken.status.success(), "break failed: {}", stderr(&broken));
+    assert!(
+        stderr(&broken).contains(&format!(
+            "\"taker\":{{\"pid\":{taker},\"status\":\"gone\"}}"
+        )),
+        "{}",
+        stderr(&broken)
+    );
+    assert!(flock_free(&file), "the orphan is still held");
+    assert!(alive(taker) && alive(holder.0), "a process did not survive");
+
+    work.proceed();
+    work.finish();
+}
+
+#[test]
+fn an_ofd_owners_ranges_are_shown_and_broken_together() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = TempDir::new("break-ranges");
+    let file = dir.file("lock");
+    let path = file.to_str().unwrap();
+    let (_taker, holder) = orphan(&[&format!("open:{path}"), "ofd:w:0:10", "ofd:w:20:10"]);
+    let meta = std::fs::metadata(&file).unwrap();
+    let target = format!(
+        "{}:{}:{}",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev()),
+        meta.ino()
+    );
+
+    let dry = aimlock_break(&["--inode", &target, "--force"]);
+    assert!(dry.status.success(), "dry run failed: {}", stderr(&dry));
+    let shown = stdout(&dry);
+    assert!(
+        shown.contains("Lock:    OFD lock, exclusive (write), bytes 0-9, bytes 20-29"),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("File:    {path} (dev")), "{shown}");
+
+    let broken = aimlock_break(&["--inode", &target, "--yes", "--force"]);
+    assert!(broken.status.success(), "break failed: {}", stderr(&broken));
+    let record: Value = stderr(&broken)
+        .lines()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .expect("the audit record");
+    assert_eq!(
+        record["lock"]["ranges"],
+        serde_json::json!([{"start": 0, "end": 9}, {"start": 20, "end": 29}]),
+        "{record}"
+    );
+    assert_eq!(
+        getlk(&file, true).l_type,
+        libc::F_UNLCK as i16,
+        "a range is still held"
+    );
+    assert!(alive(holder.0), "the holder did not survive the break");
 }

@@ -7,6 +7,10 @@ use std::{
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -373,6 +377,101 @@ fn metrics_count_a_scripted_scenario() {
     let logged = parse_lines(&std::fs::read_to_string(&log).unwrap(), &log);
     assert_eq!(count(&logged, "acquire"), 4);
     assert_eq!(count(&logged, "orphan"), 1);
+}
+
+#[test]
+fn scrapes_during_a_burst_hold_up_no_record_and_count_the_held_locks() {
+    // About a second of 10 lock/unlock pairs a millisecond, when nothing holds it up.
+    const BURST_BATCHES: u64 = 1000;
+    let dir = TempDir::new("metrics-burst");
+    let file = dir.file("lock");
+    let log = dir.path().join("trace.log");
+    let workload = own_lockwork(&dir, "lw-scrape");
+    // Thousands of held locks make /proc/locks long, and each scrape slow to read it: tens of
+    // milliseconds that must not be spent on the thread that drains the ring.
+    let many = dir.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    let per_kind = 3000;
+    let hold_many = format!("hold-many:{}:{}", many.display(), 3 * per_kind);
+    let mut holding = Workload::start(&[&hold_many, "wait-stdin"]);
+    holding.wait_step(&hold_many);
+
+    let port = free_port();
+    let tracer = ServiceTracer::start(
+        &[
+            "--output",
+            log.to_str().unwrap(),
+            "--metrics",
+            &format!("127.0.0.1:{port}"),
+            "--path",
+            file.to_str().unwrap(),
+            "--comm",
+            "lw-scrape",
+            // About 900 records: 45 ms of this burst.
+            "--ring-size",
+            "128K",
+        ],
+        &log,
+    );
+    let bursting = Arc::new(AtomicBool::new(true));
+    let scrapers: Vec<_> = (0..2)
+        .map(|_| {
+            let bursting = Arc::clone(&bursting);
+            std::thread::spawn(move || {
+                let mut scrapes = vec![scrape(port)];
+                while bursting.load(Ordering::Relaxed) {
+                    scrapes.push(scrape(port));
+                }
+                scrapes
+            })
+        })
+        .collect();
+    // Paced by sleeps rather than by the clock: reading /proc/locks holds up lock calls for a
+    // moment, and a workload that caught up afterwards would overflow any ring by itself.
+    let mut steps = vec![format!("open:{}", file.display())];
+    for _ in 0..BURST_BATCHES {
+        steps.extend(["loop:10:flock".to_owned(), "sleep:0.001".to_owned()]);
+    }
+    let burst = Command::new(&workload)
+        .args(&steps)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run the burst");
+    bursting.store(false, Ordering::Relaxed);
+    assert!(burst.success());
+    let scrapes: Vec<HashMap<String, f64>> = scrapers
+        .into_iter()
+        .flat_map(|scraper| scraper.join().expect("a scrape failed"))
+        .collect();
+    holding.proceed();
+    holding.finish();
+    std::thread::sleep(Duration::from_millis(300));
+    tracer.stop();
+
+    // The kernel hands /proc/locks out a page at a time, and locks taken or released between
+    // two pages (the burst's own) shift the lines after them: a scrape may miss a few.
+    let at_least = (per_kind - per_kind / 100) as f64;
+    for samples in &scrapes {
+        for kind in ["flock", "posix", "ofd"] {
+            let held = samples[&format!("aimlock_locks_held{{kind=\"{kind}\"}}")];
+            assert!(
+                held >= at_least,
+                "{kind}: {held} held, not about {per_kind}"
+            );
+        }
+    }
+    let pairs = 10 * BURST_BATCHES;
+    let events = parse_lines(&std::fs::read_to_string(&log).unwrap(), &log);
+    let stop = events.last().unwrap();
+    assert_eq!(stop["event"], "stop", "{stop}");
+    assert_eq!(
+        stop["lost"],
+        0,
+        "{} scrapes during the burst held up the ring: {stop}",
+        scrapes.len()
+    );
+    assert_eq!(count(&events, "acquire"), pairs, "{stop}");
+    assert_eq!(count(&events, "release"), pairs, "{stop}");
 }
 
 /// One journal entry in the native protocol: fields in order.

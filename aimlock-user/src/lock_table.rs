@@ -406,29 +406,41 @@ fn split_by_description(fds: Vec<(u32, i32)>, blind: &mut Blind) -> Vec<Vec<(u32
                 Ok(Ok(index)) => groups[index].push(fd),
                 Ok(Err(index)) => groups.insert(index, vec![fd]),
                 Err((index, err)) => {
-                    if procfs::compare_descriptions(fd, fd).is_err() {
-                        // This fd is gone (or may not be compared at all).
-                        if err.kind() == io::ErrorKind::PermissionDenied {
+                    // A process or fd gone fails kcmp too: which one, this fd or the group's
+                    // first? Any other failure (no ptrace access, no kcmp in this kernel) is
+                    // a pair kcmp may not compare.
+                    let failed = if is_gone(&err) {
+                        procfs::compare_descriptions(fd, fd).err()
+                    } else {
+                        Some(err)
+                    };
+                    match failed {
+                        Some(err) if is_gone(&err) => blind.vanished += 1,
+                        Some(_) => {
                             blind.uncompared += 1;
                             groups[index].push(fd);
-                        } else {
-                            blind.vanished += 1;
                         }
-                        continue 'fds;
+                        None => {
+                            // The group's first fd went away: the next one stands for the group.
+                            blind.vanished += 1;
+                            groups[index].remove(0);
+                            if groups[index].is_empty() {
+                                groups.remove(index);
+                            }
+                            continue;
+                        }
                     }
-                    // The group's first fd went away: the next one stands for the group.
-                    blind.vanished += 1;
-                    groups[index].remove(0);
-                    if groups[index].is_empty() {
-                        groups.remove(index);
-                    }
-                    continue;
                 }
             }
             continue 'fds;
         }
     }
     groups
+}
+
+/// kcmp's error for a process or fd that went away.
+fn is_gone(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ESRCH | libc::EBADF))
 }
 
 /// Binary search over the groups' first fds: `Ok(index)` of the group on `fd`'s description,
@@ -481,7 +493,7 @@ fn resolve(
     holders.sort_by_key(|holder| (holder.pid, holder.fd));
     let open = holders
         .iter()
-        .find_map(|holder| processes.paths.remove(&(holder.pid, holder.fd)));
+        .find_map(|holder| processes.paths.get(&(holder.pid, holder.fd)).cloned());
     let command = processes.comm(line.pid);
     let taker = Taker::judge(line.pid, &holders);
     let (major, minor) = (line.major, line.minor);
@@ -536,5 +548,42 @@ impl Processes {
     fn comm(&mut self, pid: i32) -> Option<String> {
         let pid = u32::try_from(pid).ok().filter(|&pid| pid > 0)?;
         self.get(pid).map(|info| info.comm.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holders(pids: &[u32]) -> Vec<Holder> {
+        pids.iter()
+            .map(|&pid| Holder {
+                pid,
+                comm: "worker".to_owned(),
+                fd: 3,
+                ns_pid: None,
+                cgroup: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_taker_counts_as_holding_only_while_it_holds_the_description() {
+        assert_eq!(Taker::judge(100, &holders(&[100, 101])), Taker::Holding);
+        // Exited, closed its own fd, or a pid since reused: all the same to the lock.
+        assert_eq!(Taker::judge(100, &holders(&[101])), Taker::Gone);
+        assert_eq!(Taker::judge(-1, &holders(&[101])), Taker::Unknown);
+        assert_eq!(Taker::judge(0, &holders(&[101])), Taker::Unknown);
+    }
+
+    #[test]
+    fn only_a_description_lock_with_holders_outlives_its_taker() {
+        let child = holders(&[101]);
+        assert!(is_orphan(LockKind::Flock, Taker::Gone, &child));
+        assert!(is_orphan(LockKind::Ofd, Taker::Gone, &child));
+        assert!(!is_orphan(LockKind::Posix, Taker::Gone, &child));
+        assert!(!is_orphan(LockKind::Flock, Taker::Gone, &[]));
+        assert!(!is_orphan(LockKind::Flock, Taker::Holding, &child));
+        assert!(!is_orphan(LockKind::Ofd, Taker::Unknown, &child));
     }
 }

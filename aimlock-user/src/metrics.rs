@@ -2,7 +2,8 @@
 //! `GET /metrics`, from a minimal HTTP server on the tracer's runtime.
 //!
 //! The trace loop counts into plain integers and copies them, once per batch, into the
-//! snapshot the server reads; the server itself adds the locks held now from /proc/locks.
+//! snapshot the server reads; the server itself adds the locks held now from /proc/locks, read
+//! on tokio's blocking pool so that a scrape never holds up the drain of the ring.
 
 use std::{
     fmt::Write as _,
@@ -17,7 +18,10 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::events::{EventKind, EventLine};
+use crate::{
+    events::{EventKind, EventLine, LockKind},
+    procfs,
+};
 
 /// Event types, in the order of `Counts::events`.
 const EVENT_KINDS: [EventKind; 10] = [
@@ -204,7 +208,12 @@ async fn answer(mut stream: TcpStream, counts: &Mutex<Counts>) -> std::io::Resul
                 .lock()
                 .map(|counts| counts.clone())
                 .unwrap_or_default();
-            ("200 OK", render(&snapshot, &locks_held()))
+            // /proc/locks takes a while to read when it is long: not on the thread that
+            // drains the ring.
+            let held = tokio::task::spawn_blocking(locks_held)
+                .await
+                .unwrap_or_default();
+            ("200 OK", render(&snapshot, &held))
         }
         (b"GET", _) => ("404 Not Found", "aimlock serves GET /metrics\n".to_owned()),
         _ => (
@@ -223,20 +232,18 @@ async fn answer(mut stream: TcpStream, counts: &Mutex<Counts>) -> std::io::Resul
 }
 
 /// Locks held now by kind (flock, posix, ofd, lease), from /proc/locks: every lock on the
-/// system, whatever the trace's filters. Blocked requests (`->` lines) are not locks.
+/// system, whatever the trace's filters. Blocked requests are waiters, not locks.
 fn locks_held() -> [u64; 4] {
     let mut held = [0; 4];
-    let Ok(table) = std::fs::read_to_string("/proc/locks") else {
+    let Ok(table) = procfs::proc_locks() else {
         return held;
     };
-    for line in table.lines() {
-        let mut words = line.split_whitespace().skip(1);
-        let kind = match words.next() {
-            Some("FLOCK") => 0,
-            Some("POSIX") => 1,
-            Some("OFDLCK") => 2,
-            Some("LEASE" | "DELEG") => 3,
-            _ => continue,
+    for listed in &table.locks {
+        let kind = match listed.lock.kind {
+            LockKind::Flock => 0,
+            LockKind::Posix => 1,
+            LockKind::Ofd => 2,
+            LockKind::Lease => 3,
         };
         held[kind] += 1;
     }

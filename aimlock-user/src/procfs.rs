@@ -87,14 +87,6 @@ pub struct OpenPath {
     pub deleted: bool,
 }
 
-/// Finds an fd of `pid` on the inode (`dev` in the kernel's encoding) and the path it shows.
-pub fn open_path(pid: u32, dev: u32, ino: u64) -> Option<OpenPath> {
-    open_files(pid)
-        .into_iter()
-        .find(|(key, _)| *key == (dev, ino))
-        .map(|(_, path)| path)
-}
-
 /// The file an fd of `pid` refers to: (kernel device, inode) and the path the process sees.
 /// `Ok(None)` when it is not a regular file or a directory; an error of kind `NotFound` when
 /// the process has no such fd.
@@ -295,15 +287,10 @@ fn read_at(dir: &fs::File, fd: i32, buf: &mut Vec<u8>) -> io::Result<usize> {
     }
 }
 
-/// Whether fd `fd1` of `pid1` and fd `fd2` of `pid2` refer to the same open file description:
-/// kcmp(KCMP_FILE), exact where comparing lock ranges is not. Needs PTRACE_MODE_READ over both.
-pub fn same_description(pid1: u32, fd1: i32, pid2: u32, fd2: i32) -> io::Result<bool> {
-    Ok(compare_descriptions((pid1, fd1), (pid2, fd2))?.is_eq())
-}
-
 /// kcmp(KCMP_FILE)'s order between the open file descriptions behind two (pid, fd): equal for
-/// the same description, otherwise an order that is stable until reboot, so that descriptions
-/// can be kept sorted and found by binary search.
+/// the same description (exact where comparing lock ranges is not), otherwise an order that is
+/// stable until reboot, so that descriptions can be kept sorted and found by binary search.
+/// Needs PTRACE_MODE_READ over both processes.
 pub fn compare_descriptions(a: (u32, i32), b: (u32, i32)) -> io::Result<std::cmp::Ordering> {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: kcmp only reads its integer arguments.
@@ -421,8 +408,8 @@ mod tests {
         let reopened = fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
         let me = std::process::id();
         let (a, b, c) = (file.as_raw_fd(), dup.as_raw_fd(), reopened.as_raw_fd());
-        assert!(same_description(me, a, me, b).unwrap());
-        assert!(!same_description(me, a, me, c).unwrap());
+        assert!(compare_descriptions((me, a), (me, b)).unwrap().is_eq());
+        assert!(compare_descriptions((me, a), (me, c)).unwrap().is_ne());
     }
 
     fn tempfile_in_tmp() -> fs::File {
