@@ -7,7 +7,9 @@ use std::{
     process::{Command, Output},
 };
 
-use aimlock_tests::{TempDir, Workload, aimlock_bin, alive, inode, lock_table, require_root};
+use aimlock_tests::{
+    KillOnDrop, TempDir, Workload, aimlock_bin, alive, inode, lock_table, require_root,
+};
 use serde_json::Value;
 
 /// Runs `aimlock break ARGS...`.
@@ -26,18 +28,6 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// SIGKILLs a process this test started (a holder left behind by its parent) when dropped.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0 as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }
 
 /// Whether an exclusive flock on a fresh open of the file would be granted now. A granted

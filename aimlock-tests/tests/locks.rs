@@ -10,7 +10,7 @@ use std::{
 };
 
 use aimlock_tests::{
-    TempDir, Workload, aimlock_bin, alive, eventually, inode, lock_table, lockwork_bin,
+    KillOnDrop, TempDir, Workload, aimlock_bin, alive, eventually, inode, lock_table, lockwork_bin,
     parse_lock_table, proc_locks_lines, require_root, run_aimlock,
 };
 use serde_json::Value;
@@ -40,13 +40,6 @@ fn holders(lock: &Value) -> Vec<(u64, u64)> {
         .collect()
 }
 
-fn kill(pid: u64) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-}
-
 #[test]
 fn flock_inherited_in_a_pid_namespace_is_an_orphan_held_by_the_child() {
     require_root();
@@ -67,7 +60,7 @@ fn flock_inherited_in_a_pid_namespace_is_an_orphan_held_by_the_child() {
     });
     let holder = &lock["holders"][0];
     let holder_pid = holder["pid"].as_u64().unwrap();
-    let _cleanup = KillOnDrop(holder_pid);
+    let _cleanup = KillOnDrop(holder_pid as u32);
     assert_eq!(lock["holders"].as_array().unwrap().len(), 1, "{lock:#}");
     assert_eq!(holder["ns_pid"], holder_ns_pid, "{lock:#}");
     assert_eq!(holder["comm"], "lockwork");
@@ -121,15 +114,6 @@ fn flock_inherited_in_a_pid_namespace_is_an_orphan_held_by_the_child() {
         "the pid is already the namespace's"
     );
     assert_eq!(lock["path"], file.display().to_string());
-}
-
-/// Kills a process that a test left behind.
-struct KillOnDrop(u64);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        kill(self.0);
-    }
 }
 
 /// How one of the twenty processes locks its file, and what the table must say.
@@ -274,7 +258,7 @@ fn ofd_locks_are_resolved_to_the_holders_of_each_description() {
     // Two descriptions hold identical read locks; one of them is shared with a child.
     let shared = Workload::start(&[&open, "ofd:r:0:100", "hold-in-child:60", "wait-stdin"]);
     let child = u64::from(shared.holder_pid());
-    let _cleanup = KillOnDrop(child);
+    let _cleanup = KillOnDrop(child as u32);
     let alone = Workload::start(&[&open, "ofd:r:0:100", "wait-stdin"]);
     alone.wait_step("ofd:r:0:100");
     let writer = Workload::start(&[&open, "ofd:w:200:10", "wait-stdin"]);
