@@ -8,6 +8,9 @@
 //! - while locks whose taker has exited wait for the kernel's word (orphan or lost release),
 //!   at most every 100 ms; and when a record cannot be tied to a lock found in an earlier look,
 //!   at most once a second.
+//!
+//! While the ring overflows, every look waits a second after the last: a sustained overflow
+//! costs one read of the table a second, whatever else calls for one.
 
 use std::{
     sync::Arc,
@@ -66,6 +69,8 @@ pub struct KernelViews {
     last_loss_check: Option<Instant>,
     lost_seen: u64,
     lost_pending: bool,
+    /// When the drop counter last rose.
+    last_loss: Option<Instant>,
     /// Looks taken so far.
     pub taken: u64,
 }
@@ -83,6 +88,7 @@ impl KernelViews {
             last_loss_check: None,
             lost_seen: 0,
             lost_pending: false,
+            last_loss: None,
             taken: 0,
         }
     }
@@ -159,14 +165,18 @@ impl KernelViews {
             {
                 self.lost_seen = lost;
                 self.lost_pending = true;
+                self.last_loss = Some(now);
             }
         }
         if self.under_way() {
             return;
         }
+        let overflowing = self
+            .last_loss
+            .is_some_and(|at| now.duration_since(at) < RECONCILE_INTERVAL);
         let interval = match (tracker.scan_wanted(), self.lost_pending) {
-            (Some(ScanWanted::Orphans), _) => ORPHAN_LOOK_INTERVAL,
-            (Some(ScanWanted::Reconcile), _) | (None, true) => RECONCILE_INTERVAL,
+            (Some(ScanWanted::Orphans), _) if !overflowing => ORPHAN_LOOK_INTERVAL,
+            (Some(_), _) | (None, true) => RECONCILE_INTERVAL,
             (None, false) => return,
         };
         if self
