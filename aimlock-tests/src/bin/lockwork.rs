@@ -13,7 +13,8 @@
 //!   getlk:START:LEN           fcntl F_GETLK (a probe that takes nothing)
 //!   lease:r|w|u               fcntl F_SETLEASE on the current fd
 //!   hold-many:DIR:N           open N new files DIR/PID-I and lock each, in turn with flock,
-//!                             a POSIX and an OFD write lock; the fds stay open
+//!                             a POSIX and an OFD write lock; the fds stay open (the open
+//!                             files limit is raised for them where it may be)
 //!   sleep:SECONDS             sleep (fractions allowed)
 //!   hold-in-child:SECONDS     fork a child that keeps every fd for SECONDS, then exits;
 //!                             the parent goes on at once
@@ -260,6 +261,7 @@ fn flock_struct(how: &str, start: &str, len: &str) -> Result<libc::flock> {
 }
 
 fn hold_many(dir: &str, count: usize) -> Result<Vec<OwnedFd>> {
+    make_room_for_fds(count)?;
     let write = flock_struct("w", "0", "0")?;
     let pid = getpid();
     (0..count)
@@ -410,4 +412,19 @@ fn enter_pid_namespace(rest: &[String]) -> Result<Flow> {
             }
         }
     }
+}
+
+/// Raises RLIMIT_NOFILE for `count` more fds: both limits where the caller may (root with
+/// CAP_SYS_RESOURCE, as in a VM's init), else the soft limit up to the hard one.
+fn make_room_for_fds(count: usize) -> Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let wanted = count as u64 + 64;
+    if soft >= wanted {
+        return Ok(());
+    }
+    if setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted.max(hard)).is_err() {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(())
 }
