@@ -96,6 +96,10 @@ pub struct EventLine {
     /// `stop`: lock events written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<u64>,
+    /// `stop`, with `--pid`: processes started by traced processes that the full filter could
+    /// not take, and so were not traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untraced_children: Option<u64>,
 
     // The process the event is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,6 +206,7 @@ impl EventLine {
         object.opt_u64("unwritten", self.unwritten);
         object.opt_u64("records", self.records);
         object.opt_u64("events", self.events);
+        object.opt_u64("untraced_children", self.untraced_children);
         object.opt_u64("pid", self.pid.map(u64::from));
         object.opt_u64("ns_pid", self.ns_pid.map(u64::from));
         object.opt_u64("tid", self.tid.map(u64::from));
@@ -429,6 +434,7 @@ mod tests {
             unwritten: Some(2),
             records: Some(3),
             events: Some(4),
+            untraced_children: Some(14),
             pid: Some(5),
             ns_pid: Some(6),
             tid: Some(7),
