@@ -125,6 +125,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
+        clock.refresh();
         pid_filter.say_once_when_full();
         // In batches, so that a full ring moves to the log a batch at a time rather than all at
         // once into memory.
