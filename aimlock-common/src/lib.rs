@@ -132,13 +132,25 @@ pub struct ExitFields {
     pub group_dead: u16,
 }
 
-/// Offsets of `sched:sched_process_fork`.
+/// Offsets of `task:task_newtask`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ForkFields {
-    pub parent_pid: u16,
-    pub child_pid: u16,
+pub struct NewTaskFields {
+    /// The new task's id: for a new process, its thread group id.
+    pub pid: u16,
+    pub clone_flags: u16,
 }
+
+/// Offsets of `sched:sched_process_free`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreeFields {
+    pub pid: u16,
+}
+
+/// `CLONE_THREAD` from include/uapi/linux/sched.h: the new task is a thread of its creator's
+/// process.
+pub const CLONE_THREAD: u64 = 0x0001_0000;
 
 /// Where the BTF tracepoint programs find what they read, from the kernel's BTF
 /// (/sys/kernel/btf/vmlinux), since struct layouts differ between kernels (struct
@@ -178,7 +190,8 @@ pub struct Config {
     pub lease_add: LockFields,
     pub lease_delete: LockFields,
     pub exit: ExitFields,
-    pub fork: ForkFields,
+    pub new_task: NewTaskFields,
+    pub free: FreeFields,
     pub btf: BtfOffsets,
     /// Only record processes whose tgid is in the `PIDS` map.
     pub filter_pid: u8,
@@ -197,10 +210,11 @@ impl Config {
         lease_add: LockFields::ABSENT,
         lease_delete: LockFields::ABSENT,
         exit: ExitFields { group_dead: ABSENT },
-        fork: ForkFields {
-            parent_pid: ABSENT,
-            child_pid: ABSENT,
+        new_task: NewTaskFields {
+            pid: ABSENT,
+            clone_flags: ABSENT,
         },
+        free: FreeFields { pid: ABSENT },
         btf: BtfOffsets {
             inode_ino: 0,
             inode_sb: 0,
@@ -227,13 +241,14 @@ pub struct InodeKey {
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const DROPS: &str = "DROPS";
+    pub const UNTRACED_CHILDREN: &str = "UNTRACED_CHILDREN";
     pub const PIDS: &str = "PIDS";
     pub const COMMS: &str = "COMMS";
     pub const INODES: &str = "INODES";
     pub const CONFIG: &str = "CONFIG";
 }
 
-/// Capacity of the filter maps.
+/// Capacity of the filter maps (`PIDS`: by default; user space may set another at load time).
 pub const MAX_FILTER_ENTRIES: u32 = 4096;
 
 /// Converts the kernel's `dev_t` encoding (major << 20 | minor) to (major, minor).

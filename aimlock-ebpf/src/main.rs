@@ -10,7 +10,8 @@
 
 mod floor;
 use aimlock_common::{
-    ABSENT, Config, InodeKey, MAX_FILTER_ENTRIES, PAYLOAD_LEN, Record, Source, btf_payload,
+    ABSENT, CLONE_THREAD, Config, InodeKey, MAX_FILTER_ENTRIES, PAYLOAD_LEN, Record, Source,
+    btf_payload,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -42,9 +43,15 @@ static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// the reader also polls on a short timer.
 const WAKEUP_INTERVAL_NS: u64 = 1_000_000;
 
-/// `--pid`: thread group ids to record (children forked by them are added).
+/// `--pid`: thread group ids to record. Processes they start are added, processes that are
+/// gone are removed; its size is set at load time.
 #[map]
 static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_FILTER_ENTRIES, 0);
+
+/// Per-CPU count of processes started by traced processes that `PIDS`, being full, could not
+/// take: they are not traced.
+#[map]
+static UNTRACED_CHILDREN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// `--comm`: command names to record, NUL-padded to 16 bytes.
 #[map]
@@ -160,29 +167,44 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sched:sched_process_fork`, fired in `copy_process()`: with `--pid`, children of traced
-/// processes are traced too, since they inherit their parents' open file descriptions.
-#[tracepoint(category = "sched", name = "sched_process_fork")]
-pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    if config!(filter_pid) == 0 {
+/// `task:task_newtask`, fired in `copy_process()` (kernel/fork.c) in the context of the
+/// thread that forks, before the new task first runs: with `--pid`, a new process started by
+/// any thread of a traced process is traced too, since it inherits the open file descriptions.
+/// A new thread (CLONE_THREAD) is already covered by its process's entry and takes none.
+#[tracepoint(category = "task", name = "task_newtask")]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let (pid_off, flags_off) = (config!(new_task.pid), config!(new_task.clone_flags));
+    // SAFETY: the offset was read from this tracepoint's format file.
+    match unsafe { ctx.read_at::<u64>(usize::from(flags_off)) } {
+        Ok(flags) if flags & CLONE_THREAD == 0 => {}
+        _ => return 0,
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is only tested for presence.
+    if unsafe { PIDS.get(parent) }.is_none() {
         return 0;
     }
-    let (parent_off, child_off) = (config!(fork.parent_pid), config!(fork.child_pid));
-    // SAFETY: the offsets were read from this tracepoint's format file.
-    let pids = unsafe {
-        (
-            ctx.read_at::<u32>(usize::from(parent_off)),
-            ctx.read_at::<u32>(usize::from(child_off)),
-        )
-    };
-    if let (Ok(parent), Ok(child)) = pids {
-        // SAFETY: the value is only tested for presence.
-        if unsafe { PIDS.get(parent) }.is_some() && PIDS.insert(child, 1, 0).is_err() {
-            warn!(
-                &ctx,
-                "pid filter full: child {} of {} is not traced", child, parent
-            );
-        }
+    // SAFETY: as above.
+    if let Ok(child) = unsafe { ctx.read_at::<u32>(usize::from(pid_off)) }
+        && PIDS.insert(child, 1, 0).is_err()
+    {
+        count(&UNTRACED_CHILDREN);
+    }
+    0
+}
+
+/// `sched:sched_process_free`, fired in `delayed_put_task_struct()` (kernel/exit.c) when a
+/// reaped task's last reference goes, an RCU grace period after its exit: long after
+/// `do_exit()` closed its files, so the releases of an exit are still traced. A thread group's
+/// leader is only reaped once every thread of the group has exited, so when its id is freed the
+/// process is gone and leaves the `--pid` filter (other threads' ids are never keys).
+#[tracepoint(category = "sched", name = "sched_process_free")]
+pub fn sched_process_free(ctx: TracePointContext) -> u32 {
+    let pid_off = config!(free.pid);
+    // SAFETY: the offset was read from this tracepoint's format file.
+    if let Ok(pid) = unsafe { ctx.read_at::<u32>(usize::from(pid_off)) } {
+        // Fails for every task that was not a traced process: nothing to do then.
+        let _ = PIDS.remove(pid);
     }
     0
 }
@@ -296,7 +318,7 @@ fn submit(pid_tgid: u64, source: Source, fill: impl FnOnce(&mut [u8; PAYLOAD_LEN
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
-        count_drop();
+        count(&DROPS);
         return;
     };
     // SAFETY: a helper without arguments.
@@ -316,10 +338,10 @@ fn submit(pid_tgid: u64, source: Source, fill: impl FnOnce(&mut [u8; PAYLOAD_LEN
     entry.submit(wakeup_flags(now));
 }
 
-fn count_drop() {
-    if let Some(drops) = DROPS.get_ptr_mut(0) {
+fn count(counter: &PerCpuArray<u64>) {
+    if let Some(slot) = counter.get_ptr_mut(0) {
         // SAFETY: a per-CPU slot, only written by this CPU with preemption disabled.
-        unsafe { *drops += 1 };
+        unsafe { *slot += 1 };
     }
 }
 

@@ -136,6 +136,9 @@ impl Lines {
 pub struct Tracer {
     child: Child,
     lines: Lines,
+    /// Its stderr so far (also passed on to the test's stderr).
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Tracer {
@@ -147,12 +150,31 @@ impl Tracer {
             .args(["trace", "--format", "json", "--output", "-"])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn aimlock trace");
         let lines = Lines::default();
         lines.follow(child.stdout.take().expect("stdout"));
-        let tracer = Self { child, lines };
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let reader = BufReader::new(child.stderr.take().expect("stderr"));
+        let stderr_reader = thread::spawn({
+            let stderr = stderr.clone();
+            move || {
+                for line in reader.lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("{line}");
+                    let mut text = stderr.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+        });
+        let tracer = Self {
+            child,
+            lines,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        };
         tracer.wait_for("the start line", Duration::from_secs(60), |e| {
             e["event"] == "start"
         });
@@ -167,13 +189,34 @@ impl Tracer {
         self.lines.wait_for(what, timeout, pred)
     }
 
+    /// Waits until the tracer's stderr has a line containing `text`.
+    pub fn wait_for_stderr(&self, text: &str, timeout: Duration) {
+        eventually(&format!("{text:?} on the tracer's stderr"), timeout, || {
+            self.stderr.lock().unwrap().contains(text).then_some(())
+        });
+    }
+
     /// SIGINT, then every line written; asserts a clean exit and a `stop` line last.
     pub fn stop(self) -> Vec<Value> {
         self.stop_with(nix::sys::signal::Signal::SIGINT)
     }
 
+    /// As [`Tracer::stop`], with everything the tracer wrote to stderr.
+    pub fn stop_with_stderr(mut self) -> (Vec<Value>, String) {
+        let events = self.stop_in_place(nix::sys::signal::Signal::SIGINT);
+        if let Some(reader) = self.stderr_reader.take() {
+            reader.join().expect("the stderr reader");
+        }
+        let stderr = self.stderr.lock().unwrap().clone();
+        (events, stderr)
+    }
+
     /// Sends `signal`, then as [`Tracer::stop`].
     pub fn stop_with(mut self, signal: nix::sys::signal::Signal) -> Vec<Value> {
+        self.stop_in_place(signal)
+    }
+
+    fn stop_in_place(&mut self, signal: nix::sys::signal::Signal) -> Vec<Value> {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
             .expect("signal the tracer");
         let status = self.child.wait().expect("wait for the tracer");

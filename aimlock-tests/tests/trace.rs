@@ -532,3 +532,126 @@ fn a_getlk_probe_records_nothing_and_a_lease_is_acquired_and_released() {
     );
     assert_eq!(mine[1]["reason"], "unlock");
 }
+
+/// The pid the workload's `forked` step reports: the child that runs the steps after `fork`.
+fn forked_pid(work: &Workload) -> u32 {
+    work.wait_step("forked")["pid"].as_u64().expect("pid") as u32
+}
+
+/// The acquire and release of the `flock:ex`, `flock:un` steps of `pid`, after `tracer` saw the
+/// release; and the stop line.
+fn flock_pair_of(tracer: Tracer, ino: u64, pid: u32) -> (Vec<Value>, Value) {
+    tracer.wait_for("the child's release", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == ino && e["pid"] == pid
+    });
+    let events = tracer.stop();
+    let stop = events.last().unwrap().clone();
+    (lock_events(&events, ino, pid), stop)
+}
+
+#[test]
+fn pid_follows_a_child_forked_by_a_thread_that_does_not_lead_its_process() {
+    let dir = TempDir::new("pid-thread-fork");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    // The second thread exists before the tracer starts: only its process is in the filter.
+    let mut work = Workload::start(&[
+        "in-thread",
+        "wait-stdin",
+        "fork",
+        &format!("open:{}", file.display()),
+        "flock:ex",
+        "flock:un",
+    ]);
+    work.wait_step("in-thread");
+    let tracer = Tracer::start(&["--pid", &work.pid().to_string()]);
+    work.proceed();
+    let child = forked_pid(&work);
+    work.finish();
+    let (mine, stop) = flock_pair_of(tracer, ino, child);
+    assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");
+    assert_eq!(stop["untraced_children"], 0, "{stop}");
+}
+
+#[test]
+fn pid_threads_do_not_fill_the_filter() {
+    let dir = TempDir::new("pid-threads");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let mut work = Workload::start(&[
+        "wait-stdin",
+        "threads:10000",
+        "fork",
+        &format!("open:{}", file.display()),
+        "flock:ex",
+        "flock:un",
+    ]);
+    let tracer = Tracer::start(&["--pid", &work.pid().to_string()]);
+    work.proceed();
+    let child = forked_pid(&work);
+    work.finish();
+    let (mine, stop) = flock_pair_of(tracer, ino, child);
+    assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");
+    assert_eq!(stop["untraced_children"], 0, "{stop}");
+}
+
+#[test]
+fn pid_exited_processes_leave_the_filter() {
+    let dir = TempDir::new("pid-reaped");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    // Four times more children over its life than the filter holds. A reaped child leaves the
+    // filter an RCU grace period later (about 10 ms here), so they come in small rounds: three
+    // rounds still waiting for their grace period would fit.
+    let mut steps = vec!["wait-stdin".to_owned()];
+    for _ in 0..16 {
+        steps.extend(["fork-reap:4".to_owned(), "sleep:0.1".to_owned()]);
+    }
+    steps.extend([
+        "fork".to_owned(),
+        format!("open:{}", file.display()),
+        "flock:ex".to_owned(),
+        "flock:un".to_owned(),
+    ]);
+    let mut work = Workload::start(&steps.iter().map(String::as_str).collect::<Vec<_>>());
+    let tracer = Tracer::start(&["--pid", &work.pid().to_string(), "--pid-filter-size", "16"]);
+    work.proceed();
+    let child = forked_pid(&work);
+    work.finish();
+    let (mine, stop) = flock_pair_of(tracer, ino, child);
+    assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");
+    assert_eq!(stop["untraced_children"], 0, "{stop}");
+}
+
+#[test]
+fn pid_a_full_filter_is_said_once_and_counted() {
+    const FULL: &str = "aimlock: --pid filter full (4 entries): children of traced processes \
+                        are no longer followed";
+    // The workload and three children fill the filter; each child lives long enough to keep
+    // its entry until the tracer stops.
+    let mut steps = vec!["wait-stdin"];
+    steps.extend(["hold-in-child:30"; 6]);
+    steps.push("wait-stdin");
+    steps.extend(["hold-in-child:30"; 2]);
+    let mut work = Workload::start(&steps);
+    let tracer = Tracer::start(&["--pid", &work.pid().to_string(), "--pid-filter-size", "4"]);
+    work.proceed();
+    tracer.wait_for_stderr(FULL, SETTLE);
+    // More children are refused after the message: they are counted, not said again.
+    work.proceed();
+    // Past the tracer's next look at its counters.
+    std::thread::sleep(Duration::from_millis(1500));
+    let holders = work.lines();
+    work.finish();
+    let (events, stderr) = tracer.stop_with_stderr();
+    for holder in holders.iter().filter(|line| line["step"] == "holder") {
+        let holder = holder["pid"].as_u64().unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(holder as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_eq!(stderr.matches(FULL).count(), 1, "{stderr}");
+    let stop = events.last().unwrap();
+    assert_eq!(stop["untraced_children"], 5, "{stop}");
+}

@@ -106,6 +106,10 @@ pub struct EventLine {
     /// `stop`: reads of the kernel's lock table (at start, after lost records, for orphans).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_reads: Option<u64>,
+    /// `stop`, with `--pid`: processes started by traced processes that the full filter could
+    /// not take, and so were not traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untraced_children: Option<u64>,
 
     // The process the event is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +222,7 @@ impl EventLine {
         object.opt_u64("records", self.records);
         object.opt_u64("events", self.events);
         object.opt_u64("table_reads", self.table_reads);
+        object.opt_u64("untraced_children", self.untraced_children);
         object.opt_u64("pid", self.pid.map(u64::from));
         object.opt_u64("ns_pid", self.ns_pid.map(u64::from));
         object.opt_u64("tid", self.tid.map(u64::from));
@@ -449,6 +454,7 @@ mod tests {
             records: Some(3),
             events: Some(4),
             table_reads: Some(14),
+            untraced_children: Some(15),
             pid: Some(5),
             ns_pid: Some(6),
             tid: Some(7),

@@ -8,10 +8,11 @@ use std::{
     collections::HashMap,
     fs,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use aimlock_common::{
-    ABSENT, Config, ExitFields, ForkFields, InodeKey, LockFields, PAYLOAD_LEN, names,
+    ABSENT, Config, ExitFields, FreeFields, InodeKey, LockFields, NewTaskFields, PAYLOAD_LEN, names,
 };
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -21,9 +22,12 @@ use aya::{
 };
 
 /// What to record, applied in the kernel before anything reaches the ring.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Filters {
     pub pids: Vec<u32>,
+    /// How many processes the pid filter can hold at once (the `--pid` processes and the
+    /// processes they start).
+    pub pid_capacity: u32,
     /// Command names, at most 15 bytes each.
     pub comms: Vec<String>,
     /// (kernel dev_t, inode) pairs.
@@ -77,12 +81,22 @@ const HOOKS: &[Hook] = &[
     },
 ];
 
-const FORK_HOOK: Hook = Hook {
-    category: "sched",
-    name: "sched_process_fork",
-    program: "sched_process_fork",
-    required: true,
-};
+/// With `--pid`: processes started by traced processes join the filter, and processes that are
+/// gone leave it.
+const PID_FILTER_HOOKS: &[Hook] = &[
+    Hook {
+        category: "task",
+        name: "task_newtask",
+        program: "task_newtask",
+        required: true,
+    },
+    Hook {
+        category: "sched",
+        name: "sched_process_free",
+        program: "sched_process_free",
+        required: true,
+    },
+];
 
 /// The loaded and attached programs and the maps user space reads.
 pub struct Tracer {
@@ -90,6 +104,7 @@ pub struct Tracer {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub drops: Drops,
+    pub pid_filter: PidFilter,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Where the decoder finds each field of each source's records.
     pub decode: Config,
@@ -109,10 +124,12 @@ impl Tracer {
 
         let mut config = Config::DEFAULT;
         let mut missing = Vec::new();
-        let hooks: Vec<&Hook> = HOOKS
-            .iter()
-            .chain((!filters.pids.is_empty()).then_some(&FORK_HOOK))
-            .collect();
+        let pid_filter_hooks = if filters.pids.is_empty() {
+            &[]
+        } else {
+            PID_FILTER_HOOKS
+        };
+        let hooks: Vec<&Hook> = HOOKS.iter().chain(pid_filter_hooks).collect();
         let mut attach = Vec::new();
         for hook in &hooks {
             let format = match Format::read(&tracefs, hook.category, hook.name) {
@@ -135,10 +152,15 @@ impl Tracer {
                         group_dead: format.offset(&["group_dead"], 1).unwrap_or(ABSENT),
                     }
                 }
-                "sched_process_fork" => {
-                    config.fork = ForkFields {
-                        parent_pid: format.required(&["parent_pid"], 4)?,
-                        child_pid: format.required(&["child_pid"], 4)?,
+                "task_newtask" => {
+                    config.new_task = NewTaskFields {
+                        pid: format.required(&["pid"], 4)?,
+                        clone_flags: format.required(&["clone_flags"], 8)?,
+                    }
+                }
+                "sched_process_free" => {
+                    config.free = FreeFields {
+                        pid: format.required(&["pid"], 4)?,
                     }
                 }
                 _ => unreachable!("every hook has a layout"),
@@ -164,6 +186,7 @@ impl Tracer {
         let mut ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::EVENTS, ring_size)
+            .map_max_entries(names::PIDS, filters.pid_capacity)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
                 "/aimlock"
@@ -217,10 +240,20 @@ impl Tracer {
             ebpf.take_map(names::DROPS)
                 .ok_or_else(|| anyhow!("map {} missing", names::DROPS))?,
         )?;
+        let untraced_children = PerCpuArray::try_from(
+            ebpf.take_map(names::UNTRACED_CHILDREN)
+                .ok_or_else(|| anyhow!("map {} missing", names::UNTRACED_CHILDREN))?,
+        )?;
         Ok(Self {
             ebpf,
             events,
             drops: Drops(drops),
+            pid_filter: PidFilter {
+                untraced_children: (!filters.pids.is_empty()).then_some(untraced_children),
+                capacity: filters.pid_capacity,
+                next_check: Instant::now(),
+                full_said: false,
+            },
             logger,
             decode,
             missing,
@@ -234,9 +267,52 @@ pub struct Drops(PerCpuArray<MapData, u64>);
 impl Drops {
     /// Records the kernel could not put in the ring, summed over CPUs.
     pub fn total(&self) -> Result<u64> {
-        let per_cpu = self.0.get(&0, 0).context("cannot read the drop counters")?;
-        Ok(per_cpu.iter().sum())
+        sum_over_cpus(&self.0).context("cannot read the drop counters")
     }
+}
+
+/// How well `--pid` follows the processes that traced processes start.
+pub struct PidFilter {
+    /// Per-CPU counters of processes the full filter could not take; `None` without `--pid`.
+    untraced_children: Option<PerCpuArray<MapData, u64>>,
+    capacity: u32,
+    next_check: Instant,
+    full_said: bool,
+}
+
+impl PidFilter {
+    /// The counters are read at most this often: the trace loop calls more often.
+    const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// Says once on stderr that the filter is full, as soon as a child was not followed.
+    pub fn say_once_when_full(&mut self) {
+        let now = Instant::now();
+        if self.full_said || now < self.next_check {
+            return;
+        }
+        self.next_check = now + Self::CHECK_INTERVAL;
+        if self.untraced_children().is_some_and(|count| count > 0) {
+            self.full_said = true;
+            eprintln!(
+                "aimlock: --pid filter full ({} entries): children of traced processes are no \
+                 longer followed",
+                self.capacity
+            );
+        }
+    }
+
+    /// Processes started by traced processes that were not traced because the filter was full;
+    /// `None` without `--pid`.
+    pub fn untraced_children(&self) -> Option<u64> {
+        let counters = self.untraced_children.as_ref()?;
+        sum_over_cpus(counters)
+            .inspect_err(|err| log::warn!("cannot read the untraced children counters: {err}"))
+            .ok()
+    }
+}
+
+fn sum_over_cpus(counters: &PerCpuArray<MapData, u64>) -> Result<u64, aya::maps::MapError> {
+    Ok(counters.get(&0, 0)?.iter().sum())
 }
 
 /// Loads and attaches the BTF tracepoint program for `tracepoint` (named `btf_<tracepoint>`).
@@ -261,7 +337,8 @@ fn fill_filters(ebpf: &mut Ebpf, filters: &Filters) -> Result<()> {
             .ok_or_else(|| anyhow!("map {} missing", names::PIDS))?,
     )?;
     for pid in &filters.pids {
-        pids.insert(pid, 1, 0)?;
+        pids.insert(pid, 1, 0)
+            .with_context(|| format!("cannot add --pid {pid} to the filter"))?;
     }
     let mut comms: BpfHashMap<_, [u8; 16], u8> = BpfHashMap::try_from(
         ebpf.map_mut(names::COMMS)

@@ -35,6 +35,10 @@ pub struct TraceArgs {
     /// Only trace these processes (thread group ids) and the children they fork. Repeatable.
     #[arg(long, short)]
     pid: Vec<u32>,
+    /// How many processes the --pid filter holds at once; for tests, which fill it cheaply.
+    #[arg(long, default_value_t = aimlock_common::MAX_FILTER_ENTRIES, hide = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pid_filter_size: u32,
     /// Only trace processes with this command name (at most 15 bytes). Repeatable.
     #[arg(long, short)]
     comm: Vec<String>,
@@ -66,6 +70,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     }
     let filters = Filters {
         pids: args.pid.clone(),
+        pid_capacity: args.pid_filter_size,
         comms: args.comm.clone(),
         inodes: args
             .path
@@ -85,6 +90,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         ebpf: attached,
         events,
         drops,
+        mut pid_filter,
         logger,
         decode,
         ..
@@ -124,6 +130,8 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
+        clock.refresh();
+        pid_filter.say_once_when_full();
         // In batches, so that a full ring moves to the log a batch at a time rather than all at
         // once into memory.
         loop {
@@ -182,6 +190,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         events: Some(written),
         table_reads: Some(views.taken),
         unwritten: Some(sink.unwritten()),
+        untraced_children: pid_filter.untraced_children(),
         ..Default::default()
     };
     sink.write(&stop);

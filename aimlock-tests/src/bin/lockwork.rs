@@ -18,6 +18,14 @@
 //!   sleep:SECONDS             sleep (fractions allowed)
 //!   hold-in-child:SECONDS     fork a child that keeps every fd for SECONDS, then exits;
 //!                             the parent goes on at once
+//!   fork                      run the remaining steps in a forked child (it reports
+//!                             "forked" first); the parent waits and ends with it
+//!   in-thread                 run the remaining steps on a second thread (so that `fork`
+//!                             forks from a thread that does not lead the process); the
+//!                             step is reported from that thread, once it runs
+//!   threads:N                 start and end N threads, 100 at a time
+//!   fork-reap:N               fork N children one after another, each exiting at once and
+//!                             reaped before the next
 //!   sendfd:SOCKET             connect to a unix socket and pass the current fd over it
 //!   recvfd:SOCKET             listen on a unix socket, receive one fd; it becomes current
 //!   pidns                     unshare a PID and mount namespace, mount a private /proc, and
@@ -44,7 +52,7 @@ use nix::{
     sys::{
         socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg},
         stat::Mode,
-        wait::waitpid,
+        wait::{WaitStatus, waitpid},
     },
     unistd::{ForkResult, fork, getpid},
 };
@@ -59,16 +67,7 @@ fn main() {
         fd: None,
         many: Vec::new(),
     };
-    for (index, step) in steps.iter().enumerate() {
-        match state.run(step, &steps[index + 1..]) {
-            Ok(Flow::Next) => report(step, true, None),
-            Ok(Flow::Stop) => return,
-            Err(err) => {
-                report(step, false, Some(&format!("{err:#}")));
-                exit(1);
-            }
-        }
-    }
+    state.run_steps(&steps);
 }
 
 fn report(step: &str, ok: bool, error: Option<&str>) {
@@ -85,7 +84,7 @@ fn report(step: &str, ok: bool, error: Option<&str>) {
 
 enum Flow {
     Next,
-    /// The remaining steps ran elsewhere (in a child in a new PID namespace).
+    /// The remaining steps ran elsewhere (in a child, on another thread).
     Stop,
 }
 
@@ -101,6 +100,20 @@ impl State {
             .as_ref()
             .map(|fd| fd.as_raw_fd())
             .ok_or_else(|| anyhow!("no open file: use open:PATH first"))
+    }
+
+    /// Runs `steps` in order; exits the process with 1 on the first that fails.
+    fn run_steps(&mut self, steps: &[String]) {
+        for (index, step) in steps.iter().enumerate() {
+            match self.run(step, &steps[index + 1..]) {
+                Ok(Flow::Next) => report(step, true, None),
+                Ok(Flow::Stop) => return,
+                Err(err) => {
+                    report(step, false, Some(&format!("{err:#}")));
+                    exit(1);
+                }
+            }
+        }
     }
 
     fn run(&mut self, step: &str, rest: &[String]) -> Result<Flow> {
@@ -214,6 +227,57 @@ impl State {
                 self.fd = Some(unsafe { OwnedFd::from_raw_fd(received) });
             }
             ["pidns"] => return enter_pid_namespace(rest),
+            ["fork"] => {
+                // SAFETY: any other thread of this process is waiting for this one (`in-thread`)
+                // and holds no lock the child could need.
+                match unsafe { fork() }? {
+                    ForkResult::Child => {
+                        report("forked", true, None);
+                        self.run_steps(rest);
+                        // SAFETY: leaves at once, as the child of a fork should.
+                        unsafe { libc::_exit(0) };
+                    }
+                    ForkResult::Parent { child } => match waitpid(child, None)? {
+                        WaitStatus::Exited(_, 0) => return Ok(Flow::Stop),
+                        other => bail!("the forked child ended with {other:?}"),
+                    },
+                }
+            }
+            ["in-thread"] => {
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            report(step, true, None);
+                            self.run_steps(rest);
+                        })
+                        .join()
+                        .map_err(|_| anyhow!("the thread panicked"))
+                })?;
+                return Ok(Flow::Stop);
+            }
+            ["threads", count] => {
+                let count: usize = count.parse()?;
+                for batch in (0..count).step_by(100) {
+                    let threads: Vec<_> = (batch..count.min(batch + 100))
+                        .map(|_| std::thread::spawn(|| {}))
+                        .collect();
+                    for thread in threads {
+                        thread.join().map_err(|_| anyhow!("a thread panicked"))?;
+                    }
+                }
+            }
+            ["fork-reap", count] => {
+                for _ in 0..count.parse::<u32>()? {
+                    // SAFETY: the child exits at once.
+                    match unsafe { fork() }? {
+                        // SAFETY: as above.
+                        ForkResult::Child => unsafe { libc::_exit(0) },
+                        ForkResult::Parent { child } => {
+                            waitpid(child, None)?;
+                        }
+                    }
+                }
+            }
             ["wait-stdin"] => {
                 let mut line = String::new();
                 std::io::stdin().lock().read_line(&mut line)?;

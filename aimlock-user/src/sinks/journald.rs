@@ -99,6 +99,7 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     optional_number(out, "AIMLOCK_LOST", event.lost);
     optional_number(out, "AIMLOCK_RECORDS", event.records);
     optional_number(out, "AIMLOCK_UNWRITTEN", event.unwritten);
+    optional_number(out, "AIMLOCK_UNTRACED_CHILDREN", event.untraced_children);
 }
 
 fn field(out: &mut Vec<u8>, key: &str, value: &[u8]) {

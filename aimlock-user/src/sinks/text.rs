@@ -64,6 +64,9 @@ pub fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
     if let Some(lost) = event.lost {
         words.push(format!("lost={lost}"));
     }
+    if let Some(untraced) = event.untraced_children {
+        words.push(format!("untraced_children={untraced}"));
+    }
     let highlight = colour && matches!(kind, EventKind::Orphan | EventKind::OrphanEnd);
     if highlight {
         out.extend_from_slice(b"\x1b[1;31m");
