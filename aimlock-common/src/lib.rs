@@ -83,6 +83,37 @@ pub struct Record {
     pub comm: [u8; 16],
     /// The first [`PAYLOAD_LEN`] bytes of the tracepoint record; bytes past its end mean nothing.
     pub payload: [u8; PAYLOAD_LEN],
+    /// The locked file as the kernel names it: written by the BTF tracepoint programs, zero
+    /// from the classic tracepoints and for exits.
+    pub file: FileName,
+}
+
+/// Bytes of a file's name (the last component of its path) a record carries.
+pub const NAME_LEN: usize = 48;
+
+/// Which file a lock record is about, beyond its inode number: enough to tell it from a later
+/// file that reuses the number, and to name it when the process that locked it is gone before
+/// user space looks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileName {
+    /// `inode->i_generation`: a new file that reuses an inode number gets another one.
+    pub generation: u32,
+    /// `inode->i_nlink`: 0 once the file has been unlinked.
+    pub nlink: u32,
+    /// The inode number of the directory the file's dentry is in.
+    pub parent_ino: u64,
+    /// The dentry's name, NUL-terminated unless it fills the field; empty when not read.
+    pub name: [u8; NAME_LEN],
+}
+
+impl FileName {
+    pub const NONE: Self = Self {
+        generation: 0,
+        nlink: 0,
+        parent_ino: 0,
+        name: [0; NAME_LEN],
+    };
 }
 
 impl Record {
@@ -158,9 +189,19 @@ pub const CLONE_THREAD: u64 = 0x0001_0000;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BtfOffsets {
-    /// `struct inode`: `i_ino` and `i_sb`.
+    /// `struct inode`: `i_ino`, `i_sb`, `i_generation` and `i_nlink`.
     pub inode_ino: u16,
     pub inode_sb: u16,
+    pub inode_generation: u16,
+    pub inode_nlink: u16,
+    /// `struct file_lock`: the file the lock was requested through (`flc_file` or `fl_file`).
+    pub lock_file: u16,
+    /// `struct file`: `f_path.dentry`.
+    pub file_dentry: u16,
+    /// `struct dentry`: `d_name.name`, `d_parent` and `d_inode`.
+    pub dentry_name: u16,
+    pub dentry_parent: u16,
+    pub dentry_inode: u16,
     /// `struct super_block`: `s_dev`.
     pub sb_dev: u16,
     /// First byte of `struct file_lock` copied into the record: the copy runs from here for
@@ -218,6 +259,13 @@ impl Config {
         btf: BtfOffsets {
             inode_ino: 0,
             inode_sb: 0,
+            inode_generation: 0,
+            inode_nlink: 0,
+            lock_file: 0,
+            file_dentry: 0,
+            dentry_name: 0,
+            dentry_parent: 0,
+            dentry_inode: 0,
             sb_dev: 0,
             lock_window: 0,
         },

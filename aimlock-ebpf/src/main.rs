@@ -10,15 +10,15 @@
 
 mod floor;
 use aimlock_common::{
-    ABSENT, CLONE_THREAD, Config, InodeKey, MAX_FILTER_ENTRIES, PAYLOAD_LEN, Record, Source,
-    btf_payload,
+    ABSENT, CLONE_THREAD, Config, FileName, InodeKey, MAX_FILTER_ENTRIES, PAYLOAD_LEN, Record,
+    Source, btf_payload,
 };
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf,
+        bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
     },
     macros::{btf_tracepoint, map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -247,17 +247,64 @@ fn emit_btf(ctx: &BtfTracePointContext, source: Source, failures_only: bool) {
     if !inode_wanted(dev, ino) {
         return;
     }
-    submit(pid_tgid, source, |payload| {
-        payload[..8].copy_from_slice(&ino.to_ne_bytes());
-        payload[8..12].copy_from_slice(&dev.to_ne_bytes());
-        payload[12..16].copy_from_slice(&ret.to_ne_bytes());
-        let lock_fields = &mut payload[usize::from(btf_payload::LOCK)..];
-        // SAFETY: as above: the lock's address plus a BTF offset, read fault-safe.
-        if unsafe { bpf_probe_read_kernel_buf(lock.add(usize::from(window)), lock_fields) }.is_err()
-        {
-            lock_fields.fill(0);
+    submit(
+        pid_tgid,
+        source,
+        |payload| {
+            payload[..8].copy_from_slice(&ino.to_ne_bytes());
+            payload[8..12].copy_from_slice(&dev.to_ne_bytes());
+            payload[12..16].copy_from_slice(&ret.to_ne_bytes());
+            let lock_fields = &mut payload[usize::from(btf_payload::LOCK)..];
+            // SAFETY: as above: the lock's address plus a BTF offset, read fault-safe.
+            if unsafe { bpf_probe_read_kernel_buf(lock.add(usize::from(window)), lock_fields) }
+                .is_err()
+            {
+                lock_fields.fill(0);
+            }
+        },
+        |file| name_file(inode, lock, file),
+    );
+}
+
+/// Names the locked file: the inode's generation and link count, and the name and parent
+/// directory of the dentry the lock was requested through (`file_lock->fl_file->f_path.dentry`).
+/// What cannot be read stays zero.
+#[inline(always)]
+fn name_file(inode: *const u8, lock: *const u8, file: &mut FileName) {
+    let (generation, nlink) = (config!(btf.inode_generation), config!(btf.inode_nlink));
+    let (lock_file, file_dentry) = (config!(btf.lock_file), config!(btf.file_dentry));
+    let (name, parent) = (config!(btf.dentry_name), config!(btf.dentry_parent));
+    let (dentry_inode, inode_ino) = (config!(btf.dentry_inode), config!(btf.inode_ino));
+    // SAFETY: kernel pointers from the tracepoint's arguments and the structs they lead to,
+    // read through the fault-safe helpers at offsets taken from this kernel's BTF.
+    unsafe {
+        file.generation = read::<u32>(inode, generation).unwrap_or(0);
+        file.nlink = read::<u32>(inode, nlink).unwrap_or(0);
+        let Ok(filp) = read::<*const u8>(lock, lock_file) else {
+            return;
+        };
+        let Ok(dentry) = read::<*const u8>(filp, file_dentry) else {
+            return;
+        };
+        if let Ok(name) = read::<*const u8>(dentry, name) {
+            let _ = bpf_probe_read_kernel_str_bytes(name, &mut file.name);
         }
-    });
+        if let Ok(parent) = read::<*const u8>(dentry, parent)
+            && let Ok(parent_inode) = read::<*const u8>(parent, dentry_inode)
+        {
+            file.parent_ino = read::<u64>(parent_inode, inode_ino).unwrap_or(0);
+        }
+    }
+}
+
+/// Reads a `T` at `offset` bytes into the kernel struct at `base`, fault-safe.
+///
+/// # Safety
+/// `base` must be a kernel address; the helper itself never faults.
+#[inline(always)]
+unsafe fn read<T>(base: *const u8, offset: u16) -> Result<T, i32> {
+    // SAFETY: see above.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(usize::from(offset)).cast::<T>()) }
 }
 
 fn emit_lock(ctx: &TracePointContext, source: Source, dev_off: u16, ino_off: u16) -> u32 {
@@ -286,12 +333,17 @@ fn emit_lock(ctx: &TracePointContext, source: Source, dev_off: u16, ino_off: u16
 
 /// Writes one record holding the tracepoint's own record (or counts a drop).
 fn emit(ctx: &TracePointContext, source: Source, pid_tgid: u64) {
-    submit(pid_tgid, source, |payload| {
-        // SAFETY: the tracepoint's record, read fault-safe.
-        if unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), payload) }.is_err() {
-            *payload = [0; PAYLOAD_LEN];
-        }
-    });
+    submit(
+        pid_tgid,
+        source,
+        |payload| {
+            // SAFETY: the tracepoint's record, read fault-safe.
+            if unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), payload) }.is_err() {
+                *payload = [0; PAYLOAD_LEN];
+            }
+        },
+        |file| *file = FileName::NONE,
+    );
 }
 
 /// The `--pid` filter.
@@ -311,7 +363,12 @@ fn inode_wanted(dev: u32, ino: u64) -> bool {
 /// Applies the `--comm` filter, then writes one record whose payload `fill` writes, or counts
 /// a drop when the ring is full.
 #[inline(always)]
-fn submit(pid_tgid: u64, source: Source, fill: impl FnOnce(&mut [u8; PAYLOAD_LEN])) {
+fn submit(
+    pid_tgid: u64,
+    source: Source,
+    fill: impl FnOnce(&mut [u8; PAYLOAD_LEN]),
+    name: impl FnOnce(&mut FileName),
+) {
     let comm = bpf_get_current_comm().unwrap_or_default();
     // SAFETY: the value is only tested for presence.
     if config!(filter_comm) != 0 && unsafe { COMMS.get(comm) }.is_none() {
@@ -334,6 +391,7 @@ fn submit(pid_tgid: u64, source: Source, fill: impl FnOnce(&mut [u8; PAYLOAD_LEN
         (*record)._pad = [0; 7];
         (*record).comm = comm;
         fill(&mut (*record).payload);
+        name(&mut (*record).file);
     }
     entry.submit(wakeup_flags(now));
 }

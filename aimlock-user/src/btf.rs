@@ -17,14 +17,24 @@ pub struct LockLayout {
     pub fields: LockFields,
 }
 
-/// Reads the layout of `struct inode`, `struct super_block` and `struct file_lock`.
+/// Reads the layout of `struct inode`, `struct super_block`, `struct file_lock`, `struct file`
+/// and `struct dentry`.
 pub fn lock_layout() -> Result<LockLayout> {
-    // Mapped rather than parsed whole: only three structs are looked up.
+    // Mapped rather than parsed whole: only five structs are looked up.
     let btf = Btf::from_file_with_backend(VMLINUX, Backend::Mmap)
         .with_context(|| format!("cannot read {VMLINUX}"))?;
     let layout = Layout { btf: &btf };
     let inode_ino = layout.offset("inode", &["i_ino"])?;
     let inode_sb = layout.offset("inode", &["i_sb"])?;
+    let inode_generation = layout.offset("inode", &["i_generation"])?;
+    // `i_nlink` shares a union with `__i_nlink`, its writable name.
+    let inode_nlink = layout
+        .offset("inode", &["i_nlink"])
+        .or_else(|_| layout.offset("inode", &["__i_nlink"]))?;
+    let file_dentry = layout.offset("file", &["f_path", "dentry"])?;
+    let dentry_name = layout.offset("dentry", &["d_name", "name"])?;
+    let dentry_parent = layout.offset("dentry", &["d_parent"])?;
+    let dentry_inode = layout.offset("dentry", &["d_inode"])?;
     let sb_dev = layout.offset("super_block", &["s_dev"])?;
     // From 6.9 the common fields live in `struct file_lock_core c`.
     let lock = |core: &str, old: &str| {
@@ -36,6 +46,7 @@ pub fn lock_layout() -> Result<LockLayout> {
     let flags = lock("flc_flags", "fl_flags")?;
     let lock_type = lock("flc_type", "fl_type")?;
     let fl_pid = lock("flc_pid", "fl_pid")?;
+    let lock_file = lock("flc_file", "fl_file")?;
     let start = layout.offset("file_lock", &["fl_start"])?;
     let end = layout.offset("file_lock", &["fl_end"])?;
 
@@ -60,6 +71,13 @@ pub fn lock_layout() -> Result<LockLayout> {
         offsets: BtfOffsets {
             inode_ino: narrow(inode_ino)?,
             inode_sb: narrow(inode_sb)?,
+            inode_generation: narrow(inode_generation)?,
+            inode_nlink: narrow(inode_nlink)?,
+            lock_file: narrow(lock_file)?,
+            file_dentry: narrow(file_dentry)?,
+            dentry_name: narrow(dentry_name)?,
+            dentry_parent: narrow(dentry_parent)?,
+            dentry_inode: narrow(dentry_inode)?,
             sb_dev: narrow(sb_dev)?,
             lock_window: narrow(window)?,
         },

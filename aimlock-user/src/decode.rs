@@ -1,7 +1,7 @@
 //! Turns the kernel's raw [`Record`]s into the tracker's typed [`Input`]s, reading each field
 //! at the offset the loader found in the tracepoint's `format` file.
 
-use aimlock_common::{ABSENT, Config, LockFields, PAYLOAD_LEN, Record, Source, fl_flags};
+use aimlock_common::{ABSENT, Config, FileName, LockFields, PAYLOAD_LEN, Record, Source, fl_flags};
 
 use crate::events::LockKind;
 
@@ -23,6 +23,8 @@ pub struct LockOp {
     pub end: i64,
     /// 0 granted, 1 deferred (queued), negative errno refused. Leases carry no result: 0.
     pub ret: i32,
+    /// The file as the kernel names it (BTF programs only; zero otherwise).
+    pub file: FileName,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +126,7 @@ impl Decoder {
             start,
             end,
             ret: read_u64(payload, fields.ret, 4) as u32 as i32,
+            file: record.file,
         }
     }
 }
@@ -199,6 +202,10 @@ mod tests {
             _pad: [0; 7],
             comm,
             payload,
+            file: FileName {
+                generation: 9,
+                ..FileName::NONE
+            },
         };
         // SAFETY: Record is plain old data.
         let bytes = unsafe {
@@ -210,6 +217,7 @@ mod tests {
         assert_eq!(op.kind, LockKind::Posix);
         assert_eq!((op.dev, op.ino), ((8 << 20) | 3, 4242));
         assert_eq!((op.start, op.end, op.ret), (10, 19, -11));
+        assert_eq!(op.file.generation, 9);
         assert_eq!(op.owner, 0xffff_8880_dead_beef);
         assert_eq!(op.lock_type, fl_type::WRLCK);
         assert_eq!(comm_str(&op.comm), "lckr");

@@ -1,51 +1,34 @@
 //! What only /proc knows about an event: paths, namespace pids, containers, holders.
 
-use std::time::{Duration, Instant};
-
+use aimlock_common::FileName;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     clock::Clock,
-    decode::comm_str,
+    decode::{LockOp, comm_str},
     events::{EventKind, EventLine, ProcRef},
+    file_paths::{FileKey, FilePaths, PathOf},
     lock_table::{self, Taker},
-    procfs::{self, ProcessInfo},
-    tracker::{Actor, END_OF_FILE, LockId, Output},
+    procfs::ProcessInfo,
+    tracker::{Actor, END_OF_FILE, Output},
 };
-
-/// Paths remembered at most; past this the cache starts again (a path is looked up again from
-/// the process that locks the file next).
-const MAX_CACHED_PATHS: usize = 200_000;
-/// Fds tried past the highest one seen, when a lock is on a file not seen yet.
-const FD_PROBES: usize = 8;
-const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
-
-#[derive(Default)]
-struct FdScan {
-    /// The next fd number not looked at yet.
-    next_fd: i32,
-    last_full: Option<Instant>,
-}
 
 /// Adds what only /proc knows (paths, namespace pids, containers, holders), with caches so that
 /// a burst of events on one file costs one lookup.
 #[derive(Default)]
 pub struct Enricher {
     processes: HashMap<u32, Option<ProcessInfo>>,
-    paths: HashMap<(u32, u64), procfs::OpenPath>,
+    paths: FilePaths,
     /// "MAJ:MIN" by kernel device number.
     devices: HashMap<u32, String>,
     /// Command names by pid, with the bytes they were made from.
     comms: HashMap<u32, ([u8; 16], String)>,
-    /// How far each process's fds have been looked at, so that a burst of locks on newly
-    /// opened files costs a few lookups each, not a scan of every fd.
-    fd_scans: HashMap<u32, FdScan>,
 }
 
 impl Enricher {
     pub fn forget(&mut self, pid: u32) {
         self.processes.remove(&pid);
-        self.fd_scans.remove(&pid);
+        self.paths.forget_process(pid);
         self.comms.remove(&pid);
     }
 
@@ -77,49 +60,14 @@ impl Enricher {
             .as_ref()
     }
 
-    /// Finds the path of (dev, ino) among `pid`'s open files. New files usually get the next
-    /// fd numbers, so those are tried first; a full scan of the fds is done at most once a
-    /// second per process.
-    pub fn learn_path(&mut self, pid: u32, dev: u32, ino: u64) {
-        let key = (dev, ino);
-        if self.paths.contains_key(&key) {
-            return;
-        }
-        if self.paths.len() >= MAX_CACHED_PATHS {
-            self.paths.clear();
-        }
-        let scan = self.fd_scans.entry(pid).or_default();
-        for _ in 0..FD_PROBES {
-            match procfs::fd_file(pid, scan.next_fd) {
-                Ok(found) => {
-                    scan.next_fd += 1;
-                    if let Some((file, path)) = found {
-                        self.paths.insert(file, path);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        if self.paths.contains_key(&key) {
-            return;
-        }
-        let now = Instant::now();
-        if scan
-            .last_full
-            .is_some_and(|last| now.duration_since(last) < FULL_SCAN_INTERVAL)
-        {
-            return;
-        }
-        scan.last_full = Some(now);
-        for (file, path) in procfs::open_files(pid) {
-            scan.next_fd = scan.next_fd.max(path.fd + 1);
-            self.paths.insert(file, path);
-        }
-    }
-
-    fn path(&mut self, pid: u32, lock: &LockId) -> Option<&procfs::OpenPath> {
-        self.learn_path(pid, lock.dev, lock.ino);
-        self.paths.get(&(lock.dev, lock.ino))
+    /// Learns the path of the file a lock record is about, while its process most likely
+    /// still runs.
+    pub fn learn_file(&mut self, op: &LockOp) {
+        self.paths.learn(
+            op.pid,
+            file_key(op.dev, op.ino, op.file.generation),
+            &op.file,
+        );
     }
 
     pub fn line(&mut self, output: &Output, clock: &Clock) -> EventLine {
@@ -140,6 +88,15 @@ impl Enricher {
             Output::Orphan { at, lock, held, .. }
             | Output::OrphanEnd { at, lock, held, .. }
             | Output::Held { at, lock, held, .. } => (*at, held.taker, Some(*lock)),
+        };
+        // The file as the record behind the output named it.
+        let file = match output {
+            Output::Acquire { file, .. }
+            | Output::Wait { file, .. }
+            | Output::Release { file, .. }
+            | Output::Fail { file, .. }
+            | Output::OrphanEnd { file, .. } => *file,
+            _ => FileName::NONE,
         };
         // The kernel's table, where the output comes from it, names the holders and the path
         // exactly (through the holders' fds), whoever the taker was.
@@ -166,28 +123,32 @@ impl Enricher {
             line.kind = Some(lock.kind);
             line.dev = Some(self.device(lock.dev));
             line.ino = Some(lock.ino);
+            line.generation = Some(lock.generation).filter(|&generation| generation != 0);
             match kernel {
                 Some(kernel) => {
-                    if let (Some(holder), Some(path)) = (kernel.holders.first(), &kernel.path) {
+                    if let Some(path) = &kernel.path {
                         // The holders' view of the path, for the lines to come when the taker
                         // is gone.
-                        let found = procfs::OpenPath {
-                            fd: holder.fd,
-                            path: path.clone(),
-                            deleted: kernel.deleted,
-                        };
-                        self.paths.insert((lock.dev, lock.ino), found);
+                        let key = file_key(lock.dev, lock.ino, lock.generation);
+                        self.paths.remember(key, path, kernel.deleted);
                     }
                     line.path = kernel.path.clone();
                     line.deleted = kernel.deleted.then_some(true);
                     line.holders = Some(kernel.holders.iter().map(proc_ref).collect());
                 }
-                None => {
-                    if let Some(found) = self.path(actor.pid, &lock) {
-                        line.path = Some(found.path.clone());
-                        line.deleted = found.deleted.then_some(true);
+                None => match self
+                    .paths
+                    .path(file_key(lock.dev, lock.ino, lock.generation), &file)
+                {
+                    PathOf::Known { path, deleted } => {
+                        line.path = Some(path);
+                        line.deleted = deleted.then_some(true);
                     }
-                }
+                    PathOf::Unknown { reason, name } => {
+                        line.path_unknown = Some(reason.to_owned());
+                        line.name = name;
+                    }
+                },
             }
         }
         let range = |line: &mut EventLine, start: i64, end: i64| {
@@ -305,4 +266,12 @@ fn proc_ref(holder: &lock_table::Holder) -> ProcRef {
 /// "EAGAIN" for 11, and so on.
 pub fn errno_name(errno: i32) -> String {
     format!("{:?}", nix::errno::Errno::from_raw(errno))
+}
+
+fn file_key(dev: u32, ino: u64, generation: u32) -> FileKey {
+    FileKey {
+        dev,
+        ino,
+        generation,
+    }
 }

@@ -133,10 +133,19 @@ pub struct EventLine {
     pub dev: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ino: Option<u64>,
+    /// The inode's generation: tells the file from a later one that reuses its number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<bool>,
+    /// Why `path` is absent ("process gone", ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_unknown: Option<String>,
+    /// The file's name (its last path component), when `path` is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// First byte of the range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<u64>,
@@ -232,10 +241,13 @@ impl EventLine {
         object.opt_str("mode", self.mode.map(Mode::name));
         object.opt_str("dev", self.dev.as_deref());
         object.opt_u64("ino", self.ino);
+        object.opt_u64("generation", self.generation.map(u64::from));
         object.opt_str("path", self.path.as_deref());
         if let Some(deleted) = self.deleted {
             object.raw("deleted", if deleted { "true" } else { "false" });
         }
+        object.opt_str("path_unknown", self.path_unknown.as_deref());
+        object.opt_str("name", self.name.as_deref());
         object.opt_u64("start", self.start);
         match self.end {
             Some(Some(end)) => object.opt_u64("end", Some(end)),
@@ -464,8 +476,11 @@ mod tests {
             mode: Some(Mode::Read),
             dev: Some("8:1".to_owned()),
             ino: Some(u64::MAX),
+            generation: Some(u32::MAX),
             path: Some("/tmp/x (deleted)".to_owned()),
             deleted: Some(false),
+            path_unknown: Some("process gone".to_owned()),
+            name: Some("x\"y".to_owned()),
             start: Some(0),
             end: Some(Some(9)),
             wait_ns: Some(10),

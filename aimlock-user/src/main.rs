@@ -6,6 +6,7 @@ mod clock;
 mod decode;
 mod enrich;
 mod events;
+mod file_paths;
 mod kernel_views;
 mod loader;
 mod lock_table;

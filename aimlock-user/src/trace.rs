@@ -217,8 +217,8 @@ fn drain(
         count += 1;
         match decoder.decode(&item) {
             Some(input) => {
-                if let Input::Lock(op) = &input {
-                    enricher.learn_path(op.pid, op.dev, op.ino);
+                if let Input::Lock(op) | Input::FcntlFailure(op) = &input {
+                    enricher.learn_file(op);
                     enricher.process(op.pid);
                 }
                 tracker.push(input);

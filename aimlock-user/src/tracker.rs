@@ -18,7 +18,7 @@ use std::{
     collections::{BinaryHeap, VecDeque, hash_map::Entry},
 };
 
-use aimlock_common::{FILE_LOCK_DEFERRED, fl_flags, fl_type};
+use aimlock_common::{FILE_LOCK_DEFERRED, FileName, fl_flags, fl_type};
 // The tracker sits on the hot path of every event: FxHash, not SipHash. Its keys are kernel
 // values, not attacker-chosen strings.
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -59,6 +59,10 @@ pub struct Actor {
 pub struct LockId {
     pub dev: u32,
     pub ino: u64,
+    /// `i_generation`: a later file that reuses the inode number is another lock file (0 where
+    /// the kernel's record does not say, and for locks found in a kernel view until a record
+    /// names them).
+    pub generation: u32,
     /// `fl_owner`: the open file description (flock, OFD, lease) or the files_struct (POSIX).
     pub owner: u64,
     pub kind: LockKind,
@@ -122,6 +126,7 @@ pub enum Output {
         start: i64,
         end: i64,
         wait_ns: Option<u64>,
+        file: FileName,
     },
     /// A blocking attempt was queued behind a conflicting lock.
     Wait {
@@ -131,6 +136,7 @@ pub enum Output {
         mode: Mode,
         start: i64,
         end: i64,
+        file: FileName,
     },
     Release {
         at: u64,
@@ -141,6 +147,7 @@ pub enum Output {
         start: i64,
         end: i64,
         reason: ReleaseReason,
+        file: FileName,
     },
     Fail {
         at: u64,
@@ -150,6 +157,7 @@ pub enum Output {
         start: i64,
         end: i64,
         errno: i32,
+        file: FileName,
     },
     /// A process exited. `took_locks`: it had taken locks that were held, and `locks` of
     /// them still were when it exited.
@@ -176,6 +184,7 @@ pub enum Output {
         held: Held,
         taker_exit: Option<u64>,
         reason: ReleaseReason,
+        file: FileName,
     },
     /// The kernel holds a lock the tracer had not seen taken: `kernel` as its table showed it.
     Held {
@@ -407,6 +416,7 @@ impl Tracker {
         let lock = LockId {
             dev: op.dev,
             ino: op.ino,
+            generation: op.file.generation,
             owner: op.owner,
             kind: op.kind,
         };
@@ -439,7 +449,9 @@ impl Tracker {
                 } else {
                     ReleaseReason::Close
                 };
-                self.release_range(op.ts_ns, actor, lock, op.start, op.end, reason, out);
+                self.release_range(
+                    op.ts_ns, actor, lock, op.start, op.end, reason, op.file, out,
+                );
                 if op.kind == LockKind::Posix {
                     // The last close of a file releases its OFD locks with a plain POSIX
                     // request (locks_remove_file -> locks_remove_posix, no FL_OFDLCK); the
@@ -448,7 +460,9 @@ impl Tracker {
                         kind: LockKind::Ofd,
                         ..lock
                     };
-                    self.release_range(op.ts_ns, actor, ofd, op.start, op.end, reason, out);
+                    self.release_range(
+                        op.ts_ns, actor, ofd, op.start, op.end, reason, op.file, out,
+                    );
                 }
             }
             return;
@@ -474,6 +488,7 @@ impl Tracker {
                     0,
                     END_OF_FILE,
                     ReleaseReason::Convert,
+                    op.file,
                     out,
                 ),
                 _ => {}
@@ -490,7 +505,7 @@ impl Tracker {
                 if self.covered(&lock, op.start, op.end, mode) {
                     return;
                 }
-                self.insert_range(op.ts_ns, actor, lock, mode, op.start, op.end, out);
+                self.insert_range(op.ts_ns, actor, lock, mode, op.start, op.end, op.file, out);
                 out.push(Output::Acquire {
                     at: op.ts_ns,
                     actor,
@@ -499,6 +514,7 @@ impl Tracker {
                     start: op.start,
                     end: op.end,
                     wait_ns,
+                    file: op.file,
                 });
             }
             FILE_LOCK_DEFERRED => {
@@ -522,6 +538,7 @@ impl Tracker {
                         mode,
                         start: op.start,
                         end: op.end,
+                        file: op.file,
                     });
                 }
             }
@@ -538,6 +555,7 @@ impl Tracker {
                     start: op.start,
                     end: op.end,
                     errno: -errno,
+                    file: op.file,
                 });
             }
         }
@@ -565,6 +583,7 @@ impl Tracker {
             lock: LockId {
                 dev: op.dev,
                 ino: op.ino,
+                generation: op.file.generation,
                 owner: op.owner,
                 kind: op.kind,
             },
@@ -572,6 +591,7 @@ impl Tracker {
             start: op.start,
             end: op.end,
             errno: -op.ret,
+            file: op.file,
         });
     }
 
@@ -639,6 +659,7 @@ impl Tracker {
                             start: held.start,
                             end: held.end,
                             reason: ReleaseReason::Exit,
+                            file: FileName::NONE,
                         });
                     }
                     if ranges.is_empty() {
@@ -681,6 +702,7 @@ impl Tracker {
         mode: Mode,
         mut start: i64,
         mut end: i64,
+        file: FileName,
         out: &mut Vec<Output>,
     ) {
         let mut since_ns = Some(at);
@@ -708,6 +730,7 @@ impl Tracker {
                     start: held.start,
                     end: held.end,
                     reason: ReleaseReason::Convert,
+                    file,
                 });
             }
         }
@@ -733,6 +756,7 @@ impl Tracker {
         start: i64,
         end: i64,
         reason: ReleaseReason,
+        file: FileName,
         out: &mut Vec<Output>,
     ) {
         for held in self.cut(lock, start, end) {
@@ -744,6 +768,7 @@ impl Tracker {
                 start: held.start,
                 end: held.end,
                 reason,
+                file,
             });
             if let Orphan::Yes { taker_exit } = held.orphan {
                 out.push(Output::OrphanEnd {
@@ -753,6 +778,7 @@ impl Tracker {
                     held,
                     taker_exit,
                     reason,
+                    file,
                 });
             }
         }
@@ -966,6 +992,7 @@ impl Tracker {
                 held.start,
                 held.end,
                 ReleaseReason::Lost,
+                FileName::NONE,
                 out,
             );
         }
@@ -988,6 +1015,7 @@ impl Tracker {
         let id = LockId {
             dev: kernel.kernel_dev,
             ino: kernel.ino,
+            generation: 0,
             owner: self.last_seeded_owner,
             kind: kernel.kind,
         };
@@ -1081,6 +1109,7 @@ mod tests {
                 start: 0,
                 end: END_OF_FILE,
                 ret,
+                file: aimlock_common::FileName::NONE,
             })
         }
 

@@ -7,6 +7,9 @@
 //! Steps:
 //!   open:PATH                 open (create) PATH read-write; it becomes the current fd
 //!   close                     close the current fd
+//!   memfd:NAME                create a memfd named NAME; it becomes the current fd
+//!   unlink:PATH               remove PATH
+//!   rename:FROM:TO            rename FROM to TO (paths without ':')
 //!   flock:ex|sh|un[:nb]       flock(2) on the current fd
 //!   posix:w|r|u:START:LEN[:wait]   fcntl F_SETLK (F_SETLKW with :wait); LEN 0 = to EOF
 //!   ofd:w|r|u:START:LEN[:wait]     fcntl F_OFD_SETLK (F_OFD_SETLKW with :wait)
@@ -131,6 +134,19 @@ impl State {
             }
             ["close"] => {
                 self.fd.take().ok_or_else(|| anyhow!("no open file"))?;
+            }
+            ["memfd", name] => {
+                let fd =
+                    nix::sys::memfd::memfd_create(*name, nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                        .with_context(|| format!("memfd_create {name}"))?;
+                self.fd = Some(fd);
+            }
+            ["unlink", path @ ..] => {
+                let path = path.join(":");
+                std::fs::remove_file(&path).with_context(|| format!("unlink {path}"))?;
+            }
+            ["rename", from, to] => {
+                std::fs::rename(from, to).with_context(|| format!("rename {from} {to}"))?;
             }
             ["flock", how, options @ ..] => {
                 let nonblocking = options.contains(&"nb");

@@ -1,0 +1,371 @@
+//! The path of a locked file, and never another file's.
+//!
+//! A file is known by (device, inode, generation): a file created after another was deleted may
+//! get its inode number, never its generation. With each record the kernel programs name the
+//! file's dentry and the inode of the directory it is in. A directory's path, learnt once from
+//! some process's open fds, then names every later file in it, also when the process that
+//! locked one has exited before user space looks; and since the name comes with every record,
+//! a rename shows at the next one. Where the kernel does not name the file (classic
+//! tracepoints), the path is looked up in the locking process's fds.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    time::{Duration, Instant},
+};
+
+use aimlock_common::{FileName, NAME_LEN};
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::procfs::{self, OpenPath};
+
+/// Files remembered at most; past this the cache starts again (a file is named again from its
+/// next record). Keeps memory flat however many files come and go.
+const MAX_FILES: usize = 200_000;
+const MAX_DIRS: usize = 50_000;
+/// How long a directory's path is trusted before it is checked again (it may have been renamed).
+const DIR_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Fds tried past the highest one seen, when a lock is on a file not seen yet.
+const FD_PROBES: usize = 8;
+const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Which file: the inode and its generation (0 where the kernel does not say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    pub dev: u32,
+    pub ino: u64,
+    pub generation: u32,
+}
+
+/// What a line can say of a file's path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathOf {
+    Known {
+        path: String,
+        deleted: bool,
+    },
+    /// No process showed the file before it was closed: `reason`, and the file's name when
+    /// the kernel gave it.
+    Unknown {
+        reason: &'static str,
+        name: Option<String>,
+    },
+}
+
+struct Known {
+    path: Result<String, &'static str>,
+    deleted: bool,
+    parent_ino: u64,
+    name: [u8; NAME_LEN],
+}
+
+struct Dir {
+    path: String,
+    checked: Instant,
+}
+
+#[derive(Default)]
+struct FdScan {
+    /// The next fd number not looked at yet.
+    next_fd: i32,
+    last_full: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct FilePaths {
+    files: HashMap<FileKey, Known>,
+    /// Directories' paths by (device, inode).
+    dirs: HashMap<(u32, u64), Dir>,
+    /// How far each process's fds have been looked at, so that a burst of locks on newly
+    /// opened files costs a few lookups each, not a scan of every fd.
+    fd_scans: HashMap<u32, FdScan>,
+}
+
+impl FilePaths {
+    pub fn forget_process(&mut self, pid: u32) {
+        self.fd_scans.remove(&pid);
+    }
+
+    /// Makes sure the file a record of `pid` is about can be named, while that process is most
+    /// likely still alive: its directory's path, or else its own, from the process's fds.
+    pub fn learn(&mut self, pid: u32, key: FileKey, file: &FileName) {
+        let named = !name_of(&file.name).is_empty();
+        if named && self.dir_path(key.dev, file.parent_ino).is_some() {
+            return;
+        }
+        if let Some(known) = self.files.get(&key)
+            && known.path.is_ok()
+            && known.name == file.name
+            && known.parent_ino == file.parent_ino
+        {
+            return;
+        }
+        if self.files.len() >= MAX_FILES {
+            self.files.clear();
+        }
+        let path = match self.find_open(pid, key) {
+            Some(open) => {
+                if named && let Some((dir, _)) = open.path.rsplit_once('/') {
+                    self.learn_dir(
+                        key.dev,
+                        file.parent_ino,
+                        if dir.is_empty() { "/" } else { dir },
+                    );
+                }
+                Ok((shown(open.path, name_of(&file.name)), open.deleted))
+            }
+            None if procfs::ProcessInfo::read(pid).is_none() => Err("process gone"),
+            None => Err("not open in the process"),
+        };
+        let known = self.files.entry(key).or_insert(Known {
+            path: Err("not seen"),
+            deleted: false,
+            parent_ino: file.parent_ino,
+            name: file.name,
+        });
+        match path {
+            Ok((path, deleted)) => {
+                *known = Known {
+                    path: Ok(path),
+                    deleted,
+                    parent_ino: file.parent_ino,
+                    name: file.name,
+                }
+            }
+            // A path seen earlier stays: a line about that moment may still need it.
+            Err(reason) if known.path.is_err() => known.path = Err(reason),
+            Err(_) => {}
+        }
+    }
+
+    /// A path the kernel's lock table showed through a holder's fd.
+    pub fn remember(&mut self, key: FileKey, path: &str, deleted: bool) {
+        self.files.insert(
+            key,
+            Known {
+                path: Ok(path.to_owned()),
+                deleted,
+                parent_ino: 0,
+                name: [0; NAME_LEN],
+            },
+        );
+    }
+
+    /// The path of the file as a record named it (`file`), at that record's moment.
+    pub fn path(&self, key: FileKey, file: &FileName) -> PathOf {
+        let name = name_of(&file.name);
+        let named = !name.is_empty();
+        if named && let Some(dir) = self.dirs.get(&(key.dev, file.parent_ino)) {
+            return PathOf::Known {
+                path: join(&dir.path, name),
+                deleted: file.nlink == 0,
+            };
+        }
+        let unknown = |reason| PathOf::Unknown {
+            reason,
+            name: named.then(|| String::from_utf8_lossy(name).into_owned()),
+        };
+        match self.files.get(&key) {
+            // Seen under another name: renamed since, in a directory this tracer cannot see.
+            Some(known) if named && known.name != file.name => unknown("renamed"),
+            Some(Known {
+                path: Ok(path),
+                deleted,
+                ..
+            }) => PathOf::Known {
+                path: path.clone(),
+                deleted: if named { file.nlink == 0 } else { *deleted },
+            },
+            Some(Known {
+                path: Err(reason), ..
+            }) => unknown(reason),
+            None => unknown("not seen"),
+        }
+    }
+
+    /// The directory's path, checked against its inode at most once a second: a renamed or
+    /// removed directory is forgotten.
+    fn dir_path(&mut self, dev: u32, ino: u64) -> Option<String> {
+        let dir = self.dirs.get_mut(&(dev, ino))?;
+        if dir.checked.elapsed() >= DIR_CHECK_INTERVAL {
+            let same = std::fs::metadata(&dir.path).is_ok_and(|meta| {
+                procfs::user_dev_to_kernel(meta.dev()) == dev && meta.ino() == ino
+            });
+            if !same {
+                self.dirs.remove(&(dev, ino));
+                return None;
+            }
+            dir.checked = Instant::now();
+        }
+        Some(dir.path.clone())
+    }
+
+    fn learn_dir(&mut self, dev: u32, ino: u64, path: &str) {
+        // Only a directory this tracer can check again (not one seen inside another mount
+        // namespace under another name).
+        let visible = std::fs::metadata(path)
+            .is_ok_and(|meta| procfs::user_dev_to_kernel(meta.dev()) == dev && meta.ino() == ino);
+        if !visible {
+            return;
+        }
+        if self.dirs.len() >= MAX_DIRS {
+            self.dirs.clear();
+        }
+        self.dirs.insert(
+            (dev, ino),
+            Dir {
+                path: path.to_owned(),
+                checked: Instant::now(),
+            },
+        );
+    }
+
+    /// Finds the file among `pid`'s open fds. New files usually get the next fd numbers, so
+    /// those are tried first; a full scan of the fds is done at most once a second per process.
+    fn find_open(&mut self, pid: u32, key: FileKey) -> Option<OpenPath> {
+        let wanted = (key.dev, key.ino);
+        let scan = self.fd_scans.entry(pid).or_default();
+        for _ in 0..FD_PROBES {
+            match procfs::fd_file(pid, scan.next_fd) {
+                Ok(found) => {
+                    scan.next_fd += 1;
+                    if let Some((file, open)) = found
+                        && file == wanted
+                    {
+                        return Some(open);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        if scan
+            .last_full
+            .is_some_and(|last| now.duration_since(last) < FULL_SCAN_INTERVAL)
+        {
+            return None;
+        }
+        scan.last_full = Some(now);
+        let mut found = None;
+        for (file, open) in procfs::open_files(pid) {
+            scan.next_fd = scan.next_fd.max(open.fd + 1);
+            if file == wanted {
+                found = Some(open);
+            }
+        }
+        found
+    }
+}
+
+/// The name's bytes up to its NUL.
+fn name_of(name: &[u8; NAME_LEN]) -> &[u8] {
+    let len = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+    &name[..len]
+}
+
+fn join(dir: &str, name: &[u8]) -> String {
+    let name = String::from_utf8_lossy(name);
+    match dir {
+        // A memfd lives in the kernel's internal tmpfs: its name is all there is.
+        "/" if name.starts_with("memfd:") => name.into_owned(),
+        "/" => format!("/{name}"),
+        _ => format!("{dir}/{name}"),
+    }
+}
+
+/// The path a process showed, as a line shows it (a memfd by its name).
+fn shown(path: String, name: &[u8]) -> String {
+    match path.strip_prefix('/') {
+        Some(rest) if rest.as_bytes() == name && rest.starts_with("memfd:") => rest.to_owned(),
+        _ => path,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_name(name: &str, parent_ino: u64, nlink: u32) -> FileName {
+        let mut file = FileName {
+            generation: 7,
+            nlink,
+            parent_ino,
+            name: [0; NAME_LEN],
+        };
+        file.name[..name.len()].copy_from_slice(name.as_bytes());
+        file
+    }
+
+    #[test]
+    fn a_known_directory_names_files_of_processes_already_gone() {
+        let dir = std::env::temp_dir();
+        let meta = std::fs::metadata(&dir).unwrap();
+        let dev = procfs::user_dev_to_kernel(meta.dev());
+        let mut paths = FilePaths::default();
+        let dir_path = dir.to_str().unwrap().trim_end_matches('/').to_owned();
+        paths.learn_dir(dev, meta.ino(), &dir_path);
+        let key = FileKey {
+            dev,
+            ino: 1,
+            generation: 7,
+        };
+        // Pid 0 is no process: only the directory can name the file.
+        let taken = file_name("job.lock", meta.ino(), 1);
+        paths.learn(0, key, &taken);
+        // Renamed, then unlinked: each record names it as it was then.
+        let released = file_name("job.old", meta.ino(), 0);
+        paths.learn(0, key, &released);
+        assert_eq!(
+            paths.path(key, &taken),
+            PathOf::Known {
+                path: format!("{dir_path}/job.lock"),
+                deleted: false
+            }
+        );
+        assert_eq!(
+            paths.path(key, &released),
+            PathOf::Known {
+                path: format!("{dir_path}/job.old"),
+                deleted: true
+            }
+        );
+        // Another file with the same inode number, in a directory not known: nothing known of
+        // it, whatever was known of the first.
+        let reused = FileKey {
+            generation: 8,
+            ..key
+        };
+        assert_eq!(
+            paths.path(reused, &file_name("other", 5, 1)),
+            PathOf::Unknown {
+                reason: "not seen",
+                name: Some("other".to_owned())
+            }
+        );
+    }
+
+    #[test]
+    fn without_a_directory_or_a_process_the_path_is_unknown_and_says_why() {
+        let mut paths = FilePaths::default();
+        let key = FileKey {
+            dev: 1,
+            ino: 2,
+            generation: 3,
+        };
+        let gone = file_name("gone.lock", 99, 1);
+        paths.learn(0, key, &gone);
+        assert_eq!(
+            paths.path(key, &gone),
+            PathOf::Unknown {
+                reason: "process gone",
+                name: Some("gone.lock".to_owned())
+            }
+        );
+    }
+
+    #[test]
+    fn a_memfd_is_named_by_its_name() {
+        assert_eq!(join("/", b"memfd:jobs"), "memfd:jobs");
+        assert_eq!(join("/run", b"x"), "/run/x");
+        assert_eq!(shown("/memfd:jobs".to_owned(), b"memfd:jobs"), "memfd:jobs");
+    }
+}
