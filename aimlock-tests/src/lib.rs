@@ -252,7 +252,12 @@ pub struct Workload {
 
 impl Workload {
     pub fn start(steps: &[&str]) -> Self {
-        let mut child = Command::new(lockwork_bin())
+        Self::start_as(&lockwork_bin(), steps)
+    }
+
+    /// As [`Workload::start`], with a copy of lockwork under another name (for `--comm`).
+    pub fn start_as(lockwork: &Path, steps: &[&str]) -> Self {
+        let mut child = Command::new(lockwork)
             .args(steps)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

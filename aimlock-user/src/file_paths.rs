@@ -160,6 +160,14 @@ impl FilePaths {
                 deleted: file.nlink == 0,
             };
         }
+        // A memfd lives in the kernel's internal tmpfs, unlinked from birth: its name is all
+        // there is, and enough.
+        if name.starts_with(b"memfd:") && file.nlink == 0 {
+            return PathOf::Known {
+                path: String::from_utf8_lossy(name).into_owned(),
+                deleted: true,
+            };
+        }
         let unknown = |reason| PathOf::Unknown {
             reason,
             name: named.then(|| String::from_utf8_lossy(name).into_owned()),

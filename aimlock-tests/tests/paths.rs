@@ -1,0 +1,208 @@
+//! A path in the log is the locked file's own, as it was at that moment: never another file's
+//! that reused its inode number, renamed and deleted files named as they then were.
+
+use std::{
+    collections::HashMap,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use aimlock_tests::{TempDir, Tracer, Workload, eventually, inode, lockwork_bin, on_inode};
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+#[test]
+fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
+    const PROCESSES: usize = 2000;
+    let dir = TempDir::new("paths-churn");
+    // A copy of lockwork under its own name, so that --comm selects only this test's records.
+    let churn = dir.path().join("lw-churn");
+    std::fs::copy(lockwork_bin(), &churn).expect("copy lockwork");
+    let tracer = Tracer::start(&["--comm", "lw-churn"]);
+    // The directory becomes known through a process that shows one of its files; the jobs,
+    // gone before the tracer reads their records, are named through it.
+    let first = dir.path().join("first");
+    let mut shown = Workload::start_as(
+        &churn,
+        &[
+            &format!("open:{}", first.display()),
+            "flock:ex",
+            "wait-stdin",
+        ],
+    );
+    tracer.wait_for("the first file's acquire", SETTLE, |e| {
+        e["event"] == "acquire" && e["path"] == first.display().to_string()
+    });
+    shown.proceed();
+    shown.finish();
+    // Job runners create a lock file, lock it and delete it: the kernel hands the freed inode
+    // number to the next file.
+    let mut jobs = HashMap::new();
+    for index in 0..PROCESSES {
+        let path = dir.path().join(format!("job-{index}"));
+        let path = path.display().to_string();
+        let child = Command::new(&churn)
+            .args([
+                format!("open:{path}"),
+                "flock:ex".into(),
+                format!("unlink:{path}"),
+                "exit:0".into(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn a job");
+        let pid = child.id();
+        let status = child.wait_with_output().expect("wait for a job").status;
+        assert!(status.success(), "job {index} exited with {status}");
+        jobs.insert(u64::from(pid), path);
+    }
+    let events = eventually("every job's release", SETTLE, || {
+        let events = tracer.events();
+        let released = of_kind(&events, "release")
+            .iter()
+            .filter(|e| jobs.contains_key(&e["pid"].as_u64().unwrap_or(0)))
+            .count();
+        (released == PROCESSES).then_some(events)
+    });
+    let stop = tracer.stop();
+    assert_eq!(stop.last().unwrap()["lost"], 0, "the ring lost records");
+
+    let reused = {
+        let mut inodes: Vec<u64> = of_kind(&events, "acquire")
+            .iter()
+            .filter_map(|e| e["ino"].as_u64())
+            .collect();
+        inodes.sort();
+        inodes.dedup();
+        PROCESSES - inodes.len()
+    };
+    let mut wrong = Vec::new();
+    for event in events
+        .iter()
+        .filter(|e| e["event"] == "acquire" || e["event"] == "release")
+    {
+        let Some(own) = jobs.get(&event["pid"].as_u64().unwrap_or(0)) else {
+            continue;
+        };
+        if event["path"] != own.as_str() {
+            wrong.push(event.clone());
+        }
+        // Each job deletes its file before its exit releases the lock.
+        if event["event"] == "release" && event["deleted"] != true {
+            wrong.push(event.clone());
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} lines name another file or miss the deletion (inode numbers reused {reused} \
+         times), such as {:#?}",
+        wrong.len(),
+        2 * PROCESSES,
+        &wrong[..wrong.len().min(3)]
+    );
+    assert!(
+        reused > 0,
+        "the kernel reused no inode number: the test proves nothing"
+    );
+}
+
+#[test]
+fn a_file_renamed_while_locked_is_released_under_its_new_name() {
+    let dir = TempDir::new("paths-rename");
+    let before = dir.file("job.lock");
+    let after = dir.path().join("job.lock.old");
+    let ino = inode(&before);
+    let tracer = Tracer::start(&["--path", &before.display().to_string()]);
+    let rename = format!("rename:{}:{}", before.display(), after.display());
+    let mut work = Workload::start(&[
+        &format!("open:{}", before.display()),
+        "flock:ex",
+        "wait-stdin",
+        &rename,
+        "wait-stdin",
+        "exit:0",
+    ]);
+    // Named while its process runs: the file's directory is known from then on.
+    tracer.wait_for("the acquire", SETTLE, |e| {
+        e["event"] == "acquire" && e["ino"] == ino
+    });
+    work.proceed();
+    work.wait_step(&rename);
+    work.proceed();
+    work.finish();
+    let release = tracer.wait_for("the release", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == ino
+    });
+    let events = tracer.stop();
+    let acquire = of_kind(&on_inode(&events, ino), "acquire")[0].clone();
+    assert_eq!(acquire["path"], before.display().to_string(), "{acquire}");
+    assert_eq!(release["path"], after.display().to_string(), "{release}");
+    assert!(release.get("deleted").is_none(), "{release}");
+}
+
+#[test]
+fn a_file_deleted_while_locked_is_released_as_deleted() {
+    let dir = TempDir::new("paths-deleted");
+    let file = dir.file("job.lock");
+    let ino = inode(&file);
+    let path = file.display().to_string();
+    let tracer = Tracer::start(&["--path", &path]);
+    let mut work = Workload::start(&[
+        &format!("open:{path}"),
+        "flock:sh",
+        "wait-stdin",
+        &format!("unlink:{path}"),
+        "wait-stdin",
+        "flock:un",
+        "exit:0",
+    ]);
+    // Named while its process runs: the file's directory is known from then on.
+    let acquire = tracer.wait_for("the acquire", SETTLE, |e| {
+        e["event"] == "acquire" && e["ino"] == ino
+    });
+    assert_eq!(acquire["path"], path, "{acquire}");
+    work.proceed();
+    work.wait_step(&format!("unlink:{path}"));
+    work.proceed();
+    work.finish();
+    let release = tracer.wait_for("the release", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == ino
+    });
+    tracer.stop();
+    assert_eq!(release["path"], path, "{release}");
+    assert_eq!(release["deleted"], true, "{release}");
+    assert_eq!(release["reason"], "unlock");
+}
+
+#[test]
+fn a_lock_on_a_memfd_is_named_by_the_memfd() {
+    let dir = TempDir::new("paths-memfd");
+    // A comm of its own: a memfd has no path to filter by.
+    let binary = dir.path().join("lw-memfd");
+    std::fs::copy(lockwork_bin(), &binary).expect("copy lockwork");
+    let tracer = Tracer::start(&["--comm", "lw-memfd"]);
+    let status = Command::new(&binary)
+        .args(["memfd:aimlock-jobs", "flock:ex", "ofd:w:0:10", "exit:0"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run lockwork");
+    assert!(status.success());
+    let acquire = tracer.wait_for("the acquire", SETTLE, |e| {
+        e["event"] == "acquire" && e["comm"] == "lw-memfd"
+    });
+    let events = tracer.stop();
+    assert_eq!(acquire["path"], "memfd:aimlock-jobs", "{acquire}");
+    let lines: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["comm"] == "lw-memfd" && e["ino"].is_u64())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    for line in lines {
+        assert_eq!(line["path"], "memfd:aimlock-jobs", "{line}");
+    }
+}
