@@ -22,7 +22,7 @@ use crate::{
     events::EventKind,
 };
 use input::{Prefilter, Scan};
-use line::Nanos;
+use line::{Name, Nanos};
 use render::Renderer;
 use timeline::Lock;
 
@@ -96,6 +96,7 @@ fn report_into(args: &ReportArgs, out: &mut impl Write) -> Result<Scan> {
     let mut scan = input::scan(&sources, &prefilter)?;
     let end = tell_what_was_skipped(&scan)?;
     leave_out_own_locks(&mut scan);
+    share_ns_pids(&mut scan);
     for pid in args.pid.iter().filter(|&&pid| !scan.names_pid(pid)) {
         eprintln!("aimlock: pid {pid} appears in no lock line read");
     }
@@ -211,6 +212,29 @@ fn leave_out_own_locks(scan: &mut Scan) {
         });
         !lines.records.is_empty()
     });
+}
+
+/// Not every line about a process carries its `ns_pid` (an orphan line names a taker that has
+/// exited): each mention of the process gets the one any line gave.
+fn share_ns_pids(scan: &mut Scan) {
+    let mut known: HashMap<(u32, Name), u32> = HashMap::new();
+    for record in scan.locks.values().flat_map(|lines| &lines.records) {
+        for actor in std::iter::once(&record.actor).chain(&record.others) {
+            if let Some(ns_pid) = actor.ns_pid {
+                known.insert((actor.pid, actor.comm), ns_pid);
+            }
+        }
+    }
+    if known.is_empty() {
+        return;
+    }
+    for record in scan.locks.values_mut().flat_map(|lines| &mut lines.records) {
+        for actor in std::iter::once(&mut record.actor).chain(record.others.iter_mut()) {
+            actor.ns_pid = actor
+                .ns_pid
+                .or_else(|| known.get(&(actor.pid, actor.comm)).copied());
+        }
+    }
 }
 
 /// Builds the timelines and keeps the locks the query asks for, oldest first.

@@ -402,15 +402,17 @@ impl Renderer<'_> {
         held.sort_by_key(|&(ns, ..)| std::cmp::Reverse(ns));
         waits.sort_by_key(|&(ns, ..)| std::cmp::Reverse(ns));
         refused.sort_by_key(|&(count, ..)| std::cmp::Reverse(count));
+        let refusals: usize = locks.iter().map(|lock| lock.refusals.len()).sum();
         writeln!(
             out,
-            "summary of {} locks: {} orphaned, {} still held when the logs end, {} waits, {} \
-             refusals",
+            "summary of {} locks: {} orphaned, {} still held when the logs end, {} {}, {} {}",
             locks.len(),
             orphans.len(),
             held.len(),
             waits.len(),
-            locks.iter().map(|lock| lock.refusals.len()).sum::<usize>()
+            plural(waits.len(), "wait", "waits"),
+            refusals,
+            plural(refusals, "refusal", "refusals"),
         )?;
         let lines: [(&str, Vec<String>); 4] = [
             (
@@ -456,7 +458,8 @@ impl Renderer<'_> {
                 refused
                     .iter()
                     .map(|&(count, actor, lock)| {
-                        format!("{} {count} times on {}", self.actor(actor), name(lock))
+                        let times = plural(count, "time", "times");
+                        format!("{} {count} {times} on {}", self.actor(actor), name(lock))
                     })
                     .collect(),
             ),

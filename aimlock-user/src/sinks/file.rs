@@ -475,4 +475,27 @@ mod tests {
         assert!(err.to_string().contains("belongs to uid"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn a_file_being_written_is_refused_to_a_second_writer_until_closed() {
+        let dir = temp_dir("claimed");
+        let path = dir.join("log");
+        let rotation = Rotation {
+            size: None,
+            age: None,
+            keep: 0,
+            compress: false,
+        };
+        let first = StreamSink::file(&path, rotation).unwrap();
+        let err = StreamSink::file(&path, rotation).err().unwrap().to_string();
+        // /proc/locks names this process: the flock's taker.
+        let own = format!("pid {} (", std::process::id());
+        assert!(
+            err.contains(&own) && err.contains("is already writing to it"),
+            "{err}"
+        );
+        drop(first);
+        assert!(StreamSink::file(&path, rotation).is_ok());
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
