@@ -244,6 +244,87 @@ impl Drop for Tracer {
     }
 }
 
+/// `aimlock trace` writing its log to a file, as in production.
+pub struct TraceToFile {
+    child: Child,
+    log: PathBuf,
+}
+
+impl TraceToFile {
+    /// Starts `aimlock trace --format json --output LOG ARGS` and waits for its start line
+    /// (after any that LOG already has).
+    pub fn start(log: &Path, args: &[&str]) -> Self {
+        require_root();
+        let starts = |log: &Path| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches(r#""event":"start""#)
+                .count()
+        };
+        let before = starts(log);
+        let child = Command::new(aimlock_bin())
+            .args(["trace", "--format", "json", "--output"])
+            .arg(log)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn aimlock trace");
+        let tracer = Self {
+            child,
+            log: log.to_owned(),
+        };
+        eventually("the start line", Duration::from_secs(60), || {
+            (starts(log) > before).then_some(())
+        });
+        tracer
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits until a line of the log matches; panics with the log after a minute.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(found) = self.lines().into_iter().find(|line| pred(line)) {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the log has {:#?}",
+                self.lines()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGINT; returns once the tracer has written its stop line and exited.
+    pub fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT the tracer");
+        let status = self.child.wait().expect("wait for the tracer");
+        assert!(status.success(), "aimlock trace exited with {status}");
+    }
+}
+
+impl Drop for TraceToFile {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `lockwork` with its per-step report lines.
 pub struct Workload {
     child: Child,

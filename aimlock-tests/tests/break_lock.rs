@@ -2,13 +2,16 @@
 
 use std::{
     fs::File,
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::{
+        fd::{AsFd as _, AsRawFd as _},
+        unix::fs::MetadataExt as _,
+    },
     path::Path,
     process::{Command, Output},
 };
 
 use aimlock_tests::{
-    KillOnDrop, TempDir, Workload, aimlock_bin, alive, inode, lock_table, require_root,
+    KillOnDrop, TempDir, TraceToFile, Workload, aimlock_bin, alive, inode, lock_table, require_root,
 };
 use serde_json::Value;
 
@@ -441,4 +444,63 @@ fn an_ofd_owners_ranges_are_shown_and_broken_together() {
         "a range is still held"
     );
     assert!(alive(holder.0), "the holder did not survive the break");
+}
+
+#[test]
+fn a_break_by_proc_locks_inode_is_reported_without_its_probe() {
+    let dir = TempDir::new("break-report");
+    let file = dir.file("lock");
+    let path = file.to_str().unwrap();
+    let ino = inode(&file);
+    let log = dir.path().join("trace.log");
+    let tracer = TraceToFile::start(&log, &["--path", path]);
+    let (taker, holder) = orphan(&[&format!("open:{path}"), "flock:ex"]);
+    tracer.wait_for("the orphan", |line| {
+        line["event"] == "orphan" && line["ino"] == ino
+    });
+
+    // The inode as /proc/locks prints it: the device in hexadecimal.
+    let dev = std::fs::metadata(&file).unwrap().dev();
+    let hex = format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev));
+    let broken = aimlock_break(&["--inode", &hex, "--yes"]);
+    assert!(broken.status.success(), "break failed: {}", stderr(&broken));
+    assert!(
+        stdout(&broken).contains("it is free"),
+        "{}",
+        stdout(&broken)
+    );
+    // The break's probe: an acquire and a release of aimlock's own.
+    tracer.wait_for("the probe's release", |line| {
+        line["event"] == "release"
+            && line["ino"] == ino
+            && line["comm"] == "aimlock"
+            && line["held_ns"]
+                .as_u64()
+                .is_some_and(|ns| ns < 1_000_000_000)
+    });
+    tracer.stop();
+
+    let output = Command::new(aimlock_bin())
+        .args(["report", "--path", path])
+        .arg(&log)
+        .output()
+        .expect("run aimlock report");
+    let report = stdout(&output);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        report.contains(&format!(
+            "pid {taker} exited; the lock survived in pid {} (lockwork)",
+            holder.0
+        )),
+        "{report}"
+    );
+    let released = report
+        .lines()
+        .filter(|line| line.contains("(aimlock)"))
+        .collect::<Vec<_>>();
+    assert_eq!(released.len(), 1, "{report}");
+    assert!(released[0].contains("released when pid "), "{report}");
+    assert!(released[0].contains(" (aimlock) unlocked it"), "{report}");
+    assert!(!report.contains("refused"), "{report}");
+    assert!(report.contains("in 1 hold;"), "{report}");
 }

@@ -101,7 +101,7 @@ fn flock_inherited_in_a_pid_namespace_is_an_orphan_held_by_the_child() {
     // Pid 0: a taker this namespace cannot see, exited or outside it. Unknown, not an orphan.
     assert_eq!(
         (&lock["hidden"], &lock["orphan"], &lock["taker"]),
-        (&true.into(), &false.into(), &"unknown".into())
+        (&true.into(), &Value::Null, &"unknown".into())
     );
     assert_eq!(lock["pid"], 0);
     assert_eq!(
@@ -213,13 +213,13 @@ fn twenty_processes_with_mixed_kinds_are_each_reported_right() {
         let recorded = if taker.kind == "ofd" { -1 } else { pid as i64 };
         assert_eq!(lock["pid"], recorded, "{lock:#}");
         // Nor can it say whether that taker is gone: unknown, never an orphan.
-        let judged = if taker.kind == "ofd" {
-            "unknown"
+        let (judged, orphan) = if taker.kind == "ofd" {
+            ("unknown", Value::Null)
         } else {
-            "holding"
+            ("holding", false.into())
         };
         assert_eq!(lock["taker"], judged, "{lock:#}");
-        assert_eq!(lock["orphan"], false, "{lock:#}");
+        assert_eq!(lock["orphan"], orphan, "{lock:#}");
         assert_eq!(lock["hidden"], false);
         let held = holders(lock);
         assert_eq!(held.len(), 1, "{lock:#}");
@@ -341,28 +341,20 @@ fn waiters_are_listed_under_the_lock_that_blocks_them() {
     );
 }
 
-#[test]
-fn a_caller_without_root_sees_what_it_may_and_says_what_it_cannot() {
-    require_root();
-    let dir = TempDir::new("locks-nonroot");
-    let file = dir.file("lock");
-    let ino = inode(&file);
-    let work = Workload::start(&[
-        &format!("open:{}", file.display()),
-        "flock:ex",
-        "wait-stdin",
-    ]);
-    work.wait_step("flock:ex");
+/// Runs a copy of aimlock as nobody (uid 65534), which may read no other user's fds.
+fn aimlock_as_nobody(dir: &TempDir, args: &[&str]) -> std::process::Output {
     // A copy that the unprivileged user may run wherever the build tree lives.
     let binary = dir.path().join("aimlock");
-    std::fs::copy(aimlock_bin(), &binary).expect("copy aimlock");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    if !binary.exists() {
+        std::fs::copy(aimlock_bin(), &binary).expect("copy aimlock");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     // Another test's fork may briefly hold the copy's write fd open: ETXTBSY until it execs.
-    let output = eventually(
+    eventually(
         "the copy to become executable",
         SETTLE,
         || match Command::new(&binary)
-            .args(["locks", "--json"])
+            .args(args)
             .uid(65534)
             .gid(65534)
             .output()
@@ -370,17 +362,191 @@ fn a_caller_without_root_sees_what_it_may_and_says_what_it_cannot() {
             Err(err) if err.kind() == std::io::ErrorKind::ExecutableFileBusy => None,
             output => Some(output.expect("run aimlock as nobody")),
         },
-    );
-    let locks = on_inode(&parse_lock_table(&output), ino);
-    assert_eq!(locks.len(), 1, "{locks:#?}");
-    assert_eq!(locks[0]["pid"], work.pid());
-    assert_eq!(locks[0]["holders"], Value::Array(Vec::new()));
+    )
+}
+
+#[test]
+fn a_caller_without_root_sees_what_it_may_and_says_what_it_cannot() {
+    require_root();
+    let dir = TempDir::new("locks-nonroot");
+    // A live taker, and an orphan whose taker exited: root's, so nobody sees neither's holders.
+    let live_file = dir.file("live");
+    let work = Workload::start(&[
+        &format!("open:{}", live_file.display()),
+        "flock:ex",
+        "wait-stdin",
+    ]);
+    work.wait_step("flock:ex");
+    let orphan_file = dir.file("orphan");
+    let orphaned = Workload::start(&[
+        &format!("open:{}", orphan_file.display()),
+        "flock:ex",
+        "hold-in-child:60",
+        "exit:0",
+    ]);
+    let _holder = KillOnDrop(orphaned.holder_pid());
+    let taker = orphaned.pid();
+    orphaned.finish();
+
+    let output = aimlock_as_nobody(&dir, &["locks", "--json"]);
+    let all = parse_lock_table(&output);
+    let live = on_inode(&all, inode(&live_file));
+    assert_eq!(live.len(), 1, "{live:#?}");
+    assert_eq!(live[0]["pid"], work.pid());
+    assert_eq!(live[0]["holders"], Value::Array(Vec::new()));
+    // Its taker's fds are out of sight: whether it still holds the lock cannot be told.
+    assert_eq!(live[0]["taker"], "unknown", "{live:#?}");
+    assert_eq!(live[0]["orphan"], Value::Null, "{live:#?}");
+    // The taker is gone, but whether a holder remains cannot be seen either.
+    let orphan = on_inode(&all, inode(&orphan_file));
+    assert_eq!(orphan.len(), 1, "{orphan:#?}");
+    assert_eq!(orphan[0]["pid"], taker);
+    assert_eq!(orphan[0]["taker"], "gone", "{orphan:#?}");
+    assert_eq!(orphan[0]["orphan"], Value::Null, "{orphan:#?}");
+
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert!(
+        stderr.contains("permission denied reading the fds of"),
+        "{stderr}"
+    );
+    // The note names pids, and says they are pids.
+    assert!(
+        stderr.contains(&format!(" {}", work.pid())) || stderr.contains("..."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(pids ") || stderr.contains("(pid "),
+        "{stderr}"
+    );
     assert!(
         stderr.lines().all(|line| line.starts_with("aimlock: ")),
         "{stderr}"
     );
+
+    // The table says unknown, never no; --orphans=all lists both, --orphans neither. Their
+    // paths are unknown too: only a holder's fd tells it.
+    let ours = [inode(&live_file), inode(&orphan_file)].map(|ino| ino.to_string());
+    let table = |args: &[&str]| {
+        let output = aimlock_as_nobody(
+            &dir,
+            &[&["locks", "-r", "-n", "-o", "INODE,ORPHAN"], args].concat(),
+        );
+        assert!(output.status.success(), "{output:?}");
+        let mut rows: Vec<String> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter(|row| ours.iter().any(|ino| row.split(' ').next() == Some(ino)))
+            .map(str::to_owned)
+            .collect();
+        rows.sort();
+        rows
+    };
+    let mut unknown: Vec<String> = ours.iter().map(|ino| format!("{ino} unknown")).collect();
+    unknown.sort();
+    assert_eq!(table(&[]), unknown);
+    assert_eq!(table(&["--orphans=all"]), unknown);
+    assert_eq!(table(&["--orphans"]), Vec::<String>::new());
+}
+
+#[test]
+fn a_live_ofd_lock_is_no_certain_orphan_but_is_listed_by_orphans_all() {
+    require_root();
+    let dir = TempDir::new("locks-ofd-orphans");
+    let file = dir.file("disk.img");
+    let ino = inode(&file);
+    let work = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "ofd:w:0:0",
+        "wait-stdin",
+    ]);
+    work.wait_step("ofd:w:0:0");
+    let path = file.display().to_string();
+
+    assert!(on_inode(&lock_table(&["--orphans", "--path", &path]), ino).is_empty());
+    let maybe = on_inode(&lock_table(&["--orphans=all", "--path", &path]), ino);
+    assert_eq!(maybe.len(), 1, "{maybe:#?}");
+    assert_eq!(maybe[0]["orphan"], Value::Null, "{maybe:#?}");
+    assert_eq!(holders(&maybe[0]), [(u64::from(work.pid()), 3)]);
+
+    let output = run_aimlock(&["locks", "-r", "-n", "-o", "KIND,ORPHAN", "--path", &path]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "ofd unknown\n");
+    // Nothing matched: said on stderr, and not an error.
+    let output = run_aimlock(&["locks", "--orphans", "--path", &path]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("aimlock: none of the ") && last.ends_with(" locks held matches"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 1);
+}
+
+#[test]
+fn a_pid_that_is_not_running_is_said_so() {
+    // i32::MAX is above any pid_max: never a running process.
+    let output = run_aimlock(&["locks", "-p", "2147483647"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "aimlock: no process 2147483647 is running, and no lock names it as its taker\n"
+    );
+}
+
+#[test]
+fn a_dead_taker_named_by_pid_shows_the_locks_it_left_and_says_it_is_gone() {
+    require_root();
+    let dir = TempDir::new("locks-dead-pid");
+    let file = dir.file("lock");
+    let work = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "flock:ex",
+        "hold-in-child:60",
+        "exit:0",
+    ]);
+    let _holder = KillOnDrop(work.holder_pid());
+    let taker = work.pid().to_string();
+    work.finish();
+    let output = eventually("the taker to be gone", SETTLE, || {
+        let output = run_aimlock(&["locks", "-r", "-n", "-o", "PID,ORPHAN", "-p", &taker]);
+        (!alive(taker.parse().unwrap()) && output.status.success()).then_some(output)
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{taker} yes\n")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).lines().next(),
+        Some(
+            format!("aimlock: no process {taker} is running: these are the locks it took").as_str()
+        )
+    );
+}
+
+#[test]
+fn mistyped_names_get_a_suggestion_on_one_line() {
+    for (args, suggested) in [
+        (&["lcoks"][..], "did you mean 'locks'?"),
+        (&["locks", "--orphan"], "did you mean '--orphans'?"),
+        (&["locks", "--orphans=al"], "did you mean 'all'?"),
+    ] {
+        let output = run_aimlock(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("aimlock: "), "{stderr}");
+        assert!(stderr.contains(suggested), "{args:?}: {stderr}");
+    }
+    let help = run_aimlock(&["--help"]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for command in ["trace", "locks", "report", "break", "completions", "man"] {
+        assert!(
+            help.lines()
+                .any(|line| line.trim_start().starts_with(command)),
+            "{command} not in {help}"
+        );
+    }
 }
 
 #[test]

@@ -2,82 +2,15 @@
 
 use std::{
     io::Write as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::Duration,
 };
 
-use aimlock_tests::{TempDir, Workload, aimlock_bin, inode, require_root};
+use aimlock_tests::{
+    KillOnDrop, TempDir, TraceToFile, Workload, aimlock_bin, eventually, inode, require_root,
+};
 use serde_json::Value;
-
-/// How long the tracer may take to start or to write an event.
-const SETTLE: Duration = Duration::from_secs(60);
-
-/// `aimlock trace` writing its log to a file, as in production.
-struct TraceToFile {
-    child: Child,
-    log: PathBuf,
-}
-
-impl TraceToFile {
-    fn start(log: &Path, file: &Path) -> Self {
-        require_root();
-        let child = Command::new(aimlock_bin())
-            .args(["trace", "--format", "json", "--output"])
-            .arg(log)
-            .arg("--path")
-            .arg(file)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn aimlock trace");
-        let tracer = Self {
-            child,
-            log: log.to_owned(),
-        };
-        tracer.wait_for("the start line", |line| line["event"] == "start");
-        tracer
-    }
-
-    fn lines(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
-    }
-
-    fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            if let Some(found) = self.lines().into_iter().find(|line| pred(line)) {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; the log has {:#?}",
-                self.lines()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGINT; returns once the tracer has written its stop line and exited.
-    fn stop(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .expect("SIGINT the tracer");
-        let status = self.child.wait().expect("wait for the tracer");
-        assert!(status.success(), "aimlock trace exited with {status}");
-    }
-}
-
-impl Drop for TraceToFile {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn report(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(aimlock_bin())
@@ -106,7 +39,7 @@ fn a_real_orphan_is_reported_from_a_torn_log() {
     let file = dir.file("job.lock");
     let ino = inode(&file);
     let log = dir.path().join("trace.log");
-    let tracer = TraceToFile::start(&log, &file);
+    let tracer = TraceToFile::start(&log, &["--path", &file.display().to_string()]);
     let work = Workload::start(&[
         &format!("open:{}", file.display()),
         "flock:ex",
@@ -256,5 +189,164 @@ fn no_log_an_empty_or_an_unreadable_one_exits_2_with_one_line() {
         output.status.code(),
         Some(2),
         "no LOG argument is a usage error"
+    );
+}
+
+#[test]
+fn many_locks_open_with_a_summary_and_the_command_line_reads_proc_locks_inodes() {
+    let dir = TempDir::new("report-summary");
+    let files: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| dir.file(name).display().to_string())
+        .collect();
+    let log = dir.path().join("trace.log");
+    let paths: Vec<&str> = files.iter().flat_map(|file| ["--path", file]).collect();
+    let tracer = TraceToFile::start(&log, &paths);
+    let holder = Workload::start(&[&format!("open:{}", files[0]), "flock:ex", "wait-stdin"]);
+    holder.wait_step("flock:ex");
+    let refused = Workload::start(&[&format!("open:{}", files[0]), "flock:ex:nb"]);
+    let refused_pid = refused.pid();
+    assert!(!refused.finish_any().success());
+    for file in &files[1..] {
+        Workload::start(&[&format!("open:{file}"), "flock:sh", "flock:un"]).finish();
+    }
+    let ino = inode(Path::new(&files[0]));
+    tracer.wait_for("the refusal", |line| {
+        line["event"] == "fail" && line["ino"] == ino
+    });
+    let last = inode(Path::new(&files[3]));
+    let release = tracer.wait_for("the last release", |line| {
+        line["event"] == "release" && line["ino"] == last
+    });
+    tracer.stop();
+
+    // The tracer traced these four files alone (the path of a short-lived holder's lock may
+    // be missing from the log: no --path here).
+    let log = log.display().to_string();
+    let output = report(&[&log], None);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("summary of 4 locks: 0 orphaned, 1 still held when the logs end, 0 waits, 1 refusal"),
+        "{stdout}"
+    );
+    // How the summary names the lock: by its path, if any line of the log gave it.
+    let name = if stdout.contains(&format!("{}: flock", files[0])) {
+        files[0].clone()
+    } else {
+        format!("inode {ino}")
+    };
+    let holder_pid = holder.pid();
+    assert!(
+        lines.next().is_some_and(|line| line.starts_with(&format!(
+            "  still held: {name} by pid {holder_pid} (lockwork) for "
+        ))),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some(format!("  most refused: pid {refused_pid} (lockwork) 1 time on {name}").as_str()),
+        "{stdout}"
+    );
+
+    // /proc/locks prints the device in hexadecimal: the same lock as the log's decimal.
+    let dev = release["dev"].as_str().expect("dev");
+    let (major, minor) = dev.split_once(':').unwrap();
+    let hex = format!(
+        "{:02x}:{:02x}:{last}",
+        major.parse::<u32>().unwrap(),
+        minor.parse::<u32>().unwrap()
+    );
+    for inode_arg in [format!("{dev}:{last}"), hex] {
+        let output = report(&["--json", "--inode", &inode_arg, &log], None);
+        let locks: Vec<Value> = text(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(locks.len(), 1, "{inode_arg}: {locks:#?}");
+        assert_eq!(locks[0]["ino"], last, "{inode_arg}");
+    }
+
+    // Any UTC offset; none is an error, not UTC.
+    let output = report(&["--since", "2000-01-01T00:00:00-05:00", &log], None);
+    assert!(text(&output.stdout).starts_with("summary of 4 locks"));
+    let output = report(&["--since", "2000-01-01T00:00:00", &log], None);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no UTC offset"), "{stderr}");
+
+    // A pid the logs never name is said so.
+    let output = report(&["--pid", "2147483647", &log], None);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        text(&output.stderr),
+        "aimlock: pid 2147483647 appears in no lock line read\n"
+    );
+    assert_eq!(text(&output.stdout), "no lock in these logs matches\n");
+}
+
+#[test]
+fn a_text_log_is_recognised_and_a_log_with_no_readable_line_fails() {
+    require_root();
+    let dir = TempDir::new("report-text");
+    let file = dir.file("lock");
+    let log = dir.path().join("trace.txt");
+    let mut tracer = Command::new(aimlock_bin())
+        .args(["trace", "--format", "text", "--output"])
+        .arg(&log)
+        .arg("--path")
+        .arg(&file)
+        .spawn()
+        .expect("spawn aimlock trace");
+    let _tracer = KillOnDrop(tracer.id());
+    let logged = |word: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|line| line.split_whitespace().nth(1) == Some(word))
+    };
+    eventually("the start line", Duration::from_secs(60), || {
+        logged("start").then_some(())
+    });
+    Workload::start(&[&format!("open:{}", file.display()), "flock:ex"]).finish();
+    eventually("the release", Duration::from_secs(10), || {
+        logged("release").then_some(())
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tracer.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(tracer.wait().unwrap().success());
+
+    let log = log.display().to_string();
+    let output = report(&[&log], None);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "aimlock: {log}: skipped {lines} of {lines} lines ({lines} unreadable, 0 of unknown \
+             event types), the first at line 1\n\
+             aimlock: {log}: looks like the output of `aimlock trace --format text`; report reads \
+             the JSON lines of `--format json`\n\
+             aimlock: {log}: no line is one that `aimlock trace` writes (a JSON object with a \
+             \"ts\")\n",
+            lines = std::fs::read_to_string(&log).unwrap().lines().count()
+        )
+    );
+    assert!(output.stdout.is_empty());
+
+    // Not a log at all: the same failure, without the guess.
+    let output = report(&["-"], Some(b"hello\nworld\n"));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("--format text"), "{stderr}");
+    assert!(
+        stderr.ends_with("aimlock: <stdin>: no line is one that `aimlock trace` writes (a JSON object with a \"ts\")\n"),
+        "{stderr}"
     );
 }

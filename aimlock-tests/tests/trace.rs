@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use aimlock_tests::{TempDir, Tracer, Workload, inode, on_inode};
+use aimlock_tests::{
+    TempDir, TraceToFile, Tracer, Workload, inode, on_inode, run_aimlock, write_log,
+};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(10);
@@ -269,7 +271,28 @@ fn orphan_inside_a_pid_namespace_is_reported_with_host_pids() {
     assert_eq!(holders[0]["ns_pid"], 3, "{orphan}");
     assert_ne!(holders[0]["pid"], 3, "{orphan}");
     drop(work);
-    tracer.stop();
+    let events = tracer.stop();
+
+    // The post-mortem keeps the pids the container saw, beside the host's.
+    let log = dir.path().join("trace.log");
+    write_log(&log, &events);
+    let path = file.display().to_string();
+    let log = log.display().to_string();
+    let output = run_aimlock(&["report", "--path", &path, &log]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        text.contains(&format!(
+            "pid {taker} (lockwork, pid 2 in its namespace) took a write lock"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(", pid 3 in its namespace)"), "{text}");
+    let output = run_aimlock(&["report", "--json", "--path", &path, &log]);
+    let lock: Value = serde_json::from_slice(&output.stdout).expect("one JSON lock");
+    let hold = &lock["holds"][0];
+    assert_eq!(hold["taker"]["ns_pid"], 2, "{hold}");
+    assert_eq!(hold["holders"][0]["ns_pid"], 3, "{hold}");
 }
 
 fn events_of(tracer: &Tracer, ino: u64, event: &str) -> Value {
@@ -440,6 +463,47 @@ fn bad_invocations_fail_with_one_line() {
     let (code, stderr) = run(&["trace", "--path", "/no/such/file"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("/no/such/file"), "{stderr}");
+
+    // i32::MAX is above any pid_max: never a running process.
+    let (code, stderr) = run(&["trace", "--pid", "2147483647"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr, "aimlock: --pid 2147483647: no such process\n");
+
+    let (code, stderr) = run(&["tarce"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("did you mean 'trace'?"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_second_tracer_refuses_the_output_the_first_one_writes() {
+    let dir = TempDir::new("two-tracers");
+    let log = dir.path().join("trace.log");
+    let first = TraceToFile::start(&log, &["--path", &dir.file("quiet").display().to_string()]);
+    let second = std::process::Command::new(aimlock_tests::aimlock_bin())
+        .args(["trace", "--output"])
+        .arg(&log)
+        .output()
+        .expect("run a second aimlock trace");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "aimlock: cannot open output {}: pid {} (aimlock) is already writing to it (it holds \
+             a lock on the file)\n",
+            log.display(),
+            first.pid()
+        )
+    );
+    first.stop();
+    // Only the first tracer wrote: one start line, one stop line.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches(r#""event":"start""#).count(), 1, "{text}");
+    assert_eq!(text.matches(r#""event":"stop""#).count(), 1, "{text}");
+    // Once the first is gone, the file is free for the next.
+    let next = TraceToFile::start(&log, &["--path", &dir.file("quiet2").display().to_string()]);
+    next.stop();
 }
 
 #[test]

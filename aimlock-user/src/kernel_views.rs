@@ -42,6 +42,13 @@ struct Scope {
 
 impl Scope {
     fn covers(&self, lock: &Lock) -> bool {
+        // The tracer's own lock on its output file is not the trace's business.
+        let own = std::process::id();
+        if u32::try_from(lock.pid) == Ok(own)
+            || (!lock.holders.is_empty() && lock.holders.iter().all(|holder| holder.pid == own))
+        {
+            return false;
+        }
         let pid_ok = self.pids.is_empty()
             || u32::try_from(lock.pid).is_ok_and(|pid| self.pids.contains(&pid))
             || lock

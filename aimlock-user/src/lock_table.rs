@@ -58,7 +58,8 @@ pub enum Taker {
     /// Its recorded pid holds no descriptor on the lock: exited, closed its fd, or a pid since
     /// reused by another process.
     Gone,
-    /// Not recorded: -1 for every OFD lock, 0 for a taker in a PID namespace not visible here.
+    /// Not recorded (-1 for every OFD lock, 0 for a taker in a PID namespace not visible
+    /// here), or not visible: a taker whose fds the caller may not read.
     Unknown,
 }
 
@@ -108,7 +109,7 @@ pub struct Blind {
     /// /proc/locks itself could not be read.
     pub proc_locks: Option<String>,
     pub unparsed_lines: usize,
-    /// Processes whose fds the caller may not read.
+    /// Processes whose fds the caller may not read, in order.
     pub denied: Vec<u32>,
     /// Processes or fds that went away while they were read.
     pub vanished: usize,
@@ -136,11 +137,14 @@ impl Blind {
             if self.denied.len() > pids.len() {
                 pids.push("...".to_owned());
             }
+            let (processes, pid) = match self.denied.len() {
+                1 => ("1 process".to_owned(), "pid"),
+                count => (format!("{count} processes"), "pids"),
+            };
             notes.push(format!(
-                "cannot read the fds of {} process(es) (permission denied: {}): locks they hold \
+                "permission denied reading the fds of {processes} ({pid} {}): locks they hold \
                  are listed without those holders, and locks only they show are missing",
-                self.denied.len(),
-                pids.join(" ")
+                pids.join(", ")
             ));
         }
         if self.vanished > 0 {
@@ -357,6 +361,7 @@ fn scan_fds(keep: &Keep<'_>, blind: &mut Blind) -> (Vec<FdLock>, Paths) {
         blind.denied.extend(denied);
         blind.vanished += vanished;
     }
+    blind.denied.sort_unstable();
     (all, all_paths)
 }
 
@@ -495,7 +500,16 @@ fn resolve(
         .iter()
         .find_map(|holder| processes.paths.get(&(holder.pid, holder.fd)).cloned());
     let command = processes.comm(line.pid);
-    let taker = Taker::judge(line.pid, &holders);
+    let taker = match Taker::judge(line.pid, &holders) {
+        // Its own fds were not seen: whether it holds the lock cannot be told.
+        Taker::Gone
+            if u32::try_from(line.pid)
+                .is_ok_and(|pid| blind.denied.binary_search(&pid).is_ok()) =>
+        {
+            Taker::Unknown
+        }
+        judged => judged,
+    };
     let (major, minor) = (line.major, line.minor);
     Lock {
         kind: line.kind,

@@ -7,13 +7,15 @@
 
 mod table;
 
-use std::io::{self, IsTerminal as _, Write as _};
+use std::io::{self, IsTerminal as _, Write};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use globset::GlobMatcher;
-use serde::Serialize;
 
-use crate::lock_table::{self, Lock};
+use crate::{
+    cli,
+    lock_table::{self, Lock},
+};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = table::columns_help())]
@@ -33,9 +35,12 @@ pub struct LocksArgs {
     /// One JSON document, `{"locks": [...]}`, with every field.
     #[arg(short = 'J', long = "json", conflicts_with_all = ["output", "no_headings", "raw", "no_truncate"])]
     json: bool,
-    /// Only orphaned locks: taker gone, holders still there.
-    #[arg(long)]
-    orphans: bool,
+    /// Only orphaned locks (ORPHAN yes: taker gone, holders still there); `--orphans=all` also
+    /// those whose taker cannot be known (ORPHAN unknown: every OFD lock, holders hidden from
+    /// this user).
+    #[arg(long, value_name = "WHICH", value_enum, num_args = 0..=1, require_equals = true,
+          default_missing_value = "yes")]
+    orphans: Option<Orphans>,
     /// Only locks taken or held by this process.
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pid: Option<u32>,
@@ -43,6 +48,15 @@ pub struct LocksArgs {
     /// not).
     #[arg(long = "path", value_name = "GLOB")]
     path: Option<String>,
+}
+
+/// Which locks `--orphans` keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Orphans {
+    /// Orphaned for certain.
+    Yes,
+    /// Orphaned, or maybe: the taker cannot be known.
+    All,
 }
 
 pub fn run(args: LocksArgs) -> Result<()> {
@@ -53,24 +67,35 @@ pub fn run(args: LocksArgs) -> Result<()> {
     let path_glob = args.path.as_deref().map(path_matcher).transpose()?;
 
     let (mut locks, blind) = lock_table::take();
+    // Any lock's holders may be among the processes this user may not read.
+    let unseen = !blind.denied.is_empty();
+    let total = locks.len();
     locks.retain(|lock| {
-        (!args.orphans || lock.orphan)
+        args.orphans
+            .is_none_or(|wanted| match table::orphan_verdict(lock, unseen) {
+                table::Verdict::Yes => true,
+                table::Verdict::Unknown => wanted == Orphans::All,
+                table::Verdict::No => false,
+            })
             && args.pid.is_none_or(|pid| involves(lock, pid))
             && path_glob
                 .as_ref()
                 .is_none_or(|glob| lock.path.as_deref().is_some_and(|path| glob.is_match(path)))
     });
+    if let Some(pid) = args.pid
+        && !cli::process_exists(pid)
+    {
+        // A dead pid may still be recorded as the taker of the locks it left behind.
+        if locks.is_empty() {
+            bail!("no process {pid} is running, and no lock names it as its taker");
+        }
+        eprintln!("aimlock: no process {pid} is running: these are the locks it took");
+    }
 
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let written = if args.json {
-        #[derive(Serialize)]
-        struct Document<'a> {
-            locks: &'a [Lock],
-        }
-        serde_json::to_writer_pretty(&mut out, &Document { locks: &locks })
-            .map_err(io::Error::from)
-            .and_then(|()| writeln!(out))
+        json_document(&mut out, &locks, unseen)
     } else {
         let layout = table::Layout {
             headings: !args.no_headings,
@@ -79,7 +104,7 @@ pub fn run(args: LocksArgs) -> Result<()> {
                 .then(terminal_width)
                 .flatten(),
         };
-        table::write(&mut out, &locks, &columns, &layout)
+        table::write(&mut out, &locks, &columns, &layout, unseen)
     };
     match written.and_then(|()| out.flush()) {
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
@@ -88,7 +113,32 @@ pub fn run(args: LocksArgs) -> Result<()> {
     for note in blind.notes() {
         eprintln!("aimlock: {note}");
     }
+    if locks.is_empty() {
+        if total == 0 {
+            eprintln!("aimlock: no lock is held");
+        } else {
+            eprintln!("aimlock: none of the {total} locks held matches");
+        }
+    }
     Ok(())
+}
+
+/// `{"locks": [...]}`, each lock's `orphan` the verdict: true, false, or null for unknown.
+fn json_document(out: &mut impl Write, locks: &[Lock], unseen: bool) -> io::Result<()> {
+    let locks = locks
+        .iter()
+        .map(|lock| {
+            let mut value = serde_json::to_value(lock)?;
+            value["orphan"] = match table::orphan_verdict(lock, unseen) {
+                table::Verdict::Yes => true.into(),
+                table::Verdict::No => false.into(),
+                table::Verdict::Unknown => serde_json::Value::Null,
+            };
+            Ok(value)
+        })
+        .collect::<serde_json::Result<Vec<_>>>()?;
+    serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "locks": locks }))?;
+    writeln!(out)
 }
 
 /// A lock concerns a process that took it or holds it.

@@ -2,6 +2,7 @@
 
 mod break_lock;
 mod btf;
+mod cli;
 mod clock;
 mod decode;
 mod enrich;
@@ -43,10 +44,8 @@ enum Command {
     /// (a dry run unless --yes).
     Break(break_lock::BreakArgs),
     /// Print the completion script for SHELL, generated from this binary's options.
-    #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (aimlock.1, aimlock-trace.1, ...) into DIR.
-    #[command(hide = true)]
     Man { dir: std::path::PathBuf },
 }
 
@@ -118,7 +117,8 @@ fn usage_error(err: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    // clap's first paragraph, which may list arguments on lines of their own, on one line.
+    // clap's first paragraph, which may list arguments on lines of their own, on one line,
+    // then its suggestion for a mistyped name.
     let rendered = err.render().to_string();
     let message = rendered
         .lines()
@@ -126,9 +126,33 @@ fn usage_error(err: clap::Error) -> ExitCode {
         .map(str::trim)
         .collect::<Vec<_>>()
         .join(" ");
-    eprintln!(
-        "aimlock: {} (see --help)",
-        message.strip_prefix("error: ").unwrap_or(&message)
-    );
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    match suggestion(&err) {
+        Some(suggested) => eprintln!("aimlock: {message}; did you mean {suggested}? (see --help)"),
+        None => eprintln!("aimlock: {message} (see --help)"),
+    }
     ExitCode::from(2)
+}
+
+/// The names clap found close to a mistyped subcommand, flag or value.
+fn suggestion(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let quoted = |names: &[String]| {
+        names
+            .iter()
+            .map(|name| format!("'{name}'"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    [
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedValue,
+    ]
+    .into_iter()
+    .find_map(|kind| match err.get(kind)? {
+        ContextValue::String(name) => Some(quoted(std::slice::from_ref(name))),
+        ContextValue::Strings(names) if !names.is_empty() => Some(quoted(names)),
+        _ => None,
+    })
 }

@@ -7,13 +7,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
 
 use crate::{
+    cli,
     clock::Clock,
     decode::{Decoder, Input},
     enrich::Enricher,
@@ -64,6 +65,9 @@ fn parse_size(text: &str) -> Result<u32, String> {
 }
 
 pub async fn run(args: TraceArgs) -> Result<()> {
+    if let Some(pid) = args.pid.iter().find(|&&pid| !cli::process_exists(pid)) {
+        bail!("--pid {pid}: no such process");
+    }
     let mut sink = Sinks::open(&args.sinks)?;
     if let Some(address) = args.metrics {
         sink.record_metrics(metrics::serve(address)?);

@@ -13,14 +13,14 @@ mod audit;
 mod policy;
 mod release;
 
-use std::{fmt, fs, io::Write as _, os::unix::fs::MetadataExt as _, path::PathBuf};
+use std::{fs, io::Write as _, os::unix::fs::MetadataExt as _, path::PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
+    cli::{self, Inode},
     events::{LockKind, Mode},
     lock_table::{self, Holder, Lock, Taker},
-    procfs::LockLine,
 };
 
 #[derive(Debug, clap::Args)]
@@ -29,9 +29,9 @@ pub struct BreakArgs {
     /// The locked file.
     #[arg(long, value_name = "PATH")]
     path: Option<PathBuf>,
-    /// The locked inode as MAJOR:MINOR:INODE, in decimal (the `dev` and `ino` that
-    /// `aimlock trace` prints; `stat -c %Hd:%Ld:%i FILE`).
-    #[arg(long, value_name = "DEV:INO", value_parser = parse_inode)]
+    /// The locked inode as MAJOR:MINOR:INODE: in decimal, as `aimlock trace` prints it
+    /// (`stat -c %Hd:%Ld:%i FILE`), or in hexadecimal as /proc/locks does (fe:00:10010728).
+    #[arg(long, value_name = "DEV:INO", value_parser = cli::parse_inode)]
     inode: Option<Inode>,
     /// When several owners hold locks on the file: break the one this process holds a
     /// descriptor on.
@@ -46,43 +46,6 @@ pub struct BreakArgs {
     /// Also append the audit record of a break to this file.
     #[arg(long, value_name = "PATH")]
     audit_log: Option<PathBuf>,
-}
-
-/// An inode by device (major, minor) and number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Inode {
-    major: u32,
-    minor: u32,
-    ino: u64,
-}
-
-impl Inode {
-    /// The device in the kernel's encoding, as /proc lock lines carry it.
-    fn dev(self) -> u32 {
-        aimlock_common::kernel_dev(self.major, self.minor)
-    }
-
-    fn holds(self, lock: &LockLine) -> bool {
-        lock.dev() == self.dev() && lock.ino == self.ino
-    }
-}
-
-impl fmt::Display for Inode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.major, self.minor, self.ino)
-    }
-}
-
-fn parse_inode(text: &str) -> Result<Inode, String> {
-    let wanted = || format!("{text:?} is not MAJOR:MINOR:INODE in decimal (e.g. 254:0:10010728)");
-    let [major, minor, ino] = text.split(':').collect::<Vec<_>>()[..] else {
-        return Err(wanted());
-    };
-    Ok(Inode {
-        major: major.parse().map_err(|_| wanted())?,
-        minor: minor.parse().map_err(|_| wanted())?,
-        ino: ino.parse().map_err(|_| wanted())?,
-    })
 }
 
 /// The granted locks of one owner on the inode, with every process holding a descriptor on
@@ -402,9 +365,12 @@ fn describe_taker(lock: &OwnedLock) -> String {
             "unknown: /proc records pid -1 for every OFD lock; any holder may have taken it"
                 .to_owned()
         }
+        (Taker::Unknown, ..) if recorded == 0 => {
+            "unknown: /proc records pid 0, a taker in a PID namespace not visible from here"
+                .to_owned()
+        }
         (Taker::Unknown, ..) => format!(
-            "unknown: /proc records pid {recorded}, a taker in a PID namespace not visible \
-             from here"
+            "unknown: pid {recorded}, whose descriptors this user may not read (run as root)"
         ),
         (_, _, None) => format!("pid {recorded}, no longer running: the lock is orphaned"),
         (_, _, Some(running)) => format!(
@@ -491,21 +457,6 @@ mod tests {
     pub(super) fn owned(lock: Lock) -> OwnedLock {
         let mut owners = by_owner(vec![lock]);
         owners.pop().unwrap()
-    }
-
-    #[test]
-    fn inode_is_major_minor_number_in_decimal() {
-        assert_eq!(
-            parse_inode("254:0:10010728"),
-            Ok(Inode {
-                major: 254,
-                minor: 0,
-                ino: 10010728
-            })
-        );
-        for bad in ["", "254:0", "fe:00:12", "254:0:12:9", "254:0:-1"] {
-            assert!(parse_inode(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

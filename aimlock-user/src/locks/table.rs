@@ -84,7 +84,8 @@ const COLUMNS: &[(Column, &str, &str, bool, bool)] = &[
     (
         Column::Orphan,
         "ORPHAN",
-        "yes: the taker is gone while holders remain; unknown: /proc names no taker",
+        "yes: the taker is gone while holders remain; unknown: the taker, or whether it still \
+         holds the lock, cannot be known (an OFD lock; holders this user may not read)",
         false,
         false,
     ),
@@ -168,11 +169,13 @@ pub struct Layout {
     pub width: Option<usize>,
 }
 
+/// `unseen`: some processes' fds could not be read, so any lock's holders may be among them.
 pub fn write(
     out: &mut impl Write,
     locks: &[Lock],
     columns: &[Column],
     layout: &Layout,
+    unseen: bool,
 ) -> io::Result<()> {
     let mut rows: Vec<Vec<String>> = Vec::with_capacity(locks.len() + 1);
     if layout.headings {
@@ -183,11 +186,12 @@ pub fn write(
                 .collect(),
         );
     }
-    rows.extend(
-        locks
+    rows.extend(locks.iter().map(|lock| {
+        columns
             .iter()
-            .map(|lock| columns.iter().map(|&column| cell(lock, column)).collect()),
-    );
+            .map(|&column| cell(lock, column, unseen))
+            .collect()
+    }));
     if layout.raw {
         for row in &rows {
             let cells: Vec<String> = row.iter().map(|text| raw_escape(text)).collect();
@@ -274,7 +278,39 @@ fn raw_escape(text: &str) -> String {
     escaped
 }
 
-fn cell(lock: &Lock, column: Column) -> String {
+/// Whether a lock outlived its taker, as far as this scan can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Yes,
+    No,
+    Unknown,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Yes => "yes",
+            Self::No => "no",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// The lock table's orphan judgement, said honestly: a POSIX lock never outlives its taker,
+/// but of a flock, OFD lock or lease nobody can say whether an unknown taker still holds it
+/// (an OFD lock, a taker whose fds this user may not read), nor, when the holders may be
+/// among the processes this user may not read (`unseen`), whether any holder remains.
+pub fn orphan_verdict(lock: &Lock, unseen: bool) -> Verdict {
+    match (lock.orphan, lock.taker) {
+        (true, _) => Verdict::Yes,
+        (false, _) if lock.kind == LockKind::Posix => Verdict::No,
+        (false, Taker::Unknown) => Verdict::Unknown,
+        (false, Taker::Gone) if unseen && lock.holders.is_empty() => Verdict::Unknown,
+        (false, _) => Verdict::No,
+    }
+}
+
+fn cell(lock: &Lock, column: Column, unseen: bool) -> String {
     let list = |items: Vec<String>| items.join(",");
     match column {
         Column::Command => match (&lock.command, lock.pid) {
@@ -311,12 +347,7 @@ fn cell(lock: &Lock, column: Column) -> String {
                 })
                 .collect(),
         ),
-        Column::Orphan => match (lock.orphan, lock.taker) {
-            (true, _) => "yes".to_owned(),
-            // Nobody can say whether an OFD lock's (or a hidden pid's) taker still holds it.
-            (false, Taker::Unknown) if lock.kind != LockKind::Posix => "unknown".to_owned(),
-            (false, _) => "no".to_owned(),
-        },
+        Column::Orphan => orphan_verdict(lock, unseen).name().to_owned(),
         Column::NsPid => list(
             lock.holders
                 .iter()

@@ -13,7 +13,9 @@ use memchr::memmem;
 
 use super::{
     BadInput,
-    line::{LockKey, Name, Names, Nanos, Origin, Parsed, Record, Skip, line_ts, parse},
+    line::{
+        LockKey, Name, Names, Nanos, Origin, Parsed, Record, Skip, is_text_line, line_ts, parse,
+    },
 };
 
 /// Bytes read at a time; lines longer than this grow the buffer.
@@ -98,6 +100,8 @@ pub struct SourceSummary {
     pub unreadable: u64,
     pub unknown_events: u64,
     pub first_skipped_line: Option<u64>,
+    /// Its first line is in `aimlock trace --format text`'s form, which report cannot read.
+    pub text_format: bool,
     /// Why reading stopped before the end (a truncated gzip stream, an I/O error).
     pub cut_short: Option<String>,
 }
@@ -110,6 +114,18 @@ pub struct Scan {
     pub sources: Vec<SourceSummary>,
     /// The last time any log speaks of.
     pub end: Option<Nanos>,
+}
+
+impl Scan {
+    /// Whether any lock line kept names the process.
+    pub fn names_pid(&self, pid: u32) -> bool {
+        self.locks
+            .values()
+            .flat_map(|lines| &lines.records)
+            .any(|record| {
+                record.actor.pid == pid || record.others.iter().any(|other| other.pid == pid)
+            })
+    }
 }
 
 pub fn scan(sources: &[Source], prefilter: &Prefilter) -> Result<Scan, BadInput> {
@@ -228,6 +244,13 @@ impl Scanner<'_> {
     }
 
     fn scan_chunk(&mut self, chunk: &[u8], source: u32) {
+        if self.lines_before == 0
+            && let Some(first) = chunk
+                .split(|&b| b == b'\n')
+                .find(|line| !line.trim_ascii().is_empty())
+        {
+            self.summary().text_format = is_text_line(first);
+        }
         self.note_bounds(chunk);
         // Newlines before `counted` are in `lines`.
         let mut lines = self.lines_before;

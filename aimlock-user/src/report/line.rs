@@ -20,6 +20,7 @@ pub struct RawLine<'a> {
     pub event: Option<EventKind>,
     pub ts: &'a str,
     pub pid: Option<u32>,
+    pub ns_pid: Option<u32>,
     #[serde(borrow)]
     pub comm: Option<Cow<'a, str>>,
     pub kind: Option<LockKind>,
@@ -47,6 +48,7 @@ pub struct RawLine<'a> {
 #[derive(Debug, Deserialize)]
 pub struct RawProc<'a> {
     pub pid: u32,
+    pub ns_pid: Option<u32>,
     #[serde(borrow)]
     pub comm: Cow<'a, str>,
 }
@@ -88,6 +90,11 @@ impl Names {
         name
     }
 
+    /// The name of a string the logs hold, without storing it.
+    pub fn find(&self, text: &str) -> Option<Name> {
+        self.ids.get(text).copied()
+    }
+
     pub fn get(&self, name: Name) -> &str {
         &self.texts[name.0 as usize]
     }
@@ -104,10 +111,19 @@ pub struct LockKey {
     pub end: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Eq)]
 pub struct Actor {
     pub pid: u32,
     pub comm: Name,
+    /// Its pid in its own PID namespace (a container's), when a line gave it.
+    pub ns_pid: Option<u32>,
+}
+
+/// One process is one pid and command: lines about it may or may not carry its `ns_pid`.
+impl PartialEq for Actor {
+    fn eq(&self, other: &Self) -> bool {
+        (self.pid, self.comm) == (other.pid, other.comm)
+    }
 }
 
 /// Where a line came from, to keep lines with equal timestamps in log order.
@@ -172,16 +188,17 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
         start: raw.start.unwrap_or(0),
         end: raw.end,
     };
-    let mut actor = |pid: u32, comm: Option<&str>| Actor {
+    let mut actor = |pid: u32, comm: Option<&str>, ns_pid: Option<u32>| Actor {
         pid,
         comm: names.intern(comm.unwrap_or("?")),
+        ns_pid,
     };
     let others: Box<[Actor]> = match (raw.holders, raw.by) {
         (Some(holders), _) => holders
             .iter()
-            .map(|proc| actor(proc.pid, Some(&proc.comm)))
+            .map(|proc| actor(proc.pid, Some(&proc.comm), proc.ns_pid))
             .collect(),
-        (None, Some(by)) => Box::new([actor(by.pid, Some(&by.comm))]),
+        (None, Some(by)) => Box::new([actor(by.pid, Some(&by.comm), by.ns_pid)]),
         (None, None) => Box::new([]),
     };
     let taker_exit = match raw.taker_exit {
@@ -192,7 +209,7 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
         at,
         origin,
         event,
-        actor: actor(pid, raw.comm.as_deref()),
+        actor: actor(pid, raw.comm.as_deref(), raw.ns_pid),
         mode: raw.mode,
         reason: raw.reason,
         duration_ns: match event {
@@ -216,6 +233,19 @@ pub fn line_ts(line: &[u8]) -> Option<Nanos> {
     parse_ts(std::str::from_utf8(&line[from..from + len]).ok()?)
 }
 
+/// Whether a line is in `aimlock trace --format text`'s form: a timestamp, then an event name.
+pub fn is_text_line(line: &[u8]) -> bool {
+    let Ok(line) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let mut words = line.split_whitespace();
+    words.next().and_then(parse_ts).is_some()
+        && words.next().is_some_and(|event| {
+            serde_json::from_value::<EventKind>(event.into())
+                .is_ok_and(|kind| kind != EventKind::Unknown)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +259,7 @@ mod tests {
             event: Some(EventKind::OrphanEnd),
             ts: "2026-11-27T05:04:50.603984745Z".into(),
             pid: Some(812),
+            ns_pid: Some(7),
             comm: Some("orchestrator".into()),
             kind: Some(LockKind::Flock),
             mode: Some(Mode::Write),
@@ -243,7 +274,7 @@ mod tests {
             by: Some(ProcRef {
                 pid: 840,
                 comm: "sleep".into(),
-                ns_pid: None,
+                ns_pid: Some(3),
                 fd: Some(3),
                 cgroup: None,
             }),
@@ -265,8 +296,20 @@ mod tests {
         assert_eq!(record.taker_exit, Some(record.at - 3));
         assert_eq!(record.duration_ns, Some(5));
         assert_eq!(record.actor.pid, 812);
+        assert_eq!(record.actor.ns_pid, Some(7));
         assert_eq!(names.get(record.others[0].comm), "sleep");
+        assert_eq!(record.others[0].ns_pid, Some(3));
         assert_eq!(line_ts(&json), Some(record.at));
+    }
+
+    #[test]
+    fn text_format_lines_are_recognised() {
+        let text = b"2026-11-27T05:04:50.603984745Z acquire    flock write pid=812(lockwork) \
+                     254:0:42 /tmp/x [0-EOF] wait=0s";
+        assert!(is_text_line(text));
+        let json = br#"{"event":"acquire","ts":"2026-11-27T05:04:50.603984745Z","pid":812}"#;
+        assert!(!is_text_line(json));
+        assert!(!is_text_line(b"2026-11-27T05:04:50Z something else"));
     }
 
     #[test]

@@ -11,14 +11,18 @@ mod render;
 mod timeline;
 
 use std::{
+    collections::HashMap,
     io::{BufWriter, Write},
-    time::SystemTime,
 };
 
 use anyhow::{Context as _, Result};
 
+use crate::{
+    cli::{self, Inode},
+    events::EventKind,
+};
 use input::{Prefilter, Scan};
-use line::Nanos;
+use line::{Name, Nanos};
 use render::Renderer;
 use timeline::Lock;
 
@@ -31,14 +35,15 @@ pub struct ReportArgs {
     /// Only locks on files whose path matches this glob (`*` also matches `/`).
     #[arg(long, value_name = "GLOB")]
     path: Option<glob::Pattern>,
-    /// Only locks on this inode, as the log names it: MAJ:MIN:INO (such as 254:0:10010728).
-    #[arg(long, value_name = "DEV:INO", value_parser = parse_inode)]
-    inode: Option<(String, u64)>,
+    /// Only locks on this inode: MAJOR:MINOR:INODE in decimal as the log names it
+    /// (254:0:10010728), or in hexadecimal as /proc/locks does (fe:00:10010728).
+    #[arg(long, value_name = "DEV:INO", value_parser = cli::parse_inode)]
+    inode: Option<Inode>,
     /// Only locks this process took, held, released, waited for or was refused. Repeatable.
     #[arg(long)]
     pid: Vec<u32>,
-    /// Only what was under way from this time on: RFC 3339 in UTC, or a duration before now
-    /// (`2h`, `30min`).
+    /// Only what was under way from this time on: RFC 3339 with its UTC offset
+    /// (`2026-11-27T05:04:50Z`, `...-05:00`), or a duration before now (`2h`, `30min`).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     since: Option<Nanos>,
     /// Only what was under way until this time (same forms as --since).
@@ -68,48 +73,35 @@ impl std::fmt::Display for BadInput {
 
 impl std::error::Error for BadInput {}
 
-fn parse_inode(text: &str) -> Result<(String, u64), String> {
-    let bad = || format!("{text:?} is not MAJ:MIN:INO (such as 254:0:10010728)");
-    let (dev, ino) = text.rsplit_once(':').ok_or_else(bad)?;
-    let (major, minor) = dev.split_once(':').ok_or_else(bad)?;
-    let numbers = [major, minor]
-        .iter()
-        .all(|part| part.parse::<u32>().is_ok());
-    match ino.parse() {
-        Ok(ino) if numbers => Ok((dev.to_owned(), ino)),
-        _ => Err(bad()),
-    }
-}
-
 fn parse_time(text: &str) -> Result<Nanos, String> {
-    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
-        return Ok(line::nanos(time));
-    }
-    let ago = text.strip_suffix(" ago").unwrap_or(text);
-    humantime::parse_duration(ago)
-        .ok()
-        .and_then(|ago| SystemTime::now().checked_sub(ago))
-        .map(line::nanos)
-        .ok_or_else(|| format!("{text:?} is neither an RFC 3339 time nor a duration such as 2h"))
+    cli::parse_time(text).map(line::nanos)
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    report_into(&args, &mut out)?;
+    out.flush().context("cannot write the report")
+}
+
+/// Reads the logs and writes the report; returns what was read.
+fn report_into(args: &ReportArgs, out: &mut impl Write) -> Result<Scan> {
     let sources = input::expand(&args.logs)?;
     let prefilter = match &args.inode {
-        Some((dev, ino)) => Prefilter::Inode {
-            dev: dev.clone(),
-            ino: *ino,
+        Some(inode) => Prefilter::Inode {
+            dev: inode.dev_name(),
+            ino: inode.ino,
         },
         None => Prefilter::Everything,
     };
     let mut scan = input::scan(&sources, &prefilter)?;
-    tell_what_was_skipped(&scan)?;
-    let Some(end) = scan.end else {
-        return Ok(());
-    };
-    let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    write_report(&args, &mut scan, end, &mut out)?;
-    out.flush().context("cannot write the report")
+    let end = tell_what_was_skipped(&scan)?;
+    leave_out_own_locks(&mut scan);
+    share_ns_pids(&mut scan);
+    for pid in args.pid.iter().filter(|&&pid| !scan.names_pid(pid)) {
+        eprintln!("aimlock: pid {pid} appears in no lock line read");
+    }
+    write_report(args, &mut scan, end, out)?;
+    Ok(scan)
 }
 
 fn write_report(
@@ -126,6 +118,9 @@ fn write_report(
     if locks.is_empty() && !args.json {
         writeln!(out, "no lock in these logs matches")?;
     }
+    if locks.len() >= render::SUMMARY_FROM && !args.json {
+        renderer.summary(out, &locks)?;
+    }
     for lock in &locks {
         if args.json {
             serde_json::to_writer(&mut *out, &renderer.json(lock))?;
@@ -137,8 +132,8 @@ fn write_report(
     Ok(())
 }
 
-/// Says on stderr what could not be read; fails when nothing could.
-fn tell_what_was_skipped(scan: &Scan) -> Result<(), BadInput> {
+/// Says on stderr what could not be read; fails when nothing could. The end of the logs.
+fn tell_what_was_skipped(scan: &Scan) -> Result<Nanos, BadInput> {
     let all_empty = scan.sources.iter().all(|source| source.bytes == 0);
     for source in &scan.sources {
         let name = &source.name;
@@ -152,6 +147,12 @@ fn tell_what_was_skipped(scan: &Scan) -> Result<(), BadInput> {
                 source.lines, source.unreadable, source.unknown_events
             );
         }
+        if source.text_format {
+            eprintln!(
+                "aimlock: {name}: looks like the output of `aimlock trace --format text`; report \
+                 reads the JSON lines of `--format json`"
+            );
+        }
         if let Some(why) = &source.cut_short {
             eprintln!(
                 "aimlock: {name}: read stopped after {} bytes: {why}",
@@ -159,15 +160,81 @@ fn tell_what_was_skipped(scan: &Scan) -> Result<(), BadInput> {
             );
         }
     }
-    if all_empty {
+    let names = || {
         let names: Vec<&str> = scan
             .sources
             .iter()
             .map(|source| source.name.as_str())
             .collect();
-        return Err(BadInput(format!("{}: empty", names.join(", "))));
+        names.join(", ")
+    };
+    if all_empty {
+        return Err(BadInput(format!("{}: empty", names())));
     }
-    Ok(())
+    scan.end.ok_or_else(|| {
+        BadInput(format!(
+            "{}: no line is one that `aimlock trace` writes (a JSON object with a \"ts\")",
+            names()
+        ))
+    })
+}
+
+/// `aimlock` takes locks of its own: `trace` on the file it writes, `break` on the file it has
+/// just freed, to probe whether it is free. Neither contends for anything: their lines are left
+/// out, but not `break`'s release of another process's lock, which it took before it probed.
+fn leave_out_own_locks(scan: &mut Scan) {
+    let Some(own) = scan.names.find("aimlock") else {
+        return;
+    };
+    scan.locks.retain(|_, lines| {
+        // When each aimlock process first took the lock.
+        let mut took: HashMap<u32, Nanos> = HashMap::new();
+        for record in &lines.records {
+            if record.actor.comm == own
+                && matches!(record.event, EventKind::Acquire | EventKind::Held)
+            {
+                let first = took.entry(record.actor.pid).or_insert(record.at);
+                *first = (*first).min(record.at);
+            }
+        }
+        lines.records.retain(|record| {
+            let own_lock = record.actor.comm == own
+                && match record.event {
+                    EventKind::Acquire | EventKind::Held | EventKind::Fail | EventKind::Wait => {
+                        true
+                    }
+                    EventKind::Release => took
+                        .get(&record.actor.pid)
+                        .is_some_and(|&first| record.at >= first),
+                    _ => false,
+                };
+            !own_lock
+        });
+        !lines.records.is_empty()
+    });
+}
+
+/// Not every line about a process carries its `ns_pid` (an orphan line names a taker that has
+/// exited): each mention of the process gets the one any line gave.
+fn share_ns_pids(scan: &mut Scan) {
+    let mut known: HashMap<(u32, Name), u32> = HashMap::new();
+    for record in scan.locks.values().flat_map(|lines| &lines.records) {
+        for actor in std::iter::once(&record.actor).chain(&record.others) {
+            if let Some(ns_pid) = actor.ns_pid {
+                known.insert((actor.pid, actor.comm), ns_pid);
+            }
+        }
+    }
+    if known.is_empty() {
+        return;
+    }
+    for record in scan.locks.values_mut().flat_map(|lines| &mut lines.records) {
+        for actor in std::iter::once(&mut record.actor).chain(record.others.iter_mut()) {
+            actor.ns_pid = actor
+                .ns_pid
+                .or_else(|| known.get(&(actor.pid, actor.comm)).copied());
+        }
+    }
 }
 
 /// Builds the timelines and keeps the locks the query asks for, oldest first.

@@ -17,6 +17,10 @@ const SHOWN: usize = 20;
 const REFUSED_SHOWN: usize = 5;
 /// Longest waits named in the totals.
 const LONGEST_WAITS: usize = 3;
+/// From this many matching locks on, the narrative opens with a summary.
+pub const SUMMARY_FROM: usize = 4;
+/// Items named on each line of the summary.
+const SUMMARY_ITEMS: usize = 3;
 
 pub struct Renderer<'a> {
     pub names: &'a Names,
@@ -26,7 +30,11 @@ pub struct Renderer<'a> {
 
 impl Renderer<'_> {
     fn actor(&self, actor: Actor) -> String {
-        format!("pid {} ({})", actor.pid, self.names.get(actor.comm))
+        let comm = self.names.get(actor.comm);
+        match actor.ns_pid {
+            Some(ns_pid) => format!("pid {} ({comm}, pid {ns_pid} in its namespace)", actor.pid),
+            None => format!("pid {} ({comm})", actor.pid),
+        }
     }
 
     fn held_ns(&self, hold: &Hold) -> Option<u64> {
@@ -93,6 +101,7 @@ impl Renderer<'_> {
         Proc {
             pid: actor.pid,
             comm: self.names.get(actor.comm),
+            ns_pid: actor.ns_pid,
         }
     }
 
@@ -354,6 +363,125 @@ impl Renderer<'_> {
         }
     }
 
+    /// The first screen when many locks match: the orphans, what is still held, the longest
+    /// waits and the most refused processes across them all, each naming its lock.
+    pub fn summary(&self, out: &mut impl Write, locks: &[Lock]) -> std::io::Result<()> {
+        let name = |lock: &Lock| match lock.paths.first() {
+            Some(&path) => self.names.get(path).to_owned(),
+            None => format!("inode {}", lock.key.ino),
+        };
+        let mut orphans = Vec::new();
+        let mut held = Vec::new();
+        let mut waits = Vec::new();
+        let mut refused: Vec<(usize, Actor, &Lock)> = Vec::new();
+        for lock in locks {
+            let totals = self.totals(lock);
+            if totals.orphans > 0 {
+                let by = totals.longest_orphan_ns.unwrap_or(0);
+                orphans.push((by, lock, totals.orphans));
+            }
+            for hold in lock.holds.iter().filter(|hold| hold.release.is_none()) {
+                held.push((self.held_ns(hold).unwrap_or(0), hold.taker, lock));
+            }
+            waits.extend(
+                lock.waits
+                    .iter()
+                    .map(|wait| (self.wait_ns(wait), wait.waiter, lock)),
+            );
+            for refusal in &lock.refusals {
+                match refused
+                    .iter_mut()
+                    .find(|(_, actor, on)| *actor == refusal.actor && std::ptr::eq(*on, lock))
+                {
+                    Some((count, ..)) => *count += 1,
+                    None => refused.push((1, refusal.actor, lock)),
+                }
+            }
+        }
+        orphans.sort_by_key(|&(by, ..)| std::cmp::Reverse(by));
+        held.sort_by_key(|&(ns, ..)| std::cmp::Reverse(ns));
+        waits.sort_by_key(|&(ns, ..)| std::cmp::Reverse(ns));
+        refused.sort_by_key(|&(count, ..)| std::cmp::Reverse(count));
+        let refusals: usize = locks.iter().map(|lock| lock.refusals.len()).sum();
+        writeln!(
+            out,
+            "summary of {} locks: {} orphaned, {} still held when the logs end, {} {}, {} {}",
+            locks.len(),
+            orphans.len(),
+            held.len(),
+            waits.len(),
+            plural(waits.len(), "wait", "waits"),
+            refusals,
+            plural(refusals, "refusal", "refusals"),
+        )?;
+        let lines: [(&str, Vec<String>); 4] = [
+            (
+                "orphans",
+                orphans
+                    .iter()
+                    .map(|&(by, lock, count)| match count {
+                        1 => format!("{} outlived its taker by {}", name(lock), duration(by)),
+                        _ => format!(
+                            "{} outlived {count} takers, the longest by {}",
+                            name(lock),
+                            duration(by)
+                        ),
+                    })
+                    .collect(),
+            ),
+            (
+                "still held",
+                held.iter()
+                    .map(|&(ns, taker, lock)| {
+                        let by = taker
+                            .map_or(String::new(), |taker| format!(" by {}", self.actor(taker)));
+                        format!("{}{by} for {}", name(lock), duration(ns))
+                    })
+                    .collect(),
+            ),
+            (
+                "longest waits",
+                waits
+                    .iter()
+                    .map(|&(ns, waiter, lock)| {
+                        format!(
+                            "{} by {} on {}",
+                            duration(ns),
+                            self.actor(waiter),
+                            name(lock)
+                        )
+                    })
+                    .collect(),
+            ),
+            (
+                "most refused",
+                refused
+                    .iter()
+                    .map(|&(count, actor, lock)| {
+                        let times = plural(count, "time", "times");
+                        format!("{} {count} {times} on {}", self.actor(actor), name(lock))
+                    })
+                    .collect(),
+            ),
+        ];
+        for (label, items) in lines {
+            if items.is_empty() {
+                continue;
+            }
+            let more = match items.len().saturating_sub(SUMMARY_ITEMS) {
+                0 => String::new(),
+                more => format!(" (and {more} more)"),
+            };
+            let shown: Vec<&str> = items
+                .iter()
+                .take(SUMMARY_ITEMS)
+                .map(String::as_str)
+                .collect();
+            writeln!(out, "  {label}: {}{more}", shown.join("; "))?;
+        }
+        writeln!(out)
+    }
+
     fn totals_text(&self, totals: &Totals) -> String {
         let mut parts = vec![format!(
             "held {} in {} {}",
@@ -482,6 +610,9 @@ impl Renderer<'_> {
 pub struct Proc<'a> {
     pub pid: u32,
     pub comm: &'a str,
+    /// Its pid in its own PID namespace, when the logs gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]

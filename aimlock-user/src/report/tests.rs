@@ -1,6 +1,6 @@
 //! The report on synthetic logs: damaged, rotated, compressed, out of order.
 
-use std::{io::Write as _, path::PathBuf};
+use std::{io::Write as _, path::PathBuf, time::SystemTime};
 
 use clap::Parser;
 use serde_json::{Value, json};
@@ -89,20 +89,8 @@ fn orphan_story(ino: u64) -> (String, String) {
 /// Runs the report as `aimlock report ARGS` would, without the exit: (stdout, scan).
 fn report(args: &[&str]) -> Result<(String, Scan)> {
     let cli = Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied()))?;
-    let sources = input::expand(&cli.args.logs)?;
-    let prefilter = match &cli.args.inode {
-        Some((dev, ino)) => Prefilter::Inode {
-            dev: dev.clone(),
-            ino: *ino,
-        },
-        None => Prefilter::Everything,
-    };
-    let mut scan = input::scan(&sources, &prefilter)?;
-    tell_what_was_skipped(&scan)?;
     let mut out = Vec::new();
-    if let Some(end) = scan.end {
-        write_report(&cli.args, &mut scan, end, &mut out)?;
-    }
+    let scan = report_into(&cli.args, &mut out)?;
     Ok((String::from_utf8(out).unwrap(), scan))
 }
 
@@ -396,14 +384,7 @@ fn no_file_an_empty_file_or_an_unreadable_one_is_bad_input() {
 }
 
 #[test]
-fn inode_and_time_arguments() {
-    assert_eq!(
-        parse_inode("254:0:10010728"),
-        Ok(("254:0".to_owned(), 10_010_728))
-    );
-    for bad in ["10010728", "254:10010728", "a:0:1", "254:0:x"] {
-        assert!(parse_inode(bad).is_err(), "{bad}");
-    }
+fn time_arguments() {
     assert_eq!(
         parse_time("2026-11-27T03:00:01Z"),
         Ok(1_795_748_401_000_000_000)

@@ -8,7 +8,10 @@ use std::{
     ffi::OsString,
     fs::{self, File, OpenOptions},
     io::{self, Write as _},
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    os::{
+        fd::AsRawFd as _,
+        unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    },
     path::{Path, PathBuf},
     sync::mpsc,
     thread,
@@ -18,6 +21,7 @@ use std::{
 use anyhow::{Result, anyhow};
 
 use super::Failures;
+use crate::{events::LockKind, procfs};
 
 /// Bytes gathered before they are written out between flushes.
 const BUFFER_BYTES: usize = 1 << 16;
@@ -240,11 +244,45 @@ fn open_output(path: &Path, new: bool) -> io::Result<File> {
             meta.uid()
         )));
     }
+    claim(&file)?;
     // O_NONBLOCK only kept a FIFO from blocking the open; writes to a file never block.
     let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)?;
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))?;
     Ok(file)
+}
+
+/// Takes an exclusive lock on an output file for as long as it is written, so that a second
+/// tracer given the same file refuses it rather than interleaving its lines. A flock, not an
+/// OFD lock: /proc/locks records a flock's taker, whom the refusal names.
+fn claim(file: &File) -> io::Result<()> {
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+        return Err(err);
+    }
+    let meta = file.metadata()?;
+    let (dev, ino) = (procfs::user_dev_to_kernel(meta.dev()), meta.ino());
+    let writer = procfs::proc_locks().ok().and_then(|table| {
+        table
+            .locks
+            .into_iter()
+            .find(|listed| {
+                let lock = &listed.lock;
+                lock.kind == LockKind::Flock && (lock.dev(), lock.ino) == (dev, ino)
+            })
+            .and_then(|listed| u32::try_from(listed.lock.pid).ok())
+    });
+    Err(io::Error::other(match writer {
+        Some(pid) => {
+            let comm = procfs::ProcessInfo::read(pid).map_or("exited".to_owned(), |info| info.comm);
+            format!("pid {pid} ({comm}) is already writing to it (it holds a lock on the file)")
+        }
+        None => "another process is already writing to it (it holds a lock on the file)".to_owned(),
+    }))
 }
 
 /// `path` with `suffix` appended to its file name.
@@ -435,6 +473,29 @@ mod tests {
         nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(other)), None).unwrap();
         let err = open_output(&path, false).unwrap_err();
         assert!(err.to_string().contains("belongs to uid"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_being_written_is_refused_to_a_second_writer_until_closed() {
+        let dir = temp_dir("claimed");
+        let path = dir.join("log");
+        let rotation = Rotation {
+            size: None,
+            age: None,
+            keep: 0,
+            compress: false,
+        };
+        let first = StreamSink::file(&path, rotation).unwrap();
+        let err = StreamSink::file(&path, rotation).err().unwrap().to_string();
+        // /proc/locks names this process: the flock's taker.
+        let own = format!("pid {} (", std::process::id());
+        assert!(
+            err.contains(&own) && err.contains("is already writing to it"),
+            "{err}"
+        );
+        drop(first);
+        assert!(StreamSink::file(&path, rotation).is_ok());
         fs::remove_dir_all(&dir).unwrap();
     }
 }
