@@ -23,6 +23,9 @@ pub enum Source {
     LeaseAdd = 5,
     /// `filelock:generic_delete_lease`: a lease is removed (`generic_delete_lease`).
     LeaseDelete = 6,
+    /// fexit of `locks_lock_inode_wait`: a queued flock(2) call ended without the lock (a signal
+    /// interrupted it).
+    FlockWaitEnd = 7,
 }
 
 impl Source {
@@ -34,6 +37,7 @@ impl Source {
             4 => Self::Exit,
             5 => Self::LeaseAdd,
             6 => Self::LeaseDelete,
+            7 => Self::FlockWaitEnd,
             _ => return None,
         })
     }
@@ -198,8 +202,9 @@ pub struct BtfOffsets {
     pub lock_file: u16,
     /// `struct file`: `f_path.dentry`.
     pub file_dentry: u16,
-    /// `struct dentry`: `d_name.name`, `d_parent` and `d_inode`.
+    /// `struct dentry`: `d_name.name`, `d_name.hash_len`, `d_parent` and `d_inode`.
     pub dentry_name: u16,
+    pub dentry_hash_len: u16,
     pub dentry_parent: u16,
     pub dentry_inode: u16,
     /// `struct super_block`: `s_dev`.
@@ -264,6 +269,7 @@ impl Config {
             lock_file: 0,
             file_dentry: 0,
             dentry_name: 0,
+            dentry_hash_len: 0,
             dentry_parent: 0,
             dentry_inode: 0,
             sb_dev: 0,
@@ -293,6 +299,7 @@ pub mod names {
     pub const PIDS: &str = "PIDS";
     pub const COMMS: &str = "COMMS";
     pub const INODES: &str = "INODES";
+    pub const FLOCK_WAITERS: &str = "FLOCK_WAITERS";
     pub const CONFIG: &str = "CONFIG";
 }
 

@@ -10,8 +10,8 @@
 
 mod floor;
 use aimlock_common::{
-    ABSENT, CLONE_THREAD, Config, FileName, InodeKey, MAX_FILTER_ENTRIES, PAYLOAD_LEN, Record,
-    Source, btf_payload,
+    ABSENT, CLONE_THREAD, Config, FileName, InodeKey, MAX_FILTER_ENTRIES, NAME_LEN, PAYLOAD_LEN,
+    Record, Source, btf_payload,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -20,9 +20,9 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
     },
-    macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, fexit, map, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, FExitContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 
@@ -53,6 +53,26 @@ static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_FILTER_ENTRIES, 0)
 #[map]
 static UNTRACED_CHILDREN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Threads whose flock(2) call was queued (`FILE_LOCK_DEFERRED`): only their calls' ends are
+/// looked at by the fexit program. Least recently used entries go first: an entry left by a
+/// wait that ended with the lock only costs a lookup.
+#[map]
+static FLOCK_WAITERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_FILTER_ENTRIES, 0);
+
+/// The last file each CPU named: a burst of records on one file reads its name once. A rename
+/// changes the dentry's `hash_len` (the hash is salted with the parent directory), so a renamed
+/// or moved file is read again.
+#[map]
+static LAST_NAMED: PerCpuArray<LastNamed> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct LastNamed {
+    dentry: u64,
+    hash_len: u64,
+    parent_ino: u64,
+    name: [u8; NAME_LEN],
+}
+
 /// `--comm`: command names to record, NUL-padded to 16 bytes.
 #[map]
 static COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_FILTER_ENTRIES, 0);
@@ -78,21 +98,52 @@ macro_rules! config {
 /// formatted record: the cheapest hook the kernel offers).
 #[btf_tracepoint(function = "flock_lock_inode")]
 pub fn btf_flock_lock_inode(ctx: BtfTracePointContext) -> i32 {
-    emit_btf(&ctx, Source::Flock, false);
+    let ret: i64 = ctx.arg(2);
+    if emit_btf(ctx.arg(0), ctx.arg(1), ret as i32, Source::Flock) && ret as i32 == 1 {
+        // FILE_LOCK_DEFERRED: queued; how the call ends, the fexit program below sees.
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let _ = FLOCK_WAITERS.insert(&tid, &1, 0);
+    }
     0
 }
 
 /// BTF tracepoint on `posix_lock_inode`: see the tracepoint below.
 #[btf_tracepoint(function = "posix_lock_inode")]
 pub fn btf_posix_lock_inode(ctx: BtfTracePointContext) -> i32 {
-    emit_btf(&ctx, Source::Posix, false);
+    let ret: i64 = ctx.arg(2);
+    emit_btf(ctx.arg(0), ctx.arg(1), ret as i32, Source::Posix);
     0
 }
 
 /// BTF tracepoint on `fcntl_setlk`: failures only, see the tracepoint below.
 #[btf_tracepoint(function = "fcntl_setlk")]
 pub fn btf_fcntl_setlk(ctx: BtfTracePointContext) -> i32 {
-    emit_btf(&ctx, Source::FcntlFailure, true);
+    let ret: i64 = ctx.arg(2);
+    if ret < 0 {
+        emit_btf(ctx.arg(0), ctx.arg(1), ret as i32, Source::FcntlFailure);
+    }
+    0
+}
+
+/// fexit of `locks_lock_inode_wait()` (fs/locks.c), through which every flock(2) call goes
+/// (`locks_lock_file_wait`) and which returns when the call ends. A queued call that ends
+/// without the lock (a signal interrupted the wait: -ERESTARTSYS or -EINTR) fires no
+/// `flock_lock_inode` event: this is where its wait ends. Only threads in `FLOCK_WAITERS` are
+/// looked at; every other call returns at the first test.
+#[fexit(function = "locks_lock_inode_wait")]
+pub fn fexit_locks_lock_inode_wait(ctx: FExitContext) -> i32 {
+    // (struct inode *, struct file_lock *) and the return value.
+    let ret: i64 = ctx.arg(2);
+    if ret as i32 >= 0 {
+        return 0;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is only tested for presence.
+    if unsafe { FLOCK_WAITERS.get(&tid) }.is_none() {
+        return 0;
+    }
+    let _ = FLOCK_WAITERS.remove(&tid);
+    emit_btf(ctx.arg(0), ctx.arg(1), ret as i32, Source::FlockWaitEnd);
     0
 }
 
@@ -212,21 +263,15 @@ pub fn sched_process_free(ctx: TracePointContext) -> u32 {
 /// The BTF programs' half of the work: the inode's number and device, the result, and a
 /// window of the `struct file_lock` are copied into the record's payload (see
 /// `aimlock_common::btf_payload`); user space decodes the window with offsets from BTF.
-fn emit_btf(ctx: &BtfTracePointContext, source: Source, failures_only: bool) {
-    let ret: i64 = ctx.arg(2);
-    let ret = ret as i32;
-    if failures_only && ret >= 0 {
-        return;
-    }
+/// Returns whether the record passed the filters (written, or counted as dropped).
+fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !pid_wanted(pid_tgid) {
-        return;
+        return false;
     }
-    let inode: *const u8 = ctx.arg(0);
-    let lock: *const u8 = ctx.arg(1);
     // The verifier allows no arithmetic on a pointer that may be null.
     if inode.is_null() || lock.is_null() {
-        return;
+        return false;
     }
     let (ino_off, sb_off) = (config!(btf.inode_ino), config!(btf.inode_sb));
     let (dev_off, window) = (config!(btf.sb_dev), config!(btf.lock_window));
@@ -241,11 +286,11 @@ fn emit_btf(ctx: &BtfTracePointContext, source: Source, failures_only: bool) {
         };
         match (ino, dev) {
             (Ok(ino), Ok(dev)) => (ino, dev),
-            _ => return,
+            _ => return false,
         }
     };
     if !inode_wanted(dev, ino) {
-        return;
+        return false;
     }
     submit(
         pid_tgid,
@@ -263,7 +308,7 @@ fn emit_btf(ctx: &BtfTracePointContext, source: Source, failures_only: bool) {
             }
         },
         |file| name_file(inode, lock, file),
-    );
+    )
 }
 
 /// Names the locked file: the inode's generation and link count, and the name and parent
@@ -274,6 +319,7 @@ fn name_file(inode: *const u8, lock: *const u8, file: &mut FileName) {
     let (generation, nlink) = (config!(btf.inode_generation), config!(btf.inode_nlink));
     let (lock_file, file_dentry) = (config!(btf.lock_file), config!(btf.file_dentry));
     let (name, parent) = (config!(btf.dentry_name), config!(btf.dentry_parent));
+    let hash_len = config!(btf.dentry_hash_len);
     let (dentry_inode, inode_ino) = (config!(btf.dentry_inode), config!(btf.inode_ino));
     // SAFETY: kernel pointers from the tracepoint's arguments and the structs they lead to,
     // read through the fault-safe helpers at offsets taken from this kernel's BTF.
@@ -286,6 +332,15 @@ fn name_file(inode: *const u8, lock: *const u8, file: &mut FileName) {
         let Ok(dentry) = read::<*const u8>(filp, file_dentry) else {
             return;
         };
+        let hash_len = read::<u64>(dentry, hash_len).unwrap_or(0);
+        let Some(last) = LAST_NAMED.get_ptr_mut(0) else {
+            return;
+        };
+        if (*last).dentry == dentry as u64 && (*last).hash_len == hash_len {
+            file.name = (*last).name;
+            file.parent_ino = (*last).parent_ino;
+            return;
+        }
         if let Ok(name) = read::<*const u8>(dentry, name) {
             let _ = bpf_probe_read_kernel_str_bytes(name, &mut file.name);
         }
@@ -294,6 +349,10 @@ fn name_file(inode: *const u8, lock: *const u8, file: &mut FileName) {
         {
             file.parent_ino = read::<u64>(parent_inode, inode_ino).unwrap_or(0);
         }
+        (*last).dentry = dentry as u64;
+        (*last).hash_len = hash_len;
+        (*last).name = file.name;
+        (*last).parent_ino = file.parent_ino;
     }
 }
 
@@ -361,22 +420,22 @@ fn inode_wanted(dev: u32, ino: u64) -> bool {
 }
 
 /// Applies the `--comm` filter, then writes one record whose payload `fill` writes, or counts
-/// a drop when the ring is full.
+/// a drop when the ring is full. Returns whether the record passed the filter.
 #[inline(always)]
 fn submit(
     pid_tgid: u64,
     source: Source,
     fill: impl FnOnce(&mut [u8; PAYLOAD_LEN]),
     name: impl FnOnce(&mut FileName),
-) {
+) -> bool {
     let comm = bpf_get_current_comm().unwrap_or_default();
     // SAFETY: the value is only tested for presence.
     if config!(filter_comm) != 0 && unsafe { COMMS.get(comm) }.is_none() {
-        return;
+        return false;
     }
     let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
         count(&DROPS);
-        return;
+        return true;
     };
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -394,6 +453,7 @@ fn submit(
         name(&mut (*record).file);
     }
     entry.submit(wakeup_flags(now));
+    true
 }
 
 fn count(counter: &PerCpuArray<u64>) {

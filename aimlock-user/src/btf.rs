@@ -33,6 +33,7 @@ pub fn lock_layout() -> Result<LockLayout> {
         .or_else(|_| layout.offset("inode", &["__i_nlink"]))?;
     let file_dentry = layout.offset("file", &["f_path", "dentry"])?;
     let dentry_name = layout.offset("dentry", &["d_name", "name"])?;
+    let dentry_hash_len = layout.offset("dentry", &["d_name", "hash_len"])?;
     let dentry_parent = layout.offset("dentry", &["d_parent"])?;
     let dentry_inode = layout.offset("dentry", &["d_inode"])?;
     let sb_dev = layout.offset("super_block", &["s_dev"])?;
@@ -76,6 +77,7 @@ pub fn lock_layout() -> Result<LockLayout> {
             lock_file: narrow(lock_file)?,
             file_dentry: narrow(file_dentry)?,
             dentry_name: narrow(dentry_name)?,
+            dentry_hash_len: narrow(dentry_hash_len)?,
             dentry_parent: narrow(dentry_parent)?,
             dentry_inode: narrow(dentry_inode)?,
             sb_dev: narrow(sb_dev)?,

@@ -33,6 +33,8 @@ pub enum Input {
     Lock(LockOp),
     /// A failed fcntl lock call, from `fcntl_setlk`.
     FcntlFailure(LockOp),
+    /// A queued flock(2) call ended without the lock (a signal interrupted its wait).
+    FlockWaitEnd(LockOp),
     /// A whole thread group began to exit; its files are closed after this.
     Exit {
         ts_ns: u64,
@@ -44,7 +46,7 @@ pub enum Input {
 impl Input {
     pub fn ts_ns(&self) -> u64 {
         match self {
-            Self::Lock(op) | Self::FcntlFailure(op) => op.ts_ns,
+            Self::Lock(op) | Self::FcntlFailure(op) | Self::FlockWaitEnd(op) => op.ts_ns,
             Self::Exit { ts_ns, .. } => *ts_ns,
         }
     }
@@ -73,6 +75,10 @@ impl Decoder {
             Source::Posix => Input::Lock(self.lock_op(&record, &self.config.posix, None)),
             Source::FcntlFailure => {
                 Input::FcntlFailure(self.lock_op(&record, &self.config.fcntl, None))
+            }
+            // Only attached where flock_lock_inode is a BTF tracepoint: the same layout.
+            Source::FlockWaitEnd => {
+                Input::FlockWaitEnd(self.lock_op(&record, &self.config.flock, None))
             }
             Source::LeaseAdd => {
                 Input::Lock(self.lock_op(&record, &self.config.lease_add, Some(LockKind::Lease)))

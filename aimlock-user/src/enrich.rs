@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::{
     clock::Clock,
     decode::{LockOp, comm_str},
-    events::{EventKind, EventLine, ProcRef},
+    events::{EventKind, EventLine, ProcRef, ReleaseReason},
     file_paths::{FileKey, FilePaths, PathOf},
     lock_table::{self, Taker},
     procfs::ProcessInfo,
@@ -82,6 +82,9 @@ impl Enricher {
                 at, actor, lock, ..
             }
             | Output::Fail {
+                at, actor, lock, ..
+            }
+            | Output::WaitAbandoned {
                 at, actor, lock, ..
             } => (*at, *actor, Some(*lock)),
             Output::Exit { at, actor, .. } => (*at, *actor, None),
@@ -201,6 +204,15 @@ impl Enricher {
                 line.errno = Some(errno_name(*errno));
                 range(&mut line, *start, *end);
             }
+            Output::WaitAbandoned {
+                mode, start, end, ..
+            } => {
+                // A wait ended by the waiter's exit: a failure without an errno.
+                line.event = Some(EventKind::Fail);
+                line.mode = Some(*mode);
+                line.reason = Some(ReleaseReason::Exit);
+                range(&mut line, *start, *end);
+            }
             Output::Exit { locks, .. } => {
                 line.event = Some(EventKind::Exit);
                 line.locks = Some(*locks);
@@ -263,8 +275,15 @@ fn proc_ref(holder: &lock_table::Holder) -> ProcRef {
     }
 }
 
-/// "EAGAIN" for 11, and so on.
+/// "EAGAIN" for 11, and so on. The kernel's internal restart codes (ERESTARTSYS and its kin,
+/// include/linux/errno.h) are what a wait interrupted by a signal returns inside the kernel; the
+/// caller sees EINTR, or its call restarted.
 pub fn errno_name(errno: i32) -> String {
+    const ERESTARTSYS: i32 = 512;
+    const ERESTART_RESTARTBLOCK: i32 = 516;
+    if (ERESTARTSYS..=ERESTART_RESTARTBLOCK).contains(&errno) {
+        return "EINTR".to_owned();
+    }
     format!("{:?}", nix::errno::Errno::from_raw(errno))
 }
 

@@ -78,6 +78,8 @@ pub struct FilePaths {
     /// How far each process's fds have been looked at, so that a burst of locks on newly
     /// opened files costs a few lookups each, not a scan of every fd.
     fd_scans: HashMap<u32, FdScan>,
+    /// The last file learnt, as its record named it: a burst on one file is learnt once.
+    last: Option<(FileKey, u64, [u8; NAME_LEN])>,
 }
 
 impl FilePaths {
@@ -88,6 +90,15 @@ impl FilePaths {
     /// Makes sure the file a record of `pid` is about can be named, while that process is most
     /// likely still alive: its directory's path, or else its own, from the process's fds.
     pub fn learn(&mut self, pid: u32, key: FileKey, file: &FileName) {
+        let this = (key, file.parent_ino, file.name);
+        if self.last == Some(this) {
+            return;
+        }
+        self.learn_anew(pid, key, file);
+        self.last = Some(this);
+    }
+
+    fn learn_anew(&mut self, pid: u32, key: FileKey, file: &FileName) {
         let named = !name_of(&file.name).is_empty();
         if named && self.dir_path(key.dev, file.parent_ino).is_some() {
             return;

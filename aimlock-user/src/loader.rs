@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
+    programs::{BtfTracePoint, FExit, TracePoint},
 };
 
 /// What to record, applied in the kernel before anything reaches the ring.
@@ -219,6 +219,12 @@ impl Tracer {
                     }
                 }
             }
+            // Its records share the BTF flock layout.
+            if decode.flock == layout.fields
+                && let Err(err) = attach_flock_wait_end(&mut ebpf, &kernel_btf)
+            {
+                log::info!("the end of an interrupted flock wait is not traced: {err:#}");
+            }
         }
         for hook in attach {
             let program: &mut TracePoint = ebpf
@@ -313,6 +319,24 @@ impl PidFilter {
 
 fn sum_over_cpus(counters: &PerCpuArray<MapData, u64>) -> Result<u64, aya::maps::MapError> {
     Ok(counters.get(&0, 0)?.iter().sum())
+}
+
+/// The kernel function whose return ends a flock(2) call, interrupted waits included.
+const FLOCK_WAIT_END: &str = "locks_lock_inode_wait";
+
+fn attach_flock_wait_end(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
+    let name = format!("fexit_{FLOCK_WAIT_END}");
+    let program: &mut FExit = ebpf
+        .program_mut(&name)
+        .ok_or_else(|| anyhow!("program {name} is missing from the object"))?
+        .try_into()?;
+    program
+        .load(FLOCK_WAIT_END, btf)
+        .with_context(|| format!("the kernel refused program {name}"))?;
+    program
+        .attach()
+        .with_context(|| format!("cannot attach {name}"))?;
+    Ok(())
 }
 
 /// Loads and attaches the BTF tracepoint program for `tracepoint` (named `btf_<tracepoint>`).

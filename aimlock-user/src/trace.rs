@@ -221,7 +221,8 @@ fn drain(
         count += 1;
         match decoder.decode(&item) {
             Some(input) => {
-                if let Input::Lock(op) | Input::FcntlFailure(op) = &input {
+                if let Input::Lock(op) | Input::FcntlFailure(op) | Input::FlockWaitEnd(op) = &input
+                {
                     enricher.learn_file(op);
                     enricher.process(op.pid);
                 }

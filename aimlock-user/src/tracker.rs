@@ -186,6 +186,15 @@ pub enum Output {
         reason: ReleaseReason,
         file: FileName,
     },
+    /// A process exited while it waited for a lock.
+    WaitAbandoned {
+        at: u64,
+        actor: Actor,
+        lock: LockId,
+        mode: Mode,
+        start: i64,
+        end: i64,
+    },
     /// The kernel holds a lock the tracer had not seen taken: `kernel` as its table showed it.
     Held {
         at: u64,
@@ -199,10 +208,15 @@ pub enum Output {
 /// files), so it is kept inline rather than in an allocation of its own.
 type Ranges = SmallVec<[Held; 1]>;
 
+#[derive(Clone, Copy)]
 struct Waiting {
     since_ns: u64,
     pid: u32,
     lock: LockId,
+    /// What was asked for.
+    mode: Mode,
+    start: i64,
+    end: i64,
 }
 
 struct Exiting {
@@ -397,6 +411,7 @@ impl Tracker {
             match pending {
                 Pending::Kernel(Input::Lock(op)) => self.apply_lock(op, out),
                 Pending::Kernel(Input::FcntlFailure(op)) => self.apply_fcntl_failure(op, out),
+                Pending::Kernel(Input::FlockWaitEnd(op)) => self.apply_flock_wait_end(op, out),
                 Pending::Kernel(Input::Exit { ts_ns, pid, comm }) => {
                     self.apply_exit(ts_ns, pid, comm, out)
                 }
@@ -529,6 +544,9 @@ impl Tracker {
                             since_ns: op.ts_ns,
                             pid: op.pid,
                             lock,
+                            mode,
+                            start: op.start,
+                            end: op.end,
                         },
                     );
                     out.push(Output::Wait {
@@ -595,8 +613,48 @@ impl Tracker {
         });
     }
 
+    /// A queued flock call that ended without the lock: the end of its wait.
+    fn apply_flock_wait_end(&mut self, op: LockOp, out: &mut Vec<Output>) {
+        let Some(waiting) = self.waiting.remove(&op.tid) else {
+            // Its wait had ended already (the call was granted, then a later one refused).
+            return;
+        };
+        out.push(Output::Fail {
+            at: op.ts_ns,
+            actor: Actor {
+                pid: op.pid,
+                tid: op.tid,
+                comm: op.comm,
+            },
+            lock: waiting.lock,
+            mode: waiting.mode,
+            start: waiting.start,
+            end: waiting.end,
+            errno: -op.ret,
+            file: op.file,
+        });
+    }
+
     fn apply_exit(&mut self, at: u64, pid: u32, comm: [u8; 16], out: &mut Vec<Output>) {
+        // A process that exits while it waits gives its wait up.
+        let mut abandoned: Vec<(u32, Waiting)> = self
+            .waiting
+            .iter()
+            .filter(|(_, waiting)| waiting.pid == pid)
+            .map(|(&tid, &waiting)| (tid, waiting))
+            .collect();
+        abandoned.sort_by_key(|(tid, _)| *tid);
         self.waiting.retain(|_, waiting| waiting.pid != pid);
+        for (tid, waiting) in abandoned {
+            out.push(Output::WaitAbandoned {
+                at,
+                actor: Actor { pid, tid, comm },
+                lock: waiting.lock,
+                mode: waiting.mode,
+                start: waiting.start,
+                end: waiting.end,
+            });
+        }
         self.posix_failed.remove(&pid);
         let locks = self.taken_by.get(&pid).map(|taken| {
             taken
@@ -1270,6 +1328,7 @@ mod tests {
                 Output::Orphan { .. } => "orphan",
                 Output::OrphanEnd { .. } => "orphan_end",
                 Output::Held { .. } => "held",
+                Output::WaitAbandoned { .. } => "abandoned",
             })
             .collect()
     }
@@ -1849,13 +1908,45 @@ mod tests {
             Op::flock(9, 40, FILE_B, fl_type::RDLCK, 0).tid(31).input(),
         ]);
         // A release of a lock never seen says nothing; a repeated acquire is not doubled; a
-        // waiter that exited does not lend its wait to a later thread with its id.
-        assert_eq!(names(&out), ["acquire", "wait", "acquire"]);
-        let Output::Acquire { wait_ns, .. } = out[2] else {
+        // waiter that exited gave its wait up, and does not lend it to a later thread with its
+        // id.
+        assert_eq!(names(&out), ["acquire", "wait", "abandoned", "acquire"]);
+        let Output::Acquire { wait_ns, .. } = out[3] else {
             unreachable!()
         };
         assert_eq!(wait_ns, None);
         assert_eq!(tracker.held().count(), 2);
+    }
+
+    #[test]
+    fn every_wait_ends_granted_interrupted_or_with_its_waiters_exit() {
+        let interrupted = LockOp {
+            ret: -512, // ERESTARTSYS: the caller sees EINTR
+            ..Op::flock(300, 10, FILE_A, fl_type::WRLCK, 0).0
+        };
+        let (_, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, FILE_LOCK_DEFERRED).input(),
+            Input::FlockWaitEnd(interrupted),
+            // A later call's end, with no wait open, says nothing more.
+            Input::FlockWaitEnd(LockOp {
+                ts_ns: 400 * MS,
+                ..interrupted
+            }),
+            Op::flock(500, 20, FILE_B, fl_type::RDLCK, FILE_LOCK_DEFERRED).input(),
+            exit(600, 20),
+        ]);
+        assert_eq!(names(&out), ["wait", "fail", "wait", "abandoned"]);
+        let Output::Fail { errno, at, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (crate::enrich::errno_name(errno), at),
+            ("EINTR".into(), 300 * MS)
+        );
+        let Output::WaitAbandoned { actor, mode, .. } = out[3] else {
+            unreachable!()
+        };
+        assert_eq!((actor.pid, mode), (20, Mode::Read));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //!                             a POSIX and an OFD write lock; the fds stay open (the open
 //!                             files limit is raised for them where it may be)
 //!   sleep:SECONDS             sleep (fractions allowed)
+//!   alarm:SECONDS             SIGALRM in SECONDS, which interrupts a blocking lock call (EINTR)
 //!   hold-in-child:SECONDS     fork a child that keeps every fd for SECONDS, then exits;
 //!                             the parent goes on at once
 //!   fork                      run the remaining steps in a forked child (it reports
@@ -196,6 +197,21 @@ impl State {
                 self.many.extend(hold_many(&dir, count)?);
             }
             ["sleep", seconds] => std::thread::sleep(Duration::from_secs_f64(seconds.parse()?)),
+            ["alarm", seconds] => {
+                use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+                extern "C" fn on_alarm(_: libc::c_int) {}
+                // Without SA_RESTART, the signal ends a blocking call with EINTR: a waiter that
+                // gives up, as `flock -w` does.
+                let action = SigAction::new(
+                    SigHandler::Handler(on_alarm),
+                    SaFlags::empty(),
+                    SigSet::empty(),
+                );
+                // SAFETY: the handler does nothing, which is async-signal-safe.
+                unsafe { sigaction(Signal::SIGALRM, &action) }?;
+                // SAFETY: alarm(2) has no memory effects.
+                unsafe { libc::alarm(seconds.parse()?) };
+            }
             ["hold-in-child", seconds] => {
                 let seconds: f64 = seconds.parse()?;
                 // SAFETY: single-threaded; the child only sleeps and exits.
