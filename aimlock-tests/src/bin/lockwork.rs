@@ -15,6 +15,9 @@
 //!   ofd:w|r|u:START:LEN[:wait]     fcntl F_OFD_SETLK (F_OFD_SETLKW with :wait)
 //!   getlk:START:LEN           fcntl F_GETLK (a probe that takes nothing)
 //!   lease:r|w|u               fcntl F_SETLEASE on the current fd
+//!   churn:DIR:N               N short-lived processes one after the other, each creating its
+//!                             own file DIR/job-I, locking it (flock), deleting it and exiting;
+//!                             prints {"churn":{"jobs":..,"seconds":..}} first
 //!   hold-many:DIR:N           open N new files DIR/PID-I and lock each, in turn with flock,
 //!                             a POSIX and an OFD write lock; the fds stay open (the open
 //!                             files limit is raised for them where it may be)
@@ -212,6 +215,7 @@ impl State {
                 // SAFETY: alarm(2) has no memory effects.
                 unsafe { libc::alarm(seconds.parse()?) };
             }
+            ["churn", dir @ .., count] => churn(&dir.join(":"), count.parse()?)?,
             ["hold-in-child", seconds] => {
                 let seconds: f64 = seconds.parse()?;
                 // SAFETY: single-threaded; the child only sleeps and exits.
@@ -522,5 +526,45 @@ fn make_room_for_fds(count: usize) -> Result<()> {
     if setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted.max(hard)).is_err() {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
+    Ok(())
+}
+
+/// Job runners' lock files: each job a process of its own that creates, locks and deletes its
+/// file, then exits, so the kernel hands freed inode numbers to the next jobs.
+fn churn(dir: &str, count: usize) -> Result<()> {
+    let started = Instant::now();
+    for index in 0..count {
+        let path = format!("{dir}/job-{index}");
+        // SAFETY: single-threaded; the child only makes system calls and exits.
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                let ok = open(
+                    path.as_str(),
+                    OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .and_then(|fd| {
+                    nix::fcntl::Flock::lock(fd, FlockArg::LockExclusive).map_err(|(_, err)| err)
+                })
+                .and_then(|locked| {
+                    nix::unistd::unlink(path.as_str())?;
+                    // The lock goes with the process: released at its exit, as a job's is.
+                    std::mem::forget(locked);
+                    Ok(())
+                })
+                .is_ok();
+                // SAFETY: _exit leaves at once, without running the parent's atexit work.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            ForkResult::Parent { child } => match waitpid(child, None)? {
+                WaitStatus::Exited(_, 0) => {}
+                other => bail!("job {index} ended with {other:?}"),
+            },
+        }
+    }
+    let line = serde_json::json!({
+        "churn": {"jobs": count, "seconds": started.elapsed().as_secs_f64()}
+    });
+    println!("{line}");
     Ok(())
 }
