@@ -8,7 +8,7 @@
 //! the other processes' locks on the bytes they asked for. The file is then cut into sections:
 //! bytes that holds, waits and refusals overlap or touch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::events::{EventKind, Mode, ReleaseReason};
 
@@ -101,7 +101,7 @@ struct Fold {
     exiting: Vec<(Nanos, Exit)>,
     /// Processes whose exit has ended their locks, and which have not locked since: their late
     /// release lines are about bytes already counted as released.
-    exited: HashMap<u32, Nanos>,
+    exited: HashSet<u32>,
 }
 
 /// Folds a file's POSIX lines (in time order) and the exits of their processes into holds,
@@ -112,7 +112,7 @@ pub fn fold(lock: Lock, records: &[Record], exits: &[Exit]) -> Vec<Lock> {
         owners: HashMap::new(),
         live: Vec::new(),
         exiting: Vec::new(),
-        exited: HashMap::new(),
+        exited: HashSet::new(),
     };
     let mut exits = exits.iter().peekable();
     for record in records {
@@ -199,7 +199,7 @@ impl Fold {
                     reason: Some(ReleaseReason::Exit),
                 },
             );
-            self.exited.insert(pid, exit.at);
+            self.exited.insert(pid);
         }
     }
 
@@ -277,7 +277,7 @@ impl Fold {
             reason: record.reason,
         };
         self.released(removed, release);
-        if self.exited.contains_key(&actor.pid) {
+        if self.exited.contains(&actor.pid) {
             return;
         }
         for range in subtract(record.range, known) {

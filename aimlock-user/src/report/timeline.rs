@@ -1,11 +1,13 @@
 //! Folding one lock's lines, in time order, into holds, waits and refusals. POSIX locks are
 //! folded per file by [`super::posix`].
 
+use std::collections::HashMap;
+
 use crate::events::{EventKind, LockKind, Mode, ReleaseReason};
 
 use super::{
     input::LockLines,
-    line::{Actor, ByteRange, Exit, LockKey, Name, Nanos, Record},
+    line::{Actor, ByteRange, Exit, LockKey, Name, Nanos, Origin, Record},
     posix,
 };
 
@@ -197,11 +199,10 @@ pub fn build(
     key: LockKey,
     lines: LockLines,
     rank: &[u32],
-    exits: &std::collections::HashMap<u32, Vec<Exit>>,
+    exits: &HashMap<u32, Vec<Exit>>,
 ) -> Vec<Lock> {
     let LockLines { mut records, paths } = lines;
-    let order =
-        |at: Nanos, origin: super::line::Origin| (at, rank[origin.source as usize], origin.line);
+    let order = |at: Nanos, origin: Origin| (at, rank[origin.source as usize], origin.line);
     records.sort_by_key(|r| order(r.at, r.origin));
     // The same line read twice (overlapping rotated copies) counts once.
     records.dedup_by(|a, b| {
