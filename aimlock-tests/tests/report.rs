@@ -1,14 +1,16 @@
 //! `aimlock report` on logs the real tracer wrote, and on damaged or missing logs.
 
 use std::{
+    collections::BTreeSet,
     io::Write as _,
     path::Path,
     process::{Command, Output, Stdio},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use aimlock_tests::{
-    KillOnDrop, TempDir, TraceToFile, Workload, aimlock_bin, eventually, inode, require_root,
+    KillOnDrop, TempDir, TraceToFile, Workload, aimlock_bin, eventually, inode, proc_locks_lines,
+    require_root,
 };
 use serde_json::Value;
 
@@ -349,4 +351,281 @@ fn a_text_log_is_recognised_and_a_log_with_no_readable_line_fails() {
         stderr.ends_with("aimlock: <stdin>: no line is one that `aimlock trace` writes (a JSON object with a \"ts\")\n"),
         "{stderr}"
     );
+}
+
+/// `aimlock report ARGS` as JSON: one lock (or POSIX section) a line.
+fn report_json(args: &[&str]) -> Vec<Value> {
+    let output = report(&[&["--json"], args].concat(), None);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// A POSIX lock as /proc/locks shows it: pid, mode, first byte, last byte (None: EOF).
+type PosixLock = (u64, String, u64, Option<u64>);
+
+/// The POSIX locks /proc/locks lists on an inode.
+fn proc_posix_locks(ino: u64) -> BTreeSet<PosixLock> {
+    proc_locks_lines(ino)
+        .iter()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.get(1) != Some(&"POSIX") {
+                return None;
+            }
+            let end = match words[7] {
+                "EOF" => None,
+                end => Some(end.parse().unwrap()),
+            };
+            Some((
+                words[4].parse().unwrap(),
+                words[3].to_lowercase(),
+                words[6].parse().unwrap(),
+                end,
+            ))
+        })
+        .collect()
+}
+
+/// The POSIX locks `report --at` says were held, over every section.
+fn reported_posix_locks(locks: &[Value]) -> BTreeSet<PosixLock> {
+    locks
+        .iter()
+        .flat_map(|lock| lock["held_at"].as_array().cloned().unwrap_or_default())
+        .map(|held| {
+            (
+                held["pid"].as_u64().unwrap(),
+                held["mode"].as_str().unwrap().to_owned(),
+                held["start"].as_u64().unwrap(),
+                held["end"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn merged_and_split_posix_ranges_end_released() {
+    let dir = TempDir::new("report-posix-merge");
+    let file = dir.file("data.db");
+    let log = dir.path().join("trace.log");
+    let tracer = TraceToFile::start(&log, &["--path", &file.display().to_string()]);
+    let work = Workload::start(&[
+        &format!("open:{}", file.display()),
+        // lockf 0-9, then 10-19 (the kernel merges them), then unlock 0-19.
+        "posix:w:0:10",
+        "posix:w:10:10",
+        "posix:u:0:20",
+        "posix:w:0:100",
+        "posix:u:10:10",
+        "posix:r:50:10",
+        // Exits holding 0-9, 20-49, 60-99 (write) and 50-59 (read).
+        "exit:0",
+    ]);
+    let pid = work.pid();
+    work.finish();
+    let ino = inode(&file);
+    let release = tracer.wait_for("the release at exit", |line| {
+        line["event"] == "release"
+            && line["pid"] == pid
+            && line["ino"] == ino
+            && line["mode"] == "read"
+    });
+    tracer.stop();
+
+    let log = log.display().to_string();
+    // By inode: the process may exit before the tracer sees the file's path.
+    let dev = release["dev"].as_str().expect("dev");
+    let output = report(&["--inode", &format!("{dev}:{ino}"), &log], None);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains(&format!(
+            ": POSIX lock, bytes 0-99 (dev {dev}, inode {ino})\n"
+        )),
+        "one section for the bytes the process locked: {stdout}"
+    );
+    assert_eq!(stdout.matches(": POSIX lock").count(), 1, "{stdout}");
+    for line in [
+        format!("pid {pid} (lockwork) took a write lock on bytes 0-9\n"),
+        format!("pid {pid} (lockwork) took a write lock on bytes 10-19\n"),
+        format!("pid {pid} (lockwork) unlocked its write lock on bytes 0-9; held "),
+        format!("pid {pid} (lockwork) unlocked bytes 10-19 of its write lock on bytes 0-99\n"),
+        format!("pid {pid} (lockwork) converted bytes 50-59 of its write lock on bytes 0-99\n"),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} not in {stdout}");
+    }
+    for wrong in ["still held", "do not name", "before these logs"] {
+        assert!(!stdout.contains(wrong), "{wrong:?} in {stdout}");
+    }
+}
+
+#[test]
+fn posix_refusals_and_waits_name_the_lock_in_their_way() {
+    let dir = TempDir::new("report-posix-blocked");
+    let file = dir.file("data.db");
+    let ino = inode(&file);
+    let log = dir.path().join("trace.log");
+    let tracer = TraceToFile::start(&log, &["--path", &file.display().to_string()]);
+    let open = format!("open:{}", file.display());
+    let mut holder = Workload::start(&[&open, "posix:w:0:100", "wait-stdin", "posix:u:0:0"]);
+    holder.wait_step("posix:w:0:100");
+    // Refused at once: the step fails and the workload exits.
+    let refused = Workload::start(&[&open, "posix:r:50:1"]);
+    let refused_pid = refused.pid();
+    assert!(!refused.finish_any().success());
+    let waiter = Workload::start(&[&open, "posix:w:10:1:wait"]);
+    let waiter_pid = waiter.pid();
+    tracer.wait_for("the wait", |line| {
+        line["event"] == "wait" && line["pid"] == waiter_pid && line["ino"] == ino
+    });
+    holder.proceed();
+    waiter.wait_step("posix:w:10:1:wait");
+    let holder_pid = holder.pid();
+    holder.finish();
+    waiter.finish();
+    tracer.wait_for("the waiter's release", |line| {
+        line["event"] == "release" && line["pid"] == waiter_pid && line["ino"] == ino
+    });
+    tracer.stop();
+
+    let log = log.display().to_string();
+    let path = file.display().to_string();
+    let output = report(&["--path", &path, &log], None);
+    let stdout = text(&output.stdout);
+    let in_the_way = format!("pid {holder_pid} (lockwork) held a write lock on bytes 0-99");
+    for line in [
+        format!(
+            "pid {refused_pid} (lockwork) was refused a read lock on byte 50 (EAGAIN): {in_the_way}"
+        ),
+        format!("pid {waiter_pid} (lockwork) queued for a write lock on byte 10: {in_the_way}"),
+        format!("pid {waiter_pid} (lockwork) took a write lock on byte 10 after waiting "),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} not in {stdout}");
+    }
+    assert!(!stdout.contains("still held"), "{stdout}");
+
+    let locks = report_json(&["--path", &path, &log]);
+    assert_eq!(locks.len(), 1, "{locks:#?}");
+    let blocker = &locks[0]["refusals"][0]["blockers"][0];
+    assert_eq!(
+        (
+            &blocker["pid"],
+            &blocker["mode"],
+            &blocker["start"],
+            &blocker["end"]
+        ),
+        (
+            &Value::from(holder_pid),
+            &Value::from("write"),
+            &Value::from(0),
+            &Value::from(99)
+        )
+    );
+}
+
+/// Two processes make random POSIX calls on one file; at pauses between bursts, `report --at`
+/// must say exactly what /proc/locks said, and once they are killed, that nothing is held.
+#[test]
+fn report_at_says_what_proc_locks_said_for_random_ranges() {
+    const BURSTS: u64 = 4;
+    let dir = TempDir::new("report-posix-random");
+    let file = dir.file("data.db");
+    let ino = inode(&file);
+    let log = dir.path().join("trace.log");
+    let tracer = TraceToFile::start(&log, &["--path", &file.display().to_string()]);
+    let open = format!("open:{}", file.display());
+    let steps = |worker: u64| -> Vec<String> {
+        let mut steps = vec![open.clone()];
+        for burst in 0..BURSTS {
+            steps.push(format!("random-ranges:{}:75", 1 + worker * 100 + burst));
+            steps.push("wait-stdin".to_owned());
+        }
+        steps
+    };
+    let start = |steps: &[String]| {
+        let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+        Workload::start(&steps)
+    };
+    let (steps_a, steps_b) = (steps(1), steps(2));
+    let mut workers = [start(&steps_a), start(&steps_b)];
+    let mut snapshots = Vec::new();
+    for burst in 0..BURSTS as usize {
+        for (worker, steps) in workers.iter().zip([&steps_a, &steps_b]) {
+            worker.wait_step(&steps[1 + 2 * burst]);
+        }
+        // Both are paused: nothing changes until they proceed.
+        std::thread::sleep(Duration::from_millis(100));
+        let at = SystemTime::now();
+        let held = proc_posix_locks(ino);
+        snapshots.push((at, held));
+        std::thread::sleep(Duration::from_millis(100));
+        if burst + 1 < BURSTS as usize {
+            for worker in &mut workers {
+                worker.proceed();
+            }
+        }
+    }
+    let pids: Vec<u32> = workers.iter().map(Workload::pid).collect();
+    let calls = workers
+        .iter()
+        .flat_map(Workload::lines)
+        .filter(|line| line["call"].is_string())
+        .count();
+    assert_eq!(calls as u64, 2 * BURSTS * 75);
+    // Killed while holding their locks.
+    drop(workers);
+    for &pid in &pids {
+        tracer.wait_for("the exit", |line| {
+            line["event"] == "exit" && line["pid"] == pid
+        });
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    tracer.stop();
+    let end = SystemTime::now();
+
+    let log = log.display().to_string();
+    let dev = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .find_map(|line| {
+            let line: Value = serde_json::from_str(line).ok()?;
+            (line["ino"] == ino).then(|| line["dev"].as_str().unwrap().to_owned())
+        })
+        .expect("a line about the file");
+    let inode_arg = format!("{dev}:{ino}");
+    assert!(
+        snapshots.iter().any(|(_, held)| held.len() > 2),
+        "the bursts left too little held to compare: {snapshots:?}"
+    );
+    for (at, held) in &snapshots {
+        let at = humantime::format_rfc3339_nanos(*at).to_string();
+        let locks = report_json(&["--at", &at, "--inode", &inode_arg, &log]);
+        assert_eq!(&reported_posix_locks(&locks), held, "at {at}: {locks:#?}");
+    }
+    let locks = report_json(&["--inode", &inode_arg, &log]);
+    assert!(!locks.is_empty());
+    let mut refusals = 0;
+    for lock in &locks {
+        assert_eq!(lock["totals"]["still_held"], 0, "{lock:#}");
+        // Only the other worker can have been in the way.
+        for refusal in lock["refusals"].as_array().unwrap() {
+            refusals += 1;
+            let refused = refusal["process"]["pid"].as_u64().unwrap();
+            let blockers = refusal["blockers"].as_array().expect("blockers");
+            assert!(!blockers.is_empty(), "{refusal:#}");
+            for blocker in blockers {
+                let holder = blocker["pid"].as_u64().unwrap();
+                assert!(
+                    holder != refused && pids.contains(&(holder as u32)),
+                    "{refusal:#}"
+                );
+            }
+        }
+    }
+    assert!(refusals > 0, "the workers never got in each other's way");
+    let at = humantime::format_rfc3339_nanos(end).to_string();
+    let locks = report_json(&["--at", &at, "--inode", &inode_arg, &log]);
+    assert!(reported_posix_locks(&locks).is_empty(), "{locks:#?}");
 }

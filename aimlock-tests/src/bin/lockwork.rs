@@ -13,6 +13,10 @@
 //!   flock:ex|sh|un[:nb]       flock(2) on the current fd
 //!   posix:w|r|u:START:LEN[:wait]   fcntl F_SETLK (F_SETLKW with :wait); LEN 0 = to EOF
 //!   ofd:w|r|u:START:LEN[:wait]     fcntl F_OFD_SETLK (F_OFD_SETLKW with :wait)
+//!   random-ranges:SEED:N      N random POSIX F_SETLK calls (write, read or unlock, on bytes
+//!                             0-255, a few to EOF) on the current fd; a call refused by
+//!                             another process's lock is not an error. Prints each call as
+//!                             {"call":"w:START:LEN","ok":..,"errno":..}
 //!   getlk:START:LEN           fcntl F_GETLK (a probe that takes nothing)
 //!   lease:r|w|u               fcntl F_SETLEASE on the current fd
 //!   churn:DIR:N               N short-lived processes one after the other, each creating its
@@ -176,6 +180,10 @@ impl State {
                     ("ofd", false) => fcntl(borrowed, FcntlArg::F_OFD_SETLK(&lock))?,
                     _ => fcntl(borrowed, FcntlArg::F_OFD_SETLKW(&lock))?,
                 };
+            }
+            ["random-ranges", seed, count] => {
+                let fd = self.fd.as_ref().ok_or_else(|| anyhow!("no open file"))?;
+                random_ranges(fd.as_fd(), seed.parse()?, count.parse()?)?;
             }
             ["getlk", start, len] => {
                 let mut lock = flock_struct("w", start, len)?;
@@ -412,6 +420,39 @@ fn lock_loop(fd: std::os::fd::BorrowedFd<'_>, count: u64, family: &str) -> Resul
             _ => bail!("loop family must be flock, posix or ofd"),
         }
     }
+    Ok(())
+}
+
+/// Random POSIX calls from a seeded xorshift generator, so that a test can replay them.
+fn random_ranges(fd: std::os::fd::BorrowedFd<'_>, seed: u64, count: u32) -> Result<()> {
+    let mut state = seed.max(1);
+    let mut next = |bound: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % bound
+    };
+    let mut out = std::io::stdout().lock();
+    for _ in 0..count {
+        let how = ["w", "w", "r", "r", "u"][next(5) as usize];
+        let start = next(256);
+        // One call in twenty reaches to the end of the file.
+        let len = if next(20) == 0 { 0 } else { 1 + next(40) };
+        let call = format!("{how}:{start}:{len}");
+        let lock = flock_struct(how, &start.to_string(), &len.to_string())?;
+        let errno = match fcntl(fd, FcntlArg::F_SETLK(&lock)) {
+            Ok(_) => None,
+            Err(errno @ (nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES)) => Some(errno),
+            Err(errno) => return Err(errno).with_context(|| format!("F_SETLK {call}")),
+        };
+        let line = serde_json::json!({
+            "call": call,
+            "ok": errno.is_none(),
+            "errno": errno.map(|errno| format!("{errno:?}")),
+        });
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
     Ok(())
 }
 

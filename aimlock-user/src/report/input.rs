@@ -14,7 +14,8 @@ use memchr::memmem;
 use super::{
     BadInput,
     line::{
-        LockKey, Name, Names, Nanos, Origin, Parsed, Record, Skip, is_text_line, line_ts, parse,
+        Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Record, Skip, is_text_line, line_ts,
+        parse,
     },
 };
 
@@ -24,6 +25,8 @@ const CHUNK: usize = 8 << 20;
 /// timestamp is given up.
 const TS_PROBES: usize = 64;
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+/// How the tracer writes an exit line's event.
+const EXIT_NEEDLE: &[u8] = br#""event":"exit""#;
 
 /// A log to read: a file or stdin.
 #[derive(Debug)]
@@ -76,7 +79,8 @@ pub fn expand(args: &[String]) -> Result<Vec<Source>, BadInput> {
 /// Which lines to parse.
 pub enum Prefilter {
     Everything,
-    /// Only lines about this inode: found by searching for `"ino":N`, then checked.
+    /// Only lines about this inode, found by searching for `"ino":N`, then checked; and exit
+    /// lines, which end the exited processes' POSIX locks.
     Inode {
         dev: String,
         ino: u64,
@@ -111,6 +115,8 @@ pub struct SourceSummary {
 pub struct Scan {
     pub names: Names,
     pub locks: HashMap<LockKey, LockLines>,
+    /// Every process exit, by pid, in file order.
+    pub exits: HashMap<u32, Vec<Exit>>,
     pub sources: Vec<SourceSummary>,
     /// The last time any log speaks of.
     pub end: Option<Nanos>,
@@ -138,6 +144,7 @@ pub fn scan(sources: &[Source], prefilter: &Prefilter) -> Result<Scan, BadInput>
         finder: needle
             .as_deref()
             .map(|needle| memmem::Finder::new(needle).into_owned()),
+        exit_finder: memmem::Finder::new(EXIT_NEEDLE).into_owned(),
         scan: Scan::default(),
         lines_before: 0,
     };
@@ -180,6 +187,7 @@ fn open(source: &Source) -> Result<Box<dyn Read>, BadInput> {
 struct Scanner<'a> {
     prefilter: &'a Prefilter,
     finder: Option<memmem::Finder<'static>>,
+    exit_finder: memmem::Finder<'static>,
     scan: Scan,
     /// Lines in the current source before the current chunk.
     lines_before: u64,
@@ -280,27 +288,33 @@ impl Scanner<'_> {
                 }
             }
             Some(finder) => {
-                let mut from = 0;
-                while let Some(found) = finder.find(&chunk[from..]) {
-                    let after = from + found + finder.needle().len();
-                    // `"ino":12` is also the start of `"ino":123`.
-                    if chunk.get(after).is_some_and(u8::is_ascii_digit) {
-                        from = after;
-                        continue;
-                    }
-                    let start = memchr::memrchr(b'\n', &chunk[..after]).map_or(0, |i| i + 1);
+                let mut next_lock = self.next_inode_line(&finder, chunk, 0);
+                let mut next_exit = self.exit_finder.find(chunk);
+                loop {
+                    // Whichever comes first of the next line about the inode and the next exit.
+                    let found = match (next_lock, next_exit) {
+                        (Some(lock), Some(exit)) => lock.min(exit),
+                        (Some(at), None) | (None, Some(at)) => at,
+                        (None, None) => break,
+                    };
+                    let start = memchr::memrchr(b'\n', &chunk[..found]).map_or(0, |i| i + 1);
                     let end =
-                        memchr::memchr(b'\n', &chunk[after..]).map_or(chunk.len(), |i| after + i);
+                        memchr::memchr(b'\n', &chunk[found..]).map_or(chunk.len(), |i| found + i);
                     lines += count_newlines(&chunk[counted..start]);
                     counted = start;
-                    self.line(
-                        &chunk[start..end],
-                        Origin {
-                            source,
-                            line: lines + 1,
-                        },
-                    );
-                    from = end;
+                    let origin = Origin {
+                        source,
+                        line: lines + 1,
+                    };
+                    if next_lock.is_some_and(|lock| lock < end) {
+                        self.line(&chunk[start..end], origin);
+                        next_lock = self.next_inode_line(&finder, chunk, end);
+                    } else {
+                        self.exit_line(&chunk[start..end], origin);
+                    }
+                    if next_exit.is_some_and(|exit| exit < end) {
+                        next_exit = self.exit_finder.find(&chunk[end..]).map(|i| end + i);
+                    }
                 }
                 lines += count_newlines(&chunk[counted..]);
             }
@@ -310,6 +324,23 @@ impl Scanner<'_> {
         }
         self.lines_before = lines;
         self.summary().lines = lines;
+    }
+
+    /// Where the next `"ino":N` at or after `from` is (not the start of a longer number).
+    fn next_inode_line(
+        &self,
+        finder: &memmem::Finder<'_>,
+        chunk: &[u8],
+        mut from: usize,
+    ) -> Option<usize> {
+        while let Some(found) = finder.find(&chunk[from..]) {
+            let after = from + found + finder.needle().len();
+            if !chunk.get(after).is_some_and(u8::is_ascii_digit) {
+                return Some(from + found);
+            }
+            from = after;
+        }
+        None
     }
 
     /// Keeps the first time of the source and the last time of any source, read from the
@@ -360,10 +391,28 @@ impl Scanner<'_> {
                     lock.paths.push(path);
                 }
             }
+            Ok(Parsed::Exit(exit)) => self.note_exit(exit),
             Ok(Parsed::Other(at)) => self.note_time(at),
             Ok(Parsed::UnknownEvent) => self.skipped(Skip::UnknownEvent, origin.line),
             Err(skip) => self.skipped(skip, origin.line),
         }
+    }
+
+    /// A line the search for exits found: kept if it is one, else left alone (as every line
+    /// not about the inode is).
+    fn exit_line(&mut self, line: &[u8], origin: Origin) {
+        if let Ok(Parsed::Exit(exit)) = parse(line.trim_ascii(), origin, &mut self.scan.names) {
+            self.note_exit(exit);
+        }
+    }
+
+    fn note_exit(&mut self, exit: Exit) {
+        self.note_time(exit.at);
+        self.scan
+            .exits
+            .entry(exit.actor.pid)
+            .or_default()
+            .push(exit);
     }
 
     fn skipped(&mut self, skip: Skip, line: u64) {

@@ -100,15 +100,66 @@ impl Names {
     }
 }
 
-/// Which lock a line is about: the log's lock identity.
+/// Bytes of a file, both ends included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ByteRange {
+    pub start: u64,
+    /// `EOF`: to the end of the file (and beyond).
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub const EOF: u64 = u64::MAX;
+    pub const WHOLE_FILE: Self = Self {
+        start: 0,
+        end: Self::EOF,
+    };
+
+    /// A range as the log writes it: `end` null means to the end of the file.
+    pub fn from_log(start: u64, end: Option<u64>) -> Self {
+        Self {
+            start,
+            end: end.unwrap_or(Self::EOF).max(start),
+        }
+    }
+
+    /// The `end` the log would write.
+    pub fn logged_end(self) -> Option<u64> {
+        (self.end != Self::EOF).then_some(self.end)
+    }
+
+    pub fn overlaps(self, other: Self) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
+    pub fn intersection(self, other: Self) -> Option<Self> {
+        self.overlaps(other).then(|| Self {
+            start: self.start.max(other.start),
+            end: self.end.min(other.end),
+        })
+    }
+
+    /// Whether `next` starts right after this range ends.
+    pub fn touches(self, next: Self) -> bool {
+        self.end != Self::EOF && self.end + 1 == next.start
+    }
+}
+
+/// flock locks and leases cover the whole file.
+impl Default for ByteRange {
+    fn default() -> Self {
+        Self::WHOLE_FILE
+    }
+}
+
+/// Which lock a line is about: the log's lock identity. POSIX lines are grouped by file (their
+/// ranges merge and split as the kernel's do); other locks are identified by their range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LockKey {
     pub dev: Name,
     pub ino: u64,
     pub kind: LockKind,
-    pub start: u64,
-    /// None: to the end of the file.
-    pub end: Option<u64>,
+    pub range: ByteRange,
 }
 
 #[derive(Clone, Copy, Debug, Eq)]
@@ -123,6 +174,12 @@ pub struct Actor {
 impl PartialEq for Actor {
     fn eq(&self, other: &Self) -> bool {
         (self.pid, self.comm) == (other.pid, other.comm)
+    }
+}
+
+impl std::hash::Hash for Actor {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.pid, self.comm).hash(state);
     }
 }
 
@@ -141,6 +198,8 @@ pub struct Record {
     pub event: EventKind,
     pub actor: Actor,
     pub mode: Option<Mode>,
+    /// The bytes the line names: requested, granted or released.
+    pub range: ByteRange,
     pub reason: Option<ReleaseReason>,
     /// `wait_ns` of an acquire; `held_ns` of a release or an orphan_end.
     pub duration_ns: Option<u64>,
@@ -155,9 +214,18 @@ pub struct Record {
 /// What a parsed line is.
 pub enum Parsed {
     Lock(LockKey, Option<Name>, Record),
-    /// `start`, `stop`, `exit`: only their time matters here.
+    /// A process exited: its POSIX locks are gone once its files are closed.
+    Exit(Exit),
+    /// `start`, `stop`: only their time matters here.
     Other(Nanos),
     UnknownEvent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub at: Nanos,
+    pub origin: Origin,
+    pub actor: Actor,
 }
 
 /// Why a line was skipped.
@@ -173,7 +241,20 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
     let event = raw.event.ok_or(Skip::Unreadable)?;
     match event {
         EventKind::Unknown => return Ok(Parsed::UnknownEvent),
-        EventKind::Start | EventKind::Stop | EventKind::Exit => return Ok(Parsed::Other(at)),
+        EventKind::Start | EventKind::Stop => return Ok(Parsed::Other(at)),
+        EventKind::Exit => {
+            let pid = raw.pid.ok_or(Skip::Unreadable)?;
+            let comm = names.intern(raw.comm.as_deref().unwrap_or("?"));
+            return Ok(Parsed::Exit(Exit {
+                at,
+                origin,
+                actor: Actor {
+                    pid,
+                    comm,
+                    ns_pid: raw.ns_pid,
+                },
+            }));
+        }
         _ => {}
     }
     // A `held` line names no taker when the kernel records none (an OFD lock): pid 0.
@@ -181,12 +262,15 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
     let (Some(dev), Some(ino), Some(kind), Some(pid)) = (raw.dev, raw.ino, raw.kind, pid) else {
         return Err(Skip::Unreadable);
     };
+    let range = ByteRange::from_log(raw.start.unwrap_or(0), raw.end);
     let key = LockKey {
         dev: names.intern(dev),
         ino,
         kind,
-        start: raw.start.unwrap_or(0),
-        end: raw.end,
+        range: match kind {
+            LockKind::Posix => ByteRange::WHOLE_FILE,
+            _ => range,
+        },
     };
     let mut actor = |pid: u32, comm: Option<&str>, ns_pid: Option<u32>| Actor {
         pid,
@@ -211,6 +295,7 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
         event,
         actor: actor(pid, raw.comm.as_deref(), raw.ns_pid),
         mode: raw.mode,
+        range,
         reason: raw.reason,
         duration_ns: match event {
             EventKind::Acquire => raw.wait_ns,
@@ -288,8 +373,8 @@ mod tests {
         };
         assert_eq!(names.get(key.dev), "254:0");
         assert_eq!(
-            (key.ino, key.kind, key.start, key.end),
-            (42, LockKind::Flock, 0, None)
+            (key.ino, key.kind, key.range),
+            (42, LockKind::Flock, ByteRange::WHOLE_FILE)
         );
         assert_eq!(names.get(path.unwrap()), "/tmp/x \"quoted\"");
         assert_eq!(record.at, 1_795_755_890_603_984_745);

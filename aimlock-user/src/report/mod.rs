@@ -1,12 +1,14 @@
 //! `aimlock report`: the post-mortem of a HOT incident, from the logs `aimlock trace` wrote.
 //!
 //! The logs are read once, in large chunks. With `--inode`, a byte search picks the lines
-//! that can be about the lock and only those are parsed. Each lock's lines are then put in
-//! time order across files and folded into holds, waits and refusals, which the query
-//! narrows and the renderer tells.
+//! that can be about the lock (and the exits) and only those are parsed. Each lock's lines are
+//! then put in time order across files and folded into holds, waits and refusals (a file's
+//! POSIX locks by their byte ranges, as the kernel keeps them), which the query narrows and
+//! the renderer tells.
 
 mod input;
 mod line;
+mod posix;
 mod render;
 mod timeline;
 
@@ -114,6 +116,7 @@ fn write_report(
     let renderer = Renderer {
         names: &scan.names,
         end,
+        at: args.at,
     };
     if locks.is_empty() && !args.json {
         writeln!(out, "no lock in these logs matches")?;
@@ -261,11 +264,12 @@ fn select(args: &ReportArgs, scan: &mut Scan) -> Vec<Lock> {
                 .any(|&path| glob.matches(names.get(path))),
             None => true,
         })
-        .filter_map(|(key, lines)| timeline::build(key, lines, &rank).narrow(since, until))
+        .flat_map(|(key, lines)| timeline::build(key, lines, &rank, &scan.exits))
+        .filter_map(|lock| lock.narrow(since, until))
         .filter(|lock| args.pid.is_empty() || args.pid.iter().any(|&pid| lock.involves(pid)))
         .filter(|lock| !args.orphans || lock.holds.iter().any(|hold| hold.orphaned))
         .collect();
-    locks.sort_by_key(|lock| (lock.first_time(), lock.key.ino));
+    locks.sort_by_key(|lock| (lock.first_time(), lock.key.ino, lock.key.range.start));
     locks
 }
 

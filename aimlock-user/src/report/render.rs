@@ -1,14 +1,18 @@
 //! Telling each lock's history: a short narrative, or the same as JSON.
 
-use std::{collections::HashSet, io::Write, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    io::Write,
+    time::Duration,
+};
 
 use serde::Serialize;
 
 use crate::events::{LockKind, Mode, ReleaseReason};
 
 use super::{
-    line::{Actor, Names, Nanos, system_time},
-    timeline::{Hold, Lock, Wait, WaitOutcome},
+    line::{Actor, ByteRange, Names, Nanos, system_time},
+    timeline::{Blocker, Hold, Lock, Refusal, Release, Wait, WaitOutcome},
 };
 
 /// Holds or waits listed per lock in the narrative; the notable ones are kept first.
@@ -26,6 +30,8 @@ pub struct Renderer<'a> {
     pub names: &'a Names,
     /// When the logs end: the end of what is still held or awaited.
     pub end: Nanos,
+    /// `--at`: the instant whose POSIX locks are listed byte by byte.
+    pub at: Option<Nanos>,
 }
 
 impl Renderer<'_> {
@@ -114,10 +120,9 @@ impl Renderer<'_> {
             LockKind::Ofd => "OFD lock",
             LockKind::Lease => "lease",
         };
-        let range = match (key.start, key.end) {
-            (0, None) => "whole file".to_owned(),
-            (start, None) => format!("bytes {start} to the end"),
-            (start, Some(end)) => format!("bytes {start}-{end}"),
+        let range = match key.range {
+            ByteRange::WHOLE_FILE => "whole file".to_owned(),
+            range => bytes(range),
         };
         let mut paths = lock.paths.iter().map(|&path| self.names.get(path));
         let name = match paths.next() {
@@ -142,16 +147,20 @@ impl Renderer<'_> {
             let notable = hold.orphaned || hold.release.is_none();
             (notable, self.held_ns(hold).unwrap_or(u64::MAX))
         });
+        let posix = lock.key.kind == LockKind::Posix;
         for hold in &holds {
-            self.hold_lines(hold, &mut lines);
+            self.hold_lines(hold, posix, &mut lines);
         }
         let waits = self.notable(&lock.waits, |wait| {
             (wait.outcome == WaitOutcome::Waiting, self.wait_ns(wait))
         });
         for wait in &waits {
-            self.wait_lines(wait, &mut lines);
+            self.wait_lines(wait, posix, &mut lines);
         }
-        self.refusal_lines(lock, &mut lines);
+        self.refusal_lines(lock, posix, &mut lines);
+        if let (true, Some(at)) = (posix, self.at) {
+            self.held_at_lines(lock, at, &mut lines);
+        }
         lines.sort_by_key(|(at, _)| *at);
         for (at, line) in lines {
             writeln!(out, "  {}  {line}", time(at))?;
@@ -184,12 +193,15 @@ impl Renderer<'_> {
         ranked.into_iter().map(|index| &items[index]).collect()
     }
 
-    fn hold_lines(&self, hold: &Hold, lines: &mut Vec<(Nanos, String)>) {
-        let mode = match hold.mode {
-            Some(Mode::Read) => "a read lock",
-            Some(Mode::Write) => "a write lock",
-            Some(Mode::Unlock) | None => "the lock",
+    fn hold_lines(&self, hold: &Hold, posix: bool, lines: &mut Vec<(Nanos, String)>) {
+        let lock = match (hold.mode.and_then(lock_mode), posix) {
+            (Some(mode), true) => Some(format!("{mode} on {}", bytes(hold.range))),
+            (Some(mode), false) => Some(mode.to_owned()),
+            (None, _) => None,
         };
+        let mode = lock
+            .as_ref()
+            .map_or("the lock".to_owned(), |lock| format!("a {lock}"));
         let taker = hold.taker.map(|taker| self.actor(taker));
         if let Some(acquired) = hold.acquired {
             let who = taker
@@ -255,27 +267,35 @@ impl Renderer<'_> {
         let held = self
             .held_ns(hold)
             .map_or(String::new(), |ns| format!("; held {}", duration(ns)));
+        // In a POSIX section several holds end alike: say which.
+        let posix_lock = lock.as_deref().filter(|_| posix);
+        if let Some(lock) = posix_lock {
+            for part in &hold.partial_releases {
+                let what = format!("{} of its {lock}", bytes(part.range));
+                lines.push((part.release.at, self.posix_release(part.release, &what)));
+            }
+        }
         match hold.release {
             Some(release) => {
-                let by = self.actor(release.by);
-                let how = match release.reason {
-                    Some(ReleaseReason::Unlock) => format!("{by} unlocked it"),
-                    Some(ReleaseReason::Close) => format!("{by} closed the file"),
-                    Some(ReleaseReason::Exit) => format!("{by} exited"),
-                    Some(ReleaseReason::Convert) => format!("{by} converted it"),
-                    Some(ReleaseReason::Lost) => {
-                        "the tracer lost the record (the kernel no longer held it)".to_owned()
+                let mut line = match posix_lock {
+                    Some(lock) if hold.partial_releases.is_empty() => {
+                        self.posix_release(release, &format!("its {lock}"))
                     }
-                    None => format!("by {by}"),
+                    Some(lock) => self.posix_release(release, &format!("the rest of its {lock}")),
+                    None => format!("released when {}", self.how_released(release)),
                 };
-                let mut line = format!("released when {how}");
                 if let Some(ns) = orphan_ns {
                     line += &format!(", {} after its taker exited", duration(ns));
                 }
                 lines.push((release.at, line + &held));
             }
             None => {
-                let mut line = "still held when the logs end".to_owned();
+                let mut line = match (posix_lock, hold.taker) {
+                    (Some(lock), Some(taker)) => {
+                        format!("pid {}'s {lock} still held when the logs end", taker.pid)
+                    }
+                    _ => "still held when the logs end".to_owned(),
+                };
                 if let Some(ns) = orphan_ns {
                     line += &format!(", {} after its taker exited", duration(ns));
                 }
@@ -284,9 +304,66 @@ impl Renderer<'_> {
         }
     }
 
-    fn wait_lines(&self, wait: &Wait, lines: &mut Vec<(Nanos, String)>) {
+    fn how_released(&self, release: Release) -> String {
+        let by = self.actor(release.by);
+        match release.reason {
+            Some(ReleaseReason::Unlock) => format!("{by} unlocked it"),
+            Some(ReleaseReason::Close) => format!("{by} closed the file"),
+            Some(ReleaseReason::Exit) => format!("{by} exited"),
+            Some(ReleaseReason::Convert) => format!("{by} converted it"),
+            Some(ReleaseReason::Lost) => {
+                "the tracer lost the record (the kernel no longer held it)".to_owned()
+            }
+            None => format!("by {by}"),
+        }
+    }
+
+    /// A POSIX release, by the owner: `what` is `its write lock on bytes 0-9`, or a part of it.
+    fn posix_release(&self, release: Release, what: &str) -> String {
+        let by = self.actor(release.by);
+        match release.reason {
+            Some(ReleaseReason::Unlock) => format!("{by} unlocked {what}"),
+            Some(ReleaseReason::Close) => format!("{by} closed the file, releasing {what}"),
+            Some(ReleaseReason::Exit) => format!("{by} exited, releasing {what}"),
+            Some(ReleaseReason::Convert) => format!("{by} converted {what}"),
+            Some(ReleaseReason::Lost) => format!(
+                "the tracer lost the release of {} (the kernel no longer held it)",
+                what.replacen("its", &format!("pid {}'s", release.by.pid), 1)
+            ),
+            None => format!("{by} released {what}"),
+        }
+    }
+
+    /// Who held what, in the way of a POSIX request.
+    fn blockers_text(&self, blockers: &[Blocker]) -> String {
+        if blockers.is_empty() {
+            return "no lock these logs show was in the way".to_owned();
+        }
+        let held: Vec<String> = blockers
+            .iter()
+            .map(|blocker| {
+                format!(
+                    "{} held a {} on {}",
+                    self.actor(blocker.holder),
+                    lock_mode(blocker.mode).unwrap_or("lock"),
+                    bytes(blocker.range)
+                )
+            })
+            .collect();
+        held.join(", ")
+    }
+
+    fn wait_lines(&self, wait: &Wait, posix: bool, lines: &mut Vec<(Nanos, String)>) {
         let waiter = self.actor(wait.waiter);
-        lines.push((wait.since, format!("{waiter} queued for the lock")));
+        let queued = match wait.mode.and_then(lock_mode).filter(|_| posix) {
+            Some(mode) => format!(
+                "{waiter} queued for a {mode} on {}: {}",
+                bytes(wait.range),
+                self.blockers_text(&wait.blockers)
+            ),
+            None => format!("{waiter} queued for the lock"),
+        };
+        lines.push((wait.since, queued));
         match wait.outcome {
             // The acquire line says how long it waited.
             WaitOutcome::Acquired(_) => {}
@@ -308,58 +385,123 @@ impl Renderer<'_> {
         }
     }
 
-    /// One line per refused process: polling loops make thousands.
-    fn refusal_lines(&self, lock: &Lock, lines: &mut Vec<(Nanos, String)>) {
-        let mut by_pid: Vec<(Actor, Nanos, Nanos, u64, Vec<&str>)> = Vec::new();
+    /// One line per refused process (for POSIX locks: per process, request and the locks in
+    /// its way): polling loops make thousands. Past REFUSED_SHOWN of them, one line.
+    fn refusal_lines(&self, lock: &Lock, posix: bool, lines: &mut Vec<(Nanos, String)>) {
+        struct Group<'r> {
+            first: &'r Refusal,
+            last: Nanos,
+            count: u64,
+            errnos: Vec<&'r str>,
+        }
+        let mut groups: Vec<Group> = Vec::new();
+        /// Refusals told together: the process, what it asked for, what was in the way.
+        type Same<'r> = (u32, Option<Mode>, ByteRange, &'r [Blocker]);
+        let mut index: HashMap<Same, usize> = HashMap::new();
         for refusal in &lock.refusals {
             let errno = refusal.errno.map_or("?", |errno| self.names.get(errno));
-            match by_pid
-                .iter_mut()
-                .find(|entry| entry.0.pid == refusal.actor.pid)
-            {
-                Some((_, _, last, count, errnos)) => {
-                    *last = refusal.at;
-                    *count += 1;
-                    if !errnos.contains(&errno) {
-                        errnos.push(errno);
-                    }
-                }
-                None => by_pid.push((refusal.actor, refusal.at, refusal.at, 1, vec![errno])),
+            let key = if posix {
+                (
+                    refusal.actor.pid,
+                    refusal.mode,
+                    refusal.range,
+                    &*refusal.blockers,
+                )
+            } else {
+                (refusal.actor.pid, None, lock.key.range, &[][..])
+            };
+            let group = *index.entry(key).or_insert_with(|| {
+                groups.push(Group {
+                    first: refusal,
+                    last: refusal.at,
+                    count: 0,
+                    errnos: Vec::new(),
+                });
+                groups.len() - 1
+            });
+            let group = &mut groups[group];
+            group.last = refusal.at;
+            group.count += 1;
+            if !group.errnos.contains(&errno) {
+                group.errnos.push(errno);
             }
         }
-        if by_pid.len() > REFUSED_SHOWN {
+        if groups.len() > REFUSED_SHOWN {
             let (first, last) = (
                 lock.refusals[0].at,
                 lock.refusals[lock.refusals.len() - 1].at,
             );
-            let mut errnos: Vec<&str> = by_pid
+            let processes: HashSet<u32> =
+                groups.iter().map(|group| group.first.actor.pid).collect();
+            let mut errnos: Vec<&str> = groups
                 .iter()
-                .flat_map(|entry| entry.4.iter().copied())
+                .flat_map(|group| group.errnos.iter().copied())
                 .collect();
             errnos.sort_unstable();
             errnos.dedup();
-            let line = format!(
+            let mut line = format!(
                 "{} processes were refused the lock {} times ({}), the last at {}",
-                by_pid.len(),
+                processes.len(),
                 lock.refusals.len(),
                 errnos.join(", "),
                 time(last)
             );
+            if posix {
+                let mut holders: Vec<Actor> = lock
+                    .refusals
+                    .iter()
+                    .flat_map(|refusal| refusal.blockers.iter().map(|blocker| blocker.holder))
+                    .collect();
+                holders.sort_unstable_by_key(|holder| holder.pid);
+                holders.dedup();
+                let holders: Vec<String> = holders
+                    .into_iter()
+                    .map(|holder| self.actor(holder))
+                    .collect();
+                if !holders.is_empty() {
+                    line += &format!("; the locks in the way were held by {}", holders.join(", "));
+                }
+            }
             lines.push((first, line));
             return;
         }
-        for (actor, first, last, count, errnos) in by_pid {
-            let errnos = errnos.join(", ");
-            let line = if count == 1 {
-                format!("{} was refused the lock ({errnos})", self.actor(actor))
+        for group in groups {
+            let refusal = group.first;
+            let actor = self.actor(refusal.actor);
+            let what = match refusal.mode.and_then(lock_mode).filter(|_| posix) {
+                Some(mode) => format!("a {mode} on {}", bytes(refusal.range)),
+                None => "the lock".to_owned(),
+            };
+            let errnos = group.errnos.join(", ");
+            let mut line = if group.count == 1 {
+                format!("{actor} was refused {what} ({errnos})")
             } else {
                 format!(
-                    "{} was refused the lock {count} times ({errnos}), the last at {}",
-                    self.actor(actor),
-                    time(last)
+                    "{actor} was refused {what} {} times ({errnos}), the last at {}",
+                    group.count,
+                    time(group.last)
                 )
             };
-            lines.push((first, line));
+            if posix {
+                line += &format!(": {}", self.blockers_text(&refusal.blockers));
+            }
+            lines.push((refusal.at, line));
+        }
+    }
+
+    /// Who held which POSIX locks at `at`, by process and mode, as the kernel merges them.
+    fn held_at_lines(&self, lock: &Lock, at: Nanos, lines: &mut Vec<(Nanos, String)>) {
+        for (holder, mode, ranges) in held_at(lock, at) {
+            let ranges: Vec<String> = ranges.into_iter().map(bytes).collect();
+            let mode = lock_mode(mode).unwrap_or("lock");
+            lines.push((
+                at,
+                format!(
+                    "at that instant {} held a {mode} on {}",
+                    self.actor(holder),
+                    ranges.join(", ")
+                ),
+            ));
         }
     }
 
@@ -539,8 +681,8 @@ impl Renderer<'_> {
             dev: self.names.get(key.dev),
             ino: key.ino,
             kind: key.kind,
-            start: key.start,
-            end: key.end,
+            start: key.range.start,
+            end: key.range.logged_end(),
             paths: lock
                 .paths
                 .iter()
@@ -563,6 +705,20 @@ impl Renderer<'_> {
                         .iter()
                         .map(|&holder| self.proc(holder))
                         .collect(),
+                    start: hold.range.start,
+                    end: hold.range.logged_end(),
+                    excluded: hold.excluded.iter().map(|&range| range.into()).collect(),
+                    partial_releases: hold
+                        .partial_releases
+                        .iter()
+                        .map(|part| PartialReleaseJson {
+                            start: part.range.start,
+                            end: part.range.logged_end(),
+                            at: time(part.release.at),
+                            by: self.proc(part.release.by),
+                            reason: part.release.reason,
+                        })
+                        .collect(),
                     released: hold.release.map(|release| time(release.at)),
                     released_by: hold.release.map(|release| self.proc(release.by)),
                     reason: hold.release.and_then(|release| release.reason),
@@ -577,6 +733,9 @@ impl Renderer<'_> {
                 .map(|wait| WaitJson {
                     waiter: self.proc(wait.waiter),
                     mode: wait.mode,
+                    start: wait.range.start,
+                    end: wait.range.logged_end(),
+                    blockers: self.blockers_json(&wait.blockers),
                     since: time(wait.since),
                     until: wait.until().map(time),
                     wait_ns: self.wait_ns(wait),
@@ -598,11 +757,43 @@ impl Renderer<'_> {
                     at: time(refusal.at),
                     process: self.proc(refusal.actor),
                     errno: refusal.errno.map(|errno| self.names.get(errno)),
+                    mode: refusal.mode,
+                    start: refusal.range.start,
+                    end: refusal.range.logged_end(),
+                    blockers: self.blockers_json(&refusal.blockers),
                 })
                 .collect(),
             totals: self.totals(lock),
             logs_end: time(self.end),
+            held_at: self
+                .at
+                .filter(|_| lock.key.kind == LockKind::Posix)
+                .map(|at| {
+                    held_at(lock, at)
+                        .into_iter()
+                        .flat_map(|(holder, mode, ranges)| {
+                            ranges.into_iter().map(move |range| HeldJson {
+                                process: self.proc(holder),
+                                mode,
+                                start: range.start,
+                                end: range.logged_end(),
+                            })
+                        })
+                        .collect()
+                }),
         }
+    }
+
+    fn blockers_json(&self, blockers: &[Blocker]) -> Vec<HeldJson<'_>> {
+        blockers
+            .iter()
+            .map(|blocker| HeldJson {
+                process: self.proc(blocker.holder),
+                mode: blocker.mode,
+                start: blocker.range.start,
+                end: blocker.range.logged_end(),
+            })
+            .collect()
     }
 }
 
@@ -649,6 +840,43 @@ pub struct LockJson<'a> {
     pub refusals: Vec<RefusalJson<'a>>,
     pub totals: Totals<'a>,
     pub logs_end: String,
+    /// `--at`, POSIX locks: who held which bytes at that instant, as the kernel merges them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_at: Option<Vec<HeldJson<'a>>>,
+}
+
+/// A POSIX lock: held at an instant, or in the way of a request.
+#[derive(Debug, Serialize)]
+pub struct HeldJson<'a> {
+    #[serde(flatten)]
+    pub process: Proc<'a>,
+    pub mode: Mode,
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RangeJson {
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+impl From<ByteRange> for RangeJson {
+    fn from(range: ByteRange) -> Self {
+        Self {
+            start: range.start,
+            end: range.logged_end(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PartialReleaseJson<'a> {
+    pub start: u64,
+    pub end: Option<u64>,
+    pub at: String,
+    pub by: Proc<'a>,
+    pub reason: Option<ReleaseReason>,
 }
 
 #[derive(Debug, Serialize)]
@@ -664,6 +892,15 @@ pub struct HoldJson<'a> {
     pub taker_exit: Option<String>,
     pub orphaned: bool,
     pub holders: Vec<Proc<'a>>,
+    /// The bytes it covered when taken.
+    pub start: u64,
+    pub end: Option<u64>,
+    /// POSIX: bytes between `start` and `end` it never had (already held in that mode).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<RangeJson>,
+    /// POSIX: parts released before the rest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partial_releases: Vec<PartialReleaseJson<'a>>,
     pub released: Option<String>,
     pub released_by: Option<Proc<'a>>,
     pub reason: Option<ReleaseReason>,
@@ -676,6 +913,11 @@ pub struct HoldJson<'a> {
 pub struct WaitJson<'a> {
     pub waiter: Proc<'a>,
     pub mode: Option<Mode>,
+    pub start: u64,
+    pub end: Option<u64>,
+    /// POSIX: the other processes' locks on those bytes when it began to wait.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<HeldJson<'a>>,
     pub since: String,
     pub until: Option<String>,
     pub wait_ns: u64,
@@ -688,6 +930,67 @@ pub struct RefusalJson<'a> {
     pub at: String,
     pub process: Proc<'a>,
     pub errno: Option<&'a str>,
+    pub mode: Option<Mode>,
+    pub start: u64,
+    pub end: Option<u64>,
+    /// POSIX: the other processes' locks on those bytes then.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<HeldJson<'a>>,
+}
+
+/// The POSIX locks of a section held at `at`: per process and mode, the ranges as the kernel
+/// keeps them (touching ranges of one mode merged), by first byte.
+fn held_at(lock: &Lock, at: Nanos) -> Vec<(Actor, Mode, Vec<ByteRange>)> {
+    let mut held: HashMap<(u32, Mode), (Actor, Vec<ByteRange>)> = HashMap::new();
+    for hold in &lock.holds {
+        let (Some(taker), Some(mode)) = (hold.taker, hold.mode) else {
+            continue;
+        };
+        let pieces = hold.held_at(at);
+        if !pieces.is_empty() {
+            held.entry((taker.pid, mode))
+                .or_insert((taker, Vec::new()))
+                .1
+                .extend(pieces);
+        }
+    }
+    let mut held: Vec<(Actor, Mode, Vec<ByteRange>)> = held
+        .into_iter()
+        .map(|((_, mode), (holder, mut ranges))| {
+            ranges.sort_unstable();
+            let mut merged: Vec<ByteRange> = Vec::new();
+            for range in ranges {
+                match merged.last_mut() {
+                    Some(last) if last.overlaps(range) || last.touches(range) => {
+                        last.end = last.end.max(range.end);
+                    }
+                    _ => merged.push(range),
+                }
+            }
+            (holder, mode, merged)
+        })
+        .collect();
+    held.sort_unstable_by_key(|(holder, _, ranges)| (ranges[0].start, holder.pid));
+    held
+}
+
+/// `write lock`, `read lock`.
+fn lock_mode(mode: Mode) -> Option<&'static str> {
+    match mode {
+        Mode::Read => Some("read lock"),
+        Mode::Write => Some("write lock"),
+        Mode::Unlock => None,
+    }
+}
+
+/// `bytes 0-9`, `byte 7`, `bytes 100 to the end`, `the whole file`.
+pub fn bytes(range: ByteRange) -> String {
+    match (range.start, range.logged_end()) {
+        (0, None) => "the whole file".to_owned(),
+        (start, None) => format!("bytes {start} to the end"),
+        (start, Some(end)) if start == end => format!("byte {start}"),
+        (start, Some(end)) => format!("bytes {start}-{end}"),
+    }
 }
 
 fn plural<'a>(count: usize, one: &'a str, many: &'a str) -> &'a str {

@@ -423,3 +423,177 @@ fn many_refused_processes_make_one_line() {
     );
     assert_eq!(text.lines().count(), 4, "{text}");
 }
+
+/// A POSIX lock line of `pid` on inode 9: bytes `start` to `end` (None: to the end).
+fn posix_line(
+    event: &str,
+    seconds: u64,
+    pid: u32,
+    mode: &str,
+    (start, end): (u64, Option<u64>),
+    extra: Value,
+) -> String {
+    let mut line: Value =
+        serde_json::from_str(&lock_line(event, seconds, pid, "db", 9, extra)).unwrap();
+    line["kind"] = json!("posix");
+    line["mode"] = json!(mode);
+    line["start"] = json!(start);
+    line["end"] = json!(end);
+    line["path"] = json!("/srv/app.db");
+    line.to_string() + "\n"
+}
+
+fn unlocked(held: u64) -> Value {
+    json!({"held_ns": held * 1_000_000_000, "reason": "unlock"})
+}
+
+#[test]
+fn posix_ranges_merge_and_split_as_the_kernel_keeps_them() {
+    let logs = Logs::new("posix-merge");
+    let log = logs.write(
+        "trace.log",
+        [
+            posix_line("acquire", 1, 50, "write", (0, Some(9)), json!({})),
+            // The kernel merged 10-19 into the lock on 0-9: the line names the merged lock.
+            posix_line("acquire", 2, 50, "write", (0, Some(19)), json!({})),
+            posix_line("release", 3, 50, "write", (0, Some(19)), unlocked(2)),
+            posix_line("acquire", 4, 50, "write", (0, Some(99)), json!({})),
+            posix_line("release", 5, 50, "write", (10, Some(19)), unlocked(1)),
+            json!({"event": "stop", "ts": ts(9), "lost": 0}).to_string() + "\n",
+        ]
+        .concat()
+        .as_bytes(),
+    );
+    let (text, _) = report(&[&log]).unwrap();
+    assert!(
+        text.starts_with("/srv/app.db: POSIX lock, bytes 0-99 (dev 254:0, inode 9)\n"),
+        "{text}"
+    );
+    for line in [
+        "03:00:01.000Z  pid 50 (db) took a write lock on bytes 0-9\n",
+        "03:00:02.000Z  pid 50 (db) took a write lock on bytes 10-19\n",
+        "03:00:03.000Z  pid 50 (db) unlocked its write lock on bytes 0-9; held 2s\n",
+        "03:00:03.000Z  pid 50 (db) unlocked its write lock on bytes 10-19; held 1s\n",
+        "03:00:05.000Z  pid 50 (db) unlocked bytes 10-19 of its write lock on bytes 0-99\n",
+        "03:00:09.000Z  pid 50's write lock on bytes 0-99 still held when the logs end; held 5s\n",
+    ] {
+        assert!(text.contains(line), "{line:?} not in {text}");
+    }
+    assert_eq!(text.matches("still held when").count(), 1, "{text}");
+
+    // At 03:00:06 it held 0-9 and 20-99, as /proc/locks would show.
+    let (json, _) = report(&["--json", "--at", "2026-11-27T03:00:06Z", &log]).unwrap();
+    let locks = json_locks(&json);
+    assert_eq!(
+        locks[0]["held_at"],
+        json!([
+            {"pid": 50, "comm": "db", "mode": "write", "start": 0, "end": 9},
+            {"pid": 50, "comm": "db", "mode": "write", "start": 20, "end": 99},
+        ])
+    );
+    let (text, _) = report(&["--at", "2026-11-27T03:00:06Z", &log]).unwrap();
+    assert!(
+        text.contains("at that instant pid 50 (db) held a write lock on bytes 0-9, bytes 20-99"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_exit_ends_every_posix_range_even_without_release_lines() {
+    let logs = Logs::new("posix-exit");
+    let exit = json!({"event": "exit", "ts": ts(5), "pid": 50, "comm": "db", "locks": 2});
+    let log = logs.write(
+        "trace.log",
+        [
+            posix_line("acquire", 1, 50, "write", (0, Some(9)), json!({})),
+            posix_line("acquire", 2, 50, "read", (20, None), json!({})),
+            // Its release lines were lost.
+            exit.to_string() + "\n",
+            json!({"event": "stop", "ts": ts(60), "lost": 2}).to_string() + "\n",
+        ]
+        .concat()
+        .as_bytes(),
+    );
+    for args in [vec![log.as_str()], vec!["--inode", "254:0:9", &log]] {
+        let (text, _) = report(&args).unwrap();
+        assert!(!text.contains("still held"), "{args:?}: {text}");
+        assert!(
+            text.contains("03:00:05.000Z  pid 50 (db) exited, releasing its read lock on bytes 20 to the end; held 3s"),
+            "{args:?}: {text}"
+        );
+    }
+    let (json, _) = report(&["--json", "--at", "2026-11-27T03:00:30Z", &log]).unwrap();
+    assert!(json.is_empty(), "{json}");
+}
+
+#[test]
+fn a_refusal_names_who_held_the_bytes() {
+    let logs = Logs::new("posix-refused");
+    let refused = json!({"errno": "EAGAIN"});
+    let log = logs.write(
+        "trace.log",
+        [
+            posix_line("acquire", 1, 50, "write", (0, Some(49)), json!({})),
+            posix_line("acquire", 2, 50, "write", (0, Some(99)), json!({})),
+            posix_line("acquire", 2, 60, "read", (200, Some(209)), json!({})),
+            posix_line("fail", 3, 70, "read", (90, Some(90)), refused.clone()),
+            posix_line("fail", 4, 70, "read", (90, Some(90)), refused),
+            posix_line("wait", 5, 80, "write", (205, Some(205)), json!({})),
+            posix_line("release", 6, 60, "read", (200, Some(209)), unlocked(4)),
+            posix_line(
+                "acquire",
+                6,
+                80,
+                "write",
+                (205, Some(205)),
+                json!({"wait_ns": 1_000_000_000u64}),
+            ),
+            posix_line("release", 7, 80, "write", (205, Some(205)), unlocked(1)),
+            posix_line("release", 8, 50, "write", (0, Some(99)), unlocked(7)),
+        ]
+        .concat()
+        .as_bytes(),
+    );
+    let (text, _) = report(&[&log]).unwrap();
+    assert!(
+        text.contains("/srv/app.db: POSIX lock, bytes 0-99 "),
+        "{text}"
+    );
+    assert!(
+        text.contains("/srv/app.db: POSIX lock, bytes 200-209 "),
+        "{text}"
+    );
+    assert!(
+        text.contains("pid 70 (db) was refused a read lock on byte 90 2 times (EAGAIN), the last at 2026-11-27T03:00:04.000Z: pid 50 (db) held a write lock on bytes 0-99"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pid 80 (db) queued for a write lock on byte 205: pid 60 (db) held a read lock on bytes 200-209"),
+        "{text}"
+    );
+    let (json, _) = report(&["--json", &log]).unwrap();
+    let locks = json_locks(&json);
+    assert_eq!(
+        locks[0]["refusals"][0]["blockers"],
+        json!([{"pid": 50, "comm": "db", "mode": "write", "start": 0, "end": 99}])
+    );
+    assert_eq!(locks[0]["totals"]["still_held"], 0);
+}
+
+#[test]
+fn a_posix_release_without_its_acquire_was_taken_before_the_logs() {
+    let logs = Logs::new("posix-midway");
+    let log = logs.write(
+        "trace.log",
+        posix_line("release", 10, 50, "write", (0, Some(9)), unlocked(4)).as_bytes(),
+    );
+    let (json, _) = report(&["--json", &log]).unwrap();
+    let hold = &json_locks(&json)[0]["holds"][0];
+    assert_eq!(hold["acquire_logged"], false);
+    assert_eq!(hold["acquired"], "2026-11-27T03:00:06.000Z");
+    assert_eq!(hold["still_held"], false);
+    assert_eq!(
+        (hold["start"].clone(), hold["end"].clone()),
+        (json!(0), json!(9))
+    );
+}

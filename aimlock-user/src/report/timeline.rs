@@ -1,13 +1,18 @@
-//! Folding one lock's lines, in time order, into holds, waits and refusals.
+//! Folding one lock's lines, in time order, into holds, waits and refusals. POSIX locks are
+//! folded per file by [`super::posix`].
 
-use crate::events::{EventKind, Mode, ReleaseReason};
+use std::collections::HashMap;
+
+use crate::events::{EventKind, LockKind, Mode, ReleaseReason};
 
 use super::{
     input::LockLines,
-    line::{Actor, LockKey, Name, Nanos, Record},
+    line::{Actor, ByteRange, Exit, LockKey, Name, Nanos, Origin, Record},
+    posix,
 };
 
-/// One lock's history.
+/// One lock's history: for POSIX locks, one section of a file (bytes that overlapping locks,
+/// waits and refusals tie together).
 #[derive(Debug, Clone)]
 pub struct Lock {
     pub key: LockKey,
@@ -37,7 +42,72 @@ pub struct Hold {
     pub orphaned: bool,
     /// Live processes that still referenced the lock when its taker had gone.
     pub holders: Vec<Actor>,
+    /// The bytes it covered when taken.
+    pub range: ByteRange,
+    /// POSIX: bytes inside `range` that it never had (the owner held them already, in the
+    /// same mode, when it took the rest).
+    pub excluded: Vec<ByteRange>,
+    /// POSIX: the parts released before the rest, in time order.
+    pub partial_releases: Vec<PartialRelease>,
+    /// When the last of it was released.
     pub release: Option<Release>,
+}
+
+impl Hold {
+    /// The bytes it held at `at`: none before it was taken or once released.
+    pub fn held_at(&self, at: Nanos) -> Vec<ByteRange> {
+        let taken = self.acquired.is_none_or(|acquired| acquired <= at);
+        let released = self.release.is_some_and(|release| release.at <= at);
+        if !taken || released {
+            return Vec::new();
+        }
+        let gone = self.excluded.iter().copied().chain(
+            self.partial_releases
+                .iter()
+                .filter(|part| part.release.at <= at)
+                .map(|part| part.range),
+        );
+        subtract(self.range, gone)
+    }
+}
+
+/// `range` without the bytes of `gone`, in order.
+pub fn subtract(range: ByteRange, gone: impl IntoIterator<Item = ByteRange>) -> Vec<ByteRange> {
+    let mut cuts: Vec<ByteRange> = gone
+        .into_iter()
+        .filter_map(|cut| cut.intersection(range))
+        .collect();
+    cuts.sort_unstable();
+    let mut left = Vec::new();
+    // The first byte neither cut nor kept yet; None once the end of `range` is reached.
+    let mut next = Some(range.start);
+    for cut in cuts {
+        let Some(from) = next else { break };
+        if cut.start > from {
+            left.push(ByteRange {
+                start: from,
+                end: cut.start - 1,
+            });
+        }
+        next = match cut.end.checked_add(1) {
+            Some(after) if cut.end < range.end => Some(after.max(from)),
+            _ => None,
+        };
+    }
+    if let Some(from) = next {
+        left.push(ByteRange {
+            start: from,
+            end: range.end,
+        });
+    }
+    left
+}
+
+/// Part of a POSIX hold released while the rest stayed held.
+#[derive(Debug, Clone, Copy)]
+pub struct PartialRelease {
+    pub range: ByteRange,
+    pub release: Release,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,8 +122,20 @@ pub struct Release {
 pub struct Wait {
     pub waiter: Actor,
     pub mode: Option<Mode>,
+    /// The bytes requested.
+    pub range: ByteRange,
     pub since: Nanos,
     pub outcome: WaitOutcome,
+    /// POSIX: the other processes' locks on those bytes when it began to wait.
+    pub blockers: Box<[Blocker]>,
+}
+
+/// A lock that conflicted with a request: who held which bytes, in which mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Blocker {
+    pub holder: Actor,
+    pub mode: Mode,
+    pub range: ByteRange,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +147,17 @@ pub enum WaitOutcome {
 }
 
 impl Wait {
+    pub(super) fn new(record: &Record, blockers: Box<[Blocker]>) -> Self {
+        Self {
+            waiter: record.actor,
+            mode: record.mode,
+            range: record.range,
+            since: record.at,
+            outcome: WaitOutcome::Waiting,
+            blockers,
+        }
+    }
+
     pub fn until(&self) -> Option<Nanos> {
         match self.outcome {
             WaitOutcome::Acquired(at) | WaitOutcome::Failed(at, _) => Some(at),
@@ -74,23 +167,50 @@ impl Wait {
 }
 
 /// A request the lock refused (a non-blocking attempt, a deadlock, an interrupted wait).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Refusal {
     pub at: Nanos,
     pub actor: Actor,
     pub errno: Option<Name>,
+    pub mode: Option<Mode>,
+    /// The bytes requested.
+    pub range: ByteRange,
+    /// POSIX: the other processes' locks on those bytes then.
+    pub blockers: Box<[Blocker]>,
+}
+
+impl Refusal {
+    pub(super) fn new(record: &Record, blockers: Box<[Blocker]>) -> Self {
+        Self {
+            at: record.at,
+            actor: record.actor,
+            errno: record.errno,
+            mode: record.mode,
+            range: record.range,
+            blockers,
+        }
+    }
 }
 
 /// Puts the lines in time order (equal times in the order of their files, then lines) and
-/// folds them. `rank` orders the sources.
-pub fn build(key: LockKey, lines: LockLines, rank: &[u32]) -> Lock {
+/// folds them: one lock, or for POSIX locks the sections of the file. `rank` orders the
+/// sources; `exits` are every process's exits.
+pub fn build(
+    key: LockKey,
+    lines: LockLines,
+    rank: &[u32],
+    exits: &HashMap<u32, Vec<Exit>>,
+) -> Vec<Lock> {
     let LockLines { mut records, paths } = lines;
-    records.sort_by_key(|r| (r.at, rank[r.origin.source as usize], r.origin.line));
+    let order = |at: Nanos, origin: Origin| (at, rank[origin.source as usize], origin.line);
+    records.sort_by_key(|r| order(r.at, r.origin));
     // The same line read twice (overlapping rotated copies) counts once.
     records.dedup_by(|a, b| {
         a.at == b.at
             && a.event == b.event
             && a.actor == b.actor
+            && a.range == b.range
+            && a.mode == b.mode
             && a.duration_ns == b.duration_ns
             && a.reason == b.reason
     });
@@ -101,10 +221,24 @@ pub fn build(key: LockKey, lines: LockLines, rank: &[u32]) -> Lock {
         waits: Vec::new(),
         refusals: Vec::new(),
     };
+    if key.kind == LockKind::Posix {
+        let mut pids: Vec<u32> = records.iter().map(|record| record.actor.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let mut file_exits: Vec<Exit> = pids
+            .iter()
+            .filter_map(|pid| exits.get(pid))
+            .flatten()
+            .copied()
+            .collect();
+        file_exits.sort_by_key(|exit| order(exit.at, exit.origin));
+        file_exits.dedup_by_key(|exit| (exit.at, exit.actor.pid));
+        return posix::fold(lock, &records, &file_exits);
+    }
     for record in &records {
         lock.apply(record);
     }
-    lock
+    vec![lock]
 }
 
 impl Lock {
@@ -112,43 +246,23 @@ impl Lock {
         let actor = record.actor;
         match record.event {
             EventKind::Wait => {
-                self.waits.push(Wait {
-                    waiter: actor,
-                    mode: record.mode,
-                    since: record.at,
-                    outcome: WaitOutcome::Waiting,
-                });
+                self.waits.push(Wait::new(record, Box::new([])));
             }
             EventKind::Acquire => {
-                let wait_ns = record.duration_ns.filter(|&ns| ns > 0);
-                let outcome = WaitOutcome::Acquired(record.at);
-                if !self.end_wait(actor, outcome)
-                    && let Some(wait_ns) = wait_ns
-                {
-                    // Its wait line is in a log that is not here.
-                    self.waits.push(Wait {
-                        waiter: actor,
-                        mode: record.mode,
-                        since: record.at.saturating_sub(wait_ns),
-                        outcome,
-                    });
-                }
+                let wait_ns = self.end_acquired_wait(record);
                 self.holds.push(Hold {
                     taker: Some(actor),
                     mode: record.mode,
                     acquired: Some(record.at),
                     acquire_logged: true,
                     wait_ns,
+                    range: record.range,
                     ..Default::default()
                 });
             }
             EventKind::Fail => {
                 if !self.end_wait(actor, WaitOutcome::Failed(record.at, record.errno)) {
-                    self.refusals.push(Refusal {
-                        at: record.at,
-                        actor,
-                        errno: record.errno,
-                    });
+                    self.refusals.push(Refusal::new(record, Box::new([])));
                 }
             }
             EventKind::Release => {
@@ -219,8 +333,24 @@ impl Lock {
         }
     }
 
+    /// Ends the wait of an acquire line's process, or adds the wait its `wait_ns` tells of when
+    /// its wait line is in a log that is not here. Returns how long it waited.
+    pub(super) fn end_acquired_wait(&mut self, record: &Record) -> Option<u64> {
+        let wait_ns = record.duration_ns.filter(|&ns| ns > 0);
+        let outcome = WaitOutcome::Acquired(record.at);
+        if !self.end_wait(record.actor, outcome)
+            && let Some(wait_ns) = wait_ns
+        {
+            let mut wait = Wait::new(record, Box::new([]));
+            wait.since = record.at.saturating_sub(wait_ns);
+            wait.outcome = outcome;
+            self.waits.push(wait);
+        }
+        wait_ns
+    }
+
     /// Ends the open wait of this process; false if it had none.
-    fn end_wait(&mut self, waiter: Actor, outcome: WaitOutcome) -> bool {
+    pub(super) fn end_wait(&mut self, waiter: Actor, outcome: WaitOutcome) -> bool {
         let open = self
             .waits
             .iter_mut()
@@ -269,6 +399,7 @@ impl Lock {
                     taker: new_taker,
                     mode: record.mode,
                     acquired,
+                    range: record.range,
                     ..Default::default()
                 });
                 self.holds.len() - 1
