@@ -629,3 +629,62 @@ fn report_at_says_what_proc_locks_said_for_random_ranges() {
     let locks = report_json(&["--at", &at, "--inode", &inode_arg, &log]);
     assert!(reported_posix_locks(&locks).is_empty(), "{locks:#?}");
 }
+
+#[test]
+fn two_files_that_shared_an_inode_number_are_two_timelines() {
+    let dir = TempDir::new("report-generations");
+    let log = dir.path().join("trace.log");
+    let first = dir.file("first.lock");
+    let ino = inode(&first);
+    let tracer = TraceToFile::start(&log, &["--path", &first.display().to_string()]);
+    let first_job = Workload::start(&[
+        &format!("open:{}", first.display()),
+        "flock:ex",
+        &format!("unlink:{}", first.display()),
+        "exit:0",
+    ]);
+    let first_pid = first_job.pid();
+    first_job.finish();
+    tracer.wait_for("the first file's release", |line| {
+        line["event"] == "release" && line["pid"] == first_pid
+    });
+    // A new file that gets the freed inode number (the kernel hands it out again soon).
+    let second = (0..1000)
+        .find_map(|index| {
+            let path = dir.file(&format!("second-{index}.lock"));
+            (inode(&path) == ino).then_some(path)
+        })
+        .expect("no new file got the freed inode number");
+    // The --path filter is by inode: it lets the second file's records in too.
+    let second_job =
+        Workload::start(&[&format!("open:{}", second.display()), "flock:ex", "exit:0"]);
+    let second_pid = second_job.pid();
+    second_job.finish();
+    let release = tracer.wait_for("the second file's release", |line| {
+        line["event"] == "release" && line["pid"] == second_pid
+    });
+    tracer.stop();
+    let dev = release["dev"].as_str().unwrap().to_owned();
+
+    let locks = report_json(&[
+        "--inode",
+        &format!("{dev}:{ino}"),
+        &log.display().to_string(),
+    ]);
+    assert_eq!(locks.len(), 2, "one timeline per file: {locks:#?}");
+    assert_ne!(locks[0]["generation"], locks[1]["generation"], "{locks:#?}");
+    for (lock, (path, pid)) in locks
+        .iter()
+        .zip([(&first, first_pid), (&second, second_pid)])
+    {
+        assert_eq!(
+            lock["paths"],
+            serde_json::json!([path.display().to_string()]),
+            "{lock:#}"
+        );
+        let holds = lock["holds"].as_array().unwrap();
+        assert_eq!(holds.len(), 1, "{lock:#}");
+        assert_eq!(holds[0]["taker"]["pid"], pid, "{lock:#}");
+        assert_eq!(holds[0]["still_held"], false, "{lock:#}");
+    }
+}

@@ -147,6 +147,8 @@ pub fn scan(sources: &[Source], prefilter: &Prefilter) -> Result<Scan, BadInput>
         exit_finder: memmem::Finder::new(EXIT_NEEDLE).into_owned(),
         scan: Scan::default(),
         lines_before: 0,
+        generations: HashMap::new(),
+        untagged: HashMap::new(),
     };
     let mut buffer = vec![0; CHUNK];
     for (index, source) in sources.iter().enumerate() {
@@ -186,6 +188,11 @@ fn open(source: &Source) -> Result<Box<dyn Read>, BadInput> {
 
 struct Scanner<'a> {
     prefilter: &'a Prefilter,
+    /// The latest generation of each inode, for the lines that do not say theirs (found in the
+    /// kernel's table: `held`, releases the ring lost) and the keys such lines made before a
+    /// line said it.
+    generations: HashMap<(Name, u64), u32>,
+    untagged: HashMap<(Name, u64), Vec<LockKey>>,
     finder: Option<memmem::Finder<'static>>,
     exit_finder: memmem::Finder<'static>,
     scan: Scan,
@@ -194,6 +201,42 @@ struct Scanner<'a> {
 }
 
 impl Scanner<'_> {
+    /// A line that does not give its inode's generation belongs to the latest one; the first
+    /// line that gives it claims what such lines gathered before.
+    fn with_generation(&mut self, key: LockKey) -> LockKey {
+        let inode = (key.dev, key.ino);
+        if key.generation == 0 {
+            return match self.generations.get(&inode) {
+                Some(&generation) => LockKey { generation, ..key },
+                None => {
+                    let untagged = self.untagged.entry(inode).or_default();
+                    if !untagged.contains(&key) {
+                        untagged.push(key);
+                    }
+                    key
+                }
+            };
+        }
+        if self.generations.insert(inode, key.generation).is_none() {
+            for old in self.untagged.remove(&inode).unwrap_or_default() {
+                if let Some(lines) = self.scan.locks.remove(&old) {
+                    let claimed = LockKey {
+                        generation: key.generation,
+                        ..old
+                    };
+                    let lock = self.scan.locks.entry(claimed).or_default();
+                    lock.records.extend(lines.records);
+                    for path in lines.paths {
+                        if !lock.paths.contains(&path) {
+                            lock.paths.push(path);
+                        }
+                    }
+                }
+            }
+        }
+        key
+    }
+
     fn summary(&mut self) -> &mut SourceSummary {
         self.scan
             .sources
@@ -383,6 +426,7 @@ impl Scanner<'_> {
                     return;
                 }
                 self.note_time(record.at);
+                let key = self.with_generation(key);
                 let lock = self.scan.locks.entry(key).or_default();
                 lock.records.push(record);
                 if let Some(path) = path

@@ -43,6 +43,7 @@ pub struct RawLine<'a> {
     pub by: Option<RawProc<'a>>,
     pub taker_exit: Option<&'a str>,
     pub orphan: Option<bool>,
+    pub generation: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +159,9 @@ impl Default for ByteRange {
 pub struct LockKey {
     pub dev: Name,
     pub ino: u64,
+    /// The inode's generation: a file that reuses a deleted one's inode number is another lock
+    /// file. 0 where the line does not say.
+    pub generation: u32,
     pub kind: LockKind,
     pub range: ByteRange,
 }
@@ -266,6 +270,7 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
     let key = LockKey {
         dev: names.intern(dev),
         ino,
+        generation: raw.generation.unwrap_or(0),
         kind,
         range: match kind {
             LockKind::Posix => ByteRange::WHOLE_FILE,

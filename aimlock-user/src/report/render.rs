@@ -136,7 +136,14 @@ impl Renderer<'_> {
             }
             None => "(path not logged)".to_owned(),
         };
-        format!("{name}: {kind}, {range} (dev {dev}, inode {})", key.ino)
+        let generation = match key.generation {
+            0 => String::new(),
+            generation => format!(", generation {generation}"),
+        };
+        format!(
+            "{name}: {kind}, {range} (dev {dev}, inode {}{generation})",
+            key.ino
+        )
     }
 
     /// The narrative of one lock: its events in time order, then totals.
@@ -680,6 +687,7 @@ impl Renderer<'_> {
         LockJson {
             dev: self.names.get(key.dev),
             ino: key.ino,
+            generation: Some(key.generation).filter(|&generation| generation != 0),
             kind: key.kind,
             start: key.range.start,
             end: key.range.logged_end(),
@@ -831,6 +839,8 @@ pub struct Totals<'a> {
 pub struct LockJson<'a> {
     pub dev: &'a str,
     pub ino: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
     pub kind: LockKind,
     pub start: u64,
     pub end: Option<u64>,
