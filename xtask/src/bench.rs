@@ -4,8 +4,10 @@
 //!
 //! Sections: overhead on the worst case (a tight lock/unlock loop), the highest lossless event
 //! rate, `aimlock locks` against `lslocks`, `aimlock report` against `jq`, the tracer's peak
-//! memory with 100,000 locks held, and its table seeded from and reconciled with the kernel's.
+//! memory with 100,000 locks held, its table seeded from and reconciled with the kernel's, and
+//! its paths and memory under a million short-lived processes.
 
+mod churn;
 mod common;
 mod kernel_table;
 mod memory;
@@ -29,6 +31,7 @@ pub enum Section {
     Report,
     Memory,
     KernelTable,
+    Churn,
 }
 
 pub struct Options {
@@ -109,6 +112,10 @@ pub fn bench(options: &Options) -> Result<()> {
     if selected(Section::KernelTable) {
         println!("==> bench: the tracer's table seeded from and reconciled with the kernel's");
         outcomes.push(kernel_table::kernel_table(&tools, runs)?);
+    }
+    if selected(Section::Churn) {
+        println!("==> bench: paths under churn, a million short-lived processes");
+        outcomes.push(churn::churn(&tools)?);
     }
     let _ = fs::remove_dir_all(&tools.scratch);
 
