@@ -42,25 +42,21 @@ fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
     shown.finish();
     // Job runners create a lock file, lock it and delete it: the kernel hands the freed inode
     // number to the next file.
-    let mut jobs = HashMap::new();
-    for index in 0..PROCESSES {
-        let path = dir.path().join(format!("job-{index}"));
-        let path = path.display().to_string();
-        let child = Command::new(&churn)
-            .args([
-                format!("open:{path}"),
-                "flock:ex".into(),
-                format!("unlink:{path}"),
-                "exit:0".into(),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn a job");
-        let pid = child.id();
-        let status = child.wait_with_output().expect("wait for a job").status;
-        assert!(status.success(), "job {index} exited with {status}");
-        jobs.insert(u64::from(pid), path);
-    }
+    let output = Command::new(&churn)
+        .arg(format!("churn:{}:{PROCESSES}:pids", dir.path().display()))
+        .output()
+        .expect("run the jobs");
+    assert!(output.status.success(), "{output:?}");
+    let jobs: HashMap<u64, String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|line| {
+            let job = line["job"].as_u64()?;
+            let path = dir.path().join(format!("job-{job}"));
+            Some((line["pid"].as_u64()?, path.display().to_string()))
+        })
+        .collect();
+    assert_eq!(jobs.len(), PROCESSES);
     let events = eventually("every job's release", SETTLE, || {
         let events = tracer.events();
         let released = of_kind(&events, "release")

@@ -19,9 +19,10 @@
 //!                             {"call":"w:START:LEN","ok":..,"errno":..}
 //!   getlk:START:LEN           fcntl F_GETLK (a probe that takes nothing)
 //!   lease:r|w|u               fcntl F_SETLEASE on the current fd
-//!   churn:DIR:N               N short-lived processes one after the other, each creating its
+//!   churn:DIR:N[:pids]        N short-lived processes one after the other, each creating its
 //!                             own file DIR/job-I, locking it (flock), deleting it and exiting;
-//!                             prints {"churn":{"jobs":..,"seconds":..}} first
+//!                             prints {"churn":{"jobs":..,"seconds":..}} first, and with `pids`
+//!                             {"job":I,"pid":PID} for each job before it
 //!   hold-many:DIR:N           open N new files DIR/PID-I and lock each, in turn with flock,
 //!                             a POSIX and an OFD write lock; the fds stay open (the open
 //!                             files limit is raised for them where it may be)
@@ -223,7 +224,8 @@ impl State {
                 // SAFETY: alarm(2) has no memory effects.
                 unsafe { libc::alarm(seconds.parse()?) };
             }
-            ["churn", dir @ .., count] => churn(&dir.join(":"), count.parse()?)?,
+            ["churn", dir, count] => churn(dir, count.parse()?, false)?,
+            ["churn", dir, count, "pids"] => churn(dir, count.parse()?, true)?,
             ["hold-in-child", seconds] => {
                 let seconds: f64 = seconds.parse()?;
                 // SAFETY: single-threaded; the child only sleeps and exits.
@@ -572,8 +574,9 @@ fn make_room_for_fds(count: usize) -> Result<()> {
 
 /// Job runners' lock files: each job a process of its own that creates, locks and deletes its
 /// file, then exits, so the kernel hands freed inode numbers to the next jobs.
-fn churn(dir: &str, count: usize) -> Result<()> {
+fn churn(dir: &str, count: usize, report_pids: bool) -> Result<()> {
     let started = Instant::now();
+    let mut out = std::io::stdout().lock();
     for index in 0..count {
         let path = format!("{dir}/job-{index}");
         // SAFETY: single-threaded; the child only makes system calls and exits.
@@ -597,15 +600,22 @@ fn churn(dir: &str, count: usize) -> Result<()> {
                 // SAFETY: _exit leaves at once, without running the parent's atexit work.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) };
             }
-            ForkResult::Parent { child } => match waitpid(child, None)? {
-                WaitStatus::Exited(_, 0) => {}
-                other => bail!("job {index} ended with {other:?}"),
-            },
+            ForkResult::Parent { child } => {
+                match waitpid(child, None)? {
+                    WaitStatus::Exited(_, 0) => {}
+                    other => bail!("job {index} ended with {other:?}"),
+                }
+                if report_pids {
+                    let line = serde_json::json!({"job": index, "pid": child.as_raw()});
+                    writeln!(out, "{line}")?;
+                }
+            }
         }
     }
     let line = serde_json::json!({
         "churn": {"jobs": count, "seconds": started.elapsed().as_secs_f64()}
     });
-    println!("{line}");
+    writeln!(out, "{line}")?;
+    out.flush()?;
     Ok(())
 }
