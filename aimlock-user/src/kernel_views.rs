@@ -10,7 +10,9 @@
 //!   at most once a second.
 //!
 //! While the ring overflows, every look waits a second after the last: a sustained overflow
-//! costs one read of the table a second, whatever else calls for one.
+//! costs one read of the table a second, whatever else calls for one. And a look waits at least
+//! four times as long as the last one took, so that on a host with very many locks reading the
+//! table never takes more than a fifth of a core.
 
 use std::{
     sync::Arc,
@@ -29,6 +31,8 @@ use crate::{
 
 const ORPHAN_LOOK_INTERVAL: Duration = Duration::from_millis(100);
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+/// A look waits at least this many times as long as the last one took.
+const COST_FACTOR: u32 = 4;
 /// How often the kernel's drop counter is read.
 const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -73,6 +77,8 @@ pub struct KernelViews {
     scope: Arc<Scope>,
     under_way: Option<oneshot::Receiver<KernelView>>,
     last_look: Option<Instant>,
+    /// How long the last look took, from its start to its view.
+    last_cost: Duration,
     last_loss_check: Option<Instant>,
     lost_seen: u64,
     lost_pending: bool,
@@ -92,6 +98,7 @@ impl KernelViews {
             }),
             under_way: None,
             last_look: None,
+            last_cost: Duration::ZERO,
             last_loss_check: None,
             lost_seen: 0,
             lost_pending: false,
@@ -146,6 +153,9 @@ impl KernelViews {
     pub async fn done(&mut self) -> Option<KernelView> {
         let view = self.under_way.as_mut()?.await.ok();
         self.under_way = None;
+        self.last_cost = self
+            .last_look
+            .map_or(Duration::ZERO, |start| start.elapsed());
         view
     }
 
@@ -185,7 +195,8 @@ impl KernelViews {
             (Some(ScanWanted::Orphans), _) if !overflowing => ORPHAN_LOOK_INTERVAL,
             (Some(_), _) | (None, true) => RECONCILE_INTERVAL,
             (None, false) => return,
-        };
+        }
+        .max(self.last_cost * COST_FACTOR);
         if self
             .last_look
             .is_some_and(|last| now.duration_since(last) < interval)

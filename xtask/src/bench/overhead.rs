@@ -462,8 +462,10 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
         "aimlock's programs here: {kinds}; per pair, medians: {}. aimlock's lock hooks are \
          tp_btf already (its classic tracepoints are the exit and lease hooks, which this loop \
          does not reach), so what it adds over the tp_btf floor is the work of its programs for \
-         each of the two records a pair makes (the command name, four reads of kernel memory, a \
-         ring reservation, a 136-byte record and its submission) and its reader competing with \
+         each of the two records a pair makes (the command name, four reads of kernel memory \
+         for the lock and five for the file's generation, link count and dentry (its name is \
+         read once per burst on one file), a ring reservation, a 200-byte record and its \
+         submission) and its reader competing with \
          the loop for this machine's two cores (see the tracer CPU column). What would close \
          the gap: a smaller record without the command name (read once per process in user \
          space instead), records batched per CPU so that one ring reservation carries several, \
