@@ -102,7 +102,7 @@ pub fn btf_flock_lock_inode(ctx: BtfTracePointContext) -> i32 {
     if emit_btf(ctx.arg(0), ctx.arg(1), ret as i32, Source::Flock) && ret as i32 == 1 {
         // FILE_LOCK_DEFERRED: queued; how the call ends, the fexit program below sees.
         let tid = bpf_get_current_pid_tgid() as u32;
-        let _ = FLOCK_WAITERS.insert(&tid, &1, 0);
+        let _ = FLOCK_WAITERS.insert(tid, 1, 0);
     }
     0
 }
@@ -139,10 +139,10 @@ pub fn fexit_locks_lock_inode_wait(ctx: FExitContext) -> i32 {
     }
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is only tested for presence.
-    if unsafe { FLOCK_WAITERS.get(&tid) }.is_none() {
+    if unsafe { FLOCK_WAITERS.get(tid) }.is_none() {
         return 0;
     }
-    let _ = FLOCK_WAITERS.remove(&tid);
+    let _ = FLOCK_WAITERS.remove(tid);
     emit_btf(ctx.arg(0), ctx.arg(1), ret as i32, Source::FlockWaitEnd);
     0
 }

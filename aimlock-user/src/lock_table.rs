@@ -565,20 +565,47 @@ impl Processes {
     }
 }
 
+/// A lock as a scan builds it, for unit tests: the whole file, `recorded` as its taker's pid,
+/// held through fd 3 of each of `holders`, judged as [`take`] judges.
+#[cfg(test)]
+pub fn example(kind: LockKind, mode: Mode, recorded: i32, holders: &[u32]) -> Lock {
+    let holders: Vec<Holder> = holders
+        .iter()
+        .map(|&pid| Holder {
+            pid,
+            comm: "worker".to_owned(),
+            fd: 3,
+            ns_pid: None,
+            cgroup: None,
+        })
+        .collect();
+    let taker = Taker::judge(recorded, &holders);
+    Lock {
+        kind,
+        mode,
+        start: 0,
+        end: None,
+        dev: "254:0".to_owned(),
+        kernel_dev: aimlock_common::kernel_dev(254, 0),
+        ino: 42,
+        path: None,
+        deleted: false,
+        pid: recorded,
+        command: (taker == Taker::Holding).then(|| "worker".to_owned()),
+        orphan: is_orphan(kind, taker, &holders),
+        taker,
+        hidden: false,
+        holders,
+        waiters: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn holders(pids: &[u32]) -> Vec<Holder> {
-        pids.iter()
-            .map(|&pid| Holder {
-                pid,
-                comm: "worker".to_owned(),
-                fd: 3,
-                ns_pid: None,
-                cgroup: None,
-            })
-            .collect()
+        example(LockKind::Flock, Mode::Write, 0, pids).holders
     }
 
     #[test]

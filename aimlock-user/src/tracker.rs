@@ -1234,34 +1234,12 @@ mod tests {
     /// with an fd on it; whether the taker is among them decides the orphan, as in lock_table.
     fn kernel_lock(kind: LockKind, mode: Mode, pid: i32, holders: &[u32]) -> lock_table::Lock {
         let recorded = if kind == LockKind::Ofd { -1 } else { pid };
-        let holders: Vec<lock_table::Holder> = holders
-            .iter()
-            .map(|&pid| lock_table::Holder {
-                pid,
-                comm: "worker".to_owned(),
-                fd: 3,
-                ns_pid: None,
-                cgroup: None,
-            })
-            .collect();
-        let taker = Taker::judge(recorded, &holders);
         lock_table::Lock {
-            kind,
-            mode,
-            start: 0,
-            end: None,
             dev: "8:1".to_owned(),
             kernel_dev: DEV,
             ino: INO,
             path: Some("/run/x.lock".to_owned()),
-            deleted: false,
-            pid: recorded,
-            command: (taker == Taker::Holding).then(|| "worker".to_owned()),
-            orphan: lock_table::is_orphan(kind, taker, &holders),
-            taker,
-            hidden: false,
-            holders,
-            waiters: Vec::new(),
+            ..lock_table::example(kind, mode, recorded, holders)
         }
     }
 

@@ -423,34 +423,11 @@ mod tests {
     /// A lock of the table as `lock_table` would judge it: `taker` recorded, held through fd 3
     /// of each of `holders`, over the ten bytes from `start`.
     pub(super) fn table_lock(kind: LockKind, taker: i32, holders: &[u32], start: u64) -> Lock {
-        let holders: Vec<Holder> = holders
-            .iter()
-            .map(|&pid| Holder {
-                pid,
-                comm: "worker".to_owned(),
-                fd: 3,
-                ns_pid: None,
-                cgroup: None,
-            })
-            .collect();
-        let judged = Taker::judge(taker, &holders);
         Lock {
-            kind,
-            mode: Mode::Write,
             start,
             end: Some(start + 9),
-            dev: "254:0".to_owned(),
-            kernel_dev: aimlock_common::kernel_dev(254, 0),
-            ino: 42,
-            path: None,
-            deleted: false,
-            pid: taker,
             command: None,
-            taker: judged,
-            orphan: lock_table::is_orphan(kind, judged, &holders),
-            hidden: false,
-            holders,
-            waiters: Vec::new(),
+            ..lock_table::example(kind, Mode::Write, taker, holders)
         }
     }
 
