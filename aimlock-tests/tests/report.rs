@@ -442,7 +442,7 @@ fn merged_and_split_posix_ranges_end_released() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert!(
         stdout.contains(&format!(
-            ": POSIX lock, bytes 0-99 (dev {dev}, inode {ino})\n"
+            ": POSIX lock, bytes 0-99 (dev {dev}, inode {ino}, generation "
         )),
         "one section for the bytes the process locked: {stdout}"
     );
