@@ -1001,11 +1001,13 @@ impl Tracker {
                     continue;
                 };
                 let Orphan::Suspect { taker_exit, looks } = held.orphan else {
-                    // The kernel's table shows what no record said: the taker let go of a lock
-                    // others still hold (its exit was among the records lost, or it closed its
-                    // own fd and lives on). An exit in its grace period is left to the grace.
+                    // The kernel's table shows what no record said: the taker is gone while
+                    // others still hold the lock (its exit was among the records lost). A taker
+                    // that still runs (mid-exit, or alive without its fd) is left to its exit's
+                    // grace period, and so is an exit already in it.
                     if held.orphan == Orphan::No
                         && found.orphan
+                        && found.command.is_none()
                         && !self.exiting.contains_key(&held.taker.pid)
                     {
                         held.orphan = Orphan::Yes { taker_exit: None };
@@ -1747,6 +1749,17 @@ mod tests {
             unreachable!()
         };
         assert_eq!(taker_exit, None);
+        // A taker that still runs without holding it (mid-exit, or it closed its fd) is left to
+        // its exit: the record of that exit may still be on its way.
+        let still_running = lock_table::Lock {
+            command: Some("worker".to_owned()),
+            ..kernel_lock(LockKind::Flock, Mode::Write, 10, &[11])
+        };
+        let (_, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            view(3000, 3010, vec![still_running]),
+        ]);
+        assert_eq!(names(&out), ["acquire"]);
         // While the taker's exit grace runs, the grace decides.
         let (_, out) = feed([
             Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
