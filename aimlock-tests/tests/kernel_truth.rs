@@ -62,7 +62,11 @@ fn a_lock_taken_before_the_start_is_held_then_orphaned_when_its_taker_exits() {
     });
     assert_eq!(orphan["pid"], taker, "{orphan}");
     assert_eq!(holder_pids(&orphan), [u64::from(holder)], "{orphan}");
-    assert!(orphan["taker_exit"].is_string(), "{orphan}");
+    assert!(
+        orphan["taker_exit"].is_string(),
+        "{:#?}",
+        on_inode(&tracer.events(), ino)
+    );
 
     drop(_cleanup);
     let end = tracer.wait_for("the orphan's end", SETTLE, |e| {
