@@ -20,8 +20,10 @@ pub struct LockLayout {
 /// Reads the layout of `struct inode`, `struct super_block`, `struct file_lock`, `struct file`
 /// and `struct dentry`.
 pub fn lock_layout() -> Result<LockLayout> {
-    // Mapped rather than parsed whole: only five structs are looked up.
+    // Mapped rather than parsed whole: only five structs are looked up. Kernels before 6.x
+    // (5.10 here) cannot map their BTF file (ENODEV): there it is read whole.
     let btf = Btf::from_file_with_backend(VMLINUX, Backend::Mmap)
+        .or_else(|_| Btf::from_file_with_backend(VMLINUX, Backend::Cache))
         .with_context(|| format!("cannot read {VMLINUX}"))?;
     let layout = Layout { btf: &btf };
     let inode_ino = layout.offset("inode", &["i_ino"])?;
