@@ -412,6 +412,22 @@ pub fn on_inode(events: &[Value], ino: u64) -> Vec<Value> {
         .collect()
 }
 
+/// The event types of lines, in order.
+pub fn kinds(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|event| event["event"].as_str().unwrap_or_default())
+        .collect()
+}
+
+/// The lines of one event type.
+pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|event| event["event"] == kind)
+        .collect()
+}
+
 /// Whether a process is still alive (and not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

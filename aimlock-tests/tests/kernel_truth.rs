@@ -4,17 +4,13 @@
 use std::{process::Command, time::Duration};
 
 use aimlock_tests::{
-    KillOnDrop, TempDir, Tracer, Workload, aimlock_bin, alive, eventually, inode, on_inode,
-    write_log,
+    KillOnDrop, TempDir, Tracer, Workload, aimlock_bin, alive, eventually, inode, kinds, of_kind,
+    on_inode, write_log,
 };
 use serde_json::Value;
 
 /// Generous: the suite also runs in emulated VMs, where a burst starves everything else.
 const SETTLE: Duration = Duration::from_secs(60);
-
-fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["event"] == kind).collect()
-}
 
 fn holder_pids(line: &Value) -> Vec<u64> {
     line["holders"]
@@ -108,11 +104,7 @@ fn an_orphan_present_at_start_is_reported_at_once() {
             .any(|e| e["event"] == "orphan")
             .then_some(events)
     });
-    let kinds: Vec<&str> = events
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["held", "orphan"], "{events:#?}");
+    assert_eq!(kinds(&events), ["held", "orphan"], "{events:#?}");
     let (held, orphan) = (&events[0], &events[1]);
     assert_eq!(held["orphan"], true, "{held}");
     assert_eq!(held["pid"], taker);

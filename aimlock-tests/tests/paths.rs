@@ -7,14 +7,12 @@ use std::{
     time::Duration,
 };
 
-use aimlock_tests::{TempDir, Tracer, Workload, eventually, inode, lockwork_bin, on_inode};
+use aimlock_tests::{
+    TempDir, Tracer, Workload, eventually, inode, lockwork_bin, of_kind, on_inode,
+};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(60);
-
-fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["event"] == kind).collect()
-}
 
 #[test]
 fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {

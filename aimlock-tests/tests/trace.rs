@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use aimlock_tests::{
-    TempDir, TraceToFile, Tracer, Workload, inode, on_inode, run_aimlock, write_log,
+    TempDir, TraceToFile, Tracer, Workload, inode, kinds, on_inode, run_aimlock, write_log,
 };
 use serde_json::Value;
 
@@ -42,8 +42,7 @@ fn flock_acquire_and_release_of_a_child_process() {
     assert!(stop["lost"].is_u64(), "{stop}");
 
     let mine = lock_events(&events, ino, pid);
-    let kinds: Vec<&str> = mine.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["acquire", "release"], "{mine:#?}");
+    assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");
     for event in &mine {
         assert_eq!(event["kind"], "flock");
         assert_eq!(event["mode"], "write");
@@ -53,13 +52,6 @@ fn flock_acquire_and_release_of_a_child_process() {
     }
     assert_eq!(mine[1]["reason"], "unlock");
     assert_eq!(mine[0]["path"], file.display().to_string());
-}
-
-fn kinds(events: &[Value]) -> Vec<&str> {
-    events
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect()
 }
 
 #[test]

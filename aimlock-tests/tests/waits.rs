@@ -4,7 +4,7 @@
 use std::{process::Command, time::Duration};
 
 use aimlock_tests::{
-    KillOnDrop, TempDir, Tracer, Workload, aimlock_bin, inode, on_inode, write_log,
+    KillOnDrop, TempDir, Tracer, Workload, aimlock_bin, inode, kinds, on_inode, write_log,
 };
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -38,8 +38,7 @@ fn a_waiter_that_gives_up_on_a_ghost_ends_its_wait() {
         .into_iter()
         .filter(|e| e["pid"] == waiter_pid)
         .collect();
-    let kinds: Vec<&str> = mine.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["wait", "fail"], "{mine:#?}");
+    assert_eq!(kinds(&mine), ["wait", "fail"], "{mine:#?}");
     // Where the kernel lets the end of the call be seen, it was interrupted; elsewhere the
     // waiter's exit ends it. Never a kernel-internal code.
     assert!(
