@@ -223,8 +223,10 @@ fn drain(
             Some(input) => {
                 if let Input::Lock(op) | Input::FcntlFailure(op) | Input::FlockWaitEnd(op) = &input
                 {
-                    enricher.learn_file(op);
+                    // The process first: a short-lived one may be gone by the time its fds
+                    // have been looked through.
                     enricher.process(op.pid);
+                    enricher.learn_file(op);
                 }
                 tracker.push(input);
             }
