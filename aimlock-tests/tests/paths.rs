@@ -204,3 +204,48 @@ fn a_lock_on_a_memfd_is_named_by_the_memfd() {
         assert_eq!(line["path"], "memfd:aimlock-jobs", "{line}");
     }
 }
+
+#[test]
+fn a_path_filter_lets_in_no_later_file_that_could_reuse_the_inode_number() {
+    const JOBS: usize = 200;
+    let dir = TempDir::new("paths-filter");
+    let file = dir.file("job.lock");
+    let ino = inode(&file);
+    let path = file.display().to_string();
+    let tracer = Tracer::start(&["--path", &path]);
+    // The named file is locked, deleted and closed: nothing but the tracer keeps its inode.
+    let work = Workload::start(&[
+        &format!("open:{path}"),
+        "flock:ex",
+        &format!("unlink:{path}"),
+        "exit:0",
+    ]);
+    work.finish();
+    tracer.wait_for("the named file's release", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == ino
+    });
+    // New files in the same directory, each locked by its own process: on ext4 the first of
+    // them would get the freed inode number at once.
+    let jobs = Command::new(lockwork_bin())
+        .arg(format!("churn:{}:{JOBS}:pids", dir.path().display()))
+        .output()
+        .expect("run the jobs");
+    assert!(jobs.status.success(), "{jobs:?}");
+    let job_pids: Vec<u64> = String::from_utf8_lossy(&jobs.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["job"].is_u64())
+        .filter_map(|line| line["pid"].as_u64())
+        .collect();
+    assert_eq!(job_pids.len(), JOBS);
+    let events = tracer.stop();
+    let foreign: Vec<&Value> = events
+        .iter()
+        .filter(|e| job_pids.contains(&e["pid"].as_u64().unwrap_or(0)))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "the filter let in files the operator did not name: {foreign:#?}"
+    );
+    assert_eq!(of_kind(&on_inode(&events, ino), "acquire").len(), 1);
+}

@@ -43,12 +43,23 @@ pub struct TraceArgs {
     /// Only trace processes with this command name (at most 15 bytes). Repeatable.
     #[arg(long, short)]
     comm: Vec<String>,
-    /// Only trace locks on these files (resolved to inodes at start). Repeatable.
+    /// Only trace locks on these files (resolved to inodes at start, held open while tracing). Repeatable.
     #[arg(long)]
     path: Vec<PathBuf>,
     /// Size of the kernel's ring buffer in bytes (a power of two; K and M suffixes accepted).
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     ring_size: u32,
+}
+
+/// Opens `path` without read or write access (O_PATH) and says which inode it is.
+fn pin_file(path: &std::path::Path) -> Result<(std::fs::File, (u32, u64))> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, (procfs::user_dev_to_kernel(meta.dev()), meta.ino())))
 }
 
 fn parse_size(text: &str) -> Result<u32, String> {
@@ -72,19 +83,18 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     if let Some(address) = args.metrics {
         sink.record_metrics(metrics::serve(address)?);
     }
+    // Held open (O_PATH) for the whole trace: an inode that stays referenced cannot be freed,
+    // so its number cannot go to a file created later, which the filter would then let in.
+    let pinned = args
+        .path
+        .iter()
+        .map(|path| pin_file(path).with_context(|| format!("--path {}", path.display())))
+        .collect::<Result<Vec<_>>>()?;
     let filters = Filters {
         pids: args.pid.clone(),
         pid_capacity: args.pid_filter_size,
         comms: args.comm.clone(),
-        inodes: args
-            .path
-            .iter()
-            .map(|path| {
-                let meta = std::fs::metadata(path)
-                    .with_context(|| format!("--path {}", path.display()))?;
-                Ok((procfs::user_dev_to_kernel(meta.dev()), meta.ino()))
-            })
-            .collect::<Result<_>>()?,
+        inodes: pinned.iter().map(|(_, inode)| *inode).collect(),
     };
     let tracer = Tracer::load(&filters, args.ring_size)?;
     for missing in &tracer.missing {
