@@ -8,7 +8,7 @@ use std::{
 };
 
 use aimlock_tests::{
-    TempDir, Tracer, Workload, eventually, inode, lockwork_bin, of_kind, on_inode,
+    TempDir, Tracer, Workload, eventually, inode, lock_table, lockwork_bin, of_kind, on_inode,
 };
 use serde_json::Value;
 
@@ -248,4 +248,49 @@ fn a_path_filter_lets_in_no_later_file_that_could_reuse_the_inode_number() {
         "the filter let in files the operator did not name: {foreign:#?}"
     );
     assert_eq!(of_kind(&on_inode(&events, ino), "acquire").len(), 1);
+}
+
+#[test]
+fn a_lock_in_a_containers_mount_namespace_is_named_as_the_container_sees_it_and_as_the_host_does() {
+    let dir = TempDir::new("paths-mountns");
+    let host_dir = dir.path().join("host");
+    let container_dir = dir.path().join("container");
+    std::fs::create_dir_all(&host_dir).expect("host dir");
+    std::fs::create_dir_all(&container_dir).expect("container dir");
+    let host_file = host_dir.join("job.lock");
+    std::fs::write(&host_file, b"").expect("create the file");
+    let ino = inode(&host_file);
+    let host_path = host_file.display().to_string();
+    // Inside the namespace the host's directory is mounted where the host has an empty one.
+    let container_path = container_dir.join("job.lock").display().to_string();
+    let tracer = Tracer::start(&["--path", &host_path]);
+    let mut work = Workload::start(&[
+        &format!("mountns:{}:{}", host_dir.display(), container_dir.display()),
+        &format!("open:{container_path}"),
+        "flock:ex",
+        "wait-stdin",
+        "exit:0",
+    ]);
+    let acquire = tracer.wait_for("the acquire", SETTLE, |e| {
+        e["event"] == "acquire" && e["ino"] == ino
+    });
+    assert_eq!(acquire["path"], container_path, "{acquire}");
+    assert_eq!(acquire["host_path"], host_path, "{acquire}");
+
+    // `locks` finds it by either path, and names it both ways.
+    for path in [&container_path, &host_path] {
+        let table = lock_table(&["--path", path]);
+        assert_eq!(table.len(), 1, "--path {path}: {table:#?}");
+        assert_eq!(table[0]["path"], container_path, "{table:#?}");
+        assert_eq!(table[0]["host_path"], host_path, "{table:#?}");
+    }
+
+    work.proceed();
+    work.finish();
+    let release = tracer.wait_for("the release", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == ino
+    });
+    tracer.stop();
+    assert_eq!(release["path"], container_path, "{release}");
+    assert_eq!(release["host_path"], host_path, "{release}");
 }

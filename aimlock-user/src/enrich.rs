@@ -7,9 +7,9 @@ use crate::{
     clock::Clock,
     decode::{LockOp, comm_str},
     events::{EventKind, EventLine, ProcRef, ReleaseReason},
-    file_paths::{FileKey, FilePaths, PathOf},
+    file_paths::{FileKey, FilePaths, PathOf, Viewer},
     lock_table::{self, Taker},
-    procfs::ProcessInfo,
+    procfs::{self, ProcessInfo},
     tracker::{Actor, END_OF_FILE, Output},
 };
 
@@ -23,6 +23,8 @@ pub struct Enricher {
     devices: HashMap<u32, String>,
     /// Command names by pid, with the bytes they were made from.
     comms: HashMap<u32, ([u8; 16], String)>,
+    /// Which mounts each process sees (`procfs::mount_view`), read once per process.
+    mount_views: HashMap<u32, Option<u64>>,
 }
 
 impl Enricher {
@@ -30,6 +32,14 @@ impl Enricher {
         self.processes.remove(&pid);
         self.paths.forget_process(pid);
         self.comms.remove(&pid);
+        self.mount_views.remove(&pid);
+    }
+
+    fn mount_view(&mut self, pid: u32) -> Option<u64> {
+        *self
+            .mount_views
+            .entry(pid)
+            .or_insert_with(|| procfs::mount_view(pid))
     }
 
     fn comm(&mut self, actor: &Actor) -> String {
@@ -63,10 +73,12 @@ impl Enricher {
     /// Learns the path of the file a lock record is about, while its process most likely
     /// still runs.
     pub fn learn_file(&mut self, op: &LockOp) {
+        let view = self.mount_view(op.pid);
         self.paths.learn(
             op.pid,
             file_key(op.dev, op.ino, op.file.generation),
             &op.file,
+            view,
         );
     }
 
@@ -133,19 +145,31 @@ impl Enricher {
                         // The holders' view of the path, for the lines to come when the taker
                         // is gone.
                         let key = file_key(lock.dev, lock.ino, lock.generation);
-                        self.paths.remember(key, path, kernel.deleted);
+                        self.paths
+                            .remember(key, path, kernel.deleted, kernel.host_path.as_deref());
                     }
                     line.path = kernel.path.clone();
+                    line.host_path = kernel.host_path.clone();
                     line.deleted = kernel.deleted.then_some(true);
                     line.holders = Some(kernel.holders.iter().map(proc_ref).collect());
                 }
-                None => match self
-                    .paths
-                    .path(file_key(lock.dev, lock.ino, lock.generation), &file)
-                {
-                    PathOf::Known { path, deleted } => {
+                None => match self.paths.path(
+                    file_key(lock.dev, lock.ino, lock.generation),
+                    &file,
+                    match self.mount_views.get(&actor.pid) {
+                        Some(None) => Viewer::Host,
+                        Some(Some(view)) => Viewer::Container(*view),
+                        None => Viewer::Gone,
+                    },
+                ) {
+                    PathOf::Known {
+                        path,
+                        deleted,
+                        host_path,
+                    } => {
                         line.path = Some(path);
                         line.deleted = deleted.then_some(true);
+                        line.host_path = host_path;
                     }
                     PathOf::Unknown { reason, name } => {
                         line.path_unknown = Some(reason.to_owned());

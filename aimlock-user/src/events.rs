@@ -138,6 +138,9 @@ pub struct EventLine {
     pub generation: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The path on the tracer's host, where the process sees the file elsewhere (a container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<bool>,
     /// Why `path` is absent ("process gone", ...).
@@ -243,6 +246,7 @@ impl EventLine {
         object.opt_u64("ino", self.ino);
         object.opt_u64("generation", self.generation.map(u64::from));
         object.opt_str("path", self.path.as_deref());
+        object.opt_str("host_path", self.host_path.as_deref());
         if let Some(deleted) = self.deleted {
             object.raw("deleted", if deleted { "true" } else { "false" });
         }
@@ -478,6 +482,7 @@ mod tests {
             ino: Some(u64::MAX),
             generation: Some(u32::MAX),
             path: Some("/tmp/x (deleted)".to_owned()),
+            host_path: Some("/srv/c/tmp/x".to_owned()),
             deleted: Some(false),
             path_unknown: Some("process gone".to_owned()),
             name: Some("x\"y".to_owned()),
