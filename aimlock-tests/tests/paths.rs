@@ -14,14 +14,16 @@ use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-#[test]
-fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
-    const PROCESSES: usize = 2000;
-    let dir = TempDir::new("paths-churn");
+const CHURNED: usize = 2000;
+
+/// Job runners create a lock file, lock it and delete it: `CHURNED` such jobs, each its own
+/// short-lived process, under a tracer started with `options`. Returns the tracer's events and
+/// each job's own file by pid.
+fn churn(dir: &TempDir, options: &[&str]) -> (Vec<Value>, HashMap<u64, String>) {
     // A copy of lockwork under its own name, so that --comm selects only this test's records.
     let churn = dir.path().join("lw-churn");
     std::fs::copy(lockwork_bin(), &churn).expect("copy lockwork");
-    let tracer = Tracer::start(&["--comm", "lw-churn"]);
+    let tracer = Tracer::start(&[&["--comm", "lw-churn"], options].concat());
     // The directory becomes known through a process that shows one of its files; the jobs,
     // gone before the tracer reads their records, are named through it.
     let first = dir.path().join("first");
@@ -38,10 +40,9 @@ fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
     });
     shown.proceed();
     shown.finish();
-    // Job runners create a lock file, lock it and delete it: the kernel hands the freed inode
-    // number to the next file.
+    // The kernel hands each freed inode number to the next file.
     let output = Command::new(&churn)
-        .arg(format!("churn:{}:{PROCESSES}:pids", dir.path().display()))
+        .arg(format!("churn:{}:{CHURNED}:pids", dir.path().display()))
         .output()
         .expect("run the jobs");
     assert!(output.status.success(), "{output:?}");
@@ -54,36 +55,59 @@ fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
             Some((line["pid"].as_u64()?, path.display().to_string()))
         })
         .collect();
-    assert_eq!(jobs.len(), PROCESSES);
+    assert_eq!(jobs.len(), CHURNED);
     let events = eventually("every job's release", SETTLE, || {
         let events = tracer.events();
         let released = of_kind(&events, "release")
             .iter()
             .filter(|e| jobs.contains_key(&e["pid"].as_u64().unwrap_or(0)))
             .count();
-        (released == PROCESSES).then_some(events)
+        (released == CHURNED).then_some(events)
     });
     let stop = tracer.stop();
     assert_eq!(stop.last().unwrap()["lost"], 0, "the ring lost records");
+    (events, jobs)
+}
 
-    let reused = {
-        let mut inodes: Vec<u64> = of_kind(&events, "acquire")
-            .iter()
-            .filter(|e| jobs.contains_key(&e["pid"].as_u64().unwrap_or(0)))
-            .filter_map(|e| e["ino"].as_u64())
-            .collect();
-        inodes.sort();
-        inodes.dedup();
-        PROCESSES - inodes.len()
-    };
-    let mut wrong = Vec::new();
-    for event in events
+/// The job's acquire and release lines (with `pid` in `jobs`).
+fn job_lines<'a>(events: &'a [Value], jobs: &HashMap<u64, String>) -> Vec<&'a Value> {
+    events
         .iter()
         .filter(|e| e["event"] == "acquire" || e["event"] == "release")
-    {
-        let Some(own) = jobs.get(&event["pid"].as_u64().unwrap_or(0)) else {
-            continue;
-        };
+        .filter(|e| jobs.contains_key(&e["pid"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+/// How many times an inode number went to another job's file.
+fn inode_reuses(events: &[Value], jobs: &HashMap<u64, String>) -> usize {
+    let mut inodes: Vec<u64> = job_lines(events, jobs)
+        .iter()
+        .filter(|e| e["event"] == "acquire")
+        .filter_map(|e| e["ino"].as_u64())
+        .collect();
+    inodes.sort();
+    inodes.dedup();
+    CHURNED - inodes.len()
+}
+
+/// tmpfs (a VM's /tmp) never hands an inode number out again; ext4 and xfs do at once.
+fn assert_numbers_were_reused(dir: &TempDir, reused: usize) {
+    let reuses_numbers = nix::sys::statfs::statfs(dir.path())
+        .is_ok_and(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC);
+    assert!(
+        reused > 0 || !reuses_numbers,
+        "the kernel reused no inode number: the test proves nothing"
+    );
+}
+
+#[test]
+fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
+    let dir = TempDir::new("paths-churn");
+    let (events, jobs) = churn(&dir, &[]);
+    let reused = inode_reuses(&events, &jobs);
+    let mut wrong = Vec::new();
+    for event in job_lines(&events, &jobs) {
+        let own = &jobs[&event["pid"].as_u64().unwrap()];
         if event["path"] != own.as_str() {
             wrong.push(event.clone());
         }
@@ -97,16 +121,40 @@ fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
         "{} of {} lines name another file or miss the deletion (inode numbers reused {reused} \
          times), such as {:#?}",
         wrong.len(),
-        2 * PROCESSES,
+        2 * CHURNED,
         &wrong[..wrong.len().min(3)]
     );
-    // tmpfs (a VM's /tmp) never hands an inode number out again; ext4 and xfs do at once.
-    let reuses_numbers = nix::sys::statfs::statfs(dir.path())
-        .is_ok_and(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC);
+    assert_numbers_were_reused(&dir, reused);
+}
+
+#[test]
+fn without_btf_a_short_lived_processs_file_is_named_right_or_not_at_all() {
+    let dir = TempDir::new("paths-churn-classic");
+    // Classic tracepoints give neither the file's name nor its generation: the path can only
+    // come from the locking process's fds, and a job may be gone before they are read.
+    let (events, jobs) = churn(&dir, &["--classic-lock-hooks"]);
+    let reused = inode_reuses(&events, &jobs);
+    let lines = job_lines(&events, &jobs);
+    let wrong: Vec<&&Value> = lines
+        .iter()
+        .filter(|e| {
+            let own = &jobs[&e["pid"].as_u64().unwrap()];
+            match e["path"].as_str() {
+                Some(path) => path != own,
+                None => !e["path_unknown"].is_string(),
+            }
+        })
+        .collect();
+    let named = lines.iter().filter(|e| e["path"].is_string()).count();
     assert!(
-        reused > 0 || !reuses_numbers,
-        "the kernel reused no inode number: the test proves nothing"
+        wrong.is_empty(),
+        "{} of {} lines name another file or give no reason (inode numbers reused {reused} \
+         times, {named} named), such as {:#?}",
+        wrong.len(),
+        lines.len(),
+        &wrong[..wrong.len().min(3)]
     );
+    assert_numbers_were_reused(&dir, reused);
 }
 
 #[test]

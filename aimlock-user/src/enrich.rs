@@ -154,6 +154,7 @@ impl Enricher {
                     line.holders = Some(kernel.holders.iter().map(proc_ref).collect());
                 }
                 None => match self.paths.path(
+                    actor.pid,
                     file_key(lock.dev, lock.ino, lock.generation),
                     &file,
                     match self.mount_views.get(&actor.pid) {

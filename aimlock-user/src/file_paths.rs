@@ -6,7 +6,9 @@
 //! some process's open fds, then names every later file in it, also when the process that
 //! locked one has exited before user space looks; and since the name comes with every record,
 //! a rename shows at the next one. Where the kernel does not name the file (classic
-//! tracepoints), the path is looked up in the locking process's fds.
+//! tracepoints), the path is looked up in the locking process's fds, and only that process's
+//! lines use it. A process that sees other mounts (a container) gets its own view of the path,
+//! with the host's beside it.
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -85,6 +87,16 @@ struct FdScan {
     last_full: Option<Instant>,
 }
 
+/// A record's file as `learn` last saw it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Learnt {
+    pid: u32,
+    view: Option<u64>,
+    key: FileKey,
+    parent_ino: u64,
+    name: [u8; NAME_LEN],
+}
+
 #[derive(Default)]
 pub struct FilePaths {
     files: HashMap<FileKey, Known>,
@@ -92,13 +104,17 @@ pub struct FilePaths {
     /// with that process's mount view (see `procfs::mount_view`). Directories are not shared
     /// with those: the same directory has another path there.
     foreign: HashMap<FileKey, (u64, Known)>,
+    /// Files the kernel did not name (classic tracepoints, which give no generation either), by
+    /// the process whose fds showed them: the same inode number may be another file for
+    /// another process.
+    unnamed: HashMap<(u32, FileKey), Known>,
     /// Directories' paths by (device, inode).
     dirs: HashMap<(u32, u64), Dir>,
     /// How far each process's fds have been looked at, so that a burst of locks on newly
     /// opened files costs a few lookups each, not a scan of every fd.
     fd_scans: HashMap<u32, FdScan>,
     /// The last file learnt, as its record named it: a burst on one file is learnt once.
-    last: Option<(Option<u64>, FileKey, u64, [u8; NAME_LEN])>,
+    last: Option<Learnt>,
 }
 
 impl FilePaths {
@@ -110,15 +126,47 @@ impl FilePaths {
     /// likely still alive: its directory's path, or else its own, from the process's fds.
     /// `view` is the process's mount view, `None` for this tracer's.
     pub fn learn(&mut self, pid: u32, key: FileKey, file: &FileName, view: Option<u64>) {
-        let this = (view, key, file.parent_ino, file.name);
+        let this = Learnt {
+            pid,
+            view,
+            key,
+            parent_ino: file.parent_ino,
+            name: file.name,
+        };
         if self.last == Some(this) {
             return;
         }
         match view {
+            _ if name_of(&file.name).is_empty() => self.learn_unnamed(pid, key, view),
             None => self.learn_anew(pid, key, file),
             Some(view) => self.learn_foreign(pid, key, file, view),
         }
         self.last = Some(this);
+    }
+
+    /// A file the kernel did not name, looked up in the process's fds at each of its records
+    /// but a burst's first.
+    fn learn_unnamed(&mut self, pid: u32, key: FileKey, view: Option<u64>) {
+        if self.unnamed.len() >= MAX_FILES {
+            self.unnamed.clear();
+        }
+        let known = match self.find_open(pid, key) {
+            Some(open) => Known {
+                host_path: view.and_then(|_| procfs::host_path(pid, &open, key.dev, key.ino)),
+                path: Ok(open.path),
+                deleted: open.deleted,
+                parent_ino: 0,
+                name: [0; NAME_LEN],
+            },
+            None => Known {
+                path: Err(gone_or_closed(pid)),
+                deleted: false,
+                host_path: None,
+                parent_ino: 0,
+                name: [0; NAME_LEN],
+            },
+        };
+        self.unnamed.insert((pid, key), known);
     }
 
     /// A file of a process that sees other mounts: named through that process's fds only, with
@@ -144,11 +192,7 @@ impl FilePaths {
                 name: file.name,
             },
             None => Known {
-                path: Err(if procfs::ProcessInfo::read(pid).is_none() {
-                    "process gone"
-                } else {
-                    "not open in the process"
-                }),
+                path: Err(gone_or_closed(pid)),
                 deleted: false,
                 host_path: None,
                 parent_ino: file.parent_ino,
@@ -165,9 +209,9 @@ impl FilePaths {
         }
     }
 
+    /// A file the kernel named, of a process that sees this tracer's mounts.
     fn learn_anew(&mut self, pid: u32, key: FileKey, file: &FileName) {
-        let named = !name_of(&file.name).is_empty();
-        if named && self.dir_path(key.dev, file.parent_ino).is_some() {
+        if self.dir_path(key.dev, file.parent_ino).is_some() {
             return;
         }
         if let Some(known) = self.files.get(&key)
@@ -182,7 +226,7 @@ impl FilePaths {
         }
         let path = match self.find_open(pid, key) {
             Some(open) => {
-                if named && let Some((dir, _)) = open.path.rsplit_once('/') {
+                if let Some((dir, _)) = open.path.rsplit_once('/') {
                     self.learn_dir(
                         key.dev,
                         file.parent_ino,
@@ -191,8 +235,7 @@ impl FilePaths {
                 }
                 Ok((shown(open.path, name_of(&file.name)), open.deleted))
             }
-            None if procfs::ProcessInfo::read(pid).is_none() => Err("process gone"),
-            None => Err("not open in the process"),
+            None => Err(gone_or_closed(pid)),
         };
         let known = self.files.entry(key).or_insert(Known {
             path: Err("not seen"),
@@ -231,11 +274,12 @@ impl FilePaths {
         );
     }
 
-    /// The path of the file as a record named it (`file`), at that record's moment, as
-    /// `viewer` sees it.
-    pub fn path(&self, key: FileKey, file: &FileName, viewer: Viewer) -> PathOf {
+    /// The path of the file as a record of `pid` named it (`file`), at that record's moment,
+    /// as `viewer` sees it.
+    pub fn path(&self, pid: u32, key: FileKey, file: &FileName, viewer: Viewer) -> PathOf {
         let name = name_of(&file.name);
         let named = !name.is_empty();
+
         let foreign = self.foreign.get(&key);
         let foreign = match viewer {
             Viewer::Host => None,
@@ -267,6 +311,8 @@ impl FilePaths {
             name: named.then(|| String::from_utf8_lossy(name).into_owned()),
         };
         let known = match (viewer, foreign) {
+            // As this process's own fds showed it.
+            _ if !named && self.unnamed.contains_key(&(pid, key)) => self.unnamed.get(&(pid, key)),
             (_, Some((_, known))) => Some(known),
             (Viewer::Container(_), None) => None,
             _ => self.files.get(&key),
@@ -365,6 +411,15 @@ impl FilePaths {
     }
 }
 
+/// Why a file was not found among a process's fds.
+fn gone_or_closed(pid: u32) -> &'static str {
+    if procfs::ProcessInfo::read(pid).is_none() {
+        "process gone"
+    } else {
+        "not open in the process"
+    }
+}
+
 /// The name's bytes up to its NUL.
 fn name_of(name: &[u8; NAME_LEN]) -> &[u8] {
     let len = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
@@ -424,7 +479,7 @@ mod tests {
         let released = file_name("job.old", meta.ino(), 0);
         paths.learn(0, key, &released, None);
         assert_eq!(
-            paths.path(key, &taken, Viewer::Host),
+            paths.path(0, key, &taken, Viewer::Host),
             PathOf::Known {
                 path: format!("{dir_path}/job.lock"),
                 deleted: false,
@@ -432,7 +487,7 @@ mod tests {
             }
         );
         assert_eq!(
-            paths.path(key, &released, Viewer::Host),
+            paths.path(0, key, &released, Viewer::Host),
             PathOf::Known {
                 path: format!("{dir_path}/job.old"),
                 deleted: true,
@@ -446,7 +501,7 @@ mod tests {
             ..key
         };
         assert_eq!(
-            paths.path(reused, &file_name("other", 5, 1), Viewer::Host),
+            paths.path(0, reused, &file_name("other", 5, 1), Viewer::Host),
             PathOf::Unknown {
                 reason: "not seen",
                 name: Some("other".to_owned())
@@ -465,7 +520,7 @@ mod tests {
         let gone = file_name("gone.lock", 99, 1);
         paths.learn(0, key, &gone, None);
         assert_eq!(
-            paths.path(key, &gone, Viewer::Host),
+            paths.path(0, key, &gone, Viewer::Host),
             PathOf::Unknown {
                 reason: "process gone",
                 name: Some("gone.lock".to_owned())

@@ -114,7 +114,9 @@ pub struct Tracer {
 
 impl Tracer {
     /// Checks privileges and tracefs, reads the tracepoint layouts, loads and attaches.
-    pub fn load(filters: &Filters, ring_size: u32) -> Result<Self> {
+    /// `classic_lock_hooks` runs the lock hooks as classic tracepoints even where BTF would
+    /// allow more, as on kernels without BTF (for tests of that path).
+    pub fn load(filters: &Filters, ring_size: u32, classic_lock_hooks: bool) -> Result<Self> {
         check_privileges()?;
         let tracefs = tracefs()?;
         if !ring_size.is_power_of_two() || ring_size < 4096 {
@@ -173,6 +175,7 @@ impl Tracer {
         // The lock hooks run as BTF tracepoints where the kernel's BTF describes the structs
         // they read, as classic tracepoints otherwise.
         let btf_layout = match crate::btf::lock_layout() {
+            Ok(_) if classic_lock_hooks => None,
             Ok(layout) => {
                 config.btf = layout.offsets;
                 Some(layout)

@@ -40,6 +40,9 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = aimlock_common::MAX_FILTER_ENTRIES, hide = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pid_filter_size: u32,
+    /// Run the lock hooks as classic tracepoints, as on a kernel without BTF; for tests.
+    #[arg(long, hide = true)]
+    classic_lock_hooks: bool,
     /// Only trace processes with this command name (at most 15 bytes). Repeatable.
     #[arg(long, short)]
     comm: Vec<String>,
@@ -96,7 +99,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         comms: args.comm.clone(),
         inodes: pinned.iter().map(|(_, inode)| *inode).collect(),
     };
-    let tracer = Tracer::load(&filters, args.ring_size)?;
+    let tracer = Tracer::load(&filters, args.ring_size, args.classic_lock_hooks)?;
     for missing in &tracer.missing {
         log::warn!("not traced on this kernel: {missing}");
     }
