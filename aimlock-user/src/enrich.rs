@@ -9,7 +9,7 @@ use crate::{
     events::{EventKind, EventLine, ProcRef, ReleaseReason},
     file_paths::{FileKey, FilePaths, PathOf, Viewer},
     lock_table::{self, Taker},
-    procfs::{self, ProcessInfo},
+    procfs::{self, MountView, ProcessInfo},
     tracker::{Actor, END_OF_FILE, Output},
 };
 
@@ -23,8 +23,8 @@ pub struct Enricher {
     devices: HashMap<u32, String>,
     /// Command names by pid, with the bytes they were made from.
     comms: HashMap<u32, ([u8; 16], String)>,
-    /// Which mounts each process sees (`procfs::mount_view`), read once per process.
-    mount_views: HashMap<u32, Option<u64>>,
+    /// Which mounts each process sees, read once per process while it runs.
+    mount_views: HashMap<u32, MountView>,
 }
 
 impl Enricher {
@@ -35,11 +35,19 @@ impl Enricher {
         self.mount_views.remove(&pid);
     }
 
-    fn mount_view(&mut self, pid: u32) -> Option<u64> {
-        *self
-            .mount_views
-            .entry(pid)
-            .or_insert_with(|| procfs::mount_view(pid))
+    /// Whose view of paths the lines of `pid` give.
+    fn viewer(&mut self, pid: u32) -> Viewer {
+        let view = match self.mount_views.get(&pid) {
+            Some(view) => Some(*view),
+            None => procfs::mount_view(pid).inspect(|view| {
+                self.mount_views.insert(pid, *view);
+            }),
+        };
+        match view {
+            Some(MountView::Own) => Viewer::Host,
+            Some(MountView::Other(view)) => Viewer::Container(view),
+            None => Viewer::Gone,
+        }
     }
 
     fn comm(&mut self, actor: &Actor) -> String {
@@ -73,12 +81,12 @@ impl Enricher {
     /// Learns the path of the file a lock record is about, while its process most likely
     /// still runs.
     pub fn learn_file(&mut self, op: &LockOp) {
-        let view = self.mount_view(op.pid);
+        let viewer = self.viewer(op.pid);
         self.paths.learn(
             op.pid,
             file_key(op.dev, op.ino, op.file.generation),
             &op.file,
-            view,
+            viewer,
         );
     }
 
@@ -157,9 +165,11 @@ impl Enricher {
                     actor.pid,
                     file_key(lock.dev, lock.ino, lock.generation),
                     &file,
+                    // As seen while its records were read: a process gone by now is not
+                    // looked up again (its pid may be another's).
                     match self.mount_views.get(&actor.pid) {
-                        Some(None) => Viewer::Host,
-                        Some(Some(view)) => Viewer::Container(*view),
+                        Some(MountView::Own) => Viewer::Host,
+                        Some(MountView::Other(view)) => Viewer::Container(*view),
                         None => Viewer::Gone,
                     },
                 ) {

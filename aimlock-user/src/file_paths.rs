@@ -124,8 +124,12 @@ impl FilePaths {
 
     /// Makes sure the file a record of `pid` is about can be named, while that process is most
     /// likely still alive: its directory's path, or else its own, from the process's fds.
-    /// `view` is the process's mount view, `None` for this tracer's.
-    pub fn learn(&mut self, pid: u32, key: FileKey, file: &FileName, view: Option<u64>) {
+    /// `viewer`: which mounts the process sees (a process already gone only leaves its reason).
+    pub fn learn(&mut self, pid: u32, key: FileKey, file: &FileName, viewer: Viewer) {
+        let view = match viewer {
+            Viewer::Host | Viewer::Gone => None,
+            Viewer::Container(view) => Some(view),
+        };
         let this = Learnt {
             pid,
             view,
@@ -474,10 +478,10 @@ mod tests {
         };
         // Pid 0 is no process: only the directory can name the file.
         let taken = file_name("job.lock", meta.ino(), 1);
-        paths.learn(0, key, &taken, None);
+        paths.learn(0, key, &taken, Viewer::Host);
         // Renamed, then unlinked: each record names it as it was then.
         let released = file_name("job.old", meta.ino(), 0);
-        paths.learn(0, key, &released, None);
+        paths.learn(0, key, &released, Viewer::Host);
         assert_eq!(
             paths.path(0, key, &taken, Viewer::Host),
             PathOf::Known {
@@ -518,7 +522,7 @@ mod tests {
             generation: 3,
         };
         let gone = file_name("gone.lock", 99, 1);
-        paths.learn(0, key, &gone, None);
+        paths.learn(0, key, &gone, Viewer::Host);
         assert_eq!(
             paths.path(0, key, &gone, Viewer::Host),
             PathOf::Unknown {

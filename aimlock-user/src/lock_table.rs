@@ -504,10 +504,12 @@ fn resolve(
         let open = processes.paths.get(&(holder.pid, holder.fd))?;
         Some((holder.pid, open.clone()))
     });
-    let host_path = open.as_ref().and_then(|(pid, open)| {
-        procfs::mount_view(*pid)?;
-        procfs::host_path(*pid, open, line.dev(), line.ino)
-    });
+    let host_path = open
+        .as_ref()
+        .and_then(|(pid, open)| match procfs::mount_view(*pid)? {
+            procfs::MountView::Own => None,
+            procfs::MountView::Other(_) => procfs::host_path(*pid, open, line.dev(), line.ino),
+        });
     let command = processes.comm(line.pid);
     let taker = match Taker::judge(line.pid, &holders) {
         // Its own fds were not seen: whether it holds the lock cannot be told.

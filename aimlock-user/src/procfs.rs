@@ -147,9 +147,17 @@ fn process_view(root: Option<&str>, fd: i32, link: PathBuf) -> OpenPath {
     }
 }
 
-/// Which mounts `pid` sees: `None` when they are this tracer's (the same mount namespace and
-/// root), otherwise an id that processes with the same mount namespace and root share.
-pub fn mount_view(pid: u32) -> Option<u64> {
+/// Which mounts a process sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountView {
+    /// This tracer's: the same mount namespace and root.
+    Own,
+    /// Another mount namespace or root (a container); processes with the same ones share the id.
+    Other(u64),
+}
+
+/// Which mounts `pid` sees; `None` when the process is gone.
+pub fn mount_view(pid: u32) -> Option<MountView> {
     static OWN: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     let namespace = |pid: &str| {
         let link = fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
@@ -161,14 +169,14 @@ pub fn mount_view(pid: u32) -> Option<u64> {
     };
     let own = *OWN.get_or_init(|| namespace("self"));
     let theirs = namespace(&pid.to_string())?;
-    match process_root(pid) {
-        None if Some(theirs) == own => None,
-        None => Some(theirs),
+    Some(match process_root(pid) {
+        None if Some(theirs) == own => MountView::Own,
+        None => MountView::Other(theirs),
         Some(root) => {
             use std::hash::BuildHasher as _;
-            Some(rustc_hash::FxBuildHasher.hash_one((theirs, root)))
+            MountView::Other(rustc_hash::FxBuildHasher.hash_one((theirs, root)))
         }
-    }
+    })
 }
 
 /// The path this tracer reaches the file `open` of `pid` by, where it differs from the path the
