@@ -16,6 +16,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod otlp_collector;
+
 /// The `aimlock` binary under test: `$AIMLOCK_BIN` (set by `cargo xtask test`).
 pub fn aimlock_bin() -> PathBuf {
     let path = std::env::var_os("AIMLOCK_BIN")
