@@ -493,6 +493,15 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
     }
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on now (tests running at once each get their
+/// own).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
 /// Kills a process (a workload's forked holder, which no `Child` owns) when dropped.
 pub struct KillOnDrop(pub u32);
 
