@@ -742,6 +742,18 @@ fn bad_outputs_are_refused_with_one_line() {
         "need --output FILE",
     );
     assert_usage_error(&["trace", "--rotate-size", "lots"], "not a size");
+    assert_usage_error(&["trace", "--otlp", "https://collector:4318"], "plain http");
+    assert_usage_error(&["trace", "--otlp", "127.0.0.1:4318"], "not a URL");
+    assert_usage_error(
+        &[
+            "trace",
+            "--otlp",
+            "http://127.0.0.1:4318",
+            "--otlp-interval",
+            "0s",
+        ],
+        "not a duration",
+    );
     assert_usage_error(&["trace", "--keep", "0"], "--keep");
     assert_usage_error(&["trace", "--rotate-age", "soon"], "--rotate-age");
     assert_usage_error(&["trace", "--metrics", "no-such-host:x"], "not an address");
