@@ -25,6 +25,8 @@ struct State {
     metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
     refuse_until: Mutex<Option<Instant>>,
     refused: AtomicU64,
+    /// Until then, each answer is held back by this long.
+    slow_until: Mutex<Option<(Instant, Duration)>>,
     stop: AtomicBool,
 }
 
@@ -60,6 +62,11 @@ impl Collector {
         *self.state.refuse_until.lock().unwrap() = Some(Instant::now() + span);
     }
 
+    /// For `span` from now, holds each answer back by `delay`, as an overloaded collector does.
+    pub fn slow_for(&self, span: Duration, delay: Duration) {
+        *self.state.slow_until.lock().unwrap() = Some((Instant::now() + span, delay));
+    }
+
     /// Requests answered 503 so far.
     pub fn refused(&self) -> u64 {
         self.state.refused.load(Ordering::Relaxed)
@@ -85,6 +92,12 @@ impl Drop for Collector {
 }
 
 fn answer(state: &State, mut request: tiny_http::Request) {
+    let slow = *state.slow_until.lock().unwrap();
+    if let Some((until, delay)) = slow
+        && Instant::now() < until
+    {
+        thread::sleep(delay);
+    }
     let mut body = Vec::new();
     let read = request.as_reader().read_to_end(&mut body);
     let refusing = state

@@ -255,3 +255,42 @@ fn what_does_not_fit_the_queue_is_counted_and_the_newest_arrive() {
         .unwrap();
     assert_eq!(last_release_ts, before_stop, "the newest records arrived");
 }
+
+#[test]
+fn a_slow_collector_does_not_slow_the_tracer() {
+    let dir = TempDir::new("otlp-slow");
+    let file = dir.file("busy");
+    let log = dir.file("trace.log");
+    let collector = Collector::start();
+    let tracer = TraceToFile::start(
+        &log,
+        &["--otlp", &collector.url, "--path", file.to_str().unwrap()],
+    );
+    let ino = inode(&file);
+    // Each answer takes 2 s for the next 4 s: two or three requests in all.
+    collector.slow_for(Duration::from_secs(4), Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    Workload::start(&[&format!("open:{}", file.display()), "loop:2000:flock"]).finish();
+    eventually("the workload in the log", Duration::from_secs(10), || {
+        (aimlock_tests::on_inode(&tracer.lines(), ino).len() == 4000).then_some(())
+    });
+    let logged_after = started.elapsed();
+    assert!(
+        logged_after < Duration::from_secs(2),
+        "the log took {logged_after:?} while the collector was slow"
+    );
+    // Once the collector keeps up again, everything arrives.
+    eventually(
+        "every record at the collector",
+        Duration::from_secs(20),
+        || (on_inode(&collector, ino).len() == 4000).then_some(()),
+    );
+    tracer.stop();
+    let stop = collector.logs().last().unwrap().1.clone();
+    assert_eq!(stop.event_name, "stop");
+    assert_eq!(
+        int_attribute(&stop.attributes, "aimlock.unwritten"),
+        Some(0)
+    );
+    assert_eq!(int_attribute(&stop.attributes, "aimlock.lost"), Some(0));
+}
