@@ -16,6 +16,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod otlp_collector;
+
 /// The `aimlock` binary under test: `$AIMLOCK_BIN` (set by `cargo xtask test`).
 pub fn aimlock_bin() -> PathBuf {
     let path = std::env::var_os("AIMLOCK_BIN")
@@ -489,6 +491,15 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on now (tests running at once each get their
+/// own).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
 }
 
 /// Kills a process (a workload's forked holder, which no `Child` owns) when dropped.

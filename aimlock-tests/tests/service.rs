@@ -14,7 +14,9 @@ use std::{
     time::Duration,
 };
 
-use aimlock_tests::{TempDir, Workload, aimlock_bin, eventually, lockwork_bin, require_root};
+use aimlock_tests::{
+    TempDir, Workload, aimlock_bin, eventually, free_port, lockwork_bin, require_root,
+};
 use serde_json::Value;
 
 /// A tracer writing to files and sockets rather than to stdout.
@@ -263,14 +265,6 @@ fn scrape(port: u16) -> HashMap<String, f64> {
     samples
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn metrics_count_a_scripted_scenario() {
     let dir = TempDir::new("metrics");
@@ -323,9 +317,9 @@ fn metrics_count_a_scripted_scenario() {
 
     let during = eventually("the orphan in the metrics", Duration::from_secs(10), || {
         let samples = scrape(port);
-        (samples.get("aimlock_orphans") == Some(&1.0)).then_some(samples)
+        (samples.get("aimlock_orphans_held") == Some(&1.0)).then_some(samples)
     });
-    assert_eq!(during["aimlock_orphans_total"], 1.0);
+    assert_eq!(during["aimlock_orphans_total{kind=\"flock\"}"], 1.0);
     assert!(
         during["aimlock_locks_held{kind=\"flock\"}"] >= 1.0,
         "{during:?}"
@@ -339,7 +333,7 @@ fn metrics_count_a_scripted_scenario() {
         Duration::from_secs(10),
         || {
             let samples = scrape(port);
-            (samples.get("aimlock_orphans") == Some(&0.0)).then_some(samples)
+            (samples.get("aimlock_orphans_held") == Some(&0.0)).then_some(samples)
         },
     );
     let events = |event: &str| after[&format!("aimlock_events_total{{event=\"{event}\"}}")];
@@ -349,18 +343,28 @@ fn metrics_count_a_scripted_scenario() {
     assert_eq!(events("wait"), 1.0, "{after:?}");
     assert_eq!(events("orphan"), 1.0, "{after:?}");
     assert_eq!(events("orphan_end"), 1.0, "{after:?}");
-    assert_eq!(after["aimlock_orphans_total"], 1.0);
-    assert_eq!(after["aimlock_lock_wait_seconds_count"], 1.0);
+    assert_eq!(after["aimlock_orphans_total{kind=\"flock\"}"], 1.0);
     assert_eq!(
-        after["aimlock_lock_wait_seconds_bucket{le=\"0.1\"}"], 0.0,
+        after["aimlock_lock_wait_seconds_count{kind=\"flock\"}"],
+        1.0
+    );
+    assert_eq!(
+        after["aimlock_lock_wait_seconds_bucket{kind=\"flock\",le=\"0.1\"}"], 0.0,
         "{after:?}"
     );
     assert_eq!(
-        after["aimlock_lock_wait_seconds_bucket{le=\"1\"}"], 1.0,
+        after["aimlock_lock_wait_seconds_bucket{kind=\"flock\",le=\"1\"}"], 1.0,
         "{after:?}"
     );
-    assert_eq!(after["aimlock_lock_wait_seconds_bucket{le=\"+Inf\"}"], 1.0);
-    let waited = after["aimlock_lock_wait_seconds_sum"];
+    assert_eq!(
+        after["aimlock_lock_wait_seconds_bucket{kind=\"flock\",le=\"+Inf\"}"],
+        1.0
+    );
+    assert_eq!(
+        after["aimlock_lock_hold_seconds_count{kind=\"flock\"}"],
+        4.0
+    );
+    let waited = after["aimlock_lock_wait_seconds_sum{kind=\"flock\"}"];
     assert!((0.1..1.0).contains(&waited), "{waited}");
     assert_eq!(after["aimlock_lost_records_total"], 0.0);
     assert_eq!(
@@ -738,6 +742,18 @@ fn bad_outputs_are_refused_with_one_line() {
         "need --output FILE",
     );
     assert_usage_error(&["trace", "--rotate-size", "lots"], "not a size");
+    assert_usage_error(&["trace", "--otlp", "https://collector:4318"], "plain http");
+    assert_usage_error(&["trace", "--otlp", "127.0.0.1:4318"], "not a URL");
+    assert_usage_error(
+        &[
+            "trace",
+            "--otlp",
+            "http://127.0.0.1:4318",
+            "--otlp-interval",
+            "0s",
+        ],
+        "not a duration",
+    );
     assert_usage_error(&["trace", "--keep", "0"], "--keep");
     assert_usage_error(&["trace", "--rotate-age", "soon"], "--rotate-age");
     assert_usage_error(&["trace", "--metrics", "no-such-host:x"], "not an address");

@@ -13,6 +13,7 @@ mod loader;
 mod lock_table;
 mod locks;
 mod metrics;
+mod otlp;
 mod privileges;
 mod procfs;
 mod report;

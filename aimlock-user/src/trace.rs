@@ -4,7 +4,7 @@ use std::{
     net::SocketAddr,
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -21,7 +21,7 @@ use crate::{
     events::{EventKind, EventLine, SCHEMA_VERSION, rfc3339},
     kernel_views::KernelViews,
     loader::{Filters, Tracer},
-    metrics, privileges, procfs,
+    metrics, otlp, privileges, procfs,
     sinks::{SinkArgs, Sinks},
     tracker::{Output, ScanWanted, Tracker},
 };
@@ -83,8 +83,16 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         bail!("--pid {pid}: no such process");
     }
     let mut sink = Sinks::open(&args.sinks)?;
-    if let Some(address) = args.metrics {
-        sink.record_metrics(metrics::serve(address)?);
+    let otlp_metrics = args.sinks.otlp_metrics();
+    if args.metrics.is_some() || otlp_metrics.is_some() {
+        let recorder = metrics::Recorder::new();
+        if let Some(address) = args.metrics {
+            metrics::serve(address, recorder.published())?;
+        }
+        if let Some((endpoint, interval)) = otlp_metrics {
+            otlp::metrics::spawn(endpoint, recorder.published(), interval);
+        }
+        sink.record_metrics(recorder);
     }
     // Held open (O_PATH) for the whole trace: an inode that stays referenced cannot be freed,
     // so its number cannot go to a file created later, which the filter would then let in.
@@ -199,6 +207,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         0
     });
     sink.flush();
+    // What a collector has not taken by then is counted in the stop line.
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    sink.settle(deadline).await;
     let stop = EventLine {
         event: Some(EventKind::Stop),
         ts: rfc3339(SystemTime::now()),
@@ -212,8 +223,14 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     };
     sink.write(&stop);
     sink.flush();
+    sink.settle(deadline + STOP_LINE_TIMEOUT).await;
     Ok(())
 }
+
+/// At the stop, how long sinks that send in the background get to deliver what they hold, and
+/// then the stop line.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+const STOP_LINE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Records taken from the ring between two passes through the tracker.
 const DRAIN_BATCH: u64 = 4096;

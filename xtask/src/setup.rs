@@ -22,6 +22,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("jq", "/usr/bin/jq"),
     ("binutils", "/usr/bin/readelf"),
     ("systemd", "/usr/bin/systemd-analyze"),
+    ("prometheus", "/usr/bin/prometheus"),
 ];
 
 pub fn setup() -> Result<()> {

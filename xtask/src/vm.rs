@@ -42,6 +42,11 @@ const HOST_ONLY_TESTS: &[(&str, &str, &str)] = &[
         "systemd-analyze and the source tree's packaging/",
     ),
     (
+        "prometheus",
+        "prometheus_reads_the_scenarios_histograms_and_orphan_gauge",
+        "Debian's prometheus server",
+    ),
+    (
         "report",
         "two_files_that_shared_an_inode_number_are_two_timelines",
         "a file system that hands freed inode numbers out again (the VM's tmpfs never does)",
