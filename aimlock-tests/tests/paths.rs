@@ -342,3 +342,23 @@ fn a_lock_in_a_containers_mount_namespace_is_named_as_the_container_sees_it_and_
     assert_eq!(release["path"], container_path, "{release}");
     assert_eq!(release["host_path"], host_path, "{release}");
 }
+
+#[test]
+fn files_are_named_by_the_kernel_wherever_it_has_btf() {
+    // Every kernel aimlock is proven on has BTF: the lock hooks must run as BTF tracepoints
+    // there, or the records would carry neither the file's name nor its generation.
+    assert!(
+        std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "this kernel has no BTF"
+    );
+    for (options, expected) in [(&[][..], "btf"), (&["--classic-lock-hooks"][..], "classic")] {
+        let tracer = Tracer::start(options);
+        let events = tracer.stop();
+        assert_eq!(events[0]["event"], "start", "{events:#?}");
+        assert_eq!(
+            events[0]["lock_hooks"], expected,
+            "{options:?}: {}",
+            events[0]
+        );
+    }
+}

@@ -91,6 +91,9 @@ pub struct EventLine {
     pub kernel: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// `start`: how the lock hooks run (`btf`, `classic` or `mixed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_hooks: Option<String>,
     /// `stop`: records the kernel could not deliver (ring full).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
@@ -229,6 +232,7 @@ impl EventLine {
         object.opt_str("version", self.version.as_deref());
         object.opt_str("kernel", self.kernel.as_deref());
         object.opt_str("hostname", self.hostname.as_deref());
+        object.opt_str("lock_hooks", self.lock_hooks.as_deref());
         object.opt_u64("lost", self.lost);
         object.opt_u64("unwritten", self.unwritten);
         object.opt_u64("records", self.records);
@@ -465,6 +469,7 @@ mod tests {
             version: Some("0.1.0".to_owned()),
             kernel: Some("6.18".to_owned()),
             hostname: Some("h\u{7f}é".to_owned()),
+            lock_hooks: Some("btf".to_owned()),
             lost: Some(1),
             unwritten: Some(2),
             records: Some(3),

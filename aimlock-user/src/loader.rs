@@ -110,6 +110,9 @@ pub struct Tracer {
     pub decode: Config,
     /// Optional hooks this kernel lacks.
     pub missing: Vec<String>,
+    /// How the lock hooks run: `btf` (BTF tracepoints, which name files and their generation),
+    /// `classic` (classic tracepoints) or `mixed`.
+    pub lock_hooks: &'static str,
 }
 
 impl Tracer {
@@ -204,6 +207,7 @@ impl Tracer {
         };
         fill_filters(&mut ebpf, filters)?;
         let mut decode = config;
+        let mut btf_hooks = 0;
         if let Some(layout) = btf_layout {
             let kernel_btf = Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
             for (field, tracepoint) in [
@@ -215,6 +219,7 @@ impl Tracer {
                     Ok(()) => {
                         *field = layout.fields;
                         attach.retain(|hook| hook.name != tracepoint);
+                        btf_hooks += 1;
                     }
                     Err(err) => {
                         log::info!("{tracepoint}: classic tracepoint ({err})");
@@ -266,6 +271,11 @@ impl Tracer {
             logger,
             decode,
             missing,
+            lock_hooks: match btf_hooks {
+                0 => "classic",
+                3 => "btf",
+                _ => "mixed",
+            },
         })
     }
 }

@@ -118,6 +118,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         mut pid_filter,
         logger,
         decode,
+        lock_hooks,
         ..
     } = tracer;
     let decoder = Decoder::new(decode);
@@ -132,7 +133,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
 
-    sink.write(&start_line(&clock));
+    sink.write(&start_line(&clock, lock_hooks));
     sink.flush();
 
     let mut tracker = Tracker::new();
@@ -297,7 +298,7 @@ fn emit(
     count
 }
 
-fn start_line(clock: &Clock) -> EventLine {
+fn start_line(clock: &Clock, lock_hooks: &str) -> EventLine {
     let uname = nix::sys::utsname::uname().ok();
     let field = |get: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
         uname
@@ -311,6 +312,7 @@ fn start_line(clock: &Clock) -> EventLine {
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         kernel: field(|u| u.release()),
         hostname: field(|u| u.nodename()),
+        lock_hooks: Some(lock_hooks.to_owned()),
         ..Default::default()
     }
 }

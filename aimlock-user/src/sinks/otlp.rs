@@ -1,5 +1,5 @@
-//! `--otlp URL`: every event as an OpenTelemetry log record, sent in batches by a task on the
-//! tracer's runtime.
+//! `--otlp URL`: every event as an OpenTelemetry log record, sent in batches by an exporter
+//! thread.
 //!
 //! The trace loop only puts records in a bounded queue: a collector that is down or slow never
 //! slows it. When the queue is full the oldest record makes room for the new one, so that a
@@ -15,9 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::{
-    collector::logs::v1::ExportLogsServiceResponse, logs::v1::LogRecord,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message as _;
 use tokio::sync::Notify;
 
@@ -36,7 +34,8 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Queue {
-    records: VecDeque<LogRecord>,
+    /// The lines themselves: the exporter thread makes them log records, not the trace loop.
+    records: VecDeque<EventLine>,
     /// Records of the batch being sent.
     in_flight: usize,
     /// Records the collector did not take: batches given up, records it rejected.
@@ -67,7 +66,6 @@ pub struct OtlpSink {
     /// Records this side dropped: pushed out of the full queue, or come after the stop's
     /// deadline.
     dropped: u64,
-    text: Vec<u8>,
     pub(super) failures: Failures,
 }
 
@@ -79,20 +77,33 @@ impl OtlpSink {
             wake: Notify::new(),
         });
         let failures = Failures::new(format!("otlp ({})", endpoint.url));
-        tokio::spawn(export(Arc::clone(&shared), Client::new(endpoint)));
+        // A thread of its own: during a burst the trace loop keeps its thread busy draining
+        // the ring, and the exporter must still get its turn.
+        let exporter = Arc::clone(&shared);
+        let started = std::thread::Builder::new()
+            .name("otlp-export".to_owned())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(export(exporter, Client::new(endpoint))),
+                    Err(err) => log::error!("the OTLP exporter cannot start: {err}"),
+                }
+            });
+        if let Err(err) = started {
+            log::error!("the OTLP exporter cannot start: {err}");
+        }
         Self {
             shared,
             capacity,
             dropped: 0,
-            text: Vec::with_capacity(512),
             failures,
         }
     }
 
     pub fn write(&mut self, event: &EventLine) {
-        self.text.clear();
-        text_line(&mut self.text, event, false);
-        let record = logs::record(event, &String::from_utf8_lossy(&self.text));
+        let record = event.clone();
         let mut queue = self.shared.queue();
         if queue.closed {
             drop(queue);
@@ -159,13 +170,14 @@ impl OtlpSink {
 
 /// The exporter task: sends batches as they fill, or once `SCHEDULE_DELAY` has passed.
 async fn export(shared: Arc<Shared>, mut client: Client) {
+    let mut text = Vec::with_capacity(512);
     loop {
         let _ = tokio::time::timeout(SCHEDULE_DELAY, shared.wake.notified()).await;
         loop {
-            let batch: Vec<LogRecord> = {
+            let batch: Vec<EventLine> = {
                 let mut queue = shared.queue();
                 let take = queue.records.len().min(MAX_BATCH);
-                let batch: Vec<LogRecord> = queue.records.drain(..take).collect();
+                let batch: Vec<EventLine> = queue.records.drain(..take).collect();
                 queue.in_flight = batch.len();
                 if queue.records.is_empty() {
                     queue.flush = false;
@@ -176,8 +188,16 @@ async fn export(shared: Arc<Shared>, mut client: Client) {
                 break;
             }
             let sent = batch.len();
+            let records = batch
+                .iter()
+                .map(|event| {
+                    text.clear();
+                    text_line(&mut text, event, false);
+                    logs::record(event, &String::from_utf8_lossy(&text))
+                })
+                .collect();
             // Encoded once: a retry sends the same bytes again.
-            let body = Bytes::from(logs::request(batch).encode_to_vec());
+            let body = Bytes::from(logs::request(records).encode_to_vec());
             let lost = match client
                 .send("/v1/logs", body, Instant::now() + MAX_RETRY)
                 .await
