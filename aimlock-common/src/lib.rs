@@ -218,6 +218,11 @@ pub struct BtfOffsets {
     pub lock_pid: u16,
     pub lock_start: u16,
     pub lock_end: u16,
+    /// `struct task_struct`: `comm`, read with direct loads through `bpf_get_current_task_btf`
+    /// where `comm_direct` is 1 (kernels from 5.11), far cheaper than `bpf_get_current_comm`.
+    pub task_comm: u16,
+    pub comm_direct: u8,
+    pub _pad: u8,
 }
 
 /// Layout of a record's payload written by a BTF tracepoint program: each field read from the
@@ -287,6 +292,9 @@ impl Config {
             lock_pid: 0,
             lock_start: 0,
             lock_end: 0,
+            task_comm: 0,
+            comm_direct: 0,
+            _pad: 0,
         },
         filter_pid: 0,
         filter_comm: 0,

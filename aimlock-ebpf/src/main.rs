@@ -19,6 +19,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
+        generated::bpf_get_current_task_btf,
     },
     macros::{btf_tracepoint, fexit, map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -443,7 +444,13 @@ fn submit(
     fill: impl FnOnce(&mut [u8; PAYLOAD_LEN]),
     name: impl FnOnce(&mut FileName),
 ) -> bool {
-    let comm = bpf_get_current_comm().unwrap_or_default();
+    let comm = if config!(btf.comm_direct) != 0 {
+        let comm_off = config!(btf.task_comm);
+        // SAFETY: the current task, a BTF pointer, and its `comm` array at its BTF offset.
+        unsafe { load::<[u8; 16]>(bpf_get_current_task_btf() as *const u8, comm_off) }
+    } else {
+        bpf_get_current_comm().unwrap_or_default()
+    };
     // SAFETY: the value is only tested for presence.
     if config!(filter_comm) != 0 && unsafe { COMMS.get(comm) }.is_none() {
         return false;

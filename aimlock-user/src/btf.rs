@@ -5,6 +5,7 @@
 
 use aimlock_common::{BtfOffsets, LockFields, btf_payload};
 use anyhow::{Context as _, Result, anyhow};
+use aya::util::KernelVersion;
 use btf_rs::{Backend, Btf, Type};
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -17,8 +18,8 @@ pub struct LockLayout {
     pub fields: LockFields,
 }
 
-/// Reads the layout of `struct inode`, `struct super_block`, `struct file_lock`, `struct file`
-/// and `struct dentry`.
+/// Reads the layout of `struct inode`, `struct super_block`, `struct file_lock`, `struct file`,
+/// `struct dentry` and `struct task_struct`.
 pub fn lock_layout() -> Result<LockLayout> {
     // Mapped rather than parsed whole: only five structs are looked up. Kernels before 6.x
     // (5.10 here) cannot map their BTF file (ENODEV): there it is read whole.
@@ -38,6 +39,7 @@ pub fn lock_layout() -> Result<LockLayout> {
     let dentry_hash_len = layout.offset("dentry", &["d_name", "hash_len"])?;
     let dentry_parent = layout.offset("dentry", &["d_parent"])?;
     let dentry_inode = layout.offset("dentry", &["d_inode"])?;
+    let task_comm = layout.offset("task_struct", &["comm"])?;
     let sb_dev = layout.offset("super_block", &["s_dev"])?;
     // From 6.9 the common fields live in `struct file_lock_core c`.
     let lock = |core: &str, old: &str| {
@@ -75,6 +77,9 @@ pub fn lock_layout() -> Result<LockLayout> {
             lock_pid: narrow(fl_pid)?,
             lock_start: narrow(start)?,
             lock_end: narrow(end)?,
+            task_comm: narrow(task_comm)?,
+            comm_direct: u8::from(has_current_task_btf()),
+            _pad: 0,
         },
         fields: LockFields {
             ino: btf_payload::INO,
@@ -89,6 +94,11 @@ pub fn lock_layout() -> Result<LockLayout> {
             blocker: aimlock_common::ABSENT,
         },
     })
+}
+
+/// Whether the kernel has the `bpf_get_current_task_btf` helper (added in 5.11).
+fn has_current_task_btf() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(5, 11, 0))
 }
 
 struct Layout<'a> {
