@@ -144,6 +144,10 @@ pub struct Tracer {
 }
 
 impl Tracer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts the tracer with extra arguments and waits for its `start` line, which it writes
     /// once every program is attached.
     pub fn start(extra: &[&str]) -> Self {

@@ -711,3 +711,19 @@ fn pid_a_full_filter_is_said_once_and_counted() {
     let stop = events.last().unwrap();
     assert_eq!(stop["untraced_children"], 5, "{stop}");
 }
+
+#[test]
+fn the_tracer_drains_the_ring_at_a_raised_priority() {
+    // Field 19 of /proc/PID/stat: the nice value of the process's main thread, which drains
+    // the ring.
+    let nice_of = |pid: u32| -> i64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+        let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
+        after_comm.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    for (options, expected) in [(&[][..], -10), (&["--nice", "5"][..], 5)] {
+        let tracer = Tracer::start(options);
+        assert_eq!(nice_of(tracer.pid()), expected, "{options:?}");
+        tracer.stop();
+    }
+}

@@ -49,6 +49,11 @@ pub struct TraceArgs {
     /// Only trace locks on these files (resolved to inodes at start, held open while tracing). Repeatable.
     #[arg(long)]
     path: Vec<PathBuf>,
+    /// The tracer's nice value (-20 to 19). Raised by default so that the tracer keeps draining
+    /// the ring while lock holders exit in bulk and take the CPUs.
+    #[arg(long, default_value_t = -10, allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    nice: i32,
     /// Size of the kernel's ring buffer in bytes (a power of two; K and M suffixes accepted).
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     ring_size: u32,
@@ -125,6 +130,15 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut events = poll_readable(events).context("cannot poll the ring buffer")?;
     if let Some(logger) = logger {
         spawn_kernel_logger(logger)?;
+    }
+    // While CAP_SYS_NICE is still held; the table readers started from here on inherit it.
+    // SAFETY: a plain system call on the calling thread (Linux applies nice per thread).
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, args.nice) } != 0 {
+        log::warn!(
+            "cannot set the tracer's nice value to {}: {}",
+            args.nice,
+            std::io::Error::last_os_error()
+        );
     }
     privileges::drop_after_attach()?;
 
