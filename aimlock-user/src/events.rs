@@ -224,10 +224,10 @@ impl EventLine {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut object = JsonObject::start(out);
         match self.event {
-            Some(event) => object.str("event", event.name()),
+            Some(event) => object.plain("event", event.name()),
             None => object.raw("event", "null"),
         }
-        object.str("ts", &self.ts);
+        object.plain("ts", &self.ts);
         object.opt_u64("schema", self.schema.map(u64::from));
         object.opt_str("version", self.version.as_deref());
         object.opt_str("kernel", self.kernel.as_deref());
@@ -244,8 +244,8 @@ impl EventLine {
         object.opt_u64("tid", self.tid.map(u64::from));
         object.opt_str("comm", self.comm.as_deref());
         object.opt_str("cgroup", self.cgroup.as_deref());
-        object.opt_str("kind", self.kind.map(LockKind::name));
-        object.opt_str("mode", self.mode.map(Mode::name));
+        object.opt_plain("kind", self.kind.map(LockKind::name));
+        object.opt_plain("mode", self.mode.map(Mode::name));
         object.opt_str("dev", self.dev.as_deref());
         object.opt_u64("ino", self.ino);
         object.opt_u64("generation", self.generation.map(u64::from));
@@ -264,7 +264,7 @@ impl EventLine {
         }
         object.opt_u64("wait_ns", self.wait_ns);
         object.opt_u64("held_ns", self.held_ns);
-        object.opt_str("reason", self.reason.map(ReleaseReason::name));
+        object.opt_plain("reason", self.reason.map(ReleaseReason::name));
         object.opt_str("errno", self.errno.as_deref());
         object.opt_u64("locks", self.locks);
         if let Some(holders) = &self.holders {
@@ -331,6 +331,20 @@ impl<'a> JsonObject<'a> {
         self.out.push(b'"');
         self.out.extend_from_slice(key.as_bytes());
         self.out.extend_from_slice(b"\":");
+    }
+
+    /// A string of this program's own making that needs no escape (a name, a timestamp).
+    fn plain(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.out.push(b'"');
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.push(b'"');
+    }
+
+    fn opt_plain(&mut self, key: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.plain(key, value);
+        }
     }
 
     fn raw(&mut self, key: &str, value: &str) {
