@@ -858,15 +858,12 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/aimlock.service"),
     )
     .expect("packaging/aimlock.service");
-    assert!(
-        unit.contains("ExecStart=/usr/local/bin/aimlock trace "),
-        "{unit}"
-    );
-    // The unit as installed, with the binary under test in place of /usr/local/bin/aimlock.
+    assert!(unit.contains("ExecStart=/usr/bin/aimlock trace "), "{unit}");
+    // The unit as installed, with the binary under test in place of /usr/bin/aimlock.
     let copy = dir.path().join("aimlock.service");
     std::fs::write(
         &copy,
-        unit.replace("/usr/local/bin/aimlock", aimlock_bin().to_str().unwrap()),
+        unit.replace("/usr/bin/aimlock", aimlock_bin().to_str().unwrap()),
     )
     .unwrap();
     let output = Command::new("systemd-analyze")

@@ -1,8 +1,9 @@
-//! aimlock's tasks: `cargo xtask setup | build | run -- ARGS | test | vm-test | bench`.
+//! aimlock's tasks: `cargo xtask setup | build | dist | run -- ARGS | test | vm-test | bench`.
 
 mod bench;
 mod bench_locks;
 mod bench_report;
+mod dist;
 mod setup;
 mod vm;
 
@@ -23,10 +24,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building and testing need: rust-src, bpf-linker, Debian packages, tracefs.
+    /// Install what building and testing need: rust-src, the musl target, bpf-linker, Debian
+    /// packages, tracefs.
     Setup,
     /// Release build of the `aimlock` binary (target/release/aimlock).
     Build,
+    /// Setup, then the release under target/dist/: a static `aimlock` (musl) and the Debian
+    /// package aimlock_<version>_amd64.deb.
+    Dist,
     /// Setup, build, then run `aimlock` with the given arguments.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup => setup::setup(),
         Task::Build => build(),
+        Task::Dist => dist::dist(),
         Task::Run { args } => run(&args),
         Task::Test => test(),
         Task::VmTest {
