@@ -36,10 +36,17 @@ fn flock_acquire_and_release_of_a_child_process() {
     });
     let events = tracer.stop();
     assert_eq!(events[0]["event"], "start");
-    assert!(events[0]["schema"].is_u64());
+    assert_eq!(events[0]["schema"], 2);
     let stop = events.last().unwrap();
     assert_eq!(stop["event"], "stop");
     assert!(stop["lost"].is_u64(), "{stop}");
+    // Every line names the host, start and stop included: the node name, as uname gives it.
+    let host = nix::sys::utsname::uname().unwrap();
+    let host = host.nodename().to_str().unwrap();
+    assert!(!host.is_empty());
+    for event in &events {
+        assert_eq!(event["host"], host, "{event}");
+    }
 
     let mine = lock_events(&events, ino, pid);
     assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");

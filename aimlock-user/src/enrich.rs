@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::{
     clock::Clock,
     decode::{LockOp, comm_str},
-    events::{EventKind, EventLine, ProcRef, ReleaseReason},
+    events::{EventKind, EventLine, ProcRef, ReleaseReason, this_host},
     file_paths::{FileKey, FilePaths, PathOf, Viewer},
     lock_table::{self, Taker},
     procfs::{self, MountView, ProcessInfo},
@@ -129,6 +129,7 @@ impl Enricher {
         };
         let mut line = EventLine {
             ts: clock.format(at),
+            host: Some(this_host().into()),
             // Pid 0: the kernel does not record who took it (an OFD lock found in its table).
             pid: (actor.pid != 0).then_some(actor.pid),
             comm: Some(self.comm(&actor)).filter(|comm| !comm.is_empty()),

@@ -3,10 +3,24 @@
 //! One flat struct serves every event type, with absent fields left out, so that a reader of
 //! an older or newer schema can skip what it does not know. `docs/events.md` documents it.
 
+use std::{borrow::Cow, sync::OnceLock};
+
 use serde::{Deserialize, Serialize};
 
 /// Version of this schema, carried by the `start` line. Bumped when a field changes meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: every line names its `host` (the `start` line's `hostname` before).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// This machine's node name (uname), read once: every line the tracer writes names it, so that
+/// lines stay attributable once a log shipper has split or merged the files of many hosts.
+pub fn this_host() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        nix::sys::utsname::uname()
+            .map(|uts| uts.nodename().to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".to_owned())
+    })
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,6 +95,10 @@ pub struct EventLine {
     pub event: Option<EventKind>,
     /// RFC 3339, UTC, nanoseconds.
     pub ts: String,
+    /// The node name of the machine the tracer ran on; on every line. Borrowed from
+    /// [`this_host`] when written, so that naming it costs no allocation per event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Cow<'static, str>>,
 
     // `start` and `stop`
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,8 +107,6 @@ pub struct EventLine {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
     /// `start`: how the lock hooks run (`btf`, `classic` or `mixed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_hooks: Option<String>,
@@ -228,10 +244,10 @@ impl EventLine {
             None => object.raw("event", "null"),
         }
         object.plain("ts", &self.ts);
+        object.opt_str("host", self.host.as_deref());
         object.opt_u64("schema", self.schema.map(u64::from));
         object.opt_str("version", self.version.as_deref());
         object.opt_str("kernel", self.kernel.as_deref());
-        object.opt_str("hostname", self.hostname.as_deref());
         object.opt_str("lock_hooks", self.lock_hooks.as_deref());
         object.opt_u64("lost", self.lost);
         object.opt_u64("unwritten", self.unwritten);
@@ -481,8 +497,8 @@ mod tests {
             ts: "2026-11-27T05:04:50.602120982Z".to_owned(),
             schema: Some(1),
             version: Some("0.1.0".to_owned()),
+            host: Some("h\u{7f}é".into()),
             kernel: Some("6.18".to_owned()),
-            hostname: Some("h\u{7f}é".to_owned()),
             lock_hooks: Some("btf".to_owned()),
             lost: Some(1),
             unwritten: Some(2),

@@ -18,7 +18,7 @@ use crate::{
     clock::Clock,
     decode::{Decoder, Input},
     enrich::Enricher,
-    events::{EventKind, EventLine, SCHEMA_VERSION, rfc3339},
+    events::{EventKind, EventLine, SCHEMA_VERSION, rfc3339, this_host},
     kernel_views::KernelViews,
     loader::{Filters, Tracer},
     metrics, otlp, privileges, procfs,
@@ -228,6 +228,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let stop = EventLine {
         event: Some(EventKind::Stop),
         ts: rfc3339(SystemTime::now()),
+        host: Some(this_host().into()),
         lost: Some(lost),
         records: Some(records),
         events: Some(written),
@@ -324,8 +325,8 @@ fn start_line(clock: &Clock, lock_hooks: &str) -> EventLine {
         ts: clock.format(clock.monotonic_now()),
         schema: Some(SCHEMA_VERSION),
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        host: Some(this_host().into()),
         kernel: field(|u| u.release()),
-        hostname: field(|u| u.nodename()),
         lock_hooks: Some(lock_hooks.to_owned()),
         ..Default::default()
     }

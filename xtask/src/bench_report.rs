@@ -207,7 +207,7 @@ fn generate(path: &Path, target: u64) -> Result<Generated> {
         Ok(())
     };
     let start = format!(
-        r#"{{"event":"start","ts":"{}","schema":1,"version":"0.1.0","kernel":"6.18.44","hostname":"bench"}}"#,
+        r#"{{"event":"start","ts":"{}","host":"bench","schema":2,"version":"0.1.0","kernel":"6.18.44"}}"#,
         clock.ts()
     );
     write(&mut out, &mut log, &start, None)?;
@@ -235,7 +235,7 @@ fn generate(path: &Path, target: u64) -> Result<Generated> {
         let roll = rng.next() % 1000;
         if roll < 20 {
             let line = format!(
-                r#"{{"event":"fail","ts":"{}",{process},{lock},"errno":"EAGAIN"}}"#,
+                r#"{{"event":"fail","ts":"{}","host":"bench",{process},{lock},"errno":"EAGAIN"}}"#,
                 clock.tick()
             );
             write(&mut out, &mut log, &line, Some(ino))?;
@@ -244,7 +244,7 @@ fn generate(path: &Path, target: u64) -> Result<Generated> {
         let mut wait_ns = String::new();
         if roll < 60 {
             let line = format!(
-                r#"{{"event":"wait","ts":"{}",{process},{lock}}}"#,
+                r#"{{"event":"wait","ts":"{}","host":"bench",{process},{lock}}}"#,
                 clock.tick()
             );
             write(&mut out, &mut log, &line, Some(ino))?;
@@ -252,7 +252,7 @@ fn generate(path: &Path, target: u64) -> Result<Generated> {
         }
         let acquired = clock.now();
         let line = format!(
-            r#"{{"event":"acquire","ts":"{}",{process},{lock}{wait_ns}}}"#,
+            r#"{{"event":"acquire","ts":"{}","host":"bench",{process},{lock}{wait_ns}}}"#,
             clock.tick()
         );
         write(&mut out, &mut log, &line, Some(ino))?;
@@ -264,14 +264,14 @@ fn generate(path: &Path, target: u64) -> Result<Generated> {
             // The taker exits; a child it forked keeps the lock, then exits too.
             let exit = clock.now();
             let line = format!(
-                r#"{{"event":"exit","ts":"{}",{process},"locks":1}}"#,
+                r#"{{"event":"exit","ts":"{}","host":"bench",{process},"locks":1}}"#,
                 clock.tick()
             );
             write(&mut out, &mut log, &line, None)?;
             clock.advance(100_000_000);
             let holder = pid + 1;
             let line = format!(
-                r#"{{"event":"orphan","ts":"{}",{process},{lock},"taker_exit":"{}","holders":[{{"pid":{holder},"comm":"sleep","fd":3}}]}}"#,
+                r#"{{"event":"orphan","ts":"{}","host":"bench",{process},{lock},"taker_exit":"{}","holders":[{{"pid":{holder},"comm":"sleep","fd":3}}]}}"#,
                 clock.tick(),
                 Clock(exit).ts()
             );
@@ -281,11 +281,11 @@ fn generate(path: &Path, target: u64) -> Result<Generated> {
             let orphaned = clock.now() - exit;
             let at = clock.tick();
             let release = format!(
-                r#"{{"event":"release","ts":"{at}","pid":{holder},"comm":"sleep",{lock},"held_ns":{held},"reason":"exit"}}"#
+                r#"{{"event":"release","ts":"{at}","host":"bench","pid":{holder},"comm":"sleep",{lock},"held_ns":{held},"reason":"exit"}}"#
             );
             write(&mut out, &mut log, &release, Some(ino))?;
             let end = format!(
-                r#"{{"event":"orphan_end","ts":"{at}",{process},{lock},"held_ns":{held},"reason":"exit","orphan_ns":{orphaned},"taker_exit":"{}","by":{{"pid":{holder},"comm":"sleep"}}}}"#,
+                r#"{{"event":"orphan_end","ts":"{at}","host":"bench",{process},{lock},"held_ns":{held},"reason":"exit","orphan_ns":{orphaned},"taker_exit":"{}","by":{{"pid":{holder},"comm":"sleep"}}}}"#,
                 Clock(exit).ts()
             );
             write(&mut out, &mut log, &end, Some(ino))?;
@@ -294,13 +294,13 @@ fn generate(path: &Path, target: u64) -> Result<Generated> {
         let held = clock.now() - acquired;
         let reason = if roll < 900 { "unlock" } else { "close" };
         let line = format!(
-            r#"{{"event":"release","ts":"{}",{process},{lock},"held_ns":{held},"reason":"{reason}"}}"#,
+            r#"{{"event":"release","ts":"{}","host":"bench",{process},{lock},"held_ns":{held},"reason":"{reason}"}}"#,
             clock.tick()
         );
         write(&mut out, &mut log, &line, Some(ino))?;
     }
     let stop = format!(
-        r#"{{"event":"stop","ts":"{}","lost":0,"records":0,"events":{},"unwritten":0}}"#,
+        r#"{{"event":"stop","ts":"{}","host":"bench","lost":0,"records":0,"events":{},"unwritten":0}}"#,
         clock.tick(),
         log.lines
     );
