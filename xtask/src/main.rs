@@ -37,8 +37,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Setup, build, then every test: formatting, clippy, unit tests, integration tests as
-    /// root on the running kernel, then the integration suite in VMs (as `vm-test`).
+    /// Setup, the release (as `dist`), then every test: formatting, clippy, unit tests,
+    /// integration tests of the release's binary and package as root on the running kernel,
+    /// then the integration suite in VMs (as `vm-test`).
     Test,
     /// Run the integration suite in qemu on Debian's 5.10, 6.1 and 6.12 kernels and on the
     /// running kernel's version.
@@ -201,7 +202,9 @@ fn test() -> Result<()> {
                 workspace_root().join("target/ebpf-clippy"),
             ),
     )?;
-    build()?;
+    // The release is what the integration tests, the package test and the kernel matrix run:
+    // the static binary that ships, not a development build.
+    let release = dist::build()?;
     run_step(
         Step("unit tests"),
         cargo().args([
@@ -228,7 +231,8 @@ fn test() -> Result<()> {
                 "--",
                 "--test-threads=4",
             ])
-            .env("AIMLOCK_BIN", aimlock_binary()),
+            .env("AIMLOCK_BIN", &release.binary)
+            .env("AIMLOCK_DEB", &release.package),
     )?;
     vm::matrix(&vm::Options {
         kernels: Vec::new(),
