@@ -593,6 +593,77 @@ fn journald_sink_speaks_the_native_protocol() {
     assert_eq!(field(orphan, "HOLDER_PIDS"), child.to_string());
     assert_eq!(field(of("orphan_end"), "LOCK_BY_PID"), child.to_string());
     assert_eq!(field(of("stop"), "AIMLOCK_LOST"), "0");
+
+    // The journal holds the whole log: each entry, read back through the documented field
+    // names, is its JSON line but for `host`, which the journal records as `_HOSTNAME`.
+    let lines = parse_lines(&std::fs::read_to_string(&log).unwrap(), &log);
+    let from_journal: Vec<Value> = entries.iter().map(journal_entry_as_line).collect();
+    let without_host: Vec<Value> = lines
+        .into_iter()
+        .map(|mut line| {
+            line.as_object_mut().unwrap().remove("host");
+            line
+        })
+        .collect();
+    assert_eq!(from_journal, without_host);
+}
+
+/// A journal entry of `--journald` as the JSON line it stands for, through the field names
+/// README lists; a field not listed there fails.
+fn journal_entry_as_line(entry: &HashMap<String, Vec<u8>>) -> Value {
+    let mut line = serde_json::Map::new();
+    for (key, value) in entry {
+        let text = String::from_utf8(value.clone()).unwrap();
+        let number = || Value::from(text.parse::<u64>().unwrap());
+        let boolean = || Value::from(text.parse::<bool>().unwrap());
+        let json = || serde_json::from_str::<Value>(&text).unwrap();
+        let (name, value) = match key.as_str() {
+            // The text line, and forms made for journalctl matches (checked above).
+            "MESSAGE" | "PRIORITY" | "SYSLOG_IDENTIFIER" | "HOLDER_PIDS" | "LOCK_BY_PID"
+            | "LOCK_BY_COMM" => continue,
+            "LOCK_END" if text == "EOF" => ("end", Value::Null),
+            "LOCK_EVENT" => ("event", Value::from(text.clone())),
+            "LOCK_TS" => ("ts", Value::from(text.clone())),
+            "AIMLOCK_VERSION" => ("version", Value::from(text.clone())),
+            "AIMLOCK_KERNEL" => ("kernel", Value::from(text.clone())),
+            "LOCK_KIND" => ("kind", Value::from(text.clone())),
+            "LOCK_MODE" => ("mode", Value::from(text.clone())),
+            "LOCK_PATH" => ("path", Value::from(text.clone())),
+            "LOCK_PATH_UNKNOWN" => ("path_unknown", Value::from(text.clone())),
+            "LOCK_NAME" => ("name", Value::from(text.clone())),
+            "LOCK_DEV" => ("dev", Value::from(text.clone())),
+            "LOCK_COMM" => ("comm", Value::from(text.clone())),
+            "LOCK_CGROUP" => ("cgroup", Value::from(text.clone())),
+            "LOCK_REASON" => ("reason", Value::from(text.clone())),
+            "LOCK_ERRNO" => ("errno", Value::from(text.clone())),
+            "LOCK_TAKER_EXIT" => ("taker_exit", Value::from(text.clone())),
+            "LOCK_DELETED" => ("deleted", boolean()),
+            "LOCK_ORPHAN" => ("orphan", boolean()),
+            "LOCK_HOLDERS" => ("holders", json()),
+            "LOCK_BY" => ("by", json()),
+            "AIMLOCK_SCHEMA" => ("schema", number()),
+            "AIMLOCK_LOST" => ("lost", number()),
+            "AIMLOCK_RECORDS" => ("records", number()),
+            "AIMLOCK_EVENTS" => ("events", number()),
+            "AIMLOCK_TABLE_READS" => ("table_reads", number()),
+            "AIMLOCK_UNWRITTEN" => ("unwritten", number()),
+            "AIMLOCK_UNTRACED_CHILDREN" => ("untraced_children", number()),
+            "LOCK_INO" => ("ino", number()),
+            "LOCK_GENERATION" => ("generation", number()),
+            "LOCK_START" => ("start", number()),
+            "LOCK_END" => ("end", number()),
+            "LOCK_PID" => ("pid", number()),
+            "LOCK_NS_PID" => ("ns_pid", number()),
+            "LOCK_TID" => ("tid", number()),
+            "LOCK_WAIT_NS" => ("wait_ns", number()),
+            "LOCK_HELD_NS" => ("held_ns", number()),
+            "LOCK_LOCKS" => ("locks", number()),
+            "LOCK_ORPHAN_NS" => ("orphan_ns", number()),
+            other => panic!("journal field {other} is not documented"),
+        };
+        line.insert(name.to_string(), value);
+    }
+    Value::Object(line)
 }
 
 #[test]

@@ -308,7 +308,8 @@ impl EventLine {
 }
 
 impl ProcRef {
-    fn write_json(&self, out: &mut Vec<u8>) {
+    /// Appends the process as JSON, as it appears in a line's `holders` and `by`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut object = JsonObject::start(out);
         object.opt_u64("pid", Some(u64::from(self.pid)));
         object.str("comm", &self.comm);

@@ -52,7 +52,11 @@ impl JournaldSink {
     }
 }
 
-/// The journal entry of one event.
+/// The journal entry of one event: the text line as MESSAGE, and every field of the JSON line
+/// (but `host`: the journal records `_HOSTNAME` itself) as a field of its own, so that the
+/// journal holds the whole log (`journalctl -o json` gives every value as a string). A few
+/// fields are also given in forms made for `journalctl FIELD=VALUE` matches (HOLDER_PIDS,
+/// LOCK_BY_PID, LOCK_BY_COMM).
 fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     let kind = event.event.unwrap_or(EventKind::Unknown);
     let warn = kind == EventKind::Orphan
@@ -65,11 +69,20 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     );
     field(out, "SYSLOG_IDENTIFIER", b"aimlock");
     field(out, "LOCK_EVENT", kind.name().as_bytes());
+    // The event's own time: the entry's __REALTIME_TIMESTAMP is when the journal received it.
+    field(out, "LOCK_TS", event.ts.as_bytes());
+    optional_number(out, "AIMLOCK_SCHEMA", event.schema.map(u64::from));
+    optional(out, "AIMLOCK_VERSION", event.version.as_deref());
+    optional(out, "AIMLOCK_KERNEL", event.kernel.as_deref());
     optional(out, "LOCK_KIND", event.kind.map(|kind| kind.name()));
     optional(out, "LOCK_MODE", event.mode.map(|mode| mode.name()));
     optional(out, "LOCK_PATH", event.path.as_deref());
+    optional_bool(out, "LOCK_DELETED", event.deleted);
+    optional(out, "LOCK_PATH_UNKNOWN", event.path_unknown.as_deref());
+    optional(out, "LOCK_NAME", event.name.as_deref());
     optional(out, "LOCK_DEV", event.dev.as_deref());
     optional_number(out, "LOCK_INO", event.ino);
+    optional_number(out, "LOCK_GENERATION", event.generation.map(u64::from));
     optional_number(out, "LOCK_START", event.start);
     if let Some(end) = event.end {
         match end {
@@ -78,11 +91,16 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
         }
     }
     optional_number(out, "LOCK_PID", event.pid.map(u64::from));
+    optional_number(out, "LOCK_NS_PID", event.ns_pid.map(u64::from));
+    optional_number(out, "LOCK_TID", event.tid.map(u64::from));
     optional(out, "LOCK_COMM", event.comm.as_deref());
+    optional(out, "LOCK_CGROUP", event.cgroup.as_deref());
     optional(out, "LOCK_REASON", event.reason.map(|reason| reason.name()));
     optional(out, "LOCK_ERRNO", event.errno.as_deref());
     optional_number(out, "LOCK_WAIT_NS", event.wait_ns);
     optional_number(out, "LOCK_HELD_NS", event.held_ns);
+    optional_number(out, "LOCK_LOCKS", event.locks);
+    optional_bool(out, "LOCK_ORPHAN", event.orphan);
     optional_number(out, "LOCK_ORPHAN_NS", event.orphan_ns);
     optional(out, "LOCK_TAKER_EXIT", event.taker_exit.as_deref());
     if let Some(holders) = &event.holders {
@@ -91,13 +109,27 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
             .map(|holder| holder.pid.to_string())
             .collect();
         field(out, "HOLDER_PIDS", pids.join(",").as_bytes());
+        let mut json = vec![b'['];
+        for (index, holder) in holders.iter().enumerate() {
+            if index > 0 {
+                json.push(b',');
+            }
+            holder.write_json(&mut json);
+        }
+        json.push(b']');
+        field(out, "LOCK_HOLDERS", &json);
     }
     if let Some(by) = &event.by {
         number(out, "LOCK_BY_PID", u64::from(by.pid));
         field(out, "LOCK_BY_COMM", by.comm.as_bytes());
+        let mut json = Vec::new();
+        by.write_json(&mut json);
+        field(out, "LOCK_BY", &json);
     }
     optional_number(out, "AIMLOCK_LOST", event.lost);
     optional_number(out, "AIMLOCK_RECORDS", event.records);
+    optional_number(out, "AIMLOCK_EVENTS", event.events);
+    optional_number(out, "AIMLOCK_TABLE_READS", event.table_reads);
     optional_number(out, "AIMLOCK_UNWRITTEN", event.unwritten);
     optional_number(out, "AIMLOCK_UNTRACED_CHILDREN", event.untraced_children);
 }
@@ -121,6 +153,12 @@ fn number(out: &mut Vec<u8>, key: &str, value: u64) {
 fn optional(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
     if let Some(value) = value {
         field(out, key, value.as_bytes());
+    }
+}
+
+fn optional_bool(out: &mut Vec<u8>, key: &str, value: Option<bool>) {
+    if let Some(value) = value {
+        field(out, key, if value { b"true" } else { b"false" });
     }
 }
 
