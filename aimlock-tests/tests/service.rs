@@ -15,7 +15,8 @@ use std::{
 };
 
 use aimlock_tests::{
-    TempDir, Workload, aimlock_bin, eventually, free_port, lockwork_bin, require_root,
+    PrivateJournal, TempDir, Workload, aimlock_bin, eventually, free_port, lockwork_bin,
+    require_root,
 };
 use serde_json::Value;
 
@@ -606,6 +607,73 @@ fn journald_sink_speaks_the_native_protocol() {
         })
         .collect();
     assert_eq!(from_journal, without_host);
+}
+
+#[test]
+fn a_real_journal_keeps_every_line_and_its_host() {
+    let journal = PrivateJournal::start("journal");
+    let dir = TempDir::new("real-journal");
+    let file = dir.file("lock");
+    let log = dir.path().join("trace.log");
+    let tracer = ServiceTracer::start(
+        &[
+            "--output",
+            log.to_str().unwrap(),
+            &format!("--journald={}", journal.socket().display()),
+            "--path",
+            file.to_str().unwrap(),
+        ],
+        &log,
+    );
+    // An orphan and its end: entries with holders and `by`.
+    let taker = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "flock:ex",
+        "sleep:0.3",
+        "hold-in-child:2",
+    ]);
+    taker.finish();
+    eventually(
+        "the orphan's end in the log",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|text| text.contains("\"event\":\"orphan_end\""))
+        },
+    );
+    tracer.stop();
+
+    // As `journalctl -o json` gives them: every value a string, the journal's own fields
+    // (`_HOSTNAME`, `__REALTIME_TIMESTAMP`, ...) beside the tracer's.
+    let entries = journal.aimlock_entries();
+    let lines = parse_lines(&std::fs::read_to_string(&log).unwrap(), &log);
+    assert_eq!(entries.len(), lines.len(), "{entries:#?}");
+    let mut from_journal = Vec::new();
+    let mut without_host = Vec::new();
+    for (entry, mut line) in entries.into_iter().zip(lines) {
+        let host = line.as_object_mut().unwrap().remove("host").unwrap();
+        assert_eq!(entry["_HOSTNAME"], host, "{entry}");
+        let fields: HashMap<String, Vec<u8>> = entry
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| !key.starts_with('_'))
+            .map(|(key, value)| {
+                let text = value.as_str().unwrap_or_else(|| panic!("{key}: {value}"));
+                (key.clone(), text.as_bytes().to_vec())
+            })
+            .collect();
+        from_journal.push(journal_entry_as_line(&fields));
+        without_host.push(line);
+    }
+    assert_eq!(from_journal, without_host);
+    assert!(
+        from_journal
+            .iter()
+            .any(|line| line["event"] == "orphan_end"),
+        "{from_journal:#?}"
+    );
 }
 
 /// A journal entry of `--journald` as the JSON line it stands for, through the field names

@@ -47,6 +47,11 @@ const HOST_ONLY_TESTS: &[(&str, &str, &str)] = &[
         "Debian's prometheus server",
     ),
     (
+        "service",
+        "a_real_journal_keeps_every_line_and_its_host",
+        "systemd-journald and journalctl",
+    ),
+    (
         "report",
         "two_files_that_shared_an_inode_number_are_two_timelines",
         "a file system that hands freed inode numbers out again (the VM's tmpfs never does)",
