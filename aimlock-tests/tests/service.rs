@@ -697,6 +697,7 @@ fn journal_entry_as_line(entry: &HashMap<String, Vec<u8>>) -> Value {
             "LOCK_KIND" => ("kind", Value::from(text.clone())),
             "LOCK_MODE" => ("mode", Value::from(text.clone())),
             "LOCK_PATH" => ("path", Value::from(text.clone())),
+            "LOCK_HOST_PATH" => ("host_path", Value::from(text.clone())),
             "LOCK_PATH_UNKNOWN" => ("path_unknown", Value::from(text.clone())),
             "LOCK_NAME" => ("name", Value::from(text.clone())),
             "LOCK_DEV" => ("dev", Value::from(text.clone())),

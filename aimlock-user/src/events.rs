@@ -457,6 +457,60 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
     humantime::format_rfc3339_nanos(time).to_string()
 }
 
+/// A line with every field set, with values that need escaping: for the writers' tests.
+#[cfg(test)]
+pub fn every_field() -> EventLine {
+    let holder = ProcRef {
+        pid: 840,
+        comm: "sle\"ep\\\u{1}\n".to_owned(),
+        ns_pid: Some(3),
+        fd: Some(-1),
+        cgroup: Some("/ctr".to_owned()),
+    };
+    EventLine {
+        event: Some(EventKind::OrphanEnd),
+        ts: "2026-11-27T05:04:50.602120982Z".to_owned(),
+        schema: Some(1),
+        version: Some("0.1.0".to_owned()),
+        host: Some("h\u{7f}é".into()),
+        kernel: Some("6.18".to_owned()),
+        lock_hooks: Some("btf".to_owned()),
+        lost: Some(1),
+        unwritten: Some(2),
+        records: Some(3),
+        events: Some(4),
+        table_reads: Some(14),
+        untraced_children: Some(15),
+        pid: Some(5),
+        ns_pid: Some(6),
+        tid: Some(7),
+        comm: Some("comm\t".to_owned()),
+        cgroup: Some("/a/b".to_owned()),
+        kind: Some(LockKind::Ofd),
+        mode: Some(Mode::Read),
+        dev: Some("8:1".to_owned()),
+        ino: Some(u64::MAX),
+        generation: Some(u32::MAX),
+        path: Some("/tmp/x (deleted)".to_owned()),
+        host_path: Some("/srv/c/tmp/x".to_owned()),
+        deleted: Some(false),
+        path_unknown: Some("process gone".to_owned()),
+        name: Some("x\"y".to_owned()),
+        start: Some(0),
+        end: Some(Some(9)),
+        wait_ns: Some(10),
+        held_ns: Some(11),
+        reason: Some(ReleaseReason::Convert),
+        errno: Some("EAGAIN".to_owned()),
+        locks: Some(12),
+        holders: Some(vec![holder.clone(), holder.clone()]),
+        orphan: Some(true),
+        by: Some(holder),
+        orphan_ns: Some(13),
+        taker_exit: Some("t".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,55 +540,7 @@ mod tests {
 
     #[test]
     fn the_fast_writer_writes_what_serde_writes() {
-        let holder = ProcRef {
-            pid: 840,
-            comm: "sle\"ep\\\u{1}\n".to_owned(),
-            ns_pid: Some(3),
-            fd: Some(-1),
-            cgroup: Some("/ctr".to_owned()),
-        };
-        let full = EventLine {
-            event: Some(EventKind::OrphanEnd),
-            ts: "2026-11-27T05:04:50.602120982Z".to_owned(),
-            schema: Some(1),
-            version: Some("0.1.0".to_owned()),
-            host: Some("h\u{7f}é".into()),
-            kernel: Some("6.18".to_owned()),
-            lock_hooks: Some("btf".to_owned()),
-            lost: Some(1),
-            unwritten: Some(2),
-            records: Some(3),
-            events: Some(4),
-            table_reads: Some(14),
-            untraced_children: Some(15),
-            pid: Some(5),
-            ns_pid: Some(6),
-            tid: Some(7),
-            comm: Some("comm\t".to_owned()),
-            cgroup: Some("/a/b".to_owned()),
-            kind: Some(LockKind::Ofd),
-            mode: Some(Mode::Read),
-            dev: Some("8:1".to_owned()),
-            ino: Some(u64::MAX),
-            generation: Some(u32::MAX),
-            path: Some("/tmp/x (deleted)".to_owned()),
-            host_path: Some("/srv/c/tmp/x".to_owned()),
-            deleted: Some(false),
-            path_unknown: Some("process gone".to_owned()),
-            name: Some("x\"y".to_owned()),
-            start: Some(0),
-            end: Some(Some(9)),
-            wait_ns: Some(10),
-            held_ns: Some(11),
-            reason: Some(ReleaseReason::Convert),
-            errno: Some("EAGAIN".to_owned()),
-            locks: Some(12),
-            holders: Some(vec![holder.clone(), holder.clone()]),
-            orphan: Some(true),
-            by: Some(holder),
-            orphan_ns: Some(13),
-            taker_exit: Some("t".to_owned()),
-        };
+        let full = every_field();
         let lines = [
             full.clone(),
             EventLine::default(),

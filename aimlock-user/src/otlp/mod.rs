@@ -101,8 +101,9 @@ pub fn resource() -> Resource {
         string("service.version", env!("CARGO_PKG_VERSION")),
         string("os.type", "linux"),
     ];
+    // The same name as every line's `host`.
+    attributes.push(string("host.name", crate::events::this_host()));
     if let Some(uname) = uname {
-        attributes.push(string("host.name", &uname.nodename().to_string_lossy()));
         attributes.push(string("os.version", &uname.release().to_string_lossy()));
     }
     Resource {

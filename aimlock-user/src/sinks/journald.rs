@@ -77,6 +77,7 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     optional(out, "LOCK_KIND", event.kind.map(|kind| kind.name()));
     optional(out, "LOCK_MODE", event.mode.map(|mode| mode.name()));
     optional(out, "LOCK_PATH", event.path.as_deref());
+    optional(out, "LOCK_HOST_PATH", event.host_path.as_deref());
     optional_bool(out, "LOCK_DELETED", event.deleted);
     optional(out, "LOCK_PATH_UNKNOWN", event.path_unknown.as_deref());
     optional(out, "LOCK_NAME", event.name.as_deref());
@@ -171,6 +172,50 @@ fn optional_number(out: &mut Vec<u8>, key: &str, value: Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The field names of an encoded entry.
+    fn keys(entry: &[u8]) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut rest = entry;
+        while let Some(end) = rest.iter().position(|&b| b == b'=' || b == b'\n') {
+            keys.push(String::from_utf8(rest[..end].to_vec()).unwrap());
+            let tail = &rest[end + 1..];
+            rest = if rest[end] == b'=' {
+                &tail[tail.iter().position(|&b| b == b'\n').unwrap() + 1..]
+            } else {
+                let len = u64::from_le_bytes(tail[..8].try_into().unwrap()) as usize;
+                &tail[8 + len + 1..]
+            };
+        }
+        keys
+    }
+
+    #[test]
+    fn every_field_of_the_line_has_its_own_journal_field() {
+        let event = crate::events::every_field();
+        let mut entry = Vec::new();
+        encode(&mut entry, &event, b"text");
+        let line = serde_json::to_value(&event).unwrap();
+        // `host` is the journal's own _HOSTNAME; the rest of the entry's extra fields are the
+        // text line, its priority and tag, and forms made for journalctl matches.
+        let extra = [
+            "MESSAGE",
+            "PRIORITY",
+            "SYSLOG_IDENTIFIER",
+            "HOLDER_PIDS",
+            "LOCK_BY_PID",
+            "LOCK_BY_COMM",
+        ];
+        let fields: Vec<String> = keys(&entry)
+            .into_iter()
+            .filter(|key| !extra.contains(&key.as_str()))
+            .collect();
+        assert_eq!(
+            fields.len(),
+            line.as_object().unwrap().len() - 1,
+            "a field of the JSON line has no journal field: {fields:?} for {line}"
+        );
+    }
 
     #[test]
     fn a_value_with_a_newline_is_length_prefixed() {
