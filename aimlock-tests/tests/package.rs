@@ -251,10 +251,14 @@ fn the_maintainer_scripts_are_valid_and_never_start_the_tracer_on_install() {
 #[test]
 fn lintian_finds_nothing_unexplained() {
     // Every finding, down to pedantic ones; the package's overrides (each with its reason) are
-    // applied, and an override that no longer matches is itself a finding.
+    // applied, and an override that no longer matches is itself a finding. One tag is left
+    // out: the static binary's machine code and its crates' tables hold short printable runs
+    // that lintian reads as misspelt words (`thIk` for think), and which runs those are
+    // changes with every build, so no override could name them for long.
     let output = Command::new("lintian")
         .args(["--display-level", ">=pedantic", "--tag-display-limit", "0"])
         .args(["--display-experimental", "--display-info"])
+        .args(["--suppress-tags", "spelling-error-in-binary"])
         .arg(package())
         .output()
         .expect("lintian (cargo xtask setup installs it)");

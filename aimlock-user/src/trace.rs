@@ -59,13 +59,13 @@ pub struct TraceArgs {
     ring_size: u32,
 }
 
-/// Opens `path` without read or write access (O_PATH) and says which inode it is.
+/// Opens `path` without read or write access (O_PATH) and says which inode it is. Not through
+/// std's `custom_flags`: with musl (the static release) it takes O_PATH for an access mode bit
+/// and drops it, and a file open for reading would keep a write lease from being taken.
 fn pin_file(path: &std::path::Path) -> Result<(std::fs::File, (u32, u64))> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(path)?;
+    use nix::{fcntl::OFlag, sys::stat::Mode};
+    let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
+    let file = std::fs::File::from(fd);
     let meta = file.metadata()?;
     Ok((file, (procfs::user_dev_to_kernel(meta.dev()), meta.ino())))
 }
