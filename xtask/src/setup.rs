@@ -24,6 +24,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/usr/bin/systemd-analyze"),
     ("prometheus", "/usr/bin/prometheus"),
     ("lintian", "/usr/bin/lintian"),
+    // musl-gcc compiles mimalloc, the static release's allocator, against musl.
+    ("musl-tools", "/usr/bin/musl-gcc"),
 ];
 
 pub fn setup() -> Result<()> {
