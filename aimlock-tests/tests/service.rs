@@ -694,6 +694,7 @@ fn journal_entry_as_line(entry: &HashMap<String, Vec<u8>>) -> Value {
             "LOCK_TS" => ("ts", Value::from(text.clone())),
             "AIMLOCK_VERSION" => ("version", Value::from(text.clone())),
             "AIMLOCK_KERNEL" => ("kernel", Value::from(text.clone())),
+            "AIMLOCK_LOCK_HOOKS" => ("lock_hooks", Value::from(text.clone())),
             "LOCK_KIND" => ("kind", Value::from(text.clone())),
             "LOCK_MODE" => ("mode", Value::from(text.clone())),
             "LOCK_PATH" => ("path", Value::from(text.clone())),

@@ -74,6 +74,7 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     optional_number(out, "AIMLOCK_SCHEMA", event.schema.map(u64::from));
     optional(out, "AIMLOCK_VERSION", event.version.as_deref());
     optional(out, "AIMLOCK_KERNEL", event.kernel.as_deref());
+    optional(out, "AIMLOCK_LOCK_HOOKS", event.lock_hooks.as_deref());
     optional(out, "LOCK_KIND", event.kind.map(|kind| kind.name()));
     optional(out, "LOCK_MODE", event.mode.map(|mode| mode.name()));
     optional(out, "LOCK_PATH", event.path.as_deref());
