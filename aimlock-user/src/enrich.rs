@@ -6,11 +6,13 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::{
     clock::Clock,
     decode::{LockOp, comm_str},
-    events::{EventKind, EventLine, ProcRef, ReleaseReason, this_host},
+    events::{
+        self, DeadlockStep, EventKind, EventLine, LockRef, ProcRef, ReleaseReason, this_host,
+    },
     file_paths::{FileKey, FilePaths, PathOf, Viewer},
     lock_table::{self, Taker},
     procfs::{self, MountView, ProcessInfo},
-    tracker::{Actor, END_OF_FILE, Output},
+    tracker::{Actor, Blocker, CycleStep, END_OF_FILE, LockId, Output},
 };
 
 /// Adds what only /proc knows (paths, namespace pids, containers, holders), with caches so that
@@ -111,6 +113,7 @@ impl Enricher {
             Output::Orphan { at, lock, held, .. }
             | Output::OrphanEnd { at, lock, held, .. }
             | Output::Held { at, lock, held, .. } => (*at, held.taker, Some(*lock)),
+            Output::Deadlock { at, cycle } => return self.deadlock_line(*at, cycle, clock),
         };
         // The file as the record behind the output named it.
         let file = match output {
@@ -162,18 +165,7 @@ impl Enricher {
                     line.deleted = kernel.deleted.then_some(true);
                     line.holders = Some(kernel.holders.iter().map(proc_ref).collect());
                 }
-                None => match self.paths.path(
-                    actor.pid,
-                    file_key(lock.dev, lock.ino, lock.generation),
-                    &file,
-                    // As seen while its records were read: a process gone by now is not
-                    // looked up again (its pid may be another's).
-                    match self.mount_views.get(&actor.pid) {
-                        Some(MountView::Own) => Viewer::Host,
-                        Some(MountView::Other(view)) => Viewer::Container(*view),
-                        None => Viewer::Gone,
-                    },
-                ) {
+                None => match self.path_seen_by(actor.pid, &lock, &file) {
                     PathOf::Known {
                         path,
                         deleted,
@@ -208,11 +200,16 @@ impl Enricher {
                 range(&mut line, *start, *end);
             }
             Output::Wait {
-                mode, start, end, ..
+                mode,
+                start,
+                end,
+                blockers,
+                ..
             } => {
                 line.event = Some(EventKind::Wait);
                 line.mode = Some(*mode);
                 range(&mut line, *start, *end);
+                line.blockers = Some(blockers.iter().map(blocker).collect());
             }
             Output::Release {
                 held,
@@ -233,21 +230,28 @@ impl Enricher {
                 start,
                 end,
                 errno,
+                blockers,
                 ..
             } => {
                 line.event = Some(EventKind::Fail);
                 line.mode = Some(*mode);
                 line.errno = Some(errno_name(*errno));
                 range(&mut line, *start, *end);
+                line.blockers = Some(blockers.iter().map(blocker).collect());
             }
             Output::WaitAbandoned {
-                mode, start, end, ..
+                mode,
+                start,
+                end,
+                blockers,
+                ..
             } => {
                 // A wait ended by the waiter's exit: a failure without an errno.
                 line.event = Some(EventKind::Fail);
                 line.mode = Some(*mode);
                 line.reason = Some(ReleaseReason::Exit);
                 range(&mut line, *start, *end);
+                line.blockers = Some(blockers.iter().map(blocker).collect());
             }
             Output::Exit { locks, .. } => {
                 line.event = Some(EventKind::Exit);
@@ -284,8 +288,62 @@ impl Enricher {
                 range(&mut line, held.start, held.end);
                 line.by = Some(self.proc_ref(by, None));
             }
+            // Written whole above.
+            Output::Deadlock { .. } => {}
         }
         line
+    }
+
+    /// The path of a lock's file as `pid` sees it, as far as its records have shown it.
+    fn path_seen_by(&self, pid: u32, lock: &LockId, file: &FileName) -> PathOf {
+        self.paths.path(
+            pid,
+            file_key(lock.dev, lock.ino, lock.generation),
+            file,
+            // As seen while its records were read: a process gone by now is not looked up
+            // again (its pid may be another's).
+            match self.mount_views.get(&pid) {
+                Some(MountView::Own) => Viewer::Host,
+                Some(MountView::Other(view)) => Viewer::Container(*view),
+                None => Viewer::Gone,
+            },
+        )
+    }
+
+    fn deadlock_line(&mut self, at: u64, cycle: &[CycleStep], clock: &Clock) -> EventLine {
+        let mut lock_ref = |pid: u32, lock: &LockId, mode, start: i64, end: i64| LockRef {
+            kind: lock.kind,
+            mode,
+            dev: self.device(lock.dev),
+            ino: lock.ino,
+            path: match self.path_seen_by(pid, lock, &FileName::NONE) {
+                PathOf::Known { path, .. } => Some(path),
+                PathOf::Unknown { .. } => None,
+            },
+            start: start.max(0) as u64,
+            end: (end != END_OF_FILE).then_some(end.max(0) as u64),
+        };
+        let steps = cycle
+            .iter()
+            .map(|step| {
+                let (held_lock, held) = &step.holds;
+                let wanted = &step.waits_for;
+                let pid = step.actor.pid;
+                DeadlockStep {
+                    pid,
+                    tid: step.actor.tid,
+                    comm: comm_str(&step.actor.comm),
+                    holds: lock_ref(pid, held_lock, held.mode, held.start, held.end),
+                    waits_for: lock_ref(pid, &wanted.lock, wanted.mode, wanted.start, wanted.end),
+                }
+            })
+            .collect();
+        EventLine {
+            event: Some(EventKind::Deadlock),
+            ts: clock.format(at),
+            cycle: Some(steps),
+            ..Default::default()
+        }
     }
 
     fn proc_ref(&mut self, actor: &Actor, fd: Option<i32>) -> ProcRef {
@@ -297,6 +355,14 @@ impl Enricher {
             fd,
             cgroup: info.and_then(|info| info.ns_pid.and(info.cgroup)),
         }
+    }
+}
+
+fn blocker(blocker: &Blocker) -> events::Blocker {
+    events::Blocker {
+        pid: blocker.holder.pid,
+        comm: comm_str(&blocker.holder.comm),
+        orphan: blocker.orphan.then_some(true),
     }
 }
 

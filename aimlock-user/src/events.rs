@@ -37,6 +37,8 @@ pub enum EventKind {
     /// A lock the kernel held when the tracer looked (at its start, or to reconcile after
     /// records were lost) that the tracer had not seen taken.
     Held,
+    /// Threads that each wait for a lock the next one holds: none can go on.
+    Deadlock,
     /// An event type from a newer schema.
     #[serde(other)]
     Unknown,
@@ -87,6 +89,41 @@ pub struct ProcRef {
     pub fd: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+}
+
+/// A process holding a lock that a `wait` or `fail` conflicts with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocker {
+    pub pid: u32,
+    pub comm: String,
+    /// `true` when that lock has outlived its taker (`pid` is then one of its holders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphan: Option<bool>,
+}
+
+/// A lock named inside another event (a deadlock's steps).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRef {
+    pub kind: LockKind,
+    pub mode: Mode,
+    pub dev: String,
+    pub ino: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub start: u64,
+    /// `null`: to the end of the file.
+    pub end: Option<u64>,
+}
+
+/// One process of a deadlock: it holds what the step before it waits for, and waits for what
+/// the step after it holds (the last step's, the first's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadlockStep {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub holds: LockRef,
+    pub waits_for: LockRef,
 }
 
 /// One line of the log.
@@ -206,6 +243,12 @@ pub struct EventLine {
     /// `orphan` and `orphan_end`: when the taker exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taker_exit: Option<String>,
+    /// `wait` and `fail`: the processes holding a conflicting lock at that moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blockers: Option<Vec<Blocker>>,
+    /// `deadlock`: the processes that wait on each other, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<Vec<DeadlockStep>>,
 }
 
 /// The names serde gives these enums' variants, for the fast writer below.
@@ -225,7 +268,7 @@ wire_names! {
     EventKind {
         Start => "start", Stop => "stop", Acquire => "acquire", Wait => "wait",
         Release => "release", Fail => "fail", Exit => "exit", Orphan => "orphan",
-        OrphanEnd => "orphan_end", Held => "held", Unknown => "unknown",
+        OrphanEnd => "orphan_end", Held => "held", Deadlock => "deadlock", Unknown => "unknown",
     }
     LockKind { Flock => "flock", Posix => "posix", Ofd => "ofd", Lease => "lease" }
     Mode { Read => "read", Write => "write", Unlock => "unlock" }
@@ -285,14 +328,7 @@ impl EventLine {
         object.opt_u64("locks", self.locks);
         if let Some(holders) = &self.holders {
             object.key("holders");
-            object.out.push(b'[');
-            for (index, holder) in holders.iter().enumerate() {
-                if index > 0 {
-                    object.out.push(b',');
-                }
-                holder.write_json(object.out);
-            }
-            object.out.push(b']');
+            write_array(object.out, holders, ProcRef::write_json);
         }
         if let Some(orphan) = self.orphan {
             object.raw("orphan", if orphan { "true" } else { "false" });
@@ -303,6 +339,69 @@ impl EventLine {
         }
         object.opt_u64("orphan_ns", self.orphan_ns);
         object.opt_str("taker_exit", self.taker_exit.as_deref());
+        if let Some(blockers) = &self.blockers {
+            object.key("blockers");
+            write_array(object.out, blockers, Blocker::write_json);
+        }
+        if let Some(cycle) = &self.cycle {
+            object.key("cycle");
+            write_array(object.out, cycle, DeadlockStep::write_json);
+        }
+        object.end();
+    }
+}
+
+/// A JSON array of `items`, each written by `write`.
+pub fn write_array<T>(out: &mut Vec<u8>, items: &[T], write: fn(&T, &mut Vec<u8>)) {
+    out.push(b'[');
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write(item, out);
+    }
+    out.push(b']');
+}
+
+impl Blocker {
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut object = JsonObject::start(out);
+        object.opt_u64("pid", Some(u64::from(self.pid)));
+        object.str("comm", &self.comm);
+        if let Some(orphan) = self.orphan {
+            object.raw("orphan", if orphan { "true" } else { "false" });
+        }
+        object.end();
+    }
+}
+
+impl LockRef {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut object = JsonObject::start(out);
+        object.plain("kind", self.kind.name());
+        object.plain("mode", self.mode.name());
+        object.str("dev", &self.dev);
+        object.opt_u64("ino", Some(self.ino));
+        object.opt_str("path", self.path.as_deref());
+        object.opt_u64("start", Some(self.start));
+        match self.end {
+            Some(end) => object.opt_u64("end", Some(end)),
+            None => object.raw("end", "null"),
+        }
+        object.end();
+    }
+}
+
+impl DeadlockStep {
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut object = JsonObject::start(out);
+        object.opt_u64("pid", Some(u64::from(self.pid)));
+        object.opt_u64("tid", Some(u64::from(self.tid)));
+        object.str("comm", &self.comm);
+        object.key("holds");
+        self.holds.write_json(object.out);
+        object.key("waits_for");
+        self.waits_for.write_json(object.out);
         object.end();
     }
 }
@@ -508,6 +607,41 @@ pub fn every_field() -> EventLine {
         by: Some(holder),
         orphan_ns: Some(13),
         taker_exit: Some("t".to_owned()),
+        blockers: Some(vec![
+            Blocker {
+                pid: 812,
+                comm: "python3".to_owned(),
+                orphan: Some(true),
+            },
+            Blocker {
+                pid: 9,
+                comm: "a\"b".to_owned(),
+                orphan: None,
+            },
+        ]),
+        cycle: Some(vec![DeadlockStep {
+            pid: 1,
+            tid: 2,
+            comm: "x\n".to_owned(),
+            holds: LockRef {
+                kind: LockKind::Flock,
+                mode: Mode::Write,
+                dev: "8:1".to_owned(),
+                ino: 3,
+                path: Some("/tmp/\"a".to_owned()),
+                start: 0,
+                end: None,
+            },
+            waits_for: LockRef {
+                kind: LockKind::Ofd,
+                mode: Mode::Read,
+                dev: "8:1".to_owned(),
+                ino: 4,
+                path: None,
+                start: 5,
+                end: Some(6),
+            },
+        }]),
     }
 }
 
@@ -548,6 +682,8 @@ mod tests {
                 end: Some(None),
                 deleted: Some(true),
                 holders: Some(Vec::new()),
+                blockers: Some(Vec::new()),
+                cycle: Some(Vec::new()),
                 ..EventLine::default()
             },
         ];
@@ -564,6 +700,7 @@ mod tests {
             EventKind::Unknown,
             EventKind::Wait,
             EventKind::Held,
+            EventKind::Deadlock,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
         }

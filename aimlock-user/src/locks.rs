@@ -5,6 +5,7 @@
 //! descriptions apart with kcmp, gives every lock its real holders, including the locks that
 //! `/proc/locks` hides or attributes to a dead pid.
 
+mod chains;
 mod table;
 
 use std::io::{self, IsTerminal as _, Write};
@@ -14,8 +15,10 @@ use globset::GlobMatcher;
 
 use crate::{
     cli,
+    events::LockKind,
     lock_table::{self, Lock},
 };
+use chains::Chain;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = table::columns_help())]
@@ -70,7 +73,7 @@ pub fn run(args: LocksArgs) -> Result<()> {
     // Any lock's holders may be among the processes this user may not read.
     let unseen = !blind.denied.is_empty();
     let total = locks.len();
-    locks.retain(|lock| {
+    let wanted = |lock: &Lock| {
         args.orphans
             .is_none_or(|wanted| match table::orphan_verdict(lock, unseen) {
                 table::Verdict::Yes => true,
@@ -85,7 +88,21 @@ pub fn run(args: LocksArgs) -> Result<()> {
                     .flatten()
                     .any(|path| glob.is_match(path))
             })
-    });
+    };
+    let shown: Vec<bool> = locks.iter().map(wanted).collect();
+    // Chains run through every lock, shown or not; those that touch a shown lock are shown.
+    let chains: Vec<Chain> = chains::find(&locks)
+        .into_iter()
+        .filter(|chain| chain.steps.iter().any(|step| shown[step.lock]))
+        .collect();
+    let chains_json = chains_json(&chains, &locks);
+    let chain_lines: Vec<String> = chains
+        .iter()
+        .filter(|chain| chain.steps.len() > 1 || chain.deadlock_from.is_some())
+        .map(|chain| chain_line(chain, &locks))
+        .collect();
+    let mut shown = shown.into_iter();
+    locks.retain(|_| shown.next().unwrap_or(false));
     if let Some(pid) = args.pid
         && !cli::process_exists(pid)
     {
@@ -99,7 +116,7 @@ pub fn run(args: LocksArgs) -> Result<()> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let written = if args.json {
-        json_document(&mut out, &locks, unseen)
+        json_document(&mut out, &locks, chains_json, unseen)
     } else {
         let layout = table::Layout {
             headings: !args.no_headings,
@@ -108,7 +125,16 @@ pub fn run(args: LocksArgs) -> Result<()> {
                 .then(terminal_width)
                 .flatten(),
         };
-        table::write(&mut out, &locks, &columns, &layout, unseen)
+        table::write(&mut out, &locks, &columns, &layout, unseen).and_then(|()| {
+            // Below the table for a reader; left out of the forms scripts parse.
+            if args.raw || args.no_headings || chain_lines.is_empty() {
+                return Ok(());
+            }
+            writeln!(out)?;
+            chain_lines
+                .iter()
+                .try_for_each(|line| writeln!(out, "{line}"))
+        })
     };
     match written.and_then(|()| out.flush()) {
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
@@ -127,8 +153,14 @@ pub fn run(args: LocksArgs) -> Result<()> {
     Ok(())
 }
 
-/// `{"locks": [...]}`, each lock's `orphan` the verdict: true, false, or null for unknown.
-fn json_document(out: &mut impl Write, locks: &[Lock], unseen: bool) -> io::Result<()> {
+/// `{"locks": [...], "chains": [...]}`, each lock's `orphan` the verdict: true, false, or null
+/// for unknown.
+fn json_document(
+    out: &mut impl Write,
+    locks: &[Lock],
+    chains: serde_json::Value,
+    unseen: bool,
+) -> io::Result<()> {
     let locks = locks
         .iter()
         .map(|lock| {
@@ -141,8 +173,94 @@ fn json_document(out: &mut impl Write, locks: &[Lock], unseen: bool) -> io::Resu
             Ok(value)
         })
         .collect::<serde_json::Result<Vec<_>>>()?;
-    serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "locks": locks }))?;
+    let document = serde_json::json!({ "locks": locks, "chains": chains });
+    serde_json::to_writer_pretty(&mut *out, &document)?;
     writeln!(out)
+}
+
+/// The chains as JSON: each step's process, the lock it waits for and who holds it.
+fn chains_json(chains: &[Chain], locks: &[Lock]) -> serde_json::Value {
+    chains
+        .iter()
+        .map(|chain| {
+            let steps: Vec<serde_json::Value> = chain
+                .steps
+                .iter()
+                .map(|step| {
+                    let lock = &locks[step.lock];
+                    serde_json::json!({
+                        "pid": step.pid,
+                        "comm": step.comm,
+                        "waits_for": {
+                            "kind": lock.kind,
+                            "mode": lock.mode,
+                            "dev": lock.dev,
+                            "ino": lock.ino,
+                            "path": lock.path,
+                            "start": lock.start,
+                            "end": lock.end,
+                            "orphan": lock.orphan,
+                        },
+                        "held_by": step.held_by,
+                    })
+                })
+                .collect();
+            let mut value = serde_json::json!({
+                "steps": steps,
+                "deadlock": chain.deadlock_from.is_some(),
+            });
+            if let Some(from) = chain.deadlock_from {
+                value["cycle_from"] = from.into();
+            }
+            value
+        })
+        .collect()
+}
+
+/// `wait chain: 30(make) waits for /run/a.lock (flock write) held by 20(sh), and 20(sh) waits
+/// for ...`, or `deadlock: ...` when the chain comes back to a process in it.
+fn chain_line(chain: &Chain, locks: &[Lock]) -> String {
+    let name = |pid: u32, comm: &Option<String>| match comm {
+        Some(comm) => format!("{pid}({comm})"),
+        None => pid.to_string(),
+    };
+    let steps: Vec<String> = chain
+        .steps
+        .iter()
+        .map(|step| {
+            let lock = &locks[step.lock];
+            let file = match &lock.path {
+                Some(path) => path.clone(),
+                None => format!("{}:{}", lock.dev, lock.ino),
+            };
+            let range = match (lock.kind, lock.end) {
+                (LockKind::Flock | LockKind::Lease, _) => String::new(),
+                (_, Some(end)) => format!(" {}-{end}", lock.start),
+                (_, None) => format!(" {}-EOF", lock.start),
+            };
+            let holders: Vec<String> = step
+                .held_by
+                .iter()
+                .map(|holder| name(holder.pid, &holder.comm))
+                .collect();
+            let holders = match holders.is_empty() {
+                true => "no process this user can see".to_owned(),
+                false => holders.join(", "),
+            };
+            let orphan = if lock.orphan { " (an orphan)" } else { "" };
+            format!(
+                "{} waits for {file} ({} {}{range}) held by {holders}{orphan}",
+                name(step.pid, &step.comm),
+                lock.kind.name(),
+                lock.mode.name(),
+            )
+        })
+        .collect();
+    let label = match chain.deadlock_from {
+        Some(_) => "deadlock",
+        None => "wait chain",
+    };
+    format!("{label}: {}", steps.join(", and "))
 }
 
 /// A lock concerns a process that took it or holds it.

@@ -30,6 +30,10 @@ use crate::{
     lock_table::{self, Taker},
 };
 
+mod waits;
+
+pub use waits::{Blocker, Blockers, CycleStep, Request};
+
 /// How long an input waits for possibly earlier inputs from other CPUs.
 pub const REORDER_WINDOW_NS: u64 = 10_000_000;
 /// How long after its exit event a process may still be closing its files. Generous: on a loaded
@@ -128,7 +132,7 @@ pub enum Output {
         wait_ns: Option<u64>,
         file: FileName,
     },
-    /// A blocking attempt was queued behind a conflicting lock.
+    /// A blocking attempt was queued behind a conflicting lock, held by `blockers`.
     Wait {
         at: u64,
         actor: Actor,
@@ -137,6 +141,7 @@ pub enum Output {
         start: i64,
         end: i64,
         file: FileName,
+        blockers: Blockers,
     },
     Release {
         at: u64,
@@ -158,6 +163,8 @@ pub enum Output {
         end: i64,
         errno: i32,
         file: FileName,
+        /// Who held a conflicting lock then.
+        blockers: Blockers,
     },
     /// A process exited. `took_locks`: it had taken locks that were held, and `locks` of
     /// them still were when it exited.
@@ -194,7 +201,11 @@ pub enum Output {
         mode: Mode,
         start: i64,
         end: i64,
+        blockers: Blockers,
     },
+    /// Processes that each wait for a lock the next one holds, the last one for a lock the
+    /// first one holds: none of them can go on.
+    Deadlock { at: u64, cycle: Vec<CycleStep> },
     /// The kernel holds a lock the tracer had not seen taken: `kernel` as its table showed it.
     Held {
         at: u64,
@@ -211,12 +222,23 @@ type Ranges = SmallVec<[Held; 1]>;
 #[derive(Clone, Copy)]
 struct Waiting {
     since_ns: u64,
-    pid: u32,
+    actor: Actor,
     lock: LockId,
     /// What was asked for.
     mode: Mode,
     start: i64,
     end: i64,
+}
+
+impl Waiting {
+    fn request(&self) -> Request {
+        Request {
+            lock: self.lock,
+            mode: self.mode,
+            start: self.start,
+            end: self.end,
+        }
+    }
 }
 
 struct Exiting {
@@ -311,6 +333,13 @@ pub struct Tracker {
     /// push.
     pending: VecDeque<Pending>,
     locks: HashMap<LockId, Ranges>,
+    /// The keys of `locks` by file, for the conflicts of a request.
+    by_file: HashMap<(u32, u64), SmallVec<[LockId; 2]>>,
+    /// The processes the kernel's table showed holding a lock that its taker no longer holds
+    /// (an orphan, a lock found at start), who block its waiters.
+    holders: HashMap<LockId, SmallVec<[Actor; 1]>>,
+    /// The waits of each deadlock already said, (thread, start of its wait), sorted.
+    deadlocks: HashSet<SmallVec<[(u32, u64); 2]>>,
     /// Locks each process took, for its exit.
     taken_by: HashMap<u32, HashSet<LockId>>,
     /// Blocking calls in progress, by thread.
@@ -538,17 +567,15 @@ impl Tracker {
                     None => true,
                 };
                 if new_wait {
-                    self.waiting.insert(
-                        op.tid,
-                        Waiting {
-                            since_ns: op.ts_ns,
-                            pid: op.pid,
-                            lock,
-                            mode,
-                            start: op.start,
-                            end: op.end,
-                        },
-                    );
+                    let waiting = Waiting {
+                        since_ns: op.ts_ns,
+                        actor,
+                        lock,
+                        mode,
+                        start: op.start,
+                        end: op.end,
+                    };
+                    self.waiting.insert(op.tid, waiting);
                     out.push(Output::Wait {
                         at: op.ts_ns,
                         actor,
@@ -557,7 +584,9 @@ impl Tracker {
                         start: op.start,
                         end: op.end,
                         file: op.file,
+                        blockers: self.blockers(&waiting.request(), op.pid),
                     });
+                    self.find_deadlocks(op.ts_ns, out);
                 }
             }
             errno => {
@@ -565,6 +594,12 @@ impl Tracker {
                 if op.kind != LockKind::Flock {
                     self.posix_failed.insert(op.tid, errno);
                 }
+                let request = Request {
+                    lock,
+                    mode,
+                    start: op.start,
+                    end: op.end,
+                };
                 out.push(Output::Fail {
                     at: op.ts_ns,
                     actor,
@@ -574,6 +609,7 @@ impl Tracker {
                     end: op.end,
                     errno: -errno,
                     file: op.file,
+                    blockers: self.blockers(&request, op.pid),
                 });
             }
         }
@@ -591,13 +627,7 @@ impl Tracker {
             fl_type::WRLCK => Mode::Write,
             _ => Mode::Unlock,
         };
-        out.push(Output::Fail {
-            at: op.ts_ns,
-            actor: Actor {
-                pid: op.pid,
-                tid: op.tid,
-                comm: op.comm,
-            },
+        let request = Request {
             lock: LockId {
                 dev: op.dev,
                 ino: op.ino,
@@ -608,8 +638,21 @@ impl Tracker {
             mode,
             start: op.start,
             end: op.end,
+        };
+        out.push(Output::Fail {
+            at: op.ts_ns,
+            actor: Actor {
+                pid: op.pid,
+                tid: op.tid,
+                comm: op.comm,
+            },
+            lock: request.lock,
+            mode,
+            start: op.start,
+            end: op.end,
             errno: -op.ret,
             file: op.file,
+            blockers: self.blockers(&request, op.pid),
         });
     }
 
@@ -632,6 +675,7 @@ impl Tracker {
             end: waiting.end,
             errno: -op.ret,
             file: op.file,
+            blockers: self.blockers(&waiting.request(), op.pid),
         });
     }
 
@@ -640,11 +684,11 @@ impl Tracker {
         let mut abandoned: Vec<(u32, Waiting)> = self
             .waiting
             .iter()
-            .filter(|(_, waiting)| waiting.pid == pid)
+            .filter(|(_, waiting)| waiting.actor.pid == pid)
             .map(|(&tid, &waiting)| (tid, waiting))
             .collect();
         abandoned.sort_by_key(|(tid, _)| *tid);
-        self.waiting.retain(|_, waiting| waiting.pid != pid);
+        self.waiting.retain(|_, waiting| waiting.actor.pid != pid);
         for (tid, waiting) in abandoned {
             out.push(Output::WaitAbandoned {
                 at,
@@ -653,6 +697,7 @@ impl Tracker {
                 mode: waiting.mode,
                 start: waiting.start,
                 end: waiting.end,
+                blockers: self.blockers(&waiting.request(), pid),
             });
         }
         self.posix_failed.remove(&pid);
@@ -722,6 +767,7 @@ impl Tracker {
                     }
                     if ranges.is_empty() {
                         self.locks.remove(&id);
+                        self.forget_lock(id);
                     }
                     continue;
                 }
@@ -800,7 +846,7 @@ impl Tracker {
             taker: actor,
             orphan: Orphan::No,
         };
-        self.locks.entry(lock).or_default().push(held);
+        self.hold(lock, held);
         self.taken_by.entry(actor.pid).or_default().insert(lock);
     }
 
@@ -876,6 +922,7 @@ impl Tracker {
         }
         if kept.is_empty() {
             entry.remove();
+            self.forget_lock(lock);
             if lock.owner <= SEEDED_OWNERS {
                 self.forget_seed(lock);
             }
@@ -935,6 +982,8 @@ impl Tracker {
         let Some(ranges) = self.locks.remove(&seed) else {
             return;
         };
+        let holders = self.holders.remove(&seed);
+        self.forget_lock(seed);
         for held in &ranges {
             if let Some(taken) = self.taken_by.get_mut(&held.taker.pid)
                 && taken.remove(&seed)
@@ -946,6 +995,13 @@ impl Tracker {
             self.suspects.insert(lock);
         }
         self.locks.insert(lock, ranges);
+        self.by_file
+            .entry((lock.dev, lock.ino))
+            .or_default()
+            .push(lock);
+        if let Some(holders) = holders {
+            self.holders.insert(lock, holders);
+        }
     }
 
     fn forget_seed(&mut self, id: LockId) {
@@ -1011,6 +1067,7 @@ impl Tracker {
                         && !self.exiting.contains_key(&held.taker.pid)
                     {
                         held.orphan = Orphan::Yes { taker_exit: None };
+                        self.holders.insert(*id, holder_actors(&found.holders));
                         out.push(Output::Orphan {
                             at,
                             lock: *id,
@@ -1033,6 +1090,7 @@ impl Tracker {
                 held.orphan = Orphan::Yes {
                     taker_exit: Some(taker_exit),
                 };
+                self.holders.insert(*id, holder_actors(&found.holders));
                 out.push(Output::Orphan {
                     at,
                     lock: *id,
@@ -1067,6 +1125,138 @@ impl Tracker {
         for lock in found {
             self.seed(at, lock, out);
         }
+        // Holders the table learnt of may be waiting themselves.
+        if !self.waiting.is_empty() {
+            self.find_deadlocks(at, out);
+        }
+    }
+
+    /// Adds a range to the table.
+    fn hold(&mut self, id: LockId, held: Held) {
+        match self.locks.entry(id) {
+            Entry::Occupied(mut entry) => entry.get_mut().push(held),
+            Entry::Vacant(entry) => {
+                entry.insert(smallvec::smallvec![held]);
+                self.by_file.entry((id.dev, id.ino)).or_default().push(id);
+            }
+        }
+    }
+
+    /// Forgets what is known of a lock whose last range has left the table.
+    fn forget_lock(&mut self, id: LockId) {
+        if let Entry::Occupied(mut entry) = self.by_file.entry((id.dev, id.ino)) {
+            entry.get_mut().retain(|known| *known != id);
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        }
+        if !self.holders.is_empty() {
+            self.holders.remove(&id);
+        }
+    }
+
+    /// The ranges in the table that `request` of process `pid` conflicts with.
+    fn conflicting<'a>(
+        &'a self,
+        request: &'a Request,
+        pid: u32,
+    ) -> impl Iterator<Item = (&'a LockId, &'a Held)> + 'a {
+        self.by_file
+            .get(&(request.lock.dev, request.lock.ino))
+            .into_iter()
+            .flatten()
+            .filter_map(|id| Some((id, self.locks.get(id)?)))
+            .flat_map(|(id, ranges)| ranges.iter().map(move |held| (id, held)))
+            .filter(move |(id, held)| waits::conflicts(request, pid, id, held))
+    }
+
+    /// Who holds a range: the processes the kernel's table showed on its description when its
+    /// taker no longer holds it, else its taker (the thread that took it).
+    fn holders_of(&self, id: &LockId, held: &Held) -> SmallVec<[Actor; 1]> {
+        match self.holders.get(id) {
+            Some(holders) if !holders.is_empty() => holders.clone(),
+            _ if held.taker.pid != 0 => smallvec::smallvec![held.taker],
+            _ => SmallVec::new(),
+        }
+    }
+
+    /// The processes holding what `request` of process `pid` conflicts with, by pid.
+    fn blockers(&self, request: &Request, pid: u32) -> Blockers {
+        let mut blockers = Blockers::new();
+        for (id, held) in self.conflicting(request, pid) {
+            let orphan = matches!(held.orphan, Orphan::Yes { .. });
+            for holder in self.holders_of(id, held) {
+                if !blockers
+                    .iter()
+                    .any(|known: &Blocker| known.holder.pid == holder.pid)
+                {
+                    blockers.push(Blocker { holder, orphan });
+                }
+            }
+        }
+        blockers.sort_by_key(|blocker| blocker.holder.pid);
+        blockers
+    }
+
+    /// Says each new cycle among the waits, once: threads that each wait for a lock the next
+    /// one took (or, for a lock its taker no longer holds, a process holding it), the last for
+    /// one the first took. Threads, not processes: a thread waiting for a lock another thread
+    /// of its process holds is no deadlock while that thread runs.
+    fn find_deadlocks(&mut self, at: u64, out: &mut Vec<Output>) {
+        let waiting = &self.waiting;
+        self.deadlocks.retain(|waits| {
+            waits.iter().all(|(tid, since_ns)| {
+                waiting
+                    .get(tid)
+                    .is_some_and(|wait| wait.since_ns == *since_ns)
+            })
+        });
+        let mut tids: Vec<u32> = self.waiting.keys().copied().collect();
+        tids.sort_unstable();
+        let mut edges = Vec::new();
+        let mut blocked_by = Vec::new();
+        for tid in tids {
+            let wait = self.waiting[&tid];
+            let request = wait.request();
+            for (id, held) in self.conflicting(&request, wait.actor.pid) {
+                for holder in self.holders_of(id, held) {
+                    edges.push(waits::Edge {
+                        from: tid,
+                        to: holder.tid,
+                    });
+                    blocked_by.push((tid, *id, *held));
+                }
+            }
+        }
+        for cycle in waits::cycles(&edges) {
+            let mut key: SmallVec<[(u32, u64); 2]> = cycle
+                .iter()
+                .map(|&edge| {
+                    let tid = blocked_by[edge].0;
+                    (tid, self.waiting[&tid].since_ns)
+                })
+                .collect();
+            key.sort_unstable();
+            if !self.deadlocks.insert(key) {
+                continue;
+            }
+            // Each thread holds what the one before it in the cycle waits for.
+            let steps = cycle
+                .iter()
+                .enumerate()
+                .map(|(index, &edge)| {
+                    let wait = self.waiting[&blocked_by[edge].0];
+                    let before = cycle[(index + cycle.len() - 1) % cycle.len()];
+                    let (_, id, held) = blocked_by[before];
+                    CycleStep {
+                        actor: wait.actor,
+                        holds: (id, held),
+                        waits_for: wait.request(),
+                    }
+                })
+                .collect();
+            out.push(Output::Deadlock { at, cycle: steps });
+        }
     }
 
     /// Adds a lock found in a kernel view, under an owner of its own until a record names it.
@@ -1080,12 +1270,11 @@ impl Tracker {
             kind: kernel.kind,
         };
         let taker_pid = u32::try_from(kernel.pid).unwrap_or(0);
-        let mut comm = [0u8; 16];
-        if let Some(command) = &kernel.command {
-            let len = command.len().min(15);
-            comm[..len].copy_from_slice(&command.as_bytes()[..len]);
-        }
+        let comm = kernel.command.as_deref().map_or([0; 16], comm_bytes);
         let key = LineKey::of_kernel(&kernel);
+        if kernel.taker != Taker::Holding && !kernel.holders.is_empty() {
+            self.holders.insert(id, holder_actors(&kernel.holders));
+        }
         let held = Held {
             start: key.start,
             end: key.end,
@@ -1102,7 +1291,7 @@ impl Tracker {
                 Orphan::No
             },
         };
-        self.locks.entry(id).or_default().push(held);
+        self.hold(id, held);
         if kernel.taker == Taker::Holding {
             self.taken_by.entry(taker_pid).or_default().insert(id);
         }
@@ -1128,6 +1317,29 @@ impl Tracker {
             });
         }
     }
+}
+
+/// A command name as the kernel keeps it: at most 15 bytes, NUL-padded.
+fn comm_bytes(command: &str) -> [u8; 16] {
+    let mut comm = [0u8; 16];
+    let len = command.len().min(15);
+    comm[..len].copy_from_slice(&command.as_bytes()[..len]);
+    comm
+}
+
+/// The holders the kernel's table showed, as actors (their main threads).
+fn holder_actors(holders: &[lock_table::Holder]) -> SmallVec<[Actor; 1]> {
+    let mut actors: SmallVec<[Actor; 1]> = holders
+        .iter()
+        .map(|holder| Actor {
+            pid: holder.pid,
+            tid: holder.pid,
+            comm: comm_bytes(&holder.comm),
+        })
+        .collect();
+    // Sorted by pid: one per process, whatever its number of fds on the lock.
+    actors.dedup_by_key(|actor| actor.pid);
+    actors
 }
 
 #[cfg(test)]
@@ -1192,6 +1404,32 @@ mod tests {
         fn tid(mut self, tid: u32) -> Self {
             self.0.tid = tid;
             self
+        }
+
+        fn owner(mut self, owner: u64) -> Self {
+            self.0.owner = owner;
+            self
+        }
+
+        fn ino(mut self, ino: u64) -> Self {
+            self.0.ino = ino;
+            self
+        }
+
+        fn ret(mut self, ret: i32) -> Self {
+            self.0.ret = ret;
+            self
+        }
+
+        /// An OFD request: the owner is the open file description.
+        fn ofd(at_ms: u64, pid: u32, owner: u64, lock_type: u8, start: i64, end: i64) -> Self {
+            Self(LockOp {
+                kind: LockKind::Ofd,
+                flags: fl_flags::OFDLCK,
+                ..Self::posix(at_ms, pid, lock_type, start, end)
+                    .owner(owner)
+                    .0
+            })
         }
 
         fn input(self) -> Input {
@@ -1309,6 +1547,7 @@ mod tests {
                 Output::OrphanEnd { .. } => "orphan_end",
                 Output::Held { .. } => "held",
                 Output::WaitAbandoned { .. } => "abandoned",
+                Output::Deadlock { .. } => "deadlock",
             })
             .collect()
     }
@@ -1948,5 +2187,306 @@ mod tests {
         ]);
         assert_eq!(names(&out), ["acquire", "fail"]);
         assert_eq!(tracker.held().count(), 1);
+    }
+
+    /// The (pid, orphan) of each blocker a wait or refusal names.
+    fn blockers_of(output: &Output) -> Vec<(u32, bool)> {
+        let (Output::Wait { blockers, .. }
+        | Output::Fail { blockers, .. }
+        | Output::WaitAbandoned { blockers, .. }) = output
+        else {
+            panic!("no blockers on {output:?}")
+        };
+        blockers
+            .iter()
+            .map(|blocker| (blocker.holder.pid, blocker.orphan))
+            .collect()
+    }
+
+    const FILE_C: u64 = 0xffff_0000_0000_c000;
+    const FILE_D: u64 = 0xffff_0000_0000_d000;
+    const FILES_2: u64 = 0xffff_0000_0002_0000;
+    const OTHER_INO: u64 = 78;
+
+    #[test]
+    fn a_wait_and_a_refusal_name_the_holders_of_the_conflicting_flock() {
+        let (_, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::RDLCK, 0).input(),
+            Op::flock(2, 20, FILE_B, fl_type::RDLCK, 0).input(),
+            // Shared with shared: no wait.
+            Op::flock(3, 30, FILE_C, fl_type::RDLCK, 0).input(),
+            Op::flock(4, 40, FILE_D, fl_type::WRLCK, FILE_LOCK_DEFERRED).input(),
+            // LOCK_NB refused, on the same file; another file's lock blocks nobody here.
+            Op::flock(5, 50, FILE_A, fl_type::WRLCK, 0)
+                .ino(OTHER_INO)
+                .input(),
+            Op::flock(6, 60, 0xffff_0000_0000_e000, fl_type::WRLCK, -11).input(),
+        ]);
+        assert_eq!(
+            names(&out),
+            ["acquire", "acquire", "acquire", "wait", "acquire", "fail"]
+        );
+        assert_eq!(
+            blockers_of(&out[3]),
+            [(10, false), (20, false), (30, false)]
+        );
+        assert_eq!(
+            blockers_of(&out[5]),
+            [(10, false), (20, false), (30, false)]
+        );
+    }
+
+    #[test]
+    fn posix_and_ofd_ranges_block_where_they_overlap_and_flock_never_blocks_them() {
+        let (_, out) = run([
+            Op::posix(1, 10, fl_type::WRLCK, 0, 9).input(),
+            Op::posix(2, 20, fl_type::RDLCK, 20, 29)
+                .owner(FILES_2)
+                .input(),
+            Op::flock(3, 30, FILE_C, fl_type::WRLCK, 0).input(),
+            // Overlaps both: the write lock and the read lock.
+            Op::ofd(4, 40, FILE_D, fl_type::WRLCK, 5, 25)
+                .ret(FILE_LOCK_DEFERRED)
+                .input(),
+            // Between the two ranges: nothing conflicts, even though the kernel refused it
+            // (the tracker knows only what it saw).
+            Op::posix(5, 50, fl_type::WRLCK, 10, 19)
+                .owner(0xffff_0000_0005_0000)
+                .ret(-11)
+                .input(),
+            // A read from the start to the end of the file: the write lock is in the way, the
+            // read lock is not (and a queued request blocks nobody).
+            Op::posix(6, 60, fl_type::RDLCK, 0, END_OF_FILE)
+                .owner(0xffff_0000_0006_0000)
+                .ret(-11)
+                .input(),
+        ]);
+        assert_eq!(
+            names(&out),
+            ["acquire", "acquire", "acquire", "wait", "fail", "fail"]
+        );
+        assert_eq!(blockers_of(&out[3]), [(10, false), (20, false)]);
+        assert_eq!(blockers_of(&out[4]), []);
+        assert_eq!(blockers_of(&out[5]), [(10, false)]);
+    }
+
+    #[test]
+    fn an_orphans_waiters_are_blocked_by_the_processes_holding_its_description() {
+        let (_, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            exit(50, 10).into(),
+            view(
+                1100,
+                1110,
+                vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[11, 12])],
+            ),
+            Op::flock(1200, 30, FILE_B, fl_type::WRLCK, FILE_LOCK_DEFERRED)
+                .input()
+                .into(),
+            exit(1300, 30).into(),
+        ]);
+        assert_eq!(
+            names(&out),
+            ["acquire", "exit", "orphan", "wait", "abandoned"]
+        );
+        assert_eq!(blockers_of(&out[3]), [(11, true), (12, true)]);
+        assert_eq!(blockers_of(&out[4]), [(11, true), (12, true)]);
+    }
+
+    #[test]
+    fn a_lock_found_at_start_blocks_through_its_holders_when_its_taker_is_unknown() {
+        let (_, out) = feed([
+            view(
+                0,
+                1,
+                vec![kernel_lock(LockKind::Ofd, Mode::Write, 0, &[70])],
+            ),
+            Op::ofd(10, 30, FILE_B, fl_type::WRLCK, 0, 0)
+                .ret(-11)
+                .input()
+                .into(),
+        ]);
+        assert_eq!(names(&out), ["held", "fail"]);
+        assert_eq!(blockers_of(&out[1]), [(70, false)]);
+    }
+
+    fn deadlocks(out: &[Output]) -> Vec<&Vec<CycleStep>> {
+        out.iter()
+            .filter_map(|output| match output {
+                Output::Deadlock { cycle, .. } => Some(cycle),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_processes_waiting_for_each_others_flock_are_a_deadlock_said_once() {
+        let (_, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            Op::flock(2, 20, FILE_B, fl_type::WRLCK, 0)
+                .ino(OTHER_INO)
+                .input(),
+            Op::flock(3, 10, FILE_C, fl_type::WRLCK, FILE_LOCK_DEFERRED)
+                .ino(OTHER_INO)
+                .input(),
+            Op::flock(4, 20, FILE_D, fl_type::WRLCK, FILE_LOCK_DEFERRED).input(),
+            // The kernel retries both calls now and then: the same waits, no new deadlock.
+            Op::flock(300, 10, FILE_C, fl_type::WRLCK, FILE_LOCK_DEFERRED)
+                .ino(OTHER_INO)
+                .input(),
+            Op::flock(301, 20, FILE_D, fl_type::WRLCK, FILE_LOCK_DEFERRED).input(),
+            // Someone else queues behind one of them: still the same cycle.
+            Op::flock(
+                302,
+                30,
+                0xffff_0000_0000_e000,
+                fl_type::WRLCK,
+                FILE_LOCK_DEFERRED,
+            )
+            .input(),
+        ]);
+        assert_eq!(
+            names(&out),
+            ["acquire", "acquire", "wait", "wait", "deadlock", "wait"]
+        );
+        let found = deadlocks(&out);
+        let cycle = found[0];
+        let steps: Vec<(u32, u64, u64, u64)> = cycle
+            .iter()
+            .map(|step| {
+                (
+                    step.actor.pid,
+                    step.holds.0.ino,
+                    step.holds.0.owner,
+                    step.waits_for.lock.ino,
+                )
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [(10, INO, FILE_A, OTHER_INO), (20, OTHER_INO, FILE_B, INO)]
+        );
+        assert_eq!(blockers_of(&out[5]), [(10, false)]);
+    }
+
+    #[test]
+    fn a_deadlock_ended_and_formed_again_is_said_again() {
+        let (_, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            Op::ofd(2, 20, FILE_B, fl_type::WRLCK, 0, END_OF_FILE)
+                .ino(OTHER_INO)
+                .input(),
+            // Mixed: a flock holder waits for an OFD lock, and the other way round.
+            Op::ofd(3, 10, FILE_C, fl_type::WRLCK, 0, 0)
+                .ino(OTHER_INO)
+                .ret(FILE_LOCK_DEFERRED)
+                .input(),
+            Op::flock(4, 20, FILE_D, fl_type::WRLCK, FILE_LOCK_DEFERRED).input(),
+            // Pid 20 is killed: its wait ends and its lock goes.
+            exit(10, 20),
+            Op::ofd(11, 20, FILE_B, fl_type::UNLCK, 0, END_OF_FILE)
+                .ino(OTHER_INO)
+                .flags(fl_flags::CLOSE)
+                .input(),
+            Op::ofd(12, 10, FILE_C, fl_type::WRLCK, 0, 0)
+                .ino(OTHER_INO)
+                .input(),
+            // Pid 21 takes the same turn.
+            Op::ofd(20, 10, FILE_C, fl_type::UNLCK, 0, 0)
+                .ino(OTHER_INO)
+                .input(),
+            Op::ofd(21, 21, FILE_B, fl_type::WRLCK, 0, END_OF_FILE)
+                .ino(OTHER_INO)
+                .input(),
+            Op::flock(22, 21, FILE_D, fl_type::WRLCK, FILE_LOCK_DEFERRED).input(),
+            Op::ofd(23, 10, FILE_C, fl_type::WRLCK, 0, 0)
+                .ino(OTHER_INO)
+                .ret(FILE_LOCK_DEFERRED)
+                .input(),
+        ]);
+        assert_eq!(deadlocks(&out).len(), 2, "{:?}", names(&out));
+        let second: Vec<u32> = deadlocks(&out)[1]
+            .iter()
+            .map(|step| step.actor.pid)
+            .collect();
+        assert_eq!(second, [10, 21]);
+    }
+
+    #[test]
+    fn a_thread_waiting_for_a_lock_another_thread_of_its_process_took_is_no_deadlock() {
+        let (_, out) = run([
+            // OFD locks between the threads of one process: what they are made for.
+            Op::ofd(1, 10, FILE_A, fl_type::WRLCK, 0, 0).input(),
+            Op::ofd(2, 10, FILE_B, fl_type::WRLCK, 0, 0)
+                .tid(11)
+                .ret(FILE_LOCK_DEFERRED)
+                .input(),
+            // But a thread that waits for a lock it holds itself through another open file
+            // description waits forever.
+            Op::flock(3, 20, FILE_C, fl_type::WRLCK, 0)
+                .ino(OTHER_INO)
+                .input(),
+            Op::flock(4, 20, FILE_D, fl_type::WRLCK, FILE_LOCK_DEFERRED)
+                .ino(OTHER_INO)
+                .input(),
+        ]);
+        assert_eq!(
+            names(&out),
+            ["acquire", "wait", "acquire", "wait", "deadlock"]
+        );
+        let cycle = deadlocks(&out)[0];
+        assert_eq!(cycle.len(), 1);
+        assert_eq!(
+            (
+                cycle[0].actor.pid,
+                cycle[0].holds.0.owner,
+                cycle[0].waits_for.lock.owner
+            ),
+            (20, FILE_C, FILE_D)
+        );
+    }
+
+    #[test]
+    fn a_deadlock_through_an_orphan_is_found_when_the_kernel_names_its_holders() {
+        let (_, out) = feed([
+            // Pid 10 takes the lock on INO and leaves it to its child 11.
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            exit(50, 10).into(),
+            // Pid 30 holds OTHER_INO and waits for the orphan.
+            Op::flock(60, 30, FILE_B, fl_type::WRLCK, 0)
+                .ino(OTHER_INO)
+                .input()
+                .into(),
+            Op::flock(70, 30, FILE_C, fl_type::WRLCK, FILE_LOCK_DEFERRED)
+                .input()
+                .into(),
+            // The child waits for pid 30's lock.
+            Op::flock(80, 11, FILE_D, fl_type::WRLCK, FILE_LOCK_DEFERRED)
+                .ino(OTHER_INO)
+                .input()
+                .into(),
+            view(
+                1100,
+                1110,
+                vec![
+                    kernel_lock(LockKind::Flock, Mode::Write, 10, &[11]),
+                    lock_table::Lock {
+                        ino: OTHER_INO,
+                        ..kernel_lock(LockKind::Flock, Mode::Write, 30, &[30])
+                    },
+                ],
+            ),
+        ]);
+        assert_eq!(
+            names(&out),
+            [
+                "acquire", "exit", "acquire", "wait", "wait", "orphan", "deadlock"
+            ]
+        );
+        let pids: Vec<u32> = deadlocks(&out)[0]
+            .iter()
+            .map(|step| step.actor.pid)
+            .collect();
+        assert_eq!(pids, [11, 30]);
     }
 }

@@ -7,6 +7,8 @@
 //! Steps:
 //!   open:PATH                 open (create) PATH read-write; it becomes the current fd
 //!   close                     close the current fd
+//!   keep                      keep the current fd open to the end (its locks stay held) and
+//!                             leave no current fd, so that the next `open` takes another file
 //!   memfd:NAME                create a memfd named NAME; it becomes the current fd
 //!   unlink:PATH               remove PATH
 //!   rename:FROM:TO            rename FROM to TO (paths without ':')
@@ -104,7 +106,7 @@ enum Flow {
 
 struct State {
     fd: Option<OwnedFd>,
-    /// The fds of `hold-many`, kept open so that their locks stay held.
+    /// The fds of `hold-many` and `keep`, kept open so that their locks stay held.
     many: Vec<OwnedFd>,
 }
 
@@ -145,6 +147,10 @@ impl State {
             }
             ["close"] => {
                 self.fd.take().ok_or_else(|| anyhow!("no open file"))?;
+            }
+            ["keep"] => {
+                let fd = self.fd.take().ok_or_else(|| anyhow!("no open file"))?;
+                self.many.push(fd);
             }
             ["memfd", name] => {
                 let fd =

@@ -21,7 +21,7 @@ use crate::{
 pub use prometheus::{parse_listen_address, serve};
 
 /// Event types, in the order of `Counts::events`.
-const EVENT_KINDS: [EventKind; 10] = [
+const EVENT_KINDS: [EventKind; 11] = [
     EventKind::Start,
     EventKind::Stop,
     EventKind::Acquire,
@@ -32,6 +32,7 @@ const EVENT_KINDS: [EventKind; 10] = [
     EventKind::Orphan,
     EventKind::OrphanEnd,
     EventKind::Held,
+    EventKind::Deadlock,
 ];
 
 const LOCK_KINDS: [LockKind; 4] = [

@@ -165,6 +165,7 @@ impl Fold {
             | EventKind::Start
             | EventKind::Stop
             | EventKind::Exit
+            | EventKind::Deadlock
             | EventKind::Unknown => {}
         }
     }

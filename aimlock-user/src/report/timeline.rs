@@ -329,7 +329,11 @@ impl Lock {
                     hold.holders = record.others.to_vec();
                 }
             }
-            EventKind::Start | EventKind::Stop | EventKind::Exit | EventKind::Unknown => {}
+            EventKind::Start
+            | EventKind::Stop
+            | EventKind::Exit
+            | EventKind::Deadlock
+            | EventKind::Unknown => {}
         }
     }
 

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::{Failures, text::text_line};
-use crate::events::{EventKind, EventLine};
+use crate::events::{Blocker, DeadlockStep, EventKind, EventLine, ProcRef, write_array};
 
 /// syslog(3) priorities, as journald's PRIORITY field takes them.
 const WARNING: u8 = 4;
@@ -56,10 +56,10 @@ impl JournaldSink {
 /// (but `host`: the journal records `_HOSTNAME` itself) as a field of its own, so that the
 /// journal holds the whole log (`journalctl -o json` gives every value as a string). A few
 /// fields are also given in forms made for `journalctl FIELD=VALUE` matches (HOLDER_PIDS,
-/// LOCK_BY_PID, LOCK_BY_COMM).
+/// LOCK_BY_PID, LOCK_BY_COMM, BLOCKER_PIDS, DEADLOCK_PIDS).
 fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     let kind = event.event.unwrap_or(EventKind::Unknown);
-    let warn = kind == EventKind::Orphan
+    let warn = matches!(kind, EventKind::Orphan | EventKind::Deadlock)
         || (kind == EventKind::Stop && event.lost.is_some_and(|lost| lost > 0));
     field(out, "MESSAGE", text);
     number(
@@ -106,19 +106,10 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     optional_number(out, "LOCK_ORPHAN_NS", event.orphan_ns);
     optional(out, "LOCK_TAKER_EXIT", event.taker_exit.as_deref());
     if let Some(holders) = &event.holders {
-        let pids: Vec<String> = holders
-            .iter()
-            .map(|holder| holder.pid.to_string())
-            .collect();
-        field(out, "HOLDER_PIDS", pids.join(",").as_bytes());
-        let mut json = vec![b'['];
-        for (index, holder) in holders.iter().enumerate() {
-            if index > 0 {
-                json.push(b',');
-            }
-            holder.write_json(&mut json);
-        }
-        json.push(b']');
+        let pids = holders.iter().map(|holder| holder.pid);
+        field(out, "HOLDER_PIDS", pid_list(pids).as_bytes());
+        let mut json = Vec::new();
+        write_array(&mut json, holders, ProcRef::write_json);
         field(out, "LOCK_HOLDERS", &json);
     }
     if let Some(by) = &event.by {
@@ -128,12 +119,33 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
         by.write_json(&mut json);
         field(out, "LOCK_BY", &json);
     }
+    if let Some(blockers) = &event.blockers {
+        let pids = blockers.iter().map(|blocker| blocker.pid);
+        field(out, "BLOCKER_PIDS", pid_list(pids).as_bytes());
+        let mut json = Vec::new();
+        write_array(&mut json, blockers, Blocker::write_json);
+        field(out, "LOCK_BLOCKERS", &json);
+    }
+    if let Some(cycle) = &event.cycle {
+        let pids = cycle.iter().map(|step| step.pid);
+        field(out, "DEADLOCK_PIDS", pid_list(pids).as_bytes());
+        let mut json = Vec::new();
+        write_array(&mut json, cycle, DeadlockStep::write_json);
+        field(out, "LOCK_CYCLE", &json);
+    }
     optional_number(out, "AIMLOCK_LOST", event.lost);
     optional_number(out, "AIMLOCK_RECORDS", event.records);
     optional_number(out, "AIMLOCK_EVENTS", event.events);
     optional_number(out, "AIMLOCK_TABLE_READS", event.table_reads);
     optional_number(out, "AIMLOCK_UNWRITTEN", event.unwritten);
     optional_number(out, "AIMLOCK_UNTRACED_CHILDREN", event.untraced_children);
+}
+
+/// Comma-separated pids.
+fn pid_list(pids: impl Iterator<Item = u32>) -> String {
+    pids.map(|pid| pid.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn field(out: &mut Vec<u8>, key: &str, value: &[u8]) {
@@ -206,6 +218,8 @@ mod tests {
             "HOLDER_PIDS",
             "LOCK_BY_PID",
             "LOCK_BY_COMM",
+            "BLOCKER_PIDS",
+            "DEADLOCK_PIDS",
         ];
         let fields: Vec<String> = keys(&entry)
             .into_iter()

@@ -49,7 +49,7 @@ impl SyslogSink {
     /// Sends `line` (the event in --format, newline-terminated) as one message.
     pub fn write(&mut self, event: &EventLine, line: &[u8]) {
         let kind = event.event.unwrap_or(EventKind::Unknown);
-        let priority = if kind == EventKind::Orphan {
+        let priority = if matches!(kind, EventKind::Orphan | EventKind::Deadlock) {
             DAEMON_WARNING
         } else {
             DAEMON_INFO

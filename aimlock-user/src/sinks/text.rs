@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::events::{EventKind, EventLine, ProcRef};
+use crate::events::{Blocker, DeadlockStep, EventKind, EventLine, LockRef, ProcRef};
 
 pub fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
     let kind = event.event.unwrap_or(EventKind::Unknown);
@@ -68,13 +68,23 @@ pub fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
     if let Some(by) = &event.by {
         words.push(format!("by={}", proc_list(std::slice::from_ref(by))));
     }
+    if let Some(blockers) = &event.blockers {
+        words.push(format!("blockers={}", blocker_list(blockers)));
+    }
+    if let Some(cycle) = &event.cycle {
+        words.push(format!("cycle={}", cycle_text(cycle)));
+    }
     if let Some(lost) = event.lost {
         words.push(format!("lost={lost}"));
     }
     if let Some(untraced) = event.untraced_children {
         words.push(format!("untraced_children={untraced}"));
     }
-    let highlight = colour && matches!(kind, EventKind::Orphan | EventKind::OrphanEnd);
+    let highlight = colour
+        && matches!(
+            kind,
+            EventKind::Orphan | EventKind::OrphanEnd | EventKind::Deadlock
+        );
     if highlight {
         out.extend_from_slice(b"\x1b[1;31m");
     }
@@ -82,6 +92,48 @@ pub fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
     if highlight {
         out.extend_from_slice(b"\x1b[0m");
     }
+}
+
+/// `812(python3,orphan),900(make)`: who held what a request wanted; `none` when the tracer
+/// knows of no one.
+fn blocker_list(blockers: &[Blocker]) -> String {
+    if blockers.is_empty() {
+        return "none".to_owned();
+    }
+    blockers
+        .iter()
+        .map(|blocker| {
+            let orphan = if blocker.orphan == Some(true) {
+                ",orphan"
+            } else {
+                ""
+            };
+            format!("{}({}{orphan})", blocker.pid, blocker.comm)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `7(a):/tmp/x->/tmp/y;8(b):/tmp/y->/tmp/x`: each process, the lock it holds and the one it
+/// waits for.
+fn cycle_text(cycle: &[DeadlockStep]) -> String {
+    let lock = |lock: &LockRef| match &lock.path {
+        Some(path) => path.clone(),
+        None => format!("{}:{}", lock.dev, lock.ino),
+    };
+    cycle
+        .iter()
+        .map(|step| {
+            format!(
+                "{}({}):{}->{}",
+                step.pid,
+                step.comm,
+                lock(&step.holds),
+                lock(&step.waits_for)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn proc_list(procs: &[ProcRef]) -> String {
