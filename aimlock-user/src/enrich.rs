@@ -311,30 +311,51 @@ impl Enricher {
     }
 
     fn deadlock_line(&mut self, at: u64, cycle: &[CycleStep], clock: &Clock) -> EventLine {
-        let mut lock_ref = |pid: u32, lock: &LockId, mode, start: i64, end: i64| LockRef {
+        // The path of each file waited for, as its waiter's record named it.
+        let waited: Vec<Option<String>> = cycle
+            .iter()
+            .map(
+                |step| match self.path_seen_by(step.actor.pid, &step.waits_for.lock, &step.file) {
+                    PathOf::Known { path, .. } => Some(path),
+                    PathOf::Unknown { .. } => None,
+                },
+            )
+            .collect();
+        let mut lock_ref = |lock: &LockId, mode, start: i64, end: i64, path| LockRef {
             kind: lock.kind,
             mode,
             dev: self.device(lock.dev),
             ino: lock.ino,
-            path: match self.path_seen_by(pid, lock, &FileName::NONE) {
-                PathOf::Known { path, .. } => Some(path),
-                PathOf::Unknown { .. } => None,
-            },
+            path,
             start: start.max(0) as u64,
             end: (end != END_OF_FILE).then_some(end.max(0) as u64),
         };
         let steps = cycle
             .iter()
-            .map(|step| {
+            .enumerate()
+            .map(|(index, step)| {
                 let (held_lock, held) = &step.holds;
                 let wanted = &step.waits_for;
-                let pid = step.actor.pid;
+                // What a thread holds is what the thread before it waits for.
+                let before = (index + cycle.len() - 1) % cycle.len();
                 DeadlockStep {
-                    pid,
+                    pid: step.actor.pid,
                     tid: step.actor.tid,
                     comm: comm_str(&step.actor.comm),
-                    holds: lock_ref(pid, held_lock, held.mode, held.start, held.end),
-                    waits_for: lock_ref(pid, &wanted.lock, wanted.mode, wanted.start, wanted.end),
+                    holds: lock_ref(
+                        held_lock,
+                        held.mode,
+                        held.start,
+                        held.end,
+                        waited[before].clone(),
+                    ),
+                    waits_for: lock_ref(
+                        &wanted.lock,
+                        wanted.mode,
+                        wanted.start,
+                        wanted.end,
+                        waited[index].clone(),
+                    ),
                 }
             })
             .collect();

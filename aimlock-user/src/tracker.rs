@@ -228,6 +228,8 @@ struct Waiting {
     mode: Mode,
     start: i64,
     end: i64,
+    /// The file as the wait's record named it.
+    file: FileName,
 }
 
 impl Waiting {
@@ -574,6 +576,7 @@ impl Tracker {
                         mode,
                         start: op.start,
                         end: op.end,
+                        file: op.file,
                     };
                     self.waiting.insert(op.tid, waiting);
                     out.push(Output::Wait {
@@ -1252,6 +1255,7 @@ impl Tracker {
                         actor: wait.actor,
                         holds: (id, held),
                         waits_for: wait.request(),
+                        file: wait.file,
                     }
                 })
                 .collect();

@@ -1,6 +1,7 @@
 //! Who waits on whom: which held locks keep a request waiting, by the kernel's conflict rules,
 //! and the cycles the waits form (deadlocks the kernel only detects among POSIX locks).
 
+use aimlock_common::FileName;
 use rustc_hash::FxHashMap as HashMap;
 use smallvec::SmallVec;
 
@@ -35,6 +36,8 @@ pub struct CycleStep {
     pub actor: Actor,
     pub holds: (LockId, Held),
     pub waits_for: Request,
+    /// The file waited for, as the wait's record named it.
+    pub file: FileName,
 }
 
 /// Whether `held`, a range of `id`, keeps `request` of process `pid` from being granted, as the
