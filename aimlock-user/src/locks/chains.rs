@@ -163,7 +163,10 @@ mod tests {
         }
     }
 
-    fn shape(chains: &[Chain]) -> Vec<(Vec<(u32, u64)>, Option<usize>)> {
+    /// Each chain's (waiter, lock index) steps, and where its deadlock starts.
+    type Shape = (Vec<(u32, u64)>, Option<usize>);
+
+    fn shape(chains: &[Chain]) -> Vec<Shape> {
         chains
             .iter()
             .map(|chain| {
