@@ -245,7 +245,8 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
     let event = raw.event.ok_or(Skip::Unreadable)?;
     match event {
         EventKind::Unknown => return Ok(Parsed::UnknownEvent),
-        EventKind::Start | EventKind::Stop => return Ok(Parsed::Other(at)),
+        // A deadlock's locks are in its waits' own lines.
+        EventKind::Start | EventKind::Stop | EventKind::Deadlock => return Ok(Parsed::Other(at)),
         EventKind::Exit => {
             let pid = raw.pid.ok_or(Skip::Unreadable)?;
             let comm = names.intern(raw.comm.as_deref().unwrap_or("?"));

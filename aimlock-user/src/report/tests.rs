@@ -597,3 +597,32 @@ fn a_posix_release_without_its_acquire_was_taken_before_the_logs() {
         (json!(0), json!(9))
     );
 }
+
+#[test]
+fn blockers_and_deadlock_lines_are_read_without_complaint() {
+    let logs = Logs::new("deadlock");
+    let blocked_by = |pid: u32| json!({"blockers": [{"pid": pid, "comm": "sync"}]});
+    let flock = |ino: u64| {
+        json!({"kind": "flock", "mode": "write", "dev": "254:0", "ino": ino, "start": 0,
+               "end": null})
+    };
+    let text = [
+        lock_line("acquire", 1, 10, "sync", 17, json!({})),
+        lock_line("acquire", 2, 20, "sync", 18, json!({})),
+        lock_line("wait", 3, 10, "sync", 18, blocked_by(20)),
+        lock_line("wait", 4, 20, "sync", 17, blocked_by(10)),
+        json!({"event": "deadlock", "ts": ts(4), "cycle": [
+            {"pid": 10, "tid": 10, "comm": "sync", "holds": flock(17), "waits_for": flock(18)},
+            {"pid": 20, "tid": 20, "comm": "sync", "holds": flock(18), "waits_for": flock(17)},
+        ]})
+        .to_string()
+            + "\n",
+    ]
+    .concat();
+    let log = logs.write("trace.log", text.as_bytes());
+    let (text, scan) = report(&[&log]).unwrap();
+    let source = &scan.sources[0];
+    assert_eq!(source.lines, 5);
+    assert_eq!((source.unreadable, source.unknown_events), (0, 0));
+    assert!(text.contains("pid 20 (sync) queued for the lock"), "{text}");
+}
