@@ -589,7 +589,7 @@ impl Tracker {
                         file: op.file,
                         blockers: self.blockers(&waiting.request(), op.pid),
                     });
-                    self.find_deadlocks(op.ts_ns, out);
+                    self.find_deadlocks(op.ts_ns, Some(op.tid), out);
                 }
             }
             errno => {
@@ -1130,7 +1130,7 @@ impl Tracker {
         }
         // Holders the table learnt of may be waiting themselves.
         if !self.waiting.is_empty() {
-            self.find_deadlocks(at, out);
+            self.find_deadlocks(at, None, out);
         }
     }
 
@@ -1204,8 +1204,9 @@ impl Tracker {
     /// Says each new cycle among the waits, once: threads that each wait for a lock the next
     /// one took (or, for a lock its taker no longer holds, a process holding it), the last for
     /// one the first took. Threads, not processes: a thread waiting for a lock another thread
-    /// of its process holds is no deadlock while that thread runs.
-    fn find_deadlocks(&mut self, at: u64, out: &mut Vec<Output>) {
+    /// of its process holds is no deadlock while that thread runs. `from`: the thread whose
+    /// new wait may close a cycle, which then runs through it (None: look at every wait).
+    fn find_deadlocks(&mut self, at: u64, from: Option<u32>, out: &mut Vec<Output>) {
         let waiting = &self.waiting;
         self.deadlocks.retain(|waits| {
             waits.iter().all(|(tid, since_ns)| {
@@ -1214,12 +1215,26 @@ impl Tracker {
                     .is_some_and(|wait| wait.since_ns == *since_ns)
             })
         });
-        let mut tids: Vec<u32> = self.waiting.keys().copied().collect();
-        tids.sort_unstable();
+        // The waits reachable from `from` (so a pile of waiters behind one running holder
+        // costs each new waiter a look at its own wait only), or all of them.
+        let mut to_visit: Vec<u32> = match from {
+            Some(tid) => vec![tid],
+            None => {
+                let mut tids: Vec<u32> = self.waiting.keys().copied().collect();
+                tids.sort_unstable_by(|a, b| b.cmp(a));
+                tids
+            }
+        };
+        let mut visited: HashSet<u32> = HashSet::default();
         let mut edges = Vec::new();
         let mut blocked_by = Vec::new();
-        for tid in tids {
-            let wait = self.waiting[&tid];
+        while let Some(tid) = to_visit.pop() {
+            let Some(wait) = self.waiting.get(&tid).copied() else {
+                continue;
+            };
+            if !visited.insert(tid) {
+                continue;
+            }
             let request = wait.request();
             for (id, held) in self.conflicting(&request, wait.actor.pid) {
                 for holder in self.holders_of(id, held) {
@@ -1228,6 +1243,7 @@ impl Tracker {
                         to: holder.tid,
                     });
                     blocked_by.push((tid, *id, *held));
+                    to_visit.push(holder.tid);
                 }
             }
         }
