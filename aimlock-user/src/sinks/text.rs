@@ -175,4 +175,64 @@ mod tests {
         assert!(text(&line(EventKind::Stop)).contains(" stop       host=node7"));
         assert!(!text(&line(EventKind::Acquire)).contains("node7"));
     }
+
+    #[test]
+    fn blockers_and_a_deadlocks_cycle_are_spelled_out() {
+        let wait = EventLine {
+            event: Some(EventKind::Wait),
+            blockers: Some(vec![
+                Blocker {
+                    pid: 812,
+                    comm: "python3".to_owned(),
+                    orphan: Some(true),
+                },
+                Blocker {
+                    pid: 900,
+                    comm: "make".to_owned(),
+                    orphan: None,
+                },
+            ]),
+            ..Default::default()
+        };
+        assert!(
+            text(&wait).ends_with(" blockers=812(python3,orphan),900(make)"),
+            "{}",
+            text(&wait)
+        );
+        let nobody = EventLine {
+            blockers: Some(Vec::new()),
+            ..wait
+        };
+        assert!(text(&nobody).ends_with(" blockers=none"));
+
+        let lock = |path: Option<&str>, ino| LockRef {
+            kind: crate::events::LockKind::Flock,
+            mode: crate::events::Mode::Write,
+            dev: "254:0".to_owned(),
+            ino,
+            path: path.map(str::to_owned),
+            start: 0,
+            end: None,
+        };
+        let step = |pid, holds, waits_for| DeadlockStep {
+            pid,
+            tid: pid,
+            comm: "sync".to_owned(),
+            holds,
+            waits_for,
+        };
+        let deadlock = EventLine {
+            event: Some(EventKind::Deadlock),
+            cycle: Some(vec![
+                step(7, lock(Some("/run/a"), 1), lock(None, 2)),
+                step(8, lock(None, 2), lock(Some("/run/a"), 1)),
+            ]),
+            ..Default::default()
+        };
+        assert!(
+            text(&deadlock).ends_with(" cycle=7(sync):/run/a->254:0:2;8(sync):254:0:2->/run/a"),
+            "{}",
+            text(&deadlock)
+        );
+    }
 }
