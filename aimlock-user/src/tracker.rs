@@ -11,7 +11,9 @@
 //! - a kernel view also seeds the table at start (`held`) and reconciles it after lost records:
 //!   what the table holds and the kernel does not is released (`reason: lost`), what the kernel
 //!   holds and the table lacks is added (`held`). Files changed while the view was taken are left
-//!   alone: the records about them say what happened.
+//!   alone: the records about them say what happened;
+//! - every wait and refusal names who holds the locks in its way (its `blockers`), and waits
+//!   that come back to where they started are a `deadlock`, said once ([`waits`]).
 
 use std::{
     cmp::Reverse,
