@@ -83,7 +83,11 @@ pub struct Record {
     pub tid: u32,
     /// A [`Source`] value.
     pub source: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// The process's pid in its own PID namespace, where that is not the initial one; 0 when
+    /// it is, or where the kernel does not tell (before 5.11). User space reads /proc too, but
+    /// a process may be gone by then.
+    pub ns_pid: u32,
     pub comm: [u8; 16],
     /// The first [`PAYLOAD_LEN`] bytes of the tracepoint record; bytes past its end mean nothing.
     pub payload: [u8; PAYLOAD_LEN],
@@ -223,6 +227,13 @@ pub struct BtfOffsets {
     pub task_comm: u16,
     pub comm_direct: u8,
     pub _pad: u8,
+    /// `task_struct.group_leader` and `.thread_pid`, `struct pid`'s `level` and `numbers`, and
+    /// the size of `struct upid` (whose `nr` comes first): a process's pid in its own namespace.
+    pub task_group_leader: u16,
+    pub task_thread_pid: u16,
+    pub pid_level: u16,
+    pub pid_numbers: u16,
+    pub upid_size: u16,
 }
 
 /// Layout of a record's payload written by a BTF tracepoint program: each field read from the
@@ -295,6 +306,11 @@ impl Config {
             task_comm: 0,
             comm_direct: 0,
             _pad: 0,
+            task_group_leader: 0,
+            task_thread_pid: 0,
+            pid_level: 0,
+            pid_numbers: 0,
+            upid_size: 0,
         },
         filter_pid: 0,
         filter_comm: 0,

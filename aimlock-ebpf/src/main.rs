@@ -17,7 +17,7 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
         generated::bpf_get_current_task_btf,
     },
@@ -444,12 +444,16 @@ fn submit(
     fill: impl FnOnce(&mut [u8; PAYLOAD_LEN]),
     name: impl FnOnce(&mut FileName),
 ) -> bool {
-    let comm = if config!(btf.comm_direct) != 0 {
+    let (comm, ns_pid) = if config!(btf.comm_direct) != 0 {
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
         let comm_off = config!(btf.task_comm);
         // SAFETY: the current task, a BTF pointer, and its `comm` array at its BTF offset.
-        unsafe { load::<[u8; 16]>(bpf_get_current_task_btf() as *const u8, comm_off) }
+        (
+            unsafe { load::<[u8; 16]>(task, comm_off) },
+            namespace_pid(task),
+        )
     } else {
-        bpf_get_current_comm().unwrap_or_default()
+        (bpf_get_current_comm().unwrap_or_default(), 0)
     };
     // SAFETY: the value is only tested for presence.
     if config!(filter_comm) != 0 && unsafe { COMMS.get(comm) }.is_none() {
@@ -469,13 +473,52 @@ fn submit(
         (*record).pid = (pid_tgid >> 32) as u32;
         (*record).tid = pid_tgid as u32;
         (*record).source = source as u8;
-        (*record)._pad = [0; 7];
+        (*record)._pad = [0; 3];
+        (*record).ns_pid = ns_pid;
         (*record).comm = comm;
         fill(&mut (*record).payload);
         name(&mut (*record).file);
     }
     entry.submit(wakeup_flags(now));
     true
+}
+
+/// The current process's pid in its own PID namespace, 0 in the initial one: the group
+/// leader's `thread_pid->numbers[level].nr`, read while the process surely runs (user space may
+/// find it gone). Only a process in a namespace pays for the two helper reads an index into
+/// `numbers` needs (the verifier allows no variable offset in a direct load).
+#[inline(always)]
+fn namespace_pid(task: *const u8) -> u32 {
+    let (leader_off, thread_pid_off) =
+        (config!(btf.task_group_leader), config!(btf.task_thread_pid));
+    let (level_off, numbers_off) = (config!(btf.pid_level), config!(btf.pid_numbers));
+    let upid_size = u64::from(config!(btf.upid_size));
+    // SAFETY: BTF pointers and members at their BTF offsets; the last two reads go through the
+    // fault-safe helper.
+    unsafe {
+        let leader = load::<*const u8>(task, leader_off);
+        if leader.is_null() {
+            return 0;
+        }
+        let pid = load::<*const u8>(leader, thread_pid_off);
+        if pid.is_null() {
+            return 0;
+        }
+        let level = load::<u32>(pid, level_off);
+        if level == 0 {
+            return 0;
+        }
+        // The same pointer as a plain number, which the helper may offset freely.
+        let Ok(pid) = bpf_probe_read_kernel(
+            leader
+                .wrapping_add(usize::from(thread_pid_off))
+                .cast::<u64>(),
+        ) else {
+            return 0;
+        };
+        let nr = pid + u64::from(numbers_off) + u64::from(level.min(32)) * upid_size;
+        bpf_probe_read_kernel(nr as *const i32).map_or(0, |nr| nr as u32)
+    }
 }
 
 fn count(counter: &PerCpuArray<u64>) {

@@ -628,43 +628,110 @@ fn report_at_says_what_proc_locks_said_for_random_ranges() {
     assert!(reported_posix_locks(&locks).is_empty(), "{locks:#?}");
 }
 
+/// A small ext4 of the test's own, loop-mounted: it hands a freed inode number to the next
+/// file at once, and no other test takes it first. Unmounted when dropped.
+struct PrivateExt4(std::path::PathBuf);
+
+impl PrivateExt4 {
+    fn mount(dir: &TempDir) -> Self {
+        let image = dir.path().join("ext4.img");
+        let mount_point = dir.path().join("fs");
+        std::fs::create_dir_all(&mount_point).expect("mount point");
+        std::fs::File::create(&image)
+            .and_then(|file| file.set_len(32 << 20))
+            .expect("image");
+        for command in [
+            vec!["mkfs.ext4", "-q", image.to_str().unwrap()],
+            vec![
+                "mount",
+                "-o",
+                "loop",
+                image.to_str().unwrap(),
+                mount_point.to_str().unwrap(),
+            ],
+        ] {
+            let status = Command::new(command[0])
+                .args(&command[1..])
+                .status()
+                .expect("run mkfs.ext4 or mount");
+            assert!(status.success(), "{command:?}: {status}");
+        }
+        Self(mount_point)
+    }
+}
+
+impl Drop for PrivateExt4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 #[test]
 fn two_files_that_shared_an_inode_number_are_two_timelines() {
     let dir = TempDir::new("report-generations");
     let log = dir.path().join("trace.log");
-    let first = dir.file("first.lock");
+    let fs = PrivateExt4::mount(&dir);
+    let file = |name: &str| {
+        let path = fs.0.join(name);
+        std::fs::write(&path, b"").expect("create a file");
+        path
+    };
+    let first = file("first.lock");
     let ino = inode(&first);
     // A command of its own, not --path (which holds its file's inode, so no new file would
     // get its number).
     let lockwork = dir.path().join("lw-generations");
     std::fs::copy(lockwork_bin(), &lockwork).expect("copy lockwork");
     let tracer = TraceToFile::start(&log, &["--comm", "lw-generations"]);
-    let first_job = Workload::start_as(
+    // Each job waits until its acquire is logged: its file is named through its fds then (a
+    // process gone before the tracer looks is named only through a directory already known).
+    let mut first_job = Workload::start_as(
         &lockwork,
         &[
             &format!("open:{}", first.display()),
             "flock:ex",
+            "wait-stdin",
             &format!("unlink:{}", first.display()),
             "exit:0",
         ],
     );
     let first_pid = first_job.pid();
+    tracer.wait_for("the first file's acquire", |line| {
+        line["event"] == "acquire" && line["pid"] == first_pid
+    });
+    first_job.proceed();
     first_job.finish();
     tracer.wait_for("the first file's release", |line| {
         line["event"] == "release" && line["pid"] == first_pid
     });
     // A new file that gets the freed inode number (the kernel hands it out again soon).
-    let second = (0..1000)
+    // The inode is freed once the job's last reference goes, which may lag its exit: keep
+    // trying, removing each file that got another number.
+    let second = (0..2000)
         .find_map(|index| {
-            let path = dir.file(&format!("second-{index}.lock"));
-            (inode(&path) == ino).then_some(path)
+            let path = file(&format!("second-{index}.lock"));
+            if inode(&path) == ino {
+                return Some(path);
+            }
+            std::fs::remove_file(&path).expect("remove the probe");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            None
         })
         .expect("no new file got the freed inode number");
-    let second_job = Workload::start_as(
+    let mut second_job = Workload::start_as(
         &lockwork,
-        &[&format!("open:{}", second.display()), "flock:ex", "exit:0"],
+        &[
+            &format!("open:{}", second.display()),
+            "flock:ex",
+            "wait-stdin",
+            "exit:0",
+        ],
     );
     let second_pid = second_job.pid();
+    tracer.wait_for("the second file's acquire", |line| {
+        line["event"] == "acquire" && line["pid"] == second_pid
+    });
+    second_job.proceed();
     second_job.finish();
     let release = tracer.wait_for("the second file's release", |line| {
         line["event"] == "release" && line["pid"] == second_pid

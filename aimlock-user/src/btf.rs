@@ -40,6 +40,11 @@ pub fn lock_layout() -> Result<LockLayout> {
     let dentry_parent = layout.offset("dentry", &["d_parent"])?;
     let dentry_inode = layout.offset("dentry", &["d_inode"])?;
     let task_comm = layout.offset("task_struct", &["comm"])?;
+    let task_group_leader = layout.offset("task_struct", &["group_leader"])?;
+    let task_thread_pid = layout.offset("task_struct", &["thread_pid"])?;
+    let pid_level = layout.offset("pid", &["level"])?;
+    let pid_numbers = layout.offset("pid", &["numbers"])?;
+    let upid_size = layout.size("upid")?;
     let sb_dev = layout.offset("super_block", &["s_dev"])?;
     // From 6.9 the common fields live in `struct file_lock_core c`.
     let lock = |core: &str, old: &str| {
@@ -80,6 +85,11 @@ pub fn lock_layout() -> Result<LockLayout> {
             task_comm: narrow(task_comm)?,
             comm_direct: u8::from(has_current_task_btf()),
             _pad: 0,
+            task_group_leader: narrow(task_group_leader)?,
+            task_thread_pid: narrow(task_thread_pid)?,
+            pid_level: narrow(pid_level)?,
+            pid_numbers: narrow(pid_numbers)?,
+            upid_size: narrow(upid_size)?,
         },
         fields: LockFields {
             ino: btf_payload::INO,
@@ -106,14 +116,25 @@ struct Layout<'a> {
 }
 
 impl Layout<'_> {
-    /// Byte offset of `path` (a member, then members of that member...) in `struct name`.
-    fn offset(&self, name: &str, path: &[&str]) -> Result<u32> {
-        let mut current = self
-            .btf
+    fn named_struct(&self, name: &str) -> Result<Type> {
+        self.btf
             .resolve_types_by_name(name)
             .ok()
             .and_then(|types| types.into_iter().find(|t| matches!(t, Type::Struct(_))))
-            .ok_or_else(|| anyhow!("the kernel's BTF has no struct {name}"))?;
+            .ok_or_else(|| anyhow!("the kernel's BTF has no struct {name}"))
+    }
+
+    /// Size in bytes of `struct name`.
+    fn size(&self, name: &str) -> Result<u32> {
+        match self.named_struct(name)? {
+            Type::Struct(found) => Ok(u32::try_from(found.size())?),
+            _ => unreachable!("named_struct only returns structs"),
+        }
+    }
+
+    /// Byte offset of `path` (a member, then members of that member...) in `struct name`.
+    fn offset(&self, name: &str, path: &[&str]) -> Result<u32> {
+        let mut current = self.named_struct(name)?;
         let mut offset = 0;
         for member_name in path {
             let (member_offset, member_type) = self

@@ -23,6 +23,9 @@ pub struct LockOp {
     pub end: i64,
     /// 0 granted, 1 deferred (queued), negative errno refused. Leases carry no result: 0.
     pub ret: i32,
+    /// The pid in the process's own PID namespace, as the kernel gave it (0: the initial
+    /// namespace, or not told).
+    pub ns_pid: u32,
     /// The file as the kernel names it (BTF programs only; zero otherwise).
     pub file: FileName,
 }
@@ -133,6 +136,7 @@ impl Decoder {
             end,
             ret: read_u64(payload, fields.ret, 4) as u32 as i32,
             file: record.file,
+            ns_pid: record.ns_pid,
         }
     }
 }
@@ -205,7 +209,8 @@ mod tests {
             pid: 100,
             tid: 101,
             source: Source::Posix as u8,
-            _pad: [0; 7],
+            _pad: [0; 3],
+            ns_pid: 0,
             comm,
             payload,
             file: FileName {

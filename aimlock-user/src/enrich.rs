@@ -73,6 +73,27 @@ impl Enricher {
             .clone()
     }
 
+    /// Reads the process of a lock record while it most likely still runs; where it is gone
+    /// already, the namespace pid its record carried still names it.
+    pub fn process_of(&mut self, op: &LockOp) {
+        let info = self.processes.entry(op.pid).or_insert_with(|| {
+            ProcessInfo::read(op.pid).or_else(|| {
+                (op.ns_pid != 0 && op.ns_pid != op.pid).then(|| ProcessInfo {
+                    pid: op.pid,
+                    ns_pid: Some(op.ns_pid),
+                    ..ProcessInfo::default()
+                })
+            })
+        });
+        if let Some(info) = info
+            && info.ns_pid.is_none()
+            && op.ns_pid != 0
+            && op.ns_pid != op.pid
+        {
+            info.ns_pid = Some(op.ns_pid);
+        }
+    }
+
     pub fn process(&mut self, pid: u32) -> Option<&ProcessInfo> {
         self.processes
             .entry(pid)

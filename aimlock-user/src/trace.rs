@@ -271,7 +271,7 @@ fn drain(
                 {
                     // The process first: a short-lived one may be gone by the time its fds
                     // have been looked through.
-                    enricher.process(op.pid);
+                    enricher.process_of(op);
                     enricher.learn_file(op);
                 }
                 tracker.push(input);

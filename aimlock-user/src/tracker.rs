@@ -1404,6 +1404,7 @@ mod tests {
                 end: END_OF_FILE,
                 ret,
                 file: aimlock_common::FileName::NONE,
+                ns_pid: 0,
             })
         }
 

@@ -14,6 +14,7 @@ use crate::{Step, capture, run_step};
 /// Debian packages the tests and benchmarks use, with the command that shows each is there.
 const PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "/usr/bin/lslocks"),
+    ("e2fsprogs", "/usr/sbin/mkfs.ext4"),
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     ("busybox-static", "/bin/busybox"),
     ("cpio", "/usr/bin/cpio"),
