@@ -44,7 +44,8 @@ fn an_orphan_arrives_with_its_attributes_resource_and_severity() {
         ],
     );
     let ino = inode(&file);
-    // The taker exits while a forked child keeps the lock for 4 s: long enough to be judged an orphan on a loaded machine.
+    // The taker exits while a forked child keeps the lock for 4 s: long enough to be judged an
+    // orphan on a loaded machine.
     let taker = Workload::start(&[
         &format!("open:{}", file.display()),
         "flock:ex",
