@@ -74,6 +74,9 @@ pub struct ReportArgs {
     json: bool,
 }
 
+/// Locks told at a time, by all jobs, before their text is written.
+const RENDER_BATCH: usize = 1024;
+
 /// Logs that cannot be reported on at all: none given, none found, empty or unreadable.
 /// `aimlock` exits 2 for it.
 #[derive(Debug)]
@@ -189,7 +192,8 @@ fn write_report(
     jobs: usize,
     out: &mut impl Write,
 ) -> Result<()> {
-    let locks = scan::thread_pool(jobs)?.install(|| select(args, scan));
+    let pool = scan::thread_pool(jobs)?;
+    let locks = pool.install(|| select(args, scan));
     let renderer = Renderer {
         names: &scan.names,
         end,
@@ -205,12 +209,25 @@ fn write_report(
     if locks.len() >= render::SUMMARY_FROM && !args.json {
         renderer.summary(out, &locks)?;
     }
-    for lock in &locks {
-        if args.json {
-            serde_json::to_writer(&mut *out, &renderer.json(lock))?;
-            writeln!(out)?;
-        } else {
-            renderer.text(out, lock)?;
+    // Told by every job, a batch at a time, and written in order.
+    for batch in locks.chunks(RENDER_BATCH) {
+        let told: Vec<Vec<u8>> = pool.install(|| {
+            batch
+                .par_iter()
+                .map(|lock| -> Result<Vec<u8>> {
+                    let mut text = Vec::new();
+                    if args.json {
+                        serde_json::to_writer(&mut text, &renderer.json(lock))?;
+                        writeln!(text)?;
+                    } else {
+                        renderer.text(&mut text, lock)?;
+                    }
+                    Ok(text)
+                })
+                .collect::<Result<_>>()
+        })?;
+        for text in told {
+            out.write_all(&text)?;
         }
     }
     Ok(())
