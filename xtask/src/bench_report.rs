@@ -50,7 +50,10 @@ struct Query {
 
 fn queries(log: &Generated) -> Vec<Query> {
     let path = format!("/var/lib/jobs/job-{HOT_INODE}.lock");
-    let (since, until) = (Clock(log.duration / 2).ts(), Clock(log.duration / 2 + log.duration / 100).ts());
+    let (since, until) = (
+        Clock(log.duration / 2).ts(),
+        Clock(log.duration / 2 + log.duration / 100).ts(),
+    );
     let pid = QUERIED_PID;
     vec![
         Query {
@@ -79,7 +82,12 @@ fn queries(log: &Generated) -> Vec<Query> {
         },
         Query {
             name: "--since --until (1% of the log)",
-            args: vec!["--since".into(), since.clone(), "--until".into(), until.clone()],
+            args: vec![
+                "--since".into(),
+                since.clone(),
+                "--until".into(),
+                until.clone(),
+            ],
             jq: format!("select(.ts>=\"{since}\" and .ts<=\"{until}\")"),
             selective: true,
         },
@@ -133,7 +141,13 @@ pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outco
         log.hot_lines
     );
     let inode_arg = format!("{DEV}:{HOT_INODE}");
-    let json = timed(report(aimlock, &["--json", "--inode", &inode_arg], &log_path, 1))?.1;
+    let json = timed(report(
+        aimlock,
+        &["--json", "--inode", &inode_arg],
+        &log_path,
+        1,
+    ))?
+    .1;
     let holds = json.matches("\"acquire_logged\":true").count() as u64;
     ensure!(
         holds == log.hot_acquires,
@@ -181,11 +195,17 @@ pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outco
     let path_arg = format!("/var/lib/jobs/job-{HOT_INODE}.lock");
     for _ in 0..runs {
         inflate.push(inflate_seconds(&gz_path)?);
-        gz_inode.push(timed_quiet(report(aimlock, &["--inode", &inode_arg], &gz_path, 1))?.as_secs_f64());
-        gz_path_query.push(timed_quiet(report(aimlock, &["--path", &path_arg], &gz_path, 1))?.as_secs_f64());
+        gz_inode.push(
+            timed_quiet(report(aimlock, &["--inode", &inode_arg], &gz_path, 1))?.as_secs_f64(),
+        );
+        gz_path_query
+            .push(timed_quiet(report(aimlock, &["--path", &path_arg], &gz_path, 1))?.as_secs_f64());
     }
-    let (inflate, gz_inode, gz_path_query) =
-        (Stats::of(&inflate), Stats::of(&gz_inode), Stats::of(&gz_path_query));
+    let (inflate, gz_inode, gz_path_query) = (
+        Stats::of(&inflate),
+        Stats::of(&gz_inode),
+        Stats::of(&gz_path_query),
+    );
 
     let mb = |bytes: u64, seconds: f64| bytes as f64 / 1e6 / seconds;
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -209,8 +229,16 @@ pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outco
         big.bytes as f64 / 1e9,
     )?;
     writeln!(out)?;
-    writeln!(out, "| query | aimlock median (min - max) | aimlock MB/s | jq | jq MB/s | x jq | peak memory, {:.0} GB | peak memory, {:.0} GB | growth |", log.bytes as f64 / 1e9, big.bytes as f64 / 1e9)?;
-    writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")?;
+    writeln!(
+        out,
+        "| query | aimlock median (min - max) | aimlock MB/s | jq | jq MB/s | x jq | peak memory, {:.0} GB | peak memory, {:.0} GB | growth |",
+        log.bytes as f64 / 1e9,
+        big.bytes as f64 / 1e9
+    )?;
+    writeln!(
+        out,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )?;
     let mut goals = Vec::new();
     for (query, m) in &measured {
         let speed = mb(log.bytes, m.seconds.median);
@@ -268,7 +296,9 @@ pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outco
         goal: "the whole report near-linear from 1 to 2 cores".into(),
         figure: format!("{speedup:.2}x"),
         met: speedup >= 1.7,
-        why: (speedup < 1.7).then(|| "the merge of the parsed pieces, the fold and the output are partly serial".into()),
+        why: (speedup < 1.7).then(|| {
+            "the merge of the parsed pieces, the fold and the output are partly serial".into()
+        }),
     });
     writeln!(out)?;
     writeln!(
@@ -290,12 +320,18 @@ pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outco
         met: gz_ratio <= 1.25,
         why: (gz_ratio > 1.25).then(|| "parsing on the same core as inflating".into()),
     });
-    Ok(Outcome { markdown: out, goals })
+    Ok(Outcome {
+        markdown: out,
+        goals,
+    })
 }
 
 fn pinned(cores: usize) -> Command {
     let mut command = Command::new("taskset");
-    let list = (0..cores).map(|core| core.to_string()).collect::<Vec<_>>().join(",");
+    let list = (0..cores)
+        .map(|core| core.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     command.args(["-c", &list]);
     command.stdin(Stdio::null()).stderr(Stdio::null());
     command
@@ -350,7 +386,9 @@ fn timed_quiet(mut command: Command) -> Result<Duration> {
 fn peak_memory(command: Command, out: &Path) -> Result<(Duration, u64)> {
     let mut timed_command = Command::new("/usr/bin/time");
     timed_command.args(["-f", "%M", "-o"]).arg(out);
-    timed_command.arg(command.get_program()).args(command.get_args());
+    timed_command
+        .arg(command.get_program())
+        .args(command.get_args());
     timed_command.stdin(Stdio::null()).stderr(Stdio::null());
     let elapsed = timed_quiet(timed_command)?;
     let text = std::fs::read_to_string(out).with_context(|| format!("read {}", out.display()))?;
@@ -404,7 +442,8 @@ impl Outputs {
 /// five hundred outlives its taker.
 fn generate(path: &Path, gzip: Option<&Path>, target: u64) -> Result<Generated> {
     let create = |path: &Path| -> Result<BufWriter<File>> {
-        let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(BufWriter::with_capacity(1 << 20, file))
     };
     let mut out = Outputs {
@@ -423,20 +462,17 @@ fn generate(path: &Path, gzip: Option<&Path>, target: u64) -> Result<Generated> 
     };
     let mut clock = Clock(0);
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let write = |out: &mut Outputs,
-                 log: &mut Generated,
-                 line: &str,
-                 ino: Option<u64>|
-     -> Result<()> {
-        out.write_all(line.as_bytes())?;
-        out.write_all(b"\n")?;
-        log.bytes += line.len() as u64 + 1;
-        log.lines += 1;
-        if ino == Some(HOT_INODE) {
-            log.hot_lines += 1;
-        }
-        Ok(())
-    };
+    let write =
+        |out: &mut Outputs, log: &mut Generated, line: &str, ino: Option<u64>| -> Result<()> {
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
+            log.bytes += line.len() as u64 + 1;
+            log.lines += 1;
+            if ino == Some(HOT_INODE) {
+                log.hot_lines += 1;
+            }
+            Ok(())
+        };
     for host in HOSTS {
         let start = format!(
             r#"{{"event":"start","ts":"{}","host":"{host}","schema":1,"version":"0.1.0","kernel":"6.18.44","hostname":"{host}"}}"#,

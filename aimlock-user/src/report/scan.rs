@@ -49,15 +49,15 @@ enum Reading {
     /// head is not the tracer's (damaged or unknown lines, counted as the full parse counts
     /// them), are parsed.
     Heads {
-        ino: memmem::Finder<'static>,
+        ino: Box<memmem::Finder<'static>>,
         /// `"host":"NAME"` of each selected host, when every name can be searched for as is.
         hosts: Vec<memmem::Finder<'static>>,
     },
     /// `--inode`: only the lines naming the inode (`"ino":N`) and exit lines are looked at;
     /// damage elsewhere goes uncounted.
     Mention {
-        needle: memmem::Finder<'static>,
-        exit: memmem::Finder<'static>,
+        needle: Box<memmem::Finder<'static>>,
+        exit: Box<memmem::Finder<'static>>,
     },
 }
 
@@ -72,15 +72,17 @@ impl Selection {
     ) -> Self {
         let reading = match (mention, &inodes) {
             (Some(ino), _) => Reading::Mention {
-                needle: memmem::Finder::new(format!("\"ino\":{ino}").as_bytes()).into_owned(),
-                exit: memmem::Finder::new(EXIT_NEEDLE).into_owned(),
+                needle: Box::new(
+                    memmem::Finder::new(format!("\"ino\":{ino}").as_bytes()).into_owned(),
+                ),
+                exit: Box::new(memmem::Finder::new(EXIT_NEEDLE).into_owned()),
             },
             (None, Some(_)) => Reading::Heads {
-                ino: memmem::Finder::new(INO_FIELD).into_owned(),
+                ino: Box::new(memmem::Finder::new(INO_FIELD).into_owned()),
                 hosts: host_finders(&hosts),
             },
             (None, None) if !hosts.is_empty() => Reading::Heads {
-                ino: memmem::Finder::new(INO_FIELD).into_owned(),
+                ino: Box::new(memmem::Finder::new(INO_FIELD).into_owned()),
                 hosts: host_finders(&hosts),
             },
             (None, None) => Reading::Everything,
