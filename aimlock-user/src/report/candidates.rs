@@ -4,12 +4,12 @@
 //! query itself is still applied, exactly, to the locks built from those lines.
 
 use memchr::memmem;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use super::{
     BadInput,
     input::{self, Source},
-    scan::line_ino,
+    scan::{Candidates, line_host, line_ino, string_value},
 };
 
 /// Bytes each job searches at a time.
@@ -43,14 +43,14 @@ enum Check {
     Nothing,
 }
 
-/// The inode numbers that the lines naming what is wanted are about: those of a line with a
-/// matching path, with one of the pids, or of an orphan; when several are wanted, the inodes
-/// that have all of them. None when nothing is wanted.
+/// The inodes, each on the hosts whose lines name it, that the lines naming what is wanted are
+/// about: those of a line with a matching path, with one of the pids, or of an orphan; when
+/// several are wanted, the inodes that have all of them. None when nothing is wanted.
 pub fn inodes(
     sources: &[Source],
     wanted: &Wanted,
     jobs: usize,
-) -> Result<Option<FxHashSet<u64>>, BadInput> {
+) -> Result<Option<Candidates>, BadInput> {
     let mut searches = Vec::new();
     if let Some(glob) = wanted.path {
         let needle = match longest_literal(glob.as_str()) {
@@ -85,7 +85,7 @@ pub fn inodes(
         return Ok(None);
     }
     let ino = memmem::Finder::new(br#""ino":"#).into_owned();
-    let mut found: Vec<FxHashSet<u64>> = vec![FxHashSet::default(); searches.len()];
+    let mut found: Vec<Candidates> = vec![Candidates::default(); searches.len()];
     for source in sources {
         input::read_pieces(
             source,
@@ -99,7 +99,14 @@ pub fn inodes(
             },
             |_, sets| {
                 for (all, set) in found.iter_mut().zip(sets) {
-                    all.extend(set);
+                    for (ino, hosts) in set {
+                        let known = all.entry(ino).or_default();
+                        for host in hosts {
+                            if !known.contains(&host) {
+                                known.push(host);
+                            }
+                        }
+                    }
                 }
             },
         )?;
@@ -107,14 +114,18 @@ pub fn inodes(
     let mut sets = found.into_iter();
     let first = sets.next().unwrap_or_default();
     Ok(Some(sets.fold(first, |mut all, set| {
-        all.retain(|ino| set.contains(ino));
+        all.retain(|ino, hosts| {
+            let also = set.get(ino).map_or(&[][..], Vec::as_slice);
+            hosts.retain(|host| also.contains(host));
+            !hosts.is_empty()
+        });
         all
     })))
 }
 
 impl Search {
-    fn inodes(&self, bytes: &[u8], ino: &memmem::Finder<'_>) -> FxHashSet<u64> {
-        let mut inodes = FxHashSet::default();
+    fn inodes(&self, bytes: &[u8], ino: &memmem::Finder<'_>) -> Candidates {
+        let mut inodes = Candidates::default();
         // Paths already matched against the glob, as the log writes them.
         let mut matched: FxHashMap<&[u8], bool> = FxHashMap::default();
         for needle in &self.needles {
@@ -126,7 +137,7 @@ impl Search {
                 let end = memchr::memchr(b'\n', &bytes[after..]).map_or(bytes.len(), |i| after + i);
                 let line = &bytes[start..end];
                 let hit = match &self.check {
-                    Check::Path(glob) => path_value(line).is_some_and(|raw| {
+                    Check::Path(glob) => string_value(line, PATH_FIELD).is_some_and(|raw| {
                         *matched
                             .entry(raw)
                             .or_insert_with(|| decode(raw).is_some_and(|path| glob.matches(&path)))
@@ -135,7 +146,11 @@ impl Search {
                     Check::Nothing => true,
                 };
                 if hit && let Some(number) = line_ino(ino, line) {
-                    inodes.insert(number);
+                    let hosts = inodes.entry(number).or_default();
+                    let host = line_host(line);
+                    if !hosts.iter().any(|known| **known == *host) {
+                        hosts.push(host.into());
+                    }
                 }
                 // The rest of a line found is not searched again; a whole-number check that
                 // failed may still be followed by the number on the same line.
@@ -147,21 +162,6 @@ impl Search {
         }
         inodes
     }
-}
-
-/// The path of a line as the log writes it (between the quotes, still escaped).
-fn path_value(line: &[u8]) -> Option<&[u8]> {
-    let from = memmem::find(line, PATH_FIELD)? + PATH_FIELD.len();
-    let mut escaped = false;
-    for (offset, &byte) in line[from..].iter().enumerate() {
-        match byte {
-            _ if escaped => escaped = false,
-            b'\\' => escaped = true,
-            b'"' => return Some(&line[from..from + offset]),
-            _ => {}
-        }
-    }
-    None
 }
 
 fn decode(raw: &[u8]) -> Option<String> {
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn a_path_is_read_as_the_log_escapes_it() {
         let line = br#"{"event":"acquire","path":"/tmp/a \"b\" c","ino":7}"#;
-        let raw = path_value(line).unwrap();
+        let raw = string_value(line, PATH_FIELD).unwrap();
         assert_eq!(raw, br#"/tmp/a \"b\" c"#);
         assert_eq!(decode(raw).as_deref(), Some("/tmp/a \"b\" c"));
     }

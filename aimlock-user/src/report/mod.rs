@@ -137,7 +137,7 @@ fn report_reading(args: &ReportArgs, reading: Reading, out: &mut impl Write) -> 
         Reading::Selective => selection(args, &sources, jobs)?,
         #[cfg(test)]
         Reading::Everything => Selection::new(
-            args.inode.map(|inode| std::iter::once(inode.ino).collect()),
+            args.inode.map(|inode| on_any_host(inode.ino)),
             args.inode.map(Inode::dev_name),
             args.host.clone(),
             None,
@@ -155,6 +155,11 @@ fn report_reading(args: &ReportArgs, reading: Reading, out: &mut impl Write) -> 
     Ok(scan)
 }
 
+/// An inode number whose lines are wanted on every host.
+fn on_any_host(ino: u64) -> scan::Candidates {
+    std::iter::once((ino, Vec::new())).collect()
+}
+
 /// The lines the query needs: of the inodes it names or that the first read finds (stdin
 /// cannot be read twice: then every line is parsed), on the hosts it names.
 fn selection(args: &ReportArgs, sources: &[input::Source], jobs: usize) -> Result<Selection> {
@@ -163,19 +168,13 @@ fn selection(args: &ReportArgs, sources: &[input::Source], jobs: usize) -> Resul
         pids: &args.pid,
         orphans: args.orphans,
     };
-    let mut inodes = args
-        .inode
-        .as_ref()
-        .map(|inode| std::iter::once(inode.ino).collect::<rustc_hash::FxHashSet<u64>>());
+    let mut inodes = args.inode.map(|inode| on_any_host(inode.ino));
     if wanted.any() && sources.iter().all(input::Source::rereadable) {
-        let found = candidates::inodes(sources, &wanted, jobs)?.unwrap_or_default();
-        inodes = Some(match inodes {
-            Some(mut named) => {
-                named.retain(|ino| found.contains(ino));
-                named
-            }
-            None => found,
-        });
+        let mut found = candidates::inodes(sources, &wanted, jobs)?.unwrap_or_default();
+        if let Some(inode) = args.inode {
+            found.retain(|&ino, _| ino == inode.ino);
+        }
+        inodes = Some(found);
     }
     Ok(Selection::new(
         inodes,

@@ -9,7 +9,7 @@
 use std::collections::hash_map::Entry;
 
 use memchr::memmem;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use super::{
     BadInput,
@@ -32,8 +32,9 @@ const INO_FIELD: &[u8] = br#""ino":"#;
 
 /// Which lock lines to keep. Exit lines are always kept (they end POSIX locks).
 pub struct Selection {
-    /// Only lines about these inode numbers; None: every inode.
-    inodes: Option<FxHashSet<u64>>,
+    /// Only lines about these inode numbers (and, when a first read found them, only on the
+    /// hosts it found them on); None: every inode.
+    inodes: Option<Candidates>,
     /// Only this device (`--inode`).
     dev: Option<String>,
     /// Only lines of these hosts; empty: every host.
@@ -65,7 +66,7 @@ impl Selection {
     /// `inodes`: the inode numbers whose lines are kept (None: all). `mention`: only lines
     /// naming them are looked at (`--inode`).
     pub fn new(
-        inodes: Option<FxHashSet<u64>>,
+        inodes: Option<Candidates>,
         dev: Option<String>,
         hosts: Vec<String>,
         mention: Option<u64>,
@@ -77,15 +78,11 @@ impl Selection {
                 ),
                 exit: Box::new(memmem::Finder::new(EXIT_NEEDLE).into_owned()),
             },
-            (None, Some(_)) => Reading::Heads {
+            (None, None) if hosts.is_empty() => Reading::Everything,
+            (None, _) => Reading::Heads {
                 ino: Box::new(memmem::Finder::new(INO_FIELD).into_owned()),
                 hosts: host_finders(&hosts),
             },
-            (None, None) if !hosts.is_empty() => Reading::Heads {
-                ino: Box::new(memmem::Finder::new(INO_FIELD).into_owned()),
-                hosts: host_finders(&hosts),
-            },
-            (None, None) => Reading::Everything,
         };
         Self {
             inodes,
@@ -106,7 +103,7 @@ impl Selection {
     fn keeps(&self, key: &LockKey, names: &Names) -> bool {
         self.inodes
             .as_ref()
-            .is_none_or(|inodes| inodes.contains(&key.ino))
+            .is_none_or(|inodes| inodes.contains_key(&key.ino))
             && self
                 .dev
                 .as_deref()
@@ -132,6 +129,32 @@ fn host_finders(hosts: &[String]) -> Vec<memmem::Finder<'static>> {
         .iter()
         .map(|host| memmem::Finder::new(format!("\"host\":\"{host}\"").as_bytes()).into_owned())
         .collect()
+}
+
+/// Inode numbers, each with the hosts (as their lines write them, `""` for none) whose lines
+/// about it are wanted. Empty host lists: on any host (`--inode`).
+pub type Candidates = FxHashMap<u64, Vec<Box<[u8]>>>;
+
+const HOST_FIELD: &[u8] = br#""host":""#;
+
+/// A line's host as the line writes it (still escaped); empty when it names none.
+pub fn line_host(line: &[u8]) -> &[u8] {
+    string_value(line, HOST_FIELD).unwrap_or_default()
+}
+
+/// The string after a line's first `field` (`"name":"`), between the quotes, still escaped.
+pub fn string_value<'a>(line: &'a [u8], field: &[u8]) -> Option<&'a [u8]> {
+    let from = memmem::find(line, field)? + field.len();
+    let mut escaped = false;
+    for (offset, &byte) in line[from..].iter().enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => return Some(&line[from..from + offset]),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The number after a line's first `"ino":`.
@@ -484,7 +507,10 @@ impl Piece {
             _ => {
                 let inode_wanted = match (&selection.inodes, line_ino(ino, line)) {
                     (None, _) => true,
-                    (Some(inodes), Some(number)) => inodes.contains(&number),
+                    (Some(inodes), Some(number)) => inodes.get(&number).is_some_and(|hosts| {
+                        let host = line_host(line);
+                        hosts.is_empty() || hosts.iter().any(|known| **known == *host)
+                    }),
                     // Not a line the tracer writes: the parse tells why.
                     (Some(_), None) => return self.line(line, origin, selection),
                 };
