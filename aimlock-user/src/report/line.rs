@@ -8,6 +8,7 @@ use std::{
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
+use super::fast;
 use crate::events::{EventKind, LockKind, Mode, ReleaseReason};
 
 /// Nanoseconds since the Unix epoch.
@@ -15,7 +16,7 @@ pub type Nanos = u64;
 
 /// A borrowed view of an `EventLine`: only the fields the report uses, so that parsing a line
 /// allocates nothing but the lists of holders. Unknown fields are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct RawLine<'a> {
     pub event: Option<EventKind>,
     pub ts: &'a str,
@@ -48,7 +49,7 @@ pub struct RawLine<'a> {
     pub generation: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct RawProc<'a> {
     pub pid: u32,
     pub ns_pid: Option<u32>,
@@ -334,7 +335,10 @@ pub enum Skip {
 }
 
 pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, Skip> {
-    let raw: RawLine = serde_json::from_slice(bytes).map_err(|_| Skip::Unreadable)?;
+    let raw: RawLine = match fast::raw_line(bytes) {
+        Some(raw) => raw,
+        None => serde_json::from_slice(bytes).map_err(|_| Skip::Unreadable)?,
+    };
     let at = parse_ts(raw.ts).ok_or(Skip::Unreadable)?;
     let event = raw.event.ok_or(Skip::Unreadable)?;
     let host = names.intern(raw.host.as_deref().unwrap_or(""));

@@ -8,6 +8,7 @@
 //! the renderer tells.
 
 mod candidates;
+mod fast;
 mod input;
 mod line;
 mod posix;
