@@ -48,7 +48,13 @@ struct Query {
     jq: String,
     /// It names a few locks (rather than reading every line into the report).
     selective: bool,
+    /// Where its time goes, should it miss its goal.
+    cost: &'static str,
 }
+
+const TWO_READS: &str = "two reads of the log: a byte search for what it names, then the lines \
+                         of the inodes found, on the hosts found, parsed and folded";
+const EVERY_LINE: &str = "every line is parsed, merged and folded into its lock's timeline";
 
 fn queries(log: &Generated) -> Vec<Query> {
     let path = format!("/var/lib/jobs/job-{HOT_INODE}.lock");
@@ -63,12 +69,14 @@ fn queries(log: &Generated) -> Vec<Query> {
             args: vec!["--inode".into(), format!("{DEV}:{HOT_INODE}")],
             jq: format!("select(.ino=={HOT_INODE})"),
             selective: true,
+            cost: "only the lines naming the inode are parsed",
         },
         Query {
             name: "--path",
             args: vec!["--path".into(), path.clone()],
             jq: format!("select(.path==\"{path}\")"),
             selective: true,
+            cost: TWO_READS,
         },
         Query {
             name: "--path (a quiet file)",
@@ -78,18 +86,21 @@ fn queries(log: &Generated) -> Vec<Query> {
             ],
             jq: format!("select(.path==\"/var/lib/jobs/job-{QUIET_INODE}.lock\")"),
             selective: true,
+            cost: TWO_READS,
         },
         Query {
             name: "--pid",
             args: vec!["--pid".into(), pid.to_string()],
             jq: format!("select(.pid=={pid} or .by.pid=={pid} or any(.holders[]?; .pid=={pid}))"),
             selective: true,
+            cost: TWO_READS,
         },
         Query {
             name: "--orphans",
             args: vec!["--orphans".into()],
             jq: "select(.event==\"orphan\" or .event==\"orphan_end\" or .orphan==true)".into(),
             selective: true,
+            cost: TWO_READS,
         },
         Query {
             name: "--since --until (1% of the log)",
@@ -101,18 +112,23 @@ fn queries(log: &Generated) -> Vec<Query> {
             ],
             jq: format!("select(.ts>=\"{since}\" and .ts<=\"{until}\")"),
             selective: true,
+            cost: "a lock taken before the span and never released was under way in it: \
+                   every line is parsed, merged and folded, as for the whole report",
         },
         Query {
             name: "--host (one of 4)",
             args: vec!["--host".into(), HOSTS[1].into()],
             jq: format!("select(.host==\"{}\")", HOSTS[1]),
             selective: false,
+            cost: "a quarter of the lines are parsed, merged and folded; the others only \
+                   looked at",
         },
         Query {
             name: "the whole report",
             args: Vec::new(),
             jq: "select(.ino!=null)".into(),
             selective: false,
+            cost: EVERY_LINE,
         },
     ]
 }
@@ -279,7 +295,7 @@ pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outco
             ),
             figure: format!("{ratio:.1}x jq, {speed:.0} MB/s"),
             met,
-            why: (!met).then(|| "see the report section's table".into()),
+            why: (!met).then(|| query.cost.into()),
         });
         let bounded = growth <= MEMORY_GROWTH_GOAL;
         goals.push(Goal {
@@ -307,13 +323,21 @@ pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outco
         two_cores.median,
         mb(log.bytes, two_cores.median),
     )?;
-    let scaled = speedup >= 1.7 || speedup >= 0.85 * parallelism;
+    // Scaling is only seen where the machine has a second core to give.
+    let scaled = speedup >= 1.7;
     goals.push(Goal {
         goal: "the whole report near-linear from 1 to 2 cores".into(),
         figure: format!("{speedup:.2}x (two spinning threads: {parallelism:.2}x)"),
         met: scaled,
         why: (!scaled).then(|| {
-            "the merge of the parsed pieces, the fold and the output are partly serial".into()
+            if parallelism < 1.5 {
+                format!(
+                    "not measurable in this run: the machine's second core was busy (two \
+                     spinning threads did {parallelism:.2}x the work of one)"
+                )
+            } else {
+                "the merge of the parsed pieces, the fold and the output are partly serial".into()
+            }
         }),
     });
     writeln!(out)?;
