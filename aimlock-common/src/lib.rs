@@ -209,22 +209,35 @@ pub struct BtfOffsets {
     pub dentry_inode: u16,
     /// `struct super_block`: `s_dev`.
     pub sb_dev: u16,
-    /// First byte of `struct file_lock` copied into the record: the copy runs from here for
-    /// [`BTF_LOCK_WINDOW`] bytes and holds owner, flags, type, pid and range.
-    pub lock_window: u16,
+    /// `struct file_lock` (or its `file_lock_core c` from 6.9): `fl_owner` (a pointer),
+    /// `fl_flags` (unsigned int), `fl_type` (unsigned char), `fl_pid` (int), `fl_start` and
+    /// `fl_end` (loff_t).
+    pub lock_owner: u16,
+    pub lock_flags: u16,
+    pub lock_type: u16,
+    pub lock_pid: u16,
+    pub lock_start: u16,
+    pub lock_end: u16,
+    /// `struct task_struct`: `comm`, read with direct loads through `bpf_get_current_task_btf`
+    /// where `comm_direct` is 1 (kernels from 5.11), far cheaper than `bpf_get_current_comm`.
+    pub task_comm: u16,
+    pub comm_direct: u8,
+    pub _pad: u8,
 }
 
-/// Layout of a record's payload written by a BTF tracepoint program: the inode number, the
-/// device and the result first, then a window of the `struct file_lock`.
+/// Layout of a record's payload written by a BTF tracepoint program: each field read from the
+/// kernel's structs at its own place.
 pub mod btf_payload {
     pub const INO: u16 = 0;
     pub const DEV: u16 = 8;
     pub const RET: u16 = 12;
-    pub const LOCK: u16 = 16;
+    pub const OWNER: u16 = 16;
+    pub const START: u16 = 24;
+    pub const END: u16 = 32;
+    pub const FLAGS: u16 = 40;
+    pub const PID: u16 = 44;
+    pub const TYPE: u16 = 48;
 }
-
-/// Bytes of `struct file_lock` a BTF tracepoint program copies.
-pub const BTF_LOCK_WINDOW: usize = PAYLOAD_LEN - btf_payload::LOCK as usize;
 
 /// What user space tells the programs before they load (a read-only global).
 #[repr(C)]
@@ -273,7 +286,15 @@ impl Config {
             dentry_parent: 0,
             dentry_inode: 0,
             sb_dev: 0,
-            lock_window: 0,
+            lock_owner: 0,
+            lock_flags: 0,
+            lock_type: 0,
+            lock_pid: 0,
+            lock_start: 0,
+            lock_end: 0,
+            task_comm: 0,
+            comm_direct: 0,
+            _pad: 0,
         },
         filter_pid: 0,
         filter_comm: 0,

@@ -17,8 +17,9 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
+        generated::bpf_get_current_task_btf,
     },
     macros::{btf_tracepoint, fexit, map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -260,9 +261,9 @@ pub fn sched_process_free(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The BTF programs' half of the work: the inode's number and device, the result, and a
-/// window of the `struct file_lock` are copied into the record's payload (see
-/// `aimlock_common::btf_payload`); user space decodes the window with offsets from BTF.
+/// The BTF programs' half of the work: the inode's number and device, the result, and the
+/// fields of the `struct file_lock` are read with direct loads (see [`load`]) into their places
+/// in the record's payload (`aimlock_common::btf_payload`).
 /// Returns whether the record passed the filters (written, or counted as dropped).
 fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -274,20 +275,15 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
         return false;
     }
     let (ino_off, sb_off) = (config!(btf.inode_ino), config!(btf.inode_sb));
-    let (dev_off, window) = (config!(btf.sb_dev), config!(btf.lock_window));
-    // SAFETY: kernel pointers from the tracepoint's arguments, read through the fault-safe
-    // helper at offsets taken from this kernel's BTF.
+    let dev_off = config!(btf.sb_dev);
+    // SAFETY: BTF-typed pointers from the tracepoint's arguments, at offsets of their members
+    // taken from this kernel's BTF.
     let (ino, dev) = unsafe {
-        let ino = bpf_probe_read_kernel(inode.add(usize::from(ino_off)).cast::<u64>());
-        let sb = bpf_probe_read_kernel(inode.add(usize::from(sb_off)).cast::<*const u8>());
-        let dev = match sb {
-            Ok(sb) => bpf_probe_read_kernel(sb.add(usize::from(dev_off)).cast::<u32>()),
-            Err(err) => Err(err),
-        };
-        match (ino, dev) {
-            (Ok(ino), Ok(dev)) => (ino, dev),
-            _ => return false,
+        let sb = load::<*const u8>(inode, sb_off);
+        if sb.is_null() {
+            return false;
         }
+        (load::<u64>(inode, ino_off), load::<u32>(sb, dev_off))
     };
     if !inode_wanted(dev, ino) {
         return false;
@@ -296,15 +292,25 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
         pid_tgid,
         source,
         |payload| {
-            payload[..8].copy_from_slice(&ino.to_ne_bytes());
-            payload[8..12].copy_from_slice(&dev.to_ne_bytes());
-            payload[12..16].copy_from_slice(&ret.to_ne_bytes());
-            let lock_fields = &mut payload[usize::from(btf_payload::LOCK)..];
-            // SAFETY: as above: the lock's address plus a BTF offset, read fault-safe.
-            if unsafe { bpf_probe_read_kernel_buf(lock.add(usize::from(window)), lock_fields) }
-                .is_err()
-            {
-                lock_fields.fill(0);
+            *payload = [0; PAYLOAD_LEN];
+            let mut put = |at: u16, bytes: &[u8]| {
+                let at = usize::from(at);
+                payload[at..at + bytes.len()].copy_from_slice(bytes);
+            };
+            put(btf_payload::INO, &ino.to_ne_bytes());
+            put(btf_payload::DEV, &dev.to_ne_bytes());
+            put(btf_payload::RET, &ret.to_ne_bytes());
+            let (owner, start) = (config!(btf.lock_owner), config!(btf.lock_start));
+            let (end, flags) = (config!(btf.lock_end), config!(btf.lock_flags));
+            let (fl_pid, lock_type) = (config!(btf.lock_pid), config!(btf.lock_type));
+            // SAFETY: as above, members of `struct file_lock`.
+            unsafe {
+                put(btf_payload::OWNER, &load::<u64>(lock, owner).to_ne_bytes());
+                put(btf_payload::START, &load::<i64>(lock, start).to_ne_bytes());
+                put(btf_payload::END, &load::<i64>(lock, end).to_ne_bytes());
+                put(btf_payload::FLAGS, &load::<u32>(lock, flags).to_ne_bytes());
+                put(btf_payload::PID, &load::<i32>(lock, fl_pid).to_ne_bytes());
+                put(btf_payload::TYPE, &[load::<u8>(lock, lock_type)]);
             }
         },
         |file| name_file(inode, lock, file),
@@ -324,15 +330,18 @@ fn name_file(inode: *const u8, lock: *const u8, file: &mut FileName) {
     // SAFETY: kernel pointers from the tracepoint's arguments and the structs they lead to,
     // read through the fault-safe helpers at offsets taken from this kernel's BTF.
     unsafe {
-        file.generation = read::<u32>(inode, generation).unwrap_or(0);
-        file.nlink = read::<u32>(inode, nlink).unwrap_or(0);
-        let Ok(filp) = read::<*const u8>(lock, lock_file) else {
+        file.generation = load::<u32>(inode, generation);
+        file.nlink = load::<u32>(inode, nlink);
+        let filp = load::<*const u8>(lock, lock_file);
+        if filp.is_null() {
             return;
-        };
-        let Ok(dentry) = read::<*const u8>(filp, file_dentry) else {
+        }
+        let dentry = load::<*const u8>(filp, file_dentry);
+        if dentry.is_null() {
             return;
-        };
-        let hash_len = read::<u64>(dentry, hash_len).unwrap_or(0);
+        }
+        // The name's hash, salted with the parent directory (`qstr.hash`, first in `hash_len`).
+        let hash_len = u64::from(load::<u32>(dentry, hash_len));
         let Some(last) = LAST_NAMED.get_ptr_mut(0) else {
             return;
         };
@@ -341,13 +350,17 @@ fn name_file(inode: *const u8, lock: *const u8, file: &mut FileName) {
             file.parent_ino = (*last).parent_ino;
             return;
         }
-        if let Ok(name) = read::<*const u8>(dentry, name) {
+        let name = load::<*const u8>(dentry, name);
+        if !name.is_null() {
+            // A string: the one read left to a helper.
             let _ = bpf_probe_read_kernel_str_bytes(name, &mut file.name);
         }
-        if let Ok(parent) = read::<*const u8>(dentry, parent)
-            && let Ok(parent_inode) = read::<*const u8>(parent, dentry_inode)
-        {
-            file.parent_ino = read::<u64>(parent_inode, inode_ino).unwrap_or(0);
+        let parent = load::<*const u8>(dentry, parent);
+        if !parent.is_null() {
+            let parent_inode = load::<*const u8>(parent, dentry_inode);
+            if !parent_inode.is_null() {
+                file.parent_ino = load::<u64>(parent_inode, inode_ino);
+            }
         }
         (*last).dentry = dentry as u64;
         (*last).hash_len = hash_len;
@@ -356,14 +369,17 @@ fn name_file(inode: *const u8, lock: *const u8, file: &mut FileName) {
     }
 }
 
-/// Reads a `T` at `offset` bytes into the kernel struct at `base`, fault-safe.
+/// Reads the member of type `T` at `offset` bytes into the kernel struct at `base`, a pointer
+/// the verifier knows the BTF type of (a BTF tracepoint's argument, or a pointer member read
+/// from one). The offset is a constant to the verifier (a frozen read-only global), so this is
+/// a direct load, which the kernel makes fault-safe: much cheaper than a helper call.
 ///
 /// # Safety
-/// `base` must be a kernel address; the helper itself never faults.
+/// `base` must be such a pointer and `offset` a member of type `T` in its struct.
 #[inline(always)]
-unsafe fn read<T>(base: *const u8, offset: u16) -> Result<T, i32> {
+unsafe fn load<T>(base: *const u8, offset: u16) -> T {
     // SAFETY: see above.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(usize::from(offset)).cast::<T>()) }
+    unsafe { core::ptr::read(base.wrapping_add(usize::from(offset)).cast::<T>()) }
 }
 
 fn emit_lock(ctx: &TracePointContext, source: Source, dev_off: u16, ino_off: u16) -> u32 {
@@ -428,7 +444,13 @@ fn submit(
     fill: impl FnOnce(&mut [u8; PAYLOAD_LEN]),
     name: impl FnOnce(&mut FileName),
 ) -> bool {
-    let comm = bpf_get_current_comm().unwrap_or_default();
+    let comm = if config!(btf.comm_direct) != 0 {
+        let comm_off = config!(btf.task_comm);
+        // SAFETY: the current task, a BTF pointer, and its `comm` array at its BTF offset.
+        unsafe { load::<[u8; 16]>(bpf_get_current_task_btf() as *const u8, comm_off) }
+    } else {
+        bpf_get_current_comm().unwrap_or_default()
+    };
     // SAFETY: the value is only tested for presence.
     if config!(filter_comm) != 0 && unsafe { COMMS.get(comm) }.is_none() {
         return false;

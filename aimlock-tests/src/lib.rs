@@ -16,6 +16,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod otlp_collector;
+
 /// The `aimlock` binary under test: `$AIMLOCK_BIN` (set by `cargo xtask test`).
 pub fn aimlock_bin() -> PathBuf {
     let path = std::env::var_os("AIMLOCK_BIN")
@@ -142,6 +144,10 @@ pub struct Tracer {
 }
 
 impl Tracer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts the tracer with extra arguments and waits for its `start` line, which it writes
     /// once every program is attached.
     pub fn start(extra: &[&str]) -> Self {
@@ -491,6 +497,15 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
     }
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on now (tests running at once each get their
+/// own).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
 /// Kills a process (a workload's forked holder, which no `Child` owns) when dropped.
 pub struct KillOnDrop(pub u32);
 
@@ -507,4 +522,82 @@ impl Drop for KillOnDrop {
 pub fn write_log(path: &Path, events: &[Value]) {
     let text: String = events.iter().map(|event| format!("{event}\n")).collect();
     std::fs::write(path, text).expect("write the log");
+}
+
+/// A systemd-journald of the test's own, in a journal namespace of its own, so that
+/// `--journald` entries go to a real journal and are read back with `journalctl`, apart from
+/// the machine's journal and other tests'. Stopped, and its files removed, when dropped.
+pub struct PrivateJournal {
+    journald: Child,
+    namespace: String,
+}
+
+impl PrivateJournal {
+    pub fn start(name: &str) -> Self {
+        require_root();
+        let namespace = format!("aimlock-test-{name}-{}", std::process::id());
+        let journald = Command::new("/lib/systemd/systemd-journald")
+            .arg(&namespace)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("systemd-journald (the systemd package; cargo xtask setup installs it)");
+        let journal = Self {
+            journald,
+            namespace,
+        };
+        let socket = journal.socket();
+        eventually(
+            "the private journal's socket",
+            Duration::from_secs(10),
+            || socket.exists().then_some(()),
+        );
+        journal
+    }
+
+    /// The socket to give `--journald=`.
+    pub fn socket(&self) -> PathBuf {
+        PathBuf::from(format!("/run/systemd/journal.{}/socket", self.namespace))
+    }
+
+    /// `journalctl -o json -t aimlock` of this journal: one object per entry, in order, every
+    /// value a string (or an array of bytes, for a value that is not UTF-8).
+    pub fn aimlock_entries(&self) -> Vec<Value> {
+        let journalctl = |args: &[&str]| {
+            let output = Command::new("journalctl")
+                .arg(format!("--namespace={}", self.namespace))
+                .args(args)
+                .output()
+                .expect("journalctl");
+            assert!(
+                output.status.success(),
+                "journalctl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            output.stdout
+        };
+        // Makes journald write out what it has received.
+        journalctl(&["--sync"]);
+        String::from_utf8(journalctl(&["-o", "json", "-t", "aimlock"]))
+            .expect("journalctl writes UTF-8")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("journalctl -o json line"))
+            .collect()
+    }
+}
+
+impl Drop for PrivateJournal {
+    fn drop(&mut self) {
+        let _ = self.journald.kill();
+        let _ = self.journald.wait();
+        let machine_id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+        let files = format!("{}.{}", machine_id.trim(), self.namespace);
+        for dir in [
+            format!("/run/systemd/journal.{}", self.namespace),
+            format!("/var/log/journal/{files}"),
+            format!("/run/log/journal/{files}"),
+        ] {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }

@@ -8,20 +8,22 @@ use std::{
 };
 
 use aimlock_tests::{
-    TempDir, Tracer, Workload, eventually, inode, lockwork_bin, of_kind, on_inode,
+    TempDir, Tracer, Workload, eventually, inode, lock_table, lockwork_bin, of_kind, on_inode,
 };
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-#[test]
-fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
-    const PROCESSES: usize = 2000;
-    let dir = TempDir::new("paths-churn");
+const CHURNED: usize = 2000;
+
+/// Job runners create a lock file, lock it and delete it: `CHURNED` such jobs, each its own
+/// short-lived process, under a tracer started with `options`. Returns the tracer's events and
+/// each job's own file by pid.
+fn churn(dir: &TempDir, options: &[&str]) -> (Vec<Value>, HashMap<u64, String>) {
     // A copy of lockwork under its own name, so that --comm selects only this test's records.
     let churn = dir.path().join("lw-churn");
     std::fs::copy(lockwork_bin(), &churn).expect("copy lockwork");
-    let tracer = Tracer::start(&["--comm", "lw-churn"]);
+    let tracer = Tracer::start(&[&["--comm", "lw-churn"], options].concat());
     // The directory becomes known through a process that shows one of its files; the jobs,
     // gone before the tracer reads their records, are named through it.
     let first = dir.path().join("first");
@@ -38,10 +40,9 @@ fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
     });
     shown.proceed();
     shown.finish();
-    // Job runners create a lock file, lock it and delete it: the kernel hands the freed inode
-    // number to the next file.
+    // The kernel hands each freed inode number to the next file.
     let output = Command::new(&churn)
-        .arg(format!("churn:{}:{PROCESSES}:pids", dir.path().display()))
+        .arg(format!("churn:{}:{CHURNED}:pids", dir.path().display()))
         .output()
         .expect("run the jobs");
     assert!(output.status.success(), "{output:?}");
@@ -54,36 +55,59 @@ fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
             Some((line["pid"].as_u64()?, path.display().to_string()))
         })
         .collect();
-    assert_eq!(jobs.len(), PROCESSES);
+    assert_eq!(jobs.len(), CHURNED);
     let events = eventually("every job's release", SETTLE, || {
         let events = tracer.events();
         let released = of_kind(&events, "release")
             .iter()
             .filter(|e| jobs.contains_key(&e["pid"].as_u64().unwrap_or(0)))
             .count();
-        (released == PROCESSES).then_some(events)
+        (released == CHURNED).then_some(events)
     });
     let stop = tracer.stop();
     assert_eq!(stop.last().unwrap()["lost"], 0, "the ring lost records");
+    (events, jobs)
+}
 
-    let reused = {
-        let mut inodes: Vec<u64> = of_kind(&events, "acquire")
-            .iter()
-            .filter(|e| jobs.contains_key(&e["pid"].as_u64().unwrap_or(0)))
-            .filter_map(|e| e["ino"].as_u64())
-            .collect();
-        inodes.sort();
-        inodes.dedup();
-        PROCESSES - inodes.len()
-    };
-    let mut wrong = Vec::new();
-    for event in events
+/// The job's acquire and release lines (with `pid` in `jobs`).
+fn job_lines<'a>(events: &'a [Value], jobs: &HashMap<u64, String>) -> Vec<&'a Value> {
+    events
         .iter()
         .filter(|e| e["event"] == "acquire" || e["event"] == "release")
-    {
-        let Some(own) = jobs.get(&event["pid"].as_u64().unwrap_or(0)) else {
-            continue;
-        };
+        .filter(|e| jobs.contains_key(&e["pid"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+/// How many times an inode number went to another job's file.
+fn inode_reuses(events: &[Value], jobs: &HashMap<u64, String>) -> usize {
+    let mut inodes: Vec<u64> = job_lines(events, jobs)
+        .iter()
+        .filter(|e| e["event"] == "acquire")
+        .filter_map(|e| e["ino"].as_u64())
+        .collect();
+    inodes.sort();
+    inodes.dedup();
+    CHURNED - inodes.len()
+}
+
+/// tmpfs (a VM's /tmp) never hands an inode number out again; ext4 and xfs do at once.
+fn assert_numbers_were_reused(dir: &TempDir, reused: usize) {
+    let reuses_numbers = nix::sys::statfs::statfs(dir.path())
+        .is_ok_and(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC);
+    assert!(
+        reused > 0 || !reuses_numbers,
+        "the kernel reused no inode number: the test proves nothing"
+    );
+}
+
+#[test]
+fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
+    let dir = TempDir::new("paths-churn");
+    let (events, jobs) = churn(&dir, &[]);
+    let reused = inode_reuses(&events, &jobs);
+    let mut wrong = Vec::new();
+    for event in job_lines(&events, &jobs) {
+        let own = &jobs[&event["pid"].as_u64().unwrap()];
         if event["path"] != own.as_str() {
             wrong.push(event.clone());
         }
@@ -97,16 +121,40 @@ fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
         "{} of {} lines name another file or miss the deletion (inode numbers reused {reused} \
          times), such as {:#?}",
         wrong.len(),
-        2 * PROCESSES,
+        2 * CHURNED,
         &wrong[..wrong.len().min(3)]
     );
-    // tmpfs (a VM's /tmp) never hands an inode number out again; ext4 and xfs do at once.
-    let reuses_numbers = nix::sys::statfs::statfs(dir.path())
-        .is_ok_and(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC);
+    assert_numbers_were_reused(&dir, reused);
+}
+
+#[test]
+fn without_btf_a_short_lived_processs_file_is_named_right_or_not_at_all() {
+    let dir = TempDir::new("paths-churn-classic");
+    // Classic tracepoints give neither the file's name nor its generation: the path can only
+    // come from the locking process's fds, and a job may be gone before they are read.
+    let (events, jobs) = churn(&dir, &["--classic-lock-hooks"]);
+    let reused = inode_reuses(&events, &jobs);
+    let lines = job_lines(&events, &jobs);
+    let wrong: Vec<&&Value> = lines
+        .iter()
+        .filter(|e| {
+            let own = &jobs[&e["pid"].as_u64().unwrap()];
+            match e["path"].as_str() {
+                Some(path) => path != own,
+                None => !e["path_unknown"].is_string(),
+            }
+        })
+        .collect();
+    let named = lines.iter().filter(|e| e["path"].is_string()).count();
     assert!(
-        reused > 0 || !reuses_numbers,
-        "the kernel reused no inode number: the test proves nothing"
+        wrong.is_empty(),
+        "{} of {} lines name another file or give no reason (inode numbers reused {reused} \
+         times, {named} named), such as {:#?}",
+        wrong.len(),
+        lines.len(),
+        &wrong[..wrong.len().min(3)]
     );
+    assert_numbers_were_reused(&dir, reused);
 }
 
 #[test]
@@ -202,5 +250,115 @@ fn a_lock_on_a_memfd_is_named_by_the_memfd() {
     assert_eq!(lines.len(), 4, "{lines:#?}");
     for line in lines {
         assert_eq!(line["path"], "memfd:aimlock-jobs", "{line}");
+    }
+}
+
+#[test]
+fn a_path_filter_lets_in_no_later_file_that_could_reuse_the_inode_number() {
+    const JOBS: usize = 200;
+    let dir = TempDir::new("paths-filter");
+    let file = dir.file("job.lock");
+    let ino = inode(&file);
+    let path = file.display().to_string();
+    let tracer = Tracer::start(&["--path", &path]);
+    // The named file is locked, deleted and closed: nothing but the tracer keeps its inode.
+    let work = Workload::start(&[
+        &format!("open:{path}"),
+        "flock:ex",
+        &format!("unlink:{path}"),
+        "exit:0",
+    ]);
+    work.finish();
+    tracer.wait_for("the named file's release", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == ino
+    });
+    // New files in the same directory, each locked by its own process: on ext4 the first of
+    // them would get the freed inode number at once.
+    let jobs = Command::new(lockwork_bin())
+        .arg(format!("churn:{}:{JOBS}:pids", dir.path().display()))
+        .output()
+        .expect("run the jobs");
+    assert!(jobs.status.success(), "{jobs:?}");
+    let job_pids: Vec<u64> = String::from_utf8_lossy(&jobs.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["job"].is_u64())
+        .filter_map(|line| line["pid"].as_u64())
+        .collect();
+    assert_eq!(job_pids.len(), JOBS);
+    let events = tracer.stop();
+    let foreign: Vec<&Value> = events
+        .iter()
+        .filter(|e| job_pids.contains(&e["pid"].as_u64().unwrap_or(0)))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "the filter let in files the operator did not name: {foreign:#?}"
+    );
+    assert_eq!(of_kind(&on_inode(&events, ino), "acquire").len(), 1);
+}
+
+#[test]
+fn a_lock_in_a_containers_mount_namespace_is_named_as_the_container_sees_it_and_as_the_host_does() {
+    let dir = TempDir::new("paths-mountns");
+    let host_dir = dir.path().join("host");
+    let container_dir = dir.path().join("container");
+    std::fs::create_dir_all(&host_dir).expect("host dir");
+    std::fs::create_dir_all(&container_dir).expect("container dir");
+    let host_file = host_dir.join("job.lock");
+    std::fs::write(&host_file, b"").expect("create the file");
+    let ino = inode(&host_file);
+    let host_path = host_file.display().to_string();
+    // Inside the namespace the host's directory is mounted where the host has an empty one.
+    let container_path = container_dir.join("job.lock").display().to_string();
+    let tracer = Tracer::start(&["--path", &host_path]);
+    let mut work = Workload::start(&[
+        &format!("mountns:{}:{}", host_dir.display(), container_dir.display()),
+        &format!("open:{container_path}"),
+        "flock:ex",
+        "wait-stdin",
+        "exit:0",
+    ]);
+    let acquire = tracer.wait_for("the acquire", SETTLE, |e| {
+        e["event"] == "acquire" && e["ino"] == ino
+    });
+    assert_eq!(acquire["path"], container_path, "{acquire}");
+    assert_eq!(acquire["host_path"], host_path, "{acquire}");
+
+    // `locks` finds it by either path, and names it both ways.
+    for path in [&container_path, &host_path] {
+        let table = lock_table(&["--path", path]);
+        assert_eq!(table.len(), 1, "--path {path}: {table:#?}");
+        assert_eq!(table[0]["path"], container_path, "{table:#?}");
+        assert_eq!(table[0]["host_path"], host_path, "{table:#?}");
+    }
+
+    work.proceed();
+    work.finish();
+    let release = tracer.wait_for("the release", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == ino
+    });
+    tracer.stop();
+    assert_eq!(release["path"], container_path, "{release}");
+    assert_eq!(release["host_path"], host_path, "{release}");
+}
+
+#[test]
+fn files_are_named_by_the_kernel_wherever_it_has_btf() {
+    // Every kernel aimlock is proven on has BTF: the lock hooks must run as BTF tracepoints
+    // there, or the records would carry neither the file's name nor its generation.
+    assert!(
+        std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "this kernel has no BTF"
+    );
+    for (options, expected) in [(&[][..], "btf"), (&["--classic-lock-hooks"][..], "classic")] {
+        let tracer = Tracer::start(options);
+        let events = tracer.stop();
+        assert_eq!(events[0]["event"], "start", "{events:#?}");
+        assert_eq!(
+            events[0]["lock_hooks"], expected,
+            "{options:?}: {}",
+            events[0]
+        );
     }
 }

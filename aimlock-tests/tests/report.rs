@@ -9,8 +9,8 @@ use std::{
 };
 
 use aimlock_tests::{
-    KillOnDrop, TempDir, TraceToFile, Workload, aimlock_bin, eventually, inode, proc_locks_lines,
-    require_root, write_log,
+    KillOnDrop, TempDir, TraceToFile, Workload, aimlock_bin, eventually, inode, lockwork_bin,
+    proc_locks_lines, require_root, write_log,
 };
 use serde_json::Value;
 
@@ -634,13 +634,20 @@ fn two_files_that_shared_an_inode_number_are_two_timelines() {
     let log = dir.path().join("trace.log");
     let first = dir.file("first.lock");
     let ino = inode(&first);
-    let tracer = TraceToFile::start(&log, &["--path", &first.display().to_string()]);
-    let first_job = Workload::start(&[
-        &format!("open:{}", first.display()),
-        "flock:ex",
-        &format!("unlink:{}", first.display()),
-        "exit:0",
-    ]);
+    // A command of its own, not --path (which holds its file's inode, so no new file would
+    // get its number).
+    let lockwork = dir.path().join("lw-generations");
+    std::fs::copy(lockwork_bin(), &lockwork).expect("copy lockwork");
+    let tracer = TraceToFile::start(&log, &["--comm", "lw-generations"]);
+    let first_job = Workload::start_as(
+        &lockwork,
+        &[
+            &format!("open:{}", first.display()),
+            "flock:ex",
+            &format!("unlink:{}", first.display()),
+            "exit:0",
+        ],
+    );
     let first_pid = first_job.pid();
     first_job.finish();
     tracer.wait_for("the first file's release", |line| {
@@ -653,9 +660,10 @@ fn two_files_that_shared_an_inode_number_are_two_timelines() {
             (inode(&path) == ino).then_some(path)
         })
         .expect("no new file got the freed inode number");
-    // The --path filter is by inode: it lets the second file's records in too.
-    let second_job =
-        Workload::start(&[&format!("open:{}", second.display()), "flock:ex", "exit:0"]);
+    let second_job = Workload::start_as(
+        &lockwork,
+        &[&format!("open:{}", second.display()), "flock:ex", "exit:0"],
+    );
     let second_pid = second_job.pid();
     second_job.finish();
     let release = tracer.wait_for("the second file's release", |line| {

@@ -14,7 +14,10 @@ use std::{
     time::Duration,
 };
 
-use aimlock_tests::{TempDir, Workload, aimlock_bin, eventually, lockwork_bin, require_root};
+use aimlock_tests::{
+    PrivateJournal, TempDir, Workload, aimlock_bin, eventually, free_port, lockwork_bin,
+    require_root,
+};
 use serde_json::Value;
 
 /// A tracer writing to files and sockets rather than to stdout.
@@ -263,14 +266,6 @@ fn scrape(port: u16) -> HashMap<String, f64> {
     samples
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn metrics_count_a_scripted_scenario() {
     let dir = TempDir::new("metrics");
@@ -323,9 +318,9 @@ fn metrics_count_a_scripted_scenario() {
 
     let during = eventually("the orphan in the metrics", Duration::from_secs(10), || {
         let samples = scrape(port);
-        (samples.get("aimlock_orphans") == Some(&1.0)).then_some(samples)
+        (samples.get("aimlock_orphans_held") == Some(&1.0)).then_some(samples)
     });
-    assert_eq!(during["aimlock_orphans_total"], 1.0);
+    assert_eq!(during["aimlock_orphans_total{kind=\"flock\"}"], 1.0);
     assert!(
         during["aimlock_locks_held{kind=\"flock\"}"] >= 1.0,
         "{during:?}"
@@ -339,7 +334,7 @@ fn metrics_count_a_scripted_scenario() {
         Duration::from_secs(10),
         || {
             let samples = scrape(port);
-            (samples.get("aimlock_orphans") == Some(&0.0)).then_some(samples)
+            (samples.get("aimlock_orphans_held") == Some(&0.0)).then_some(samples)
         },
     );
     let events = |event: &str| after[&format!("aimlock_events_total{{event=\"{event}\"}}")];
@@ -349,18 +344,28 @@ fn metrics_count_a_scripted_scenario() {
     assert_eq!(events("wait"), 1.0, "{after:?}");
     assert_eq!(events("orphan"), 1.0, "{after:?}");
     assert_eq!(events("orphan_end"), 1.0, "{after:?}");
-    assert_eq!(after["aimlock_orphans_total"], 1.0);
-    assert_eq!(after["aimlock_lock_wait_seconds_count"], 1.0);
+    assert_eq!(after["aimlock_orphans_total{kind=\"flock\"}"], 1.0);
     assert_eq!(
-        after["aimlock_lock_wait_seconds_bucket{le=\"0.1\"}"], 0.0,
+        after["aimlock_lock_wait_seconds_count{kind=\"flock\"}"],
+        1.0
+    );
+    assert_eq!(
+        after["aimlock_lock_wait_seconds_bucket{kind=\"flock\",le=\"0.1\"}"], 0.0,
         "{after:?}"
     );
     assert_eq!(
-        after["aimlock_lock_wait_seconds_bucket{le=\"1\"}"], 1.0,
+        after["aimlock_lock_wait_seconds_bucket{kind=\"flock\",le=\"1\"}"], 1.0,
         "{after:?}"
     );
-    assert_eq!(after["aimlock_lock_wait_seconds_bucket{le=\"+Inf\"}"], 1.0);
-    let waited = after["aimlock_lock_wait_seconds_sum"];
+    assert_eq!(
+        after["aimlock_lock_wait_seconds_bucket{kind=\"flock\",le=\"+Inf\"}"],
+        1.0
+    );
+    assert_eq!(
+        after["aimlock_lock_hold_seconds_count{kind=\"flock\"}"],
+        4.0
+    );
+    let waited = after["aimlock_lock_wait_seconds_sum{kind=\"flock\"}"];
     assert!((0.1..1.0).contains(&waited), "{waited}");
     assert_eq!(after["aimlock_lost_records_total"], 0.0);
     assert_eq!(
@@ -589,6 +594,146 @@ fn journald_sink_speaks_the_native_protocol() {
     assert_eq!(field(orphan, "HOLDER_PIDS"), child.to_string());
     assert_eq!(field(of("orphan_end"), "LOCK_BY_PID"), child.to_string());
     assert_eq!(field(of("stop"), "AIMLOCK_LOST"), "0");
+
+    // The journal holds the whole log: each entry, read back through the documented field
+    // names, is its JSON line but for `host`, which the journal records as `_HOSTNAME`.
+    let lines = parse_lines(&std::fs::read_to_string(&log).unwrap(), &log);
+    let from_journal: Vec<Value> = entries.iter().map(journal_entry_as_line).collect();
+    let without_host: Vec<Value> = lines
+        .into_iter()
+        .map(|mut line| {
+            line.as_object_mut().unwrap().remove("host");
+            line
+        })
+        .collect();
+    assert_eq!(from_journal, without_host);
+}
+
+#[test]
+fn a_real_journal_keeps_every_line_and_its_host() {
+    let journal = PrivateJournal::start("journal");
+    let dir = TempDir::new("real-journal");
+    let file = dir.file("lock");
+    let log = dir.path().join("trace.log");
+    let tracer = ServiceTracer::start(
+        &[
+            "--output",
+            log.to_str().unwrap(),
+            &format!("--journald={}", journal.socket().display()),
+            "--path",
+            file.to_str().unwrap(),
+        ],
+        &log,
+    );
+    // An orphan and its end: entries with holders and `by`.
+    let taker = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "flock:ex",
+        "sleep:0.3",
+        "hold-in-child:2",
+    ]);
+    taker.finish();
+    eventually(
+        "the orphan's end in the log",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|text| text.contains("\"event\":\"orphan_end\""))
+        },
+    );
+    tracer.stop();
+
+    // As `journalctl -o json` gives them: every value a string, the journal's own fields
+    // (`_HOSTNAME`, `__REALTIME_TIMESTAMP`, ...) beside the tracer's.
+    let entries = journal.aimlock_entries();
+    let lines = parse_lines(&std::fs::read_to_string(&log).unwrap(), &log);
+    assert_eq!(entries.len(), lines.len(), "{entries:#?}");
+    let mut from_journal = Vec::new();
+    let mut without_host = Vec::new();
+    for (entry, mut line) in entries.into_iter().zip(lines) {
+        let host = line.as_object_mut().unwrap().remove("host").unwrap();
+        assert_eq!(entry["_HOSTNAME"], host, "{entry}");
+        let fields: HashMap<String, Vec<u8>> = entry
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| !key.starts_with('_'))
+            .map(|(key, value)| {
+                let text = value.as_str().unwrap_or_else(|| panic!("{key}: {value}"));
+                (key.clone(), text.as_bytes().to_vec())
+            })
+            .collect();
+        from_journal.push(journal_entry_as_line(&fields));
+        without_host.push(line);
+    }
+    assert_eq!(from_journal, without_host);
+    assert!(
+        from_journal
+            .iter()
+            .any(|line| line["event"] == "orphan_end"),
+        "{from_journal:#?}"
+    );
+}
+
+/// A journal entry of `--journald` as the JSON line it stands for, through the field names
+/// README lists; a field not listed there fails.
+fn journal_entry_as_line(entry: &HashMap<String, Vec<u8>>) -> Value {
+    let mut line = serde_json::Map::new();
+    for (key, value) in entry {
+        let text = String::from_utf8(value.clone()).unwrap();
+        let number = || Value::from(text.parse::<u64>().unwrap());
+        let boolean = || Value::from(text.parse::<bool>().unwrap());
+        let json = || serde_json::from_str::<Value>(&text).unwrap();
+        let (name, value) = match key.as_str() {
+            // The text line, and forms made for journalctl matches (checked above).
+            "MESSAGE" | "PRIORITY" | "SYSLOG_IDENTIFIER" | "HOLDER_PIDS" | "LOCK_BY_PID"
+            | "LOCK_BY_COMM" => continue,
+            "LOCK_END" if text == "EOF" => ("end", Value::Null),
+            "LOCK_EVENT" => ("event", Value::from(text.clone())),
+            "LOCK_TS" => ("ts", Value::from(text.clone())),
+            "AIMLOCK_VERSION" => ("version", Value::from(text.clone())),
+            "AIMLOCK_KERNEL" => ("kernel", Value::from(text.clone())),
+            "AIMLOCK_LOCK_HOOKS" => ("lock_hooks", Value::from(text.clone())),
+            "LOCK_KIND" => ("kind", Value::from(text.clone())),
+            "LOCK_MODE" => ("mode", Value::from(text.clone())),
+            "LOCK_PATH" => ("path", Value::from(text.clone())),
+            "LOCK_HOST_PATH" => ("host_path", Value::from(text.clone())),
+            "LOCK_PATH_UNKNOWN" => ("path_unknown", Value::from(text.clone())),
+            "LOCK_NAME" => ("name", Value::from(text.clone())),
+            "LOCK_DEV" => ("dev", Value::from(text.clone())),
+            "LOCK_COMM" => ("comm", Value::from(text.clone())),
+            "LOCK_CGROUP" => ("cgroup", Value::from(text.clone())),
+            "LOCK_REASON" => ("reason", Value::from(text.clone())),
+            "LOCK_ERRNO" => ("errno", Value::from(text.clone())),
+            "LOCK_TAKER_EXIT" => ("taker_exit", Value::from(text.clone())),
+            "LOCK_DELETED" => ("deleted", boolean()),
+            "LOCK_ORPHAN" => ("orphan", boolean()),
+            "LOCK_HOLDERS" => ("holders", json()),
+            "LOCK_BY" => ("by", json()),
+            "AIMLOCK_SCHEMA" => ("schema", number()),
+            "AIMLOCK_LOST" => ("lost", number()),
+            "AIMLOCK_RECORDS" => ("records", number()),
+            "AIMLOCK_EVENTS" => ("events", number()),
+            "AIMLOCK_TABLE_READS" => ("table_reads", number()),
+            "AIMLOCK_UNWRITTEN" => ("unwritten", number()),
+            "AIMLOCK_UNTRACED_CHILDREN" => ("untraced_children", number()),
+            "LOCK_INO" => ("ino", number()),
+            "LOCK_GENERATION" => ("generation", number()),
+            "LOCK_START" => ("start", number()),
+            "LOCK_END" => ("end", number()),
+            "LOCK_PID" => ("pid", number()),
+            "LOCK_NS_PID" => ("ns_pid", number()),
+            "LOCK_TID" => ("tid", number()),
+            "LOCK_WAIT_NS" => ("wait_ns", number()),
+            "LOCK_HELD_NS" => ("held_ns", number()),
+            "LOCK_LOCKS" => ("locks", number()),
+            "LOCK_ORPHAN_NS" => ("orphan_ns", number()),
+            other => panic!("journal field {other} is not documented"),
+        };
+        line.insert(name.to_string(), value);
+    }
+    Value::Object(line)
 }
 
 #[test]
@@ -738,6 +883,18 @@ fn bad_outputs_are_refused_with_one_line() {
         "need --output FILE",
     );
     assert_usage_error(&["trace", "--rotate-size", "lots"], "not a size");
+    assert_usage_error(&["trace", "--otlp", "https://collector:4318"], "plain http");
+    assert_usage_error(&["trace", "--otlp", "127.0.0.1:4318"], "not a URL");
+    assert_usage_error(
+        &[
+            "trace",
+            "--otlp",
+            "http://127.0.0.1:4318",
+            "--otlp-interval",
+            "0s",
+        ],
+        "not a duration",
+    );
     assert_usage_error(&["trace", "--keep", "0"], "--keep");
     assert_usage_error(&["trace", "--rotate-age", "soon"], "--rotate-age");
     assert_usage_error(&["trace", "--metrics", "no-such-host:x"], "not an address");
@@ -842,15 +999,12 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/aimlock.service"),
     )
     .expect("packaging/aimlock.service");
-    assert!(
-        unit.contains("ExecStart=/usr/local/bin/aimlock trace "),
-        "{unit}"
-    );
-    // The unit as installed, with the binary under test in place of /usr/local/bin/aimlock.
+    assert!(unit.contains("ExecStart=/usr/bin/aimlock trace "), "{unit}");
+    // The unit as installed, with the binary under test in place of /usr/bin/aimlock.
     let copy = dir.path().join("aimlock.service");
     std::fs::write(
         &copy,
-        unit.replace("/usr/local/bin/aimlock", aimlock_bin().to_str().unwrap()),
+        unit.replace("/usr/bin/aimlock", aimlock_bin().to_str().unwrap()),
     )
     .unwrap();
     let output = Command::new("systemd-analyze")

@@ -36,10 +36,17 @@ fn flock_acquire_and_release_of_a_child_process() {
     });
     let events = tracer.stop();
     assert_eq!(events[0]["event"], "start");
-    assert!(events[0]["schema"].is_u64());
+    assert_eq!(events[0]["schema"], 2);
     let stop = events.last().unwrap();
     assert_eq!(stop["event"], "stop");
     assert!(stop["lost"].is_u64(), "{stop}");
+    // Every line names the host, start and stop included: the node name, as uname gives it.
+    let host = nix::sys::utsname::uname().unwrap();
+    let host = host.nodename().to_str().unwrap();
+    assert!(!host.is_empty());
+    for event in &events {
+        assert_eq!(event["host"], host, "{event}");
+    }
 
     let mine = lock_events(&events, ino, pid);
     assert_eq!(kinds(&mine), ["acquire", "release"], "{mine:#?}");
@@ -710,4 +717,20 @@ fn pid_a_full_filter_is_said_once_and_counted() {
     assert_eq!(stderr.matches(FULL).count(), 1, "{stderr}");
     let stop = events.last().unwrap();
     assert_eq!(stop["untraced_children"], 5, "{stop}");
+}
+
+#[test]
+fn the_tracer_drains_the_ring_at_a_raised_priority() {
+    // Field 19 of /proc/PID/stat: the nice value of the process's main thread, which drains
+    // the ring.
+    let nice_of = |pid: u32| -> i64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+        let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
+        after_comm.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    for (options, expected) in [(&[][..], -10), (&["--nice", "5"][..], 5)] {
+        let tracer = Tracer::start(options);
+        assert_eq!(nice_of(tracer.pid()), expected, "{options:?}");
+        tracer.stop();
+    }
 }

@@ -3,8 +3,9 @@
 //! aimlock's programs are built without CO-RE relocations, so the offsets of the few fields
 //! they read are looked up here at load time and handed to them (and to the decoder).
 
-use aimlock_common::{BTF_LOCK_WINDOW, BtfOffsets, LockFields, btf_payload};
-use anyhow::{Context as _, Result, anyhow, bail};
+use aimlock_common::{BtfOffsets, LockFields, btf_payload};
+use anyhow::{Context as _, Result, anyhow};
+use aya::util::KernelVersion;
 use btf_rs::{Backend, Btf, Type};
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -17,8 +18,8 @@ pub struct LockLayout {
     pub fields: LockFields,
 }
 
-/// Reads the layout of `struct inode`, `struct super_block`, `struct file_lock`, `struct file`
-/// and `struct dentry`.
+/// Reads the layout of `struct inode`, `struct super_block`, `struct file_lock`, `struct file`,
+/// `struct dentry` and `struct task_struct`.
 pub fn lock_layout() -> Result<LockLayout> {
     // Mapped rather than parsed whole: only five structs are looked up. Kernels before 6.x
     // (5.10 here) cannot map their BTF file (ENODEV): there it is read whole.
@@ -38,6 +39,7 @@ pub fn lock_layout() -> Result<LockLayout> {
     let dentry_hash_len = layout.offset("dentry", &["d_name", "hash_len"])?;
     let dentry_parent = layout.offset("dentry", &["d_parent"])?;
     let dentry_inode = layout.offset("dentry", &["d_inode"])?;
+    let task_comm = layout.offset("task_struct", &["comm"])?;
     let sb_dev = layout.offset("super_block", &["s_dev"])?;
     // From 6.9 the common fields live in `struct file_lock_core c`.
     let lock = |core: &str, old: &str| {
@@ -53,20 +55,6 @@ pub fn lock_layout() -> Result<LockLayout> {
     let start = layout.offset("file_lock", &["fl_start"])?;
     let end = layout.offset("file_lock", &["fl_end"])?;
 
-    let first = [owner, flags, lock_type, fl_pid, start, end]
-        .into_iter()
-        .min()
-        .unwrap_or(0);
-    let window = first & !7;
-    let last = end + 8;
-    if (last - window) as usize > BTF_LOCK_WINDOW {
-        bail!(
-            "struct file_lock spreads its fields over {} bytes, more than the {BTF_LOCK_WINDOW} \
-             a record holds",
-            last - window
-        );
-    }
-    let in_payload = |offset: u32| (u32::from(btf_payload::LOCK) + offset - window) as u16;
     let narrow = |offset: u32| {
         u16::try_from(offset).map_err(|_| anyhow!("offset {offset} does not fit a record"))
     };
@@ -83,21 +71,34 @@ pub fn lock_layout() -> Result<LockLayout> {
             dentry_parent: narrow(dentry_parent)?,
             dentry_inode: narrow(dentry_inode)?,
             sb_dev: narrow(sb_dev)?,
-            lock_window: narrow(window)?,
+            lock_owner: narrow(owner)?,
+            lock_flags: narrow(flags)?,
+            lock_type: narrow(lock_type)?,
+            lock_pid: narrow(fl_pid)?,
+            lock_start: narrow(start)?,
+            lock_end: narrow(end)?,
+            task_comm: narrow(task_comm)?,
+            comm_direct: u8::from(has_current_task_btf()),
+            _pad: 0,
         },
         fields: LockFields {
             ino: btf_payload::INO,
             dev: btf_payload::DEV,
             ret: btf_payload::RET,
-            owner: in_payload(owner),
-            flags: in_payload(flags),
-            lock_type: in_payload(lock_type),
-            fl_pid: in_payload(fl_pid),
-            start: in_payload(start),
-            end: in_payload(end),
+            owner: btf_payload::OWNER,
+            flags: btf_payload::FLAGS,
+            lock_type: btf_payload::TYPE,
+            fl_pid: btf_payload::PID,
+            start: btf_payload::START,
+            end: btf_payload::END,
             blocker: aimlock_common::ABSENT,
         },
     })
+}
+
+/// Whether the kernel has the `bpf_get_current_task_btf` helper (added in 5.11).
+fn has_current_task_btf() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(5, 11, 0))
 }
 
 struct Layout<'a> {
@@ -171,25 +172,23 @@ mod tests {
     #[test]
     fn the_running_kernel_describes_every_field_the_programs_read() {
         let layout = lock_layout().expect("this kernel's BTF describes struct file_lock");
-        let fields = layout.fields;
-        let mut in_window = [
-            fields.owner,
-            fields.flags,
-            fields.lock_type,
-            fields.fl_pid,
-            fields.start,
-            fields.end,
+        let offsets = layout.offsets;
+        let mut in_lock = [
+            offsets.lock_owner,
+            offsets.lock_flags,
+            offsets.lock_type,
+            offsets.lock_pid,
+            offsets.lock_start,
+            offsets.lock_end,
         ];
-        assert!(in_window.iter().all(|&offset| offset >= btf_payload::LOCK));
-        assert!(usize::from(fields.end) + 8 <= aimlock_common::PAYLOAD_LEN);
-        in_window.sort();
+        in_lock.sort();
         assert!(
-            in_window.windows(2).all(|pair| pair[0] < pair[1]),
-            "{fields:?}"
+            in_lock.windows(2).all(|pair| pair[0] < pair[1]),
+            "{offsets:?}"
         );
         assert!(
-            fields.start + 8 == fields.end,
-            "fl_end follows fl_start: {fields:?}"
+            offsets.lock_start + 8 == offsets.lock_end,
+            "fl_end follows fl_start: {offsets:?}"
         );
         assert_ne!(layout.offsets.inode_ino, layout.offsets.inode_sb);
     }

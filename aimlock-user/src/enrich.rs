@@ -6,10 +6,10 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::{
     clock::Clock,
     decode::{LockOp, comm_str},
-    events::{EventKind, EventLine, ProcRef, ReleaseReason},
-    file_paths::{FileKey, FilePaths, PathOf},
+    events::{EventKind, EventLine, ProcRef, ReleaseReason, this_host},
+    file_paths::{FileKey, FilePaths, PathOf, Viewer},
     lock_table::{self, Taker},
-    procfs::ProcessInfo,
+    procfs::{self, MountView, ProcessInfo},
     tracker::{Actor, END_OF_FILE, Output},
 };
 
@@ -23,6 +23,8 @@ pub struct Enricher {
     devices: HashMap<u32, String>,
     /// Command names by pid, with the bytes they were made from.
     comms: HashMap<u32, ([u8; 16], String)>,
+    /// Which mounts each process sees, read once per process while it runs.
+    mount_views: HashMap<u32, MountView>,
 }
 
 impl Enricher {
@@ -30,6 +32,22 @@ impl Enricher {
         self.processes.remove(&pid);
         self.paths.forget_process(pid);
         self.comms.remove(&pid);
+        self.mount_views.remove(&pid);
+    }
+
+    /// Whose view of paths the lines of `pid` give.
+    fn viewer(&mut self, pid: u32) -> Viewer {
+        let view = match self.mount_views.get(&pid) {
+            Some(view) => Some(*view),
+            None => procfs::mount_view(pid).inspect(|view| {
+                self.mount_views.insert(pid, *view);
+            }),
+        };
+        match view {
+            Some(MountView::Own) => Viewer::Host,
+            Some(MountView::Other(view)) => Viewer::Container(view),
+            None => Viewer::Gone,
+        }
     }
 
     fn comm(&mut self, actor: &Actor) -> String {
@@ -63,10 +81,12 @@ impl Enricher {
     /// Learns the path of the file a lock record is about, while its process most likely
     /// still runs.
     pub fn learn_file(&mut self, op: &LockOp) {
+        let viewer = self.viewer(op.pid);
         self.paths.learn(
             op.pid,
             file_key(op.dev, op.ino, op.file.generation),
             &op.file,
+            viewer,
         );
     }
 
@@ -109,6 +129,7 @@ impl Enricher {
         };
         let mut line = EventLine {
             ts: clock.format(at),
+            host: Some(this_host().into()),
             // Pid 0: the kernel does not record who took it (an OFD lock found in its table).
             pid: (actor.pid != 0).then_some(actor.pid),
             comm: Some(self.comm(&actor)).filter(|comm| !comm.is_empty()),
@@ -133,19 +154,34 @@ impl Enricher {
                         // The holders' view of the path, for the lines to come when the taker
                         // is gone.
                         let key = file_key(lock.dev, lock.ino, lock.generation);
-                        self.paths.remember(key, path, kernel.deleted);
+                        self.paths
+                            .remember(key, path, kernel.deleted, kernel.host_path.as_deref());
                     }
                     line.path = kernel.path.clone();
+                    line.host_path = kernel.host_path.clone();
                     line.deleted = kernel.deleted.then_some(true);
                     line.holders = Some(kernel.holders.iter().map(proc_ref).collect());
                 }
-                None => match self
-                    .paths
-                    .path(file_key(lock.dev, lock.ino, lock.generation), &file)
-                {
-                    PathOf::Known { path, deleted } => {
+                None => match self.paths.path(
+                    actor.pid,
+                    file_key(lock.dev, lock.ino, lock.generation),
+                    &file,
+                    // As seen while its records were read: a process gone by now is not
+                    // looked up again (its pid may be another's).
+                    match self.mount_views.get(&actor.pid) {
+                        Some(MountView::Own) => Viewer::Host,
+                        Some(MountView::Other(view)) => Viewer::Container(*view),
+                        None => Viewer::Gone,
+                    },
+                ) {
+                    PathOf::Known {
+                        path,
+                        deleted,
+                        host_path,
+                    } => {
                         line.path = Some(path);
                         line.deleted = deleted.then_some(true);
+                        line.host_path = host_path;
                     }
                     PathOf::Unknown { reason, name } => {
                         line.path_unknown = Some(reason.to_owned());

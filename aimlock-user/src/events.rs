@@ -3,10 +3,24 @@
 //! One flat struct serves every event type, with absent fields left out, so that a reader of
 //! an older or newer schema can skip what it does not know. `docs/events.md` documents it.
 
+use std::{borrow::Cow, sync::OnceLock};
+
 use serde::{Deserialize, Serialize};
 
 /// Version of this schema, carried by the `start` line. Bumped when a field changes meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: every line names its `host` (the `start` line's `hostname` before).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// This machine's node name (uname), read once: every line the tracer writes names it, so that
+/// lines stay attributable once a log shipper has split or merged the files of many hosts.
+pub fn this_host() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        nix::sys::utsname::uname()
+            .map(|uts| uts.nodename().to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".to_owned())
+    })
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,6 +95,10 @@ pub struct EventLine {
     pub event: Option<EventKind>,
     /// RFC 3339, UTC, nanoseconds.
     pub ts: String,
+    /// The node name of the machine the tracer ran on; on every line. Borrowed from
+    /// [`this_host`] when written, so that naming it costs no allocation per event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Cow<'static, str>>,
 
     // `start` and `stop`
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,8 +107,9 @@ pub struct EventLine {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
+    /// `start`: how the lock hooks run (`btf`, `classic` or `mixed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub lock_hooks: Option<String>,
     /// `stop`: records the kernel could not deliver (ring full).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
@@ -138,6 +157,9 @@ pub struct EventLine {
     pub generation: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The path on the tracer's host, where the process sees the file elsewhere (a container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<bool>,
     /// Why `path` is absent ("process gone", ...).
@@ -218,14 +240,15 @@ impl EventLine {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut object = JsonObject::start(out);
         match self.event {
-            Some(event) => object.str("event", event.name()),
+            Some(event) => object.plain("event", event.name()),
             None => object.raw("event", "null"),
         }
-        object.str("ts", &self.ts);
+        object.plain("ts", &self.ts);
+        object.opt_str("host", self.host.as_deref());
         object.opt_u64("schema", self.schema.map(u64::from));
         object.opt_str("version", self.version.as_deref());
         object.opt_str("kernel", self.kernel.as_deref());
-        object.opt_str("hostname", self.hostname.as_deref());
+        object.opt_str("lock_hooks", self.lock_hooks.as_deref());
         object.opt_u64("lost", self.lost);
         object.opt_u64("unwritten", self.unwritten);
         object.opt_u64("records", self.records);
@@ -237,12 +260,13 @@ impl EventLine {
         object.opt_u64("tid", self.tid.map(u64::from));
         object.opt_str("comm", self.comm.as_deref());
         object.opt_str("cgroup", self.cgroup.as_deref());
-        object.opt_str("kind", self.kind.map(LockKind::name));
-        object.opt_str("mode", self.mode.map(Mode::name));
+        object.opt_plain("kind", self.kind.map(LockKind::name));
+        object.opt_plain("mode", self.mode.map(Mode::name));
         object.opt_str("dev", self.dev.as_deref());
         object.opt_u64("ino", self.ino);
         object.opt_u64("generation", self.generation.map(u64::from));
         object.opt_str("path", self.path.as_deref());
+        object.opt_str("host_path", self.host_path.as_deref());
         if let Some(deleted) = self.deleted {
             object.raw("deleted", if deleted { "true" } else { "false" });
         }
@@ -256,7 +280,7 @@ impl EventLine {
         }
         object.opt_u64("wait_ns", self.wait_ns);
         object.opt_u64("held_ns", self.held_ns);
-        object.opt_str("reason", self.reason.map(ReleaseReason::name));
+        object.opt_plain("reason", self.reason.map(ReleaseReason::name));
         object.opt_str("errno", self.errno.as_deref());
         object.opt_u64("locks", self.locks);
         if let Some(holders) = &self.holders {
@@ -284,7 +308,8 @@ impl EventLine {
 }
 
 impl ProcRef {
-    fn write_json(&self, out: &mut Vec<u8>) {
+    /// Appends the process as JSON, as it appears in a line's `holders` and `by`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut object = JsonObject::start(out);
         object.opt_u64("pid", Some(u64::from(self.pid)));
         object.str("comm", &self.comm);
@@ -323,6 +348,20 @@ impl<'a> JsonObject<'a> {
         self.out.push(b'"');
         self.out.extend_from_slice(key.as_bytes());
         self.out.extend_from_slice(b"\":");
+    }
+
+    /// A string of this program's own making that needs no escape (a name, a timestamp).
+    fn plain(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.out.push(b'"');
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.push(b'"');
+    }
+
+    fn opt_plain(&mut self, key: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.plain(key, value);
+        }
     }
 
     fn raw(&mut self, key: &str, value: &str) {
@@ -418,6 +457,60 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
     humantime::format_rfc3339_nanos(time).to_string()
 }
 
+/// A line with every field set, with values that need escaping: for the writers' tests.
+#[cfg(test)]
+pub fn every_field() -> EventLine {
+    let holder = ProcRef {
+        pid: 840,
+        comm: "sle\"ep\\\u{1}\n".to_owned(),
+        ns_pid: Some(3),
+        fd: Some(-1),
+        cgroup: Some("/ctr".to_owned()),
+    };
+    EventLine {
+        event: Some(EventKind::OrphanEnd),
+        ts: "2026-11-27T05:04:50.602120982Z".to_owned(),
+        schema: Some(1),
+        version: Some("0.1.0".to_owned()),
+        host: Some("h\u{7f}é".into()),
+        kernel: Some("6.18".to_owned()),
+        lock_hooks: Some("btf".to_owned()),
+        lost: Some(1),
+        unwritten: Some(2),
+        records: Some(3),
+        events: Some(4),
+        table_reads: Some(14),
+        untraced_children: Some(15),
+        pid: Some(5),
+        ns_pid: Some(6),
+        tid: Some(7),
+        comm: Some("comm\t".to_owned()),
+        cgroup: Some("/a/b".to_owned()),
+        kind: Some(LockKind::Ofd),
+        mode: Some(Mode::Read),
+        dev: Some("8:1".to_owned()),
+        ino: Some(u64::MAX),
+        generation: Some(u32::MAX),
+        path: Some("/tmp/x (deleted)".to_owned()),
+        host_path: Some("/srv/c/tmp/x".to_owned()),
+        deleted: Some(false),
+        path_unknown: Some("process gone".to_owned()),
+        name: Some("x\"y".to_owned()),
+        start: Some(0),
+        end: Some(Some(9)),
+        wait_ns: Some(10),
+        held_ns: Some(11),
+        reason: Some(ReleaseReason::Convert),
+        errno: Some("EAGAIN".to_owned()),
+        locks: Some(12),
+        holders: Some(vec![holder.clone(), holder.clone()]),
+        orphan: Some(true),
+        by: Some(holder),
+        orphan_ns: Some(13),
+        taker_exit: Some("t".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,53 +540,7 @@ mod tests {
 
     #[test]
     fn the_fast_writer_writes_what_serde_writes() {
-        let holder = ProcRef {
-            pid: 840,
-            comm: "sle\"ep\\\u{1}\n".to_owned(),
-            ns_pid: Some(3),
-            fd: Some(-1),
-            cgroup: Some("/ctr".to_owned()),
-        };
-        let full = EventLine {
-            event: Some(EventKind::OrphanEnd),
-            ts: "2026-11-27T05:04:50.602120982Z".to_owned(),
-            schema: Some(1),
-            version: Some("0.1.0".to_owned()),
-            kernel: Some("6.18".to_owned()),
-            hostname: Some("h\u{7f}é".to_owned()),
-            lost: Some(1),
-            unwritten: Some(2),
-            records: Some(3),
-            events: Some(4),
-            table_reads: Some(14),
-            untraced_children: Some(15),
-            pid: Some(5),
-            ns_pid: Some(6),
-            tid: Some(7),
-            comm: Some("comm\t".to_owned()),
-            cgroup: Some("/a/b".to_owned()),
-            kind: Some(LockKind::Ofd),
-            mode: Some(Mode::Read),
-            dev: Some("8:1".to_owned()),
-            ino: Some(u64::MAX),
-            generation: Some(u32::MAX),
-            path: Some("/tmp/x (deleted)".to_owned()),
-            deleted: Some(false),
-            path_unknown: Some("process gone".to_owned()),
-            name: Some("x\"y".to_owned()),
-            start: Some(0),
-            end: Some(Some(9)),
-            wait_ns: Some(10),
-            held_ns: Some(11),
-            reason: Some(ReleaseReason::Convert),
-            errno: Some("EAGAIN".to_owned()),
-            locks: Some(12),
-            holders: Some(vec![holder.clone(), holder.clone()]),
-            orphan: Some(true),
-            by: Some(holder),
-            orphan_ns: Some(13),
-            taker_exit: Some("t".to_owned()),
-        };
+        let full = every_field();
         let lines = [
             full.clone(),
             EventLine::default(),

@@ -6,7 +6,9 @@
 //! some process's open fds, then names every later file in it, also when the process that
 //! locked one has exited before user space looks; and since the name comes with every record,
 //! a rename shows at the next one. Where the kernel does not name the file (classic
-//! tracepoints), the path is looked up in the locking process's fds.
+//! tracepoints), the path is looked up in the locking process's fds, and only that process's
+//! lines use it. A process that sees other mounts (a container) gets its own view of the path,
+//! with the host's beside it.
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -36,12 +38,26 @@ pub struct FileKey {
     pub generation: u32,
 }
 
+/// Whose view of the paths a line gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Viewer {
+    /// A process that sees this tracer's mounts.
+    Host,
+    /// A process that sees other mounts (`procfs::mount_view`).
+    Container(u64),
+    /// A process that is gone: the view a file was last seen through.
+    Gone,
+}
+
 /// What a line can say of a file's path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathOf {
     Known {
         path: String,
         deleted: bool,
+        /// The path from this tracer's mounts, where the process sees the file elsewhere (a
+        /// container's mount namespace or root).
+        host_path: Option<String>,
     },
     /// No process showed the file before it was closed: `reason`, and the file's name when
     /// the kernel gave it.
@@ -54,6 +70,7 @@ pub enum PathOf {
 struct Known {
     path: Result<String, &'static str>,
     deleted: bool,
+    host_path: Option<String>,
     parent_ino: u64,
     name: [u8; NAME_LEN],
 }
@@ -70,16 +87,34 @@ struct FdScan {
     last_full: Option<Instant>,
 }
 
+/// A record's file as `learn` last saw it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Learnt {
+    pid: u32,
+    view: Option<u64>,
+    key: FileKey,
+    parent_ino: u64,
+    name: [u8; NAME_LEN],
+}
+
 #[derive(Default)]
 pub struct FilePaths {
     files: HashMap<FileKey, Known>,
+    /// Files as the last process that saw them through other mounts (a container) names them,
+    /// with that process's mount view (see `procfs::mount_view`). Directories are not shared
+    /// with those: the same directory has another path there.
+    foreign: HashMap<FileKey, (u64, Known)>,
+    /// Files the kernel did not name (classic tracepoints, which give no generation either), by
+    /// the process whose fds showed them: the same inode number may be another file for
+    /// another process.
+    unnamed: HashMap<(u32, FileKey), Known>,
     /// Directories' paths by (device, inode).
     dirs: HashMap<(u32, u64), Dir>,
     /// How far each process's fds have been looked at, so that a burst of locks on newly
     /// opened files costs a few lookups each, not a scan of every fd.
     fd_scans: HashMap<u32, FdScan>,
     /// The last file learnt, as its record named it: a burst on one file is learnt once.
-    last: Option<(FileKey, u64, [u8; NAME_LEN])>,
+    last: Option<Learnt>,
 }
 
 impl FilePaths {
@@ -89,18 +124,98 @@ impl FilePaths {
 
     /// Makes sure the file a record of `pid` is about can be named, while that process is most
     /// likely still alive: its directory's path, or else its own, from the process's fds.
-    pub fn learn(&mut self, pid: u32, key: FileKey, file: &FileName) {
-        let this = (key, file.parent_ino, file.name);
+    /// `viewer`: which mounts the process sees (a process already gone only leaves its reason).
+    pub fn learn(&mut self, pid: u32, key: FileKey, file: &FileName, viewer: Viewer) {
+        let view = match viewer {
+            Viewer::Host | Viewer::Gone => None,
+            Viewer::Container(view) => Some(view),
+        };
+        let this = Learnt {
+            pid,
+            view,
+            key,
+            parent_ino: file.parent_ino,
+            name: file.name,
+        };
         if self.last == Some(this) {
             return;
         }
-        self.learn_anew(pid, key, file);
+        match view {
+            _ if name_of(&file.name).is_empty() => self.learn_unnamed(pid, key, view),
+            None => self.learn_anew(pid, key, file),
+            Some(view) => self.learn_foreign(pid, key, file, view),
+        }
         self.last = Some(this);
     }
 
+    /// A file the kernel did not name, looked up in the process's fds at each of its records
+    /// but a burst's first.
+    fn learn_unnamed(&mut self, pid: u32, key: FileKey, view: Option<u64>) {
+        if self.unnamed.len() >= MAX_FILES {
+            self.unnamed.clear();
+        }
+        let known = match self.find_open(pid, key) {
+            Some(open) => Known {
+                host_path: view.and_then(|_| procfs::host_path(pid, &open, key.dev, key.ino)),
+                path: Ok(open.path),
+                deleted: open.deleted,
+                parent_ino: 0,
+                name: [0; NAME_LEN],
+            },
+            None => Known {
+                path: Err(gone_or_closed(pid)),
+                deleted: false,
+                host_path: None,
+                parent_ino: 0,
+                name: [0; NAME_LEN],
+            },
+        };
+        self.unnamed.insert((pid, key), known);
+    }
+
+    /// A file of a process that sees other mounts: named through that process's fds only, with
+    /// the path it has here beside it.
+    fn learn_foreign(&mut self, pid: u32, key: FileKey, file: &FileName, view: u64) {
+        if let Some((seen_by, known)) = self.foreign.get(&key)
+            && *seen_by == view
+            && known.path.is_ok()
+            && known.name == file.name
+            && known.parent_ino == file.parent_ino
+        {
+            return;
+        }
+        if self.foreign.len() >= MAX_FILES {
+            self.foreign.clear();
+        }
+        let known = match self.find_open(pid, key) {
+            Some(open) => Known {
+                host_path: procfs::host_path(pid, &open, key.dev, key.ino),
+                path: Ok(shown(open.path, name_of(&file.name))),
+                deleted: open.deleted,
+                parent_ino: file.parent_ino,
+                name: file.name,
+            },
+            None => Known {
+                path: Err(gone_or_closed(pid)),
+                deleted: false,
+                host_path: None,
+                parent_ino: file.parent_ino,
+                name: file.name,
+            },
+        };
+        match self.foreign.get(&key) {
+            // A path seen earlier stays: a line about that moment may still need it.
+            Some((seen_by, earlier))
+                if *seen_by == view && known.path.is_err() && earlier.path.is_ok() => {}
+            _ => {
+                self.foreign.insert(key, (view, known));
+            }
+        }
+    }
+
+    /// A file the kernel named, of a process that sees this tracer's mounts.
     fn learn_anew(&mut self, pid: u32, key: FileKey, file: &FileName) {
-        let named = !name_of(&file.name).is_empty();
-        if named && self.dir_path(key.dev, file.parent_ino).is_some() {
+        if self.dir_path(key.dev, file.parent_ino).is_some() {
             return;
         }
         if let Some(known) = self.files.get(&key)
@@ -115,7 +230,7 @@ impl FilePaths {
         }
         let path = match self.find_open(pid, key) {
             Some(open) => {
-                if named && let Some((dir, _)) = open.path.rsplit_once('/') {
+                if let Some((dir, _)) = open.path.rsplit_once('/') {
                     self.learn_dir(
                         key.dev,
                         file.parent_ino,
@@ -124,12 +239,12 @@ impl FilePaths {
                 }
                 Ok((shown(open.path, name_of(&file.name)), open.deleted))
             }
-            None if procfs::ProcessInfo::read(pid).is_none() => Err("process gone"),
-            None => Err("not open in the process"),
+            None => Err(gone_or_closed(pid)),
         };
         let known = self.files.entry(key).or_insert(Known {
             path: Err("not seen"),
             deleted: false,
+            host_path: None,
             parent_ino: file.parent_ino,
             name: file.name,
         });
@@ -138,6 +253,7 @@ impl FilePaths {
                 *known = Known {
                     path: Ok(path),
                     deleted,
+                    host_path: None,
                     parent_ino: file.parent_ino,
                     name: file.name,
                 }
@@ -149,26 +265,40 @@ impl FilePaths {
     }
 
     /// A path the kernel's lock table showed through a holder's fd.
-    pub fn remember(&mut self, key: FileKey, path: &str, deleted: bool) {
+    pub fn remember(&mut self, key: FileKey, path: &str, deleted: bool, host_path: Option<&str>) {
         self.files.insert(
             key,
             Known {
                 path: Ok(path.to_owned()),
                 deleted,
+                host_path: host_path.map(str::to_owned),
                 parent_ino: 0,
                 name: [0; NAME_LEN],
             },
         );
     }
 
-    /// The path of the file as a record named it (`file`), at that record's moment.
-    pub fn path(&self, key: FileKey, file: &FileName) -> PathOf {
+    /// The path of the file as a record of `pid` named it (`file`), at that record's moment,
+    /// as `viewer` sees it.
+    pub fn path(&self, pid: u32, key: FileKey, file: &FileName, viewer: Viewer) -> PathOf {
         let name = name_of(&file.name);
         let named = !name.is_empty();
-        if named && let Some(dir) = self.dirs.get(&(key.dev, file.parent_ino)) {
+
+        let foreign = self.foreign.get(&key);
+        let foreign = match viewer {
+            Viewer::Host => None,
+            Viewer::Container(view) => foreign.filter(|(seen_by, _)| *seen_by == view),
+            Viewer::Gone => foreign,
+        };
+        if foreign.is_none()
+            && !matches!(viewer, Viewer::Container(_))
+            && named
+            && let Some(dir) = self.dirs.get(&(key.dev, file.parent_ino))
+        {
             return PathOf::Known {
                 path: join(&dir.path, name),
                 deleted: file.nlink == 0,
+                host_path: None,
             };
         }
         // A memfd lives in the kernel's internal tmpfs, unlinked from birth: its name is all
@@ -177,22 +307,32 @@ impl FilePaths {
             return PathOf::Known {
                 path: String::from_utf8_lossy(name).into_owned(),
                 deleted: true,
+                host_path: None,
             };
         }
         let unknown = |reason| PathOf::Unknown {
             reason,
             name: named.then(|| String::from_utf8_lossy(name).into_owned()),
         };
-        match self.files.get(&key) {
+        let known = match (viewer, foreign) {
+            // As this process's own fds showed it.
+            _ if !named && self.unnamed.contains_key(&(pid, key)) => self.unnamed.get(&(pid, key)),
+            (_, Some((_, known))) => Some(known),
+            (Viewer::Container(_), None) => None,
+            _ => self.files.get(&key),
+        };
+        match known {
             // Seen under another name: renamed since, in a directory this tracer cannot see.
             Some(known) if named && known.name != file.name => unknown("renamed"),
             Some(Known {
                 path: Ok(path),
                 deleted,
+                host_path,
                 ..
             }) => PathOf::Known {
                 path: path.clone(),
                 deleted: if named { file.nlink == 0 } else { *deleted },
+                host_path: host_path.clone(),
             },
             Some(Known {
                 path: Err(reason), ..
@@ -275,6 +415,15 @@ impl FilePaths {
     }
 }
 
+/// Why a file was not found among a process's fds.
+fn gone_or_closed(pid: u32) -> &'static str {
+    if procfs::ProcessInfo::read(pid).is_none() {
+        "process gone"
+    } else {
+        "not open in the process"
+    }
+}
+
 /// The name's bytes up to its NUL.
 fn name_of(name: &[u8; NAME_LEN]) -> &[u8] {
     let len = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
@@ -283,12 +432,17 @@ fn name_of(name: &[u8; NAME_LEN]) -> &[u8] {
 
 fn join(dir: &str, name: &[u8]) -> String {
     let name = String::from_utf8_lossy(name);
-    match dir {
-        // A memfd lives in the kernel's internal tmpfs: its name is all there is.
-        "/" if name.starts_with("memfd:") => name.into_owned(),
-        "/" => format!("/{name}"),
-        _ => format!("{dir}/{name}"),
+    // A memfd lives in the kernel's internal tmpfs: its name is all there is.
+    if dir == "/" && name.starts_with("memfd:") {
+        return name.into_owned();
     }
+    // Built by hand: this runs for nearly every line, and `format!` costs several times more.
+    let dir = dir.strip_suffix('/').unwrap_or(dir);
+    let mut path = String::with_capacity(dir.len() + 1 + name.len());
+    path.push_str(dir);
+    path.push('/');
+    path.push_str(&name);
+    path
 }
 
 /// The path a process showed, as a line shows it (a memfd by its name).
@@ -329,22 +483,24 @@ mod tests {
         };
         // Pid 0 is no process: only the directory can name the file.
         let taken = file_name("job.lock", meta.ino(), 1);
-        paths.learn(0, key, &taken);
+        paths.learn(0, key, &taken, Viewer::Host);
         // Renamed, then unlinked: each record names it as it was then.
         let released = file_name("job.old", meta.ino(), 0);
-        paths.learn(0, key, &released);
+        paths.learn(0, key, &released, Viewer::Host);
         assert_eq!(
-            paths.path(key, &taken),
+            paths.path(0, key, &taken, Viewer::Host),
             PathOf::Known {
                 path: format!("{dir_path}/job.lock"),
-                deleted: false
+                deleted: false,
+                host_path: None,
             }
         );
         assert_eq!(
-            paths.path(key, &released),
+            paths.path(0, key, &released, Viewer::Host),
             PathOf::Known {
                 path: format!("{dir_path}/job.old"),
-                deleted: true
+                deleted: true,
+                host_path: None,
             }
         );
         // Another file with the same inode number, in a directory not known: nothing known of
@@ -354,7 +510,7 @@ mod tests {
             ..key
         };
         assert_eq!(
-            paths.path(reused, &file_name("other", 5, 1)),
+            paths.path(0, reused, &file_name("other", 5, 1), Viewer::Host),
             PathOf::Unknown {
                 reason: "not seen",
                 name: Some("other".to_owned())
@@ -371,9 +527,9 @@ mod tests {
             generation: 3,
         };
         let gone = file_name("gone.lock", 99, 1);
-        paths.learn(0, key, &gone);
+        paths.learn(0, key, &gone, Viewer::Host);
         assert_eq!(
-            paths.path(key, &gone),
+            paths.path(0, key, &gone, Viewer::Host),
             PathOf::Unknown {
                 reason: "process gone",
                 name: Some("gone.lock".to_owned())

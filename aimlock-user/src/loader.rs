@@ -110,11 +110,16 @@ pub struct Tracer {
     pub decode: Config,
     /// Optional hooks this kernel lacks.
     pub missing: Vec<String>,
+    /// How the lock hooks run: `btf` (BTF tracepoints, which name files and their generation),
+    /// `classic` (classic tracepoints) or `mixed`.
+    pub lock_hooks: &'static str,
 }
 
 impl Tracer {
     /// Checks privileges and tracefs, reads the tracepoint layouts, loads and attaches.
-    pub fn load(filters: &Filters, ring_size: u32) -> Result<Self> {
+    /// `classic_lock_hooks` runs the lock hooks as classic tracepoints even where BTF would
+    /// allow more, as on kernels without BTF (for tests of that path).
+    pub fn load(filters: &Filters, ring_size: u32, classic_lock_hooks: bool) -> Result<Self> {
         check_privileges()?;
         let tracefs = tracefs()?;
         if !ring_size.is_power_of_two() || ring_size < 4096 {
@@ -173,6 +178,7 @@ impl Tracer {
         // The lock hooks run as BTF tracepoints where the kernel's BTF describes the structs
         // they read, as classic tracepoints otherwise.
         let btf_layout = match crate::btf::lock_layout() {
+            Ok(_) if classic_lock_hooks => None,
             Ok(layout) => {
                 config.btf = layout.offsets;
                 Some(layout)
@@ -201,6 +207,7 @@ impl Tracer {
         };
         fill_filters(&mut ebpf, filters)?;
         let mut decode = config;
+        let mut btf_hooks = 0;
         if let Some(layout) = btf_layout {
             let kernel_btf = Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
             for (field, tracepoint) in [
@@ -212,6 +219,7 @@ impl Tracer {
                     Ok(()) => {
                         *field = layout.fields;
                         attach.retain(|hook| hook.name != tracepoint);
+                        btf_hooks += 1;
                     }
                     Err(err) => {
                         log::info!("{tracepoint}: classic tracepoint ({err})");
@@ -263,6 +271,11 @@ impl Tracer {
             logger,
             decode,
             missing,
+            lock_hooks: match btf_hooks {
+                0 => "classic",
+                3 => "btf",
+                _ => "mixed",
+            },
         })
     }
 }

@@ -29,8 +29,12 @@ pub struct Lock {
     #[serde(skip)]
     pub kernel_dev: u32,
     pub ino: u64,
-    /// As aimlock sees it, through one of the holders' fds; `None` when no holder was seen.
+    /// As the holder whose fd showed it sees it (relative to its container's root and mounts);
+    /// `None` when no holder was seen.
     pub path: Option<String>,
+    /// The path on this host's mounts, where it differs from `path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
     pub deleted: bool,
     /// The taker, as the kernel recorded it: maybe dead, 0 (not visible from here) or -1 (OFD).
     pub pid: i32,
@@ -496,9 +500,16 @@ fn resolve(
         });
     }
     holders.sort_by_key(|holder| (holder.pid, holder.fd));
-    let open = holders
-        .iter()
-        .find_map(|holder| processes.paths.get(&(holder.pid, holder.fd)).cloned());
+    let open = holders.iter().find_map(|holder| {
+        let open = processes.paths.get(&(holder.pid, holder.fd))?;
+        Some((holder.pid, open.clone()))
+    });
+    let host_path = open
+        .as_ref()
+        .and_then(|(pid, open)| match procfs::mount_view(*pid)? {
+            procfs::MountView::Own => None,
+            procfs::MountView::Other(_) => procfs::host_path(*pid, open, line.dev(), line.ino),
+        });
     let command = processes.comm(line.pid);
     let taker = match Taker::judge(line.pid, &holders) {
         // Its own fds were not seen: whether it holds the lock cannot be told.
@@ -519,8 +530,9 @@ fn resolve(
         dev: format!("{major}:{minor}"),
         kernel_dev: line.dev(),
         ino: line.ino,
-        deleted: open.as_ref().is_some_and(|open| open.deleted),
-        path: open.map(|open| open.path),
+        deleted: open.as_ref().is_some_and(|(_, open)| open.deleted),
+        path: open.map(|(_, open)| open.path),
+        host_path,
         pid: line.pid,
         command,
         orphan: is_orphan(line.kind, taker, &holders),
@@ -589,6 +601,7 @@ pub fn example(kind: LockKind, mode: Mode, recorded: i32, holders: &[u32]) -> Lo
         kernel_dev: aimlock_common::kernel_dev(254, 0),
         ino: 42,
         path: None,
+        host_path: None,
         deleted: false,
         pid: recorded,
         command: (taker == Taker::Holding).then(|| "worker".to_owned()),

@@ -78,9 +78,13 @@ pub fn run(args: LocksArgs) -> Result<()> {
                 table::Verdict::No => false,
             })
             && args.pid.is_none_or(|pid| involves(lock, pid))
-            && path_glob
-                .as_ref()
-                .is_none_or(|glob| lock.path.as_deref().is_some_and(|path| glob.is_match(path)))
+            && path_glob.as_ref().is_none_or(|glob| {
+                // A container's file matches by the path it sees or the host's.
+                [&lock.path, &lock.host_path]
+                    .into_iter()
+                    .flatten()
+                    .any(|path| glob.is_match(path))
+            })
     });
     if let Some(pid) = args.pid
         && !cli::process_exists(pid)

@@ -13,6 +13,7 @@ mod loader;
 mod lock_table;
 mod locks;
 mod metrics;
+mod otlp;
 mod privileges;
 mod procfs;
 mod report;
@@ -23,6 +24,12 @@ mod tracker;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
+
+/// The static release links musl, whose malloc is slow on the tracer's many small allocations:
+/// mimalloc takes its place there.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "aimlock", version, about, propagate_version = true)]

@@ -4,7 +4,7 @@ use std::{
     net::SocketAddr,
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -18,10 +18,10 @@ use crate::{
     clock::Clock,
     decode::{Decoder, Input},
     enrich::Enricher,
-    events::{EventKind, EventLine, SCHEMA_VERSION, rfc3339},
+    events::{EventKind, EventLine, SCHEMA_VERSION, rfc3339, this_host},
     kernel_views::KernelViews,
     loader::{Filters, Tracer},
-    metrics, privileges, procfs,
+    metrics, otlp, privileges, procfs,
     sinks::{SinkArgs, Sinks},
     tracker::{Output, ScanWanted, Tracker},
 };
@@ -40,15 +40,34 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = aimlock_common::MAX_FILTER_ENTRIES, hide = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pid_filter_size: u32,
+    /// Run the lock hooks as classic tracepoints, as on a kernel without BTF; for tests.
+    #[arg(long, hide = true)]
+    classic_lock_hooks: bool,
     /// Only trace processes with this command name (at most 15 bytes). Repeatable.
     #[arg(long, short)]
     comm: Vec<String>,
-    /// Only trace locks on these files (resolved to inodes at start). Repeatable.
+    /// Only trace locks on these files (resolved to inodes at start, held open while tracing). Repeatable.
     #[arg(long)]
     path: Vec<PathBuf>,
+    /// The tracer's nice value (-20 to 19). Raised by default so that the tracer keeps draining
+    /// the ring while lock holders exit in bulk and take the CPUs.
+    #[arg(long, default_value_t = -10, allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    nice: i32,
     /// Size of the kernel's ring buffer in bytes (a power of two; K and M suffixes accepted).
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     ring_size: u32,
+}
+
+/// Opens `path` without read or write access (O_PATH) and says which inode it is. Not through
+/// std's `custom_flags`: with musl (the static release) it takes O_PATH for an access mode bit
+/// and drops it, and a file open for reading would keep a write lease from being taken.
+fn pin_file(path: &std::path::Path) -> Result<(std::fs::File, (u32, u64))> {
+    use nix::{fcntl::OFlag, sys::stat::Mode};
+    let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata()?;
+    Ok((file, (procfs::user_dev_to_kernel(meta.dev()), meta.ino())))
 }
 
 fn parse_size(text: &str) -> Result<u32, String> {
@@ -69,24 +88,31 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         bail!("--pid {pid}: no such process");
     }
     let mut sink = Sinks::open(&args.sinks)?;
-    if let Some(address) = args.metrics {
-        sink.record_metrics(metrics::serve(address)?);
+    let otlp_metrics = args.sinks.otlp_metrics();
+    if args.metrics.is_some() || otlp_metrics.is_some() {
+        let recorder = metrics::Recorder::new();
+        if let Some(address) = args.metrics {
+            metrics::serve(address, recorder.published())?;
+        }
+        if let Some((endpoint, interval)) = otlp_metrics {
+            otlp::metrics::spawn(endpoint, recorder.published(), interval);
+        }
+        sink.record_metrics(recorder);
     }
+    // Held open (O_PATH) for the whole trace: an inode that stays referenced cannot be freed,
+    // so its number cannot go to a file created later, which the filter would then let in.
+    let pinned = args
+        .path
+        .iter()
+        .map(|path| pin_file(path).with_context(|| format!("--path {}", path.display())))
+        .collect::<Result<Vec<_>>>()?;
     let filters = Filters {
         pids: args.pid.clone(),
         pid_capacity: args.pid_filter_size,
         comms: args.comm.clone(),
-        inodes: args
-            .path
-            .iter()
-            .map(|path| {
-                let meta = std::fs::metadata(path)
-                    .with_context(|| format!("--path {}", path.display()))?;
-                Ok((procfs::user_dev_to_kernel(meta.dev()), meta.ino()))
-            })
-            .collect::<Result<_>>()?,
+        inodes: pinned.iter().map(|(_, inode)| *inode).collect(),
     };
-    let tracer = Tracer::load(&filters, args.ring_size)?;
+    let tracer = Tracer::load(&filters, args.ring_size, args.classic_lock_hooks)?;
     for missing in &tracer.missing {
         log::warn!("not traced on this kernel: {missing}");
     }
@@ -97,12 +123,22 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         mut pid_filter,
         logger,
         decode,
+        lock_hooks,
         ..
     } = tracer;
     let decoder = Decoder::new(decode);
     let mut events = poll_readable(events).context("cannot poll the ring buffer")?;
     if let Some(logger) = logger {
         spawn_kernel_logger(logger)?;
+    }
+    // While CAP_SYS_NICE is still held; the table readers started from here on inherit it.
+    // SAFETY: a plain system call on the calling thread (Linux applies nice per thread).
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, args.nice) } != 0 {
+        log::warn!(
+            "cannot set the tracer's nice value to {}: {}",
+            args.nice,
+            std::io::Error::last_os_error()
+        );
     }
     privileges::drop_after_attach()?;
 
@@ -111,7 +147,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
 
-    sink.write(&start_line(&clock));
+    sink.write(&start_line(&clock, lock_hooks));
     sink.flush();
 
     let mut tracker = Tracker::new();
@@ -186,9 +222,13 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         0
     });
     sink.flush();
+    // What a collector has not taken by then is counted in the stop line.
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    sink.settle(deadline).await;
     let stop = EventLine {
         event: Some(EventKind::Stop),
         ts: rfc3339(SystemTime::now()),
+        host: Some(this_host().into()),
         lost: Some(lost),
         records: Some(records),
         events: Some(written),
@@ -199,8 +239,14 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     };
     sink.write(&stop);
     sink.flush();
+    sink.settle(deadline + STOP_LINE_TIMEOUT).await;
     Ok(())
 }
+
+/// At the stop, how long sinks that send in the background get to deliver what they hold, and
+/// then the stop line.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+const STOP_LINE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Records taken from the ring between two passes through the tracker.
 const DRAIN_BATCH: u64 = 4096;
@@ -267,7 +313,7 @@ fn emit(
     count
 }
 
-fn start_line(clock: &Clock) -> EventLine {
+fn start_line(clock: &Clock, lock_hooks: &str) -> EventLine {
     let uname = nix::sys::utsname::uname().ok();
     let field = |get: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
         uname
@@ -279,8 +325,9 @@ fn start_line(clock: &Clock) -> EventLine {
         ts: clock.format(clock.monotonic_now()),
         schema: Some(SCHEMA_VERSION),
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        host: Some(this_host().into()),
         kernel: field(|u| u.release()),
-        hostname: field(|u| u.nodename()),
+        lock_hooks: Some(lock_hooks.to_owned()),
         ..Default::default()
     }
 }

@@ -534,7 +534,7 @@ fn generate(path: &Path, gzip: Option<&Path>, target: u64) -> Result<Generated> 
         };
     for host in HOSTS {
         let start = format!(
-            r#"{{"event":"start","ts":"{}","host":"{host}","schema":1,"version":"0.1.0","kernel":"6.18.44","hostname":"{host}"}}"#,
+            r#"{{"event":"start","ts":"{}","host":"{host}","schema":2,"version":"0.1.0","kernel":"6.18.44"}}"#,
             clock.tick()
         );
         write(&mut out, &mut log, &start, None)?;

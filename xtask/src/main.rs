@@ -1,8 +1,9 @@
-//! aimlock's tasks: `cargo xtask setup | build | run -- ARGS | test | vm-test | bench`.
+//! aimlock's tasks: `cargo xtask setup | build | dist | run -- ARGS | test | vm-test | bench`.
 
 mod bench;
 mod bench_locks;
 mod bench_report;
+mod dist;
 mod setup;
 mod vm;
 
@@ -23,17 +24,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building and testing need: rust-src, bpf-linker, Debian packages, tracefs.
+    /// Install what building and testing need: rust-src, the musl target, bpf-linker, Debian
+    /// packages, tracefs.
     Setup,
     /// Release build of the `aimlock` binary (target/release/aimlock).
     Build,
+    /// Setup, then the release under target/dist/: a static `aimlock` (musl) and the Debian
+    /// package aimlock_<version>_amd64.deb.
+    Dist,
     /// Setup, build, then run `aimlock` with the given arguments.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Setup, build, then every test: formatting, clippy, unit tests, integration tests as
-    /// root on the running kernel, then the integration suite in VMs (as `vm-test`).
+    /// Setup, the release (as `dist`), then every test: formatting, clippy, unit tests,
+    /// integration tests of the release's binary and package as root on the running kernel,
+    /// then the integration suite in VMs (as `vm-test`).
     Test,
     /// Run the integration suite in qemu on Debian's 5.10, 6.1 and 6.12 kernels and on the
     /// running kernel's version.
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup => setup::setup(),
         Task::Build => build(),
+        Task::Dist => dist::dist(),
         Task::Run { args } => run(&args),
         Task::Test => test(),
         Task::VmTest {
@@ -195,7 +202,9 @@ fn test() -> Result<()> {
                 workspace_root().join("target/ebpf-clippy"),
             ),
     )?;
-    build()?;
+    // The release is what the integration tests, the package test and the kernel matrix run:
+    // the static binary that ships, not a development build.
+    let release = dist::build()?;
     run_step(
         Step("unit tests"),
         cargo().args([
@@ -222,7 +231,8 @@ fn test() -> Result<()> {
                 "--",
                 "--test-threads=4",
             ])
-            .env("AIMLOCK_BIN", aimlock_binary()),
+            .env("AIMLOCK_BIN", &release.binary)
+            .env("AIMLOCK_DEB", &release.package),
     )?;
     vm::matrix(&vm::Options {
         kernels: Vec::new(),

@@ -23,10 +23,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("time", "/usr/bin/time"),
     ("binutils", "/usr/bin/readelf"),
     ("systemd", "/usr/bin/systemd-analyze"),
+    ("prometheus", "/usr/bin/prometheus"),
+    ("lintian", "/usr/bin/lintian"),
+    // musl-gcc compiles mimalloc, the static release's allocator, against musl.
+    ("musl-tools", "/usr/bin/musl-gcc"),
 ];
 
 pub fn setup() -> Result<()> {
     rust_src()?;
+    musl_target()?;
     bpf_linker()?;
     packages()?;
     tracefs()?;
@@ -51,6 +56,28 @@ fn rust_src() -> Result<()> {
     run_step(
         Step("install rust-src for nightly"),
         Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+    )
+}
+
+/// The release binary is static: Rust's musl target brings its own libc and C runtime, so no
+/// C toolchain for musl is needed (aimlock's crates have no C code).
+fn musl_target() -> Result<()> {
+    let target = crate::dist::MUSL_TARGET;
+    let installed = capture(Command::new("rustup").args([
+        "target",
+        "list",
+        "--installed",
+        "--toolchain",
+        "stable",
+    ]))
+    .map_err(|err| anyhow!("step 'musl target': {err}"))?;
+    if installed.lines().any(|line| line.trim() == target) {
+        println!("==> Rust target {target}: already installed");
+        return Ok(());
+    }
+    run_step(
+        Step("install the Rust target for static binaries"),
+        Command::new("rustup").args(["target", "add", target, "--toolchain", "stable"]),
     )
 }
 

@@ -2,10 +2,10 @@
 //!
 //! For each kernel series the newest Debian kernel package offered is fetched with
 //! `apt-get download` and its `vmlinuz` cached under `target/vm/kernels/<package>_<version>`.
-//! One initramfs holds busybox (Debian's static build), `aimlock`, `lockwork`, the integration
-//! test binaries, and the shared libraries and dynamic loader they need, copied from this machine
-//! (the binaries are glibc builds; copying four libraries is simpler than a musl toolchain for
-//! the eBPF-embedding build). qemu boots it under software emulation (`-accel tcg`: KVM does not
+//! One initramfs holds busybox (Debian's static build), the release's static `aimlock` (the
+//! very binary `cargo xtask dist` packages, so that every release is proven on each kernel),
+//! `lockwork`, the integration test binaries, and the shared libraries and dynamic loader those
+//! (glibc builds) need, copied from this machine. qemu boots it under software emulation (`-accel tcg`: KVM does not
 //! work on the machines this runs on); its init mounts proc, sys, devtmpfs, tracefs, debugfs,
 //! bpffs and a tmpfs on /tmp, runs each test binary and prints a verdict line on the serial
 //! console. The host reads the console into `target/vm/logs/<series>.log`; no verdict line within
@@ -42,11 +42,28 @@ const HOST_ONLY_TESTS: &[(&str, &str, &str)] = &[
         "systemd-analyze and the source tree's packaging/",
     ),
     (
+        "prometheus",
+        "prometheus_reads_the_scenarios_histograms_and_orphan_gauge",
+        "Debian's prometheus server",
+    ),
+    (
+        "service",
+        "a_real_journal_keeps_every_line_and_its_host",
+        "systemd-journald and journalctl",
+    ),
+    (
         "report",
         "two_files_that_shared_an_inode_number_are_two_timelines",
         "a file system that hands freed inode numbers out again (the VM's tmpfs never does)",
     ),
 ];
+
+/// Integration test binaries that run on the host only, with what they need: the VM leaves them
+/// out whole.
+const HOST_ONLY_SUITES: &[(&str, &str)] = &[(
+    "package",
+    "the Debian package, dpkg, lintian and systemd-analyze",
+)];
 
 /// The series `--kernel` accepts; all of them run when none is given.
 const SERIES: &[&str] = &["5.10", "6.1", "6.12", "running"];
@@ -79,15 +96,15 @@ pub struct Options {
     pub fail_inside: bool,
 }
 
-/// `cargo xtask vm-test`: setup, release build, then the kernel matrix.
+/// `cargo xtask vm-test`: setup, the release (`cargo xtask dist`), then the kernel matrix.
 pub fn vm_test(options: &Options) -> Result<()> {
     crate::setup::setup()?;
-    crate::build()?;
+    crate::dist::build()?;
     matrix(options)
 }
 
-/// Boots every requested kernel with the integration suite, one after the other, and prints a
-/// pass/fail line per kernel.
+/// Boots every requested kernel with the integration suite and the release's static binary
+/// (built before), one after the other, and prints a pass/fail line per kernel.
 pub fn matrix(options: &Options) -> Result<()> {
     let series = requested_series(&options.kernels)?;
     let suite = build_suite()?;
@@ -452,7 +469,8 @@ fn build_suite() -> Result<Suite> {
                 .is_some_and(|kinds| kinds.iter().any(|k| k == kind))
         };
         let is_test = message["profile"]["test"] == true;
-        if is_test && is_kind("test") {
+        let host_only = HOST_ONLY_SUITES.iter().any(|(suite, _)| *suite == name);
+        if is_test && is_kind("test") && !host_only {
             tests.push((name, PathBuf::from(executable)));
         } else if !is_test && is_kind("bin") && name == "lockwork" {
             lockwork = Some(PathBuf::from(executable));
@@ -478,14 +496,24 @@ fn write_initramfs(suite: &Suite, fail_inside: bool) -> Result<PathBuf> {
     for (binary, test, tool) in HOST_ONLY_TESTS {
         println!("    not in the VM (needs {tool}): {binary}::{test}");
     }
-    let aimlock = crate::aimlock_binary();
-    let mut binaries = vec![(aimlock.as_path(), VM_AIMLOCK.to_string())];
-    binaries.push((suite.lockwork.as_path(), VM_LOCKWORK.to_string()));
+    for (binary, tool) in HOST_ONLY_SUITES {
+        println!("    not in the VM (needs {tool}): {binary}");
+    }
+    let mut binaries = vec![(suite.lockwork.as_path(), VM_LOCKWORK.to_string())];
     for (name, path) in &suite.tests {
         binaries.push((path.as_path(), format!("{VM_TESTS}/{name}")));
     }
     let libraries = shared_libraries(binaries.iter().map(|(path, _)| *path))
         .with_context(|| format!("step '{step}'"))?;
+    // Static: it needs no library, and `ldd` would refuse it.
+    let aimlock = crate::dist::static_binary();
+    if !aimlock.exists() {
+        bail!(
+            "step '{step}': {} is missing: `cargo xtask dist` builds it",
+            aimlock.display()
+        );
+    }
+    binaries.push((aimlock.as_path(), VM_AIMLOCK.to_string()));
 
     let path = vm_dir().join("initramfs.cpio");
     fs::create_dir_all(vm_dir())

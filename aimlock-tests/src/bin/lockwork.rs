@@ -42,6 +42,8 @@
 //!   recvfd:SOCKET             listen on a unix socket, receive one fd; it becomes current
 //!   pidns                     unshare a PID and mount namespace, mount a private /proc, and
 //!                             run the remaining steps as pid 1's child in it
+//!   mountns:SOURCE:TARGET     unshare a mount namespace and bind-mount SOURCE on TARGET in it
+//!                             (a container's view of a host directory)
 //!   wait-stdin                block until a line (or EOF) arrives on stdin
 //!   loop:N:flock|posix|ofd    N lock/unlock pairs on the current fd (benchmarks)
 //!   rate:EVENTS:SECONDS:flock|posix|ofd[:THREADS]
@@ -273,6 +275,7 @@ impl State {
                 self.fd = Some(unsafe { OwnedFd::from_raw_fd(received) });
             }
             ["pidns"] => return enter_pid_namespace(rest),
+            ["mountns", source, target] => enter_mount_namespace(source, target)?,
             ["fork"] => {
                 // SAFETY: any other thread of this process is waiting for this one (`in-thread`)
                 // and holds no lock the child could need.
@@ -512,6 +515,18 @@ fn paced_locks(
 }
 
 /// `unshare -p -f --mount-proc`, then the remaining steps in the namespace's first child.
+fn enter_mount_namespace(source: &str, target: &str) -> Result<()> {
+    use nix::{
+        mount::{MsFlags, mount},
+        sched::{CloneFlags, unshare},
+    };
+    unshare(CloneFlags::CLONE_NEWNS).context("unshare")?;
+    mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
+        .context("make / private")?;
+    mount::<str, str, str, str>(Some(source), target, None, MsFlags::MS_BIND, None)
+        .with_context(|| format!("bind {source} on {target}"))
+}
+
 fn enter_pid_namespace(rest: &[String]) -> Result<Flow> {
     use nix::{
         mount::{MsFlags, mount},

@@ -194,15 +194,16 @@ fn write_report(
 ) -> Result<()> {
     let pool = scan::thread_pool(jobs)?;
     let locks = pool.install(|| select(args, scan));
+    let several_hosts = locks.iter().any(|lock| lock.key.host != locks[0].key.host);
     let renderer = Renderer {
         names: &scan.names,
         end,
         at: args.at,
+        several_hosts,
     };
     if locks.is_empty() && !args.json {
         writeln!(out, "no lock in these logs matches")?;
     }
-    let several_hosts = locks.iter().any(|lock| lock.key.host != locks[0].key.host);
     if several_hosts && !args.json {
         renderer.fleet(out, &locks)?;
     }

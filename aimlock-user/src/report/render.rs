@@ -36,6 +36,8 @@ pub struct Renderer<'a> {
     pub end: Nanos,
     /// `--at`: the instant whose POSIX locks are listed byte by byte.
     pub at: Option<Nanos>,
+    /// The locks told are on several hosts: each is named with its host.
+    pub several_hosts: bool,
 }
 
 impl Renderer<'_> {
@@ -145,8 +147,8 @@ impl Renderer<'_> {
             generation => format!(", generation {generation}"),
         };
         let host = match self.names.get(key.host) {
-            "" => String::new(),
-            host => format!("host {host}, "),
+            host if self.several_hosts => format!("host {}, ", self.host_name_of(host)),
+            _ => String::new(),
         };
         format!(
             "{name}: {kind}, {range} ({host}dev {dev}, inode {}{generation})",
@@ -524,10 +526,13 @@ impl Renderer<'_> {
     /// waits and the most refused processes across them all, each naming its lock.
     pub fn summary(&self, out: &mut impl Write, locks: &[Lock]) -> std::io::Result<()> {
         let name = |lock: &Lock| {
-            let file = self.file(lock);
-            match self.names.get(lock.key.host) {
-                "" => file,
-                host => format!("{file} on {host}"),
+            let file = match lock.paths.first() {
+                Some(&path) => self.names.get(path).to_owned(),
+                None => format!("inode {}", lock.key.ino),
+            };
+            match self.several_hosts {
+                true => format!("{file} on {}", self.host_name(lock)),
+                false => file,
             }
         };
         let mut orphans = Vec::new();
@@ -723,7 +728,11 @@ impl Renderer<'_> {
     }
 
     fn host_name(&self, lock: &Lock) -> &str {
-        match self.names.get(lock.key.host) {
+        self.host_name_of(self.names.get(lock.key.host))
+    }
+
+    fn host_name_of<'b>(&self, host: &'b str) -> &'b str {
+        match host {
             "" => UNNAMED_HOST,
             host => host,
         }

@@ -52,7 +52,11 @@ impl JournaldSink {
     }
 }
 
-/// The journal entry of one event.
+/// The journal entry of one event: the text line as MESSAGE, and every field of the JSON line
+/// (but `host`: the journal records `_HOSTNAME` itself) as a field of its own, so that the
+/// journal holds the whole log (`journalctl -o json` gives every value as a string). A few
+/// fields are also given in forms made for `journalctl FIELD=VALUE` matches (HOLDER_PIDS,
+/// LOCK_BY_PID, LOCK_BY_COMM).
 fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     let kind = event.event.unwrap_or(EventKind::Unknown);
     let warn = kind == EventKind::Orphan
@@ -65,11 +69,22 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     );
     field(out, "SYSLOG_IDENTIFIER", b"aimlock");
     field(out, "LOCK_EVENT", kind.name().as_bytes());
+    // The event's own time: the entry's __REALTIME_TIMESTAMP is when the journal received it.
+    field(out, "LOCK_TS", event.ts.as_bytes());
+    optional_number(out, "AIMLOCK_SCHEMA", event.schema.map(u64::from));
+    optional(out, "AIMLOCK_VERSION", event.version.as_deref());
+    optional(out, "AIMLOCK_KERNEL", event.kernel.as_deref());
+    optional(out, "AIMLOCK_LOCK_HOOKS", event.lock_hooks.as_deref());
     optional(out, "LOCK_KIND", event.kind.map(|kind| kind.name()));
     optional(out, "LOCK_MODE", event.mode.map(|mode| mode.name()));
     optional(out, "LOCK_PATH", event.path.as_deref());
+    optional(out, "LOCK_HOST_PATH", event.host_path.as_deref());
+    optional_bool(out, "LOCK_DELETED", event.deleted);
+    optional(out, "LOCK_PATH_UNKNOWN", event.path_unknown.as_deref());
+    optional(out, "LOCK_NAME", event.name.as_deref());
     optional(out, "LOCK_DEV", event.dev.as_deref());
     optional_number(out, "LOCK_INO", event.ino);
+    optional_number(out, "LOCK_GENERATION", event.generation.map(u64::from));
     optional_number(out, "LOCK_START", event.start);
     if let Some(end) = event.end {
         match end {
@@ -78,11 +93,16 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
         }
     }
     optional_number(out, "LOCK_PID", event.pid.map(u64::from));
+    optional_number(out, "LOCK_NS_PID", event.ns_pid.map(u64::from));
+    optional_number(out, "LOCK_TID", event.tid.map(u64::from));
     optional(out, "LOCK_COMM", event.comm.as_deref());
+    optional(out, "LOCK_CGROUP", event.cgroup.as_deref());
     optional(out, "LOCK_REASON", event.reason.map(|reason| reason.name()));
     optional(out, "LOCK_ERRNO", event.errno.as_deref());
     optional_number(out, "LOCK_WAIT_NS", event.wait_ns);
     optional_number(out, "LOCK_HELD_NS", event.held_ns);
+    optional_number(out, "LOCK_LOCKS", event.locks);
+    optional_bool(out, "LOCK_ORPHAN", event.orphan);
     optional_number(out, "LOCK_ORPHAN_NS", event.orphan_ns);
     optional(out, "LOCK_TAKER_EXIT", event.taker_exit.as_deref());
     if let Some(holders) = &event.holders {
@@ -91,13 +111,27 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
             .map(|holder| holder.pid.to_string())
             .collect();
         field(out, "HOLDER_PIDS", pids.join(",").as_bytes());
+        let mut json = vec![b'['];
+        for (index, holder) in holders.iter().enumerate() {
+            if index > 0 {
+                json.push(b',');
+            }
+            holder.write_json(&mut json);
+        }
+        json.push(b']');
+        field(out, "LOCK_HOLDERS", &json);
     }
     if let Some(by) = &event.by {
         number(out, "LOCK_BY_PID", u64::from(by.pid));
         field(out, "LOCK_BY_COMM", by.comm.as_bytes());
+        let mut json = Vec::new();
+        by.write_json(&mut json);
+        field(out, "LOCK_BY", &json);
     }
     optional_number(out, "AIMLOCK_LOST", event.lost);
     optional_number(out, "AIMLOCK_RECORDS", event.records);
+    optional_number(out, "AIMLOCK_EVENTS", event.events);
+    optional_number(out, "AIMLOCK_TABLE_READS", event.table_reads);
     optional_number(out, "AIMLOCK_UNWRITTEN", event.unwritten);
     optional_number(out, "AIMLOCK_UNTRACED_CHILDREN", event.untraced_children);
 }
@@ -124,6 +158,12 @@ fn optional(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
     }
 }
 
+fn optional_bool(out: &mut Vec<u8>, key: &str, value: Option<bool>) {
+    if let Some(value) = value {
+        field(out, key, if value { b"true" } else { b"false" });
+    }
+}
+
 fn optional_number(out: &mut Vec<u8>, key: &str, value: Option<u64>) {
     if let Some(value) = value {
         number(out, key, value);
@@ -133,6 +173,50 @@ fn optional_number(out: &mut Vec<u8>, key: &str, value: Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The field names of an encoded entry.
+    fn keys(entry: &[u8]) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut rest = entry;
+        while let Some(end) = rest.iter().position(|&b| b == b'=' || b == b'\n') {
+            keys.push(String::from_utf8(rest[..end].to_vec()).unwrap());
+            let tail = &rest[end + 1..];
+            rest = if rest[end] == b'=' {
+                &tail[tail.iter().position(|&b| b == b'\n').unwrap() + 1..]
+            } else {
+                let len = u64::from_le_bytes(tail[..8].try_into().unwrap()) as usize;
+                &tail[8 + len + 1..]
+            };
+        }
+        keys
+    }
+
+    #[test]
+    fn every_field_of_the_line_has_its_own_journal_field() {
+        let event = crate::events::every_field();
+        let mut entry = Vec::new();
+        encode(&mut entry, &event, b"text");
+        let line = serde_json::to_value(&event).unwrap();
+        // `host` is the journal's own _HOSTNAME; the rest of the entry's extra fields are the
+        // text line, its priority and tag, and forms made for journalctl matches.
+        let extra = [
+            "MESSAGE",
+            "PRIORITY",
+            "SYSLOG_IDENTIFIER",
+            "HOLDER_PIDS",
+            "LOCK_BY_PID",
+            "LOCK_BY_COMM",
+        ];
+        let fields: Vec<String> = keys(&entry)
+            .into_iter()
+            .filter(|key| !extra.contains(&key.as_str()))
+            .collect();
+        assert_eq!(
+            fields.len(),
+            line.as_object().unwrap().len() - 1,
+            "a field of the JSON line has no journal field: {fields:?} for {line}"
+        );
+    }
 
     #[test]
     fn a_value_with_a_newline_is_length_prefixed() {

@@ -1,5 +1,5 @@
 //! Where events go: JSON lines or readable text to stdout or a rotated file, the systemd
-//! journal, syslog; several at once.
+//! journal, syslog, an OpenTelemetry collector; several at once.
 //!
 //! A sink that fails (a full disk, a closed pipe, a journal that is gone) is reported once on
 //! stderr; the lines it could not take are counted, the count is given in the `stop` line and
@@ -7,6 +7,7 @@
 
 mod file;
 mod journald;
+mod otlp;
 mod syslog;
 mod text;
 
@@ -18,7 +19,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::{events::EventLine, metrics::Recorder};
+use crate::{events::EventLine, metrics::Recorder, otlp::Endpoint};
 
 pub use file::Rotation;
 
@@ -67,6 +68,35 @@ pub struct SinkArgs {
     #[arg(long, value_name = "SOCKET", num_args = 0..=1, require_equals = true,
           default_missing_value = SYSLOG_SOCKET)]
     syslog: Option<PathBuf>,
+    /// Send events as OpenTelemetry log records, and the metrics, to an OTLP/HTTP collector
+    /// at this base URL (http://127.0.0.1:4318: POST /v1/logs and /v1/metrics, protobuf).
+    #[arg(long, value_name = "URL", value_parser = Endpoint::parse)]
+    otlp: Option<Endpoint>,
+    /// Records the --otlp queue holds while the collector is down or slow; past that the
+    /// oldest are dropped, and counted.
+    #[arg(long, value_name = "RECORDS", default_value_t = 16384, requires = "otlp",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    otlp_queue: u32,
+    /// How often the metrics are sent to the --otlp collector.
+    #[arg(long, value_name = "DURATION", default_value = "10s", requires = "otlp",
+          value_parser = parse_interval)]
+    otlp_interval: Duration,
+}
+
+impl SinkArgs {
+    /// The --otlp collector and how often it gets the metrics.
+    pub fn otlp_metrics(&self) -> Option<(Endpoint, Duration)> {
+        self.otlp
+            .clone()
+            .map(|endpoint| (endpoint, self.otlp_interval))
+    }
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|interval| !interval.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a duration such as 10s or 1min"))
 }
 
 /// "100M", "64K", "1G" or a number of bytes.
@@ -92,6 +122,7 @@ enum Sink {
     Stream(file::StreamSink),
     Journald(journald::JournaldSink),
     Syslog(syslog::SyslogSink),
+    Otlp(otlp::OtlpSink),
 }
 
 impl Sink {
@@ -100,6 +131,7 @@ impl Sink {
             Self::Stream(sink) => &sink.failures,
             Self::Journald(sink) => &sink.failures,
             Self::Syslog(sink) => &sink.failures,
+            Self::Otlp(sink) => &sink.failures,
         }
     }
 }
@@ -126,7 +158,9 @@ impl Sinks {
         let stdout_path = Path::new("-");
         let output = match &args.output {
             Some(path) => Some(path.as_path()),
-            None if args.journald.is_none() && args.syslog.is_none() => Some(stdout_path),
+            None if args.journald.is_none() && args.syslog.is_none() && args.otlp.is_none() => {
+                Some(stdout_path)
+            }
             None => None,
         };
         if rotation.enabled() && output.is_none_or(|path| path == stdout_path) {
@@ -148,6 +182,12 @@ impl Sinks {
         }
         if let Some(socket) = &args.syslog {
             sinks.push(Sink::Syslog(syslog::SyslogSink::open(socket)?));
+        }
+        if let Some(endpoint) = &args.otlp {
+            sinks.push(Sink::Otlp(otlp::OtlpSink::open(
+                endpoint.clone(),
+                args.otlp_queue as usize,
+            )));
         }
         Ok(Self {
             sinks,
@@ -175,6 +215,7 @@ impl Sinks {
                 Sink::Stream(sink) => sink.write(&self.line),
                 Sink::Journald(sink) => sink.write(event),
                 Sink::Syslog(sink) => sink.write(event, &self.line),
+                Sink::Otlp(sink) => sink.write(event),
             }
         }
         if let Some(metrics) = &mut self.metrics {
@@ -187,9 +228,13 @@ impl Sinks {
     pub fn flush(&mut self) {
         let now = Instant::now();
         for sink in &mut self.sinks {
-            if let Sink::Stream(sink) = sink {
-                sink.flush();
-                sink.rotate_if_old(now);
+            match sink {
+                Sink::Stream(sink) => {
+                    sink.flush();
+                    sink.rotate_if_old(now);
+                }
+                Sink::Otlp(sink) => sink.refresh(),
+                _ => {}
             }
         }
         if let Some(metrics) = &mut self.metrics {
@@ -205,6 +250,16 @@ impl Sinks {
     pub fn count_records(&mut self, records: u64, lost: impl FnOnce() -> Option<u64>) {
         if let Some(metrics) = &mut self.metrics {
             metrics.count_records(records, lost);
+        }
+    }
+
+    /// Waits, until `deadline` at most, for the sinks that send in the background (--otlp) to
+    /// deliver what they hold; what they could not is then counted as unwritten.
+    pub async fn settle(&mut self, deadline: Instant) {
+        for sink in &mut self.sinks {
+            if let Sink::Otlp(sink) = sink {
+                sink.settle(deadline).await;
+            }
         }
     }
 

@@ -7,6 +7,13 @@ use crate::events::{EventKind, EventLine, ProcRef};
 pub fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
     let kind = event.event.unwrap_or(EventKind::Unknown);
     let mut words = vec![event.ts.clone(), format!("{:<10}", kind.name())];
+    // A text log is read where it was written: its start and stop lines name the host, the
+    // events between them do not repeat it (JSON lines, made for shipping, all carry it).
+    if matches!(kind, EventKind::Start | EventKind::Stop)
+        && let Some(host) = &event.host
+    {
+        words.push(format!("host={host}"));
+    }
     if let Some(kind) = event.kind {
         words.push(kind.name().to_owned());
     }
@@ -86,4 +93,34 @@ fn proc_list(procs: &[ProcRef]) -> String {
         .map(|p| format!("{}({})", p.pid, p.comm))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(event: &EventLine) -> String {
+        let mut out = Vec::new();
+        text_line(&mut out, event, false);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn start_and_stop_name_the_host_and_events_do_not() {
+        let at = "2026-11-27T05:04:50.602120982Z".to_owned();
+        let line = |event| EventLine {
+            event: Some(event),
+            ts: at.clone(),
+            host: Some("node7".into()),
+            pid: Some(812),
+            comm: Some("lockwork".to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(
+            text(&line(EventKind::Start)),
+            format!("{at} start      host=node7 pid=812(lockwork)")
+        );
+        assert!(text(&line(EventKind::Stop)).contains(" stop       host=node7"));
+        assert!(!text(&line(EventKind::Acquire)).contains("node7"));
+    }
 }

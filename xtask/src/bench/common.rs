@@ -240,6 +240,7 @@ pub struct StopLine {
     pub lost: u64,
     pub records: u64,
     pub events: u64,
+    pub unwritten: u64,
 }
 
 impl StopLine {
@@ -260,6 +261,7 @@ impl StopLine {
             lost: number("lost")?,
             records: number("records")?,
             events: number("events")?,
+            unwritten: number("unwritten")?,
         })
     }
 }

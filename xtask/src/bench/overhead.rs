@@ -1,15 +1,21 @@
 //! Overhead on the worst case: a tight loop of lock/unlock pairs, bare and under each
-//! contender, the contenders alternated within each round.
+//! contender (aimlock with the file sink alone, and with `--otlp` beside it), the contenders
+//! alternated within each round.
 
 use std::{
     fmt::Write as _,
     fs,
     path::Path,
     process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
     time::Instant,
 };
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result, anyhow, ensure};
 
 use super::{
     Goal, Outcome, Tools,
@@ -41,15 +47,17 @@ enum Contender {
     FloorBtf,
     FloorTp,
     Aimlock,
+    AimlockOtlp,
     Bpftrace,
     Strace,
 }
 
-const CONTENDERS: [Contender; 6] = [
+const CONTENDERS: [Contender; 7] = [
     Contender::Bare,
     Contender::FloorBtf,
     Contender::FloorTp,
     Contender::Aimlock,
+    Contender::AimlockOtlp,
     Contender::Bpftrace,
     Contender::Strace,
 ];
@@ -61,6 +69,7 @@ impl Contender {
             Self::FloorBtf => "floor: empty tp_btf programs",
             Self::FloorTp => "floor: empty classic tracepoint programs",
             Self::Aimlock => "`aimlock trace --output FILE`",
+            Self::AimlockOtlp => "`aimlock trace --output FILE --otlp URL`",
             Self::Bpftrace => "bpftrace, one line per event to a file",
             Self::Strace => "`strace -f -o FILE`",
         }
@@ -88,6 +97,58 @@ struct Run {
     program_kinds: Vec<String>,
     /// Lock events the tracer wrote for the loop's process, when it is counted.
     logged: Option<u64>,
+    /// With `--otlp`: the requests and bytes the receiver took.
+    received: Option<(u64, u64)>,
+}
+
+/// An OTLP/HTTP receiver on loopback that takes every request (200) and counts them: what the
+/// tracer pays to send, without the cost of a real collector on the same two cores.
+struct Receiver {
+    url: String,
+    counts: Arc<(AtomicU64, AtomicU64)>,
+    server: Arc<tiny_http::Server>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Receiver {
+    fn start() -> Result<Self> {
+        let server = Arc::new(
+            tiny_http::Server::http("127.0.0.1:0")
+                .map_err(|err| anyhow!("bench: cannot start the OTLP receiver: {err}"))?,
+        );
+        let port = server
+            .server_addr()
+            .to_ip()
+            .map(|address| address.port())
+            .context("the OTLP receiver's port")?;
+        let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let (served, counted) = (Arc::clone(&server), Arc::clone(&counts));
+        let thread = thread::spawn(move || {
+            for mut request in served.incoming_requests() {
+                let mut body = Vec::new();
+                let _ = request.as_reader().read_to_end(&mut body);
+                counted.0.fetch_add(1, Ordering::Relaxed);
+                counted.1.fetch_add(body.len() as u64, Ordering::Relaxed);
+                let _ = request.respond(tiny_http::Response::empty(200));
+            }
+        });
+        Ok(Self {
+            url: format!("http://127.0.0.1:{port}"),
+            counts,
+            server,
+            thread,
+        })
+    }
+
+    /// Stops the receiver; (requests, bytes) it took.
+    fn stop(self) -> (u64, u64) {
+        self.server.unblock();
+        let _ = self.thread.join();
+        (
+            self.counts.0.load(Ordering::Relaxed),
+            self.counts.1.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// One family's rounds: per contender, ns per pair and ratios, each from one round.
@@ -98,6 +159,8 @@ struct Family {
     vs_bare: Vec<Vec<f64>>,
     vs_floor: Vec<Vec<f64>>,
     aimlock: Vec<Run>,
+    /// The runs with `--otlp` too.
+    otlp: Vec<Run>,
     logged: Vec<Vec<u64>>,
     tracer_cpu: Vec<Vec<f64>>,
 }
@@ -116,6 +179,7 @@ pub fn overhead(tools: &Tools, runs: usize) -> Result<Outcome> {
             vs_bare: vec![Vec::new(); CONTENDERS.len()],
             vs_floor: vec![Vec::new(); CONTENDERS.len()],
             aimlock: Vec::new(),
+            otlp: Vec::new(),
             logged: vec![Vec::new(); CONTENDERS.len()],
             tracer_cpu: vec![Vec::new(); CONTENDERS.len()],
         };
@@ -149,8 +213,10 @@ pub fn overhead(tools: &Tools, runs: usize) -> Result<Outcome> {
                 if let Some(logged) = result.logged {
                     measured.logged[index].push(logged);
                 }
-                if contender == Contender::Aimlock {
-                    measured.aimlock.push(result);
+                match contender {
+                    Contender::Aimlock => measured.aimlock.push(result),
+                    Contender::AimlockOtlp => measured.otlp.push(result),
+                    _ => {}
                 }
             }
             let (bare, floor) = (this_round[0], this_round[1]);
@@ -189,6 +255,7 @@ fn run(
         tracer_cpu: None,
         program_kinds: Vec::new(),
         logged: None,
+        received: None,
     };
     let seconds = match contender {
         Contender::Bare => timed(workload())?,
@@ -210,14 +277,23 @@ fn run(
             floor.stop()?;
             seconds
         }
-        Contender::Aimlock => {
+        Contender::Aimlock | Contender::AimlockOtlp => {
             let log = scratch.join("loop-trace.json");
-            let mut tracer = Background::aimlock(&tools.aimlock, "aimlock", &[], &log, scratch)?;
+            let receiver = (contender == Contender::AimlockOtlp)
+                .then(Receiver::start)
+                .transpose()?;
+            let otlp_args = match &receiver {
+                Some(receiver) => vec!["--otlp", receiver.url.as_str()],
+                None => Vec::new(),
+            };
+            let mut tracer =
+                Background::aimlock(&tools.aimlock, "aimlock", &otlp_args, &log, scratch)?;
             let (seconds, cpu) = timed_under(&mut tracer, workload())?;
             result.tracer_cpu = Some(cpu);
             result.program_kinds = program_kinds(tracer.pid());
             tracer.stop()?;
             result.stop = Some(StopLine::read(&log)?);
+            result.received = receiver.map(Receiver::stop);
             fs::remove_file(&log)?;
             seconds
         }
@@ -419,6 +495,30 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
              whatever else on the machine took locks): lost {lost:?}, records {records:?}, \
              lines written {events:?}.",
             2 * family.pairs
+        )?;
+        let otlp_unwritten: Vec<u64> = family
+            .otlp
+            .iter()
+            .filter_map(|run| Some(run.stop.as_ref()?.unwritten))
+            .collect();
+        let otlp_lost: Vec<u64> = family
+            .otlp
+            .iter()
+            .filter_map(|run| Some(run.stop.as_ref()?.lost))
+            .collect();
+        let received: Vec<String> = family
+            .otlp
+            .iter()
+            .filter_map(|run| run.received)
+            .map(|(requests, bytes)| {
+                format!("{requests} requests, {:.1} MiB", bytes as f64 / 1048576.0)
+            })
+            .collect();
+        writeln!(
+            out,
+            "With `--otlp` too (a loopback receiver that answers 200 at once): lost \
+             {otlp_lost:?}, unwritten {otlp_unwritten:?} (records the OTLP queue of 16384 had \
+             to drop), received {received:?}."
         )?;
         for contender in [Contender::Bpftrace, Contender::Strace] {
             let logged = &family.logged[index_of(contender)];
