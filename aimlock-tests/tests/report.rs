@@ -10,7 +10,7 @@ use std::{
 
 use aimlock_tests::{
     KillOnDrop, TempDir, TraceToFile, Workload, aimlock_bin, eventually, inode, lockwork_bin,
-    proc_locks_lines, require_root,
+    proc_locks_lines, require_root, write_log,
 };
 use serde_json::Value;
 
@@ -760,4 +760,123 @@ fn two_files_that_shared_an_inode_number_are_two_timelines() {
         assert_eq!(holds[0]["taker"]["pid"], pid, "{lock:#}");
         assert_eq!(holds[0]["still_held"], false, "{lock:#}");
     }
+}
+
+/// An orphan on one host, as the tracer logs it: `taker` locks at `minute`:01, exits at :09
+/// leaving the lock to its child 840, which exits at :30; 900 waits meanwhile.
+fn orphan_on_host(host: &str, minute: u64, taker: u32) -> Vec<Value> {
+    let ts = |second: u64| format!("2026-11-27T04:{minute:02}:{second:02}.000000000Z");
+    let lock = serde_json::json!({
+        "host": host, "kind": "flock", "mode": "write", "dev": "254:0", "ino": 4242,
+        "path": "/etc/app/config.lock", "start": 0, "end": null,
+    });
+    let line = |event: &str, second: u64, pid: u32, comm: &str, extra: Value| {
+        let mut line = lock.clone();
+        let fields = line.as_object_mut().unwrap();
+        fields.extend(
+            serde_json::json!({"event": event, "ts": ts(second), "pid": pid, "comm": comm})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        fields.extend(extra.as_object().unwrap().clone());
+        line
+    };
+    vec![
+        serde_json::json!({"event": "start", "ts": ts(0), "host": host, "schema": 1}),
+        line("acquire", 1, taker, "deploy", serde_json::json!({})),
+        line("wait", 5, 900, "cron", serde_json::json!({})),
+        serde_json::json!({"event": "exit", "ts": ts(9), "host": host, "pid": taker, "comm": "deploy", "locks": 1}),
+        line(
+            "orphan",
+            9,
+            taker,
+            "deploy",
+            serde_json::json!({
+                "taker_exit": ts(9), "holders": [{"pid": 840, "comm": "sleep", "fd": 3}],
+            }),
+        ),
+        line(
+            "release",
+            30,
+            840,
+            "sleep",
+            serde_json::json!({"held_ns": 29_000_000_000u64, "reason": "exit"}),
+        ),
+        line(
+            "orphan_end",
+            30,
+            taker,
+            "deploy",
+            serde_json::json!({
+                "held_ns": 29_000_000_000u64, "orphan_ns": 21_000_000_000u64, "reason": "exit",
+                "taker_exit": ts(9), "by": {"pid": 840, "comm": "sleep"},
+            }),
+        ),
+        line(
+            "acquire",
+            30,
+            900,
+            "cron",
+            serde_json::json!({"wait_ns": 25_000_000_000u64}),
+        ),
+        line(
+            "release",
+            31,
+            900,
+            "cron",
+            serde_json::json!({"held_ns": 1_000_000_000u64, "reason": "unlock"}),
+        ),
+    ]
+}
+
+#[test]
+fn two_hosts_logs_of_the_same_inode_stay_two_timelines() {
+    let dir = TempDir::new("report-hosts");
+    // Identical images: the same file has the same device and inode on both hosts.
+    let alpha = dir.path().join("alpha.log");
+    let beta = dir.path().join("beta.log");
+    write_log(&alpha, &orphan_on_host("alpha", 1, 1200));
+    write_log(&beta, &orphan_on_host("beta", 2, 1200));
+    let (alpha, beta) = (alpha.display().to_string(), beta.display().to_string());
+
+    let locks = report_json(&[&beta, &alpha]);
+    assert_eq!(locks.len(), 2, "{locks:#?}");
+    for (lock, host) in locks.iter().zip(["alpha", "beta"]) {
+        assert_eq!(lock["host"], host, "{lock:#}");
+        assert_eq!(
+            (lock["dev"].as_str(), lock["ino"].as_u64()),
+            (Some("254:0"), Some(4242))
+        );
+        let holds = lock["holds"].as_array().unwrap();
+        assert_eq!(holds.len(), 2, "{lock:#}");
+        assert_eq!(holds[0]["orphaned"], true, "{lock:#}");
+        assert_eq!(holds[0]["holders"][0]["pid"], 840, "{lock:#}");
+        assert_eq!(lock["waits"][0]["wait_ns"], 25_000_000_000u64, "{lock:#}");
+    }
+
+    let output = report(&[&alpha, &beta], None);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let fleet = stdout.lines().take(2).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        fleet,
+        "fleet summary of 2 hosts (alpha, beta): 1 file with orphans, waits or refusals\n  \
+         /etc/app/config.lock: orphans on 2 hosts (2), the first on alpha at \
+         2026-11-27T04:01:09.000Z, the longest on alpha (outlived its taker 21s); held by \
+         sleep; waits on 2 hosts (2), the first on alpha at 2026-11-27T04:01:05.000Z, the \
+         longest on alpha (waited 25s)"
+    );
+    for host in ["alpha", "beta"] {
+        assert!(
+            stdout.contains(&format!(
+                "/etc/app/config.lock: flock, whole file (host {host}, dev 254:0, inode 4242)"
+            )),
+            "{stdout}"
+        );
+    }
+
+    let locks = report_json(&["--host", "beta", &alpha, &beta]);
+    assert_eq!(locks.len(), 1, "{locks:#?}");
+    assert_eq!(locks[0]["host"], "beta");
 }

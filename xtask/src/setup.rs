@@ -21,6 +21,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftrace", "/usr/bin/bpftrace"),
     ("strace", "/usr/bin/strace"),
     ("jq", "/usr/bin/jq"),
+    ("time", "/usr/bin/time"),
     ("binutils", "/usr/bin/readelf"),
     ("systemd", "/usr/bin/systemd-analyze"),
     ("prometheus", "/usr/bin/prometheus"),

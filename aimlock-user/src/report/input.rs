@@ -1,38 +1,33 @@
-//! Finding, opening and scanning the logs: large reads, and with `--inode` a byte search that
-//! picks the candidate lines so that only they are parsed.
+//! Finding and opening the logs, and reading them in large chunks of whole lines on a thread
+//! of their own, so that reading (and decompressing) goes on while the chunk before is parsed.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     fs::File,
     io::{self, BufRead as _, BufReader, Read},
     path::{Path, PathBuf},
+    sync::{Mutex, mpsc},
+    thread,
 };
 
 use flate2::read::MultiGzDecoder;
-use memchr::memmem;
 
-use super::{
-    BadInput,
-    line::{
-        Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Record, Skip, is_text_line, line_ts,
-        parse,
-    },
-};
+use super::BadInput;
 
-/// Bytes read at a time; lines longer than this grow the buffer.
-const CHUNK: usize = 8 << 20;
-/// How many lines at the start or end of a chunk may be damaged before its first or last
-/// timestamp is given up.
-const TS_PROBES: usize = 64;
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
-/// How the tracer writes an exit line's event.
-const EXIT_NEEDLE: &[u8] = br#""event":"exit""#;
 
 /// A log to read: a file or stdin.
 #[derive(Debug)]
 pub struct Source {
     pub name: String,
     path: Option<PathBuf>,
+}
+
+impl Source {
+    /// Whether it can be read a second time (stdin cannot).
+    pub fn rereadable(&self) -> bool {
+        self.path.is_some()
+    }
 }
 
 /// Turns the LOG arguments into sources: `-` is stdin, a name that is not a file but has glob
@@ -76,97 +71,10 @@ pub fn expand(args: &[String]) -> Result<Vec<Source>, BadInput> {
     Ok(sources)
 }
 
-/// Which lines to parse.
-pub enum Prefilter {
-    Everything,
-    /// Only lines about this inode, found by searching for `"ino":N`, then checked; and exit
-    /// lines, which end the exited processes' POSIX locks.
-    Inode {
-        dev: String,
-        ino: u64,
-    },
-}
-
-/// The lines of one lock, in file order, and the paths it was seen under.
-#[derive(Debug, Default)]
-pub struct LockLines {
-    pub records: Vec<Record>,
-    pub paths: Vec<Name>,
-}
-
-/// What was read from one source.
-#[derive(Debug, Default)]
-pub struct SourceSummary {
-    pub name: String,
-    pub bytes: u64,
-    pub lines: u64,
-    pub first_ts: Option<Nanos>,
-    pub unreadable: u64,
-    pub unknown_events: u64,
-    pub first_skipped_line: Option<u64>,
-    /// Its first line is in `aimlock trace --format text`'s form, which report cannot read.
-    pub text_format: bool,
-    /// Why reading stopped before the end (a truncated gzip stream, an I/O error).
-    pub cut_short: Option<String>,
-}
-
-/// Everything kept from the logs.
-#[derive(Debug, Default)]
-pub struct Scan {
-    pub names: Names,
-    pub locks: HashMap<LockKey, LockLines>,
-    /// Every process exit, by pid, in file order.
-    pub exits: HashMap<u32, Vec<Exit>>,
-    pub sources: Vec<SourceSummary>,
-    /// The last time any log speaks of.
-    pub end: Option<Nanos>,
-}
-
-impl Scan {
-    /// Whether any lock line kept names the process.
-    pub fn names_pid(&self, pid: u32) -> bool {
-        self.locks
-            .values()
-            .flat_map(|lines| &lines.records)
-            .any(|record| {
-                record.actor.pid == pid || record.others.iter().any(|other| other.pid == pid)
-            })
-    }
-}
-
-pub fn scan(sources: &[Source], prefilter: &Prefilter) -> Result<Scan, BadInput> {
-    let needle = match prefilter {
-        Prefilter::Everything => None,
-        Prefilter::Inode { ino, .. } => Some(format!("\"ino\":{ino}")),
-    };
-    let mut scanner = Scanner {
-        prefilter,
-        finder: needle
-            .as_deref()
-            .map(|needle| memmem::Finder::new(needle).into_owned()),
-        exit_finder: memmem::Finder::new(EXIT_NEEDLE).into_owned(),
-        scan: Scan::default(),
-        lines_before: 0,
-        generations: HashMap::new(),
-        untagged: HashMap::new(),
-    };
-    let mut buffer = vec![0; CHUNK];
-    for (index, source) in sources.iter().enumerate() {
-        let mut reader = open(source)?;
-        scanner.scan.sources.push(SourceSummary {
-            name: source.name.clone(),
-            ..Default::default()
-        });
-        scanner.lines_before = 0;
-        scanner.read_source(&mut reader, index as u32, &mut buffer, source)?;
-    }
-    Ok(scanner.scan)
-}
-
 /// Opens a file or stdin, decompressing it if it starts like gzip.
-fn open(source: &Source) -> Result<Box<dyn Read>, BadInput> {
+fn open(source: &Source) -> Result<Box<dyn Read + Send>, BadInput> {
     let unreadable = |err: io::Error| BadInput(format!("{}: {err}", source.name));
-    let inner: Box<dyn Read> = match &source.path {
+    let inner: Box<dyn Read + Send> = match &source.path {
         Some(path) => {
             let file = File::open(path).map_err(unreadable)?;
             if file.metadata().map_err(unreadable)?.is_dir() {
@@ -174,7 +82,7 @@ fn open(source: &Source) -> Result<Box<dyn Read>, BadInput> {
             }
             Box::new(file)
         }
-        None => Box::new(io::stdin().lock()),
+        None => Box::new(io::stdin()),
     };
     let mut reader = BufReader::with_capacity(64 << 10, inner);
     let head = reader.fill_buf().map_err(unreadable)?;
@@ -186,289 +94,133 @@ fn open(source: &Source) -> Result<Box<dyn Read>, BadInput> {
     }
 }
 
-struct Scanner<'a> {
-    prefilter: &'a Prefilter,
-    /// The latest generation of each inode, for the lines that do not say theirs (found in the
-    /// kernel's table: `held`, releases the ring lost) and the keys such lines made before a
-    /// line said it.
-    generations: HashMap<(Name, u64), u32>,
-    untagged: HashMap<(Name, u64), Vec<LockKey>>,
-    finder: Option<memmem::Finder<'static>>,
-    exit_finder: memmem::Finder<'static>,
-    scan: Scan,
-    /// Lines in the current source before the current chunk.
-    lines_before: u64,
+/// How reading a source ended.
+#[derive(Debug, Default)]
+pub struct ReadEnd {
+    pub bytes: u64,
+    /// Why reading stopped before the end (a truncated gzip stream, an I/O error).
+    pub cut_short: Option<String>,
 }
 
-impl Scanner<'_> {
-    /// A line that does not give its inode's generation belongs to the latest one; the first
-    /// line that gives it claims what such lines gathered before.
-    fn with_generation(&mut self, key: LockKey) -> LockKey {
-        let inode = (key.dev, key.ino);
-        if key.generation == 0 {
-            return match self.generations.get(&inode) {
-                Some(&generation) => LockKey { generation, ..key },
-                None => {
-                    let untagged = self.untagged.entry(inode).or_default();
-                    if !untagged.contains(&key) {
-                        untagged.push(key);
-                    }
-                    key
-                }
-            };
-        }
-        if self.generations.insert(inode, key.generation).is_none() {
-            for old in self.untagged.remove(&inode).unwrap_or_default() {
-                if let Some(lines) = self.scan.locks.remove(&old) {
-                    let claimed = LockKey {
-                        generation: key.generation,
-                        ..old
-                    };
-                    let lock = self.scan.locks.entry(claimed).or_default();
-                    lock.records.extend(lines.records);
-                    for path in lines.paths {
-                        if !lock.paths.contains(&path) {
-                            lock.paths.push(path);
-                        }
-                    }
-                }
-            }
-        }
-        key
-    }
+/// A read chunk: `buffer[..len]` is whole lines, except at the end of the source, where the
+/// last may be torn.
+struct Chunk {
+    buffer: Vec<u8>,
+    len: usize,
+}
 
-    fn summary(&mut self) -> &mut SourceSummary {
-        self.scan
-            .sources
-            .last_mut()
-            .expect("a source is being read")
+/// Reads a source in chunks of about `size` bytes of whole lines (a longer line grows its
+/// chunk), has `jobs` threads `work` on them as they come, and hands each chunk with what
+/// `work` made of it to `merge`, in order. Reading, working and merging overlap; at most
+/// `jobs + 2` chunks are in memory.
+pub fn read_pieces<T: Send>(
+    source: &Source,
+    size: usize,
+    jobs: usize,
+    work: impl Fn(&[u8]) -> T + Sync,
+    mut merge: impl FnMut(&[u8], T),
+) -> Result<ReadEnd, BadInput> {
+    let mut reader = open(source)?;
+    let (full_tx, full_rx) = mpsc::sync_channel::<Chunk>(jobs);
+    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+    let (done_tx, done_rx) = mpsc::channel::<(u64, Chunk, T)>();
+    for _ in 0..jobs + 2 {
+        free_tx.send(vec![0; size]).expect("the channel is open");
     }
-
-    fn read_source(
-        &mut self,
-        reader: &mut dyn Read,
-        source: u32,
-        buffer: &mut Vec<u8>,
-        named: &Source,
-    ) -> Result<(), BadInput> {
-        let mut filled = 0;
-        let mut eof = false;
-        while !eof {
-            while filled < buffer.len() {
-                match reader.read(&mut buffer[filled..]) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(read) => {
-                        filled += read;
-                        self.summary().bytes += read as u64;
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(err) if self.summary().bytes == 0 => {
-                        return Err(BadInput(format!("{}: {err}", named.name)));
-                    }
-                    // A crash can leave a log torn anywhere: keep what came before.
-                    Err(err) => {
-                        self.summary().cut_short = Some(err.to_string());
-                        eof = true;
-                        break;
-                    }
-                }
-            }
-            let complete = if eof {
-                filled
-            } else {
-                match memchr::memrchr(b'\n', &buffer[..filled]) {
-                    Some(newline) => newline + 1,
-                    None => {
-                        buffer.resize(buffer.len() * 2, 0);
-                        continue;
-                    }
-                }
-            };
-            self.scan_chunk(&buffer[..complete], source);
-            buffer.copy_within(complete..filled, 0);
-            filled -= complete;
-        }
-        Ok(())
-    }
-
-    fn scan_chunk(&mut self, chunk: &[u8], source: u32) {
-        if self.lines_before == 0
-            && let Some(first) = chunk
-                .split(|&b| b == b'\n')
-                .find(|line| !line.trim_ascii().is_empty())
-        {
-            self.summary().text_format = is_text_line(first);
-        }
-        self.note_bounds(chunk);
-        // Newlines before `counted` are in `lines`.
-        let mut lines = self.lines_before;
-        let mut counted = 0;
-        match self.finder.clone() {
-            None => {
-                for newline in memchr::memchr_iter(b'\n', chunk) {
-                    self.line(
-                        &chunk[counted..newline],
-                        Origin {
-                            source,
-                            line: lines + 1,
-                        },
-                    );
-                    lines += 1;
-                    counted = newline + 1;
-                }
-                if counted < chunk.len() {
-                    // A last line without a newline: a torn log.
-                    self.line(
-                        &chunk[counted..],
-                        Origin {
-                            source,
-                            line: lines + 1,
-                        },
-                    );
-                }
-            }
-            Some(finder) => {
-                let mut next_lock = self.next_inode_line(&finder, chunk, 0);
-                let mut next_exit = self.exit_finder.find(chunk);
+    // Workers take the next chunk as they become free; the numbers keep the order.
+    let full_rx = Mutex::new(full_rx.into_iter().zip(0u64..));
+    thread::scope(|scope| {
+        let reading =
+            scope.spawn(move || fill_chunks(&mut *reader, &source.name, &full_tx, &free_rx));
+        for _ in 0..jobs {
+            let done_tx = done_tx.clone();
+            let (full_rx, work) = (&full_rx, &work);
+            scope.spawn(move || {
                 loop {
-                    // Whichever comes first of the next line about the inode and the next exit.
-                    let found = match (next_lock, next_exit) {
-                        (Some(lock), Some(exit)) => lock.min(exit),
-                        (Some(at), None) | (None, Some(at)) => at,
-                        (None, None) => break,
+                    let next = full_rx.lock().expect("no worker panics").next();
+                    let Some((chunk, number)) = next else {
+                        break;
                     };
-                    let start = memchr::memrchr(b'\n', &chunk[..found]).map_or(0, |i| i + 1);
-                    let end =
-                        memchr::memchr(b'\n', &chunk[found..]).map_or(chunk.len(), |i| found + i);
-                    lines += count_newlines(&chunk[counted..start]);
-                    counted = start;
-                    let origin = Origin {
-                        source,
-                        line: lines + 1,
-                    };
-                    if next_lock.is_some_and(|lock| lock < end) {
-                        self.line(&chunk[start..end], origin);
-                        next_lock = self.next_inode_line(&finder, chunk, end);
-                    } else {
-                        self.exit_line(&chunk[start..end], origin);
-                    }
-                    if next_exit.is_some_and(|exit| exit < end) {
-                        next_exit = self.exit_finder.find(&chunk[end..]).map(|i| end + i);
+                    let made = work(&chunk.buffer[..chunk.len]);
+                    if done_tx.send((number, chunk, made)).is_err() {
+                        break;
                     }
                 }
-                lines += count_newlines(&chunk[counted..]);
+            });
+        }
+        drop(done_tx);
+        let mut waiting = BTreeMap::new();
+        let mut next = 0;
+        for (number, chunk, made) in done_rx {
+            waiting.insert(number, (chunk, made));
+            while let Some((chunk, made)) = waiting.remove(&next) {
+                merge(&chunk.buffer[..chunk.len], made);
+                // The reader may have finished: the buffer is then no longer needed.
+                let _ = free_tx.send(chunk.buffer);
+                next += 1;
             }
         }
-        if !chunk.ends_with(b"\n") && !chunk.is_empty() {
-            lines += 1;
-        }
-        self.lines_before = lines;
-        self.summary().lines = lines;
-    }
-
-    /// Where the next `"ino":N` at or after `from` is (not the start of a longer number).
-    fn next_inode_line(
-        &self,
-        finder: &memmem::Finder<'_>,
-        chunk: &[u8],
-        mut from: usize,
-    ) -> Option<usize> {
-        while let Some(found) = finder.find(&chunk[from..]) {
-            let after = from + found + finder.needle().len();
-            if !chunk.get(after).is_some_and(u8::is_ascii_digit) {
-                return Some(from + found);
-            }
-            from = after;
-        }
-        None
-    }
-
-    /// Keeps the first time of the source and the last time of any source, read from the
-    /// chunk's first and last readable lines.
-    fn note_bounds(&mut self, chunk: &[u8]) {
-        if self.summary().first_ts.is_none() {
-            let first = chunk
-                .split(|&b| b == b'\n')
-                .take(TS_PROBES)
-                .find_map(line_ts);
-            self.summary().first_ts = first;
-        }
-        if let Some(last) = chunk
-            .rsplit(|&b| b == b'\n')
-            .take(TS_PROBES)
-            .find_map(line_ts)
-        {
-            self.note_time(last);
-        }
-    }
-
-    fn note_time(&mut self, at: Nanos) {
-        self.scan.end = self.scan.end.max(Some(at));
-        let summary = self.summary();
-        if summary.first_ts.is_none() {
-            summary.first_ts = Some(at);
-        }
-    }
-
-    fn line(&mut self, line: &[u8], origin: Origin) {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            return;
-        }
-        match parse(line, origin, &mut self.scan.names) {
-            Ok(Parsed::Lock(key, path, record)) => {
-                if let Prefilter::Inode { dev, ino } = self.prefilter
-                    && (key.ino != *ino || self.scan.names.get(key.dev) != dev)
-                {
-                    return;
-                }
-                self.note_time(record.at);
-                let key = self.with_generation(key);
-                let lock = self.scan.locks.entry(key).or_default();
-                lock.records.push(record);
-                if let Some(path) = path
-                    && !lock.paths.contains(&path)
-                {
-                    lock.paths.push(path);
-                }
-            }
-            Ok(Parsed::Exit(exit)) => self.note_exit(exit),
-            Ok(Parsed::Other(at)) => self.note_time(at),
-            Ok(Parsed::UnknownEvent) => self.skipped(Skip::UnknownEvent, origin.line),
-            Err(skip) => self.skipped(skip, origin.line),
-        }
-    }
-
-    /// A line the search for exits found: kept if it is one, else left alone (as every line
-    /// not about the inode is).
-    fn exit_line(&mut self, line: &[u8], origin: Origin) {
-        if let Ok(Parsed::Exit(exit)) = parse(line.trim_ascii(), origin, &mut self.scan.names) {
-            self.note_exit(exit);
-        }
-    }
-
-    fn note_exit(&mut self, exit: Exit) {
-        self.note_time(exit.at);
-        self.scan
-            .exits
-            .entry(exit.actor.pid)
-            .or_default()
-            .push(exit);
-    }
-
-    fn skipped(&mut self, skip: Skip, line: u64) {
-        let summary = self.summary();
-        match skip {
-            Skip::Unreadable => summary.unreadable += 1,
-            Skip::UnknownEvent => summary.unknown_events += 1,
-        }
-        summary.first_skipped_line.get_or_insert(line);
-    }
+        reading.join().expect("the reading thread does not panic")
+    })
 }
 
-fn count_newlines(bytes: &[u8]) -> u64 {
-    memchr::memchr_iter(b'\n', bytes).count() as u64
+fn fill_chunks(
+    reader: &mut dyn Read,
+    name: &str,
+    full: &mpsc::SyncSender<Chunk>,
+    free: &mpsc::Receiver<Vec<u8>>,
+) -> Result<ReadEnd, BadInput> {
+    let mut end = ReadEnd::default();
+    // The start of a line that the previous chunk ended in.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut eof = false;
+    while !eof {
+        let Ok(mut buffer) = free.recv() else {
+            break;
+        };
+        if buffer.len() < carry.len() * 2 {
+            buffer.resize(carry.len() * 2, 0);
+        }
+        buffer[..carry.len()].copy_from_slice(&carry);
+        let mut filled = carry.len();
+        carry.clear();
+        loop {
+            if filled == buffer.len() {
+                if memchr::memchr(b'\n', &buffer[..filled]).is_some() {
+                    break;
+                }
+                buffer.resize(buffer.len() * 2, 0);
+            }
+            match reader.read(&mut buffer[filled..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(read) => {
+                    filled += read;
+                    end.bytes += read as u64;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if end.bytes == 0 => return Err(BadInput(format!("{name}: {err}"))),
+                // A crash can leave a log torn anywhere: keep what came before.
+                Err(err) => {
+                    end.cut_short = Some(err.to_string());
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        let len = if eof {
+            filled
+        } else {
+            let complete =
+                memchr::memrchr(b'\n', &buffer[..filled]).map_or(0, |newline| newline + 1);
+            carry.extend_from_slice(&buffer[complete..filled]);
+            complete
+        };
+        if full.send(Chunk { buffer, len }).is_err() {
+            break;
+        }
+    }
+    Ok(end)
 }

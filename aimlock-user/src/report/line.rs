@@ -2,12 +2,13 @@
 
 use std::{
     borrow::Cow,
-    collections::HashMap,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
+use super::fast;
 use crate::events::{EventKind, LockKind, Mode, ReleaseReason};
 
 /// Nanoseconds since the Unix epoch.
@@ -15,10 +16,12 @@ pub type Nanos = u64;
 
 /// A borrowed view of an `EventLine`: only the fields the report uses, so that parsing a line
 /// allocates nothing but the lists of holders. Unknown fields are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct RawLine<'a> {
     pub event: Option<EventKind>,
     pub ts: &'a str,
+    #[serde(borrow)]
+    pub host: Option<Cow<'a, str>>,
     pub pid: Option<u32>,
     pub ns_pid: Option<u32>,
     #[serde(borrow)]
@@ -46,7 +49,7 @@ pub struct RawLine<'a> {
     pub generation: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct RawProc<'a> {
     pub pid: u32,
     pub ns_pid: Option<u32>,
@@ -56,8 +59,84 @@ pub struct RawProc<'a> {
 
 /// Reads an RFC 3339 UTC timestamp as written by the tracer.
 pub fn parse_ts(text: &str) -> Option<Nanos> {
+    if let Some(at) = tracer_ts(text.as_bytes()) {
+        return Some(at);
+    }
     let time = humantime::parse_rfc3339(text).ok()?;
     Some(nanos(time))
+}
+
+/// The tracer's own form, `2026-11-27T05:04:50.603984745Z`, read without a general parser:
+/// every line has one. None for anything else (which the general parser then reads or
+/// rejects).
+fn tracer_ts(text: &[u8]) -> Option<Nanos> {
+    let &[
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        m0,
+        m1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        i0,
+        i1,
+        b':',
+        s0,
+        s1,
+        b'.',
+        ref rest @ ..,
+    ] = text
+    else {
+        return None;
+    };
+    let (&b'Z', fraction) = rest.split_last()? else {
+        return None;
+    };
+    if fraction.is_empty() || fraction.len() > 9 {
+        return None;
+    }
+    let digits = |bytes: &[u8]| -> Option<u64> {
+        bytes.iter().try_fold(0u64, |value, &byte| {
+            byte.is_ascii_digit()
+                .then(|| value * 10 + u64::from(byte - b'0'))
+        })
+    };
+    let year = digits(&[y0, y1, y2, y3])?;
+    let month = digits(&[m0, m1])?;
+    let day = digits(&[d0, d1])?;
+    let (hour, minute, second) = (digits(&[h0, h1])?, digits(&[i0, i1])?, digits(&[s0, s1])?);
+    let nanos = digits(fraction)? * 10u64.pow(9 - fraction.len() as u32);
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if year < 1970 || day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y / 400;
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * m + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = (era * 146_097 + day_of_era).checked_sub(719_468)?;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+    seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 pub fn nanos(time: SystemTime) -> Nanos {
@@ -76,7 +155,7 @@ pub struct Name(u32);
 /// The strings of a log, each stored once: a busy log repeats a few names millions of times.
 #[derive(Debug, Default)]
 pub struct Names {
-    ids: HashMap<Box<str>, Name>,
+    ids: FxHashMap<Box<str>, Name>,
     texts: Vec<Box<str>>,
 }
 
@@ -98,6 +177,18 @@ impl Names {
 
     pub fn get(&self, name: Name) -> &str {
         &self.texts[name.0 as usize]
+    }
+
+    /// Stores `other`'s strings too; returns what each of `other`'s names is here, by
+    /// [`Name::index`].
+    pub fn absorb(&mut self, other: &Names) -> Vec<Name> {
+        other.texts.iter().map(|text| self.intern(text)).collect()
+    }
+}
+
+impl Name {
+    pub fn index(self) -> usize {
+        self.0 as usize
     }
 }
 
@@ -157,6 +248,9 @@ impl Default for ByteRange {
 /// ranges merge and split as the kernel's do); other locks are identified by their range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LockKey {
+    /// The host whose log it is: the same device and inode on two hosts are two files. The
+    /// empty name for lines that do not say (logs of one host, or older ones).
+    pub host: Name,
     pub dev: Name,
     pub ino: u64,
     /// The inode's generation: a file that reuses a deleted one's inode number is another lock
@@ -227,6 +321,7 @@ pub enum Parsed {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exit {
+    pub host: Name,
     pub at: Nanos,
     pub origin: Origin,
     pub actor: Actor,
@@ -240,9 +335,13 @@ pub enum Skip {
 }
 
 pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, Skip> {
-    let raw: RawLine = serde_json::from_slice(bytes).map_err(|_| Skip::Unreadable)?;
+    let raw: RawLine = match fast::raw_line(bytes) {
+        Some(raw) => raw,
+        None => serde_json::from_slice(bytes).map_err(|_| Skip::Unreadable)?,
+    };
     let at = parse_ts(raw.ts).ok_or(Skip::Unreadable)?;
     let event = raw.event.ok_or(Skip::Unreadable)?;
+    let host = names.intern(raw.host.as_deref().unwrap_or(""));
     match event {
         EventKind::Unknown => return Ok(Parsed::UnknownEvent),
         // A deadlock's locks are in its waits' own lines.
@@ -251,6 +350,7 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
             let pid = raw.pid.ok_or(Skip::Unreadable)?;
             let comm = names.intern(raw.comm.as_deref().unwrap_or("?"));
             return Ok(Parsed::Exit(Exit {
+                host,
                 at,
                 origin,
                 actor: Actor {
@@ -269,6 +369,7 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
     };
     let range = ByteRange::from_log(raw.start.unwrap_or(0), raw.end);
     let key = LockKey {
+        host,
         dev: names.intern(dev),
         ino,
         generation: raw.generation.unwrap_or(0),
@@ -314,6 +415,34 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
     };
     let path = raw.path.as_deref().map(|path| names.intern(path));
     Ok(Parsed::Lock(key, path, record))
+}
+
+/// What the tracer writes first on every line: `{"event":"NAME","ts":"TIME"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub event: EventKind,
+    pub at: Nanos,
+}
+
+/// The event and time of a trimmed line that starts and ends as the tracer writes lines, read
+/// without parsing the rest; None for any other line (damaged, of a newer schema, written by
+/// another program), which only a full parse can tell about.
+pub fn head(line: &[u8]) -> Option<Head> {
+    const EVENT: &[u8] = br#"{"event":""#;
+    const TS: &[u8] = br#"","ts":""#;
+    if !line.ends_with(b"}") {
+        return None;
+    }
+    let rest = line.strip_prefix(EVENT)?;
+    let name_len = memchr::memchr(b'"', &rest[..rest.len().min(16)])?;
+    let event = match event_kind(&rest[..name_len]) {
+        EventKind::Unknown => return None,
+        known => known,
+    };
+    let rest = rest[name_len..].strip_prefix(TS)?;
+    let ts_len = memchr::memchr(b'"', &rest[..rest.len().min(40)])?;
+    let at = tracer_ts(&rest[..ts_len])?;
+    Some(Head { event, at })
 }
 
 /// The `ts` of a line found by a byte search, without parsing the rest of it.
@@ -391,6 +520,37 @@ mod tests {
         assert_eq!(names.get(record.others[0].comm), "sleep");
         assert_eq!(record.others[0].ns_pid, Some(3));
         assert_eq!(line_ts(&json), Some(record.at));
+        assert_eq!(
+            head(&json),
+            Some(Head {
+                event: EventKind::OrphanEnd,
+                at: record.at
+            })
+        );
+    }
+
+    #[test]
+    fn the_tracers_timestamps_read_as_the_general_parser_reads_them() {
+        for text in [
+            "2026-11-27T05:04:50.603984745Z",
+            "1970-01-01T00:00:00.000000001Z",
+            "2024-02-29T23:59:59.999999999Z",
+            "2100-03-01T00:00:00.5Z",
+            "2000-12-31T12:00:00.000001Z",
+        ] {
+            let general = nanos(humantime::parse_rfc3339(text).unwrap());
+            assert_eq!(tracer_ts(text.as_bytes()), Some(general), "{text}");
+        }
+        for text in [
+            "2026-02-29T00:00:00.0Z",
+            "2026-13-01T00:00:00.0Z",
+            "2026-11-27T24:00:00.0Z",
+            "2026-11-27T05:04:50Z",
+            "2026-11-27T05:04:50.1234567890Z",
+            "2026-11-27T05:04:50.6+01:00",
+        ] {
+            assert_eq!(tracer_ts(text.as_bytes()), None, "{text}");
+        }
     }
 
     #[test]
@@ -425,5 +585,23 @@ mod tests {
         ] {
             assert_eq!(parse(damaged, ORIGIN, &mut names).err(), Some(Skip::Unreadable));
         }
+    }
+}
+
+/// The event a line's `event` names; `Unknown` for one this version does not know.
+pub(super) fn event_kind(name: &[u8]) -> EventKind {
+    match name {
+        b"acquire" => EventKind::Acquire,
+        b"release" => EventKind::Release,
+        b"wait" => EventKind::Wait,
+        b"fail" => EventKind::Fail,
+        b"exit" => EventKind::Exit,
+        b"orphan" => EventKind::Orphan,
+        b"orphan_end" => EventKind::OrphanEnd,
+        b"held" => EventKind::Held,
+        b"deadlock" => EventKind::Deadlock,
+        b"start" => EventKind::Start,
+        b"stop" => EventKind::Stop,
+        _ => EventKind::Unknown,
     }
 }

@@ -1,21 +1,28 @@
 //! `aimlock report`: the post-mortem of a HOT incident, from the logs `aimlock trace` wrote.
 //!
-//! The logs are read once, in large chunks. With `--inode`, a byte search picks the lines
-//! that can be about the lock (and the exits) and only those are parsed. Each lock's lines are
+//! The logs are read in large chunks, parsed by several threads. A query that names a path,
+//! a pid or orphans first finds, by a byte search, the inodes whose lines can match; with
+//! those (or `--inode`, `--host`), only their lines are parsed and kept. Each lock's lines are
 //! then put in time order across files and folded into holds, waits and refusals (a file's
 //! POSIX locks by their byte ranges, as the kernel keeps them), which the query narrows and
 //! the renderer tells.
 
+mod candidates;
+mod fast;
 mod input;
 mod line;
 mod posix;
 mod render;
+mod scan;
 mod timeline;
 
 use std::{
     collections::HashMap,
     io::{BufWriter, Write},
+    num::NonZeroUsize,
 };
+
+use rayon::prelude::*;
 
 use anyhow::{Context as _, Result};
 
@@ -23,9 +30,9 @@ use crate::{
     cli::{self, Inode},
     events::EventKind,
 };
-use input::{Prefilter, Scan};
 use line::{Name, Nanos};
 use render::Renderer;
+use scan::{Scan, Selection};
 use timeline::Lock;
 
 #[derive(Debug, clap::Args)]
@@ -57,10 +64,19 @@ pub struct ReportArgs {
     /// Only locks that outlived the process that took them.
     #[arg(long)]
     orphans: bool,
+    /// Only locks on this host, as the log lines name it (`host`). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    host: Vec<String>,
+    /// Threads that read and parse the logs (default: one per CPU).
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<NonZeroUsize>,
     /// One JSON object per lock instead of the narrative.
     #[arg(long)]
     json: bool,
 }
+
+/// Locks told at a time, by all jobs, before their text is written.
+const RENDER_BATCH: usize = 1024;
 
 /// Logs that cannot be reported on at all: none given, none found, empty or unreadable.
 /// `aimlock` exits 2 for it.
@@ -80,56 +96,139 @@ fn parse_time(text: &str) -> Result<Nanos, String> {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
+    keep_freed_memory();
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     report_into(&args, &mut out)?;
     out.flush().context("cannot write the report")
 }
 
+/// Each chunk of the logs is parsed into tables of its own, merged and then freed: glibc would
+/// give their memory back to the kernel and take it again, zeroed, for the next chunk (a
+/// quarter of the time went there). Kept, it is reused; the peak stays the same.
+fn keep_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets the allocator's thresholds; nothing is allocated yet.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// Reads the logs and writes the report; returns what was read.
 fn report_into(args: &ReportArgs, out: &mut impl Write) -> Result<Scan> {
+    report_reading(args, Reading::Selective, out)
+}
+
+/// Whether the lines a query cannot match are passed over (as always), or every line is
+/// parsed (to check that passing over changes nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    Selective,
+    #[cfg(test)]
+    Everything,
+}
+
+fn report_reading(args: &ReportArgs, reading: Reading, out: &mut impl Write) -> Result<Scan> {
     let sources = input::expand(&args.logs)?;
-    let prefilter = match &args.inode {
-        Some(inode) => Prefilter::Inode {
-            dev: inode.dev_name(),
-            ino: inode.ino,
-        },
-        None => Prefilter::Everything,
+    let jobs = args
+        .jobs
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, NonZeroUsize::get);
+    let selection = match reading {
+        Reading::Selective => selection(args, &sources, jobs)?,
+        #[cfg(test)]
+        Reading::Everything => Selection::new(
+            args.inode.map(|inode| on_any_host(inode.ino)),
+            args.inode.map(Inode::dev_name),
+            args.host.clone(),
+            None,
+        )
+        .parsing_every_line(),
     };
-    let mut scan = input::scan(&sources, &prefilter)?;
+    let mut scan = scan::scan(&sources, &selection, jobs)?;
     let end = tell_what_was_skipped(&scan)?;
     leave_out_own_locks(&mut scan);
     share_ns_pids(&mut scan);
     for pid in args.pid.iter().filter(|&&pid| !scan.names_pid(pid)) {
         eprintln!("aimlock: pid {pid} appears in no lock line read");
     }
-    write_report(args, &mut scan, end, out)?;
+    write_report(args, &mut scan, end, jobs, out)?;
     Ok(scan)
+}
+
+/// An inode number whose lines are wanted on every host.
+fn on_any_host(ino: u64) -> scan::Candidates {
+    std::iter::once((ino, Vec::new())).collect()
+}
+
+/// The lines the query needs: of the inodes it names or that the first read finds (stdin
+/// cannot be read twice: then every line is parsed), on the hosts it names.
+fn selection(args: &ReportArgs, sources: &[input::Source], jobs: usize) -> Result<Selection> {
+    let wanted = candidates::Wanted {
+        path: args.path.as_ref(),
+        pids: &args.pid,
+        orphans: args.orphans,
+    };
+    let mut inodes = args.inode.map(|inode| on_any_host(inode.ino));
+    if wanted.any() && sources.iter().all(input::Source::rereadable) {
+        let mut found = candidates::inodes(sources, &wanted, jobs)?.unwrap_or_default();
+        if let Some(inode) = args.inode {
+            found.retain(|&ino, _| ino == inode.ino);
+        }
+        inodes = Some(found);
+    }
+    Ok(Selection::new(
+        inodes,
+        args.inode.map(Inode::dev_name),
+        args.host.clone(),
+        args.inode.as_ref().map(|inode| inode.ino),
+    ))
 }
 
 fn write_report(
     args: &ReportArgs,
     scan: &mut Scan,
     end: Nanos,
+    jobs: usize,
     out: &mut impl Write,
 ) -> Result<()> {
-    let locks = select(args, scan);
+    let pool = scan::thread_pool(jobs)?;
+    let locks = pool.install(|| select(args, scan));
+    let several_hosts = locks.iter().any(|lock| lock.key.host != locks[0].key.host);
     let renderer = Renderer {
         names: &scan.names,
         end,
         at: args.at,
+        several_hosts,
     };
     if locks.is_empty() && !args.json {
         writeln!(out, "no lock in these logs matches")?;
     }
+    if several_hosts && !args.json {
+        renderer.fleet(out, &locks)?;
+    }
     if locks.len() >= render::SUMMARY_FROM && !args.json {
         renderer.summary(out, &locks)?;
     }
-    for lock in &locks {
-        if args.json {
-            serde_json::to_writer(&mut *out, &renderer.json(lock))?;
-            writeln!(out)?;
-        } else {
-            renderer.text(out, lock)?;
+    // Told by every job, a batch at a time, and written in order.
+    for batch in locks.chunks(RENDER_BATCH) {
+        let told: Vec<Vec<u8>> = pool.install(|| {
+            batch
+                .par_iter()
+                .map(|lock| -> Result<Vec<u8>> {
+                    let mut text = Vec::new();
+                    if args.json {
+                        serde_json::to_writer(&mut text, &renderer.json(lock))?;
+                        writeln!(text)?;
+                    } else {
+                        renderer.text(&mut text, lock)?;
+                    }
+                    Ok(text)
+                })
+                .collect::<Result<_>>()
+        })?;
+        for text in told {
+            out.write_all(&text)?;
         }
     }
     Ok(())
@@ -220,22 +319,26 @@ fn leave_out_own_locks(scan: &mut Scan) {
 /// Not every line about a process carries its `ns_pid` (an orphan line names a taker that has
 /// exited): each mention of the process gets the one any line gave.
 fn share_ns_pids(scan: &mut Scan) {
-    let mut known: HashMap<(u32, Name), u32> = HashMap::new();
-    for record in scan.locks.values().flat_map(|lines| &lines.records) {
-        for actor in std::iter::once(&record.actor).chain(&record.others) {
-            if let Some(ns_pid) = actor.ns_pid {
-                known.insert((actor.pid, actor.comm), ns_pid);
+    let mut known: HashMap<(Name, u32, Name), u32> = HashMap::new();
+    for (key, lines) in &scan.locks {
+        for record in &lines.records {
+            for actor in std::iter::once(&record.actor).chain(&record.others) {
+                if let Some(ns_pid) = actor.ns_pid {
+                    known.insert((key.host, actor.pid, actor.comm), ns_pid);
+                }
             }
         }
     }
     if known.is_empty() {
         return;
     }
-    for record in scan.locks.values_mut().flat_map(|lines| &mut lines.records) {
-        for actor in std::iter::once(&mut record.actor).chain(record.others.iter_mut()) {
-            actor.ns_pid = actor
-                .ns_pid
-                .or_else(|| known.get(&(actor.pid, actor.comm)).copied());
+    for (key, lines) in &mut scan.locks {
+        for record in &mut lines.records {
+            for actor in std::iter::once(&mut record.actor).chain(record.others.iter_mut()) {
+                actor.ns_pid = actor
+                    .ns_pid
+                    .or_else(|| known.get(&(key.host, actor.pid, actor.comm)).copied());
+            }
         }
     }
 }
@@ -255,8 +358,15 @@ fn select(args: &ReportArgs, scan: &mut Scan) -> Vec<Lock> {
         None => (args.since, args.until),
     };
     let names = &scan.names;
+    let exits = &scan.exits;
+    let rank = &rank;
     let mut locks: Vec<Lock> = std::mem::take(&mut scan.locks)
         .into_iter()
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .filter(|(key, _)| {
+            args.host.is_empty() || args.host.iter().any(|host| names.get(key.host) == host)
+        })
         .filter(|(_, lines)| match &args.path {
             Some(glob) => lines
                 .paths
@@ -264,12 +374,20 @@ fn select(args: &ReportArgs, scan: &mut Scan) -> Vec<Lock> {
                 .any(|&path| glob.matches(names.get(path))),
             None => true,
         })
-        .flat_map(|(key, lines)| timeline::build(key, lines, &rank, &scan.exits))
+        .flat_map_iter(|(key, lines)| timeline::build(key, lines, rank, exits))
         .filter_map(|lock| lock.narrow(since, until))
         .filter(|lock| args.pid.is_empty() || args.pid.iter().any(|&pid| lock.involves(pid)))
         .filter(|lock| !args.orphans || lock.holds.iter().any(|hold| hold.orphaned))
         .collect();
-    locks.sort_by_key(|lock| (lock.first_time(), lock.key.ino, lock.key.range.start));
+    locks.par_sort_by_cached_key(|lock| {
+        let key = &lock.key;
+        (
+            lock.first_time(),
+            key.ino,
+            key.range.start,
+            names.get(key.host).to_owned(),
+        )
+    });
     locks
 }
 

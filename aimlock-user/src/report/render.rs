@@ -1,7 +1,7 @@
 //! Telling each lock's history: a short narrative, or the same as JSON.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     io::Write,
     time::Duration,
 };
@@ -25,6 +25,10 @@ const LONGEST_WAITS: usize = 3;
 pub const SUMMARY_FROM: usize = 4;
 /// Items named on each line of the summary.
 const SUMMARY_ITEMS: usize = 3;
+/// Files named in the fleet summary.
+const FLEET_FILES: usize = 20;
+/// How the fleet summary names the host of lines that name none.
+const UNNAMED_HOST: &str = "(unnamed host)";
 
 pub struct Renderer<'a> {
     pub names: &'a Names,
@@ -32,6 +36,8 @@ pub struct Renderer<'a> {
     pub end: Nanos,
     /// `--at`: the instant whose POSIX locks are listed byte by byte.
     pub at: Option<Nanos>,
+    /// The locks told are on several hosts: each is named with its host.
+    pub several_hosts: bool,
 }
 
 impl Renderer<'_> {
@@ -140,8 +146,12 @@ impl Renderer<'_> {
             0 => String::new(),
             generation => format!(", generation {generation}"),
         };
+        let host = match self.names.get(key.host) {
+            host if self.several_hosts => format!("host {}, ", self.host_name_of(host)),
+            _ => String::new(),
+        };
         format!(
-            "{name}: {kind}, {range} (dev {dev}, inode {}{generation})",
+            "{name}: {kind}, {range} ({host}dev {dev}, inode {}{generation})",
             key.ino
         )
     }
@@ -515,9 +525,15 @@ impl Renderer<'_> {
     /// The first screen when many locks match: the orphans, what is still held, the longest
     /// waits and the most refused processes across them all, each naming its lock.
     pub fn summary(&self, out: &mut impl Write, locks: &[Lock]) -> std::io::Result<()> {
-        let name = |lock: &Lock| match lock.paths.first() {
-            Some(&path) => self.names.get(path).to_owned(),
-            None => format!("inode {}", lock.key.ino),
+        let name = |lock: &Lock| {
+            let file = match lock.paths.first() {
+                Some(&path) => self.names.get(path).to_owned(),
+                None => format!("inode {}", lock.key.ino),
+            };
+            match self.several_hosts {
+                true => format!("{file} on {}", self.host_name(lock)),
+                false => file,
+            }
         };
         let mut orphans = Vec::new();
         let mut held = Vec::new();
@@ -631,6 +647,97 @@ impl Renderer<'_> {
         writeln!(out)
     }
 
+    /// A lock's file: its path, or its inode when no line gave the path.
+    fn file(&self, lock: &Lock) -> String {
+        match lock.paths.first() {
+            Some(&path) => self.names.get(path).to_owned(),
+            None => format!(
+                "dev {} inode {}",
+                self.names.get(lock.key.dev),
+                lock.key.ino
+            ),
+        }
+    }
+
+    /// The first screen of a report on several hosts: per file, on how many hosts its lock
+    /// outlived a taker, made processes wait or refused them, where that happened first and
+    /// longest, and which commands held the orphaned locks.
+    pub fn fleet(&self, out: &mut impl Write, locks: &[Lock]) -> std::io::Result<()> {
+        let mut hosts: Vec<&str> = locks.iter().map(|lock| self.host_name(lock)).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        let mut files: BTreeMap<String, FleetFile> = BTreeMap::new();
+        for lock in locks {
+            let host = self.host_name(lock);
+            let file = files.entry(self.file(lock)).or_default();
+            for hold in lock.holds.iter().filter(|hold| hold.orphaned) {
+                let since = hold.taker_exit.or(hold.acquired).or(hold.found_held);
+                file.orphans
+                    .note(host, since, self.orphan_ns(hold).unwrap_or(0));
+                let holders = if hold.holders.is_empty() {
+                    hold.taker.iter().copied().collect()
+                } else {
+                    hold.holders.clone()
+                };
+                for holder in holders {
+                    let comm = self.names.get(holder.comm);
+                    if !file.commands.contains(&comm) {
+                        file.commands.push(comm);
+                    }
+                }
+            }
+            for wait in &lock.waits {
+                file.waits.note(host, Some(wait.since), self.wait_ns(wait));
+            }
+            for refusal in &lock.refusals {
+                file.refusals.note(host, Some(refusal.at), 0);
+            }
+        }
+        let mut files: Vec<(String, FleetFile)> = files
+            .into_iter()
+            .filter(|(_, file)| !file.is_quiet())
+            .collect();
+        files.sort_by_key(|(_, file)| {
+            std::cmp::Reverse((
+                file.orphans.hosts.len(),
+                file.waits.hosts.len(),
+                file.refusals.hosts.len(),
+            ))
+        });
+        writeln!(
+            out,
+            "fleet summary of {} hosts ({}): {} {} with orphans, waits or refusals",
+            hosts.len(),
+            hosts.join(", "),
+            files.len(),
+            plural(files.len(), "file", "files"),
+        )?;
+        for (path, file) in files.iter().take(FLEET_FILES) {
+            let mut parts = Vec::new();
+            if let Some(orphans) = file.orphans.text("orphans", "outlived its taker") {
+                parts.push(format!("{orphans}; held by {}", file.commands.join(", ")));
+            }
+            parts.extend(file.waits.text("waits", "waited"));
+            parts.extend(file.refusals.text("refusals", ""));
+            writeln!(out, "  {path}: {}", parts.join("; "))?;
+        }
+        if files.len() > FLEET_FILES {
+            writeln!(out, "  (and {} more files)", files.len() - FLEET_FILES)?;
+        }
+        writeln!(out)
+    }
+
+    fn host_name(&self, lock: &Lock) -> &str {
+        self.host_name_of(self.names.get(lock.key.host))
+    }
+
+    fn host_name_of<'b>(&self, host: &'b str) -> &'b str {
+        match host {
+            "" => UNNAMED_HOST,
+            host => host,
+        }
+    }
+
     fn totals_text(&self, totals: &Totals) -> String {
         let mut parts = vec![format!(
             "held {} in {} {}",
@@ -685,6 +792,7 @@ impl Renderer<'_> {
     pub fn json(&self, lock: &Lock) -> LockJson<'_> {
         let key = &lock.key;
         LockJson {
+            host: self.names.get(key.host),
             dev: self.names.get(key.dev),
             ino: key.ino,
             generation: Some(key.generation).filter(|&generation| generation != 0),
@@ -805,6 +913,69 @@ impl Renderer<'_> {
     }
 }
 
+/// What the fleet summary says of one file.
+#[derive(Default)]
+struct FleetFile<'a> {
+    orphans: FleetEvents<'a>,
+    waits: FleetEvents<'a>,
+    refusals: FleetEvents<'a>,
+    /// The commands the orphaned locks survived in.
+    commands: Vec<&'a str>,
+}
+
+impl FleetFile<'_> {
+    fn is_quiet(&self) -> bool {
+        self.orphans.count + self.waits.count + self.refusals.count == 0
+    }
+}
+
+/// Orphans, waits or refusals of one file across hosts.
+#[derive(Default)]
+struct FleetEvents<'a> {
+    count: usize,
+    hosts: Vec<&'a str>,
+    first: Option<(Nanos, &'a str)>,
+    longest: Option<(u64, &'a str)>,
+}
+
+impl<'a> FleetEvents<'a> {
+    fn note(&mut self, host: &'a str, at: Option<Nanos>, ns: u64) {
+        self.count += 1;
+        if !self.hosts.contains(&host) {
+            self.hosts.push(host);
+        }
+        if let Some(at) = at
+            && self.first.is_none_or(|(first, _)| at < first)
+        {
+            self.first = Some((at, host));
+        }
+        if self.longest.is_none_or(|(longest, _)| ns > longest) {
+            self.longest = Some((ns, host));
+        }
+    }
+
+    /// `orphans on 2 hosts (3), the first on web-1 at T, the longest on web-2 (5s)`; `what`
+    /// names the duration (none for refusals).
+    fn text(&self, label: &str, what: &str) -> Option<String> {
+        if self.count == 0 {
+            return None;
+        }
+        let hosts = self.hosts.len();
+        let mut text = format!(
+            "{label} on {hosts} {} ({})",
+            plural(hosts, "host", "hosts"),
+            self.count
+        );
+        if let Some((at, host)) = self.first {
+            text += &format!(", the first on {host} at {}", time(at));
+        }
+        if let (false, Some((ns, host))) = (what.is_empty(), self.longest) {
+            text += &format!(", the longest on {host} ({what} {})", duration(ns));
+        }
+        Some(text)
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Proc<'a> {
     pub pid: u32,
@@ -837,6 +1008,9 @@ pub struct Totals<'a> {
 
 #[derive(Debug, Serialize)]
 pub struct LockJson<'a> {
+    /// The host whose logs tell of it; absent when the lines did not say.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub host: &'a str,
     pub dev: &'a str,
     pub ino: u64,
     #[serde(skip_serializing_if = "Option::is_none")]

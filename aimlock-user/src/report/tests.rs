@@ -626,3 +626,173 @@ fn blockers_and_deadlock_lines_are_read_without_complaint() {
     assert_eq!((source.unreadable, source.unknown_events), (0, 0));
     assert!(text.contains("pid 20 (sync) queued for the lock"), "{text}");
 }
+
+/// The orphan story on a host (`host` on every line).
+fn on_host(lines: &str, host: &str) -> String {
+    lines
+        .lines()
+        .map(|line| {
+            let mut event: Value = serde_json::from_str(line).unwrap();
+            event["host"] = json!(host);
+            event.to_string() + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn two_hosts_with_the_same_inode_are_two_timelines() {
+    let logs = Logs::new("hosts");
+    let (first, second) = orphan_story(77);
+    let story = first + &second;
+    // The hosts' lines interleaved, as a log shipper might merge them.
+    let a = on_host(&story, "web-1");
+    let b = on_host(&story.replace("03:30:", "03:40:"), "web-2");
+    let merged: String = a
+        .lines()
+        .zip(b.lines())
+        .flat_map(|(a, b)| [a, "\n", b, "\n"])
+        .collect();
+    let log = logs.write("fleet.log", merged.as_bytes());
+
+    let (json, _) = report(&["--json", &log]).unwrap();
+    let locks = json_locks(&json);
+    let hosts: Vec<&str> = locks
+        .iter()
+        .map(|lock| lock["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["web-1", "web-2"]);
+    for lock in &locks {
+        assert_eq!(
+            (lock["dev"].as_str(), lock["ino"].as_u64()),
+            (Some("254:0"), Some(77))
+        );
+        assert_eq!(lock["holds"].as_array().unwrap().len(), 2, "{lock}");
+    }
+    assert_eq!(locks[0]["holds"][0]["orphan_ns"], 1_801_000_000_000u64);
+    assert_eq!(locks[1]["holds"][0]["orphan_ns"], 2_401_000_000_000u64);
+
+    let (text, _) = report(&[&log]).unwrap();
+    let fleet = text.split("\n\n").next().unwrap();
+    assert_eq!(
+        fleet,
+        "fleet summary of 2 hosts (web-1, web-2): 1 file with orphans, waits or refusals\n  \
+         /var/lock/job.lock: orphans on 2 hosts (2), the first on web-1 at \
+         2026-11-27T03:00:09.000Z, the longest on web-2 (outlived its taker 40m 1s); held by \
+         sleep; waits on 2 hosts (2), the first on web-1 at 2026-11-27T03:00:05.000Z, the \
+         longest on web-2 (waited 40m 5s); refusals on 2 hosts (2), the first on web-1 at \
+         2026-11-27T03:00:06.000Z"
+    );
+    assert!(
+        text.contains("/var/lock/job.lock: flock, whole file (host web-2, dev 254:0, inode 77)"),
+        "{text}"
+    );
+
+    let (json, _) = report(&["--json", "--host", "web-2", &log]).unwrap();
+    let locks = json_locks(&json);
+    assert_eq!(locks.len(), 1);
+    assert_eq!(locks[0]["host"], "web-2");
+    let (text, _) = report(&["--host", "web-2", &log]).unwrap();
+    assert!(!text.contains("fleet summary"), "{text}");
+
+    // Lines that name no host (older logs) are one more host, told apart from the others.
+    let old = logs.write("old.log", story.as_bytes());
+    let (json, _) = report(&["--json", &log, &old]).unwrap();
+    let locks = json_locks(&json);
+    assert_eq!(locks.len(), 3);
+    assert!(locks.iter().any(|lock| lock.get("host").is_none()));
+}
+
+/// Passing over the lines a query cannot match changes nothing: the same report, the same
+/// lines counted, as when every line is parsed.
+#[test]
+fn queries_read_selectively_report_what_a_full_read_reports() {
+    let logs = Logs::new("selective");
+    let (first, second) = orphan_story(77);
+    let quiet = lock_line(
+        "acquire",
+        100,
+        500,
+        "quiet",
+        12,
+        json!({"path": "/srv/data.db"}),
+    ) + &lock_line(
+        "release",
+        101,
+        500,
+        "quiet",
+        12,
+        json!({"held_ns": 1_000_000_000u64, "reason": "unlock"}),
+    );
+    let story = first + &quiet + &second;
+    let mut one = on_host(&story, "web-1").into_bytes();
+    one.extend_from_slice(b"\x00\x00 garbage from a crash\n");
+    one.extend_from_slice(
+        br#"{"event":"teleport","ts":"2026-11-27T03:00:10Z","ino":77,"new_field":[1]}"#,
+    );
+    one.push(b'\n');
+    one.extend_from_slice(story.replace("03:30:", "03:45:").as_bytes());
+    // Torn in the middle of its last line.
+    one.truncate(one.len() - 20);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(on_host(&story, "web-2").as_bytes()).unwrap();
+    let mut two = gz.finish().unwrap();
+    let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    member
+        .write_all(on_host(&quiet, "web-3").as_bytes())
+        .unwrap();
+    two.extend(member.finish().unwrap());
+    let one = logs.write("trace.log", &one);
+    let two = logs.write("trace.log.1.gz", &two);
+    for query in [
+        &["--path", "/srv/*"][..],
+        &["--path", "*job.lock"],
+        &["--path", "/nowhere"],
+        &["--pid", "840"],
+        &["--pid", "500", "--pid", "901"],
+        &["--orphans"],
+        &["--orphans", "--path", "/var/*"],
+        &["--host", "web-2"],
+        &["--host", "web-3", "--pid", "500"],
+        &[
+            "--since",
+            "2026-11-27T03:02:00Z",
+            "--until",
+            "2026-11-27T03:03:00Z",
+        ],
+        &["--inode", "254:0:12"],
+    ] {
+        for json in [false, true] {
+            let mut args: Vec<&str> = query.to_vec();
+            if json {
+                args.push("--json");
+            }
+            args.extend([one.as_str(), two.as_str()]);
+            let cli =
+                Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied())).unwrap();
+            let (mut fast, mut full) = (Vec::new(), Vec::new());
+            let fast_scan = report_reading(&cli.args, Reading::Selective, &mut fast).unwrap();
+            let full_scan = report_reading(&cli.args, Reading::Everything, &mut full).unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(full).unwrap(),
+                "{args:?}"
+            );
+            if query[0] == "--inode" {
+                // --inode looks only at the lines that name the inode.
+                continue;
+            }
+            for (fast, full) in fast_scan.sources.iter().zip(&full_scan.sources) {
+                let counts = |source: &scan::SourceSummary| {
+                    (
+                        source.lines,
+                        source.unreadable,
+                        source.unknown_events,
+                        source.first_skipped_line,
+                        source.first_ts,
+                    )
+                };
+                assert_eq!(counts(fast), counts(full), "{args:?} {}", fast.name);
+            }
+        }
+    }
+}

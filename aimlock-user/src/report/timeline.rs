@@ -1,14 +1,14 @@
 //! Folding one lock's lines, in time order, into holds, waits and refusals. POSIX locks are
 //! folded per file by [`super::posix`].
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::events::{EventKind, LockKind, Mode, ReleaseReason};
 
 use super::{
-    input::LockLines,
     line::{Actor, ByteRange, Exit, LockKey, Name, Nanos, Origin, Record},
     posix,
+    scan::LockLines,
 };
 
 /// One lock's history: for POSIX locks, one section of a file (bytes that overlapping locks,
@@ -199,7 +199,7 @@ pub fn build(
     key: LockKey,
     lines: LockLines,
     rank: &[u32],
-    exits: &HashMap<u32, Vec<Exit>>,
+    exits: &FxHashMap<(Name, u32), Vec<Exit>>,
 ) -> Vec<Lock> {
     let LockLines { mut records, paths } = lines;
     let order = |at: Nanos, origin: Origin| (at, rank[origin.source as usize], origin.line);
@@ -227,7 +227,7 @@ pub fn build(
         pids.dedup();
         let mut file_exits: Vec<Exit> = pids
             .iter()
-            .filter_map(|pid| exits.get(pid))
+            .filter_map(|&pid| exits.get(&(key.host, pid)))
             .flatten()
             .copied()
             .collect();

@@ -1,0 +1,606 @@
+//! Parsing the logs into each lock's lines. A chunk is cut into pieces at line ends, one per
+//! job; each piece is scanned on its own (its own strings, its own locks) and the pieces are
+//! merged in log order, so that the result is the one a single reader would have.
+//!
+//! What a query does not need is not parsed: the selection names the inodes (and hosts) whose
+//! lines are kept, and the tracer's lines start alike (`{"event":"NAME","ts":"TIME"`), so a
+//! line of another lock is passed over after a look at its head and its `"ino":`.
+
+use std::collections::hash_map::Entry;
+
+use memchr::memmem;
+use rustc_hash::FxHashMap;
+
+use super::{
+    BadInput,
+    input::{self, Source},
+    line::{
+        Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Record, Skip, head, is_text_line,
+        line_ts, parse,
+    },
+};
+use crate::events::EventKind;
+
+/// Bytes each job parses at a time.
+const PIECE: usize = 8 << 20;
+/// How many lines at the start or end of a chunk may be damaged before its first or last
+/// timestamp is given up.
+const TS_PROBES: usize = 64;
+/// How the tracer writes an exit line's event.
+const EXIT_NEEDLE: &[u8] = br#""event":"exit""#;
+const INO_FIELD: &[u8] = br#""ino":"#;
+
+/// Which lock lines to keep. Exit lines are always kept (they end POSIX locks).
+pub struct Selection {
+    /// Only lines about these inode numbers (and, when a first read found them, only on the
+    /// hosts it found them on); None: every inode.
+    inodes: Option<Candidates>,
+    /// Only this device (`--inode`).
+    dev: Option<String>,
+    /// Only lines of these hosts; empty: every host.
+    hosts: Vec<String>,
+    reading: Reading,
+}
+
+/// How lines are picked for parsing.
+enum Reading {
+    /// Every line is parsed.
+    Everything,
+    /// Every line's head is read; the lines of the selected inodes and hosts, and those whose
+    /// head is not the tracer's (damaged or unknown lines, counted as the full parse counts
+    /// them), are parsed.
+    Heads {
+        ino: Box<memmem::Finder<'static>>,
+        /// `"host":"NAME"` of each selected host, when every name can be searched for as is.
+        hosts: Vec<memmem::Finder<'static>>,
+    },
+    /// `--inode`: only the lines naming the inode (`"ino":N`) and exit lines are looked at;
+    /// damage elsewhere goes uncounted.
+    Mention {
+        needle: Box<memmem::Finder<'static>>,
+        exit: Box<memmem::Finder<'static>>,
+    },
+}
+
+impl Selection {
+    /// `inodes`: the inode numbers whose lines are kept (None: all). `mention`: only lines
+    /// naming them are looked at (`--inode`).
+    pub fn new(
+        inodes: Option<Candidates>,
+        dev: Option<String>,
+        hosts: Vec<String>,
+        mention: Option<u64>,
+    ) -> Self {
+        let reading = match (mention, &inodes) {
+            (Some(ino), _) => Reading::Mention {
+                needle: Box::new(
+                    memmem::Finder::new(format!("\"ino\":{ino}").as_bytes()).into_owned(),
+                ),
+                exit: Box::new(memmem::Finder::new(EXIT_NEEDLE).into_owned()),
+            },
+            (None, None) if hosts.is_empty() => Reading::Everything,
+            (None, _) => Reading::Heads {
+                ino: Box::new(memmem::Finder::new(INO_FIELD).into_owned()),
+                hosts: host_finders(&hosts),
+            },
+        };
+        Self {
+            inodes,
+            dev,
+            hosts,
+            reading,
+        }
+    }
+
+    /// The same selection, made by parsing every line.
+    #[cfg(test)]
+    pub fn parsing_every_line(mut self) -> Self {
+        self.reading = Reading::Everything;
+        self
+    }
+
+    /// Whether a parsed lock line is one the query keeps.
+    fn keeps(&self, key: &LockKey, names: &Names) -> bool {
+        self.inodes
+            .as_ref()
+            .is_none_or(|inodes| inodes.contains_key(&key.ino))
+            && self
+                .dev
+                .as_deref()
+                .is_none_or(|dev| names.get(key.dev) == dev)
+            && self.keeps_host(key.host, names)
+    }
+
+    fn keeps_host(&self, host: Name, names: &Names) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|name| names.get(host) == name)
+    }
+}
+
+/// `"host":"NAME"` finders, or none if a name would be escaped in JSON (then each parsed line
+/// is checked instead).
+fn host_finders(hosts: &[String]) -> Vec<memmem::Finder<'static>> {
+    if hosts.iter().any(|host| {
+        host.bytes()
+            .any(|byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+    }) {
+        return Vec::new();
+    }
+    hosts
+        .iter()
+        .map(|host| memmem::Finder::new(format!("\"host\":\"{host}\"").as_bytes()).into_owned())
+        .collect()
+}
+
+/// Inode numbers, each with the hosts (as their lines write them, `""` for none) whose lines
+/// about it are wanted. Empty host lists: on any host (`--inode`).
+pub type Candidates = FxHashMap<u64, Vec<Box<[u8]>>>;
+
+const HOST_FIELD: &[u8] = br#""host":""#;
+
+/// A line's host as the line writes it (still escaped); empty when it names none.
+pub fn line_host(line: &[u8]) -> &[u8] {
+    string_value(line, HOST_FIELD).unwrap_or_default()
+}
+
+/// The string after a line's first `field` (`"name":"`), between the quotes, still escaped.
+pub fn string_value<'a>(line: &'a [u8], field: &[u8]) -> Option<&'a [u8]> {
+    let from = memmem::find(line, field)? + field.len();
+    let mut escaped = false;
+    for (offset, &byte) in line[from..].iter().enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => return Some(&line[from..from + offset]),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The number after a line's first `"ino":`.
+pub fn line_ino(finder: &memmem::Finder<'_>, line: &[u8]) -> Option<u64> {
+    let from = finder.find(line)? + finder.needle().len();
+    let digits = line[from..]
+        .iter()
+        .take_while(|byte| byte.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&line[from..from + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The lines of one lock, in file order, and the paths it was seen under.
+#[derive(Debug, Default)]
+pub struct LockLines {
+    pub records: Vec<Record>,
+    pub paths: Vec<Name>,
+}
+
+impl LockLines {
+    fn absorb(&mut self, other: LockLines) {
+        self.records.extend(other.records);
+        for path in other.paths {
+            if !self.paths.contains(&path) {
+                self.paths.push(path);
+            }
+        }
+    }
+}
+
+/// What was read from one source.
+#[derive(Debug, Default)]
+pub struct SourceSummary {
+    pub name: String,
+    pub bytes: u64,
+    pub lines: u64,
+    pub first_ts: Option<Nanos>,
+    pub unreadable: u64,
+    pub unknown_events: u64,
+    pub first_skipped_line: Option<u64>,
+    /// Its first line is in `aimlock trace --format text`'s form, which report cannot read.
+    pub text_format: bool,
+    /// Why reading stopped before the end (a truncated gzip stream, an I/O error).
+    pub cut_short: Option<String>,
+}
+
+/// One file on one host: what generation tags are tracked by.
+type InodeId = (Name, Name, u64);
+
+fn inode_of(key: &LockKey) -> InodeId {
+    (key.host, key.dev, key.ino)
+}
+
+/// Everything kept from the logs.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub names: Names,
+    pub locks: FxHashMap<LockKey, LockLines>,
+    /// Every process exit, by host and pid, in file order.
+    pub exits: FxHashMap<(Name, u32), Vec<Exit>>,
+    pub sources: Vec<SourceSummary>,
+    /// The last time any log speaks of.
+    pub end: Option<Nanos>,
+    /// The latest generation of each inode, for the lines that do not say theirs (found in the
+    /// kernel's table: `held`, releases the ring lost) and the keys such lines made before a
+    /// line said it.
+    generations: FxHashMap<InodeId, u32>,
+    untagged: FxHashMap<InodeId, Vec<LockKey>>,
+}
+
+impl Scan {
+    /// Whether any lock line kept names the process.
+    pub fn names_pid(&self, pid: u32) -> bool {
+        self.locks
+            .values()
+            .flat_map(|lines| &lines.records)
+            .any(|record| {
+                record.actor.pid == pid || record.others.iter().any(|other| other.pid == pid)
+            })
+    }
+
+    fn note_time(&mut self, at: Nanos) {
+        self.end = self.end.max(Some(at));
+        let summary = self.summary();
+        if summary.first_ts.is_none() {
+            summary.first_ts = Some(at);
+        }
+    }
+
+    fn summary(&mut self) -> &mut SourceSummary {
+        self.sources.last_mut().expect("a source is being read")
+    }
+
+    /// Keeps the first time of the source and the last time of any source, read from the
+    /// chunk's first and last readable lines.
+    fn note_bounds(&mut self, chunk: &[u8]) {
+        if self.summary().first_ts.is_none() {
+            let first = chunk
+                .split(|&b| b == b'\n')
+                .take(TS_PROBES)
+                .find_map(line_ts);
+            self.summary().first_ts = first;
+        }
+        if let Some(last) = chunk
+            .rsplit(|&b| b == b'\n')
+            .take(TS_PROBES)
+            .find_map(line_ts)
+        {
+            self.note_time(last);
+        }
+    }
+
+    /// Adds a piece scanned on its own, the next in log order, whose first line is line
+    /// `lines_before + 1` of its source.
+    fn merge(&mut self, piece: Piece, lines_before: u64) {
+        let map = self.names.absorb(&piece.names);
+        let name = |name: Name| map[name.index()];
+        let rekey = |key: LockKey| LockKey {
+            host: name(key.host),
+            dev: name(key.dev),
+            ..key
+        };
+        let relines = |mut lines: LockLines| {
+            for record in &mut lines.records {
+                record.origin.line += lines_before;
+                record.actor.comm = name(record.actor.comm);
+                for other in &mut record.others {
+                    other.comm = name(other.comm);
+                }
+                record.errno = record.errno.map(name);
+            }
+            for path in &mut lines.paths {
+                *path = name(*path);
+            }
+            lines
+        };
+        // Lines that did not say their generation before any line of the piece did: they
+        // belong to the latest generation seen before the piece, or, if none, to the first one
+        // said (see `with_generation`).
+        let (untagged, tagged): (Vec<_>, Vec<_>) = piece
+            .locks
+            .into_iter()
+            .partition(|(key, _)| key.generation == 0);
+        for (key, lines) in untagged {
+            let key = rekey(key);
+            let inode = inode_of(&key);
+            let target = match self.generations.get(&inode) {
+                Some(&generation) => LockKey { generation, ..key },
+                None => {
+                    let keys = self.untagged.entry(inode).or_default();
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                    key
+                }
+            };
+            absorb(&mut self.locks, target, relines(lines));
+        }
+        let mut said = Vec::with_capacity(piece.generations.len());
+        for ((host, dev, ino), (first, last)) in piece.generations {
+            let inode = (name(host), name(dev), ino);
+            if !self.generations.contains_key(&inode) {
+                for old in self.untagged.remove(&inode).unwrap_or_default() {
+                    if let Some(lines) = self.locks.remove(&old) {
+                        let claimed = LockKey {
+                            generation: first,
+                            ..old
+                        };
+                        absorb(&mut self.locks, claimed, lines);
+                    }
+                }
+            }
+            said.push((inode, last));
+        }
+        for (key, lines) in tagged {
+            absorb(&mut self.locks, rekey(key), relines(lines));
+        }
+        self.generations.extend(said);
+        for mut exit in piece.exits {
+            exit.host = name(exit.host);
+            exit.actor.comm = name(exit.actor.comm);
+            exit.origin.line += lines_before;
+            self.exits
+                .entry((exit.host, exit.actor.pid))
+                .or_default()
+                .push(exit);
+        }
+        if let Some(first) = piece.first_time {
+            self.note_time(first);
+        }
+        if let Some(last) = piece.last_time {
+            self.note_time(last);
+        }
+        let summary = self.summary();
+        summary.unreadable += piece.unreadable;
+        summary.unknown_events += piece.unknown_events;
+        if summary.first_skipped_line.is_none() {
+            summary.first_skipped_line = piece.first_skipped_line.map(|line| line + lines_before);
+        }
+        summary.lines = lines_before + piece.lines;
+    }
+}
+
+/// Adds a lock's lines to what `locks` has of it.
+fn absorb(locks: &mut FxHashMap<LockKey, LockLines>, key: LockKey, lines: LockLines) {
+    match locks.entry(key) {
+        Entry::Occupied(mut known) => known.get_mut().absorb(lines),
+        Entry::Vacant(new) => {
+            new.insert(lines);
+        }
+    }
+}
+
+/// Reads every source and keeps the lines the selection picks, with `jobs` threads.
+pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Scan, BadInput> {
+    let mut scan = Scan::default();
+    for (index, source) in sources.iter().enumerate() {
+        scan.sources.push(SourceSummary {
+            name: source.name.clone(),
+            ..Default::default()
+        });
+        let mut lines_before = 0;
+        let end = input::read_pieces(
+            source,
+            PIECE,
+            jobs,
+            |piece| Piece::scan(piece, index as u32, selection),
+            |chunk, piece| {
+                if lines_before == 0
+                    && let Some(first) = chunk
+                        .split(|&b| b == b'\n')
+                        .find(|line| !line.trim_ascii().is_empty())
+                {
+                    scan.summary().text_format = is_text_line(first);
+                }
+                scan.note_bounds(chunk);
+                let lines = piece.lines;
+                scan.merge(piece, lines_before);
+                lines_before += lines;
+            },
+        )?;
+        let summary = scan.summary();
+        summary.bytes = end.bytes;
+        summary.cut_short = end.cut_short;
+    }
+    Ok(scan)
+}
+
+pub fn thread_pool(jobs: usize) -> Result<rayon::ThreadPool, BadInput> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build()
+        .map_err(|err| BadInput(format!("cannot start {jobs} threads: {err}")))
+}
+
+/// One piece of a chunk, scanned on its own: its own strings, its line numbers from 1.
+#[derive(Default)]
+struct Piece {
+    names: Names,
+    locks: FxHashMap<LockKey, LockLines>,
+    exits: Vec<Exit>,
+    /// Per inode: the first and the latest generation its lines said.
+    generations: FxHashMap<InodeId, (u32, u32)>,
+    lines: u64,
+    unreadable: u64,
+    unknown_events: u64,
+    first_skipped_line: Option<u64>,
+    first_time: Option<Nanos>,
+    last_time: Option<Nanos>,
+}
+
+impl Piece {
+    fn scan(bytes: &[u8], source: u32, selection: &Selection) -> Self {
+        let mut piece = Self::default();
+        let origin = |line: u64| Origin {
+            source,
+            line: line + 1,
+        };
+        // Newlines before `counted` are in `lines`.
+        let mut lines = 0;
+        let mut counted = 0;
+        match &selection.reading {
+            Reading::Everything | Reading::Heads { .. } => {
+                let mut from = 0;
+                while from < bytes.len() {
+                    let end =
+                        memchr::memchr(b'\n', &bytes[from..]).map_or(bytes.len(), |at| from + at);
+                    let line = bytes[from..end].trim_ascii();
+                    if !line.is_empty() {
+                        piece.pick(line, origin(lines), selection);
+                    }
+                    lines += 1;
+                    from = end + 1;
+                }
+                piece.lines = lines;
+                return piece;
+            }
+            Reading::Mention { needle, exit } => {
+                let mut next_lock = next_inode_line(needle, bytes, 0);
+                let mut next_exit = exit.find(bytes);
+                loop {
+                    // Whichever comes first of the next line about the inode and the next exit.
+                    let found = match (next_lock, next_exit) {
+                        (Some(lock), Some(exit)) => lock.min(exit),
+                        (Some(at), None) | (None, Some(at)) => at,
+                        (None, None) => break,
+                    };
+                    let start = memchr::memrchr(b'\n', &bytes[..found]).map_or(0, |i| i + 1);
+                    let end =
+                        memchr::memchr(b'\n', &bytes[found..]).map_or(bytes.len(), |i| found + i);
+                    lines += count_newlines(&bytes[counted..start]);
+                    counted = start;
+                    let line = bytes[start..end].trim_ascii();
+                    if next_lock.is_some_and(|lock| lock < end) {
+                        piece.line(line, origin(lines), selection);
+                        next_lock = next_inode_line(needle, bytes, end);
+                    } else if let Ok(Parsed::Exit(exit)) =
+                        parse(line, origin(lines), &mut piece.names)
+                    {
+                        piece.note_exit(exit, selection);
+                    }
+                    if next_exit.is_some_and(|exit| exit < end) {
+                        next_exit = exit.find(&bytes[end..]).map(|i| end + i);
+                    }
+                }
+                lines += count_newlines(&bytes[counted..]);
+            }
+        }
+        if !bytes.ends_with(b"\n") && !bytes.is_empty() {
+            lines += 1;
+        }
+        piece.lines = lines;
+        piece
+    }
+
+    /// A non-empty line: parsed if the selection may keep it.
+    fn pick(&mut self, line: &[u8], origin: Origin, selection: &Selection) {
+        let Reading::Heads { ino, hosts } = &selection.reading else {
+            return self.line(line, origin, selection);
+        };
+        let Some(head) = head(line) else {
+            return self.line(line, origin, selection);
+        };
+        match head.event {
+            EventKind::Start | EventKind::Stop => self.note_time(head.at),
+            EventKind::Exit => self.line(line, origin, selection),
+            _ => {
+                let inode_wanted = match (&selection.inodes, line_ino(ino, line)) {
+                    (None, _) => true,
+                    (Some(inodes), Some(number)) => inodes.get(&number).is_some_and(|hosts| {
+                        let host = line_host(line);
+                        hosts.is_empty() || hosts.iter().any(|known| **known == *host)
+                    }),
+                    // Not a line the tracer writes: the parse tells why.
+                    (Some(_), None) => return self.line(line, origin, selection),
+                };
+                let host_wanted =
+                    hosts.is_empty() || hosts.iter().any(|host| host.find(line).is_some());
+                if inode_wanted && host_wanted {
+                    self.line(line, origin, selection);
+                } else {
+                    self.note_time(head.at);
+                }
+            }
+        }
+    }
+
+    fn line(&mut self, line: &[u8], origin: Origin, selection: &Selection) {
+        match parse(line, origin, &mut self.names) {
+            Ok(Parsed::Lock(key, path, record)) => {
+                if !selection.keeps(&key, &self.names) {
+                    return;
+                }
+                self.note_time(record.at);
+                let key = self.with_generation(key);
+                let lock = self.locks.entry(key).or_default();
+                lock.records.push(record);
+                if let Some(path) = path
+                    && !lock.paths.contains(&path)
+                {
+                    lock.paths.push(path);
+                }
+            }
+            Ok(Parsed::Exit(exit)) => self.note_exit(exit, selection),
+            Ok(Parsed::Other(at)) => self.note_time(at),
+            Ok(Parsed::UnknownEvent) => self.skipped(Skip::UnknownEvent, origin.line),
+            Err(skip) => self.skipped(skip, origin.line),
+        }
+    }
+
+    /// A line that does not give its inode's generation belongs to the latest one; before any
+    /// line of the piece gave one, it is left untagged for the merge to decide.
+    fn with_generation(&mut self, key: LockKey) -> LockKey {
+        let inode = inode_of(&key);
+        if key.generation == 0 {
+            return match self.generations.get(&inode) {
+                Some(&(_, latest)) => LockKey {
+                    generation: latest,
+                    ..key
+                },
+                None => key,
+            };
+        }
+        self.generations
+            .entry(inode)
+            .and_modify(|(_, latest)| *latest = key.generation)
+            .or_insert((key.generation, key.generation));
+        key
+    }
+
+    fn note_exit(&mut self, exit: Exit, selection: &Selection) {
+        self.note_time(exit.at);
+        if selection.keeps_host(exit.host, &self.names) {
+            self.exits.push(exit);
+        }
+    }
+
+    fn note_time(&mut self, at: Nanos) {
+        self.first_time.get_or_insert(at);
+        self.last_time = self.last_time.max(Some(at));
+    }
+
+    fn skipped(&mut self, skip: Skip, line: u64) {
+        match skip {
+            Skip::Unreadable => self.unreadable += 1,
+            Skip::UnknownEvent => self.unknown_events += 1,
+        }
+        self.first_skipped_line.get_or_insert(line);
+    }
+}
+
+/// Where the next `"ino":N` at or after `from` is (not the start of a longer number).
+fn next_inode_line(finder: &memmem::Finder<'_>, chunk: &[u8], mut from: usize) -> Option<usize> {
+    while let Some(found) = finder.find(&chunk[from..]) {
+        let after = from + found + finder.needle().len();
+        if !chunk.get(after).is_some_and(u8::is_ascii_digit) {
+            return Some(from + found);
+        }
+        from = after;
+    }
+    None
+}
+
+fn count_newlines(bytes: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', bytes).count() as u64
+}
