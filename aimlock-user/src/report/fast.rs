@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use crate::events::{EventKind, LockKind, Mode, ReleaseReason};
+use crate::events::{LockKind, Mode, ReleaseReason};
 
 use super::line::{RawLine, RawProc};
 
