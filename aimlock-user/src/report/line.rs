@@ -466,6 +466,24 @@ pub fn is_text_line(line: &[u8]) -> bool {
         })
 }
 
+/// The event a line's `event` names; `Unknown` for one this version does not know.
+pub(super) fn event_kind(name: &[u8]) -> EventKind {
+    match name {
+        b"acquire" => EventKind::Acquire,
+        b"release" => EventKind::Release,
+        b"wait" => EventKind::Wait,
+        b"fail" => EventKind::Fail,
+        b"exit" => EventKind::Exit,
+        b"orphan" => EventKind::Orphan,
+        b"orphan_end" => EventKind::OrphanEnd,
+        b"held" => EventKind::Held,
+        b"deadlock" => EventKind::Deadlock,
+        b"start" => EventKind::Start,
+        b"stop" => EventKind::Stop,
+        _ => EventKind::Unknown,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,23 +603,5 @@ mod tests {
         ] {
             assert_eq!(parse(damaged, ORIGIN, &mut names).err(), Some(Skip::Unreadable));
         }
-    }
-}
-
-/// The event a line's `event` names; `Unknown` for one this version does not know.
-pub(super) fn event_kind(name: &[u8]) -> EventKind {
-    match name {
-        b"acquire" => EventKind::Acquire,
-        b"release" => EventKind::Release,
-        b"wait" => EventKind::Wait,
-        b"fail" => EventKind::Fail,
-        b"exit" => EventKind::Exit,
-        b"orphan" => EventKind::Orphan,
-        b"orphan_end" => EventKind::OrphanEnd,
-        b"held" => EventKind::Held,
-        b"deadlock" => EventKind::Deadlock,
-        b"start" => EventKind::Start,
-        b"stop" => EventKind::Stop,
-        _ => EventKind::Unknown,
     }
 }
