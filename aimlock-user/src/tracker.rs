@@ -359,6 +359,9 @@ pub struct Tracker {
     last_seeded_owner: u64,
     /// Locks with a suspected orphan range (may name locks released since).
     suspects: HashSet<LockId>,
+    /// Locks the last kernel view found with their taker gone though no record said it exited:
+    /// its exit may still be on its way through the ring, so the next view decides.
+    taker_vanished: HashSet<LockId>,
     reconcile: bool,
     /// Files whose locks changed since the kernel view being taken began.
     scan_touched: Option<HashSet<(u32, u64)>>,
@@ -1043,6 +1046,7 @@ impl Tracker {
         // Pair every range of the table with a lock line of the kernel.
         let mut gone: Vec<(LockId, Held)> = Vec::new();
         let mut suspects = HashSet::default();
+        let mut taker_vanished = HashSet::default();
         for (id, ranges) in self.locks.iter_mut() {
             if !compared(id.dev, id.ino, id.kind) {
                 if ranges
@@ -1071,6 +1075,12 @@ impl Tracker {
                         && found.command.is_none()
                         && !self.exiting.contains_key(&held.taker.pid)
                     {
+                        if !self.taker_vanished.contains(id) {
+                            // Looked at again soon: by then its exit record is in, if any.
+                            taker_vanished.insert(*id);
+                            suspects.insert(*id);
+                            continue;
+                        }
                         held.orphan = Orphan::Yes { taker_exit: None };
                         self.holders.insert(*id, holder_actors(&found.holders));
                         out.push(Output::Orphan {
@@ -1106,6 +1116,7 @@ impl Tracker {
             }
         }
         self.suspects = suspects;
+        self.taker_vanished = taker_vanished;
         // Held here, not in the kernel: released in records that never arrived.
         for (id, held) in gone {
             self.release_range(
@@ -1996,21 +2007,35 @@ mod tests {
     }
 
     #[test]
-    fn an_orphan_whose_takers_exit_was_lost_is_said_by_the_next_view() {
+    fn an_orphan_whose_takers_exit_was_lost_is_said_by_the_second_view() {
+        let orphaned = || vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[11])];
         let (_, out) = feed([
             Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
-            // Lost: 10's exit. The kernel's table says 10 no longer holds it; 11 does.
-            view(
-                3000,
-                3010,
-                vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[11])],
-            ),
+            // Lost: 10's exit. The kernel's table says 10 no longer holds it; 11 does. The
+            // first view waits for an exit record still on its way; the second decides.
+            view(3000, 3010, orphaned()),
+            view(3100, 3110, orphaned()),
         ]);
         assert_eq!(names(&out), ["acquire", "orphan"]);
         let Output::Orphan { taker_exit, .. } = out[1] else {
             unreachable!()
         };
         assert_eq!(taker_exit, None);
+        // The exit record arrives between the two views, read late: the orphan names it.
+        let (_, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            view(3000, 3010, orphaned()),
+            exit(2990, 10).into(),
+            view(4500, 4510, orphaned()),
+        ]);
+        let orphan = out
+            .iter()
+            .find_map(|output| match output {
+                Output::Orphan { taker_exit, .. } => Some(*taker_exit),
+                _ => None,
+            })
+            .expect("an orphan");
+        assert_eq!(orphan, Some(2990 * MS));
         // A taker that still runs without holding it (mid-exit, or it closed its fd) is left to
         // its exit: the record of that exit may still be on its way.
         let still_running = lock_table::Lock {
