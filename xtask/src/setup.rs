@@ -23,6 +23,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("binutils", "/usr/bin/readelf"),
     ("systemd", "/usr/bin/systemd-analyze"),
     ("prometheus", "/usr/bin/prometheus"),
+    ("gcc", "/usr/bin/gcc"),
+    ("libsqlite3-dev", "/usr/include/sqlite3.h"),
+    ("linux-perf", "/usr/bin/perf"),
 ];
 
 pub fn setup() -> Result<()> {
