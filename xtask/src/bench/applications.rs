@@ -69,8 +69,8 @@ impl Workload {
     fn units(self) -> u64 {
         match self {
             Self::SqliteTmpfs => 20_000,
-            Self::SqliteDisk => 2_000,
-            Self::Dpkg => 1_000,
+            Self::SqliteDisk => 500,
+            Self::Dpkg => 500,
             Self::FlockJobs => 500,
         }
     }
@@ -344,9 +344,11 @@ fn timed_under(tracer: &mut Background, workload: Command) -> Result<(f64, f64)>
     Ok((seconds, (cpu_seconds(pid)? - cpu_before) / seconds))
 }
 
-/// `perf stat` on one bare run, and on one run under aimlock with the tracer counted too.
+/// `perf stat` on one bare run, one under the floor (what the hooks alone add to the workload's
+/// CPU), and one under aimlock with the tracer counted too.
 struct Diagnosis {
     bare: Counters,
+    floor: Counters,
     traced: Counters,
     tracer: Counters,
     bare_seconds: f64,
@@ -365,6 +367,16 @@ fn diagnose(
     let bare = perf_stat::run(events, &output, &setup.prepare(workload)?)?;
     let bare_seconds = started.elapsed().as_secs_f64();
 
+    let floor = Background::start(
+        "hookfloor",
+        Command::new(&tools.hookfloor).arg("btf"),
+        scratch,
+        None,
+        "\"ready\":true",
+    )?;
+    let floor_counts = perf_stat::run(events, &output, &setup.prepare(workload)?)?;
+    floor.stop()?;
+
     let log = scratch.join("applications-trace.json");
     let mut tracer = Background::aimlock(&tools.aimlock, "aimlock", &[], &log, scratch)?;
     let on_tracer = Attached::start(
@@ -381,6 +393,7 @@ fn diagnose(
     fs::remove_file(&log)?;
     Ok(Diagnosis {
         bare,
+        floor: floor_counts,
         traced,
         tracer: tracer_counts,
         bare_seconds,
@@ -399,17 +412,21 @@ impl Diagnosis {
         let wall_added = (self.traced_seconds - self.bare_seconds) * 1e6 / units;
         let cpu_added = us(&self.traced) - us(&self.bare);
         let mut text = format!(
-            "perf stat, one bare run and one under aimlock, per {unit}: wall time {:.1} us \
-             bare, {:.1} us traced ({wall_added:+.1} us); the workload's CPU (task-clock, which \
-             includes the kernel programs, run in its context) {:.1} us bare, {:.1} us traced \
-             ({cpu_added:+.1} us); its context switches {:.3} bare, {:.3} traced; its CPU \
-             migrations {:.3} bare, {:.3} traced; the tracer's CPU {:.1} us, its context \
-             switches (wakeups to drain the ring) {:.3}, its migrations {:.3}",
+            "perf stat, one bare run, one under the floor and one under aimlock, per {unit}: \
+             wall time {:.1} us bare, {:.1} us traced ({wall_added:+.1} us); the workload's CPU \
+             (task-clock, which includes the kernel programs, run in its context) {:.1} us \
+             bare, {:.1} us under the floor, {:.1} us under aimlock ({cpu_added:+.1} us over \
+             bare); its context switches {:.3} bare, {:.3} under the floor, {:.3} under \
+             aimlock; its CPU migrations {:.3} bare, {:.3} under aimlock; the tracer's CPU \
+             {:.1} us, its context switches (wakeups to drain the ring) {:.3}, its migrations \
+             {:.3}",
             self.bare_seconds * 1e6 / units,
             self.traced_seconds * 1e6 / units,
             us(&self.bare),
+            us(&self.floor),
             us(&self.traced),
             per(&self.bare, "context-switches"),
+            per(&self.floor, "context-switches"),
             per(&self.traced, "context-switches"),
             per(&self.bare, "cpu-migrations"),
             per(&self.traced, "cpu-migrations"),
@@ -420,8 +437,10 @@ impl Diagnosis {
         if events.hardware {
             let _ = write!(
                 text,
-                "; instructions: the workload's {:.0} bare, {:.0} traced, the tracer's {:.0}",
+                "; instructions: the workload's {:.0} bare, {:.0} under the floor, {:.0} \
+                 under aimlock, the tracer's {:.0}",
                 per(&self.bare, "instructions"),
+                per(&self.floor, "instructions"),
                 per(&self.traced, "instructions"),
                 per(&self.tracer, "instructions"),
             );
@@ -473,7 +492,10 @@ fn summarize(measured: &[Measured], events: &Events, runs: usize) -> Result<Outc
          tracer's CPU is its user + system time per second of workload. Where aimlock takes \
          more than {GOAL_VS_BARE}x bare, one more bare run and one more traced run are made \
          under `perf stat` ({}; this machine's hardware counters are {}), with a second \
-         `perf stat -p` on the tracer during the traced run.",
+         `perf stat -p` on the tracer during the traced run, and one under the floor. The \
+         machine is shared: the disk-bound workloads (SQLite on disk, dpkg) wait on other \
+         users' I/O too, so their min - max spans show the noise, and a ratio below 1 means \
+         that noise is larger than what a tracer costs.",
         events.names.join(", "),
         if events.hardware {
             "available"
