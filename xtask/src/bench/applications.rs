@@ -1,7 +1,7 @@
 //! What real applications pay: SQLite transactions on tmpfs and on disk, dpkg's lock-frontend /
 //! lock churn, and `flock(1)`-wrapped short jobs, each bare, under the empty-program floor,
-//! under aimlock and under bpftrace; where aimlock costs more than 1.05x bare, `perf stat` on
-//! the workload and on the tracer says where the time goes.
+//! under aimlock and under bpftrace; `perf stat` on the workload and on the tracer says where
+//! aimlock's extra time goes.
 //!
 //! The SQLite and dpkg clients are one small C program built here with gcc against Debian's
 //! libsqlite3: it builds in a fraction of a second, calls the same library Debian's services
@@ -208,8 +208,6 @@ struct Measured {
     vs_floor: Vec<Vec<f64>>,
     tracer_cpu: Vec<Vec<f64>>,
     stops: Vec<StopLine>,
-    /// `perf stat` where aimlock is above the goal.
-    diagnosis: Option<Diagnosis>,
 }
 
 pub fn applications(tools: &Tools, runs: usize) -> Result<Outcome> {
@@ -224,7 +222,6 @@ pub fn applications(tools: &Tools, runs: usize) -> Result<Outcome> {
             vs_floor: vec![Vec::new(); CONTENDERS.len()],
             tracer_cpu: vec![Vec::new(); CONTENDERS.len()],
             stops: Vec::new(),
-            diagnosis: None,
         };
         for round in 0..runs {
             // Each round starts with a different contender, so none always runs first.
@@ -254,11 +251,11 @@ pub fn applications(tools: &Tools, runs: usize) -> Result<Outcome> {
                 this.vs_floor[index].push(taken / seconds[index_of(Contender::Floor)]);
             }
         }
-        if Stats::of(&this.vs_bare[index_of(Contender::Aimlock)]).median > GOAL_VS_BARE {
-            println!("    {}: perf stat, bare and under aimlock", workload.name());
-            this.diagnosis = Some(diagnose(tools, &setup, workload, &events)?);
-        }
-        measured.push(this);
+        // On every workload, not only where aimlock misses the goal: on a shared machine the
+        // noise can hide a cost, or make one up.
+        println!("    {}: perf stat, bare, floor, aimlock", workload.name());
+        let diagnosis = diagnose(tools, &setup, workload, &events)?;
+        measured.push((this, diagnosis));
     }
     summarize(&measured, &events, runs)
 }
@@ -467,7 +464,7 @@ impl Diagnosis {
     }
 }
 
-fn summarize(measured: &[Measured], events: &Events, runs: usize) -> Result<Outcome> {
+fn summarize(measured: &[(Measured, Diagnosis)], events: &Events, runs: usize) -> Result<Outcome> {
     let mut out = String::new();
     writeln!(out, "## 8. Applications: SQLite, dpkg, flock(1)")?;
     writeln!(out)?;
@@ -507,9 +504,8 @@ fn summarize(measured: &[Measured], events: &Events, runs: usize) -> Result<Outc
          hooks); `aimlock trace --output FILE`; bpftrace with the overhead section's script. \
          {runs} rounds; in each every contender runs once, in an order rotated from round to \
          round; ratios are computed within each round and the table gives their median. The \
-         tracer's CPU is its user + system time per second of workload. Where aimlock takes \
-         more than {GOAL_VS_BARE}x bare, one more bare run and one more traced run are made \
-         under `perf stat` ({}; this machine's hardware counters are {}), with a second \
+         tracer's CPU is its user + system time per second of workload. For each workload, one \
+         more bare run and one more traced run are made under `perf stat` ({}; this machine's hardware counters are {}), with a second \
          `perf stat -p` on the tracer during the traced run, and one under the floor. The \
          machine is shared: the disk-bound workloads (SQLite on disk, dpkg) wait on other \
          users' I/O too, so their min - max spans show the noise, and a ratio below 1 means \
@@ -526,7 +522,7 @@ fn summarize(measured: &[Measured], events: &Events, runs: usize) -> Result<Outc
     let mut goals = Vec::new();
     let mut lost_total = 0;
     let mut stop_count = 0;
-    for this in measured {
+    for (this, diagnosis) in measured {
         let workload = this.workload;
         writeln!(out, "### {}", workload.name())?;
         writeln!(out)?;
@@ -569,14 +565,9 @@ fn summarize(measured: &[Measured], events: &Events, runs: usize) -> Result<Outc
         let vs_bare = Stats::of(&this.vs_bare[aimlock]).median;
         let records_per_unit =
             records.iter().min().copied().unwrap_or(0) as f64 / workload.units() as f64;
-        let why = this
-            .diagnosis
-            .as_ref()
-            .map(|diagnosis| diagnosis.describe(workload, events, records_per_unit));
-        if let Some(why) = &why {
-            writeln!(out)?;
-            writeln!(out, "{why}.")?;
-        }
+        let why = diagnosis.describe(workload, events, records_per_unit);
+        writeln!(out)?;
+        writeln!(out, "{why}.")?;
         writeln!(out)?;
         goals.push(Goal {
             goal: format!(
@@ -585,7 +576,7 @@ fn summarize(measured: &[Measured], events: &Events, runs: usize) -> Result<Outc
             ),
             figure: format!("{vs_bare:.2}x (median)"),
             met: vs_bare <= GOAL_VS_BARE,
-            why,
+            why: Some(why),
         });
     }
     goals.push(Goal {
