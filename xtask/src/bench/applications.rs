@@ -254,7 +254,7 @@ pub fn applications(tools: &Tools, runs: usize) -> Result<Outcome> {
         // On every workload, not only where aimlock misses the goal: on a shared machine the
         // noise can hide a cost, or make one up.
         println!("    {}: perf stat, bare, floor, aimlock", workload.name());
-        let diagnosis = diagnose(tools, &setup, workload, &events)?;
+        let diagnosis = diagnose(tools, &setup, workload, &events, runs)?;
         measured.push((this, diagnosis));
     }
     summarize(&measured, &events, runs)
@@ -341,8 +341,9 @@ fn timed_under(tracer: &mut Background, workload: Command) -> Result<(f64, f64)>
     Ok((seconds, (cpu_seconds(pid)? - cpu_before) / seconds))
 }
 
-/// `perf stat` on one bare run, one under the floor (what the hooks alone add to the workload's
-/// CPU), and one under aimlock with the tracer counted too.
+/// `perf stat` on bare runs, runs under the floor (what the hooks alone add to the workload's
+/// CPU), and runs under aimlock with the tracer counted too: each figure the median of as many
+/// runs as the rounds.
 struct Diagnosis {
     bare: Counters,
     floor: Counters,
@@ -350,6 +351,7 @@ struct Diagnosis {
     tracer: Counters,
     bare_seconds: f64,
     traced_seconds: f64,
+    runs: usize,
 }
 
 fn diagnose(
@@ -357,12 +359,46 @@ fn diagnose(
     setup: &Setup,
     workload: Workload,
     events: &Events,
+    runs: usize,
 ) -> Result<Diagnosis> {
+    let mut all: [Vec<Counters>; 4] = Default::default();
+    let mut seconds: [Vec<f64>; 2] = Default::default();
+    for _ in 0..runs {
+        let ([bare, floor, traced], tracer) = diagnose_once(tools, setup, workload, events)?;
+        seconds[0].push(bare.1);
+        seconds[1].push(traced.1);
+        for (index, counters) in [bare.0, floor.0, traced.0, tracer].into_iter().enumerate() {
+            all[index].push(counters);
+        }
+    }
+    let [bare, floor, traced, tracer] = all.map(|runs| Counters::median(&runs));
+    Ok(Diagnosis {
+        bare,
+        floor,
+        traced,
+        tracer,
+        bare_seconds: Stats::of(&seconds[0]).median,
+        traced_seconds: Stats::of(&seconds[1]).median,
+        runs,
+    })
+}
+
+/// One bare run, one under the floor and one under aimlock, each under `perf stat`, with
+/// their wall times; and the tracer's counts during the last.
+fn diagnose_once(
+    tools: &Tools,
+    setup: &Setup,
+    workload: Workload,
+    events: &Events,
+) -> Result<([(Counters, f64); 3], Counters)> {
     let scratch = &tools.scratch;
     let output = scratch.join("applications-perf-workload.csv");
-    let started = Instant::now();
-    let bare = perf_stat::run(events, &output, &setup.prepare(workload)?)?;
-    let bare_seconds = started.elapsed().as_secs_f64();
+    let counted = |command: Command| -> Result<(Counters, f64)> {
+        let started = Instant::now();
+        let counters = perf_stat::run(events, &output, &command)?;
+        Ok((counters, started.elapsed().as_secs_f64()))
+    };
+    let bare = counted(setup.prepare(workload)?)?;
 
     let floor = Background::start(
         "hookfloor",
@@ -371,7 +407,7 @@ fn diagnose(
         None,
         "\"ready\":true",
     )?;
-    let floor_counts = perf_stat::run(events, &output, &setup.prepare(workload)?)?;
+    let under_floor = counted(setup.prepare(workload)?)?;
     floor.stop()?;
 
     let log = scratch.join("applications-trace.json");
@@ -381,21 +417,11 @@ fn diagnose(
         tracer.pid(),
         &scratch.join("applications-perf-tracer.csv"),
     )?;
-    let command = setup.prepare(workload)?;
-    let started = Instant::now();
-    let traced = perf_stat::run(events, &output, &command)?;
-    let traced_seconds = started.elapsed().as_secs_f64();
+    let traced = counted(setup.prepare(workload)?)?;
     let tracer_counts = on_tracer.stop()?;
     tracer.stop()?;
     fs::remove_file(&log)?;
-    Ok(Diagnosis {
-        bare,
-        floor: floor_counts,
-        traced,
-        tracer: tracer_counts,
-        bare_seconds,
-        traced_seconds,
-    })
+    Ok(([bare, under_floor, traced], tracer_counts))
 }
 
 impl Diagnosis {
@@ -411,7 +437,8 @@ impl Diagnosis {
         let wall_added = (self.traced_seconds - self.bare_seconds) * 1e6 / units;
         let cpu_added = us(&self.traced) - us(&self.bare);
         let mut text = format!(
-            "perf stat, one bare run, one under the floor and one under aimlock, per {unit}: \
+            "perf stat, medians of {} runs each bare, under the floor and under aimlock, per \
+             {unit}: \
              wall time {:.1} us bare, {:.1} us traced ({wall_added:+.1} us); the workload's CPU \
              (task-clock, which includes the kernel programs, run in its context) {:.1} us \
              bare, {:.1} us under the floor, {:.1} us under aimlock ({cpu_added:+.1} us over \
@@ -419,6 +446,7 @@ impl Diagnosis {
              aimlock; its CPU migrations {:.3} bare, {:.3} under aimlock; the tracer's CPU \
              {:.1} us, its context switches (wakeups to drain the ring) {:.3}, its migrations \
              {:.3}",
+            self.runs,
             self.bare_seconds * 1e6 / units,
             self.traced_seconds * 1e6 / units,
             us(&self.bare),

@@ -2,7 +2,7 @@
 //! on both sides rather than guessed.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -11,6 +11,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+
+use super::common::Stats;
 
 /// The events counted, and whether the hardware ones are among them.
 pub struct Events {
@@ -67,6 +69,20 @@ impl Counters {
             path.display()
         );
         Ok(Self(values))
+    }
+
+    /// Each event's median over several runs.
+    pub fn median(runs: &[Counters]) -> Self {
+        let events: BTreeSet<&String> = runs.iter().flat_map(|run| run.0.keys()).collect();
+        Self(
+            events
+                .into_iter()
+                .map(|event| {
+                    let values: Vec<f64> = runs.iter().map(|run| run.get(event)).collect();
+                    (event.clone(), Stats::of(&values).median)
+                })
+                .collect(),
+        )
     }
 
     /// An event's value, 0 when it was not counted.
