@@ -5,13 +5,16 @@
 //! Sections: overhead on the worst case (a tight lock/unlock loop), the highest lossless event
 //! rate, `aimlock locks` against `lslocks`, `aimlock report` against `jq`, the tracer's peak
 //! memory with 100,000 locks held, its table seeded from and reconciled with the kernel's, and
-//! its paths and memory under a million short-lived processes.
+//! its paths and memory under a million short-lived processes, and what real applications pay
+//! (SQLite transactions, dpkg's lock churn, `flock(1)` jobs).
 
+mod applications;
 mod churn;
 pub mod common;
 mod kernel_table;
 mod memory;
 mod overhead;
+mod perf_stat;
 mod rate;
 
 use std::{fmt::Write as _, fs, path::PathBuf, time::Instant};
@@ -32,6 +35,7 @@ pub enum Section {
     Memory,
     KernelTable,
     Churn,
+    Applications,
 }
 
 pub struct Options {
@@ -116,6 +120,10 @@ pub fn bench(options: &Options) -> Result<()> {
     if selected(Section::Churn) {
         println!("==> bench: paths under churn, a million short-lived processes");
         outcomes.push(churn::churn(&tools)?);
+    }
+    if selected(Section::Applications) {
+        println!("==> bench: applications: SQLite, dpkg, flock(1)");
+        outcomes.push(applications::applications(&tools, runs)?);
     }
     let _ = fs::remove_dir_all(&tools.scratch);
 

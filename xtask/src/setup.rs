@@ -28,6 +28,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("lintian", "/usr/bin/lintian"),
     // musl-gcc compiles mimalloc, the static release's allocator, against musl.
     ("musl-tools", "/usr/bin/musl-gcc"),
+    ("gcc", "/usr/bin/gcc"),
+    ("libsqlite3-dev", "/usr/include/sqlite3.h"),
+    ("linux-perf", "/usr/bin/perf"),
 ];
 
 pub fn setup() -> Result<()> {

@@ -30,7 +30,7 @@ const GOAL_VS_FLOOR: f64 = 1.2;
 const GOAL_VS_BARE: f64 = 1.3;
 
 /// One line per event, as an operator's bpftrace one-liner would print, on the same hooks.
-const BPFTRACE_SCRIPT: &str = r#"
+pub(super) const BPFTRACE_SCRIPT: &str = r#"
 BEGIN { printf("ready\n"); }
 tracepoint:filelock:flock_lock_inode, tracepoint:filelock:posix_lock_inode {
   printf("%s %d %s %d %lu %d\n", probe, pid, comm, args->type, args->i_ino, args->ret);
