@@ -45,11 +45,7 @@ impl Enricher {
                 self.mount_views.insert(pid, *view);
             }),
         };
-        match view {
-            Some(MountView::Own) => Viewer::Host,
-            Some(MountView::Other(view)) => Viewer::Container(view),
-            None => Viewer::Gone,
-        }
+        viewer_of(view)
     }
 
     fn comm(&mut self, actor: &Actor) -> String {
@@ -323,11 +319,7 @@ impl Enricher {
             file,
             // As seen while its records were read: a process gone by now is not looked up
             // again (its pid may be another's).
-            match self.mount_views.get(&pid) {
-                Some(MountView::Own) => Viewer::Host,
-                Some(MountView::Other(view)) => Viewer::Container(*view),
-                None => Viewer::Gone,
-            },
+            viewer_of(self.mount_views.get(&pid).copied()),
         )
     }
 
@@ -436,5 +428,13 @@ fn file_key(dev: u32, ino: u64, generation: u32) -> FileKey {
         dev,
         ino,
         generation,
+    }
+}
+/// Whose view of paths a process's lines give, from the mounts it was seen with (`None`: gone).
+fn viewer_of(view: Option<MountView>) -> Viewer {
+    match view {
+        Some(MountView::Own) => Viewer::Host,
+        Some(MountView::Other(view)) => Viewer::Container(view),
+        None => Viewer::Gone,
     }
 }
