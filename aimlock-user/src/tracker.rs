@@ -359,9 +359,10 @@ pub struct Tracker {
     last_seeded_owner: u64,
     /// Locks with a suspected orphan range (may name locks released since).
     suspects: HashSet<LockId>,
-    /// Locks the last kernel view found with their taker gone though no record said it exited:
-    /// its exit may still be on its way through the ring, so the next view decides.
-    taker_vanished: HashSet<LockId>,
+    /// Locks kernel views found with their taker gone though no record said it exited, with
+    /// when that was first seen: its exit may still be on its way through the ring (read late
+    /// under load), so only a view an exit's grace period later decides.
+    taker_vanished: HashMap<LockId, u64>,
     reconcile: bool,
     /// Files whose locks changed since the kernel view being taken began.
     scan_touched: Option<HashSet<(u32, u64)>>,
@@ -1046,7 +1047,7 @@ impl Tracker {
         // Pair every range of the table with a lock line of the kernel.
         let mut gone: Vec<(LockId, Held)> = Vec::new();
         let mut suspects = HashSet::default();
-        let mut taker_vanished = HashSet::default();
+        let mut taker_vanished = HashMap::default();
         for (id, ranges) in self.locks.iter_mut() {
             if !compared(id.dev, id.ino, id.kind) {
                 if ranges
@@ -1075,9 +1076,10 @@ impl Tracker {
                         && found.command.is_none()
                         && !self.exiting.contains_key(&held.taker.pid)
                     {
-                        if !self.taker_vanished.contains(id) {
-                            // Looked at again soon: by then its exit record is in, if any.
-                            taker_vanished.insert(*id);
+                        let first_seen = self.taker_vanished.get(id).copied().unwrap_or(at);
+                        if at.saturating_sub(first_seen) < EXIT_GRACE_NS {
+                            // Looked at again soon: its exit record arrives meanwhile, if any.
+                            taker_vanished.insert(*id, first_seen);
                             suspects.insert(*id);
                             continue;
                         }
@@ -2007,14 +2009,16 @@ mod tests {
     }
 
     #[test]
-    fn an_orphan_whose_takers_exit_was_lost_is_said_by_the_second_view() {
+    fn an_orphan_whose_takers_exit_was_lost_is_said_by_a_view_a_grace_period_later() {
         let orphaned = || vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[11])];
         let (_, out) = feed([
             Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
             // Lost: 10's exit. The kernel's table says 10 no longer holds it; 11 does. The
-            // first view waits for an exit record still on its way; the second decides.
+            // first views wait for an exit record still on its way; one an exit's grace period
+            // after the first decides.
             view(3000, 3010, orphaned()),
             view(3100, 3110, orphaned()),
+            view(4100, 4110, orphaned()),
         ]);
         assert_eq!(names(&out), ["acquire", "orphan"]);
         let Output::Orphan { taker_exit, .. } = out[1] else {
