@@ -38,6 +38,9 @@ pub use waits::{Blocker, Blockers, CycleStep, Request};
 
 /// How long an input waits for possibly earlier inputs from other CPUs.
 pub const REORDER_WINDOW_NS: u64 = 10_000_000;
+/// How long a kernel view waits for the ring's reader to catch up with its end: past that (a
+/// ring that never empties), it applies as it is.
+const VIEW_WAIT_MAX_NS: u64 = 2_000_000_000;
 /// How long after its exit event a process may still be closing its files. Generous: on a loaded
 /// machine the end of an exit can wait long for a CPU, and a lock released late in it is not an
 /// orphan.
@@ -366,6 +369,12 @@ pub struct Tracker {
     reconcile: bool,
     /// Files whose locks changed since the kernel view being taken began.
     scan_touched: Option<HashSet<(u32, u64)>>,
+    /// Every record timestamped before this has been read from the ring, as its reader says
+    /// ([`Tracker::ring_read_until`]). A view waits for it to pass its end: a record older than
+    /// the view but read after it (a reader behind under load) would otherwise meet a table
+    /// the view already changed, as a lost exit or a lost release. `None`: no reader says, and
+    /// views apply in time order alone.
+    read_until: Option<u64>,
 }
 
 impl Tracker {
@@ -397,6 +406,12 @@ impl Tracker {
             .rposition(|queued| queued.ts_ns() <= ts)
             .map_or(0, |before| before + 1);
         self.pending.insert(position, pending);
+    }
+
+    /// The ring's reader found it empty after reading every record timestamped before
+    /// `now_ns`.
+    pub fn ring_read_until(&mut self, now_ns: u64) {
+        self.read_until = Some(now_ns);
     }
 
     /// Whether the tracker needs a look at the kernel's table, and how urgently.
@@ -434,10 +449,19 @@ impl Tracker {
             .flat_map(|(id, ranges)| ranges.iter().map(move |held| (id, held)))
     }
 
-    fn apply_until(&mut self, until: u64, out: &mut Vec<Output>) {
+    fn apply_until(&mut self, mut until: u64, out: &mut Vec<Output>) {
         while let Some(pending) = self.pending.front() {
             let ts = pending.ts_ns();
             if ts > until {
+                break;
+            }
+            if let (Pending::Scan(_), Some(read_until)) = (pending, self.read_until)
+                && ts > read_until
+                && ts.saturating_add(VIEW_WAIT_MAX_NS) > until
+            {
+                // Records older than the view may still be in the ring: it waits, and so does
+                // everything after it.
+                until = ts - 1;
                 break;
             }
             let Some(pending) = self.pending.pop_front() else {
@@ -2006,6 +2030,56 @@ mod tests {
             .map(|(id, h)| (id.kind, h.start, h.end, h.taker.pid))
             .collect();
         assert_eq!(held, [(LockKind::Posix, 0, 9, 30)]);
+    }
+
+    #[test]
+    fn a_view_waits_for_the_records_older_than_it_that_the_reader_has_not_read_yet() {
+        let empty_view = |tracker: &mut Tracker| {
+            tracker.push_scan_begin(35 * MS);
+            tracker.push_view(KernelView {
+                end_ns: 40 * MS,
+                complete: true,
+                locks: Vec::new(),
+            });
+        };
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
+        tracker.ring_read_until(5 * MS);
+        tracker.advance(20 * MS, &mut out);
+        // 10 unlocks at 30 ms; the reader, behind, has not read that record when a view that
+        // ended at 40 ms (the lock no longer in it) arrives.
+        empty_view(&mut tracker);
+        tracker.ring_read_until(25 * MS);
+        tracker.advance(1000 * MS, &mut out);
+        assert_eq!(names(&out), ["acquire"], "the view waited");
+        tracker.push(Op::flock(30, 10, FILE_A, fl_type::UNLCK, 0).input());
+        tracker.ring_read_until(1000 * MS);
+        tracker.advance(1100 * MS, &mut out);
+        assert_eq!(names(&out), ["acquire", "release"]);
+        let Output::Release { reason, at, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (reason, at),
+            (ReleaseReason::Unlock, 30 * MS),
+            "not taken for lost"
+        );
+        // A reader that never catches up does not hold a view back for ever.
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
+        tracker.ring_read_until(5 * MS);
+        empty_view(&mut tracker);
+        tracker.advance(
+            40 * MS + VIEW_WAIT_MAX_NS + REORDER_WINDOW_NS + MS,
+            &mut out,
+        );
+        assert_eq!(names(&out), ["acquire", "release"]);
+        let Output::Release { reason, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!(reason, ReleaseReason::Lost);
     }
 
     #[test]
