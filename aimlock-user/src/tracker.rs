@@ -38,9 +38,12 @@ pub use waits::{Blocker, Blockers, CycleStep, Request};
 
 /// How long an input waits for possibly earlier inputs from other CPUs.
 pub const REORDER_WINDOW_NS: u64 = 10_000_000;
-/// How long a kernel view waits for the ring's reader to catch up with its end: past that (a
-/// ring that never empties), it applies as it is.
+/// How long a kernel view waits for the ring's reader to catch up with its end: past that, it
+/// applies as it is.
 const VIEW_WAIT_MAX_NS: u64 = 2_000_000_000;
+/// The most a program takes from reading its timestamp to reserving its record (a few hundred
+/// nanoseconds; an interrupt in between is the worst case), with a wide margin.
+const RESERVE_DELAY_MAX_NS: u64 = 1_000_000;
 /// How long after its exit event a process may still be closing its files. Generous: on a loaded
 /// machine the end of an exit can wait long for a CPU, and a lock released late in it is not an
 /// orphan.
@@ -399,10 +402,11 @@ pub struct Tracker {
     /// Files whose locks changed since the kernel view being taken began.
     scan_touched: Option<HashSet<(u32, u64)>>,
     /// Every record timestamped before this has been read from the ring, as its reader says
-    /// ([`Tracker::ring_read_until`]). A view waits for it to pass its end: a record older than
-    /// the view but read after it (a reader behind under load) would otherwise meet a table
-    /// the view already changed, as a lost exit or a lost release. `None`: no reader says, and
-    /// views apply in time order alone.
+    /// ([`Tracker::ring_read_until`]), or as the newest record read shows: the ring gives
+    /// records in the order their programs reserved them, a moment after their timestamps. A
+    /// view waits for it to pass its end: a record older than the view but read after it (a
+    /// reader behind under load) would otherwise meet a table the view already changed, as a
+    /// lost exit or a lost release. `None`: no reader says, and views apply in time order alone.
     read_until: Option<u64>,
 }
 
@@ -413,6 +417,9 @@ impl Tracker {
 
     /// Queues an input; nothing is applied until [`Tracker::advance`].
     pub fn push(&mut self, input: Input) {
+        if let Some(read_until) = &mut self.read_until {
+            *read_until = (*read_until).max(input.ts_ns().saturating_sub(RESERVE_DELAY_MAX_NS));
+        }
         self.enqueue(Pending::Kernel(input));
     }
 
@@ -440,7 +447,7 @@ impl Tracker {
     /// The ring's reader found it empty after reading every record timestamped before
     /// `now_ns`.
     pub fn ring_read_until(&mut self, now_ns: u64) {
-        self.read_until = Some(now_ns);
+        self.read_until = Some(self.read_until.map_or(now_ns, |read| read.max(now_ns)));
     }
 
     /// Whether the tracker needs a look at the kernel's table, and how urgently.
@@ -485,7 +492,7 @@ impl Tracker {
                 break;
             }
             if let (Pending::Scan(_), Some(read_until)) = (pending, self.read_until)
-                && ts > read_until
+                && ts >= read_until
                 && ts.saturating_add(VIEW_WAIT_MAX_NS) > until
             {
                 // Records older than the view may still be in the ring: it waits, and so does
@@ -2098,6 +2105,24 @@ mod tests {
             (ReleaseReason::Unlock, 30 * MS),
             "not taken for lost"
         );
+        // A ring that never empties: a record read 1 ms newer than the view's end says every
+        // older one was read.
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
+        tracker.ring_read_until(5 * MS);
+        empty_view(&mut tracker);
+        tracker.push(Op::flock(30, 10, FILE_A, fl_type::UNLCK, 0).input());
+        tracker.push(Op::flock(41, 20, FILE_B, fl_type::WRLCK, 0).input());
+        tracker.advance(1000 * MS, &mut out);
+        assert_eq!(
+            names(&out),
+            ["acquire", "release"],
+            "the view and what follows waited"
+        );
+        tracker.push(Op::flock(42, 20, FILE_B, fl_type::UNLCK, 0).input());
+        tracker.advance(1000 * MS, &mut out);
+        assert_eq!(names(&out), ["acquire", "release", "acquire", "release"]);
         // A reader that never catches up does not hold a view back for ever.
         let mut tracker = Tracker::new();
         let mut out = Vec::new();
