@@ -15,7 +15,7 @@ mod kernel_table;
 mod memory;
 mod overhead;
 mod perf_stat;
-mod rate;
+pub mod rate;
 
 use std::{fmt::Write as _, fs, path::PathBuf, time::Instant};
 
