@@ -328,6 +328,15 @@ fn the_maintainer_scripts_are_valid_and_never_start_the_tracer_on_install() {
 
 #[test]
 fn lintian_finds_nothing_unexplained() {
+    assert_lintian_finds_nothing_unexplained(&package());
+}
+
+#[test]
+fn lintian_finds_nothing_unexplained_in_the_arm64_package() {
+    assert_lintian_finds_nothing_unexplained(&arm64_package());
+}
+
+fn assert_lintian_finds_nothing_unexplained(package: &Path) {
     // Every finding, down to pedantic ones; the package's overrides (each with its reason) are
     // applied, and an override that no longer matches is itself a finding. One tag is left
     // out: the static binary's machine code and its crates' tables hold short printable runs
@@ -337,14 +346,15 @@ fn lintian_finds_nothing_unexplained() {
         .args(["--display-level", ">=pedantic", "--tag-display-limit", "0"])
         .args(["--display-experimental", "--display-info"])
         .args(["--suppress-tags", "spelling-error-in-binary"])
-        .arg(package())
+        .arg(package)
         .output()
         .expect("lintian (cargo xtask setup installs it)");
     let findings = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success() && findings.trim().is_empty(),
-        "lintian ({}):\n{findings}{stderr}",
+        "lintian on {} ({}):\n{findings}{stderr}",
+        package.display(),
         output.status
     );
 }
