@@ -255,7 +255,7 @@ fn test() -> Result<()> {
     })
 }
 
-/// The arm64 kernel CI boots. Emulated on x86_64 the suite takes about 8 minutes per kernel
+/// The arm64 kernel CI boots. Emulated on x86_64 the suite takes up to 8 minutes per kernel
 /// (6.1 and 6.12 alike, 6.1 boots faster), and the arm64 builds about 10 more: a second kernel
 /// would take CI past its 40 minutes. `cargo xtask vm-test --arch arm64` runs both.
 const ARM64_CI_KERNELS: &[&str] = &["6.1"];

@@ -100,7 +100,7 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 ";
 
 /// Boot plus the whole suite under software emulation; well above what one kernel takes (arm64,
-/// whose code qemu translates to x86_64, is the slower: about 8 min against 3 for x86_64).
+/// whose code qemu translates to x86_64, is the slower: up to 8 min against 4.5 for x86_64).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Marker lines the VM's init prints; the host looks for them on the serial console.
