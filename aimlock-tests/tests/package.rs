@@ -1,5 +1,6 @@
-//! The Debian package `cargo xtask dist` builds: installed into a fresh root, its files, modes,
-//! binary, unit and configuration; its maintainer scripts; and lintian's verdict.
+//! The Debian packages `cargo xtask dist` builds: the amd64 one installed into a fresh root, its
+//! files, modes, binary, unit and configuration; its maintainer scripts; and lintian's verdict;
+//! the arm64 one, the same files around a static aarch64 binary.
 
 use std::{
     collections::BTreeMap,
@@ -11,14 +12,27 @@ use aimlock_tests::TempDir;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The package under test: `$AIMLOCK_DEB` (set by `cargo xtask test`).
+/// The amd64 package under test: `$AIMLOCK_DEB` (set by `cargo xtask test`).
 fn package() -> PathBuf {
-    let path = std::env::var_os("AIMLOCK_DEB")
+    package_named_by("AIMLOCK_DEB")
+}
+
+/// The arm64 package under test: `$AIMLOCK_DEB_ARM64` (set by `cargo xtask test`).
+fn arm64_package() -> PathBuf {
+    package_named_by("AIMLOCK_DEB_ARM64")
+}
+
+fn package_named_by(variable: &str) -> PathBuf {
+    let path = std::env::var_os(variable)
         .map(PathBuf::from)
-        .expect("AIMLOCK_DEB is not set: run `cargo xtask test`, or `cargo xtask dist` and set it");
+        .unwrap_or_else(|| {
+            panic!(
+                "{variable} is not set: run `cargo xtask test`, or `cargo xtask dist` and set it"
+            )
+        });
     assert!(
         path.exists(),
-        "AIMLOCK_DEB={} does not exist",
+        "{variable}={} does not exist",
         path.display()
     );
     path
@@ -43,18 +57,23 @@ fn stdout(command: &mut Command) -> String {
 
 /// The package unpacked into a fresh root, as `dpkg -i` would lay its files.
 fn installed(name: &str) -> TempDir {
+    unpacked(&package(), name)
+}
+
+fn unpacked(package: &Path, name: &str) -> TempDir {
     let root = TempDir::new(name);
-    run(Command::new("dpkg")
-        .arg("-x")
-        .arg(package())
-        .arg(root.path()));
+    run(Command::new("dpkg").arg("-x").arg(package).arg(root.path()));
     root
 }
 
 /// The package's files and directories: path (without the leading `.`) to mode and owner,
 /// as `dpkg-deb --contents` lists them.
 fn contents() -> BTreeMap<String, (String, String)> {
-    stdout(Command::new("dpkg-deb").arg("--contents").arg(package()))
+    contents_of(&package())
+}
+
+fn contents_of(package: &Path) -> BTreeMap<String, (String, String)> {
+    stdout(Command::new("dpkg-deb").arg("--contents").arg(package))
         .lines()
         .map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -138,6 +157,65 @@ fn the_installed_binary_is_static_and_runs() {
             .path()
             .join(format!("usr/share/man/man1/aimlock-{subcommand}.1.gz"));
         assert!(page.exists(), "{} is missing", page.display());
+    }
+}
+
+/// A field of the package's control file.
+fn control_field(package: &Path, field: &str) -> String {
+    stdout(
+        Command::new("dpkg-deb")
+            .arg("--field")
+            .arg(package)
+            .arg(field),
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn the_arm64_package_holds_the_same_files_with_the_same_modes() {
+    let arm64 = arm64_package();
+    assert_eq!(control_field(&arm64, "Architecture"), "arm64");
+    assert_eq!(control_field(&package(), "Architecture"), "amd64");
+    assert_eq!(control_field(&arm64, "Version"), VERSION);
+    let listed = contents_of(&arm64);
+    assert!(
+        listed.contains_key("/usr/bin/aimlock"),
+        "no /usr/bin/aimlock in {listed:#?}"
+    );
+    assert_eq!(listed, contents(), "arm64 and amd64 packages differ");
+}
+
+#[test]
+fn the_arm64_package_holds_a_static_aarch64_executable() {
+    let root = unpacked(&arm64_package(), "package-arm64");
+    let binary = root.path().join("usr/bin/aimlock");
+    let described = stdout(Command::new("file").arg("--brief").arg(&binary));
+    for wanted in ["ELF 64-bit LSB", "executable", "ARM aarch64"] {
+        assert!(
+            described.contains(wanted),
+            "file says of the arm64 binary: {described}"
+        );
+    }
+    // Rust's musl targets link position-independent static binaries: `file` says static-pie.
+    assert!(
+        described.contains("statically linked") || described.contains("static-pie linked"),
+        "file says of the arm64 binary: {described}"
+    );
+    // Everything but the binary is the same bytes as in the amd64 package: man pages,
+    // completions, unit and configuration come from one release.
+    let amd64 = installed("package-amd64-beside-arm64");
+    for path in contents_of(&arm64_package())
+        .into_iter()
+        .filter(|(path, (mode, _))| !mode.starts_with('d') && path != "/usr/bin/aimlock")
+        .map(|(path, _)| path)
+    {
+        let relative = path.trim_start_matches('/');
+        assert!(
+            std::fs::read(root.path().join(relative)).unwrap()
+                == std::fs::read(amd64.path().join(relative)).unwrap(),
+            "{path} differs between the arm64 and amd64 packages"
+        );
     }
 }
 
@@ -250,6 +328,15 @@ fn the_maintainer_scripts_are_valid_and_never_start_the_tracer_on_install() {
 
 #[test]
 fn lintian_finds_nothing_unexplained() {
+    assert_lintian_finds_nothing_unexplained(&package());
+}
+
+#[test]
+fn lintian_finds_nothing_unexplained_in_the_arm64_package() {
+    assert_lintian_finds_nothing_unexplained(&arm64_package());
+}
+
+fn assert_lintian_finds_nothing_unexplained(package: &Path) {
     // Every finding, down to pedantic ones; the package's overrides (each with its reason) are
     // applied, and an override that no longer matches is itself a finding. One tag is left
     // out: the static binary's machine code and its crates' tables hold short printable runs
@@ -259,14 +346,15 @@ fn lintian_finds_nothing_unexplained() {
         .args(["--display-level", ">=pedantic", "--tag-display-limit", "0"])
         .args(["--display-experimental", "--display-info"])
         .args(["--suppress-tags", "spelling-error-in-binary"])
-        .arg(package())
+        .arg(package)
         .output()
         .expect("lintian (cargo xtask setup installs it)");
     let findings = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success() && findings.trim().is_empty(),
-        "lintian ({}):\n{findings}{stderr}",
+        "lintian on {} ({}):\n{findings}{stderr}",
+        package.display(),
         output.status
     );
 }

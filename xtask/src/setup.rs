@@ -9,13 +9,14 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::{Step, capture, run_step};
+use crate::{Step, arch::Arch, capture, run_step};
 
 /// Debian packages the tests and benchmarks use, with the command that shows each is there.
 const PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "/usr/bin/lslocks"),
     ("e2fsprogs", "/usr/sbin/mkfs.ext4"),
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("qemu-system-arm", "/usr/bin/qemu-system-aarch64"),
     ("busybox-static", "/bin/busybox"),
     ("cpio", "/usr/bin/cpio"),
     ("bpftrace", "/usr/bin/bpftrace"),
@@ -28,6 +29,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ("lintian", "/usr/bin/lintian"),
     // musl-gcc compiles mimalloc, the static release's allocator, against musl.
     ("musl-tools", "/usr/bin/musl-gcc"),
+    // The arm64 release is cross-built: this gcc compiles mimalloc and links the binary (with
+    // Rust's own musl C library); its binutils strip it.
+    ("gcc-aarch64-linux-gnu", "/usr/bin/aarch64-linux-gnu-gcc"),
+    // The C headers mimalloc's code includes. They are glibc's: Debian has no musl headers for a
+    // foreign architecture. mimalloc only calls functions musl has too, with the kernel's
+    // constants, and the static link fails on any symbol musl lacks.
+    (
+        "libc6-dev-arm64-cross",
+        "/usr/aarch64-linux-gnu/include/stdio.h",
+    ),
+    // The package test checks what the arm64 binary is.
+    ("file", "/usr/bin/file"),
     ("gcc", "/usr/bin/gcc"),
     ("libsqlite3-dev", "/usr/include/sqlite3.h"),
     ("linux-perf", "/usr/bin/perf"),
@@ -35,7 +48,9 @@ const PACKAGES: &[(&str, &str)] = &[
 
 pub fn setup() -> Result<()> {
     rust_src()?;
-    musl_target()?;
+    for arch in Arch::ALL {
+        musl_target(arch)?;
+    }
     bpf_linker()?;
     packages()?;
     tracefs()?;
@@ -63,10 +78,9 @@ fn rust_src() -> Result<()> {
     )
 }
 
-/// The release binary is static: Rust's musl target brings its own libc and C runtime, so no
-/// C toolchain for musl is needed (aimlock's crates have no C code).
-fn musl_target() -> Result<()> {
-    let target = crate::dist::MUSL_TARGET;
+/// The release binaries are static: Rust's musl targets bring their own libc and C runtime.
+fn musl_target(arch: Arch) -> Result<()> {
+    let target = arch.musl_target();
     let installed = capture(Command::new("rustup").args([
         "target",
         "list",

@@ -1,15 +1,18 @@
 //! `cargo xtask vm-test`: the integration suite on other kernels, each booted in qemu.
 //!
-//! For each kernel series the newest Debian kernel package offered is fetched with
-//! `apt-get download` and its `vmlinuz` cached under `target/vm/kernels/<package>_<version>`.
-//! One initramfs holds busybox (Debian's static build), the release's static `aimlock` (the
-//! very binary `cargo xtask dist` packages, so that every release is proven on each kernel),
-//! `lockwork`, the integration test binaries, and the shared libraries and dynamic loader those
-//! (glibc builds) need, copied from this machine. qemu boots it under software emulation (`-accel tcg`: KVM does not
-//! work on the machines this runs on); its init mounts proc, sys, devtmpfs, tracefs, debugfs,
-//! bpffs and a tmpfs on /tmp, runs each test binary and prints a verdict line on the serial
-//! console. The host reads the console into `target/vm/logs/<series>.log`; no verdict line within
-//! [`SUITE_TIMEOUT`] is a failure.
+//! For each kernel series the newest Debian kernel package offered for the architecture is
+//! fetched with `apt-get download` and its `vmlinuz` cached under
+//! `target/vm/kernels/<package>_<version>`. One initramfs per architecture holds busybox
+//! (Debian's static build), the release's static `aimlock` (the very binary `cargo xtask dist`
+//! packages, so that every release is proven on each kernel), `lockwork` and the integration
+//! test binaries. On x86_64 those are this machine's glibc builds, with the shared libraries and
+//! dynamic loader they need copied from this machine; on arm64 they are cross-built static
+//! (musl) binaries, and busybox is Debian's arm64 build. qemu boots it under software emulation
+//! (`-accel tcg`: KVM does not work on the machines this runs on; arm64 runs on qemu's `virt`
+//! machine); its init mounts proc, sys, devtmpfs, tracefs, debugfs, bpffs and a tmpfs on /tmp,
+//! runs each test binary and prints a verdict line on the serial console. The host reads the
+//! console into `target/vm/logs/<series>.log` (x86_64) or `target/vm/logs/arm64-<series>.log`;
+//! no verdict line within [`SUITE_TIMEOUT`] is a failure.
 //!
 //! `--fail-inside` runs the suite with `AIMLOCK_BIN` pointing at a missing file, so that every
 //! tracer test fails inside the VM: it checks that such a failure makes vm-test fail.
@@ -29,7 +32,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
 
-use crate::{Step, capture, run_step};
+use crate::{Step, arch::Arch, capture, run_step};
 
 /// Integration tests that need tools the VM does not have (util-linux's `lslocks` and
 /// `flock(1)`, python), as (test binary, test name, the tool it needs). They run on the host
@@ -65,8 +68,15 @@ const HOST_ONLY_SUITES: &[(&str, &str)] = &[(
     "the Debian package, dpkg, lintian and systemd-analyze",
 )];
 
-/// The series `--kernel` accepts; all of them run when none is given.
-const SERIES: &[&str] = &["5.10", "6.1", "6.12", "running"];
+/// The series `--kernel` accepts for an architecture; all of them run when none is given.
+/// Debian 12 ships arm64 kernels of 6.1 and 6.12, and BPF trampolines (fentry and fexit, which
+/// aimlock uses) came to arm64 in 6.0, so arm64 starts at 6.1.
+fn series_of(arch: Arch) -> &'static [&'static str] {
+    match arch {
+        Arch::X86_64 => &["5.10", "6.1", "6.12", "running"],
+        Arch::Arm64 => &["6.1", "6.12"],
+    }
+}
 
 /// Debian 11 still ships 5.10; its point-release and security suites, through a private apt
 /// configuration so the system's sources stay untouched.
@@ -75,14 +85,23 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main
 ";
 
+/// Debian 12 with its updates and security suites, for arm64 kernels and busybox, through a
+/// private apt configuration: the system's own lists are amd64 only.
+const BOOKWORM_SOURCES: &str = "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
+";
+
 /// Debian 13's backports carry the newest Debian kernels (6.16 to 7.x), the closest Debian has
 /// to a recent running kernel.
 const TRIXIE_BACKPORTS_SOURCES: &str = "\
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
 ";
 
-/// Boot plus the whole suite under software emulation; well above what one kernel takes.
-const SUITE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// Boot plus the whole suite under software emulation; well above what one kernel takes (arm64,
+/// whose code qemu translates to x86_64, is the slower: up to 8 min against 4.5 for x86_64).
+const SUITE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Marker lines the VM's init prints; the host looks for them on the serial console.
 const INIT_MARKER: &str = "AIMLOCK-VM-INIT";
@@ -91,7 +110,8 @@ const VERDICT_MARKER: &str = "AIMLOCK-VM-VERDICT: ";
 
 /// What `cargo xtask vm-test` was asked for.
 pub struct Options {
-    /// Series from `--kernel`; every one of [`SERIES`] when empty.
+    pub arch: Arch,
+    /// Series from `--kernel`; every one the architecture has when empty.
     pub kernels: Vec<String>,
     pub fail_inside: bool,
 }
@@ -106,20 +126,22 @@ pub fn vm_test(options: &Options) -> Result<()> {
 /// Boots every requested kernel with the integration suite and the release's static binary
 /// (built before), one after the other, and prints a pass/fail line per kernel.
 pub fn matrix(options: &Options) -> Result<()> {
-    let series = requested_series(&options.kernels)?;
-    let suite = build_suite()?;
-    let initramfs = write_initramfs(&suite, options.fail_inside)?;
+    let arch = options.arch;
+    let series = requested_series(arch, &options.kernels)?;
+    let suite = build_suite(arch)?;
+    let initramfs = write_initramfs(arch, &suite, options.fail_inside)?;
     let mut verdicts = Vec::new();
     for name in series {
-        let verdict = fetch_kernel(name).and_then(|kernel| boot(name, &kernel, &initramfs));
+        let verdict =
+            fetch_kernel(arch, name).and_then(|kernel| boot(arch, name, &kernel, &initramfs));
         let line = match &verdict {
-            Ok(run) => run.summary(name),
-            Err(err) => format!("vm-test {name}: FAIL: {err:#}"),
+            Ok(run) => run.summary(arch, name),
+            Err(err) => format!("vm-test {}: FAIL: {err:#}", label(arch, name)),
         };
         println!("{line}");
         verdicts.push((name, line, verdict.map(|run| run.passed).unwrap_or(false)));
     }
-    println!("==> kernel matrix");
+    println!("==> kernel matrix ({})", arch.name());
     for (_, line, _) in &verdicts {
         println!("{line}");
     }
@@ -129,34 +151,52 @@ pub fn matrix(options: &Options) -> Result<()> {
         .map(|(name, _, _)| *name)
         .collect();
     if !failed.is_empty() {
-        bail!("step 'vm-test': the suite failed on {}", failed.join(", "));
+        bail!(
+            "step 'vm-test': the suite failed on {} {}",
+            arch.name(),
+            failed.join(", ")
+        );
     }
     Ok(())
 }
 
-fn requested_series(kernels: &[String]) -> Result<Vec<&'static str>> {
+fn requested_series(arch: Arch, kernels: &[String]) -> Result<Vec<&'static str>> {
+    let offered = series_of(arch);
     if kernels.is_empty() {
-        return Ok(SERIES.to_vec());
+        return Ok(offered.to_vec());
     }
     kernels
         .iter()
         .map(|kernel| {
-            SERIES
+            offered
                 .iter()
                 .copied()
                 .find(|series| series == kernel)
-                .ok_or_else(|| anyhow!("unknown kernel '{kernel}': choose among {SERIES:?}"))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "unknown kernel '{kernel}' for {}: choose among {offered:?}",
+                        arch.name()
+                    )
+                })
         })
         .collect()
+}
+
+/// How a run is named in pass lines and log files: the series alone on x86_64, as it always was.
+fn label(arch: Arch, series: &str) -> String {
+    match arch {
+        Arch::X86_64 => series.to_string(),
+        Arch::Arm64 => format!("{}-{series}", arch.name()),
+    }
 }
 
 fn vm_dir() -> PathBuf {
     crate::workspace_root().join("target/vm")
 }
 
-/// A bootable kernel image and where it came from.
-struct Kernel {
-    vmlinuz: PathBuf,
+/// A file taken from a package (a kernel image, busybox) and where it came from.
+struct Fetched {
+    path: PathBuf,
     origin: String,
 }
 
@@ -169,6 +209,7 @@ enum Archive {
     Private {
         name: &'static str,
         sources: &'static str,
+        arch: Arch,
     },
 }
 
@@ -176,7 +217,12 @@ impl Archive {
     fn apt(&self, tool: &str) -> Result<Command> {
         let mut command = Command::new(tool);
         command.arg("-q");
-        if let Archive::Private { name, sources } = self {
+        if let Archive::Private {
+            name,
+            sources,
+            arch,
+        } = self
+        {
             let dir = vm_dir().join("apt").join(name);
             for partial in ["lists/partial", "cache/archives/partial"] {
                 fs::create_dir_all(dir.join(partial))
@@ -192,7 +238,11 @@ impl Archive {
                 .arg("-o")
                 .arg(format!("Dir::State::Lists={}", dir.join("lists").display()))
                 .arg("-o")
-                .arg(format!("Dir::Cache={}", dir.join("cache").display()));
+                .arg(format!("Dir::Cache={}", dir.join("cache").display()))
+                .arg("-o")
+                .arg(format!("APT::Architecture={}", arch.debian()))
+                .arg("-o")
+                .arg(format!("APT::Architectures={}", arch.debian()));
         }
         Ok(command)
     }
@@ -210,7 +260,7 @@ struct PackageQuery {
     archive: Archive,
     /// An anchored regular expression over package names, as `apt-cache search` takes it.
     names: String,
-    /// Kernel (major, minor) to get closest to; the newest package when `None`.
+    /// Fetched (major, minor) to get closest to; the newest package when `None`.
     closest_to: Option<(u64, u64)>,
 }
 
@@ -219,67 +269,123 @@ struct Package {
     version: String,
 }
 
-fn fetch_kernel(series: &str) -> Result<Kernel> {
-    let query = match series {
-        "5.10" => PackageQuery {
+fn fetch_kernel(arch: Arch, series: &str) -> Result<Fetched> {
+    let query = match (arch, series) {
+        (Arch::Arm64, "6.1") => PackageQuery {
+            archive: ARM64_ARCHIVE,
+            names: r"^linux-image-6\.1\.0-[0-9]+-arm64$".into(),
+            closest_to: None,
+        },
+        (Arch::Arm64, "6.12") => PackageQuery {
+            archive: ARM64_ARCHIVE,
+            names: r"^linux-image-6\.12\.[0-9]+\+deb12-arm64-unsigned$".into(),
+            closest_to: None,
+        },
+        (Arch::Arm64, other) => bail!("no arm64 kernel package query for series '{other}'"),
+        (Arch::X86_64, "5.10") => PackageQuery {
             archive: Archive::Private {
                 name: "bullseye",
                 sources: BULLSEYE_SOURCES,
+                arch: Arch::X86_64,
             },
             names: r"^linux-image-5\.10\.0-[0-9]+-amd64$".into(),
             closest_to: None,
         },
-        "6.1" => PackageQuery {
+        (Arch::X86_64, "6.1") => PackageQuery {
             archive: Archive::System,
             names: r"^linux-image-6\.1\.0-[0-9]+-amd64$".into(),
             closest_to: None,
         },
-        "6.12" => PackageQuery {
+        (Arch::X86_64, "6.12") => PackageQuery {
             archive: Archive::System,
             names: r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$".into(),
             closest_to: None,
         },
-        "running" => return running_kernel(),
-        other => bail!("no kernel package query for series '{other}'"),
+        (Arch::X86_64, "running") => return running_kernel(),
+        (Arch::X86_64, other) => bail!("no kernel package query for series '{other}'"),
     };
-    fetch_package(&query)
+    fetch_package(&query, &KERNEL_IMAGE)
+}
+
+/// Debian 12's arm64 packages.
+const ARM64_ARCHIVE: Archive = Archive::Private {
+    name: "bookworm-arm64",
+    sources: BOOKWORM_SOURCES,
+    arch: Arch::Arm64,
+};
+
+/// The one file vm-test takes from a package, and the name it is cached under.
+struct Member {
+    /// A `tar --wildcards` pattern matching exactly one file of the package.
+    pattern: &'static str,
+    cached_as: &'static str,
+}
+
+const KERNEL_IMAGE: Member = Member {
+    pattern: "./boot/vmlinuz-*",
+    cached_as: "vmlinuz",
+};
+
+const BUSYBOX: Member = Member {
+    pattern: "./bin/busybox",
+    cached_as: "busybox",
+};
+
+/// The busybox the VM's init runs: this machine's (Debian's static build) on x86_64, Debian's
+/// arm64 `busybox-static` for arm64, fetched and cached as kernels are.
+fn busybox(arch: Arch) -> Result<PathBuf> {
+    match arch {
+        Arch::X86_64 => Ok(PathBuf::from("/bin/busybox")),
+        Arch::Arm64 => {
+            let query = PackageQuery {
+                archive: ARM64_ARCHIVE,
+                names: "^busybox-static$".into(),
+                closest_to: None,
+            };
+            Ok(fetch_package(&query, &BUSYBOX)?.path)
+        }
+    }
 }
 
 /// The running kernel itself when its image is in /boot. Otherwise the running kernel is not a
 /// Debian build (a cloud or custom kernel): the closest Debian kernel stands in for it, taken
 /// from Debian 13's backports, which carry the newest Debian kernel series; the newest package
 /// of the running major.minor when offered, else of the nearest series.
-fn running_kernel() -> Result<Kernel> {
+fn running_kernel() -> Result<Fetched> {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")
         .context("cannot read the running kernel's release")?
         .trim()
         .to_string();
     let image = Path::new("/boot").join(format!("vmlinuz-{release}"));
     if image.exists() {
-        return Ok(Kernel {
+        return Ok(Fetched {
             origin: format!("the running kernel's {}", image.display()),
-            vmlinuz: image,
+            path: image,
         });
     }
     let numbers = version_numbers(&release);
     let [major, minor, ..] = numbers[..] else {
         bail!("cannot read a major.minor version from the running kernel's release '{release}'");
     };
-    let mut kernel = fetch_package(&PackageQuery {
-        archive: Archive::Private {
-            name: "trixie-backports",
-            sources: TRIXIE_BACKPORTS_SOURCES,
+    let mut kernel = fetch_package(
+        &PackageQuery {
+            archive: Archive::Private {
+                name: "trixie-backports",
+                sources: TRIXIE_BACKPORTS_SOURCES,
+                arch: Arch::X86_64,
+            },
+            names: r"^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb13-amd64$".into(),
+            closest_to: Some((major, minor)),
         },
-        names: r"^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb13-amd64$".into(),
-        closest_to: Some((major, minor)),
-    })?;
+        &KERNEL_IMAGE,
+    )?;
     kernel.origin = format!("{} standing in for the running {release}", kernel.origin);
     Ok(kernel)
 }
 
-/// The cached `vmlinuz` of the query's package, downloaded and unpacked on first use. Stale or
+/// The cached `member` of the query's package, downloaded and unpacked on first use. Stale or
 /// empty package lists are refreshed once when nothing matches or the download fails.
-fn fetch_package(query: &PackageQuery) -> Result<Kernel> {
+fn fetch_package(query: &PackageQuery, member: &Member) -> Result<Fetched> {
     let package = match pick_package(query)? {
         Some(package) => package,
         None => {
@@ -287,24 +393,24 @@ fn fetch_package(query: &PackageQuery) -> Result<Kernel> {
             pick_listed_package(query)?
         }
     };
-    cached_kernel(query, &package).or_else(|err| {
+    cached_member(query, &package, member).or_else(|err| {
         eprintln!("xtask: {err:#}; refreshing the package lists and retrying");
         query.archive.update()?;
-        cached_kernel(query, &pick_listed_package(query)?)
+        cached_member(query, &pick_listed_package(query)?, member)
     })
 }
 
-fn cached_kernel(query: &PackageQuery, package: &Package) -> Result<Kernel> {
+fn cached_member(query: &PackageQuery, package: &Package, member: &Member) -> Result<Fetched> {
     let dir = vm_dir().join("kernels").join(format!(
         "{}_{}",
         package.name,
         package.version.replace(':', "%3a")
     ));
-    if !dir.join("vmlinuz").exists() {
-        download(query, package, &dir)?;
+    if !dir.join(member.cached_as).exists() {
+        download(query, package, member, &dir)?;
     }
-    Ok(Kernel {
-        vmlinuz: dir.join("vmlinuz"),
+    Ok(Fetched {
+        path: dir.join(member.cached_as),
         origin: format!("{} {}", package.name, package.version),
     })
 }
@@ -360,13 +466,13 @@ fn version_numbers(text: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Downloads the package and keeps only its `boot/vmlinuz-*` as `<dir>/vmlinuz`.
-fn download(query: &PackageQuery, package: &Package, dir: &Path) -> Result<()> {
+/// Downloads the package and keeps only its `member`, as `<dir>/<member.cached_as>`.
+fn download(query: &PackageQuery, package: &Package, member: &Member, dir: &Path) -> Result<()> {
     let staging = vm_dir().join("kernels").join("download");
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
     run_step(
-        Step("download the kernel package"),
+        Step("download the package"),
         query
             .archive
             .apt("apt-get")?
@@ -376,7 +482,7 @@ fn download(query: &PackageQuery, package: &Package, dir: &Path) -> Result<()> {
             .current_dir(&staging),
     )?;
     let deb = only_entry(&staging, ".deb")?;
-    let step = "unpack the kernel image";
+    let step = "unpack the package";
     let mut unpack = Command::new("dpkg-deb");
     unpack
         .arg("--fsys-tarfile")
@@ -390,7 +496,7 @@ fn download(query: &PackageQuery, package: &Package, dir: &Path) -> Result<()> {
         .arg("-x")
         .arg("-C")
         .arg(&staging)
-        .args(["--wildcards", "./boot/vmlinuz-*"])
+        .args(["--wildcards", member.pattern])
         .stdin(unpacking.stdout.take().expect("piped stdout"));
     let extracted = extract
         .status()
@@ -399,9 +505,14 @@ fn download(query: &PackageQuery, package: &Package, dir: &Path) -> Result<()> {
     if !unpacked.success() || !extracted.success() {
         bail!("step '{step}': {unpack:?} | {extract:?} failed ({unpacked}, {extracted})");
     }
-    let image = only_entry(&staging.join("boot"), "")?;
+    let unpacked_dir = staging.join(
+        Path::new(member.pattern)
+            .parent()
+            .expect("a member pattern names a file in a directory"),
+    );
+    let image = only_entry(&unpacked_dir, "")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    fs::rename(&image, dir.join("vmlinuz"))
+    fs::rename(&image, dir.join(member.cached_as))
         .with_context(|| format!("cannot move {} into {}", image.display(), dir.display()))?;
     fs::remove_dir_all(&staging).with_context(|| format!("cannot remove {}", staging.display()))
 }
@@ -428,9 +539,11 @@ struct Suite {
     lockwork: PathBuf,
 }
 
-fn build_suite() -> Result<Suite> {
+/// On x86_64 the host's own builds; on arm64 static builds for Rust's aarch64 musl target, so
+/// that the VM needs no shared library from a foreign architecture.
+fn build_suite(arch: Arch) -> Result<Suite> {
     let step = "build the integration tests";
-    println!("==> {step}");
+    println!("==> {step} ({})", arch.name());
     let mut command = crate::cargo();
     command
         .args([
@@ -441,6 +554,9 @@ fn build_suite() -> Result<Suite> {
             "--message-format=json",
         ])
         .stderr(Stdio::inherit());
+    if !arch.is_host() {
+        command.args(["--target", arch.musl_target()]);
+    }
     let output = command
         .output()
         .with_context(|| format!("step '{step}': cannot run {command:?}"))?;
@@ -490,9 +606,9 @@ const VM_AIMLOCK: &str = "/aimlock/bin/aimlock";
 const VM_LOCKWORK: &str = "/aimlock/bin/lockwork";
 const VM_TESTS: &str = "/aimlock/tests";
 
-fn write_initramfs(suite: &Suite, fail_inside: bool) -> Result<PathBuf> {
+fn write_initramfs(arch: Arch, suite: &Suite, fail_inside: bool) -> Result<PathBuf> {
     let step = "write the VM's initramfs";
-    println!("==> {step}");
+    println!("==> {step} ({})", arch.name());
     for (binary, test, tool) in HOST_ONLY_TESTS {
         println!("    not in the VM (needs {tool}): {binary}::{test}");
     }
@@ -503,10 +619,17 @@ fn write_initramfs(suite: &Suite, fail_inside: bool) -> Result<PathBuf> {
     for (name, path) in &suite.tests {
         binaries.push((path.as_path(), format!("{VM_TESTS}/{name}")));
     }
-    let libraries = shared_libraries(binaries.iter().map(|(path, _)| *path))
-        .with_context(|| format!("step '{step}'"))?;
+    let libraries = if arch.is_host() {
+        shared_libraries(binaries.iter().map(|(path, _)| *path))
+            .with_context(|| format!("step '{step}'"))?
+    } else {
+        for (path, _) in &binaries {
+            check_static(path).with_context(|| format!("step '{step}'"))?;
+        }
+        BTreeSet::new()
+    };
     // Static: it needs no library, and `ldd` would refuse it.
-    let aimlock = crate::dist::static_binary();
+    let aimlock = arch.static_binary();
     if !aimlock.exists() {
         bail!(
             "step '{step}': {} is missing: `cargo xtask dist` builds it",
@@ -515,7 +638,7 @@ fn write_initramfs(suite: &Suite, fail_inside: bool) -> Result<PathBuf> {
     }
     binaries.push((aimlock.as_path(), VM_AIMLOCK.to_string()));
 
-    let path = vm_dir().join("initramfs.cpio");
+    let path = vm_dir().join(format!("initramfs-{}.cpio", arch.name()));
     fs::create_dir_all(vm_dir())
         .with_context(|| format!("cannot create {}", vm_dir().display()))?;
     let file =
@@ -527,8 +650,8 @@ fn write_initramfs(suite: &Suite, fail_inside: bool) -> Result<PathBuf> {
     for dir in ["/proc", "/sys", "/tmp", "/root"] {
         archive.dir(dir)?;
     }
-    let busybox = Path::new("/bin/busybox");
-    let sources = std::iter::once((busybox, busybox.display().to_string()))
+    let busybox = busybox(arch).with_context(|| format!("step '{step}': busybox"))?;
+    let sources = std::iter::once((busybox.as_path(), "/bin/busybox".to_string()))
         .chain(binaries)
         .chain(
             libraries
@@ -544,6 +667,19 @@ fn write_initramfs(suite: &Suite, fail_inside: bool) -> Result<PathBuf> {
         .finish()
         .with_context(|| format!("step '{step}': cannot write {}", path.display()))?;
     Ok(path)
+}
+
+/// A cross-built binary must be static: the VM has no loader or library for it.
+fn check_static(binary: &Path) -> Result<()> {
+    let headers = capture(
+        Command::new("readelf")
+            .args(["--program-headers", "--wide"])
+            .arg(binary),
+    )?;
+    if headers.contains("INTERP") {
+        bail!("{} asks for a dynamic loader", binary.display());
+    }
+    Ok(())
 }
 
 /// The shared libraries and dynamic loader the binaries need, as `ldd` lists them.
@@ -724,13 +860,14 @@ struct VmRun {
 }
 
 impl VmRun {
-    fn summary(&self, series: &str) -> String {
+    fn summary(&self, arch: Arch, series: &str) -> String {
         let seconds = |duration: Option<Duration>| {
             duration.map_or("-".to_string(), |d| format!("{:.0} s", d.as_secs_f64()))
         };
         let verdict = if self.passed { "pass" } else { "FAIL" };
         let mut line = format!(
-            "vm-test {series}: {verdict}: booted {} ({}); boot {}, suite {}",
+            "vm-test {}: {verdict}: booted {} ({}); boot {}, suite {}",
+            label(arch, series),
             self.release.as_deref().unwrap_or("?"),
             self.origin,
             seconds(self.boot),
@@ -746,7 +883,8 @@ impl VmRun {
     }
 }
 
-fn boot(series: &str, kernel: &Kernel, initramfs: &Path) -> Result<VmRun> {
+fn boot(arch: Arch, series: &str, kernel: &Fetched, initramfs: &Path) -> Result<VmRun> {
+    let series = label(arch, series);
     let logs = vm_dir().join("logs");
     fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let log_path = logs.join(format!("{series}.log"));
@@ -757,18 +895,19 @@ fn boot(series: &str, kernel: &Kernel, initramfs: &Path) -> Result<VmRun> {
     );
     let log = fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
-    let mut qemu = Command::new("qemu-system-x86_64");
+    let mut qemu = qemu(arch);
     // One vCPU: under TCG, a tracepoint attached or detached (the kernel patches its own code)
     // while another vCPU runs through that code in a lock loop can stall the guest for good.
-    qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "2048"])
+    qemu.args(["-accel", "tcg", "-smp", "1", "-m", "2048"])
         .args([
             "-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none",
         ])
         .args(["-no-reboot", "-kernel"])
-        .arg(&kernel.vmlinuz)
+        .arg(&kernel.path)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", "console=ttyS0 panic=-1"])
+        .arg("-append")
+        .arg(format!("console={} panic=-1", console_device(arch)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log.try_clone()?);
@@ -803,6 +942,33 @@ fn boot(series: &str, kernel: &Kernel, initramfs: &Path) -> Result<VmRun> {
         log: log_path,
         problem,
     })
+}
+
+/// qemu for the architecture, with its machine and CPU.
+fn qemu(arch: Arch) -> Command {
+    match arch {
+        Arch::X86_64 => {
+            let mut qemu = Command::new("qemu-system-x86_64");
+            qemu.args(["-cpu", "max"]);
+            qemu
+        }
+        Arch::Arm64 => {
+            let mut qemu = Command::new("qemu-system-aarch64");
+            // `virt`: the generic machine, its console a PL011 UART. Pointer authentication
+            // with qemu's own cheap algorithm instead of the architected QARMA, which costs
+            // much emulation time on every function return.
+            qemu.args(["-machine", "virt", "-cpu", "max,pauth-impdef=on"]);
+            qemu
+        }
+    }
+}
+
+/// The serial console the kernel writes to: the PC's first UART, or the virt machine's PL011.
+fn console_device(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "ttyS0",
+        Arch::Arm64 => "ttyAMA0",
+    }
 }
 
 /// What the serial console said.
