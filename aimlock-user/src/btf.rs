@@ -45,6 +45,7 @@ pub fn lock_layout() -> Result<LockLayout> {
     let pid_level = layout.offset("pid", &["level"])?;
     let pid_numbers = layout.offset("pid", &["numbers"])?;
     let upid_size = layout.size("upid")?;
+    let task_start_boottime = layout.offset("task_struct", &["start_boottime"])?;
     let sb_dev = layout.offset("super_block", &["s_dev"])?;
     // From 6.9 the common fields live in `struct file_lock_core c`.
     let lock = |core: &str, old: &str| {
@@ -90,6 +91,7 @@ pub fn lock_layout() -> Result<LockLayout> {
             pid_level: narrow(pid_level)?,
             pid_numbers: narrow(pid_numbers)?,
             upid_size: narrow(upid_size)?,
+            task_start_boottime: narrow(task_start_boottime)?,
         },
         fields: LockFields {
             ino: btf_payload::INO,

@@ -70,8 +70,16 @@ impl Enricher {
     }
 
     /// Reads the process of a lock record while it most likely still runs; where it is gone
-    /// already, the namespace pid its record carried still names it.
-    pub fn process_of(&mut self, op: &LockOp) {
+    /// already, the namespace pid its record carried still names it. A record whose kernel
+    /// could not tell when its process started gets the start time /proc gave.
+    pub fn process_of(&mut self, op: &mut LockOp) {
+        // What was read of an earlier process with this pid says nothing of this one.
+        if op.start_time != 0
+            && let Some(Some(info)) = self.processes.get(&op.pid)
+            && info.start_time.is_some_and(|start| start != op.start_time)
+        {
+            self.forget(op.pid);
+        }
         let info = self.processes.entry(op.pid).or_insert_with(|| {
             ProcessInfo::read(op.pid).or_else(|| {
                 (op.ns_pid != 0 && op.ns_pid != op.pid).then(|| ProcessInfo {
@@ -81,13 +89,22 @@ impl Enricher {
                 })
             })
         });
-        if let Some(info) = info
-            && info.ns_pid.is_none()
-            && op.ns_pid != 0
-            && op.ns_pid != op.pid
-        {
-            info.ns_pid = Some(op.ns_pid);
+        if let Some(info) = info {
+            if info.ns_pid.is_none() && op.ns_pid != 0 && op.ns_pid != op.pid {
+                info.ns_pid = Some(op.ns_pid);
+            }
+            if op.start_time == 0 {
+                op.start_time = info.start_time.unwrap_or(0);
+            }
         }
+    }
+
+    /// When an exiting process started, where its kernel could not tell: as its earlier
+    /// records were given it, or as /proc still shows it (until it is reaped).
+    pub fn start_time_of_exit(&mut self, pid: u32) -> u64 {
+        self.process(pid)
+            .and_then(|info| info.start_time)
+            .unwrap_or(0)
     }
 
     pub fn process(&mut self, pid: u32) -> Option<&ProcessInfo> {
@@ -152,6 +169,7 @@ impl Enricher {
             host: Some(this_host().into()),
             // Pid 0: the kernel does not record who took it (an OFD lock found in its table).
             pid: (actor.pid != 0).then_some(actor.pid),
+            start_time: known(actor.start_time),
             comm: Some(self.comm(&actor)).filter(|comm| !comm.is_empty()),
             ..Default::default()
         };
@@ -384,6 +402,7 @@ impl Enricher {
         let info = self.process(actor.pid).cloned();
         ProcRef {
             pid: actor.pid,
+            start_time: known(actor.start_time),
             comm: comm_str(&actor.comm),
             ns_pid: info.as_ref().and_then(|info| info.ns_pid),
             fd,
@@ -395,6 +414,7 @@ impl Enricher {
 fn blocker(blocker: &Blocker) -> events::Blocker {
     events::Blocker {
         pid: blocker.holder.pid,
+        start_time: known(blocker.holder.start_time),
         comm: comm_str(&blocker.holder.comm),
         orphan: blocker.orphan.then_some(true),
     }
@@ -404,11 +424,17 @@ fn blocker(blocker: &Blocker) -> events::Blocker {
 fn proc_ref(holder: &lock_table::Holder) -> ProcRef {
     ProcRef {
         pid: holder.pid,
+        start_time: holder.start_time,
         comm: holder.comm.clone(),
         ns_pid: holder.ns_pid,
         fd: Some(holder.fd),
         cgroup: holder.ns_pid.and(holder.cgroup.clone()),
     }
+}
+
+/// A start time the tracker knows (0: not known).
+fn known(start_time: u64) -> Option<u64> {
+    (start_time != 0).then_some(start_time)
 }
 
 /// "EAGAIN" for 11, and so on. The kernel's internal restart codes (ERESTARTSYS and its kin,

@@ -61,6 +61,9 @@ pub struct Actor {
     pub pid: u32,
     pub tid: u32,
     pub comm: [u8; 16],
+    /// When the process started (`procfs::start_time`), 0 when not known: with the pid, it
+    /// names the process apart from a later one that reuses the pid.
+    pub start_time: u64,
 }
 
 /// Which lock an event is about.
@@ -502,9 +505,21 @@ impl Tracker {
                 Pending::Kernel(Input::Lock(op)) => self.apply_lock(op, out),
                 Pending::Kernel(Input::FcntlFailure(op)) => self.apply_fcntl_failure(op, out),
                 Pending::Kernel(Input::FlockWaitEnd(op)) => self.apply_flock_wait_end(op, out),
-                Pending::Kernel(Input::Exit { ts_ns, pid, comm }) => {
-                    self.apply_exit(ts_ns, pid, comm, out)
-                }
+                Pending::Kernel(Input::Exit {
+                    ts_ns,
+                    pid,
+                    comm,
+                    start_time,
+                }) => self.apply_exit(
+                    ts_ns,
+                    Actor {
+                        pid,
+                        tid: pid,
+                        comm,
+                        start_time,
+                    },
+                    out,
+                ),
                 Pending::ScanBegin(_) => self.scan_touched = Some(HashSet::default()),
                 Pending::Scan(view) => self.apply_view(*view, out),
             }
@@ -517,6 +532,7 @@ impl Tracker {
             pid: op.pid,
             tid: op.tid,
             comm: op.comm,
+            start_time: op.start_time,
         };
         let lock = LockId {
             dev: op.dev,
@@ -707,6 +723,7 @@ impl Tracker {
                 pid: op.pid,
                 tid: op.tid,
                 comm: op.comm,
+                start_time: op.start_time,
             },
             lock: request.lock,
             mode,
@@ -730,6 +747,7 @@ impl Tracker {
                 pid: op.pid,
                 tid: op.tid,
                 comm: op.comm,
+                start_time: op.start_time,
             },
             lock: waiting.lock,
             mode: waiting.mode,
@@ -741,7 +759,8 @@ impl Tracker {
         });
     }
 
-    fn apply_exit(&mut self, at: u64, pid: u32, comm: [u8; 16], out: &mut Vec<Output>) {
+    fn apply_exit(&mut self, at: u64, actor: Actor, out: &mut Vec<Output>) {
+        let pid = actor.pid;
         // A process that exits while it waits gives its wait up.
         let mut abandoned: Vec<(u32, Waiting)> = self
             .waiting
@@ -754,7 +773,7 @@ impl Tracker {
         for (tid, waiting) in abandoned {
             out.push(Output::WaitAbandoned {
                 at,
-                actor: Actor { pid, tid, comm },
+                actor: Actor { tid, ..actor },
                 lock: waiting.lock,
                 mode: waiting.mode,
                 start: waiting.start,
@@ -771,11 +790,6 @@ impl Tracker {
                 .filter(|held| held.taker.pid == pid && held.orphan == Orphan::No)
                 .count() as u64
         });
-        let actor = Actor {
-            pid,
-            tid: pid,
-            comm,
-        };
         out.push(Output::Exit {
             at,
             actor,
@@ -1376,6 +1390,13 @@ impl Tracker {
                 pid: taker_pid,
                 tid: taker_pid,
                 comm,
+                // A taker that holds the lock is one of its holders, read just now.
+                start_time: kernel
+                    .holders
+                    .iter()
+                    .find(|holder| holder.pid == taker_pid && kernel.taker == Taker::Holding)
+                    .and_then(|holder| holder.start_time)
+                    .unwrap_or(0),
             },
             orphan: if kernel.orphan {
                 Orphan::Yes { taker_exit: None }
@@ -1427,6 +1448,7 @@ fn holder_actors(holders: &[lock_table::Holder]) -> SmallVec<[Actor; 1]> {
             pid: holder.pid,
             tid: holder.pid,
             comm: comm_bytes(&holder.comm),
+            start_time: holder.start_time.unwrap_or(0),
         })
         .collect();
     // Sorted by pid: one per process, whatever its number of fds on the lock.
@@ -1475,6 +1497,7 @@ mod tests {
                 ret,
                 file: aimlock_common::FileName::NONE,
                 ns_pid: 0,
+                start_time: 0,
             })
         }
 
@@ -1535,6 +1558,7 @@ mod tests {
             ts_ns: at_ms * MS,
             pid,
             comm: comm("worker"),
+            start_time: 0,
         }
     }
 

@@ -183,11 +183,13 @@ mod tests {
             blockers: Some(vec![
                 Blocker {
                     pid: 812,
+                    start_time: None,
                     comm: "python3".to_owned(),
                     orphan: Some(true),
                 },
                 Blocker {
                     pid: 900,
+                    start_time: None,
                     comm: "make".to_owned(),
                     orphan: None,
                 },
