@@ -10,7 +10,7 @@ use std::{
 
 use aimlock_tests::{
     KillOnDrop, TempDir, TraceToFile, Workload, aimlock_bin, eventually, inode, lockwork_bin,
-    proc_locks_lines, require_root, write_log,
+    proc_locks_lines, proc_start_time, require_root, spawn_with_pid, wait_pid, write_log,
 };
 use serde_json::Value;
 
@@ -879,4 +879,93 @@ fn two_hosts_logs_of_the_same_inode_stay_two_timelines() {
     let locks = report_json(&["--host", "beta", &alpha, &beta]);
     assert_eq!(locks.len(), 1, "{locks:#?}");
     assert_eq!(locks[0]["host"], "beta");
+}
+
+/// Two processes that had the same pid one after the other (the second made to get it with
+/// clone3's set_tid) are two processes in the log, in the report's timeline and in `--pid`.
+#[test]
+fn a_reused_pid_is_two_processes() {
+    let dir = TempDir::new("report-reused-pid");
+    let file = dir.file("job.lock");
+    let ino = inode(&file);
+    let log = dir.path().join("trace.log");
+    let tracer = TraceToFile::start(&log, &["--path", &file.display().to_string()]);
+    let open = format!("open:{}", file.display());
+    let steps = [open.as_str(), "flock:ex", "sleep:0.2", "flock:un", "sleep:0.3"];
+    // A process of the machine may take the pid between the first's end and the second's
+    // start: then both are run again.
+    let (pid, second_start) = (0..20)
+        .find_map(|_| {
+            let first = Workload::start(&steps);
+            let pid = first.pid();
+            first.finish();
+            let second = spawn_with_pid(pid, &lockwork_bin(), &steps).ok()?;
+            // Read while it runs: the kernel programs' reading must be /proc's.
+            let started = proc_start_time(second);
+            let status = wait_pid(second);
+            assert!(
+                matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+                "{status:?}"
+            );
+            Some((pid, started.expect("the second process's /proc/PID/stat")))
+        })
+        .expect("no pid could be taken again in 20 tries (clone3 with set_tid needs root)");
+    let acquires = |lines: &[Value]| -> Vec<u64> {
+        lines
+            .iter()
+            .filter(|line| line["event"] == "acquire" && line["ino"] == ino && line["pid"] == pid)
+            .map(|line| line["start_time"].as_u64().expect("start_time"))
+            .collect()
+    };
+    eventually("both processes' acquires", Duration::from_secs(30), || {
+        (acquires(&tracer.lines()).len() == 2).then_some(())
+    });
+    tracer.wait_for("the second release", |line| {
+        line["event"] == "release" && line["ino"] == ino && line["start_time"] == second_start
+    });
+    tracer.stop();
+    let starts = acquires(&parse_log(&log));
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert!(starts[0] < starts[1], "{starts:?}");
+    assert_eq!(starts[1], second_start, "the kernel's start time is /proc's");
+
+    let log = log.display().to_string();
+    let pid_arg = pid.to_string();
+    let output = report(&["--pid", &pid_arg, "--json", &log], None);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let locks: Vec<Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON lock"))
+        .collect();
+    let takers: Vec<&Value> = locks
+        .iter()
+        .filter(|lock| lock["ino"] == ino)
+        .flat_map(|lock| lock["holds"].as_array().expect("holds"))
+        .map(|hold| &hold["taker"])
+        .collect();
+    let taker_starts: Vec<u64> = takers
+        .iter()
+        .map(|taker| {
+            assert_eq!(taker["pid"], pid, "{taker}");
+            taker["start_time"].as_u64().expect("start_time")
+        })
+        .collect();
+    assert_eq!(taker_starts, starts, "two holds, one by each process: {locks:#?}");
+
+    // The narrative says which process each mention of the pid is.
+    let output = report(&["--pid", &pid_arg, &log], None);
+    let stdout = text(&output.stdout);
+    let since_boot = |ns: u64| format!("{}.{:02} s after boot", ns / 1_000_000_000, ns / 10_000_000 % 100);
+    for start in &starts {
+        let mention = format!("pid {pid} (lockwork, started {}) took a write lock", since_boot(*start));
+        assert!(stdout.contains(&mention), "no {mention:?} in\n{stdout}");
+    }
+}
+
+fn parse_log(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .expect("read the log")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
 }

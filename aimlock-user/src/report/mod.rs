@@ -195,6 +195,8 @@ fn write_report(
     out: &mut impl Write,
 ) -> Result<()> {
     let pool = scan::thread_pool(jobs)?;
+    // Before the timelines take the lines.
+    let reused_pids = reused_pids(scan);
     let locks = pool.install(|| select(args, scan));
     let several_hosts = locks.iter().any(|lock| lock.key.host != locks[0].key.host);
     let renderer = Renderer {
@@ -202,7 +204,7 @@ fn write_report(
         end,
         at: args.at,
         several_hosts,
-        reused_pids: reused_pids(scan),
+        reused_pids,
     };
     if locks.is_empty() && !args.json {
         writeln!(out, "no lock in these logs matches")?;
