@@ -563,12 +563,22 @@ impl PrivateJournal {
     /// `journalctl -o json -t aimlock` of this journal: one object per entry, in order, every
     /// value a string (or an array of bytes, for a value that is not UTF-8).
     pub fn aimlock_entries(&self) -> Vec<Value> {
+        String::from_utf8(self.journalctl(&["-o", "json", "-t", "aimlock"]))
+            .expect("journalctl writes UTF-8")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("journalctl -o json line"))
+            .collect()
+    }
+
+    /// What `journalctl ARGS` prints for this journal, once journald has written out what it
+    /// has received.
+    pub fn journalctl(&self, args: &[&str]) -> Vec<u8> {
         let journalctl = |args: &[&str]| {
             let output = Command::new("journalctl")
                 .arg(format!("--namespace={}", self.namespace))
                 .args(args)
                 .output()
-                .expect("journalctl");
+                .expect("journalctl (the systemd package; cargo xtask setup installs it)");
             assert!(
                 output.status.success(),
                 "journalctl {args:?}: {}",
@@ -576,13 +586,8 @@ impl PrivateJournal {
             );
             output.stdout
         };
-        // Makes journald write out what it has received.
         journalctl(&["--sync"]);
-        String::from_utf8(journalctl(&["-o", "json", "-t", "aimlock"]))
-            .expect("journalctl writes UTF-8")
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("journalctl -o json line"))
-            .collect()
+        journalctl(args)
     }
 }
 
