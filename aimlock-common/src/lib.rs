@@ -238,7 +238,8 @@ pub struct BtfOffsets {
     pub pid_level: u16,
     pub pid_numbers: u16,
     pub upid_size: u16,
-    /// `task_struct.start_boottime`: when the process started (read from its group leader).
+    /// `task_struct.start_boottime`: when the process started (read from its group leader);
+    /// 0 where the kernel's BTF has no such member (it is never a task's first member).
     pub task_start_boottime: u16,
 }
 

@@ -466,10 +466,12 @@ fn submit(
     if config!(filter_comm) != 0 && unsafe { COMMS.get(comm) }.is_none() {
         return false;
     }
+    let start_off = config!(btf.task_start_boottime);
     let (ns_pid, start_boottime) = if leader.is_null() {
         (0, 0)
+    } else if start_off == 0 {
+        (namespace_pid(leader), 0)
     } else {
-        let start_off = config!(btf.task_start_boottime);
         // SAFETY: the group leader, a BTF pointer, and its `start_boottime` at its BTF offset.
         (namespace_pid(leader), unsafe {
             load::<u64>(leader, start_off)

@@ -45,7 +45,10 @@ pub fn lock_layout() -> Result<LockLayout> {
     let pid_level = layout.offset("pid", &["level"])?;
     let pid_numbers = layout.offset("pid", &["numbers"])?;
     let upid_size = layout.size("upid")?;
-    let task_start_boottime = layout.offset("task_struct", &["start_boottime"])?;
+    // Named so from 5.5; where it is not, user space reads /proc instead (0: not read).
+    let task_start_boottime = layout
+        .offset("task_struct", &["start_boottime"])
+        .unwrap_or(0);
     let sb_dev = layout.offset("super_block", &["s_dev"])?;
     // From 6.9 the common fields live in `struct file_lock_core c`.
     let lock = |core: &str, old: &str| {
@@ -214,5 +217,6 @@ mod tests {
             "fl_end follows fl_start: {offsets:?}"
         );
         assert_ne!(layout.offsets.inode_ino, layout.offsets.inode_sb);
+        assert_ne!(offsets.task_start_boottime, 0, "a process's start time");
     }
 }

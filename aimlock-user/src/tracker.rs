@@ -66,6 +66,17 @@ pub struct Actor {
     pub start_time: u64,
 }
 
+impl Actor {
+    /// Whether both name one process: the same pid, started at the same time where both
+    /// start times are known (a pid reused after an exit is another process).
+    pub fn same_process(&self, other: &Actor) -> bool {
+        self.pid == other.pid
+            && (self.start_time == 0
+                || other.start_time == 0
+                || self.start_time == other.start_time)
+    }
+}
+
 /// Which lock an event is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LockId {
@@ -565,7 +576,11 @@ impl Tracker {
             if op.ret == 0 {
                 let reason = if op.flags & fl_flags::CLOSE == 0 {
                     ReleaseReason::Unlock
-                } else if self.exiting.contains_key(&op.pid) {
+                } else if self
+                    .exiting
+                    .get(&op.pid)
+                    .is_some_and(|exiting| exiting.actor.same_process(&actor))
+                {
                     ReleaseReason::Exit
                 } else {
                     ReleaseReason::Close
@@ -819,6 +834,8 @@ impl Tracker {
             let Some(taken) = self.taken_by.remove(&pid) else {
                 continue;
             };
+            // Locks taken since by another process that got the pid stay its own.
+            let mut reused: HashSet<LockId> = HashSet::default();
             for id in taken {
                 let Some(ranges) = self.locks.get_mut(&id) else {
                     continue;
@@ -826,9 +843,13 @@ impl Tracker {
                 if id.kind == LockKind::Posix {
                     // POSIX locks belong to the process and cannot outlive it: what is left
                     // here was released in records that were lost.
-                    let (gone, kept): (Ranges, Ranges) =
-                        ranges.drain(..).partition(|held| held.taker.pid == pid);
+                    let (gone, kept): (Ranges, Ranges) = ranges
+                        .drain(..)
+                        .partition(|held| held.taker.same_process(&exiting.actor));
                     *ranges = kept;
+                    if ranges.iter().any(|held| held.taker.pid == pid) {
+                        reused.insert(id);
+                    }
                     for held in gone {
                         out.push(Output::Release {
                             at: exiting.at,
@@ -848,7 +869,11 @@ impl Tracker {
                     continue;
                 }
                 for held in ranges.iter_mut() {
-                    if held.taker.pid == pid && held.orphan == Orphan::No {
+                    if !held.taker.same_process(&exiting.actor) {
+                        if held.taker.pid == pid {
+                            reused.insert(id);
+                        }
+                    } else if held.orphan == Orphan::No {
                         held.orphan = Orphan::Suspect {
                             taker_exit: exiting.at,
                             looks: 0,
@@ -856,6 +881,9 @@ impl Tracker {
                         self.suspects.insert(id);
                     }
                 }
+            }
+            if !reused.is_empty() {
+                self.taken_by.insert(pid, reused);
             }
         }
     }
@@ -1667,6 +1695,61 @@ mod tests {
                 Output::Deadlock { .. } => "deadlock",
             })
             .collect()
+    }
+
+    /// A process that gets the pid of one that exited a moment ago (within its exit's grace
+    /// period) is another process: its closes are no exit's, and the end of the first one's
+    /// grace leaves its locks alone.
+    #[test]
+    fn a_pid_reused_during_an_exits_grace_is_another_process() {
+        const FILES_2: u64 = 0xffff_0000_0002_0000;
+        let started = |op: Op, start_time| Input::Lock(LockOp { start_time, ..op.0 });
+        let (tracker, out) = run([
+            started(Op::posix(1, 10, fl_type::WRLCK, 0, 9), 1),
+            Input::Exit {
+                ts_ns: 100 * MS,
+                pid: 10,
+                comm: comm("worker"),
+                start_time: 1,
+            },
+            started(
+                Op::posix(110, 10, fl_type::UNLCK, 0, 9).flags(fl_flags::CLOSE),
+                1,
+            ),
+            // Pid 10 again, 400 ms into the first one's grace.
+            started(Op::posix(500, 10, fl_type::WRLCK, 0, 9).owner(FILES_2), 2),
+            started(Op::posix(600, 10, fl_type::WRLCK, 20, 29).owner(FILES_2), 2),
+            started(
+                Op::posix(700, 10, fl_type::UNLCK, 20, 29)
+                    .owner(FILES_2)
+                    .flags(fl_flags::CLOSE),
+                2,
+            ),
+            // Past the first one's grace: the second still holds bytes 0-9.
+            started(Op::posix(1500, 20, fl_type::RDLCK, 50, 59), 3),
+        ]);
+        assert_eq!(
+            names(&out),
+            [
+                "acquire", "exit", "release", "acquire", "acquire", "release", "acquire"
+            ]
+        );
+        let reasons: Vec<(u64, ReleaseReason)> = out
+            .iter()
+            .filter_map(|output| match output {
+                Output::Release { actor, reason, .. } => Some((actor.start_time, *reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [(1, ReleaseReason::Exit), (2, ReleaseReason::Close)]
+        );
+        let held: Vec<(u64, i64)> = tracker
+            .held()
+            .map(|(_, held)| (held.taker.start_time, held.start))
+            .collect();
+        assert!(held.contains(&(2, 0)), "{held:?}");
     }
 
     #[test]
