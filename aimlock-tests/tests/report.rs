@@ -901,12 +901,15 @@ fn a_reused_pid_is_two_processes() {
     ];
     // A process of the machine may take the pid between the first's end and the second's
     // start: then both are run again.
+    let mut refusals = Vec::new();
     let (pid, second_start) = (0..20)
         .find_map(|_| {
             let first = Workload::start(&steps);
             let pid = first.pid();
             first.finish();
-            let second = spawn_with_pid(pid, &lockwork_bin(), &steps).ok()?;
+            let second = spawn_with_pid(pid, &lockwork_bin(), &steps)
+                .inspect_err(|err| refusals.push(*err))
+                .ok()?;
             // Read while it runs: the kernel programs' reading must be /proc's.
             let started = proc_start_time(second);
             let status = wait_pid(second);
@@ -916,7 +919,9 @@ fn a_reused_pid_is_two_processes() {
             );
             Some((pid, started.expect("the second process's /proc/PID/stat")))
         })
-        .expect("no pid could be taken again in 20 tries (clone3 with set_tid needs root)");
+        .unwrap_or_else(|| {
+            panic!("no pid could be taken again (clone3 with set_tid needs root): {refusals:?}")
+        });
     let acquires = |lines: &[Value]| -> Vec<u64> {
         lines
             .iter()

@@ -371,6 +371,7 @@ impl Enricher {
                 let before = (index + cycle.len() - 1) % cycle.len();
                 DeadlockStep {
                     pid: step.actor.pid,
+                    start_time: known(step.actor.start_time),
                     tid: step.actor.tid,
                     comm: comm_str(&step.actor.comm),
                     holds: lock_ref(

@@ -126,6 +126,9 @@ pub struct LockRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadlockStep {
     pub pid: u32,
+    /// When it started: nanoseconds since boot (see `docs/events.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
     pub tid: u32,
     pub comm: String,
     pub holds: LockRef,
@@ -408,6 +411,7 @@ impl DeadlockStep {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut object = JsonObject::start(out);
         object.opt_u64("pid", Some(u64::from(self.pid)));
+        object.opt_u64("start_time", self.start_time);
         object.opt_u64("tid", Some(u64::from(self.tid)));
         object.str("comm", &self.comm);
         object.key("holds");
@@ -638,6 +642,7 @@ pub fn every_field() -> EventLine {
         ]),
         cycle: Some(vec![DeadlockStep {
             pid: 1,
+            start_time: Some(2_000_000_000),
             tid: 2,
             comm: "x\n".to_owned(),
             holds: LockRef {

@@ -218,6 +218,7 @@ mod tests {
         };
         let step = |pid, holds, waits_for| DeadlockStep {
             pid,
+            start_time: None,
             tid: pid,
             comm: "sync".to_owned(),
             holds,
