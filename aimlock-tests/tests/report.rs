@@ -883,14 +883,25 @@ fn two_hosts_logs_of_the_same_inode_stay_two_timelines() {
 }
 
 /// Two processes that had the same pid one after the other (the second made to get it with
-/// clone3's set_tid) are two processes in the log, in the report's timeline and in `--pid`.
+/// clone3's set_tid) are two processes in the log, in the report's timeline and in `--pid`:
+/// with the start time the kernel programs read, and with the one /proc gives where they
+/// cannot (classic tracepoints, as on a kernel without BTF).
 #[test]
 fn a_reused_pid_is_two_processes() {
-    let dir = TempDir::new("report-reused-pid");
+    for hooks in [&[][..], &["--classic-lock-hooks"][..]] {
+        reused_pid_is_two_processes(hooks);
+    }
+}
+
+fn reused_pid_is_two_processes(hooks: &[&str]) {
+    let dir = TempDir::new(&format!("report-reused-pid{}", hooks.len()));
     let file = dir.file("job.lock");
     let ino = inode(&file);
     let log = dir.path().join("trace.log");
-    let tracer = TraceToFile::start(&log, &["--path", &file.display().to_string()]);
+    let path = file.display().to_string();
+    let mut args = vec!["--path", &path];
+    args.extend(hooks);
+    let tracer = TraceToFile::start(&log, &args);
     let open = format!("open:{}", file.display());
     let steps = [
         open.as_str(),

@@ -1,7 +1,7 @@
 //! What only /proc knows about an event: paths, namespace pids, containers, holders.
 
 use aimlock_common::FileName;
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::{
     clock::Clock,
@@ -27,10 +27,15 @@ pub struct Enricher {
     comms: HashMap<u32, ([u8; 16], String)>,
     /// Which mounts each process sees, read once per process while it runs.
     mount_views: HashMap<u32, MountView>,
+    /// Pids whose exit record has been read but whose exit line has not been written yet: a
+    /// record of theirs without a start time from the kernel may be another process's, that
+    /// got the pid since.
+    exited: HashSet<u32>,
 }
 
 impl Enricher {
     pub fn forget(&mut self, pid: u32) {
+        self.exited.remove(&pid);
         self.processes.remove(&pid);
         self.paths.forget_process(pid);
         self.comms.remove(&pid);
@@ -73,10 +78,17 @@ impl Enricher {
     /// already, the namespace pid its record carried still names it. A record whose kernel
     /// could not tell when its process started gets the start time /proc gave.
     pub fn process_of(&mut self, op: &mut LockOp) {
+        // Where the kernel did not tell, a process that exited may have left its pid to
+        // another: /proc says which one runs now.
+        let started = match op.start_time {
+            0 if self.exited.contains(&op.pid) => procfs::start_time(op.pid),
+            0 => None,
+            known => Some(known),
+        };
         // What was read of an earlier process with this pid says nothing of this one.
-        if op.start_time != 0
+        if let Some(started) = started
             && let Some(Some(info)) = self.processes.get(&op.pid)
-            && info.start_time.is_some_and(|start| start != op.start_time)
+            && info.start_time.is_some_and(|start| start != started)
         {
             self.forget(op.pid);
         }
@@ -105,6 +117,12 @@ impl Enricher {
         self.process(pid)
             .and_then(|info| info.start_time)
             .unwrap_or(0)
+    }
+
+    /// Notes a process's exit record: until its exit line is written (and the pid forgotten),
+    /// records of the pid without a start time are checked against /proc.
+    pub fn exited(&mut self, pid: u32) {
+        self.exited.insert(pid);
     }
 
     pub fn process(&mut self, pid: u32) -> Option<&ProcessInfo> {

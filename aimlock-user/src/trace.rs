@@ -282,8 +282,12 @@ fn drain(
                     }
                     Input::Exit {
                         pid, start_time, ..
-                    } if *start_time == 0 => *start_time = enricher.start_time_of_exit(*pid),
-                    Input::Exit { .. } => {}
+                    } => {
+                        if *start_time == 0 {
+                            *start_time = enricher.start_time_of_exit(*pid);
+                            enricher.exited(*pid);
+                        }
+                    }
                 }
                 tracker.push(input);
             }
