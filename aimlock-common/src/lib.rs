@@ -94,6 +94,10 @@ pub struct Record {
     /// The locked file as the kernel names it: written by the BTF tracepoint programs, zero
     /// from the classic tracepoints and for exits.
     pub file: FileName,
+    /// When the process started: its thread group leader's `start_boottime` (CLOCK_BOOTTIME,
+    /// nanoseconds), which with the pid tells it from a later process that reuses the pid.
+    /// 0 where the kernel does not let the programs read it (before 5.11).
+    pub start_boottime: u64,
 }
 
 /// Bytes of a file's name (the last component of its path) a record carries.
@@ -234,6 +238,9 @@ pub struct BtfOffsets {
     pub pid_level: u16,
     pub pid_numbers: u16,
     pub upid_size: u16,
+    /// `task_struct.start_boottime`: when the process started (read from its group leader);
+    /// 0 where the kernel's BTF has no such member (it is never a task's first member).
+    pub task_start_boottime: u16,
 }
 
 /// Layout of a record's payload written by a BTF tracepoint program: each field read from the
@@ -311,6 +318,7 @@ impl Config {
             pid_level: 0,
             pid_numbers: 0,
             upid_size: 0,
+            task_start_boottime: 0,
         },
         filter_pid: 0,
         filter_comm: 0,

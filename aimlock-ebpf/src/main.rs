@@ -444,21 +444,39 @@ fn submit(
     fill: impl FnOnce(&mut [u8; PAYLOAD_LEN]),
     name: impl FnOnce(&mut FileName),
 ) -> bool {
-    let (comm, ns_pid) = if config!(btf.comm_direct) != 0 {
+    // The group leader is read where the kernel allows direct loads from the current task.
+    let (comm, leader) = if config!(btf.comm_direct) != 0 {
         let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        let comm_off = config!(btf.task_comm);
-        // SAFETY: the current task, a BTF pointer, and its `comm` array at its BTF offset.
-        (
-            unsafe { load::<[u8; 16]>(task, comm_off) },
-            namespace_pid(task),
-        )
+        let (comm_off, leader_off) = (config!(btf.task_comm), config!(btf.task_group_leader));
+        // SAFETY: the current task, a BTF pointer, and its `comm` array and `group_leader`
+        // pointer at their BTF offsets.
+        unsafe {
+            (
+                load::<[u8; 16]>(task, comm_off),
+                load::<*const u8>(task, leader_off),
+            )
+        }
     } else {
-        (bpf_get_current_comm().unwrap_or_default(), 0)
+        (
+            bpf_get_current_comm().unwrap_or_default(),
+            core::ptr::null(),
+        )
     };
     // SAFETY: the value is only tested for presence.
     if config!(filter_comm) != 0 && unsafe { COMMS.get(comm) }.is_none() {
         return false;
     }
+    let start_off = config!(btf.task_start_boottime);
+    let (ns_pid, start_boottime) = if leader.is_null() {
+        (0, 0)
+    } else if start_off == 0 {
+        (namespace_pid(leader), 0)
+    } else {
+        // SAFETY: the group leader, a BTF pointer, and its `start_boottime` at its BTF offset.
+        (namespace_pid(leader), unsafe {
+            load::<u64>(leader, start_off)
+        })
+    };
     let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
         count(&DROPS);
         return true;
@@ -478,28 +496,24 @@ fn submit(
         (*record).comm = comm;
         fill(&mut (*record).payload);
         name(&mut (*record).file);
+        (*record).start_boottime = start_boottime;
     }
     entry.submit(wakeup_flags(now));
     true
 }
 
-/// The current process's pid in its own PID namespace, 0 in the initial one: the group
+/// The current process's pid in its own PID namespace, 0 in the initial one: its group
 /// leader's `thread_pid->numbers[level].nr`, read while the process surely runs (user space may
 /// find it gone). Only a process in a namespace pays for the two helper reads an index into
 /// `numbers` needs (the verifier allows no variable offset in a direct load).
 #[inline(always)]
-fn namespace_pid(task: *const u8) -> u32 {
-    let (leader_off, thread_pid_off) =
-        (config!(btf.task_group_leader), config!(btf.task_thread_pid));
+fn namespace_pid(leader: *const u8) -> u32 {
+    let thread_pid_off = config!(btf.task_thread_pid);
     let (level_off, numbers_off) = (config!(btf.pid_level), config!(btf.pid_numbers));
     let upid_size = u64::from(config!(btf.upid_size));
     // SAFETY: BTF pointers and members at their BTF offsets; the last two reads go through the
     // fault-safe helper.
     unsafe {
-        let leader = load::<*const u8>(task, leader_off);
-        if leader.is_null() {
-            return 0;
-        }
         let pid = load::<*const u8>(leader, thread_pid_off);
         if pid.is_null() {
             return 0;

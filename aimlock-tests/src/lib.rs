@@ -590,12 +590,22 @@ impl PrivateJournal {
     /// `journalctl -o json -t aimlock` of this journal: one object per entry, in order, every
     /// value a string (or an array of bytes, for a value that is not UTF-8).
     pub fn aimlock_entries(&self) -> Vec<Value> {
+        String::from_utf8(self.journalctl(&["-o", "json", "-t", "aimlock"]))
+            .expect("journalctl writes UTF-8")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("journalctl -o json line"))
+            .collect()
+    }
+
+    /// What `journalctl ARGS` prints for this journal, once journald has written out what it
+    /// has received.
+    pub fn journalctl(&self, args: &[&str]) -> Vec<u8> {
         let journalctl = |args: &[&str]| {
             let output = Command::new("journalctl")
                 .arg(format!("--namespace={}", self.namespace))
                 .args(args)
                 .output()
-                .expect("journalctl");
+                .expect("journalctl (the systemd package; cargo xtask setup installs it)");
             assert!(
                 output.status.success(),
                 "journalctl {args:?}: {}",
@@ -603,13 +613,8 @@ impl PrivateJournal {
             );
             output.stdout
         };
-        // Makes journald write out what it has received.
         journalctl(&["--sync"]);
-        String::from_utf8(journalctl(&["-o", "json", "-t", "aimlock"]))
-            .expect("journalctl writes UTF-8")
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("journalctl -o json line"))
-            .collect()
+        journalctl(args)
     }
 }
 
@@ -627,4 +632,88 @@ impl Drop for PrivateJournal {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Starts `program ARGS` as a process with exactly pid `pid` (clone3 with `set_tid`, which
+/// needs CAP_SYS_ADMIN: root), its output discarded: a pid reused on purpose. Errors with
+/// EEXIST when a process has that pid now. Returns the child's pid (`pid`), to wait for with
+/// [`wait_pid`].
+pub fn spawn_with_pid(pid: u32, program: &Path, args: &[&str]) -> nix::Result<u32> {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
+    /// `struct clone_args` up to `set_tid_size` (CLONE_ARGS_SIZE_VER1), include/uapi/linux/sched.h.
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+    }
+    // Everything the child needs is made before the fork: it only calls dup2, execv and _exit.
+    let program = CString::new(program.as_os_str().as_bytes()).expect("no NUL in the path");
+    let args: Vec<CString> = std::iter::once(program.clone())
+        .chain(args.iter().map(|arg| CString::new(*arg).expect("no NUL")))
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|arg| arg.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let null = std::fs::File::options()
+        .write(true)
+        .open("/dev/null")
+        .expect("open /dev/null");
+    let tids = [libc::pid_t::try_from(pid).expect("a pid")];
+    let clone_args = CloneArgs {
+        flags: 0,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: 1,
+    };
+    // SAFETY: clone3 without CLONE_VM is a fork; the child only makes async-signal-safe calls
+    // on memory prepared above, then execs or exits.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &clone_args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        0 => unsafe {
+            use std::os::fd::AsRawFd as _;
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::execv(program.as_ptr(), argv.as_ptr());
+            libc::_exit(127)
+        },
+        child if child > 0 => Ok(child as u32),
+        _ => Err(nix::errno::Errno::last()),
+    }
+}
+
+/// Waits for a child started by [`spawn_with_pid`]; returns its exit status.
+pub fn wait_pid(pid: u32) -> nix::sys::wait::WaitStatus {
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).expect("waitpid")
+}
+
+/// When a running process started, as the tracer's `start_time` gives it: field 22 of
+/// /proc/PID/stat (clock ticks since boot) in nanoseconds.
+pub fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks: u64 = stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Some(ticks * (1_000_000_000 / per_second))
 }

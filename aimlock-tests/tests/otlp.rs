@@ -46,6 +46,7 @@ fn an_orphan_arrives_with_its_attributes_resource_and_severity() {
     let ino = inode(&file);
     // The taker exits while a forked child keeps the lock for 4 s: long enough to be judged an
     // orphan on a loaded machine.
+    let before_taker = std::time::SystemTime::now();
     let taker = Workload::start(&[
         &format!("open:{}", file.display()),
         "flock:ex",
@@ -71,6 +72,15 @@ fn an_orphan_arrives_with_its_attributes_resource_and_severity() {
         "the taker: {record:?}"
     );
     assert_eq!(str_attribute(attributes, "process.command"), "lockwork");
+    // When the taker started, as a wall-clock time: after this test started it, give or take
+    // the 10 ms clock tick it is counted in.
+    let created = humantime::parse_rfc3339(str_attribute(attributes, "process.creation.time"))
+        .unwrap_or_else(|err| panic!("process.creation.time: {err}: {record:?}"));
+    let tick = Duration::from_millis(20);
+    assert!(
+        created + tick >= before_taker && created <= std::time::SystemTime::now(),
+        "{created:?} is not when the taker started ({before_taker:?})"
+    );
     assert_eq!(str_attribute(attributes, "aimlock.lock.kind"), "flock");
     assert_eq!(str_attribute(attributes, "aimlock.lock.mode"), "write");
     assert_eq!(

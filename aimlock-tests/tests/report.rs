@@ -9,8 +9,9 @@ use std::{
 };
 
 use aimlock_tests::{
-    KillOnDrop, TempDir, TraceToFile, Workload, aimlock_bin, eventually, inode, lockwork_bin,
-    proc_locks_lines, require_root, write_log,
+    KillOnDrop, PrivateJournal, TempDir, TraceToFile, Workload, aimlock_bin, eventually, inode,
+    lockwork_bin, proc_locks_lines, proc_start_time, require_root, spawn_with_pid, wait_pid,
+    write_log,
 };
 use serde_json::Value;
 
@@ -879,4 +880,251 @@ fn two_hosts_logs_of_the_same_inode_stay_two_timelines() {
     let locks = report_json(&["--host", "beta", &alpha, &beta]);
     assert_eq!(locks.len(), 1, "{locks:#?}");
     assert_eq!(locks[0]["host"], "beta");
+}
+
+/// Two processes that had the same pid one after the other (the second made to get it with
+/// clone3's set_tid) are two processes in the log, in the report's timeline and in `--pid`:
+/// with the start time the kernel programs read, and with the one /proc gives where they
+/// cannot (classic tracepoints, as on a kernel without BTF).
+#[test]
+fn a_reused_pid_is_two_processes() {
+    for hooks in [&[][..], &["--classic-lock-hooks"][..]] {
+        reused_pid_is_two_processes(hooks);
+    }
+}
+
+fn reused_pid_is_two_processes(hooks: &[&str]) {
+    let dir = TempDir::new(&format!("report-reused-pid{}", hooks.len()));
+    let file = dir.file("job.lock");
+    let ino = inode(&file);
+    let log = dir.path().join("trace.log");
+    let path = file.display().to_string();
+    let mut args = vec!["--path", &path];
+    args.extend(hooks);
+    let tracer = TraceToFile::start(&log, &args);
+    let open = format!("open:{}", file.display());
+    let steps = [
+        open.as_str(),
+        "flock:ex",
+        "sleep:0.2",
+        "flock:un",
+        "sleep:0.3",
+    ];
+    // A process of the machine may take the pid between the first's end and the second's
+    // start: then both are run again.
+    let mut refusals = Vec::new();
+    let (pid, second_start) = (0..20)
+        .find_map(|_| {
+            let first = Workload::start(&steps);
+            let pid = first.pid();
+            first.finish();
+            let second = spawn_with_pid(pid, &lockwork_bin(), &steps)
+                .inspect_err(|err| refusals.push(*err))
+                .ok()?;
+            // Read while it runs: the kernel programs' reading must be /proc's.
+            let started = proc_start_time(second);
+            let status = wait_pid(second);
+            assert!(
+                matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+                "{status:?}"
+            );
+            Some((pid, started.expect("the second process's /proc/PID/stat")))
+        })
+        .unwrap_or_else(|| {
+            panic!("no pid could be taken again (clone3 with set_tid needs root): {refusals:?}")
+        });
+    let acquires = |lines: &[Value]| -> Vec<u64> {
+        lines
+            .iter()
+            .filter(|line| line["event"] == "acquire" && line["ino"] == ino && line["pid"] == pid)
+            .map(|line| line["start_time"].as_u64().expect("start_time"))
+            .collect()
+    };
+    eventually("both processes' acquires", Duration::from_secs(30), || {
+        (acquires(&tracer.lines()).len() == 2).then_some(())
+    });
+    tracer.wait_for("the second release", |line| {
+        line["event"] == "release" && line["ino"] == ino && line["start_time"] == second_start
+    });
+    tracer.stop();
+    let starts = acquires(&parse_log(&log));
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert!(starts[0] < starts[1], "{starts:?}");
+    assert_eq!(
+        starts[1], second_start,
+        "the kernel's start time is /proc's"
+    );
+
+    let log = log.display().to_string();
+    let pid_arg = pid.to_string();
+    let output = report(&["--pid", &pid_arg, "--json", &log], None);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let locks: Vec<Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON lock"))
+        .collect();
+    let takers: Vec<&Value> = locks
+        .iter()
+        .filter(|lock| lock["ino"] == ino)
+        .flat_map(|lock| lock["holds"].as_array().expect("holds"))
+        .map(|hold| &hold["taker"])
+        .collect();
+    let taker_starts: Vec<u64> = takers
+        .iter()
+        .map(|taker| {
+            assert_eq!(taker["pid"], pid, "{taker}");
+            taker["start_time"].as_u64().expect("start_time")
+        })
+        .collect();
+    assert_eq!(
+        taker_starts, starts,
+        "two holds, one by each process: {locks:#?}"
+    );
+
+    // The narrative says which process each mention of the pid is.
+    let output = report(&["--pid", &pid_arg, &log], None);
+    let stdout = text(&output.stdout);
+    let since_boot = |ns: u64| {
+        format!(
+            "{}.{:02} s after boot",
+            ns / 1_000_000_000,
+            ns / 10_000_000 % 100
+        )
+    };
+    for start in &starts {
+        let mention = format!(
+            "pid {pid} (lockwork, started {}) took a write lock",
+            since_boot(*start)
+        );
+        assert!(stdout.contains(&mention), "no {mention:?} in\n{stdout}");
+    }
+}
+
+fn parse_log(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .expect("read the log")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+/// The journal as input: the entries `--journald` wrote in a run, exported with `journalctl -o
+/// json` (whole, with only some fields, gzipped, on stdin), tell the same timelines as the
+/// JSON-lines log the same run wrote.
+#[test]
+fn a_journal_export_tells_what_the_log_of_the_same_run_tells() {
+    let journal = PrivateJournal::start("report");
+    let dir = TempDir::new("report-journal");
+    let file = dir.file("job.lock");
+    let ino = inode(&file);
+    let log = dir.path().join("trace.log");
+    let tracer = TraceToFile::start(
+        &log,
+        &[
+            "--path",
+            &file.display().to_string(),
+            &format!("--journald={}", journal.socket().display()),
+        ],
+    );
+    // An orphan, a wait behind it and a refusal: holders, `by` and blockers.
+    let open = format!("open:{}", file.display());
+    let taker = Workload::start(&[&open, "flock:ex", "hold-in-child:4", "exit:0"]);
+    tracer.wait_for("the orphan", |line| {
+        line["event"] == "orphan" && line["ino"] == ino
+    });
+    Workload::start(&[&open, "flock:ex:nb"]).finish_any();
+    Workload::start(&[&open, "flock:ex", "flock:un"]).finish();
+    tracer.wait_for("the orphan's end", |line| {
+        line["event"] == "orphan_end" && line["ino"] == ino
+    });
+    drop(taker);
+    let tracer_pid = tracer.pid().to_string();
+    tracer.stop();
+
+    let by_tracer = format!("_PID={tracer_pid}");
+    let export = journal.journalctl(&["-o", "json", &by_tracer]);
+    let fields = [
+        "_HOSTNAME",
+        "LOCK_EVENT",
+        "LOCK_TS",
+        "LOCK_KIND",
+        "LOCK_MODE",
+        "LOCK_DEV",
+        "LOCK_INO",
+        "LOCK_GENERATION",
+        "LOCK_PATH",
+        "LOCK_START",
+        "LOCK_END",
+        "LOCK_PID",
+        "LOCK_START_TIME",
+        "LOCK_COMM",
+        "LOCK_REASON",
+        "LOCK_ERRNO",
+        "LOCK_WAIT_NS",
+        "LOCK_HELD_NS",
+        "LOCK_ORPHAN",
+        "LOCK_ORPHAN_NS",
+        "LOCK_TAKER_EXIT",
+        "LOCK_HOLDERS",
+        "LOCK_BY",
+        "LOCK_BLOCKERS",
+    ]
+    .join(",");
+    let some_fields = journal.journalctl(&[
+        "-o",
+        "json",
+        &format!("--output-fields={fields}"),
+        &by_tracer,
+    ]);
+    assert!(
+        text(&export).contains(r#""LOCK_EVENT":"orphan_end""#),
+        "{}",
+        text(&export)
+    );
+    let exported = dir.path().join("journal.json");
+    std::fs::write(&exported, &export).unwrap();
+    let narrowed = dir.path().join("journal-fields.json");
+    std::fs::write(&narrowed, &some_fields).unwrap();
+    let gzipped = dir.path().join("journal.json.gz");
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(&export).unwrap();
+    std::fs::write(&gzipped, gzip.finish().unwrap()).unwrap();
+
+    let path = file.display().to_string();
+    let log = log.display().to_string();
+    for query in [
+        vec![],
+        vec!["--json"],
+        vec!["--path", &path],
+        vec!["--orphans", "--json"],
+    ] {
+        let tell = |input: &str, stdin: Option<&[u8]>| {
+            let mut args = query.clone();
+            args.push(input);
+            let output = report(&args, stdin);
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{args:?}: {}",
+                text(&output.stderr)
+            );
+            text(&output.stdout)
+        };
+        let from_log = tell(&log, None);
+        assert!(from_log.contains(&path), "{query:?}: {from_log}");
+        if query.is_empty() {
+            for told in [
+                "the lock survived in",
+                "was refused the lock",
+                "after waiting",
+            ] {
+                assert!(from_log.contains(told), "no {told:?} in {from_log}");
+            }
+        }
+        for input in [&exported, &narrowed, &gzipped] {
+            let from_journal = tell(&input.display().to_string(), None);
+            assert_eq!(from_journal, from_log, "{query:?} on {}", input.display());
+        }
+        assert_eq!(tell("-", Some(&export)), from_log, "{query:?} on stdin");
+    }
 }

@@ -725,6 +725,7 @@ fn journal_entry_as_line(entry: &HashMap<String, Vec<u8>>) -> Value {
             "LOCK_START" => ("start", number()),
             "LOCK_END" => ("end", number()),
             "LOCK_PID" => ("pid", number()),
+            "LOCK_START_TIME" => ("start_time", number()),
             "LOCK_NS_PID" => ("ns_pid", number()),
             "LOCK_TID" => ("tid", number()),
             "LOCK_WAIT_NS" => ("wait_ns", number()),

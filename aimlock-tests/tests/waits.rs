@@ -6,7 +6,7 @@ use std::{process::Command, time::Duration};
 
 use aimlock_tests::{
     KillOnDrop, TempDir, Tracer, Workload, aimlock_bin, inode, kinds, lock_table, on_inode,
-    run_aimlock, write_log,
+    proc_start_time, run_aimlock, write_log,
 };
 use serde_json::{Value, json};
 
@@ -28,6 +28,7 @@ fn a_waiter_that_gives_up_on_a_ghost_ends_its_wait() {
     ]);
     let holder = ghost.holder_pid();
     let _ghost = KillOnDrop(holder);
+    let holder_start = proc_start_time(holder).expect("the ghost runs");
     ghost.finish();
     tracer.wait_for("the orphan", SETTLE, |e| {
         e["event"] == "orphan" && e["ino"] == ino
@@ -56,7 +57,7 @@ fn a_waiter_that_gives_up_on_a_ghost_ends_its_wait() {
     for line in &mine {
         assert_eq!(
             line["blockers"],
-            json!([{"pid": holder, "comm": "lockwork", "orphan": true}]),
+            json!([{"pid": holder, "start_time": holder_start, "comm": "lockwork", "orphan": true}]),
             "{line}"
         );
     }
@@ -111,7 +112,8 @@ fn a_blocked_flock_a_blocked_posix_waiter_and_a_refusal_name_their_blocker() {
     ]);
     holder.wait_step("posix:w:0:10");
     let holder_pid = holder.pid();
-    let expected = json!([{"pid": holder_pid, "comm": "lockwork"}]);
+    let holder_start = proc_start_time(holder_pid).expect("the holder runs");
+    let expected = json!([{"pid": holder_pid, "start_time": holder_start, "comm": "lockwork"}]);
 
     let flock_waiter = Workload::start(&[&format!("open:{flock_path}"), "flock:ex"]);
     // Bytes 5-14 overlap the holder's 0-9; a read of bytes 20-29 would not have waited.

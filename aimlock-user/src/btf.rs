@@ -45,6 +45,10 @@ pub fn lock_layout() -> Result<LockLayout> {
     let pid_level = layout.offset("pid", &["level"])?;
     let pid_numbers = layout.offset("pid", &["numbers"])?;
     let upid_size = layout.size("upid")?;
+    // Named so from 5.5; where it is not, user space reads /proc instead (0: not read).
+    let task_start_boottime = layout
+        .offset("task_struct", &["start_boottime"])
+        .unwrap_or(0);
     let sb_dev = layout.offset("super_block", &["s_dev"])?;
     // From 6.9 the common fields live in `struct file_lock_core c`.
     let lock = |core: &str, old: &str| {
@@ -90,6 +94,7 @@ pub fn lock_layout() -> Result<LockLayout> {
             pid_level: narrow(pid_level)?,
             pid_numbers: narrow(pid_numbers)?,
             upid_size: narrow(upid_size)?,
+            task_start_boottime: narrow(task_start_boottime)?,
         },
         fields: LockFields {
             ino: btf_payload::INO,
@@ -212,5 +217,6 @@ mod tests {
             "fl_end follows fl_start: {offsets:?}"
         );
         assert_ne!(layout.offsets.inode_ino, layout.offsets.inode_sb);
+        assert_ne!(offsets.task_start_boottime, 0, "a process's start time");
     }
 }

@@ -80,6 +80,13 @@ impl Clock {
         Self::read_monotonic()
     }
 
+    /// When this machine booted, as nanoseconds since the Unix epoch: the wall clock less
+    /// CLOCK_BOOTTIME, the clock of processes' start times (`procfs::start_time`).
+    pub fn boot_unix_ns() -> u64 {
+        let boot = Self::read(libc::CLOCK_BOOTTIME);
+        Self::read(libc::CLOCK_REALTIME).saturating_sub(boot)
+    }
+
     /// CLOCK_MONOTONIC, the kernel programs' clock (bpf_ktime_get_ns), in nanoseconds.
     pub fn read_monotonic() -> u64 {
         Self::read(libc::CLOCK_MONOTONIC)

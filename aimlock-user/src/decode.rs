@@ -3,7 +3,7 @@
 
 use aimlock_common::{ABSENT, Config, FileName, LockFields, PAYLOAD_LEN, Record, Source, fl_flags};
 
-use crate::events::LockKind;
+use crate::{events::LockKind, procfs};
 
 /// A lock operation seen by one of the `filelock` tracepoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub struct LockOp {
     pub ns_pid: u32,
     /// The file as the kernel names it (BTF programs only; zero otherwise).
     pub file: FileName,
+    /// When the process started ([`crate::procfs::start_time`]'s measure); 0 until known.
+    pub start_time: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +45,8 @@ pub enum Input {
         ts_ns: u64,
         pid: u32,
         comm: [u8; 16],
+        /// When the process started; 0 until known.
+        start_time: u64,
     },
 }
 
@@ -93,6 +97,7 @@ impl Decoder {
                 ts_ns: record.ts_ns,
                 pid: record.pid,
                 comm: record.comm,
+                start_time: procfs::start_time_from_boottime(record.start_boottime),
             },
         })
     }
@@ -137,6 +142,7 @@ impl Decoder {
             ret: read_u64(payload, fields.ret, 4) as u32 as i32,
             file: record.file,
             ns_pid: record.ns_pid,
+            start_time: procfs::start_time_from_boottime(record.start_boottime),
         }
     }
 }
@@ -217,6 +223,8 @@ mod tests {
                 generation: 9,
                 ..FileName::NONE
             },
+            // 12.345678901 s after boot.
+            start_boottime: 12_345_678_901,
         };
         // SAFETY: Record is plain old data.
         let bytes = unsafe {
@@ -232,6 +240,8 @@ mod tests {
         assert_eq!(op.owner, 0xffff_8880_dead_beef);
         assert_eq!(op.lock_type, fl_type::WRLCK);
         assert_eq!(comm_str(&op.comm), "lckr");
+        // At the clock tick /proc/PID/stat counts in (USER_HZ, 100 on Linux).
+        assert_eq!(op.start_time, 12_340_000_000);
         assert_eq!(Decoder::new(config).decode(&bytes[..10]), None);
     }
 }

@@ -1,7 +1,7 @@
 //! What only /proc knows about an event: paths, namespace pids, containers, holders.
 
 use aimlock_common::FileName;
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::{
     clock::Clock,
@@ -27,10 +27,15 @@ pub struct Enricher {
     comms: HashMap<u32, ([u8; 16], String)>,
     /// Which mounts each process sees, read once per process while it runs.
     mount_views: HashMap<u32, MountView>,
+    /// Pids whose exit record has been read but whose exit line has not been written yet: a
+    /// record of theirs without a start time from the kernel may be another process's, that
+    /// got the pid since.
+    exited: HashSet<u32>,
 }
 
 impl Enricher {
     pub fn forget(&mut self, pid: u32) {
+        self.exited.remove(&pid);
         self.processes.remove(&pid);
         self.paths.forget_process(pid);
         self.comms.remove(&pid);
@@ -70,8 +75,23 @@ impl Enricher {
     }
 
     /// Reads the process of a lock record while it most likely still runs; where it is gone
-    /// already, the namespace pid its record carried still names it.
-    pub fn process_of(&mut self, op: &LockOp) {
+    /// already, the namespace pid its record carried still names it. A record whose kernel
+    /// could not tell when its process started gets the start time /proc gave.
+    pub fn process_of(&mut self, op: &mut LockOp) {
+        // Where the kernel did not tell, a process that exited may have left its pid to
+        // another: /proc says which one runs now.
+        let started = match op.start_time {
+            0 if self.exited.contains(&op.pid) => procfs::start_time(op.pid),
+            0 => None,
+            known => Some(known),
+        };
+        // What was read of an earlier process with this pid says nothing of this one.
+        if let Some(started) = started
+            && let Some(Some(info)) = self.processes.get(&op.pid)
+            && info.start_time.is_some_and(|start| start != started)
+        {
+            self.forget(op.pid);
+        }
         let info = self.processes.entry(op.pid).or_insert_with(|| {
             ProcessInfo::read(op.pid).or_else(|| {
                 (op.ns_pid != 0 && op.ns_pid != op.pid).then(|| ProcessInfo {
@@ -81,13 +101,28 @@ impl Enricher {
                 })
             })
         });
-        if let Some(info) = info
-            && info.ns_pid.is_none()
-            && op.ns_pid != 0
-            && op.ns_pid != op.pid
-        {
-            info.ns_pid = Some(op.ns_pid);
+        if let Some(info) = info {
+            if info.ns_pid.is_none() && op.ns_pid != 0 && op.ns_pid != op.pid {
+                info.ns_pid = Some(op.ns_pid);
+            }
+            if op.start_time == 0 {
+                op.start_time = info.start_time.unwrap_or(0);
+            }
         }
+    }
+
+    /// When an exiting process started, where its kernel could not tell: as its earlier
+    /// records were given it, or as /proc still shows it (until it is reaped).
+    pub fn start_time_of_exit(&mut self, pid: u32) -> u64 {
+        self.process(pid)
+            .and_then(|info| info.start_time)
+            .unwrap_or(0)
+    }
+
+    /// Notes a process's exit record: until its exit line is written (and the pid forgotten),
+    /// records of the pid without a start time are checked against /proc.
+    pub fn exited(&mut self, pid: u32) {
+        self.exited.insert(pid);
     }
 
     pub fn process(&mut self, pid: u32) -> Option<&ProcessInfo> {
@@ -152,6 +187,7 @@ impl Enricher {
             host: Some(this_host().into()),
             // Pid 0: the kernel does not record who took it (an OFD lock found in its table).
             pid: (actor.pid != 0).then_some(actor.pid),
+            start_time: known(actor.start_time),
             comm: Some(self.comm(&actor)).filter(|comm| !comm.is_empty()),
             ..Default::default()
         };
@@ -353,6 +389,7 @@ impl Enricher {
                 let before = (index + cycle.len() - 1) % cycle.len();
                 DeadlockStep {
                     pid: step.actor.pid,
+                    start_time: known(step.actor.start_time),
                     tid: step.actor.tid,
                     comm: comm_str(&step.actor.comm),
                     holds: lock_ref(
@@ -384,6 +421,7 @@ impl Enricher {
         let info = self.process(actor.pid).cloned();
         ProcRef {
             pid: actor.pid,
+            start_time: known(actor.start_time),
             comm: comm_str(&actor.comm),
             ns_pid: info.as_ref().and_then(|info| info.ns_pid),
             fd,
@@ -395,6 +433,7 @@ impl Enricher {
 fn blocker(blocker: &Blocker) -> events::Blocker {
     events::Blocker {
         pid: blocker.holder.pid,
+        start_time: known(blocker.holder.start_time),
         comm: comm_str(&blocker.holder.comm),
         orphan: blocker.orphan.then_some(true),
     }
@@ -404,11 +443,17 @@ fn blocker(blocker: &Blocker) -> events::Blocker {
 fn proc_ref(holder: &lock_table::Holder) -> ProcRef {
     ProcRef {
         pid: holder.pid,
+        start_time: holder.start_time,
         comm: holder.comm.clone(),
         ns_pid: holder.ns_pid,
         fd: Some(holder.fd),
         cgroup: holder.ns_pid.and(holder.cgroup.clone()),
     }
+}
+
+/// A start time the tracker knows (0: not known).
+fn known(start_time: u64) -> Option<u64> {
+    (start_time != 0).then_some(start_time)
 }
 
 /// "EAGAIN" for 11, and so on. The kernel's internal restart codes (ERESTARTSYS and its kin,

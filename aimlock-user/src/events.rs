@@ -82,6 +82,9 @@ pub enum ReleaseReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcRef {
     pub pid: u32,
+    /// When it started: nanoseconds since boot (see `docs/events.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
     pub comm: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ns_pid: Option<u32>,
@@ -95,6 +98,9 @@ pub struct ProcRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blocker {
     pub pid: u32,
+    /// When it started: nanoseconds since boot (see `docs/events.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
     pub comm: String,
     /// `true` when that lock has outlived its taker (`pid` is then one of its holders).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +126,9 @@ pub struct LockRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadlockStep {
     pub pid: u32,
+    /// When it started: nanoseconds since boot (see `docs/events.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
     pub tid: u32,
     pub comm: String,
     pub holds: LockRef,
@@ -170,6 +179,10 @@ pub struct EventLine {
     // The process the event is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// When that process started: nanoseconds since boot, to the clock tick (see
+    /// `docs/events.md`); with `pid`, one process even where its pid is later reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ns_pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,6 +312,7 @@ impl EventLine {
         object.opt_u64("table_reads", self.table_reads);
         object.opt_u64("untraced_children", self.untraced_children);
         object.opt_u64("pid", self.pid.map(u64::from));
+        object.opt_u64("start_time", self.start_time);
         object.opt_u64("ns_pid", self.ns_pid.map(u64::from));
         object.opt_u64("tid", self.tid.map(u64::from));
         object.opt_str("comm", self.comm.as_deref());
@@ -367,6 +381,7 @@ impl Blocker {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut object = JsonObject::start(out);
         object.opt_u64("pid", Some(u64::from(self.pid)));
+        object.opt_u64("start_time", self.start_time);
         object.str("comm", &self.comm);
         if let Some(orphan) = self.orphan {
             object.raw("orphan", if orphan { "true" } else { "false" });
@@ -396,6 +411,7 @@ impl DeadlockStep {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut object = JsonObject::start(out);
         object.opt_u64("pid", Some(u64::from(self.pid)));
+        object.opt_u64("start_time", self.start_time);
         object.opt_u64("tid", Some(u64::from(self.tid)));
         object.str("comm", &self.comm);
         object.key("holds");
@@ -411,6 +427,7 @@ impl ProcRef {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut object = JsonObject::start(out);
         object.opt_u64("pid", Some(u64::from(self.pid)));
+        object.opt_u64("start_time", self.start_time);
         object.str("comm", &self.comm);
         object.opt_u64("ns_pid", self.ns_pid.map(u64::from));
         if let Some(fd) = self.fd {
@@ -561,6 +578,7 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
 pub fn every_field() -> EventLine {
     let holder = ProcRef {
         pid: 840,
+        start_time: Some(1_230_000_000),
         comm: "sle\"ep\\\u{1}\n".to_owned(),
         ns_pid: Some(3),
         fd: Some(-1),
@@ -581,6 +599,7 @@ pub fn every_field() -> EventLine {
         table_reads: Some(14),
         untraced_children: Some(15),
         pid: Some(5),
+        start_time: Some(7_890_000_000),
         ns_pid: Some(6),
         tid: Some(7),
         comm: Some("comm\t".to_owned()),
@@ -610,17 +629,20 @@ pub fn every_field() -> EventLine {
         blockers: Some(vec![
             Blocker {
                 pid: 812,
+                start_time: Some(4_560_000_000),
                 comm: "python3".to_owned(),
                 orphan: Some(true),
             },
             Blocker {
                 pid: 9,
+                start_time: None,
                 comm: "a\"b".to_owned(),
                 orphan: None,
             },
         ]),
         cycle: Some(vec![DeadlockStep {
             pid: 1,
+            start_time: Some(2_000_000_000),
             tid: 2,
             comm: "x\n".to_owned(),
             holds: LockRef {

@@ -94,6 +94,9 @@ pub struct Holder {
     /// Its cgroup, when it differs from aimlock's own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    /// When it started (`procfs::start_time`): tells it from a later process with its pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -551,6 +554,7 @@ fn resolve(
             fd,
             ns_pid: info.ns_pid,
             cgroup,
+            start_time: info.start_time,
         });
     }
     holders.sort_by_key(|holder| (holder.pid, holder.fd));
@@ -643,6 +647,7 @@ pub fn example(kind: LockKind, mode: Mode, recorded: i32, holders: &[u32]) -> Lo
             fd: 3,
             ns_pid: None,
             cgroup: None,
+            start_time: None,
         })
         .collect();
     let taker = Taker::judge(recorded, &holders);

@@ -31,6 +31,8 @@ pub struct ProcessInfo {
     pub cgroup: Option<String>,
     /// Exited but not yet reaped: it holds no files any more.
     pub zombie: bool,
+    /// When it started (see [`start_time`]).
+    pub start_time: Option<u64>,
 }
 
 impl ProcessInfo {
@@ -57,8 +59,47 @@ impl ProcessInfo {
         info.cgroup = read_small(&format!("/proc/{pid}/cgroup"))
             .ok()
             .and_then(|text| cgroup_path(&text));
+        info.start_time = start_time(pid);
         Some(info)
     }
+}
+
+/// When a process started, which with its pid names it apart from a later process that reuses
+/// the pid: nanoseconds since boot (CLOCK_BOOTTIME), counted in the clock ticks of field 22 of
+/// /proc/PID/stat (USER_HZ, 10 ms), so that the kernel programs' reading
+/// ([`start_time_from_boottime`]) and this one agree exactly. `None` when the process is gone.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = read_small(&format!("/proc/{pid}/stat")).ok()?;
+    start_time_in_stat(&stat)
+}
+
+/// Field 22 (`starttime`, in clock ticks since boot) of a /proc/PID/stat line, in nanoseconds.
+fn start_time_in_stat(stat: &str) -> Option<u64> {
+    // The command (field 2) is in parentheses and may hold spaces and parentheses itself.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
+    Some(ticks * tick_ns())
+}
+
+/// The kernel's `task_struct.start_boottime` (nanoseconds) at the precision /proc gives it;
+/// 0 (not read) stays 0.
+pub fn start_time_from_boottime(boottime_ns: u64) -> u64 {
+    let tick = tick_ns();
+    boottime_ns / tick * tick
+}
+
+/// Nanoseconds per clock tick of /proc (`sysconf(_SC_CLK_TCK)`, 100 a second on Linux).
+fn tick_ns() -> u64 {
+    static TICK_NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICK_NS.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        1_000_000_000
+            / u64::try_from(per_second)
+                .ok()
+                .filter(|&hz| hz > 0)
+                .unwrap_or(100)
+    })
 }
 
 /// The unified (v2) hierarchy's path from /proc/PID/cgroup, or the first one; `None` for "/".
@@ -516,6 +557,21 @@ pub fn fd_paths(pid: u32, fds: impl IntoIterator<Item = i32>) -> Vec<OpenPath> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_start_time_past_a_command_with_spaces_and_parentheses() {
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 95 0 0 0 0 0 0 0 20 0 1 0 123456 \
+                    2310144 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(start_time_in_stat(stat), Some(123_456 * tick_ns()));
+        assert_eq!(start_time_in_stat("4242 (gone"), None);
+        assert_eq!(
+            start_time_from_boottime(1_234_567_890_123),
+            1_234_560_000_000
+        );
+        // This process's own reading, through /proc and through the kernel's clock, agree.
+        let mine = start_time(std::process::id()).expect("this process runs");
+        assert!(mine > 0 && mine.is_multiple_of(tick_ns()));
+    }
 
     #[test]
     fn parses_proc_locks_and_fdinfo_lines() {

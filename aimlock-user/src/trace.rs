@@ -272,13 +272,22 @@ fn drain(
     {
         count += 1;
         match decoder.decode(&item) {
-            Some(input) => {
-                if let Input::Lock(op) | Input::FcntlFailure(op) | Input::FlockWaitEnd(op) = &input
-                {
-                    // The process first: a short-lived one may be gone by the time its fds
-                    // have been looked through.
-                    enricher.process_of(op);
-                    enricher.learn_file(op);
+            Some(mut input) => {
+                match &mut input {
+                    Input::Lock(op) | Input::FcntlFailure(op) | Input::FlockWaitEnd(op) => {
+                        // The process first: a short-lived one may be gone by the time its
+                        // fds have been looked through.
+                        enricher.process_of(op);
+                        enricher.learn_file(op);
+                    }
+                    Input::Exit {
+                        pid, start_time, ..
+                    } => {
+                        if *start_time == 0 {
+                            *start_time = enricher.start_time_of_exit(*pid);
+                            enricher.exited(*pid);
+                        }
+                    }
                 }
                 tracker.push(input);
             }

@@ -64,6 +64,20 @@ pub struct Actor {
     pub pid: u32,
     pub tid: u32,
     pub comm: [u8; 16],
+    /// When the process started (`procfs::start_time`), 0 when not known: with the pid, it
+    /// names the process apart from a later one that reuses the pid.
+    pub start_time: u64,
+}
+
+impl Actor {
+    /// Whether both name one process: the same pid, started at the same time where both
+    /// start times are known (a pid reused after an exit is another process).
+    pub fn same_process(&self, other: &Actor) -> bool {
+        self.pid == other.pid
+            && (self.start_time == 0
+                || other.start_time == 0
+                || self.start_time == other.start_time)
+    }
 }
 
 /// Which lock an event is about.
@@ -509,9 +523,21 @@ impl Tracker {
                 Pending::Kernel(Input::Lock(op)) => self.apply_lock(op, out),
                 Pending::Kernel(Input::FcntlFailure(op)) => self.apply_fcntl_failure(op, out),
                 Pending::Kernel(Input::FlockWaitEnd(op)) => self.apply_flock_wait_end(op, out),
-                Pending::Kernel(Input::Exit { ts_ns, pid, comm }) => {
-                    self.apply_exit(ts_ns, pid, comm, out)
-                }
+                Pending::Kernel(Input::Exit {
+                    ts_ns,
+                    pid,
+                    comm,
+                    start_time,
+                }) => self.apply_exit(
+                    ts_ns,
+                    Actor {
+                        pid,
+                        tid: pid,
+                        comm,
+                        start_time,
+                    },
+                    out,
+                ),
                 Pending::ScanBegin(_) => self.scan_touched = Some(HashSet::default()),
                 Pending::Scan(view) => self.apply_view(*view, out),
             }
@@ -524,6 +550,7 @@ impl Tracker {
             pid: op.pid,
             tid: op.tid,
             comm: op.comm,
+            start_time: op.start_time,
         };
         let lock = LockId {
             dev: op.dev,
@@ -556,7 +583,11 @@ impl Tracker {
             if op.ret == 0 {
                 let reason = if op.flags & fl_flags::CLOSE == 0 {
                     ReleaseReason::Unlock
-                } else if self.exiting.contains_key(&op.pid) {
+                } else if self
+                    .exiting
+                    .get(&op.pid)
+                    .is_some_and(|exiting| exiting.actor.same_process(&actor))
+                {
                     ReleaseReason::Exit
                 } else {
                     ReleaseReason::Close
@@ -714,6 +745,7 @@ impl Tracker {
                 pid: op.pid,
                 tid: op.tid,
                 comm: op.comm,
+                start_time: op.start_time,
             },
             lock: request.lock,
             mode,
@@ -737,6 +769,7 @@ impl Tracker {
                 pid: op.pid,
                 tid: op.tid,
                 comm: op.comm,
+                start_time: op.start_time,
             },
             lock: waiting.lock,
             mode: waiting.mode,
@@ -748,7 +781,8 @@ impl Tracker {
         });
     }
 
-    fn apply_exit(&mut self, at: u64, pid: u32, comm: [u8; 16], out: &mut Vec<Output>) {
+    fn apply_exit(&mut self, at: u64, actor: Actor, out: &mut Vec<Output>) {
+        let pid = actor.pid;
         // A process that exits while it waits gives its wait up.
         let mut abandoned: Vec<(u32, Waiting)> = self
             .waiting
@@ -761,7 +795,7 @@ impl Tracker {
         for (tid, waiting) in abandoned {
             out.push(Output::WaitAbandoned {
                 at,
-                actor: Actor { pid, tid, comm },
+                actor: Actor { tid, ..actor },
                 lock: waiting.lock,
                 mode: waiting.mode,
                 start: waiting.start,
@@ -778,11 +812,6 @@ impl Tracker {
                 .filter(|held| held.taker.pid == pid && held.orphan == Orphan::No)
                 .count() as u64
         });
-        let actor = Actor {
-            pid,
-            tid: pid,
-            comm,
-        };
         out.push(Output::Exit {
             at,
             actor,
@@ -812,6 +841,8 @@ impl Tracker {
             let Some(taken) = self.taken_by.remove(&pid) else {
                 continue;
             };
+            // Locks taken since by another process that got the pid stay its own.
+            let mut reused: HashSet<LockId> = HashSet::default();
             for id in taken {
                 let Some(ranges) = self.locks.get_mut(&id) else {
                     continue;
@@ -819,9 +850,13 @@ impl Tracker {
                 if id.kind == LockKind::Posix {
                     // POSIX locks belong to the process and cannot outlive it: what is left
                     // here was released in records that were lost.
-                    let (gone, kept): (Ranges, Ranges) =
-                        ranges.drain(..).partition(|held| held.taker.pid == pid);
+                    let (gone, kept): (Ranges, Ranges) = ranges
+                        .drain(..)
+                        .partition(|held| held.taker.same_process(&exiting.actor));
                     *ranges = kept;
+                    if ranges.iter().any(|held| held.taker.pid == pid) {
+                        reused.insert(id);
+                    }
                     for held in gone {
                         out.push(Output::Release {
                             at: exiting.at,
@@ -841,7 +876,11 @@ impl Tracker {
                     continue;
                 }
                 for held in ranges.iter_mut() {
-                    if held.taker.pid == pid && held.orphan == Orphan::No {
+                    if !held.taker.same_process(&exiting.actor) {
+                        if held.taker.pid == pid {
+                            reused.insert(id);
+                        }
+                    } else if held.orphan == Orphan::No {
                         held.orphan = Orphan::Suspect {
                             taker_exit: exiting.at,
                             looks: 0,
@@ -849,6 +888,9 @@ impl Tracker {
                         self.suspects.insert(id);
                     }
                 }
+            }
+            if !reused.is_empty() {
+                self.taken_by.insert(pid, reused);
             }
         }
     }
@@ -1383,6 +1425,13 @@ impl Tracker {
                 pid: taker_pid,
                 tid: taker_pid,
                 comm,
+                // A taker that holds the lock is one of its holders, read just now.
+                start_time: kernel
+                    .holders
+                    .iter()
+                    .find(|holder| holder.pid == taker_pid && kernel.taker == Taker::Holding)
+                    .and_then(|holder| holder.start_time)
+                    .unwrap_or(0),
             },
             orphan: if kernel.orphan {
                 Orphan::Yes { taker_exit: None }
@@ -1434,6 +1483,7 @@ fn holder_actors(holders: &[lock_table::Holder]) -> SmallVec<[Actor; 1]> {
             pid: holder.pid,
             tid: holder.pid,
             comm: comm_bytes(&holder.comm),
+            start_time: holder.start_time.unwrap_or(0),
         })
         .collect();
     // Sorted by pid: one per process, whatever its number of fds on the lock.
@@ -1482,6 +1532,7 @@ mod tests {
                 ret,
                 file: aimlock_common::FileName::NONE,
                 ns_pid: 0,
+                start_time: 0,
             })
         }
 
@@ -1542,6 +1593,7 @@ mod tests {
             ts_ns: at_ms * MS,
             pid,
             comm: comm("worker"),
+            start_time: 0,
         }
     }
 
@@ -1650,6 +1702,61 @@ mod tests {
                 Output::Deadlock { .. } => "deadlock",
             })
             .collect()
+    }
+
+    /// A process that gets the pid of one that exited a moment ago (within its exit's grace
+    /// period) is another process: its closes are no exit's, and the end of the first one's
+    /// grace leaves its locks alone.
+    #[test]
+    fn a_pid_reused_during_an_exits_grace_is_another_process() {
+        const FILES_2: u64 = 0xffff_0000_0002_0000;
+        let started = |op: Op, start_time| Input::Lock(LockOp { start_time, ..op.0 });
+        let (tracker, out) = run([
+            started(Op::posix(1, 10, fl_type::WRLCK, 0, 9), 1),
+            Input::Exit {
+                ts_ns: 100 * MS,
+                pid: 10,
+                comm: comm("worker"),
+                start_time: 1,
+            },
+            started(
+                Op::posix(110, 10, fl_type::UNLCK, 0, 9).flags(fl_flags::CLOSE),
+                1,
+            ),
+            // Pid 10 again, 400 ms into the first one's grace.
+            started(Op::posix(500, 10, fl_type::WRLCK, 0, 9).owner(FILES_2), 2),
+            started(Op::posix(600, 10, fl_type::WRLCK, 20, 29).owner(FILES_2), 2),
+            started(
+                Op::posix(700, 10, fl_type::UNLCK, 20, 29)
+                    .owner(FILES_2)
+                    .flags(fl_flags::CLOSE),
+                2,
+            ),
+            // Past the first one's grace: the second still holds bytes 0-9.
+            started(Op::posix(1500, 20, fl_type::RDLCK, 50, 59), 3),
+        ]);
+        assert_eq!(
+            names(&out),
+            [
+                "acquire", "exit", "release", "acquire", "acquire", "release", "acquire"
+            ]
+        );
+        let reasons: Vec<(u64, ReleaseReason)> = out
+            .iter()
+            .filter_map(|output| match output {
+                Output::Release { actor, reason, .. } => Some((actor.start_time, *reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [(1, ReleaseReason::Exit), (2, ReleaseReason::Close)]
+        );
+        let held: Vec<(u64, i64)> = tracker
+            .held()
+            .map(|(_, held)| (held.taker.start_time, held.start))
+            .collect();
+        assert!(held.contains(&(2, 0)), "{held:?}");
     }
 
     #[test]

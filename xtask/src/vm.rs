@@ -56,6 +56,11 @@ const HOST_ONLY_TESTS: &[(&str, &str, &str)] = &[
     ),
     (
         "report",
+        "a_journal_export_tells_what_the_log_of_the_same_run_tells",
+        "systemd-journald and journalctl",
+    ),
+    (
+        "report",
         "two_files_that_shared_an_inode_number_are_two_timelines",
         "a file system that hands freed inode numbers out again (the VM's tmpfs never does)",
     ),

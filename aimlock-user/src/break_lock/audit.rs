@@ -91,6 +91,9 @@ struct AuditTaker {
 #[derive(Debug, Serialize)]
 struct AuditHolder {
     pid: u32,
+    /// When it started (nanoseconds since boot): the process, even if its pid is reused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_time: Option<u64>,
     comm: String,
     fd: i32,
 }
@@ -142,6 +145,7 @@ impl Record {
             },
             holder: attempt.holder.as_ref().map(|holder| AuditHolder {
                 pid: holder.pid,
+                start_time: holder.start_time,
                 comm: holder.comm.clone(),
                 fd: holder.fd,
             }),

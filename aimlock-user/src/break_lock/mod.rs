@@ -417,7 +417,7 @@ fn range(lock: &Lock) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A lock of the table as `lock_table` would judge it: `taker` recorded, held through fd 3

@@ -74,6 +74,7 @@ fn duplicate_holder_fd(holder: &Holder, lock: &OwnedLock) -> Result<OwnedFd> {
     }
     // SAFETY: pidfd_open just returned this fd to us.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    same_process(holder)?;
     // SAFETY: pidfd_getfd takes a pidfd, a target fd number and flags; it returns a new fd
     // (close-on-exec) or -1.
     let duplicate =
@@ -99,6 +100,24 @@ fn duplicate_holder_fd(holder: &Holder, lock: &OwnedLock) -> Result<OwnedFd> {
         bail!("fd {} no longer holds the lock", holder.fd);
     }
     Ok(duplicate)
+}
+
+/// Checks, once a pidfd holds the holder's pid, that the process behind the pid is still the
+/// one the lock table showed: a process that started when it did is the same one, and the
+/// pidfd, opened before, can only be of that process. A pid reused since the table was read is
+/// another process, whose descriptor must not be taken.
+fn same_process(holder: &Holder) -> Result<()> {
+    let Some(started) = holder.start_time else {
+        bail!("cannot tell when pid {} started", holder.pid);
+    };
+    match procfs::start_time(holder.pid) {
+        Some(now) if now == started => Ok(()),
+        Some(_) => bail!(
+            "pid {} is another process now (its pid was reused since the lock table was read)",
+            holder.pid
+        ),
+        None => bail!("pid {} has exited", holder.pid),
+    }
 }
 
 /// Whether the description behind our own descriptor owns a lock of the lock's kind on its
@@ -213,4 +232,28 @@ fn now_held_by(lock: &OwnedLock) -> Result<Vec<i32>> {
     pids.sort_unstable();
     pids.dedup();
     Ok(pids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::break_lock::tests::{owned, table_lock};
+
+    #[test]
+    fn a_reused_pid_is_not_acted_on() {
+        let pid = std::process::id();
+        let mut lock = owned(table_lock(LockKind::Flock, pid as i32, &[pid], 0));
+        let started = procfs::start_time(pid).expect("this process runs");
+        // As if the table had been read while another process had this pid.
+        lock.holders[0].start_time = Some(started + 1_000_000_000);
+        let err = duplicate_holder_fd(&lock.holders[0], &lock).unwrap_err();
+        assert!(format!("{err:#}").contains("reused"), "{err:#}");
+        lock.holders[0].start_time = None;
+        let err = duplicate_holder_fd(&lock.holders[0], &lock).unwrap_err();
+        assert!(format!("{err:#}").contains("started"), "{err:#}");
+        // The process the table showed: the check lets it through (fd 3 is then not the file).
+        lock.holders[0].start_time = Some(started);
+        let err = duplicate_holder_fd(&lock.holders[0], &lock).unwrap_err();
+        assert!(!format!("{err:#}").contains("reused"), "{err:#}");
+    }
 }

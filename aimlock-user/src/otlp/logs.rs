@@ -4,7 +4,10 @@
 //! have one (`process.*`, `thread.id`) and under `aimlock.*` otherwise. docs/service.md lists
 //! them.
 
-use std::time::SystemTime;
+use std::{
+    sync::OnceLock,
+    time::{Duration, SystemTime},
+};
 
 use opentelemetry_proto::tonic::{
     collector::logs::v1::ExportLogsServiceRequest,
@@ -13,7 +16,10 @@ use opentelemetry_proto::tonic::{
 };
 
 use super::{attribute, string};
-use crate::events::{EventKind, EventLine, ProcRef};
+use crate::{
+    clock::Clock,
+    events::{EventKind, EventLine, ProcRef, rfc3339},
+};
 
 pub fn record(event: &EventLine, text: &str) -> LogRecord {
     let kind = event.event.unwrap_or(EventKind::Unknown);
@@ -83,6 +89,9 @@ fn attributes(event: &EventLine) -> Vec<KeyValue> {
             out.push(string(key, value));
         }
     };
+    if let Some(start_time) = event.start_time {
+        out.push(string("process.creation.time", &creation_time(start_time)));
+    }
     opt_str(&mut out, "process.command", event.comm.as_deref());
     opt_str(&mut out, "process.linux.cgroup", event.cgroup.as_deref());
 
@@ -161,6 +170,15 @@ fn attributes(event: &EventLine) -> Vec<KeyValue> {
     out
 }
 
+/// A start time (nanoseconds since this machine booted) as the semantic conventions' ISO 8601
+/// wall-clock time. The boot's wall-clock time is measured once: the events come from this
+/// machine, and a later step of the wall clock does not move when processes started.
+fn creation_time(start_time: u64) -> String {
+    static BOOT: OnceLock<u64> = OnceLock::new();
+    let boot = *BOOT.get_or_init(Clock::boot_unix_ns);
+    rfc3339(SystemTime::UNIX_EPOCH + Duration::from_nanos(boot.saturating_add(start_time)))
+}
+
 fn array(key: &str, procs: &[ProcRef], value: impl Fn(&ProcRef) -> Value) -> KeyValue {
     let values = procs
         .iter()
@@ -190,6 +208,7 @@ mod tests {
             event: Some(EventKind::Orphan),
             ts: "2026-11-27T05:04:50.000000001Z".to_owned(),
             pid: Some(812),
+            start_time: Some(1_500_000_000),
             comm: Some("flock".to_owned()),
             kind: Some(LockKind::Flock),
             mode: Some(Mode::Write),
@@ -200,6 +219,7 @@ mod tests {
             end: Some(None),
             holders: Some(vec![ProcRef {
                 pid: 840,
+                start_time: None,
                 comm: "sleep".to_owned(),
                 ns_pid: None,
                 fd: Some(3),
@@ -217,6 +237,17 @@ mod tests {
             Some(Value::StringValue("the line".to_owned()))
         );
         assert_eq!(find(&record, "process.pid"), Some(&Value::IntValue(812)));
+        // 1.5 s after this machine booted, as a wall-clock time.
+        let Some(Value::StringValue(created)) = find(&record, "process.creation.time") else {
+            panic!("no process.creation.time")
+        };
+        let created = humantime::parse_rfc3339(created).unwrap();
+        let expected =
+            SystemTime::UNIX_EPOCH + Duration::from_nanos(Clock::boot_unix_ns() + 1_500_000_000);
+        let apart = created
+            .duration_since(expected)
+            .unwrap_or_else(|err| err.duration());
+        assert!(apart < Duration::from_millis(100), "{apart:?}");
         assert_eq!(
             find(&record, "process.command"),
             Some(&Value::StringValue("flock".to_owned()))

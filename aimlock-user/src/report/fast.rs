@@ -19,6 +19,7 @@ pub fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
         ts: "",
         host: None,
         pid: None,
+        start_time: None,
         ns_pid: None,
         comm: None,
         kind: None,
@@ -67,6 +68,7 @@ pub fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
             "taker_exit" => 20,
             "orphan" => 21,
             "generation" => 22,
+            "start_time" => 23,
             _ => return cursor.skip(0),
         };
         if seen & (1 << bit) != 0 {
@@ -104,7 +106,8 @@ pub fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
             "by" => raw.by = cursor.nullable(Cursor::proc)?,
             "taker_exit" => raw.taker_exit = cursor.nullable(Cursor::string)?,
             "orphan" => raw.orphan = cursor.nullable(Cursor::bool)?,
-            _ => raw.generation = cursor.nullable(Cursor::u32)?,
+            "generation" => raw.generation = cursor.nullable(Cursor::u32)?,
+            _ => raw.start_time = cursor.nullable(Cursor::u64)?,
         }
         Some(())
     })?;
@@ -245,13 +248,14 @@ impl<'a> Cursor<'a> {
     }
 
     fn proc(&mut self) -> Option<RawProc<'a>> {
-        let (mut pid, mut ns_pid, mut comm) = (None, None, None);
+        let (mut pid, mut ns_pid, mut comm, mut start_time) = (None, None, None, None);
         let mut seen = 0u8;
         self.object(|cursor, key| {
             let bit = match key {
                 "pid" => 0,
                 "ns_pid" => 1,
                 "comm" => 2,
+                "start_time" => 3,
                 _ => return cursor.skip(0),
             };
             if seen & (1 << bit) != 0 {
@@ -261,12 +265,14 @@ impl<'a> Cursor<'a> {
             match key {
                 "pid" => pid = Some(cursor.u32()?),
                 "ns_pid" => ns_pid = cursor.nullable(Cursor::u32)?,
+                "start_time" => start_time = cursor.nullable(Cursor::u64)?,
                 _ => comm = Some(cursor.string()?),
             }
             Some(())
         })?;
         Some(RawProc {
             pid: pid?,
+            start_time,
             ns_pid,
             comm: Cow::Borrowed(comm?),
         })
@@ -306,8 +312,8 @@ mod tests {
     use super::*;
 
     const LINES: &[&str] = &[
-        r#"{"event":"acquire","ts":"2026-11-27T05:04:50.603984745Z","host":"web-1","pid":812,"ns_pid":7,"comm":"orchestrator","kind":"flock","mode":"write","dev":"254:0","ino":42,"path":"/tmp/x","start":0,"end":null,"wait_ns":12,"generation":3}"#,
-        r#"{"event":"orphan","ts":"2026-11-27T05:04:50Z","pid":812,"comm":"o","kind":"ofd","mode":"read","dev":"8:1","ino":9,"start":10,"end":20,"taker_exit":"2026-11-27T05:04:49Z","holders":[{"pid":840,"comm":"sleep","fd":3,"cgroup":"/a"},{"pid":841,"ns_pid":null,"comm":"x"}]}"#,
+        r#"{"event":"acquire","ts":"2026-11-27T05:04:50.603984745Z","host":"web-1","pid":812,"start_time":12340000000,"ns_pid":7,"comm":"orchestrator","kind":"flock","mode":"write","dev":"254:0","ino":42,"path":"/tmp/x","start":0,"end":null,"wait_ns":12,"generation":3}"#,
+        r#"{"event":"orphan","ts":"2026-11-27T05:04:50Z","pid":812,"comm":"o","kind":"ofd","mode":"read","dev":"8:1","ino":9,"start":10,"end":20,"taker_exit":"2026-11-27T05:04:49Z","holders":[{"pid":840,"start_time":5670000000,"comm":"sleep","fd":3,"cgroup":"/a"},{"pid":841,"ns_pid":null,"comm":"x"}]}"#,
         r#"{"event":"orphan_end","ts":"2026-11-27T05:04:50Z","pid":1,"comm":"a","kind":"lease","dev":"8:1","ino":9,"held_ns":5,"orphan_ns":3,"reason":"exit","by":{"pid":840,"comm":"sleep"},"orphan":true}"#,
         r#"{"event":"stop","ts":"2026-11-27T05:04:50Z","lost":0,"new":[1,{"a":[true,false,null]},"s"],"records":10}"#,
         r#"{"event":"teleport","ts":"2026-11-27T05:04:50Z","ino":77,"new_field":[1]}"#,

@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeMap, HashSet},
     fs::File,
-    io::{self, BufRead as _, BufReader, Read},
+    io::{self, BufRead, BufReader, Read},
     path::{Path, PathBuf},
     sync::{Mutex, mpsc},
     thread,
@@ -12,7 +12,7 @@ use std::{
 
 use flate2::read::MultiGzDecoder;
 
-use super::BadInput;
+use super::{BadInput, journal};
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 
@@ -86,11 +86,24 @@ fn open(source: &Source) -> Result<Box<dyn Read + Send>, BadInput> {
     };
     let mut reader = BufReader::with_capacity(64 << 10, inner);
     let head = reader.fill_buf().map_err(unreadable)?;
-    if head.starts_with(GZIP_MAGIC) {
+    let plain: Box<dyn BufRead + Send> = if head.starts_with(GZIP_MAGIC) {
         // Multi-member: rotated logs are often concatenated gzip files.
-        Ok(Box::new(MultiGzDecoder::new(reader)))
+        Box::new(BufReader::with_capacity(
+            64 << 10,
+            MultiGzDecoder::new(reader),
+        ))
     } else {
-        Ok(Box::new(reader))
+        Box::new(reader)
+    };
+    journal_or_lines(plain).map_err(unreadable)
+}
+
+/// The tracer's JSON lines as they are, or a journal export (`journalctl -o json`) read as them.
+fn journal_or_lines(mut reader: Box<dyn BufRead + Send>) -> io::Result<Box<dyn Read + Send>> {
+    if journal::is_journal_export(reader.fill_buf()?) {
+        Ok(Box::new(journal::JournalLines::new(reader)))
+    } else {
+        Ok(reader)
     }
 }
 

@@ -23,6 +23,7 @@ pub struct RawLine<'a> {
     #[serde(borrow)]
     pub host: Option<Cow<'a, str>>,
     pub pid: Option<u32>,
+    pub start_time: Option<u64>,
     pub ns_pid: Option<u32>,
     #[serde(borrow)]
     pub comm: Option<Cow<'a, str>>,
@@ -52,6 +53,7 @@ pub struct RawLine<'a> {
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct RawProc<'a> {
     pub pid: u32,
+    pub start_time: Option<u64>,
     pub ns_pid: Option<u32>,
     #[serde(borrow)]
     pub comm: Cow<'a, str>,
@@ -295,20 +297,24 @@ pub struct LockKey {
 pub struct Actor {
     pub pid: u32,
     pub comm: Name,
+    /// When it started (nanoseconds since boot), when a line gave it: two processes that had
+    /// the same pid one after the other are two actors.
+    pub start_time: Option<u64>,
     /// Its pid in its own PID namespace (a container's), when a line gave it.
     pub ns_pid: Option<u32>,
 }
 
-/// One process is one pid and command: lines about it may or may not carry its `ns_pid`.
+/// One process is one pid, start time and command: lines about it may or may not carry its
+/// `ns_pid`.
 impl PartialEq for Actor {
     fn eq(&self, other: &Self) -> bool {
-        (self.pid, self.comm) == (other.pid, other.comm)
+        (self.pid, self.start_time, self.comm) == (other.pid, other.start_time, other.comm)
     }
 }
 
 impl std::hash::Hash for Actor {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (self.pid, self.comm).hash(state);
+        (self.pid, self.start_time, self.comm).hash(state);
     }
 }
 
@@ -387,6 +393,7 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
                 actor: Actor {
                     pid,
                     comm,
+                    start_time: raw.start_time,
                     ns_pid: raw.ns_pid,
                 },
             }));
@@ -410,17 +417,17 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
             _ => range,
         },
     };
-    let mut actor = |pid: u32, comm: Option<&str>, ns_pid: Option<u32>| Actor {
+    let mut actor = |pid: u32, comm: Option<&str>, start_time, ns_pid| Actor {
         pid,
         comm: names.intern(comm.unwrap_or("?")),
+        start_time,
         ns_pid,
     };
-    let others: Box<[Actor]> = match (raw.holders, raw.by) {
-        (Some(holders), _) => holders
-            .iter()
-            .map(|proc| actor(proc.pid, Some(&proc.comm), proc.ns_pid))
-            .collect(),
-        (None, Some(by)) => Box::new([actor(by.pid, Some(&by.comm), by.ns_pid)]),
+    let mut proc_actor =
+        |proc: &RawProc| actor(proc.pid, Some(&proc.comm), proc.start_time, proc.ns_pid);
+    let others: Box<[Actor]> = match (&raw.holders, &raw.by) {
+        (Some(holders), _) => holders.iter().map(&mut proc_actor).collect(),
+        (None, Some(by)) => Box::new([proc_actor(by)]),
         (None, None) => Box::new([]),
     };
     let taker_exit = match raw.taker_exit {
@@ -431,7 +438,7 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
         at,
         origin,
         event,
-        actor: actor(pid, raw.comm.as_deref(), raw.ns_pid),
+        actor: actor(pid, raw.comm.as_deref(), raw.start_time, raw.ns_pid),
         mode: raw.mode,
         range,
         reason: raw.reason,
@@ -528,6 +535,7 @@ mod tests {
             event: Some(EventKind::OrphanEnd),
             ts: "2026-11-27T05:04:50.603984745Z".into(),
             pid: Some(812),
+            start_time: Some(12_340_000_000),
             ns_pid: Some(7),
             comm: Some("orchestrator".into()),
             kind: Some(LockKind::Flock),
@@ -542,6 +550,7 @@ mod tests {
             reason: Some(ReleaseReason::Exit),
             by: Some(ProcRef {
                 pid: 840,
+                start_time: Some(5_670_000_000),
                 comm: "sleep".into(),
                 ns_pid: Some(3),
                 fd: Some(3),
@@ -566,6 +575,8 @@ mod tests {
         assert_eq!(record.duration_ns, Some(5));
         assert_eq!(record.actor.pid, 812);
         assert_eq!(record.actor.ns_pid, Some(7));
+        assert_eq!(record.actor.start_time, Some(12_340_000_000));
+        assert_eq!(record.others[0].start_time, Some(5_670_000_000));
         assert_eq!(names.get(record.others[0].comm), "sleep");
         assert_eq!(record.others[0].ns_pid, Some(3));
         assert_eq!(line_ts(&json), Some(record.at));

@@ -10,6 +10,7 @@
 mod candidates;
 mod fast;
 mod input;
+mod journal;
 mod line;
 mod posix;
 mod render;
@@ -156,6 +157,7 @@ fn report_reading(args: &ReportArgs, reading: Reading, out: &mut impl Write) -> 
     let end = tell_what_was_skipped(&scan)?;
     leave_out_own_locks(&mut scan);
     share_ns_pids(&mut scan);
+    share_start_times(&mut scan);
     for pid in args.pid.iter().filter(|&&pid| !scan.names_pid(pid)) {
         eprintln!("aimlock: pid {pid} appears in no lock line read");
     }
@@ -200,6 +202,8 @@ fn write_report(
     out: &mut impl Write,
 ) -> Result<()> {
     let pool = scan::thread_pool(jobs)?;
+    // Before the timelines take the lines.
+    let reused_pids = reused_pids(scan);
     let locks = pool.install(|| select(args, scan));
     let several_hosts = locks.iter().any(|lock| lock.key.host != locks[0].key.host);
     let renderer = Renderer {
@@ -207,6 +211,7 @@ fn write_report(
         end,
         at: args.at,
         several_hosts,
+        reused_pids,
     };
     if locks.is_empty() && !args.json {
         writeln!(out, "no lock in these logs matches")?;
@@ -348,6 +353,63 @@ fn share_ns_pids(scan: &mut Scan) {
             }
         }
     }
+}
+
+/// Not every line about a process carries its start time (an orphan line names a taker that
+/// had exited before the tracer could read it): a mention without one gets the start time the
+/// other lines gave the same pid and command on the same host, where they gave only one.
+fn share_start_times(scan: &mut Scan) {
+    // None: more than one process had that pid and command.
+    let mut known: HashMap<(Name, u32, Name), Option<u64>> = HashMap::new();
+    for (key, lines) in &scan.locks {
+        for record in &lines.records {
+            for actor in std::iter::once(&record.actor).chain(&record.others) {
+                if let Some(start_time) = actor.start_time {
+                    known
+                        .entry((key.host, actor.pid, actor.comm))
+                        .and_modify(|seen| {
+                            if *seen != Some(start_time) {
+                                *seen = None;
+                            }
+                        })
+                        .or_insert(Some(start_time));
+                }
+            }
+        }
+    }
+    if known.is_empty() {
+        return;
+    }
+    for (key, lines) in &mut scan.locks {
+        for record in &mut lines.records {
+            for actor in std::iter::once(&mut record.actor).chain(record.others.iter_mut()) {
+                if actor.start_time.is_none() {
+                    actor.start_time = known
+                        .get(&(key.host, actor.pid, actor.comm))
+                        .copied()
+                        .flatten();
+                }
+            }
+        }
+    }
+}
+
+/// Pids that named more than one process (by start time) on one host.
+fn reused_pids(scan: &Scan) -> std::collections::HashSet<u32> {
+    let mut starts: HashMap<(Name, u32), u64> = HashMap::new();
+    let mut reused = std::collections::HashSet::new();
+    for (key, lines) in &scan.locks {
+        for record in &lines.records {
+            for actor in std::iter::once(&record.actor).chain(&record.others) {
+                if let Some(start_time) = actor.start_time
+                    && *starts.entry((key.host, actor.pid)).or_insert(start_time) != start_time
+                {
+                    reused.insert(actor.pid);
+                }
+            }
+        }
+    }
+    reused
 }
 
 /// Builds the timelines and keeps the locks the query asks for, oldest first.

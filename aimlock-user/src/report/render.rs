@@ -38,15 +38,24 @@ pub struct Renderer<'a> {
     pub at: Option<Nanos>,
     /// The locks told are on several hosts: each is named with its host.
     pub several_hosts: bool,
+    /// Pids that named more than one process in the logs (a pid reused): each mention of
+    /// them says when its process started.
+    pub reused_pids: HashSet<u32>,
 }
 
 impl Renderer<'_> {
     fn actor(&self, actor: Actor) -> String {
-        let comm = self.names.get(actor.comm);
-        match actor.ns_pid {
-            Some(ns_pid) => format!("pid {} ({comm}, pid {ns_pid} in its namespace)", actor.pid),
-            None => format!("pid {} ({comm})", actor.pid),
+        let mut about = self.names.get(actor.comm).to_owned();
+        if let Some(start_time) = actor
+            .start_time
+            .filter(|_| self.reused_pids.contains(&actor.pid))
+        {
+            about.push_str(&format!(", started {}", since_boot(start_time)));
         }
+        if let Some(ns_pid) = actor.ns_pid {
+            about.push_str(&format!(", pid {ns_pid} in its namespace"));
+        }
+        format!("pid {} ({about})", actor.pid)
     }
 
     fn held_ns(&self, hold: &Hold) -> Option<u64> {
@@ -112,6 +121,7 @@ impl Renderer<'_> {
     fn proc(&self, actor: Actor) -> Proc<'_> {
         Proc {
             pid: actor.pid,
+            start_time: actor.start_time,
             comm: self.names.get(actor.comm),
             ns_pid: actor.ns_pid,
         }
@@ -979,6 +989,9 @@ impl<'a> FleetEvents<'a> {
 #[derive(Debug, Serialize)]
 pub struct Proc<'a> {
     pub pid: u32,
+    /// When it started, nanoseconds since boot, when the logs gave it: with `pid`, the process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
     pub comm: &'a str,
     /// Its pid in its own PID namespace, when the logs gave it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1187,6 +1200,12 @@ pub fn time(at: Nanos) -> String {
 }
 
 /// Milliseconds from a second up, microseconds below.
+/// A process's start time as the report tells it: `1234.56 s after boot`.
+fn since_boot(start_time: u64) -> String {
+    let centis = start_time / 10_000_000;
+    format!("{}.{:02} s after boot", centis / 100, centis % 100)
+}
+
 pub fn duration(ns: u64) -> String {
     let rounded = if ns >= 1_000_000_000 {
         ns / 1_000_000 * 1_000_000

@@ -93,6 +93,7 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
         }
     }
     optional_number(out, "LOCK_PID", event.pid.map(u64::from));
+    optional_number(out, "LOCK_START_TIME", event.start_time);
     optional_number(out, "LOCK_NS_PID", event.ns_pid.map(u64::from));
     optional_number(out, "LOCK_TID", event.tid.map(u64::from));
     optional(out, "LOCK_COMM", event.comm.as_deref());
@@ -139,6 +140,123 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     optional_number(out, "AIMLOCK_TABLE_READS", event.table_reads);
     optional_number(out, "AIMLOCK_UNWRITTEN", event.unwritten);
     optional_number(out, "AIMLOCK_UNTRACED_CHILDREN", event.untraced_children);
+}
+
+/// How a journal field's value stands for its line field's.
+#[derive(Clone, Copy, Debug)]
+pub enum Form {
+    Text,
+    Number,
+    Bool,
+    /// A number, or `EOF` for null (`end`).
+    EndOfFile,
+    /// The field's JSON (`holders`, `by`, `blockers`, `cycle`).
+    Json,
+}
+
+impl Form {
+    /// The line's value of a journal value; None where it cannot be one this form writes.
+    pub fn value(self, text: &str) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        match self {
+            Self::Text => Some(Value::from(text)),
+            Self::Number => text.parse::<u64>().ok().map(Value::from),
+            Self::Bool => text.parse::<bool>().ok().map(Value::from),
+            Self::EndOfFile if text == "EOF" => Some(Value::Null),
+            Self::EndOfFile => Self::Number.value(text),
+            Self::Json => serde_json::from_str(text).ok(),
+        }
+    }
+}
+
+/// A journal field that holds a field of the JSON line.
+pub struct LineField {
+    pub journal: &'static str,
+    pub line: &'static str,
+    pub form: Form,
+}
+
+const fn line_field(journal: &'static str, line: &'static str, form: Form) -> LineField {
+    LineField {
+        journal,
+        line,
+        form,
+    }
+}
+
+/// Every journal field [`encode`] writes for a field of the line (the host aside: the journal's
+/// `_HOSTNAME`), for reading an entry back as its line (`aimlock report` on `journalctl -o
+/// json`); a unit test holds the two together.
+pub const LINE_FIELDS: &[LineField] = &[
+    line_field("LOCK_EVENT", "event", Form::Text),
+    line_field("LOCK_TS", "ts", Form::Text),
+    line_field("AIMLOCK_SCHEMA", "schema", Form::Number),
+    line_field("AIMLOCK_VERSION", "version", Form::Text),
+    line_field("AIMLOCK_KERNEL", "kernel", Form::Text),
+    line_field("AIMLOCK_LOCK_HOOKS", "lock_hooks", Form::Text),
+    line_field("LOCK_KIND", "kind", Form::Text),
+    line_field("LOCK_MODE", "mode", Form::Text),
+    line_field("LOCK_PATH", "path", Form::Text),
+    line_field("LOCK_HOST_PATH", "host_path", Form::Text),
+    line_field("LOCK_DELETED", "deleted", Form::Bool),
+    line_field("LOCK_PATH_UNKNOWN", "path_unknown", Form::Text),
+    line_field("LOCK_NAME", "name", Form::Text),
+    line_field("LOCK_DEV", "dev", Form::Text),
+    line_field("LOCK_INO", "ino", Form::Number),
+    line_field("LOCK_GENERATION", "generation", Form::Number),
+    line_field("LOCK_START", "start", Form::Number),
+    line_field("LOCK_END", "end", Form::EndOfFile),
+    line_field("LOCK_PID", "pid", Form::Number),
+    line_field("LOCK_START_TIME", "start_time", Form::Number),
+    line_field("LOCK_NS_PID", "ns_pid", Form::Number),
+    line_field("LOCK_TID", "tid", Form::Number),
+    line_field("LOCK_COMM", "comm", Form::Text),
+    line_field("LOCK_CGROUP", "cgroup", Form::Text),
+    line_field("LOCK_REASON", "reason", Form::Text),
+    line_field("LOCK_ERRNO", "errno", Form::Text),
+    line_field("LOCK_WAIT_NS", "wait_ns", Form::Number),
+    line_field("LOCK_HELD_NS", "held_ns", Form::Number),
+    line_field("LOCK_LOCKS", "locks", Form::Number),
+    line_field("LOCK_ORPHAN", "orphan", Form::Bool),
+    line_field("LOCK_ORPHAN_NS", "orphan_ns", Form::Number),
+    line_field("LOCK_TAKER_EXIT", "taker_exit", Form::Text),
+    line_field("LOCK_HOLDERS", "holders", Form::Json),
+    line_field("LOCK_BY", "by", Form::Json),
+    line_field("LOCK_BLOCKERS", "blockers", Form::Json),
+    line_field("LOCK_CYCLE", "cycle", Form::Json),
+    line_field("AIMLOCK_LOST", "lost", Form::Number),
+    line_field("AIMLOCK_RECORDS", "records", Form::Number),
+    line_field("AIMLOCK_EVENTS", "events", Form::Number),
+    line_field("AIMLOCK_TABLE_READS", "table_reads", Form::Number),
+    line_field("AIMLOCK_UNWRITTEN", "unwritten", Form::Number),
+    line_field(
+        "AIMLOCK_UNTRACED_CHILDREN",
+        "untraced_children",
+        Form::Number,
+    ),
+];
+
+/// The fields of the entry [`JournaldSink`] writes for `event`, as (name, value).
+#[cfg(test)]
+pub fn entry_fields(event: &EventLine) -> Vec<(String, Vec<u8>)> {
+    let mut entry = Vec::new();
+    encode(&mut entry, event, b"text");
+    let mut fields = Vec::new();
+    let mut rest = &entry[..];
+    while let Some(end) = rest.iter().position(|&b| b == b'=' || b == b'\n') {
+        let key = String::from_utf8(rest[..end].to_vec()).expect("ASCII names");
+        let tail = &rest[end + 1..];
+        let (value, next) = if rest[end] == b'=' {
+            let len = tail.iter().position(|&b| b == b'\n').expect("a line");
+            (&tail[..len], &tail[len + 1..])
+        } else {
+            let len = u64::from_le_bytes(tail[..8].try_into().expect("a length")) as usize;
+            (&tail[8..8 + len], &tail[8 + len + 1..])
+        };
+        fields.push((key, value.to_vec()));
+        rest = next;
+    }
+    fields
 }
 
 /// Comma-separated pids.

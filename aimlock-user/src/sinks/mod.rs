@@ -6,7 +6,7 @@
 //! in the metrics, and the tracer goes on.
 
 mod file;
-mod journald;
+pub mod journald;
 mod otlp;
 mod syslog;
 mod text;

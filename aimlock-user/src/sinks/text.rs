@@ -183,11 +183,13 @@ mod tests {
             blockers: Some(vec![
                 Blocker {
                     pid: 812,
+                    start_time: None,
                     comm: "python3".to_owned(),
                     orphan: Some(true),
                 },
                 Blocker {
                     pid: 900,
+                    start_time: None,
                     comm: "make".to_owned(),
                     orphan: None,
                 },
@@ -216,6 +218,7 @@ mod tests {
         };
         let step = |pid, holds, waits_for| DeadlockStep {
             pid,
+            start_time: None,
             tid: pid,
             comm: "sync".to_owned(),
             holds,

@@ -564,7 +564,7 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
          does not reach), so what it adds over the tp_btf floor is the work of its programs for \
          each of the two records a pair makes (direct loads of the lock's, the file's and the \
          task's fields, the file's name read once per burst on one file, the clock, a ring \
-         reservation, a 200-byte record and its submission: measured with \
+         reservation, a 208-byte record and its submission: measured with \
          kernel.bpf_stats_enabled, about 130 ns a record over an empty program, of which the \
          clock is about 50 and the ring's commit about 30) and its reader competing with the \
          loop for this machine's two cores (see the tracer CPU column). What would close the \
