@@ -1,7 +1,11 @@
 //! Turns the kernel's raw [`Record`]s into the tracker's typed [`Input`]s, reading each field
 //! at the offset the loader found in the tracepoint's `format` file.
 
-use aimlock_common::{ABSENT, Config, FileName, LockFields, PAYLOAD_LEN, Record, Source, fl_flags};
+use aimlock_common::{
+    ABSENT, Config, FileName, LockFields, PASSED_FDS, PAYLOAD_LEN, PassedFds, Record, Source,
+    fl_flags,
+};
+use smallvec::SmallVec;
 
 use crate::events::LockKind;
 
@@ -30,7 +34,7 @@ pub struct LockOp {
     pub file: FileName,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
     /// An attempt, unlock or release from `flock_lock_inode`, `posix_lock_inode` or a lease event.
     Lock(LockOp),
@@ -44,13 +48,41 @@ pub enum Input {
         pid: u32,
         comm: [u8; 16],
     },
+    /// A process that holds or may hold locks started `child` (which inherits its open files).
+    Fork {
+        ts_ns: u64,
+        pid: u32,
+        comm: [u8; 16],
+        child: u32,
+    },
+    /// Such a process ran a new program, `comm`. `locked` (filled in by the reader, which can
+    /// look at /proc) lists the files on which its descriptors still showed flock or OFD locks
+    /// after the exec, `None` when it could not look.
+    Exec {
+        ts_ns: u64,
+        pid: u32,
+        comm: [u8; 16],
+        locked: Option<SmallVec<[(u32, u64); 2]>>,
+    },
+    /// Descriptors passed as SCM_RIGHTS: sent by a holder, or received; `files` are their open
+    /// file descriptions in the process (0 where unread).
+    Passed {
+        ts_ns: u64,
+        pid: u32,
+        comm: [u8; 16],
+        received: bool,
+        files: SmallVec<[u64; 2]>,
+    },
 }
 
 impl Input {
     pub fn ts_ns(&self) -> u64 {
         match self {
             Self::Lock(op) | Self::FcntlFailure(op) | Self::FlockWaitEnd(op) => op.ts_ns,
-            Self::Exit { ts_ns, .. } => *ts_ns,
+            Self::Exit { ts_ns, .. }
+            | Self::Fork { ts_ns, .. }
+            | Self::Exec { ts_ns, .. }
+            | Self::Passed { ts_ns, .. } => *ts_ns,
         }
     }
 }
@@ -94,6 +126,35 @@ impl Decoder {
                 pid: record.pid,
                 comm: record.comm,
             },
+            Source::Fork => Input::Fork {
+                ts_ns: record.ts_ns,
+                pid: record.pid,
+                comm: record.comm,
+                child: read_u64(&record.payload, self.config.new_task.pid, 4) as u32,
+            },
+            Source::Exec => Input::Exec {
+                ts_ns: record.ts_ns,
+                pid: record.pid,
+                comm: record.comm,
+                locked: None,
+            },
+            Source::FdSent | Source::FdReceived => {
+                // SAFETY: PassedFds is plain old data and fits the payload.
+                let passed: PassedFds =
+                    unsafe { std::ptr::read_unaligned(record.payload.as_ptr().cast()) };
+                let named = (passed.count as usize).min(PASSED_FDS);
+                Input::Passed {
+                    ts_ns: record.ts_ns,
+                    pid: record.pid,
+                    comm: record.comm,
+                    received: record.source == Source::FdReceived as u8,
+                    files: passed.files[..named]
+                        .iter()
+                        .copied()
+                        .filter(|&file| file != 0)
+                        .collect(),
+                }
+            }
         })
     }
 

@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use smallvec::SmallVec;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -18,12 +19,13 @@ use crate::{
     clock::Clock,
     decode::{Decoder, Input},
     enrich::Enricher,
-    events::{EventKind, EventLine, SCHEMA_VERSION, rfc3339, this_host},
+    events::{EventKind, EventLine, LockKind, SCHEMA_VERSION, rfc3339, this_host},
     kernel_views::KernelViews,
     loader::{Filters, Tracer},
+    lock_table::Taker,
     metrics, otlp, privileges, procfs,
     sinks::{SinkArgs, Sinks},
-    tracker::{Output, ScanWanted, Tracker},
+    tracker::{KernelView, Output, ScanWanted, Tracker},
 };
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +126,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         logger,
         decode,
         lock_hooks,
+        mut holders,
         ..
     } = tracer;
     let decoder = Decoder::new(decode);
@@ -158,6 +161,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut written = 0u64;
     let mut records = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut fd_locks = FdLocks::default();
     loop {
         tokio::select! {
             // Readiness is cleared before the drain below, so that records arriving during it
@@ -166,7 +170,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             // Records written without a wakeup (the kernel wakes the reader at most once a
             // millisecond per CPU) are picked up on the tick.
             _ = tick.tick() => {}
-            Some(view) = views.done() => tracker.push_view(view),
+            Some(view) = views.done() => {
+                holders.add(holding_pids(&view));
+                tracker.push_view(view);
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -180,6 +187,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
                 &decoder,
                 &mut tracker,
                 &mut enricher,
+                &mut fd_locks,
                 DRAIN_BATCH,
             );
             records += batch;
@@ -203,6 +211,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         &decoder,
         &mut tracker,
         &mut enricher,
+        &mut fd_locks,
         u64::MAX,
     );
     if let Some(view) = views.done().await {
@@ -258,6 +267,7 @@ fn drain(
     decoder: &Decoder,
     tracker: &mut Tracker,
     enricher: &mut Enricher,
+    fd_locks: &mut FdLocks,
     limit: u64,
 ) -> u64 {
     let mut count = 0;
@@ -266,7 +276,10 @@ fn drain(
     {
         count += 1;
         match decoder.decode(&item) {
-            Some(input) => {
+            Some(mut input) => {
+                if let Input::Exec { pid, locked, .. } = &mut input {
+                    *locked = fd_locks.description_locks(*pid);
+                }
                 if let Input::Lock(op) | Input::FcntlFailure(op) | Input::FlockWaitEnd(op) = &input
                 {
                     // The process first: a short-lived one may be gone by the time its fds
@@ -283,6 +296,45 @@ fn drain(
         }
     }
     count
+}
+
+/// The processes a kernel view shows holding locks: the kernel follows their forks, execs and
+/// passed descriptors from then on (those that held them before the tracer started, above all).
+fn holding_pids(view: &KernelView) -> impl Iterator<Item = u32> + '_ {
+    view.locks.iter().flat_map(|viewed| {
+        let taker = u32::try_from(viewed.lock.pid)
+            .ok()
+            .filter(|&pid| pid != 0 && viewed.lock.taker == Taker::Holding);
+        viewed
+            .lock
+            .holders
+            .iter()
+            .map(|holder| holder.pid)
+            .chain(taker)
+    })
+}
+
+/// Reads which files a process's descriptors hold flock and OFD locks on (its fdinfo), with a
+/// buffer kept between reads.
+#[derive(Default)]
+struct FdLocks {
+    found: Vec<procfs::FdLock>,
+    buf: Vec<u8>,
+}
+
+impl FdLocks {
+    /// `None` when the process's descriptors cannot be read (it is gone).
+    fn description_locks(&mut self, pid: u32) -> Option<SmallVec<[(u32, u64); 2]>> {
+        self.found.clear();
+        procfs::read_fd_locks(pid, &mut self.found, &mut self.buf).ok()?;
+        Some(
+            self.found
+                .iter()
+                .filter(|found| matches!(found.lock.kind, LockKind::Flock | LockKind::Ofd))
+                .map(|found| (found.lock.dev(), found.lock.ino))
+                .collect(),
+        )
+    }
 }
 
 /// Writes the tracker's outputs; returns how many lines that was.

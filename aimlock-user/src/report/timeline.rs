@@ -333,6 +333,7 @@ impl Lock {
             | EventKind::Stop
             | EventKind::Exit
             | EventKind::Deadlock
+            | EventKind::Inherit
             | EventKind::Unknown => {}
         }
     }
