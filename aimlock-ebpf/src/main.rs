@@ -98,9 +98,14 @@ static LAST_PASS: Array<u64> = Array::with_max_entries(1, 0);
 /// A descriptor sent by a holder is looked for in the messages received this long after.
 const PASS_WINDOW_NS: u64 = 10_000_000_000;
 
-/// Threads in a recvmsg call begun within the window, with the address of their msghdr.
+/// Threads in a recvmsg call, with the address of their msghdr: (tid, msghdr) in the slot of
+/// the tid modulo its size. An array, not a hash map: every recvmsg call on the system writes
+/// its slot, and a receiver usually blocks in recvmsg before the descriptor it gets is sent.
+/// Two threads blocked at once in slots that collide lose the first one's receipt.
 #[map]
-static RECEIVING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_FILTER_ENTRIES, 0);
+static RECEIVING: Array<[u64; 2]> = Array::with_max_entries(RECEIVING_SLOTS, 0);
+
+const RECEIVING_SLOTS: u32 = 65536;
 
 /// `--comm`: command names to record, NUL-padded to 16 bytes.
 #[map]
@@ -329,26 +334,27 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `syscalls:sys_enter_recvmsg`, fired on entry to recvmsg(2) (`__sys_recvmsg`): within the
-/// window after a holder sent descriptors, notes where the call's msghdr is, for its exit.
-/// Otherwise returns after one array lookup.
+/// `syscalls:sys_enter_recvmsg`, fired on entry to recvmsg(2) (`__sys_recvmsg`): notes where
+/// the call's msghdr is, for its exit (two stores into an array slot).
 #[tracepoint(category = "syscalls", name = "sys_enter_recvmsg")]
 pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
-    if !passing() {
-        return 0;
-    }
+    let tid = bpf_get_current_pid_tgid() as u32;
     let msg_off = usize::from(config!(lineage.recvmsg_msg));
     // SAFETY: the offset was read from this tracepoint's format file.
-    if let Ok(msg) = unsafe { ctx.read_at::<u64>(msg_off) } {
-        let _ = RECEIVING.insert(bpf_get_current_pid_tgid() as u32, msg, 0);
+    if let Ok(msg) = unsafe { ctx.read_at::<u64>(msg_off) }
+        && let Some(slot) = RECEIVING.get_ptr_mut(tid % RECEIVING_SLOTS)
+    {
+        // SAFETY: the map's value; a thread only races with a thread of a colliding tid.
+        unsafe { *slot = [u64::from(tid), msg] };
     }
     0
 }
 
 /// `syscalls:sys_exit_recvmsg`, fired on return from recvmsg(2), when the kernel has installed
 /// the received descriptors (`scm_detach_fds`) and written their numbers into the caller's
-/// control buffer: a call noted on entry that received SCM_RIGHTS writes a `FdReceived` record,
-/// and its process joins `HOLDERS`.
+/// control buffer. Within the window after a holder sent descriptors, a call that received
+/// SCM_RIGHTS writes a `FdReceived` record and its process joins `HOLDERS`; otherwise it
+/// returns after one array lookup.
 #[tracepoint(category = "syscalls", name = "sys_exit_recvmsg")]
 pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
     if !passing() {
@@ -356,11 +362,14 @@ pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    // SAFETY: a plain value copied out at once.
-    let Some(msg) = (unsafe { RECEIVING.get(tid) }).copied() else {
+    let Some(slot) = RECEIVING.get_ptr_mut(tid % RECEIVING_SLOTS) else {
         return 0;
     };
-    let _ = RECEIVING.remove(tid);
+    // SAFETY: the map's value, copied out and cleared at once.
+    let [noted, msg] = unsafe { core::mem::replace(&mut *slot, [0; 2]) };
+    if noted != u64::from(tid) {
+        return 0;
+    }
     let ret_off = usize::from(config!(lineage.recvmsg_ret));
     // SAFETY: the offset was read from this tracepoint's format file.
     match unsafe { ctx.read_at::<i64>(ret_off) } {

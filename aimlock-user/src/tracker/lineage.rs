@@ -14,6 +14,9 @@ use smallvec::SmallVec;
 /// Steps a chain keeps: the most recent ones (a fork bomb's depth is not worth remembering).
 const MAX_STEPS: usize = 16;
 
+/// Descriptions sent and not yet received that are remembered at most.
+const MAX_IN_FLIGHT: usize = 4096;
+
 /// How a process came to reference a description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
@@ -111,6 +114,10 @@ impl Lineages {
             .get(&pid)
             .map(|process| process.chain.clone())
             .unwrap_or_default();
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            // Descriptions sent and never received (their socket closed): forgotten in bulk.
+            self.in_flight.clear();
+        }
         for &file in files {
             self.in_flight.insert(file, (pid, comm, chain.clone()));
         }
@@ -148,10 +155,10 @@ impl Lineages {
         senders
     }
 
-    /// `pid` is gone: its chain is no longer needed (its children have copies).
+    /// `pid` is gone: its chain is no longer needed (its children have copies). What it sent
+    /// may still be in flight: a sender that exits at once is the pattern that leaves ghosts.
     pub fn exit(&mut self, pid: u32) {
         self.processes.remove(&pid);
-        self.in_flight.retain(|_, (sender, _, _)| *sender != pid);
     }
 
     /// How `holder` came to reference the description `file`, on which `taker` took a lock at
@@ -263,9 +270,10 @@ mod tests {
         let mut lineages = Lineages::default();
         lineages.fork(10, 100, comm("taker"), 101);
         lineages.sent(101, comm("taker"), &[0xd1]);
+        // The sender exits before the receiver gets it.
+        lineages.exit(101);
         lineages.received(20, 300, comm("server"), &[0xd1]);
         lineages.exec(21, 300, comm("worker"));
-        lineages.exit(101);
         let steps = lineages.of(100, Some(5), 300, 0xd1).unwrap();
         assert_eq!(
             vias(&steps),
