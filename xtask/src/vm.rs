@@ -52,6 +52,16 @@ const HOST_ONLY_TESTS: &[(&str, &str, &str)] = &[
         "systemd-journald and journalctl",
     ),
     (
+        "lineage",
+        "a_background_command_of_flock_is_born_holding_the_lock_and_its_lineage_says_how",
+        "util-linux's flock(1) and its -c (busybox's flock does not run the command so)",
+    ),
+    (
+        "lineage",
+        "a_lock_orphaned_before_the_tracer_started_has_an_unknown_lineage_that_says_why",
+        "util-linux's flock(1) and its -c (busybox's flock does not run the command so)",
+    ),
+    (
         "report",
         "two_files_that_shared_an_inode_number_are_two_timelines",
         "a file system that hands freed inode numbers out again (the VM's tmpfs never does)",

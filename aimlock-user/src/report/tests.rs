@@ -639,10 +639,17 @@ fn a_wait_chain_is_told_down_to_the_orphan_at_its_end() {
             .to_string()
             + "
 ",
-        lock_line("orphan", 3, 640, "update.sh", 30, json!({
-            "taker_exit": ts(2), "holders": [{"pid": 812, "comm": "python3", "fd": 3}],
-            "path": "/var/lib/dpkg/lock-frontend",
-        })),
+        lock_line(
+            "orphan",
+            3,
+            640,
+            "update.sh",
+            30,
+            json!({
+                "taker_exit": ts(2), "holders": [{"pid": 812, "comm": "python3", "fd": 3}],
+                "path": "/var/lib/dpkg/lock-frontend",
+            }),
+        ),
         // apt holds the archive lock and waits for lock-frontend; apt-get waits for apt.
         lock_line("acquire", 4, 700, "apt", 31, cache.clone()),
         lock_line("wait", 5, 700, "apt", 30, frontend.clone()),
