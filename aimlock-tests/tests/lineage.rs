@@ -3,7 +3,9 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use aimlock_tests::{KillOnDrop, TempDir, Tracer, Workload, inode, of_kind};
+use aimlock_tests::{
+    KillOnDrop, TempDir, Tracer, Workload, inode, lock_table, of_kind, on_inode, run_aimlock,
+};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(10);
@@ -173,4 +175,39 @@ fn a_lock_orphaned_before_the_tracer_started_has_an_unknown_lineage_that_says_wh
     assert_eq!(lineage[0]["why"], "before_start");
     assert!(lineage[0].get("ts").is_none(), "{orphan}");
     tracer.stop();
+}
+
+#[test]
+fn aimlock_locks_marks_a_holder_that_inherited_the_description_from_its_parent() {
+    let dir = TempDir::new("lineage-locks");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let work = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "flock:ex",
+        "hold-in-child:5",
+        "sleep:5",
+    ]);
+    let (parent, child) = (work.pid(), work.holder_pid());
+    let locks = on_inode(&lock_table(&[]), ino);
+    assert_eq!(locks.len(), 1, "{locks:#?}");
+    let holders = locks[0]["holders"].as_array().expect("holders");
+    let by_pid = |pid: u32| {
+        holders
+            .iter()
+            .find(|holder| holder["pid"] == pid)
+            .unwrap_or_else(|| panic!("no holder {pid} in {holders:#?}"))
+    };
+    assert_eq!(by_pid(child)["inherited_from"], parent, "{holders:#?}");
+    assert!(
+        by_pid(parent).get("inherited_from").is_none(),
+        "{holders:#?}"
+    );
+    let table = String::from_utf8(run_aimlock(&["locks", "--path", file.to_str().unwrap()]).stdout)
+        .unwrap();
+    assert!(
+        table.contains(&format!("{child}(lockwork):3<{parent}")),
+        "{table}"
+    );
+    drop(work);
 }

@@ -31,6 +31,8 @@ pub struct ProcessInfo {
     pub cgroup: Option<String>,
     /// Exited but not yet reaped: it holds no files any more.
     pub zombie: bool,
+    /// Its parent (0 when not told).
+    pub ppid: u32,
 }
 
 impl ProcessInfo {
@@ -44,6 +46,8 @@ impl ProcessInfo {
         for line in status.lines() {
             if let Some(name) = line.strip_prefix("Name:") {
                 info.comm = name.trim().to_owned();
+            } else if let Some(ppid) = line.strip_prefix("PPid:") {
+                info.ppid = ppid.trim().parse().unwrap_or(0);
             } else if let Some(state) = line.strip_prefix("State:") {
                 info.zombie = matches!(state.trim_start().as_bytes().first(), Some(b'Z' | b'X'));
             } else if let Some(ns_pids) = line.strip_prefix("NSpid:") {
