@@ -366,7 +366,7 @@ pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
         return 0;
     };
     // SAFETY: the map's value, copied out and cleared at once.
-    let [noted, msg] = unsafe { core::mem::replace(&mut *slot, [0; 2]) };
+    let [noted, msg] = unsafe { core::mem::take(&mut *slot) };
     if noted != u64::from(tid) {
         return 0;
     }
