@@ -119,7 +119,11 @@ fn a_lock_passed_over_a_unix_socket_has_a_unix_socket_lineage() {
     let file = dir.file("lock");
     let socket = dir.path().join("sock");
     let ino = inode(&file);
-    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
+    let tracer = Tracer::start(&[
+        "--path",
+        &file.display().to_string(),
+        "--follow-unix-sockets",
+    ]);
     let receiver = Workload::start(&[&format!("recvfd:{}", socket.display()), "sleep:3"]);
     receiver.wait_step("listening");
     let sender = Workload::start(&[
@@ -155,6 +159,35 @@ fn a_lock_passed_over_a_unix_socket_has_a_unix_socket_lineage() {
     assert_eq!(received[0]["from"]["pid"], taker);
     drop(sender);
     drop(receiver);
+}
+
+#[test]
+fn without_follow_unix_sockets_a_received_description_has_a_lineage_not_seen() {
+    let dir = TempDir::new("lineage-scm-off");
+    let file = dir.file("lock");
+    let socket = dir.path().join("sock");
+    let ino = inode(&file);
+    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
+    let receiver = Workload::start(&[&format!("recvfd:{}", socket.display()), "sleep:3"]);
+    receiver.wait_step("listening");
+    let sender = Workload::start(&[
+        &format!("open:{}", file.display()),
+        "flock:ex",
+        &format!("sendfd:{}", socket.display()),
+        "close",
+        "exit:0",
+    ]);
+    let orphan = tracer.wait_for("the orphan", SETTLE, |e| {
+        e["event"] == "orphan" && e["ino"] == ino
+    });
+    let lineage = orphan["lineage"].as_array().expect("a lineage");
+    assert_eq!(lineage.len(), 1, "{orphan}");
+    assert_eq!(lineage[0]["pid"], receiver.pid());
+    assert_eq!(lineage[0]["via"], "unknown");
+    assert_eq!(lineage[0]["why"], "not_seen");
+    drop(sender);
+    drop(receiver);
+    tracer.stop();
 }
 
 #[test]

@@ -106,8 +106,10 @@ const PROCESS_HOOKS: &[Hook] = &[
     },
 ];
 
-/// Descriptors passed as SCM_RIGHTS: only with the kernel's BTF, which describes the structs
-/// these programs read.
+/// Descriptors passed as SCM_RIGHTS (`--follow-unix-sockets`): only with the kernel's BTF,
+/// which describes the structs these programs read. Not by default: while any syscall
+/// tracepoint is attached, every system call of every process takes the kernel's slower
+/// syscall-work path (about 50 ns more per call, measured on a tight flock loop).
 const PASSING_HOOKS: &[Hook] = &[
     Hook {
         category: "syscalls",
@@ -151,7 +153,13 @@ impl Tracer {
     /// Checks privileges and tracefs, reads the tracepoint layouts, loads and attaches.
     /// `classic_lock_hooks` runs the lock hooks as classic tracepoints even where BTF would
     /// allow more, as on kernels without BTF (for tests of that path).
-    pub fn load(filters: &Filters, ring_size: u32, classic_lock_hooks: bool) -> Result<Self> {
+    /// `follow_unix_sockets`: attach the descriptor-passing hooks too (see [`PASSING_HOOKS`]).
+    pub fn load(
+        filters: &Filters,
+        ring_size: u32,
+        classic_lock_hooks: bool,
+        follow_unix_sockets: bool,
+    ) -> Result<Self> {
         check_privileges()?;
         let tracefs = tracefs()?;
         if !ring_size.is_power_of_two() || ring_size < 4096 {
@@ -161,12 +169,13 @@ impl Tracer {
 
         let mut config = Config::DEFAULT;
         let mut missing = Vec::new();
-        let passing_hooks = match crate::btf::lineage_layout() {
-            Ok(fields) => {
+        let passing_hooks = match follow_unix_sockets.then(crate::btf::lineage_layout) {
+            None => &[],
+            Some(Ok(fields)) => {
                 config.lineage = fields;
                 PASSING_HOOKS
             }
-            Err(err) => {
+            Some(Err(err)) => {
                 missing.push(format!("descriptors passed over unix sockets ({err:#})"));
                 &[]
             }

@@ -56,6 +56,11 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = -10, allow_hyphen_values = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     nice: i32,
+    /// Follow descriptors passed over unix sockets (SCM_RIGHTS), for orphans' lineage. Off by
+    /// default: it attaches syscall tracepoints, which slow every system call of every process
+    /// (about 50 ns each here).
+    #[arg(long)]
+    follow_unix_sockets: bool,
     /// Size of the kernel's ring buffer in bytes (a power of two; K and M suffixes accepted).
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     ring_size: u32,
@@ -114,7 +119,12 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         comms: args.comm.clone(),
         inodes: pinned.iter().map(|(_, inode)| *inode).collect(),
     };
-    let tracer = Tracer::load(&filters, args.ring_size, args.classic_lock_hooks)?;
+    let tracer = Tracer::load(
+        &filters,
+        args.ring_size,
+        args.classic_lock_hooks,
+        args.follow_unix_sockets,
+    )?;
     for missing in &tracer.missing {
         log::warn!("not traced on this kernel: {missing}");
     }

@@ -1,5 +1,5 @@
 //! What the lineage hooks cost processes: a fork/exec-heavy shell loop that takes no locks
-//! (every process leaves the fork, exec and recvmsg programs after one lookup), and the same
+//! (every process leaves the fork and exec programs after one lookup), and the same
 //! loop run by a process holding a flock lock (each child is followed: a record per fork and
 //! per exec, and a look at its fdinfo), bare and under `aimlock trace`, alternated per round.
 
@@ -99,10 +99,10 @@ pub fn lineage(tools: &Tools, runs: usize) -> Result<Outcome> {
         "A shell loop that forks and execs `/bin/true` {SPAWNS} times, timed from start to \
          exit, bare and under `aimlock trace --output FILE` (no filter), the two alternated \
          within each of {runs} rounds. Without a lock, every process leaves the lineage \
-         programs (`task:task_newtask`, `sched:sched_process_exec`, the sendmsg/recvmsg \
-         syscall tracepoints) after one map lookup; what remains is the hooks themselves, \
-         and the syscall tracepoints, which take every system call of every process through \
-         the kernel's syscall-work path. Under `flock FILE`, every child inherits the locked \
+         programs (`task:task_newtask`, `sched:sched_process_exec`) after one map lookup; \
+         what remains is the hooks themselves and the exit and free hooks every process \
+         passes. (`--follow-unix-sockets`, off here, would add syscall tracepoints, which \
+         slow every system call.) Under `flock FILE`, every child inherits the locked \
          description: each fork and exec writes a record, and each exec a look at the new \
          program's fdinfo (none of them keeps the descriptor open past its exit, so no \
          `inherit` line is written)."
@@ -138,8 +138,8 @@ pub fn lineage(tools: &Tools, runs: usize) -> Result<Outcome> {
                 figure: format!("{:.2}x", ratio.median),
                 met: ratio.median <= GOAL_VS_BARE,
                 why: (ratio.median > GOAL_VS_BARE).then(|| {
-                    "the syscall tracepoints take every system call through the kernel's \
-                     syscall-work path, and the exit hook records every exit"
+                    "every exit is recorded (sched_process_exit), and every fork and free \
+                     runs a program"
                         .to_owned()
                 }),
             });
