@@ -295,4 +295,59 @@ mod tests {
         assert_eq!(comm_str(&op.comm), "lckr");
         assert_eq!(Decoder::new(config).decode(&bytes[..10]), None);
     }
+
+    fn record(source: Source, payload: [u8; PAYLOAD_LEN]) -> Vec<u8> {
+        let record = Record {
+            ts_ns: 7,
+            pid: 100,
+            tid: 100,
+            source: source as u8,
+            _pad: [0; 3],
+            ns_pid: 0,
+            comm: [0; 16],
+            payload,
+            file: FileName::NONE,
+        };
+        // SAFETY: Record is plain old data.
+        unsafe { std::slice::from_raw_parts((&record as *const Record).cast::<u8>(), Record::SIZE) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_forks_at_the_format_offset_and_passed_descriptors() {
+        let config = Config {
+            new_task: aimlock_common::NewTaskFields {
+                pid: 8,
+                clone_flags: 32,
+            },
+            ..Config::DEFAULT
+        };
+        let decoder = Decoder::new(config);
+        let mut payload = [0u8; PAYLOAD_LEN];
+        put(&mut payload, 8, &4242u32.to_ne_bytes());
+        let Some(Input::Fork { pid, child, .. }) = decoder.decode(&record(Source::Fork, payload))
+        else {
+            panic!("not a fork");
+        };
+        assert_eq!((pid, child), (100, 4242));
+
+        let passed = PassedFds {
+            count: 3,
+            fds: [5, 6, 7, -1],
+            _pad: 0,
+            // The second one could not be read.
+            files: [0xf1, 0, 0xf3, 0],
+        };
+        let mut payload = [0u8; PAYLOAD_LEN];
+        // SAFETY: PassedFds is plain old data that fits the payload.
+        unsafe { std::ptr::write_unaligned(payload.as_mut_ptr().cast::<PassedFds>(), passed) };
+        let Some(Input::Passed {
+            received, files, ..
+        }) = decoder.decode(&record(Source::FdReceived, payload))
+        else {
+            panic!("not a receipt");
+        };
+        assert!(received);
+        assert_eq!(files.as_slice(), [0xf1, 0xf3]);
+    }
 }
