@@ -474,15 +474,42 @@ pub fn parse_lock_table(output: &std::process::Output) -> Vec<Value> {
 
 /// The lines of /proc/locks about one inode.
 pub fn proc_locks_lines(ino: u64) -> Vec<String> {
-    std::fs::read_to_string("/proc/locks")
-        .expect("read /proc/locks")
-        .lines()
-        .filter(|line| {
-            line.split_whitespace()
-                .any(|word| word.ends_with(&format!(":{ino}")))
-        })
-        .map(str::to_owned)
-        .collect()
+    // One read is no snapshot: the kernel writes the file a page per read, and locks taken or
+    // released elsewhere meanwhile (other tests) shift its list, so a line can show twice or
+    // not at all. Two reads in a row that agree are taken as the truth.
+    let read = || -> Vec<String> {
+        std::fs::read_to_string("/proc/locks")
+            .expect("read /proc/locks")
+            .lines()
+            .filter(|line| {
+                line.split_whitespace()
+                    .any(|word| word.ends_with(&format!(":{ino}")))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    // Without the ordinal, which is the line's place in the list.
+    let content = |lines: &[String]| -> Vec<String> {
+        let mut content: Vec<String> = lines
+            .iter()
+            .map(|line| {
+                line.split_once(':')
+                    .map_or(line.as_str(), |(_, rest)| rest)
+                    .to_owned()
+            })
+            .collect();
+        content.sort();
+        content
+    };
+    let mut last = read();
+    for _ in 0..100 {
+        let next = read();
+        if content(&next) == content(&last) {
+            return next;
+        }
+        last = next;
+    }
+    panic!("/proc/locks never read the same twice in a row for inode {ino}: {last:?}")
 }
 
 /// Polls `probe` until it returns something, for up to `timeout`.

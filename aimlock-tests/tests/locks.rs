@@ -606,3 +606,67 @@ fn the_scan_goes_on_while_lock_holders_come_and_go() {
     assert!(churn.join().unwrap() > 0);
     assert!(scans > 1);
 }
+
+/// The kernel writes /proc/locks a page per read, and locks taken or released between two pages
+/// shift the rest of its list: one read shows some locks twice and skips others. The table must
+/// still list every held lock once.
+#[test]
+fn every_held_lock_is_listed_once_while_other_locks_come_and_go() {
+    require_root();
+    let held_dir = TempDir::new("locks-once-held");
+    let churn_dir = TempDir::new("locks-once-churn");
+    const HELD: usize = 300;
+    let holder = Workload::start(&[
+        &format!("hold-many:{}:{HELD}", held_dir.path().display()),
+        "wait-stdin",
+    ]);
+    holder.wait_step(&format!("hold-many:{}:{HELD}", held_dir.path().display()));
+    let stop = Instant::now() + Duration::from_secs(4);
+    // Processes that each take 200 locks and exit: every one shifts the kernel's list by 200.
+    let churners: Vec<_> = (0..2)
+        .map(|_| {
+            let steps = format!("hold-many:{}:200", churn_dir.path().display());
+            thread::spawn(move || {
+                let mut rounds = 0;
+                while Instant::now() < stop {
+                    let status = Command::new(lockwork_bin())
+                        .arg(&steps)
+                        .stdout(std::process::Stdio::null())
+                        .status()
+                        .expect("run lockwork");
+                    assert!(status.success());
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    // By inode: a lock listed twice would have no holder, so no path, the second time.
+    let held: std::collections::HashSet<u64> = std::fs::read_dir(held_dir.path())
+        .expect("the held files")
+        .map(|entry| inode(&entry.expect("a held file").path()))
+        .collect();
+    assert_eq!(held.len(), HELD);
+    let mut scans = 0;
+    while Instant::now() < stop {
+        let table = lock_table(&[]);
+        let mut listed: Vec<u64> = table
+            .iter()
+            .map(|lock| lock["ino"].as_u64().unwrap())
+            .filter(|ino| held.contains(ino))
+            .collect();
+        listed.sort_unstable();
+        let count = listed.len();
+        listed.dedup();
+        assert_eq!(
+            (count, listed.len()),
+            (HELD, HELD),
+            "scan {scans}: (locks listed, distinct files) of {HELD} held"
+        );
+        scans += 1;
+    }
+    for churner in churners {
+        assert!(churner.join().unwrap() > 0);
+    }
+    assert!(scans >= 3, "only {scans} scans");
+}

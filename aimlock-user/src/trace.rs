@@ -192,6 +192,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         // In batches, so that a full ring moves to the log a batch at a time rather than all at
         // once into memory.
         loop {
+            let began = Clock::read_monotonic();
             let batch = drain(
                 events.get_mut(),
                 &decoder,
@@ -201,6 +202,11 @@ pub async fn run(args: TraceArgs) -> Result<()> {
                 DRAIN_BATCH,
             );
             records += batch;
+            if batch < DRAIN_BATCH {
+                // Emptied: every record written before the drain began has been read (a
+                // program commits its record within the run that took its timestamp).
+                tracker.ring_read_until(began);
+            }
             tracker.advance(clock.monotonic_now(), &mut outputs);
             written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
             if batch < DRAIN_BATCH {

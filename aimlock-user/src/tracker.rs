@@ -43,6 +43,12 @@ pub use waits::{Blocker, Blockers, CycleStep, Request};
 
 /// How long an input waits for possibly earlier inputs from other CPUs.
 pub const REORDER_WINDOW_NS: u64 = 10_000_000;
+/// How long a kernel view waits for the ring's reader to catch up with its end: past that, it
+/// applies as it is.
+const VIEW_WAIT_MAX_NS: u64 = 2_000_000_000;
+/// The most a program takes from reading its timestamp to reserving its record (a few hundred
+/// nanoseconds; an interrupt in between is the worst case), with a wide margin.
+const RESERVE_DELAY_MAX_NS: u64 = 1_000_000;
 /// How long after its exit event a process may still be closing its files. Generous: on a loaded
 /// machine the end of an exit can wait long for a CPU, and a lock released late in it is not an
 /// orphan.
@@ -77,6 +83,35 @@ pub struct LockId {
     /// `fl_owner`: the open file description (flock, OFD, lease) or the files_struct (POSIX).
     pub owner: u64,
     pub kind: LockKind,
+}
+
+/// A lock of a file whose device and inode the index it is kept in says: half a [`LockId`],
+/// which matters with a hundred thousand files locked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileLock {
+    owner: u64,
+    generation: u32,
+    kind: LockKind,
+}
+
+impl FileLock {
+    fn of(id: &LockId) -> Self {
+        Self {
+            owner: id.owner,
+            generation: id.generation,
+            kind: id.kind,
+        }
+    }
+
+    fn id(self, (dev, ino): (u32, u64)) -> LockId {
+        LockId {
+            dev,
+            ino,
+            generation: self.generation,
+            owner: self.owner,
+            kind: self.kind,
+        }
+    }
 }
 
 /// A range held by one owner.
@@ -366,7 +401,7 @@ pub struct Tracker {
     pending: VecDeque<Pending>,
     locks: HashMap<LockId, Ranges>,
     /// The keys of `locks` by file, for the conflicts of a request.
-    by_file: HashMap<(u32, u64), SmallVec<[LockId; 2]>>,
+    by_file: HashMap<(u32, u64), SmallVec<[FileLock; 1]>>,
     /// The processes the kernel's table showed holding a lock that its taker no longer holds
     /// (an orphan, a lock found at start), who block its waiters.
     holders: HashMap<LockId, SmallVec<[Actor; 1]>>,
@@ -398,6 +433,13 @@ pub struct Tracker {
     /// The flock and OFD locks each process references through a description it did not lock
     /// itself.
     inherited: HashMap<u32, SmallVec<[Inherited; 1]>>,
+    /// Every record timestamped before this has been read from the ring, as its reader says
+    /// ([`Tracker::ring_read_until`]), or as the newest record read shows: the ring gives
+    /// records in the order their programs reserved them, a moment after their timestamps. A
+    /// view waits for it to pass its end: a record older than the view but read after it (a
+    /// reader behind under load) would otherwise meet a table the view already changed, as a
+    /// lost exit or a lost release. `None`: no reader says, and views apply in time order alone.
+    read_until: Option<u64>,
 }
 
 impl Tracker {
@@ -407,6 +449,9 @@ impl Tracker {
 
     /// Queues an input; nothing is applied until [`Tracker::advance`].
     pub fn push(&mut self, input: Input) {
+        if let Some(read_until) = &mut self.read_until {
+            *read_until = (*read_until).max(input.ts_ns().saturating_sub(RESERVE_DELAY_MAX_NS));
+        }
         self.enqueue(Pending::Kernel(input));
     }
 
@@ -429,6 +474,12 @@ impl Tracker {
             .rposition(|queued| queued.ts_ns() <= ts)
             .map_or(0, |before| before + 1);
         self.pending.insert(position, pending);
+    }
+
+    /// The ring's reader found it empty after reading every record timestamped before
+    /// `now_ns`.
+    pub fn ring_read_until(&mut self, now_ns: u64) {
+        self.read_until = Some(self.read_until.map_or(now_ns, |read| read.max(now_ns)));
     }
 
     /// Whether the tracker needs a look at the kernel's table, and how urgently.
@@ -466,10 +517,19 @@ impl Tracker {
             .flat_map(|(id, ranges)| ranges.iter().map(move |held| (id, held)))
     }
 
-    fn apply_until(&mut self, until: u64, out: &mut Vec<Output>) {
+    fn apply_until(&mut self, mut until: u64, out: &mut Vec<Output>) {
         while let Some(pending) = self.pending.front() {
             let ts = pending.ts_ns();
             if ts > until {
+                break;
+            }
+            if let (Pending::Scan(_), Some(read_until)) = (pending, self.read_until)
+                && ts >= read_until
+                && ts.saturating_add(VIEW_WAIT_MAX_NS) > until
+            {
+                // Records older than the view may still be in the ring: it waits, and so does
+                // everything after it.
+                until = ts - 1;
                 break;
             }
             let Some(pending) = self.pending.pop_front() else {
@@ -1061,7 +1121,7 @@ impl Tracker {
         self.by_file
             .entry((lock.dev, lock.ino))
             .or_default()
-            .push(lock);
+            .push(FileLock::of(&lock));
         if let Some(holders) = holders {
             self.holders.insert(lock, holders);
         }
@@ -1211,7 +1271,10 @@ impl Tracker {
             Entry::Occupied(mut entry) => entry.get_mut().push(held),
             Entry::Vacant(entry) => {
                 entry.insert(smallvec::smallvec![held]);
-                self.by_file.entry((id.dev, id.ino)).or_default().push(id);
+                self.by_file
+                    .entry((id.dev, id.ino))
+                    .or_default()
+                    .push(FileLock::of(&id));
             }
         }
     }
@@ -1219,7 +1282,7 @@ impl Tracker {
     /// Forgets what is known of a lock whose last range has left the table.
     fn forget_lock(&mut self, id: LockId) {
         if let Entry::Occupied(mut entry) = self.by_file.entry((id.dev, id.ino)) {
-            entry.get_mut().retain(|known| *known != id);
+            entry.get_mut().retain(|known| *known != FileLock::of(&id));
             if entry.get().is_empty() {
                 entry.remove();
             }
@@ -1235,11 +1298,12 @@ impl Tracker {
         request: &'a Request,
         pid: u32,
     ) -> impl Iterator<Item = (&'a LockId, &'a Held)> + 'a {
+        let file = (request.lock.dev, request.lock.ino);
         self.by_file
-            .get(&(request.lock.dev, request.lock.ino))
+            .get(&file)
             .into_iter()
             .flatten()
-            .filter_map(|id| Some((id, self.locks.get(id)?)))
+            .filter_map(move |known| self.locks.get_key_value(&known.id(file)))
             .flat_map(|(id, ranges)| ranges.iter().map(move |held| (id, held)))
             .filter(move |(id, held)| waits::conflicts(request, pid, id, held))
     }
@@ -2438,6 +2502,74 @@ mod tests {
             .map(|(id, h)| (id.kind, h.start, h.end, h.taker.pid))
             .collect();
         assert_eq!(held, [(LockKind::Posix, 0, 9, 30)]);
+    }
+
+    #[test]
+    fn a_view_waits_for_the_records_older_than_it_that_the_reader_has_not_read_yet() {
+        let empty_view = |tracker: &mut Tracker| {
+            tracker.push_scan_begin(35 * MS);
+            tracker.push_view(KernelView {
+                end_ns: 40 * MS,
+                complete: true,
+                locks: Vec::new(),
+            });
+        };
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
+        tracker.ring_read_until(5 * MS);
+        tracker.advance(20 * MS, &mut out);
+        // 10 unlocks at 30 ms; the reader, behind, has not read that record when a view that
+        // ended at 40 ms (the lock no longer in it) arrives.
+        empty_view(&mut tracker);
+        tracker.ring_read_until(25 * MS);
+        tracker.advance(1000 * MS, &mut out);
+        assert_eq!(names(&out), ["acquire"], "the view waited");
+        tracker.push(Op::flock(30, 10, FILE_A, fl_type::UNLCK, 0).input());
+        tracker.ring_read_until(1000 * MS);
+        tracker.advance(1100 * MS, &mut out);
+        assert_eq!(names(&out), ["acquire", "release"]);
+        let Output::Release { reason, at, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (reason, at),
+            (ReleaseReason::Unlock, 30 * MS),
+            "not taken for lost"
+        );
+        // A ring that never empties: a record read 1 ms newer than the view's end says every
+        // older one was read.
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
+        tracker.ring_read_until(5 * MS);
+        empty_view(&mut tracker);
+        tracker.push(Op::flock(30, 10, FILE_A, fl_type::UNLCK, 0).input());
+        tracker.push(Op::flock(41, 20, FILE_B, fl_type::WRLCK, 0).input());
+        tracker.advance(1000 * MS, &mut out);
+        assert_eq!(
+            names(&out),
+            ["acquire", "release"],
+            "the view and what follows waited"
+        );
+        tracker.push(Op::flock(42, 20, FILE_B, fl_type::UNLCK, 0).input());
+        tracker.advance(1000 * MS, &mut out);
+        assert_eq!(names(&out), ["acquire", "release", "acquire", "release"]);
+        // A reader that never catches up does not hold a view back for ever.
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
+        tracker.ring_read_until(5 * MS);
+        empty_view(&mut tracker);
+        tracker.advance(
+            40 * MS + VIEW_WAIT_MAX_NS + REORDER_WINDOW_NS + MS,
+            &mut out,
+        );
+        assert_eq!(names(&out), ["acquire", "release"]);
+        let Output::Release { reason, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!(reason, ReleaseReason::Lost);
     }
 
     #[test]

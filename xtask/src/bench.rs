@@ -17,7 +17,7 @@ mod lineage;
 mod memory;
 mod overhead;
 mod perf_stat;
-mod rate;
+pub mod rate;
 
 use std::{fmt::Write as _, fs, path::PathBuf, time::Instant};
 

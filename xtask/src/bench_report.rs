@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use flate2::{Compression, read::MultiGzDecoder, write::GzEncoder};
 
-use crate::bench::{Goal, Outcome, common::Stats};
+use crate::bench::{Goal, Outcome, common::Stats, rate::load_average};
 
 const LOG_BYTES: u64 = 1 << 30;
 const BIG_LOG_BYTES: u64 = 4 << 30;
@@ -182,6 +182,8 @@ pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outco
         log.hot_acquires
     );
 
+    // The machine is shared: what else ran is said with the figures.
+    let load_at_start = load_average()?;
     let mut measured = Vec::new();
     for query in queries(&log) {
         println!("    {}", query.name);
@@ -216,6 +218,7 @@ pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outco
         two_cores.push(timed_quiet(report(aimlock, &[], &log_path, 2.min(cores)))?.as_secs_f64());
     }
     let (one_core, two_cores) = (Stats::of(&one_core), Stats::of(&two_cores));
+    let load_after_cores = load_average()?;
 
     // gzip: inflating alone (the same zlib-rs backend), against each read of the copy.
     let mut inflate = Vec::new();
@@ -317,7 +320,9 @@ pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outco
         out,
         "The whole report on one core (`--jobs 1`, `taskset -c 0`): {:.2} s ({:.0} MB/s); on two (`--jobs 2`): {:.2} s ({:.0} MB/s): **{speedup:.2}x**. \
          Two threads spinning on the same arithmetic did {parallelism:.2} times the work of one in the same time during this run: \
-         what the machine's second core was free to give.",
+         what the machine's second core was free to give. The machine's 1-minute load average \
+         was {load_at_start:.2} when the queries began and {load_after_cores:.2} after these \
+         runs, on {cores} cores.",
         one_core.median,
         mb(log.bytes, one_core.median),
         two_cores.median,

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
 use serde::Deserialize;
 
 use super::fast;
@@ -153,37 +153,68 @@ pub fn system_time(at: Nanos) -> SystemTime {
 pub struct Name(u32);
 
 /// The strings of a log, each stored once: a busy log repeats a few names millions of times.
+/// They are kept end to end in one buffer, so that a new string costs no allocation of its own
+/// (a piece of a log meets thousands of paths).
 #[derive(Debug, Default)]
 pub struct Names {
-    ids: FxHashMap<Box<str>, Name>,
-    texts: Vec<Box<str>>,
+    /// Every string, end to end.
+    text: String,
+    /// Where each name's string ends in `text`; it starts where the one before ends.
+    ends: Vec<usize>,
+    /// The names, found by their strings' hashes.
+    ids: HashTable<Name>,
 }
 
 impl Names {
     pub fn intern(&mut self, text: &str) -> Name {
-        if let Some(name) = self.ids.get(text) {
-            return *name;
+        let hash = hash_str(text);
+        if let Some(&name) = self.ids.find(hash, |&name| self.get(name) == text) {
+            return name;
         }
-        let name = Name(self.texts.len() as u32);
-        self.texts.push(text.into());
-        self.ids.insert(text.into(), name);
+        let name = Name(self.ends.len() as u32);
+        self.text.push_str(text);
+        self.ends.push(self.text.len());
+        let Self { text, ends, ids } = self;
+        ids.insert_unique(hash, name, |&name| hash_str(span(text, ends, name)));
         name
     }
 
     /// The name of a string the logs hold, without storing it.
     pub fn find(&self, text: &str) -> Option<Name> {
-        self.ids.get(text).copied()
+        self.ids
+            .find(hash_str(text), |&name| self.get(name) == text)
+            .copied()
     }
 
     pub fn get(&self, name: Name) -> &str {
-        &self.texts[name.0 as usize]
+        span(&self.text, &self.ends, name)
+    }
+
+    /// Forgets every string, keeping the room they took.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        self.ids.clear();
     }
 
     /// Stores `other`'s strings too; returns what each of `other`'s names is here, by
     /// [`Name::index`].
     pub fn absorb(&mut self, other: &Names) -> Vec<Name> {
-        other.texts.iter().map(|text| self.intern(text)).collect()
+        (0..other.ends.len() as u32)
+            .map(|index| self.intern(other.get(Name(index))))
+            .collect()
     }
+}
+
+fn span<'a>(text: &'a str, ends: &[usize], name: Name) -> &'a str {
+    let index = name.0 as usize;
+    let start = index.checked_sub(1).map_or(0, |before| ends[before]);
+    &text[start..ends[index]]
+}
+
+fn hash_str(text: &str) -> u64 {
+    use std::hash::BuildHasher as _;
+    rustc_hash::FxBuildHasher.hash_one(text)
 }
 
 impl Name {

@@ -6,10 +6,11 @@
 //! lines are kept, and the tracer's lines start alike (`{"event":"NAME","ts":"TIME"`), so a
 //! line of another lock is passed over after a look at its head and its `"ino":`.
 
-use std::collections::hash_map::Entry;
+use std::{collections::hash_map::Entry, sync::Mutex};
 
 use memchr::memmem;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use super::{
     BadInput,
@@ -40,6 +41,8 @@ pub struct Selection {
     /// Only lines of these hosts; empty: every host.
     hosts: Vec<String>,
     reading: Reading,
+    /// Bytes each job parses at a time.
+    piece_bytes: usize,
 }
 
 /// How lines are picked for parsing.
@@ -89,7 +92,15 @@ impl Selection {
             dev,
             hosts,
             reading,
+            piece_bytes: PIECE,
         }
+    }
+
+    /// The same selection, read in pieces of about `bytes` (whole lines: at least one).
+    #[cfg(test)]
+    pub fn in_pieces_of(mut self, bytes: usize) -> Self {
+        self.piece_bytes = bytes;
+        self
     }
 
     /// The same selection, made by parsing every line.
@@ -221,6 +232,10 @@ pub struct Scan {
     pub sources: Vec<SourceSummary>,
     /// The last time any log speaks of.
     pub end: Option<Nanos>,
+    /// While reading: each lock's place in `lines` (`locks` is filled from them at the end), so
+    /// that a piece's lines are added with one look-up per lock, not per line.
+    places: FxHashMap<LockKey, usize>,
+    lines: Vec<LockLines>,
     /// The latest generation of each inode, for the lines that do not say theirs (found in the
     /// kernel's table: `held`, releases the ring lost) and the keys such lines made before a
     /// line said it.
@@ -272,7 +287,7 @@ impl Scan {
 
     /// Adds a piece scanned on its own, the next in log order, whose first line is line
     /// `lines_before + 1` of its source.
-    fn merge(&mut self, piece: Piece, lines_before: u64) {
+    fn merge(&mut self, piece: &mut Piece, lines_before: u64) {
         let map = self.names.absorb(&piece.names);
         let name = |name: Name| map[name.index()];
         let rekey = |key: LockKey| LockKey {
@@ -280,29 +295,12 @@ impl Scan {
             dev: name(key.dev),
             ..key
         };
-        let relines = |mut lines: LockLines| {
-            for record in &mut lines.records {
-                record.origin.line += lines_before;
-                record.actor.comm = name(record.actor.comm);
-                for other in &mut record.others {
-                    other.comm = name(other.comm);
-                }
-                record.errno = record.errno.map(name);
-            }
-            for path in &mut lines.paths {
-                *path = name(*path);
-            }
-            lines
-        };
         // Lines that did not say their generation before any line of the piece did: they
         // belong to the latest generation seen before the piece, or, if none, to the first one
         // said (see `with_generation`).
-        let (untagged, tagged): (Vec<_>, Vec<_>) = piece
-            .locks
-            .into_iter()
-            .partition(|(key, _)| key.generation == 0);
-        for (key, lines) in untagged {
-            let key = rekey(key);
+        let mut places = Vec::with_capacity(piece.locks.len());
+        for lock in piece.locks.iter().filter(|lock| lock.key.generation == 0) {
+            let key = rekey(lock.key);
             let inode = inode_of(&key);
             let target = match self.generations.get(&inode) {
                 Some(&generation) => LockKey { generation, ..key },
@@ -314,29 +312,59 @@ impl Scan {
                     key
                 }
             };
-            absorb(&mut self.locks, target, relines(lines));
+            places.push(self.place(target));
         }
         let mut said = Vec::with_capacity(piece.generations.len());
-        for ((host, dev, ino), (first, last)) in piece.generations {
+        for ((host, dev, ino), (first, last)) in piece.generations.drain() {
             let inode = (name(host), name(dev), ino);
             if !self.generations.contains_key(&inode) {
                 for old in self.untagged.remove(&inode).unwrap_or_default() {
-                    if let Some(lines) = self.locks.remove(&old) {
+                    if let Some(place) = self.places.remove(&old) {
+                        let lines = std::mem::take(&mut self.lines[place]);
                         let claimed = LockKey {
                             generation: first,
                             ..old
                         };
-                        absorb(&mut self.locks, claimed, lines);
+                        let target = self.place(claimed);
+                        self.lines[target].absorb(lines);
+                        // The untagged lines of this piece go where the claimed ones went.
+                        for same in places.iter_mut().filter(|same| **same == place) {
+                            *same = target;
+                        }
                     }
                 }
             }
             said.push((inode, last));
         }
-        for (key, lines) in tagged {
-            absorb(&mut self.locks, rekey(key), relines(lines));
+        // `places` follows the untagged locks, then the tagged ones, each in piece order.
+        let mut untagged = places.into_iter();
+        let piece_places: Vec<usize> = piece
+            .locks
+            .iter()
+            .map(|lock| match lock.key.generation {
+                0 => untagged.next().expect("a place for each untagged lock"),
+                _ => self.place(rekey(lock.key)),
+            })
+            .collect();
+        for (lock, &place) in piece.locks.iter().zip(&piece_places) {
+            let paths = &mut self.lines[place].paths;
+            for path in lock.paths.iter().map(|&path| name(path)) {
+                if !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+        }
+        for (lock, mut record) in piece.records.drain(..) {
+            record.origin.line += lines_before;
+            record.actor.comm = name(record.actor.comm);
+            for other in &mut record.others {
+                other.comm = name(other.comm);
+            }
+            record.errno = record.errno.map(name);
+            self.lines[piece_places[lock as usize]].records.push(record);
         }
         self.generations.extend(said);
-        for mut exit in piece.exits {
+        for mut exit in piece.exits.drain(..) {
             exit.host = name(exit.host);
             exit.actor.comm = name(exit.actor.comm);
             exit.origin.line += lines_before;
@@ -359,21 +387,33 @@ impl Scan {
         }
         summary.lines = lines_before + piece.lines;
     }
-}
 
-/// Adds a lock's lines to what `locks` has of it.
-fn absorb(locks: &mut FxHashMap<LockKey, LockLines>, key: LockKey, lines: LockLines) {
-    match locks.entry(key) {
-        Entry::Occupied(mut known) => known.get_mut().absorb(lines),
-        Entry::Vacant(new) => {
-            new.insert(lines);
+    /// Where a lock's lines are kept; a new place for a lock not seen before.
+    fn place(&mut self, key: LockKey) -> usize {
+        match self.places.entry(key) {
+            Entry::Occupied(known) => *known.get(),
+            Entry::Vacant(new) => {
+                self.lines.push(LockLines::default());
+                *new.insert(self.lines.len() - 1)
+            }
         }
+    }
+
+    /// Every lock's lines, by lock, once every source is read.
+    fn gather(&mut self) {
+        let lines = &mut self.lines;
+        self.locks = std::mem::take(&mut self.places)
+            .into_iter()
+            .map(|(key, place)| (key, std::mem::take(&mut lines[place])))
+            .collect();
+        self.lines = Vec::new();
     }
 }
 
 /// Reads every source and keeps the lines the selection picks, with `jobs` threads.
 pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Scan, BadInput> {
     let mut scan = Scan::default();
+    let spare = Mutex::new(Vec::new());
     for (index, source) in sources.iter().enumerate() {
         scan.sources.push(SourceSummary {
             name: source.name.clone(),
@@ -382,10 +422,13 @@ pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Sc
         let mut lines_before = 0;
         let end = input::read_pieces(
             source,
-            PIECE,
+            selection.piece_bytes,
             jobs,
-            |piece| Piece::scan(piece, index as u32, selection),
-            |chunk, piece| {
+            |bytes| {
+                let spare = spare.lock().expect("no job panics").pop();
+                Piece::scan(spare.unwrap_or_default(), bytes, index as u32, selection)
+            },
+            |chunk, mut piece| {
                 if lines_before == 0
                     && let Some(first) = chunk
                         .split(|&b| b == b'\n')
@@ -395,14 +438,16 @@ pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Sc
                 }
                 scan.note_bounds(chunk);
                 let lines = piece.lines;
-                scan.merge(piece, lines_before);
+                scan.merge(&mut piece, lines_before);
                 lines_before += lines;
+                spare.lock().expect("no job panics").push(piece.cleared());
             },
         )?;
         let summary = scan.summary();
         summary.bytes = end.bytes;
         summary.cut_short = end.cut_short;
     }
+    scan.gather();
     Ok(scan)
 }
 
@@ -417,7 +462,11 @@ pub fn thread_pool(jobs: usize) -> Result<rayon::ThreadPool, BadInput> {
 #[derive(Default)]
 struct Piece {
     names: Names,
-    locks: FxHashMap<LockKey, LockLines>,
+    /// The locks its lines are about, in the order first met.
+    locks: Vec<PieceLock>,
+    places: FxHashMap<LockKey, u32>,
+    /// Each line kept, with its lock's index in `locks`, in line order.
+    records: Vec<(u32, Record)>,
     exits: Vec<Exit>,
     /// Per inode: the first and the latest generation its lines said.
     generations: FxHashMap<InodeId, (u32, u32)>,
@@ -429,9 +478,17 @@ struct Piece {
     last_time: Option<Nanos>,
 }
 
+/// A lock a piece's lines are about, and the paths they name it by.
+struct PieceLock {
+    key: LockKey,
+    paths: SmallVec<[Name; 1]>,
+}
+
 impl Piece {
-    fn scan(bytes: &[u8], source: u32, selection: &Selection) -> Self {
-        let mut piece = Self::default();
+    /// Scans `bytes` into `spare`, an empty piece (a merged one, cleared: its tables are
+    /// reused rather than freed, which would leave holes in the heap between the locks' lines).
+    fn scan(spare: Piece, bytes: &[u8], source: u32, selection: &Selection) -> Self {
+        let mut piece = spare;
         let origin = |line: u64| Origin {
             source,
             line: line + 1,
@@ -493,6 +550,25 @@ impl Piece {
         piece
     }
 
+    /// The same piece, empty, its tables kept for the next.
+    fn cleared(mut self) -> Self {
+        self.names.clear();
+        self.locks.clear();
+        self.places.clear();
+        self.records.clear();
+        self.exits.clear();
+        self.generations.clear();
+        Self {
+            names: self.names,
+            locks: self.locks,
+            places: self.places,
+            records: self.records,
+            exits: self.exits,
+            generations: self.generations,
+            ..Self::default()
+        }
+    }
+
     /// A non-empty line: parsed if the selection may keep it.
     fn pick(&mut self, line: &[u8], origin: Origin, selection: &Selection) {
         let Reading::Heads { ino, hosts } = &selection.reading else {
@@ -528,17 +604,28 @@ impl Piece {
     fn line(&mut self, line: &[u8], origin: Origin, selection: &Selection) {
         match parse(line, origin, &mut self.names) {
             Ok(Parsed::Lock(key, path, record)) => {
+                // The logs' end is that of every line, kept or not.
+                self.note_time(record.at);
                 if !selection.keeps(&key, &self.names) {
                     return;
                 }
-                self.note_time(record.at);
                 let key = self.with_generation(key);
-                let lock = self.locks.entry(key).or_default();
-                lock.records.push(record);
+                let index = match self.places.entry(key) {
+                    Entry::Occupied(known) => *known.get(),
+                    Entry::Vacant(new) => {
+                        self.locks.push(PieceLock {
+                            key,
+                            paths: SmallVec::new(),
+                        });
+                        *new.insert(self.locks.len() as u32 - 1)
+                    }
+                };
+                self.records.push((index, record));
+                let paths = &mut self.locks[index as usize].paths;
                 if let Some(path) = path
-                    && !lock.paths.contains(&path)
+                    && !paths.contains(&path)
                 {
-                    lock.paths.push(path);
+                    paths.push(path);
                 }
             }
             Ok(Parsed::Exit(exit)) => self.note_exit(exit, selection),

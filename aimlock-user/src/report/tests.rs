@@ -854,3 +854,138 @@ fn queries_read_selectively_report_what_a_full_read_reports() {
         }
     }
 }
+
+/// An inode reused, its lines telling their generation late: a `held` line and a release that
+/// do not say it, then two generations, the last release untagged again.
+fn generations_story(ino: u64) -> String {
+    let line = |event: &str, seconds: u64, pid: u32, extra: Value| {
+        lock_line(event, seconds, pid, "job", ino, extra)
+    };
+    let released = |held: u64| json!({"held_ns": held * 1_000_000_000, "reason": "unlock"});
+    [
+        line("held", 1, 10, json!({})),
+        line("release", 2, 10, released(5)),
+        line(
+            "acquire",
+            3,
+            11,
+            json!({"generation": 3, "path": "/run/a.lock"}),
+        ),
+        line(
+            "release",
+            4,
+            11,
+            json!({"generation": 3, "held_ns": 1_000_000_000u64, "reason": "close"}),
+        ),
+        line(
+            "acquire",
+            6,
+            12,
+            json!({"generation": 4, "path": "/run/b.lock"}),
+        ),
+        line("release", 7, 12, released(1)),
+    ]
+    .concat()
+}
+
+/// Cut into pieces of one line each, parsed by several jobs and merged in log order, the logs
+/// give the report one piece gives: a lock's lines in many pieces, generations said in a later
+/// piece than the lines they tag, hosts interleaved line by line, several files, gzip members,
+/// torn and garbage lines.
+#[test]
+fn logs_parsed_in_pieces_report_what_one_piece_reports() {
+    let logs = Logs::new("pieces");
+    let (first, second) = orphan_story(77);
+    let story = first + &generations_story(55) + &second;
+    let a = on_host(&story, "web-1");
+    let b = on_host(&story.replace("03:30:", "03:40:"), "web-2");
+    let mut fleet: Vec<u8> = a
+        .lines()
+        .zip(b.lines())
+        .flat_map(|(a, b)| [a, "\n", b, "\n"])
+        .collect::<String>()
+        .into_bytes();
+    fleet.extend_from_slice(b"\x00\x00 garbage from a crash\n");
+    fleet.extend_from_slice(generations_story(56).replace("03:00:", "03:20:").as_bytes());
+    // Torn in the middle of its last line.
+    fleet.truncate(fleet.len() - 20);
+    let posix = [
+        posix_line("acquire", 1, 50, "write", (0, Some(9)), json!({})),
+        posix_line("acquire", 2, 50, "write", (0, Some(19)), json!({})),
+        posix_line("acquire", 4, 51, "read", (30, None), json!({})),
+        posix_line("release", 5, 50, "write", (10, Some(19)), unlocked(1)),
+        json!({"event": "exit", "ts": ts(8), "pid": 51, "comm": "db", "locks": 1}).to_string()
+            + "\n",
+    ]
+    .concat();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(posix.as_bytes()).unwrap();
+    let mut compressed = gz.finish().unwrap();
+    let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    member
+        .write_all(on_host(&generations_story(57), "web-3").as_bytes())
+        .unwrap();
+    compressed.extend(member.finish().unwrap());
+    let fleet = logs.write("fleet.log", &fleet);
+    let compressed = logs.write("fleet.log.1.gz", &compressed);
+    for query in [
+        &[][..],
+        &["--host", "web-2"],
+        &["--path", "*job.lock"],
+        &["--path", "/run/b.lock"],
+        &["--pid", "12"],
+        &["--orphans"],
+        // Not `--inode`: it reads only the lines naming the inode and the last lines of each
+        // piece, so the end of the logs it tells depends on where the pieces end.
+        &[
+            "--since",
+            "2026-11-27T03:00:03Z",
+            "--until",
+            "2026-11-27T03:00:05Z",
+        ],
+        &["--at", "2026-11-27T03:00:06Z"],
+    ] {
+        for json in [false, true] {
+            let mut args: Vec<&str> = query.to_vec();
+            if json {
+                args.push("--json");
+            }
+            args.extend([fleet.as_str(), compressed.as_str()]);
+            let parse = |jobs: &str| {
+                let with_jobs = args.iter().copied().chain(["--jobs", jobs]);
+                Cli::try_parse_from(std::iter::once("report").chain(with_jobs)).unwrap()
+            };
+            let (mut whole, mut pieces) = (Vec::new(), Vec::new());
+            let whole_scan = report_reading(&parse("1").args, Reading::Selective, &mut whole);
+            let piece_scan = report_reading(&parse("3").args, Reading::LineByLine, &mut pieces);
+            let (whole_scan, piece_scan) = (whole_scan.unwrap(), piece_scan.unwrap());
+            let whole = String::from_utf8(whole).unwrap();
+            assert!(!whole.is_empty(), "{args:?}");
+            assert_eq!(whole, String::from_utf8(pieces).unwrap(), "{args:?}");
+            for (one, many) in whole_scan.sources.iter().zip(&piece_scan.sources) {
+                let counts = |source: &scan::SourceSummary| {
+                    (
+                        source.lines,
+                        source.unreadable,
+                        source.unknown_events,
+                        source.first_skipped_line,
+                        source.first_ts,
+                    )
+                };
+                assert_eq!(counts(one), counts(many), "{args:?} {}", one.name);
+            }
+        }
+    }
+    // The generations are told apart, the untagged lines given to theirs.
+    let (json, _) = report(&["--json", "--host", "web-1", "--inode", "254:0:55", &fleet]).unwrap();
+    let generations: Vec<(u64, usize)> = json_locks(&json)
+        .iter()
+        .map(|lock| {
+            (
+                lock["generation"].as_u64().unwrap_or(0),
+                lock["holds"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(generations, [(3, 2), (4, 1)], "{json}");
+}

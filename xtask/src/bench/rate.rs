@@ -336,7 +336,7 @@ fn report(probes: &[Probe], best: f64, twice: &Probe) -> Result<Outcome> {
 }
 
 /// The 1-minute load average.
-fn load_average() -> Result<f64> {
+pub fn load_average() -> Result<f64> {
     fs::read_to_string("/proc/loadavg")?
         .split_whitespace()
         .next()
