@@ -26,6 +26,18 @@ pub enum Source {
     /// fexit of `locks_lock_inode_wait`: a queued flock(2) call ended without the lock (a signal
     /// interrupted it).
     FlockWaitEnd = 7,
+    /// `task:task_newtask`: a process that holds or may hold locks started a new process
+    /// (`copy_process`); the payload is the tracepoint's record (the child's pid).
+    Fork = 8,
+    /// `sched:sched_process_exec`: such a process ran a new program (`exec_binprm`), its
+    /// close-on-exec files already closed; the record's comm is the new program's.
+    Exec = 9,
+    /// `syscalls:sys_enter_sendmsg`: such a process sent descriptors as SCM_RIGHTS; the payload
+    /// is a [`PassedFds`].
+    FdSent = 10,
+    /// `syscalls:sys_exit_recvmsg`: a process received descriptors as SCM_RIGHTS while one sent
+    /// by such a process may have been in flight; the payload is a [`PassedFds`].
+    FdReceived = 11,
 }
 
 impl Source {
@@ -38,6 +50,10 @@ impl Source {
             5 => Self::LeaseAdd,
             6 => Self::LeaseDelete,
             7 => Self::FlockWaitEnd,
+            8 => Self::Fork,
+            9 => Self::Exec,
+            10 => Self::FdSent,
+            11 => Self::FdReceived,
             _ => return None,
         })
     }
@@ -257,6 +273,44 @@ pub mod btf_payload {
     pub const TYPE: u16 = 48;
 }
 
+/// Descriptors a [`Record`] of an SCM_RIGHTS message carries at most.
+pub const PASSED_FDS: usize = 4;
+
+/// The payload of [`Source::FdSent`] and [`Source::FdReceived`] records: the descriptors of the
+/// message's first SCM_RIGHTS control message, and the open file description (`struct file`,
+/// the `fl_owner` of its flock and OFD locks) each one refers to in the process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassedFds {
+    /// How many descriptors the message carried (only the first [`PASSED_FDS`] are named).
+    pub count: u32,
+    pub fds: [i32; PASSED_FDS],
+    pub _pad: u32,
+    pub files: [u64; PASSED_FDS],
+}
+
+/// Where the lineage programs find what they read: the syscall tracepoints' `msg` and `ret`
+/// (from their format files), `struct user_msghdr` and `struct cmsghdr` (the user ABI, as the
+/// kernel's BTF describes it), and the path from a task to its open files (`task_struct.files`,
+/// `files_struct.fdt`, `fdtable.fd`, from BTF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineageFields {
+    pub sendmsg_msg: u16,
+    pub recvmsg_msg: u16,
+    pub recvmsg_ret: u16,
+    pub msghdr_control: u16,
+    pub msghdr_controllen: u16,
+    pub cmsg_level: u16,
+    pub cmsg_type: u16,
+    /// `sizeof(struct cmsghdr)`: where a control message's data begins.
+    pub cmsg_size: u16,
+    pub task_files: u16,
+    pub files_fdt: u16,
+    pub fdtable_fd: u16,
+    pub _pad: u16,
+}
+
 /// What user space tells the programs before they load (a read-only global).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,6 +331,7 @@ pub struct Config {
     /// Only record locks on inodes in the `INODES` map.
     pub filter_inode: u8,
     pub _pad: [u8; 3],
+    pub lineage: LineageFields,
 }
 
 impl Config {
@@ -324,6 +379,20 @@ impl Config {
         filter_comm: 0,
         filter_inode: 0,
         _pad: [0; 3],
+        lineage: LineageFields {
+            sendmsg_msg: ABSENT,
+            recvmsg_msg: ABSENT,
+            recvmsg_ret: ABSENT,
+            msghdr_control: 0,
+            msghdr_controllen: 0,
+            cmsg_level: 0,
+            cmsg_type: 0,
+            cmsg_size: 0,
+            task_files: 0,
+            files_fdt: 0,
+            fdtable_fd: 0,
+            _pad: 0,
+        },
     };
 }
 
@@ -345,8 +414,18 @@ pub mod names {
     pub const COMMS: &str = "COMMS";
     pub const INODES: &str = "INODES";
     pub const FLOCK_WAITERS: &str = "FLOCK_WAITERS";
+    pub const HOLDERS: &str = "HOLDERS";
     pub const CONFIG: &str = "CONFIG";
 }
+
+/// Capacity of the `HOLDERS` map: processes that hold or may hold locks, whose forks, execs
+/// and descriptor passing are recorded.
+pub const MAX_HOLDERS: u32 = 16384;
+
+/// `SOL_SOCKET` and `SCM_RIGHTS`, from include/uapi/asm-generic/socket.h and
+/// include/linux/socket.h.
+pub const SOL_SOCKET: i32 = 1;
+pub const SCM_RIGHTS: i32 = 1;
 
 /// Capacity of the filter maps (`PIDS`: by default; user space may set another at load time).
 pub const MAX_FILTER_ENTRIES: u32 = 4096;

@@ -10,19 +10,19 @@
 
 mod floor;
 use aimlock_common::{
-    ABSENT, CLONE_THREAD, Config, FileName, InodeKey, MAX_FILTER_ENTRIES, NAME_LEN, PAYLOAD_LEN,
-    Record, Source, btf_payload,
+    ABSENT, CLONE_THREAD, Config, FileName, InodeKey, MAX_FILTER_ENTRIES, MAX_HOLDERS, NAME_LEN,
+    PASSED_FDS, PAYLOAD_LEN, PassedFds, Record, SCM_RIGHTS, SOL_SOCKET, Source, btf_payload,
 };
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
-        generated::bpf_get_current_task_btf,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_user, generated::bpf_get_current_task_btf,
     },
     macros::{btf_tracepoint, fexit, map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, FExitContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
@@ -73,6 +73,39 @@ struct LastNamed {
     parent_ino: u64,
     name: [u8; NAME_LEN],
 }
+
+/// Processes that hold or may hold locks (thread group ids): those that wrote a lock record,
+/// the holders user space found at start, the children they start and the processes that
+/// received descriptors from them. Only their forks, execs and descriptor passing are recorded:
+/// every other process leaves those hooks after one lookup.
+#[map]
+static HOLDERS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_HOLDERS, 0);
+
+/// Per CPU, the last process marked in `HOLDERS` and the `HOLDERS_FREED` count then: a burst
+/// of lock records marks its process once, and a pid freed and reused since is marked again.
+#[map]
+static LAST_HOLDER: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// How many processes have left `HOLDERS` (their pids may be reused).
+#[map]
+static HOLDERS_FREED: Array<u64> = Array::with_max_entries(1, 0);
+
+/// When a process in `HOLDERS` last sent descriptors (CLOCK_MONOTONIC, 0: never): recvmsg
+/// calls are looked at only within [`PASS_WINDOW_NS`] of it.
+#[map]
+static LAST_PASS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// A descriptor sent by a holder is looked for in the messages received this long after.
+const PASS_WINDOW_NS: u64 = 10_000_000_000;
+
+/// Threads in a recvmsg call, with the address of their msghdr: (tid, msghdr) in the slot of
+/// the tid modulo its size. An array, not a hash map: every recvmsg call on the system writes
+/// its slot, and a receiver usually blocks in recvmsg before the descriptor it gets is sent.
+/// Two threads blocked at once in slots that collide lose the first one's receipt.
+#[map]
+static RECEIVING: Array<[u64; 2]> = Array::with_max_entries(RECEIVING_SLOTS, 0);
+
+const RECEIVING_SLOTS: u32 = 65536;
 
 /// `--comm`: command names to record, NUL-padded to 16 bytes.
 #[map]
@@ -219,10 +252,13 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `task:task_newtask`, fired in `copy_process()` (kernel/fork.c) in the context of the
-/// thread that forks, before the new task first runs: with `--pid`, a new process started by
-/// any thread of a traced process is traced too, since it inherits the open file descriptions.
-/// A new thread (CLONE_THREAD) is already covered by its process's entry and takes none.
+/// `task:task_newtask`, fired at the end of `copy_process()` (kernel/fork.c), once the new task
+/// exists for good, in the context of the thread that forks, before the new task first runs.
+/// Chosen over `sched:sched_process_fork` because it carries `clone_flags`: a new thread
+/// (CLONE_THREAD) is already covered by its process and returns at once. A new process
+/// inherits its parent's open file descriptions, so:
+/// - with `--pid`, a child of a traced process is traced too;
+/// - a child of a process in `HOLDERS` joins it, and a `Fork` record says so (lineage).
 #[tracepoint(category = "task", name = "task_newtask")]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let (pid_off, flags_off) = (config!(new_task.pid), config!(new_task.clone_flags));
@@ -231,32 +267,270 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         Ok(flags) if flags & CLONE_THREAD == 0 => {}
         _ => return 0,
     }
-    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: the value is only tested for presence.
-    if unsafe { PIDS.get(parent) }.is_none() {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let parent = (pid_tgid >> 32) as u32;
+    // SAFETY: the values are only tested for presence.
+    let traced = config!(filter_pid) != 0 && unsafe { PIDS.get(parent) }.is_some();
+    let holder = unsafe { HOLDERS.get(parent) }.is_some();
+    if !traced && !holder {
         return 0;
     }
     // SAFETY: as above.
-    if let Ok(child) = unsafe { ctx.read_at::<u32>(usize::from(pid_off)) }
-        && PIDS.insert(child, 1, 0).is_err()
-    {
+    let Ok(child) = (unsafe { ctx.read_at::<u32>(usize::from(pid_off)) }) else {
+        return 0;
+    };
+    if traced && PIDS.insert(child, 1, 0).is_err() {
         count(&UNTRACED_CHILDREN);
     }
+    if holder {
+        let _ = HOLDERS.insert(child, 1, 0);
+        if pid_wanted(pid_tgid) {
+            emit(&ctx, Source::Fork, pid_tgid);
+        }
+    }
     0
+}
+
+/// `sched:sched_process_exec`, fired by `exec_binprm()` (fs/exec.c) once a new program has
+/// replaced the old one: after `begin_new_exec()` set the new comm and closed the close-on-exec
+/// descriptors. Recorded for processes in `HOLDERS` only.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is only tested for presence.
+    if unsafe { HOLDERS.get((pid_tgid >> 32) as u32) }.is_none() || !pid_wanted(pid_tgid) {
+        return 0;
+    }
+    emit(&ctx, Source::Exec, pid_tgid);
+    0
+}
+
+/// `syscalls:sys_enter_sendmsg`, fired on entry to sendmsg(2) (`__sys_sendmsg`, net/socket.c).
+/// A process in `HOLDERS` that sends descriptors (SCM_RIGHTS) opens the window in which
+/// recvmsg calls are looked at, and a `FdSent` record names what it sent. Every other process
+/// returns after one lookup.
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is only tested for presence.
+    if unsafe { HOLDERS.get((pid_tgid >> 32) as u32) }.is_none() {
+        return 0;
+    }
+    let msg_off = usize::from(config!(lineage.sendmsg_msg));
+    // SAFETY: the offset was read from this tracepoint's format file.
+    let Ok(msg) = (unsafe { ctx.read_at::<u64>(msg_off) }) else {
+        return 0;
+    };
+    let Some(passed) = passed_fds(msg) else {
+        return 0;
+    };
+    if let Some(last) = LAST_PASS.get_ptr_mut(0) {
+        // SAFETY: a helper without arguments; a plain store into the map's value.
+        unsafe { *last = bpf_ktime_get_ns() };
+    }
+    if pid_wanted(pid_tgid) {
+        submit_passed(pid_tgid, Source::FdSent, &passed);
+    }
+    0
+}
+
+/// `syscalls:sys_enter_recvmsg`, fired on entry to recvmsg(2) (`__sys_recvmsg`): notes where
+/// the call's msghdr is, for its exit (two stores into an array slot).
+#[tracepoint(category = "syscalls", name = "sys_enter_recvmsg")]
+pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let msg_off = usize::from(config!(lineage.recvmsg_msg));
+    // SAFETY: the offset was read from this tracepoint's format file.
+    if let Ok(msg) = unsafe { ctx.read_at::<u64>(msg_off) }
+        && let Some(slot) = RECEIVING.get_ptr_mut(tid % RECEIVING_SLOTS)
+    {
+        // SAFETY: the map's value; a thread only races with a thread of a colliding tid.
+        unsafe { *slot = [u64::from(tid), msg] };
+    }
+    0
+}
+
+/// `syscalls:sys_exit_recvmsg`, fired on return from recvmsg(2), when the kernel has installed
+/// the received descriptors (`scm_detach_fds`) and written their numbers into the caller's
+/// control buffer. Within the window after a holder sent descriptors, a call that received
+/// SCM_RIGHTS writes a `FdReceived` record and its process joins `HOLDERS`; otherwise it
+/// returns after one array lookup.
+#[tracepoint(category = "syscalls", name = "sys_exit_recvmsg")]
+pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
+    if !passing() {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(slot) = RECEIVING.get_ptr_mut(tid % RECEIVING_SLOTS) else {
+        return 0;
+    };
+    // SAFETY: the map's value, copied out and cleared at once.
+    let [noted, msg] = unsafe { core::mem::take(&mut *slot) };
+    if noted != u64::from(tid) {
+        return 0;
+    }
+    let ret_off = usize::from(config!(lineage.recvmsg_ret));
+    // SAFETY: the offset was read from this tracepoint's format file.
+    match unsafe { ctx.read_at::<i64>(ret_off) } {
+        Ok(ret) if ret >= 0 => {}
+        _ => return 0,
+    }
+    let Some(passed) = passed_fds(msg) else {
+        return 0;
+    };
+    let _ = HOLDERS.insert((pid_tgid >> 32) as u32, 1, 0);
+    if pid_wanted(pid_tgid) {
+        submit_passed(pid_tgid, Source::FdReceived, &passed);
+    }
+    0
+}
+
+/// Whether a holder sent descriptors recently enough for a message received now to carry them.
+#[inline(always)]
+fn passing() -> bool {
+    match LAST_PASS.get(0) {
+        Some(&0) | None => false,
+        // SAFETY: a helper without arguments.
+        Some(&last) => unsafe { bpf_ktime_get_ns() }.wrapping_sub(last) < PASS_WINDOW_NS,
+    }
+}
+
+/// The descriptors of the first SCM_RIGHTS control message of the user's msghdr at `msg`, and
+/// the open file description each refers to in the current process.
+#[inline(always)]
+fn passed_fds(msg: u64) -> Option<PassedFds> {
+    let (control_off, controllen_off) = (
+        u64::from(config!(lineage.msghdr_control)),
+        u64::from(config!(lineage.msghdr_controllen)),
+    );
+    let (level_off, type_off) = (
+        u64::from(config!(lineage.cmsg_level)),
+        u64::from(config!(lineage.cmsg_type)),
+    );
+    let header = u64::from(config!(lineage.cmsg_size));
+    // SAFETY: user memory, read through the fault-safe helper.
+    let (control, controllen) = unsafe {
+        (
+            bpf_probe_read_user((msg + control_off) as *const u64).ok()?,
+            bpf_probe_read_user((msg + controllen_off) as *const u64).ok()?,
+        )
+    };
+    if control == 0 {
+        return None;
+    }
+    // Credentials and security labels may come first (net/core/scm.c): a few messages in.
+    let mut at = 0u64;
+    for _ in 0..3 {
+        if at + header > controllen {
+            return None;
+        }
+        let cmsg = control + at;
+        // SAFETY: as above; `cmsg_len` comes first in `struct cmsghdr` (the user ABI).
+        let (len, level, kind) = unsafe {
+            (
+                bpf_probe_read_user(cmsg as *const u64).ok()?,
+                bpf_probe_read_user((cmsg + level_off) as *const i32).ok()?,
+                bpf_probe_read_user((cmsg + type_off) as *const i32).ok()?,
+            )
+        };
+        if level == SOL_SOCKET && kind == SCM_RIGHTS && len >= header {
+            let count = ((len - header) / 4) as u32;
+            let mut passed = PassedFds {
+                count,
+                fds: [-1; PASSED_FDS],
+                _pad: 0,
+                files: [0; PASSED_FDS],
+            };
+            let fd_array = fd_array();
+            for i in 0..PASSED_FDS {
+                if i as u32 >= count {
+                    break;
+                }
+                // SAFETY: as above, then the current task's own fd table (fault-safe reads).
+                unsafe {
+                    let Ok(fd) = bpf_probe_read_user((cmsg + header + 4 * i as u64) as *const i32)
+                    else {
+                        break;
+                    };
+                    passed.fds[i] = fd;
+                    if fd_array != 0 && fd >= 0 {
+                        passed.files[i] =
+                            bpf_probe_read_kernel((fd_array + 8 * fd as u64) as *const u64)
+                                .unwrap_or(0);
+                    }
+                }
+            }
+            return Some(passed);
+        }
+        // CMSG_NXTHDR: the next header at the length rounded up to a long.
+        let step = (len + 7) & !7;
+        if step == 0 {
+            return None;
+        }
+        at += step;
+    }
+    None
+}
+
+/// The current process's array of open files (`current->files->fdt->fd`), 0 if unreadable.
+#[inline(always)]
+fn fd_array() -> u64 {
+    let (files_off, fdt_off, fd_off) = (
+        u64::from(config!(lineage.task_files)),
+        u64::from(config!(lineage.files_fdt)),
+        u64::from(config!(lineage.fdtable_fd)),
+    );
+    // SAFETY: a helper without arguments, then fault-safe reads of kernel memory.
+    unsafe {
+        let task = bpf_get_current_task();
+        let Ok(files) = bpf_probe_read_kernel((task + files_off) as *const u64) else {
+            return 0;
+        };
+        let Ok(fdt) = bpf_probe_read_kernel((files + fdt_off) as *const u64) else {
+            return 0;
+        };
+        bpf_probe_read_kernel((fdt + fd_off) as *const u64).unwrap_or(0)
+    }
+}
+
+fn submit_passed(pid_tgid: u64, source: Source, passed: &PassedFds) {
+    submit(
+        pid_tgid,
+        source,
+        |payload| {
+            *payload = [0; PAYLOAD_LEN];
+            // SAFETY: PassedFds (56 bytes) fits the payload; unaligned-safe write.
+            unsafe {
+                core::ptr::write_unaligned(payload.as_mut_ptr().cast::<PassedFds>(), *passed)
+            };
+        },
+        |file| *file = FileName::NONE,
+    );
 }
 
 /// `sched:sched_process_free`, fired in `delayed_put_task_struct()` (kernel/exit.c) when a
 /// reaped task's last reference goes, an RCU grace period after its exit: long after
 /// `do_exit()` closed its files, so the releases of an exit are still traced. A thread group's
 /// leader is only reaped once every thread of the group has exited, so when its id is freed the
-/// process is gone and leaves the `--pid` filter (other threads' ids are never keys).
+/// process is gone and leaves the `--pid` filter and `HOLDERS` (other threads' ids are never
+/// keys).
 #[tracepoint(category = "sched", name = "sched_process_free")]
 pub fn sched_process_free(ctx: TracePointContext) -> u32 {
     let pid_off = config!(free.pid);
     // SAFETY: the offset was read from this tracepoint's format file.
     if let Ok(pid) = unsafe { ctx.read_at::<u32>(usize::from(pid_off)) } {
-        // Fails for every task that was not a traced process: nothing to do then.
-        let _ = PIDS.remove(pid);
+        // Fail for every task that was not a traced process or a holder: nothing to do then.
+        if config!(filter_pid) != 0 {
+            let _ = PIDS.remove(pid);
+        }
+        if HOLDERS.remove(pid).is_ok()
+            && let Some(freed) = HOLDERS_FREED.get_ptr_mut(0)
+        {
+            // SAFETY: the map's value. Not atomic (atomic fetches need 5.12): an increment two
+            // CPUs lose at once only keeps a per-CPU cache entry of a reused pid a while longer.
+            unsafe { *freed += 1 };
+        }
     }
     0
 }
@@ -477,6 +751,9 @@ fn submit(
             load::<u64>(leader, start_off)
         })
     };
+    if matches!(source, Source::Flock | Source::Posix | Source::LeaseAdd) {
+        mark_holder((pid_tgid >> 32) as u32);
+    }
     let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
         count(&DROPS);
         return true;
@@ -500,6 +777,24 @@ fn submit(
     }
     entry.submit(wakeup_flags(now));
     true
+}
+
+/// Adds a process that wrote a lock record to `HOLDERS`, once per burst on a CPU.
+#[inline(always)]
+fn mark_holder(pid: u32) {
+    let freed = HOLDERS_FREED.get(0).copied().unwrap_or(0);
+    let Some(last) = LAST_HOLDER.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a per-CPU slot, only used by this CPU with preemption disabled.
+    unsafe {
+        if (*last)[0] == u64::from(pid) && (*last)[1] == freed {
+            return;
+        }
+        if HOLDERS.insert(pid, 1, 0).is_ok() {
+            *last = [u64::from(pid), freed];
+        }
+    }
 }
 
 /// The current process's pid in its own PID namespace, 0 in the initial one: its group

@@ -1128,3 +1128,59 @@ fn a_journal_export_tells_what_the_log_of_the_same_run_tells() {
         assert_eq!(tell("-", Some(&export)), from_log, "{query:?} on stdin");
     }
 }
+
+#[test]
+fn a_three_process_wait_chain_is_narrated_down_to_its_end() {
+    let dir = TempDir::new("report-chain");
+    let (first, second) = (dir.file("first"), dir.file("second"));
+    let log = dir.file("trace.log");
+    let tracer = TraceToFile::start(
+        &log,
+        &[
+            "--path",
+            first.to_str().unwrap(),
+            "--path",
+            second.to_str().unwrap(),
+        ],
+    );
+    // C holds the second lock; B holds the first and waits for the second; A waits for the
+    // first: A waits for B, which waits for C.
+    let c = Workload::start(&[&format!("open:{}", second.display()), "flock:ex", "sleep:3"]);
+    c.wait_step("flock:ex");
+    let b = Workload::start(&[
+        &format!("open:{}", first.display()),
+        "flock:ex",
+        "keep",
+        &format!("open:{}", second.display()),
+        "flock:ex",
+    ]);
+    let waits =
+        |pid: u32| move |e: &Value| e["event"] == "wait" && e["pid"] == pid && e["kind"] == "flock";
+    tracer.wait_for("B's wait", waits(b.pid()));
+    let a = Workload::start(&[&format!("open:{}", first.display()), "flock:ex"]);
+    tracer.wait_for("A's wait", waits(a.pid()));
+    let (pid_a, pid_b, pid_c) = (a.pid(), b.pid(), c.pid());
+    c.finish();
+    b.finish();
+    a.finish();
+    tracer.wait_for("A's acquire", |e| {
+        e["event"] == "acquire" && e["pid"] == pid_a
+    });
+    tracer.stop();
+
+    let output = report(&[log.to_str().unwrap()], None);
+    assert!(output.status.success(), "{output:?}");
+    let told = text(&output.stdout);
+    let expected = format!(
+        "pid {pid_a} (lockwork) queued for the lock, held by pid {pid_b} (lockwork), itself \
+         waiting for {}, held by pid {pid_c} (lockwork)",
+        second.display()
+    );
+    assert!(told.contains(&expected), "{expected}\nnot in\n{told}");
+    assert!(
+        told.contains(&format!(
+            "pid {pid_b} (lockwork) queued for the lock, held by pid {pid_c} (lockwork)"
+        )),
+        "{told}"
+    );
+}

@@ -688,7 +688,8 @@ fn journal_entry_as_line(entry: &HashMap<String, Vec<u8>>) -> Value {
         let (name, value) = match key.as_str() {
             // The text line, and forms made for journalctl matches (checked above).
             "MESSAGE" | "PRIORITY" | "SYSLOG_IDENTIFIER" | "HOLDER_PIDS" | "LOCK_BY_PID"
-            | "LOCK_BY_COMM" | "BLOCKER_PIDS" | "DEADLOCK_PIDS" => continue,
+            | "LOCK_BY_COMM" | "BLOCKER_PIDS" | "DEADLOCK_PIDS" | "LINEAGE_PIDS"
+            | "LOCK_FROM_PID" => continue,
             "LOCK_END" if text == "EOF" => ("end", Value::Null),
             "LOCK_EVENT" => ("event", Value::from(text.clone())),
             "LOCK_TS" => ("ts", Value::from(text.clone())),
@@ -713,6 +714,9 @@ fn journal_entry_as_line(entry: &HashMap<String, Vec<u8>>) -> Value {
             "LOCK_BY" => ("by", json()),
             "LOCK_BLOCKERS" => ("blockers", json()),
             "LOCK_CYCLE" => ("cycle", json()),
+            "LOCK_LINEAGE" => ("lineage", json()),
+            "LOCK_FROM" => ("from", json()),
+            "LOCK_VIA" => ("via", Value::from(text.clone())),
             "AIMLOCK_SCHEMA" => ("schema", number()),
             "AIMLOCK_LOST" => ("lost", number()),
             "AIMLOCK_RECORDS" => ("records", number()),

@@ -3,7 +3,7 @@
 //! aimlock's programs are built without CO-RE relocations, so the offsets of the few fields
 //! they read are looked up here at load time and handed to them (and to the decoder).
 
-use aimlock_common::{BtfOffsets, LockFields, btf_payload};
+use aimlock_common::{BtfOffsets, Config, LineageFields, LockFields, btf_payload};
 use anyhow::{Context as _, Result, anyhow};
 use aya::util::KernelVersion;
 use btf_rs::{Backend, Btf, Type};
@@ -108,6 +108,34 @@ pub fn lock_layout() -> Result<LockLayout> {
             end: btf_payload::END,
             blocker: aimlock_common::ABSENT,
         },
+    })
+}
+
+/// Offsets the descriptor-passing programs read: the user's `struct user_msghdr` and
+/// `struct cmsghdr`, and the path from a task to its open files. The syscall tracepoints'
+/// own fields are left to the loader.
+pub fn lineage_layout() -> Result<LineageFields> {
+    let btf = Btf::from_file_with_backend(VMLINUX, Backend::Mmap)
+        .or_else(|_| Btf::from_file_with_backend(VMLINUX, Backend::Cache))
+        .with_context(|| format!("cannot read {VMLINUX}"))?;
+    let layout = Layout { btf: &btf };
+    let narrow = |offset: u32| {
+        u16::try_from(offset).map_err(|_| anyhow!("offset {offset} does not fit a record"))
+    };
+    let cmsg_len = layout.offset("cmsghdr", &["cmsg_len"])?;
+    if cmsg_len != 0 {
+        return Err(anyhow!("struct cmsghdr does not begin with cmsg_len"));
+    }
+    Ok(LineageFields {
+        msghdr_control: narrow(layout.offset("user_msghdr", &["msg_control"])?)?,
+        msghdr_controllen: narrow(layout.offset("user_msghdr", &["msg_controllen"])?)?,
+        cmsg_level: narrow(layout.offset("cmsghdr", &["cmsg_level"])?)?,
+        cmsg_type: narrow(layout.offset("cmsghdr", &["cmsg_type"])?)?,
+        cmsg_size: narrow(layout.size("cmsghdr")?)?,
+        task_files: narrow(layout.offset("task_struct", &["files"])?)?,
+        files_fdt: narrow(layout.offset("files_struct", &["fdt"])?)?,
+        fdtable_fd: narrow(layout.offset("fdtable", &["fd"])?)?,
+        ..Config::DEFAULT.lineage
     })
 }
 
@@ -218,5 +246,17 @@ mod tests {
         );
         assert_ne!(layout.offsets.inode_ino, layout.offsets.inode_sb);
         assert_ne!(offsets.task_start_boottime, 0, "a process's start time");
+    }
+
+    #[test]
+    fn the_running_kernel_describes_the_descriptor_passing_structs() {
+        let fields = lineage_layout().expect("this kernel's BTF describes struct user_msghdr");
+        // The user ABI on 64-bit Linux.
+        assert_eq!((fields.msghdr_control, fields.msghdr_controllen), (32, 40));
+        assert_eq!(
+            (fields.cmsg_level, fields.cmsg_type, fields.cmsg_size),
+            (8, 12, 16)
+        );
+        assert_ne!(fields.files_fdt, fields.fdtable_fd);
     }
 }

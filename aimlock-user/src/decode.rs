@@ -1,7 +1,11 @@
 //! Turns the kernel's raw [`Record`]s into the tracker's typed [`Input`]s, reading each field
 //! at the offset the loader found in the tracepoint's `format` file.
 
-use aimlock_common::{ABSENT, Config, FileName, LockFields, PAYLOAD_LEN, Record, Source, fl_flags};
+use aimlock_common::{
+    ABSENT, Config, FileName, LockFields, PASSED_FDS, PAYLOAD_LEN, PassedFds, Record, Source,
+    fl_flags,
+};
+use smallvec::SmallVec;
 
 use crate::{events::LockKind, procfs};
 
@@ -32,7 +36,7 @@ pub struct LockOp {
     pub start_time: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
     /// An attempt, unlock or release from `flock_lock_inode`, `posix_lock_inode` or a lease event.
     Lock(LockOp),
@@ -48,13 +52,41 @@ pub enum Input {
         /// When the process started; 0 until known.
         start_time: u64,
     },
+    /// A process that holds or may hold locks started `child` (which inherits its open files).
+    Fork {
+        ts_ns: u64,
+        pid: u32,
+        comm: [u8; 16],
+        child: u32,
+    },
+    /// Such a process ran a new program, `comm`. `locked` (filled in by the reader, which can
+    /// look at /proc) lists the files on which its descriptors still showed flock or OFD locks
+    /// after the exec, `None` when it could not look.
+    Exec {
+        ts_ns: u64,
+        pid: u32,
+        comm: [u8; 16],
+        locked: Option<SmallVec<[(u32, u64); 2]>>,
+    },
+    /// Descriptors passed as SCM_RIGHTS: sent by a holder, or received; `files` are their open
+    /// file descriptions in the process (0 where unread).
+    Passed {
+        ts_ns: u64,
+        pid: u32,
+        comm: [u8; 16],
+        received: bool,
+        files: SmallVec<[u64; 2]>,
+    },
 }
 
 impl Input {
     pub fn ts_ns(&self) -> u64 {
         match self {
             Self::Lock(op) | Self::FcntlFailure(op) | Self::FlockWaitEnd(op) => op.ts_ns,
-            Self::Exit { ts_ns, .. } => *ts_ns,
+            Self::Exit { ts_ns, .. }
+            | Self::Fork { ts_ns, .. }
+            | Self::Exec { ts_ns, .. }
+            | Self::Passed { ts_ns, .. } => *ts_ns,
         }
     }
 }
@@ -99,6 +131,35 @@ impl Decoder {
                 comm: record.comm,
                 start_time: procfs::start_time_from_boottime(record.start_boottime),
             },
+            Source::Fork => Input::Fork {
+                ts_ns: record.ts_ns,
+                pid: record.pid,
+                comm: record.comm,
+                child: read_u64(&record.payload, self.config.new_task.pid, 4) as u32,
+            },
+            Source::Exec => Input::Exec {
+                ts_ns: record.ts_ns,
+                pid: record.pid,
+                comm: record.comm,
+                locked: None,
+            },
+            Source::FdSent | Source::FdReceived => {
+                // SAFETY: PassedFds is plain old data and fits the payload.
+                let passed: PassedFds =
+                    unsafe { std::ptr::read_unaligned(record.payload.as_ptr().cast()) };
+                let named = (passed.count as usize).min(PASSED_FDS);
+                Input::Passed {
+                    ts_ns: record.ts_ns,
+                    pid: record.pid,
+                    comm: record.comm,
+                    received: record.source == Source::FdReceived as u8,
+                    files: passed.files[..named]
+                        .iter()
+                        .copied()
+                        .filter(|&file| file != 0)
+                        .collect(),
+                }
+            }
         })
     }
 
@@ -243,5 +304,61 @@ mod tests {
         // At the clock tick /proc/PID/stat counts in (USER_HZ, 100 on Linux).
         assert_eq!(op.start_time, 12_340_000_000);
         assert_eq!(Decoder::new(config).decode(&bytes[..10]), None);
+    }
+
+    fn record(source: Source, payload: [u8; PAYLOAD_LEN]) -> Vec<u8> {
+        let record = Record {
+            ts_ns: 7,
+            pid: 100,
+            tid: 100,
+            source: source as u8,
+            _pad: [0; 3],
+            ns_pid: 0,
+            comm: [0; 16],
+            payload,
+            file: FileName::NONE,
+            start_boottime: 0,
+        };
+        // SAFETY: Record is plain old data.
+        unsafe { std::slice::from_raw_parts((&record as *const Record).cast::<u8>(), Record::SIZE) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_forks_at_the_format_offset_and_passed_descriptors() {
+        let config = Config {
+            new_task: aimlock_common::NewTaskFields {
+                pid: 8,
+                clone_flags: 32,
+            },
+            ..Config::DEFAULT
+        };
+        let decoder = Decoder::new(config);
+        let mut payload = [0u8; PAYLOAD_LEN];
+        put(&mut payload, 8, &4242u32.to_ne_bytes());
+        let Some(Input::Fork { pid, child, .. }) = decoder.decode(&record(Source::Fork, payload))
+        else {
+            panic!("not a fork");
+        };
+        assert_eq!((pid, child), (100, 4242));
+
+        let passed = PassedFds {
+            count: 3,
+            fds: [5, 6, 7, -1],
+            _pad: 0,
+            // The second one could not be read.
+            files: [0xf1, 0, 0xf3, 0],
+        };
+        let mut payload = [0u8; PAYLOAD_LEN];
+        // SAFETY: PassedFds is plain old data that fits the payload.
+        unsafe { std::ptr::write_unaligned(payload.as_mut_ptr().cast::<PassedFds>(), passed) };
+        let Some(Input::Passed {
+            received, files, ..
+        }) = decoder.decode(&record(Source::FdReceived, payload))
+        else {
+            panic!("not a receipt");
+        };
+        assert!(received);
+        assert_eq!(files.as_slice(), [0xf1, 0xf3]);
     }
 }

@@ -7,12 +7,13 @@ use crate::{
     clock::Clock,
     decode::{LockOp, comm_str},
     events::{
-        self, DeadlockStep, EventKind, EventLine, LockRef, ProcRef, ReleaseReason, this_host,
+        self, DeadlockStep, EventKind, EventLine, LineageStep, LockRef, ProcRef, ReleaseReason,
+        UnknownWhy, this_host,
     },
     file_paths::{FileKey, FilePaths, PathOf, Viewer},
     lock_table::{self, Taker},
     procfs::{self, MountView, ProcessInfo},
-    tracker::{Actor, Blocker, CycleStep, END_OF_FILE, LockId, Output},
+    tracker::{Actor, Blocker, CycleStep, END_OF_FILE, LockId, Output, Step, Via, Why},
 };
 
 /// Adds what only /proc knows (paths, namespace pids, containers, holders), with caches so that
@@ -160,6 +161,9 @@ impl Enricher {
             }
             | Output::WaitAbandoned {
                 at, actor, lock, ..
+            }
+            | Output::Inherit {
+                at, actor, lock, ..
             } => (*at, *actor, Some(*lock)),
             Output::Exit { at, actor, .. } => (*at, *actor, None),
             Output::Orphan { at, lock, held, .. }
@@ -181,6 +185,11 @@ impl Enricher {
         let kernel = match output {
             Output::Orphan { kernel, .. } | Output::Held { kernel, .. } => Some(kernel),
             _ => None,
+        };
+        // Whose records named the file: an inheritor's own records have not (yet).
+        let viewer = match output {
+            Output::Inherit { held, .. } => held.taker.pid,
+            _ => actor.pid,
         };
         let mut line = EventLine {
             ts: clock.format(at),
@@ -218,7 +227,7 @@ impl Enricher {
                     line.deleted = kernel.deleted.then_some(true);
                     line.holders = Some(kernel.holders.iter().map(proc_ref).collect());
                 }
-                None => match self.path_seen_by(actor.pid, &lock, &file) {
+                None => match self.path_seen_by(viewer, &lock, &file) {
                     PathOf::Known {
                         path,
                         deleted,
@@ -311,12 +320,30 @@ impl Enricher {
                 line.locks = Some(*locks);
             }
             Output::Orphan {
-                held, taker_exit, ..
+                held,
+                taker_exit,
+                lineage,
+                ..
             } => {
                 line.event = Some(EventKind::Orphan);
                 line.mode = Some(held.mode);
                 line.taker_exit = taker_exit.map(|at| clock.format(at));
                 range(&mut line, held.start, held.end);
+                line.lineage = Some(
+                    lineage
+                        .iter()
+                        .map(|step| lineage_step(step, clock))
+                        .collect(),
+                );
+            }
+            Output::Inherit {
+                held, from, via, ..
+            } => {
+                line.event = Some(EventKind::Inherit);
+                line.mode = Some(held.mode);
+                range(&mut line, held.start, held.end);
+                line.from = Some(self.proc_ref(from, None));
+                line.via = Some(via_name(*via).0);
             }
             Output::Held { held, kernel, .. } => {
                 line.event = Some(EventKind::Held);
@@ -440,6 +467,28 @@ fn blocker(blocker: &Blocker) -> events::Blocker {
 }
 
 /// A holder as the kernel's table named it.
+fn lineage_step(step: &Step, clock: &Clock) -> LineageStep {
+    let (via, why) = via_name(step.via);
+    LineageStep {
+        pid: step.pid,
+        comm: comm_str(&step.comm),
+        via,
+        from: (step.from != 0).then_some(step.from),
+        ts: step.at.map(|at| clock.format(at)),
+        why,
+    }
+}
+
+fn via_name(via: Via) -> (events::Via, Option<UnknownWhy>) {
+    match via {
+        Via::Fork => (events::Via::Fork, None),
+        Via::Exec => (events::Via::Exec, None),
+        Via::UnixSocket => (events::Via::UnixSocket, None),
+        Via::Unknown(Why::BeforeStart) => (events::Via::Unknown, Some(UnknownWhy::BeforeStart)),
+        Via::Unknown(Why::NotSeen) => (events::Via::Unknown, Some(UnknownWhy::NotSeen)),
+    }
+}
+
 fn proc_ref(holder: &lock_table::Holder) -> ProcRef {
     ProcRef {
         pid: holder.pid,

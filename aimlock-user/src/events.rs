@@ -39,6 +39,9 @@ pub enum EventKind {
     Held,
     /// Threads that each wait for a lock the next one holds: none can go on.
     Deadlock,
+    /// A process came to reference the open file description of a flock or OFD lock another
+    /// process holds (a ghost being born).
+    Inherit,
     /// An event type from a newer schema.
     #[serde(other)]
     Unknown,
@@ -119,6 +122,46 @@ pub struct LockRef {
     pub start: u64,
     /// `null`: to the end of the file.
     pub end: Option<u64>,
+}
+
+/// How a process came to reference an open file description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// Inherited from the parent that forked it.
+    Fork,
+    /// Kept across an exec (its descriptor had no close-on-exec).
+    Exec,
+    /// Received as SCM_RIGHTS over a unix socket.
+    UnixSocket,
+    /// The tracer could not see how (`why` says why).
+    Unknown,
+}
+
+/// Why a lineage step is `unknown`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownWhy {
+    /// The lock and its holder were there before the tracer started.
+    BeforeStart,
+    /// The holder got the description in a way the tracer did not see (before it followed
+    /// the process, or through a path it does not trace).
+    NotSeen,
+}
+
+/// One step of an orphan's lineage: `pid`, then named `comm`, got the lock's description from
+/// `from` (its parent for a fork, itself for an exec, the sender over a socket).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineageStep {
+    pub pid: u32,
+    pub comm: String,
+    pub via: Via,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<UnknownWhy>,
 }
 
 /// One process of a deadlock: it holds what the step before it waits for, and waits for what
@@ -262,6 +305,15 @@ pub struct EventLine {
     /// `deadlock`: the processes that wait on each other, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cycle: Option<Vec<DeadlockStep>>,
+    /// `orphan`: how its holders came to hold it, step by step from its taker on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Vec<LineageStep>>,
+    /// `inherit`: the process the description came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<ProcRef>,
+    /// `inherit`: how it came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<Via>,
 }
 
 /// The names serde gives these enums' variants, for the fast writer below.
@@ -281,8 +333,11 @@ wire_names! {
     EventKind {
         Start => "start", Stop => "stop", Acquire => "acquire", Wait => "wait",
         Release => "release", Fail => "fail", Exit => "exit", Orphan => "orphan",
-        OrphanEnd => "orphan_end", Held => "held", Deadlock => "deadlock", Unknown => "unknown",
+        OrphanEnd => "orphan_end", Held => "held", Deadlock => "deadlock", Inherit => "inherit",
+        Unknown => "unknown",
     }
+    Via { Fork => "fork", Exec => "exec", UnixSocket => "unix-socket", Unknown => "unknown" }
+    UnknownWhy { BeforeStart => "before_start", NotSeen => "not_seen" }
     LockKind { Flock => "flock", Posix => "posix", Ofd => "ofd", Lease => "lease" }
     Mode { Read => "read", Write => "write", Unlock => "unlock" }
     ReleaseReason {
@@ -361,6 +416,28 @@ impl EventLine {
             object.key("cycle");
             write_array(object.out, cycle, DeadlockStep::write_json);
         }
+        if let Some(lineage) = &self.lineage {
+            object.key("lineage");
+            write_array(object.out, lineage, LineageStep::write_json);
+        }
+        if let Some(from) = &self.from {
+            object.key("from");
+            from.write_json(object.out);
+        }
+        object.opt_plain("via", self.via.map(Via::name));
+        object.end();
+    }
+}
+
+impl LineageStep {
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut object = JsonObject::start(out);
+        object.opt_u64("pid", Some(u64::from(self.pid)));
+        object.str("comm", &self.comm);
+        object.plain("via", self.via.name());
+        object.opt_u64("from", self.from.map(u64::from));
+        object.opt_str("ts", self.ts.as_deref());
+        object.opt_plain("why", self.why.map(UnknownWhy::name));
         object.end();
     }
 }
@@ -664,6 +741,33 @@ pub fn every_field() -> EventLine {
                 end: Some(6),
             },
         }]),
+        lineage: Some(vec![
+            LineageStep {
+                pid: 101,
+                comm: "s\"h".to_owned(),
+                via: Via::Fork,
+                from: Some(100),
+                ts: Some("t".to_owned()),
+                why: None,
+            },
+            LineageStep {
+                pid: 102,
+                comm: "sleep".to_owned(),
+                via: Via::Unknown,
+                from: None,
+                ts: None,
+                why: Some(UnknownWhy::BeforeStart),
+            },
+        ]),
+        from: Some(ProcRef {
+            pid: 100,
+            start_time: None,
+            comm: "flock".to_owned(),
+            ns_pid: None,
+            fd: None,
+            cgroup: None,
+        }),
+        via: Some(Via::UnixSocket),
     }
 }
 
@@ -723,8 +827,15 @@ mod tests {
             EventKind::Wait,
             EventKind::Held,
             EventKind::Deadlock,
+            EventKind::Inherit,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
+        }
+        for via in [Via::Fork, Via::Exec, Via::UnixSocket, Via::Unknown] {
+            assert_eq!(serde_json::to_value(via).unwrap(), via.name());
+        }
+        for why in [UnknownWhy::BeforeStart, UnknownWhy::NotSeen] {
+            assert_eq!(serde_json::to_value(why).unwrap(), why.name());
         }
         for kind in [LockKind::Flock, LockKind::Posix, LockKind::Lease] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());

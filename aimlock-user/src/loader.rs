@@ -83,7 +83,9 @@ const HOOKS: &[Hook] = &[
 
 /// With `--pid`: processes started by traced processes join the filter, and processes that are
 /// gone leave it.
-const PID_FILTER_HOOKS: &[Hook] = &[
+/// The `--pid` filter's and the lineage's: who starts which process, who runs a new program,
+/// who passes descriptors over unix sockets, and when a process is gone.
+const PROCESS_HOOKS: &[Hook] = &[
     Hook {
         category: "task",
         name: "task_newtask",
@@ -95,6 +97,37 @@ const PID_FILTER_HOOKS: &[Hook] = &[
         name: "sched_process_free",
         program: "sched_process_free",
         required: true,
+    },
+    Hook {
+        category: "sched",
+        name: "sched_process_exec",
+        program: "sched_process_exec",
+        required: false,
+    },
+];
+
+/// Descriptors passed as SCM_RIGHTS (`--follow-unix-sockets`): only with the kernel's BTF,
+/// which describes the structs these programs read. Not by default: while any syscall
+/// tracepoint is attached, every system call of every process takes the kernel's slower
+/// syscall-work path (about 50 ns more per call, measured on a tight flock loop).
+const PASSING_HOOKS: &[Hook] = &[
+    Hook {
+        category: "syscalls",
+        name: "sys_enter_sendmsg",
+        program: "sys_enter_sendmsg",
+        required: false,
+    },
+    Hook {
+        category: "syscalls",
+        name: "sys_enter_recvmsg",
+        program: "sys_enter_recvmsg",
+        required: false,
+    },
+    Hook {
+        category: "syscalls",
+        name: "sys_exit_recvmsg",
+        program: "sys_exit_recvmsg",
+        required: false,
     },
 ];
 
@@ -113,13 +146,20 @@ pub struct Tracer {
     /// How the lock hooks run: `btf` (BTF tracepoints, which name files and their generation),
     /// `classic` (classic tracepoints) or `mixed`.
     pub lock_hooks: &'static str,
+    pub holders: Holders,
 }
 
 impl Tracer {
     /// Checks privileges and tracefs, reads the tracepoint layouts, loads and attaches.
     /// `classic_lock_hooks` runs the lock hooks as classic tracepoints even where BTF would
     /// allow more, as on kernels without BTF (for tests of that path).
-    pub fn load(filters: &Filters, ring_size: u32, classic_lock_hooks: bool) -> Result<Self> {
+    /// `follow_unix_sockets`: attach the descriptor-passing hooks too (see [`PASSING_HOOKS`]).
+    pub fn load(
+        filters: &Filters,
+        ring_size: u32,
+        classic_lock_hooks: bool,
+        follow_unix_sockets: bool,
+    ) -> Result<Self> {
         check_privileges()?;
         let tracefs = tracefs()?;
         if !ring_size.is_power_of_two() || ring_size < 4096 {
@@ -129,12 +169,22 @@ impl Tracer {
 
         let mut config = Config::DEFAULT;
         let mut missing = Vec::new();
-        let pid_filter_hooks = if filters.pids.is_empty() {
-            &[]
-        } else {
-            PID_FILTER_HOOKS
+        let passing_hooks = match follow_unix_sockets.then(crate::btf::lineage_layout) {
+            None => &[],
+            Some(Ok(fields)) => {
+                config.lineage = fields;
+                PASSING_HOOKS
+            }
+            Some(Err(err)) => {
+                missing.push(format!("descriptors passed over unix sockets ({err:#})"));
+                &[]
+            }
         };
-        let hooks: Vec<&Hook> = HOOKS.iter().chain(pid_filter_hooks).collect();
+        let hooks: Vec<&Hook> = HOOKS
+            .iter()
+            .chain(PROCESS_HOOKS)
+            .chain(passing_hooks)
+            .collect();
         let mut attach = Vec::new();
         for hook in &hooks {
             let format = match Format::read(&tracefs, hook.category, hook.name) {
@@ -168,6 +218,10 @@ impl Tracer {
                         pid: format.required(&["pid"], 4)?,
                     }
                 }
+                "sched_process_exec" => {}
+                "sys_enter_sendmsg" => config.lineage.sendmsg_msg = format.required(&["msg"], 8)?,
+                "sys_enter_recvmsg" => config.lineage.recvmsg_msg = format.required(&["msg"], 8)?,
+                "sys_exit_recvmsg" => config.lineage.recvmsg_ret = format.required(&["ret"], 8)?,
                 _ => unreachable!("every hook has a layout"),
             }
             attach.push(*hook);
@@ -258,7 +312,12 @@ impl Tracer {
             ebpf.take_map(names::UNTRACED_CHILDREN)
                 .ok_or_else(|| anyhow!("map {} missing", names::UNTRACED_CHILDREN))?,
         )?;
+        let holders = BpfHashMap::try_from(
+            ebpf.take_map(names::HOLDERS)
+                .ok_or_else(|| anyhow!("map {} missing", names::HOLDERS))?,
+        )?;
         Ok(Self {
+            holders: Holders(holders),
             ebpf,
             events,
             drops: Drops(drops),
@@ -291,6 +350,21 @@ impl Drops {
 }
 
 /// How well `--pid` follows the processes that traced processes start.
+/// The kernel's set of processes that hold or may hold locks, whose forks, execs and passed
+/// descriptors are recorded.
+pub struct Holders(BpfHashMap<MapData, u32, u8>);
+
+impl Holders {
+    /// Adds processes found holding locks (at start: they took them before the tracer ran).
+    pub fn add(&mut self, pids: impl IntoIterator<Item = u32>) {
+        for pid in pids {
+            if let Err(err) = self.0.insert(pid, 1, 0) {
+                log::warn!("cannot follow the children of lock holder {pid}: {err}");
+            }
+        }
+    }
+}
+
 pub struct PidFilter {
     /// Per-CPU counters of processes the full filter could not take; `None` without `--pid`.
     untraced_children: Option<PerCpuArray<MapData, u64>>,

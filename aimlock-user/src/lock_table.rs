@@ -97,6 +97,10 @@ pub struct Holder {
     /// When it started (`procfs::start_time`): tells it from a later process with its pid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<u64>,
+    /// The ancestor it inherited the description from (the taker, or another holder), when
+    /// its parent chain shows one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inherited_from: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -529,6 +533,37 @@ fn find_description(
     Ok(Err(low))
 }
 
+/// Ancestors looked through for a holder's inheritance.
+const ANCESTORS: usize = 16;
+
+/// Marks the holders of a description that got it by inheritance, as far as /proc can tell:
+/// those with an ancestor (by parent pid) that is the lock's taker or another holder of the
+/// same description. A holder whose parent exited (reparented to init or a subreaper) cannot
+/// be told so.
+fn mark_inherited(holders: &mut [Holder], taker: i32, processes: &mut Processes) {
+    let sharing: Vec<u32> = holders
+        .iter()
+        .map(|holder| holder.pid)
+        .chain(u32::try_from(taker).ok().filter(|&pid| pid > 0))
+        .collect();
+    for holder in holders.iter_mut() {
+        let mut pid = holder.pid;
+        for _ in 0..ANCESTORS {
+            let Some(parent) = processes.get(pid).map(|info| info.ppid) else {
+                break;
+            };
+            if parent <= 1 {
+                break;
+            }
+            if sharing.contains(&parent) {
+                holder.inherited_from = Some(parent);
+                break;
+            }
+            pid = parent;
+        }
+    }
+}
+
 /// Builds the lock from its line and the fds that hold it.
 fn resolve(
     line: &LockLine,
@@ -555,9 +590,13 @@ fn resolve(
             ns_pid: info.ns_pid,
             cgroup,
             start_time: info.start_time,
+            inherited_from: None,
         });
     }
     holders.sort_by_key(|holder| (holder.pid, holder.fd));
+    if line.kind != LockKind::Posix {
+        mark_inherited(&mut holders, line.pid, processes);
+    }
     let open = holders.iter().find_map(|holder| {
         let open = processes.paths.get(&(holder.pid, holder.fd))?;
         Some((holder.pid, open.clone()))
@@ -648,6 +687,7 @@ pub fn example(kind: LockKind, mode: Mode, recorded: i32, holders: &[u32]) -> Lo
             ns_pid: None,
             cgroup: None,
             start_time: None,
+            inherited_from: None,
         })
         .collect();
     let taker = Taker::judge(recorded, &holders);

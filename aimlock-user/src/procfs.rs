@@ -33,6 +33,8 @@ pub struct ProcessInfo {
     pub zombie: bool,
     /// When it started (see [`start_time`]).
     pub start_time: Option<u64>,
+    /// Its parent (0 when not told).
+    pub ppid: u32,
 }
 
 impl ProcessInfo {
@@ -46,6 +48,8 @@ impl ProcessInfo {
         for line in status.lines() {
             if let Some(name) = line.strip_prefix("Name:") {
                 info.comm = name.trim().to_owned();
+            } else if let Some(ppid) = line.strip_prefix("PPid:") {
+                info.ppid = ppid.trim().parse().unwrap_or(0);
             } else if let Some(state) = line.strip_prefix("State:") {
                 info.zombie = matches!(state.trim_start().as_bytes().first(), Some(b'Z' | b'X'));
             } else if let Some(ns_pids) = line.strip_prefix("NSpid:") {

@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use smallvec::SmallVec;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -18,12 +19,13 @@ use crate::{
     clock::Clock,
     decode::{Decoder, Input},
     enrich::Enricher,
-    events::{EventKind, EventLine, SCHEMA_VERSION, rfc3339, this_host},
+    events::{EventKind, EventLine, LockKind, SCHEMA_VERSION, rfc3339, this_host},
     kernel_views::KernelViews,
     loader::{Filters, Tracer},
+    lock_table::Taker,
     metrics, otlp, privileges, procfs,
     sinks::{SinkArgs, Sinks},
-    tracker::{Output, ScanWanted, Tracker},
+    tracker::{KernelView, Output, ScanWanted, Tracker},
 };
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +56,11 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = -10, allow_hyphen_values = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     nice: i32,
+    /// Follow descriptors passed over unix sockets (SCM_RIGHTS), for orphans' lineage. Off by
+    /// default: it attaches syscall tracepoints, which slow every system call of every process
+    /// (about 50 ns each here).
+    #[arg(long)]
+    follow_unix_sockets: bool,
     /// Size of the kernel's ring buffer in bytes (a power of two; K and M suffixes accepted).
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     ring_size: u32,
@@ -112,7 +119,12 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         comms: args.comm.clone(),
         inodes: pinned.iter().map(|(_, inode)| *inode).collect(),
     };
-    let tracer = Tracer::load(&filters, args.ring_size, args.classic_lock_hooks)?;
+    let tracer = Tracer::load(
+        &filters,
+        args.ring_size,
+        args.classic_lock_hooks,
+        args.follow_unix_sockets,
+    )?;
     for missing in &tracer.missing {
         log::warn!("not traced on this kernel: {missing}");
     }
@@ -124,6 +136,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         logger,
         decode,
         lock_hooks,
+        mut holders,
         ..
     } = tracer;
     let decoder = Decoder::new(decode);
@@ -158,6 +171,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut written = 0u64;
     let mut records = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut fd_locks = FdLocks::default();
     loop {
         tokio::select! {
             // Readiness is cleared before the drain below, so that records arriving during it
@@ -166,7 +180,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             // Records written without a wakeup (the kernel wakes the reader at most once a
             // millisecond per CPU) are picked up on the tick.
             _ = tick.tick() => {}
-            Some(view) = views.done() => tracker.push_view(view),
+            Some(view) = views.done() => {
+                holders.add(holding_pids(&view));
+                tracker.push_view(view);
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -181,6 +198,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
                 &decoder,
                 &mut tracker,
                 &mut enricher,
+                &mut fd_locks,
                 DRAIN_BATCH,
             );
             records += batch;
@@ -209,6 +227,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         &decoder,
         &mut tracker,
         &mut enricher,
+        &mut fd_locks,
         u64::MAX,
     );
     if let Some(view) = views.done().await {
@@ -264,6 +283,7 @@ fn drain(
     decoder: &Decoder,
     tracker: &mut Tracker,
     enricher: &mut Enricher,
+    fd_locks: &mut FdLocks,
     limit: u64,
 ) -> u64 {
     let mut count = 0;
@@ -273,6 +293,9 @@ fn drain(
         count += 1;
         match decoder.decode(&item) {
             Some(mut input) => {
+                if let Input::Exec { pid, locked, .. } = &mut input {
+                    *locked = fd_locks.description_locks(*pid);
+                }
                 match &mut input {
                     Input::Lock(op) | Input::FcntlFailure(op) | Input::FlockWaitEnd(op) => {
                         // The process first: a short-lived one may be gone by the time its
@@ -282,12 +305,11 @@ fn drain(
                     }
                     Input::Exit {
                         pid, start_time, ..
-                    } => {
-                        if *start_time == 0 {
-                            *start_time = enricher.start_time_of_exit(*pid);
-                            enricher.exited(*pid);
-                        }
+                    } if *start_time == 0 => {
+                        *start_time = enricher.start_time_of_exit(*pid);
+                        enricher.exited(*pid);
                     }
+                    _ => {}
                 }
                 tracker.push(input);
             }
@@ -298,6 +320,45 @@ fn drain(
         }
     }
     count
+}
+
+/// The processes a kernel view shows holding locks: the kernel follows their forks, execs and
+/// passed descriptors from then on (those that held them before the tracer started, above all).
+fn holding_pids(view: &KernelView) -> impl Iterator<Item = u32> + '_ {
+    view.locks.iter().flat_map(|viewed| {
+        let taker = u32::try_from(viewed.lock.pid)
+            .ok()
+            .filter(|&pid| pid != 0 && viewed.lock.taker == Taker::Holding);
+        viewed
+            .lock
+            .holders
+            .iter()
+            .map(|holder| holder.pid)
+            .chain(taker)
+    })
+}
+
+/// Reads which files a process's descriptors hold flock and OFD locks on (its fdinfo), with a
+/// buffer kept between reads.
+#[derive(Default)]
+struct FdLocks {
+    found: Vec<procfs::FdLock>,
+    buf: Vec<u8>,
+}
+
+impl FdLocks {
+    /// `None` when the process's descriptors cannot be read (it is gone).
+    fn description_locks(&mut self, pid: u32) -> Option<SmallVec<[(u32, u64); 2]>> {
+        self.found.clear();
+        procfs::read_fd_locks(pid, &mut self.found, &mut self.buf).ok()?;
+        Some(
+            self.found
+                .iter()
+                .filter(|found| matches!(found.lock.kind, LockKind::Flock | LockKind::Ofd))
+                .map(|found| (found.lock.dev(), found.lock.ino))
+                .collect(),
+        )
+    }
 }
 
 /// Writes the tracker's outputs; returns how many lines that was.

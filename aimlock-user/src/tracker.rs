@@ -13,7 +13,10 @@
 //!   holds and the table lacks is added (`held`). Files changed while the view was taken are left
 //!   alone: the records about them say what happened;
 //! - every wait and refusal names who holds the locks in its way (its `blockers`), and waits
-//!   that come back to where they started are a `deadlock`, said once ([`waits`]).
+//!   that come back to where they started are a `deadlock`, said once ([`waits`]);
+//! - the forks, execs and descriptor passing of the processes that may hold locks say how each
+//!   holder of an orphan came to hold it (its `lineage`), and an `inherit` when a flock or OFD
+//!   lock's description reaches another process ([`lineage`]).
 
 use std::{
     cmp::Reverse,
@@ -32,8 +35,10 @@ use crate::{
     lock_table::{self, Taker},
 };
 
+mod lineage;
 mod waits;
 
+pub use lineage::{Step, Via, Why};
 pub use waits::{Blocker, Blockers, CycleStep, Request};
 
 /// How long an input waits for possibly earlier inputs from other CPUs.
@@ -233,6 +238,18 @@ pub enum Output {
         held: Held,
         taker_exit: Option<u64>,
         kernel: Box<lock_table::Lock>,
+        /// How its holders came to hold it, from the taker on.
+        lineage: Vec<Step>,
+    },
+    /// `actor` now references the description of a flock or OFD lock that `from` held: a
+    /// child it forked, a program it ran (`via` exec, still holding it), a descriptor it sent.
+    Inherit {
+        at: u64,
+        actor: Actor,
+        lock: LockId,
+        held: Held,
+        from: Actor,
+        via: Via,
     },
     /// An orphan was finally released by `by`.
     OrphanEnd {
@@ -302,6 +319,17 @@ struct Exiting {
 /// A lock found in a kernel view, not yet named by a record, and the pids that then held its
 /// description (for POSIX locks: the owner).
 type Seeded = (LockId, Vec<u32>);
+
+/// A description a process got from another one.
+#[derive(Clone, Copy)]
+struct Inherited {
+    lock: LockId,
+    from: Actor,
+    /// A fork not said yet, with its time: most children close the description (on exec, or
+    /// by exiting) while their parent still runs, and are not worth a line. A fork is said
+    /// when the child runs a program still holding it, or outlives the process it came from.
+    unsaid_fork: Option<u64>,
+}
 
 /// What waits in the reorder queue.
 enum Pending {
@@ -415,6 +443,10 @@ pub struct Tracker {
     reconcile: bool,
     /// Files whose locks changed since the kernel view being taken began.
     scan_touched: Option<HashSet<(u32, u64)>>,
+    lineages: lineage::Lineages,
+    /// The flock and OFD locks each process references through a description it did not lock
+    /// itself.
+    inherited: HashMap<u32, SmallVec<[Inherited; 1]>>,
     /// Every record timestamped before this has been read from the ring, as its reader says
     /// ([`Tracker::ring_read_until`]), or as the newest record read shows: the ring gives
     /// records in the order their programs reserved them, a moment after their timestamps. A
@@ -538,6 +570,25 @@ impl Tracker {
                     },
                     out,
                 ),
+                Pending::Kernel(Input::Fork {
+                    ts_ns,
+                    pid,
+                    comm,
+                    child,
+                }) => self.apply_fork(ts_ns, pid, comm, child),
+                Pending::Kernel(Input::Exec {
+                    ts_ns,
+                    pid,
+                    comm,
+                    locked,
+                }) => self.apply_exec(ts_ns, pid, comm, locked.as_deref(), out),
+                Pending::Kernel(Input::Passed {
+                    ts_ns,
+                    pid,
+                    comm,
+                    received,
+                    files,
+                }) => self.apply_passed(ts_ns, pid, comm, received, &files, out),
                 Pending::ScanBegin(_) => self.scan_touched = Some(HashSet::default()),
                 Pending::Scan(view) => self.apply_view(*view, out),
             }
@@ -804,6 +855,9 @@ impl Tracker {
             });
         }
         self.posix_failed.remove(&pid);
+        self.lineages.exit(pid);
+        self.inherited.remove(&pid);
+        self.say_orphaned_forks(pid, out);
         let locks = self.taken_by.get(&pid).map(|taken| {
             taken
                 .iter()
@@ -1192,6 +1246,7 @@ impl Tracker {
                             lock: *id,
                             held: *held,
                             taker_exit: None,
+                            lineage: lineage_of(&self.lineages, id, held, &found),
                             kernel: Box::new(found),
                         });
                     }
@@ -1215,6 +1270,7 @@ impl Tracker {
                     lock: *id,
                     held: *held,
                     taker_exit: Some(taker_exit),
+                    lineage: lineage_of(&self.lineages, id, held, &found),
                     kernel: Box::new(found),
                 });
             }
@@ -1461,10 +1517,210 @@ impl Tracker {
                 lock: id,
                 held,
                 taker_exit: None,
+                lineage: lineage_of(&self.lineages, &id, &held, &kernel),
                 kernel: Box::new(kernel),
             });
         }
     }
+
+    /// The child inherits every description of its parent; whether that is worth a line is
+    /// decided later (see [`Inherited::unsaid_fork`]).
+    fn apply_fork(&mut self, at: u64, pid: u32, comm: [u8; 16], child: u32) {
+        self.lineages.fork(at, pid, comm, child);
+        let from = Actor {
+            pid,
+            tid: pid,
+            comm,
+            start_time: 0,
+        };
+        for lock in self.descriptions_held(pid) {
+            self.inherited.entry(child).or_default().push(Inherited {
+                lock,
+                from,
+                unsaid_fork: Some(at),
+            });
+        }
+    }
+
+    /// The children of `pid`, which exits, that still hold a description it gave them: their
+    /// forks are said now, with their own time.
+    fn say_orphaned_forks(&mut self, pid: u32, out: &mut Vec<Output>) {
+        let mut said = Vec::new();
+        for (&child, inherited) in &mut self.inherited {
+            for entry in inherited.iter_mut().filter(|entry| entry.from.pid == pid) {
+                if let Some(at) = entry.unsaid_fork.take() {
+                    said.push((at, child, *entry));
+                }
+            }
+        }
+        said.sort_by_key(|(at, child, _)| (*at, *child));
+        for (at, child, entry) in said {
+            let actor = Actor {
+                pid: child,
+                tid: child,
+                comm: entry.from.comm,
+                start_time: 0,
+            };
+            self.push_inherit(at, actor, entry.lock, entry.from, Via::Fork, out);
+        }
+    }
+
+    /// `locked`: the files on which the process's descriptors still show flock or OFD locks
+    /// after the exec (`None`: not known); the descriptions it inherited on other files were
+    /// closed on exec.
+    fn apply_exec(
+        &mut self,
+        at: u64,
+        pid: u32,
+        comm: [u8; 16],
+        locked: Option<&[(u32, u64)]>,
+        out: &mut Vec<Output>,
+    ) {
+        self.lineages.exec(at, pid, comm);
+        let Some(locked) = locked else {
+            return;
+        };
+        let Some(inherited) = self.inherited.get_mut(&pid) else {
+            return;
+        };
+        inherited.retain(|entry| locked.contains(&(entry.lock.dev, entry.lock.ino)));
+        let kept: SmallVec<[Inherited; 1]> = inherited
+            .iter_mut()
+            .map(|entry| {
+                let before = *entry;
+                entry.unsaid_fork = None;
+                before
+            })
+            .collect();
+        let actor = Actor {
+            pid,
+            tid: pid,
+            comm,
+            start_time: 0,
+        };
+        for entry in kept {
+            if let Some(forked) = entry.unsaid_fork {
+                let child = Actor {
+                    comm: entry.from.comm,
+                    ..actor
+                };
+                self.push_inherit(forked, child, entry.lock, entry.from, Via::Fork, out);
+            }
+            self.push_inherit(at, actor, entry.lock, entry.from, Via::Exec, out);
+        }
+    }
+
+    fn apply_passed(
+        &mut self,
+        at: u64,
+        pid: u32,
+        comm: [u8; 16],
+        received: bool,
+        files: &[u64],
+        out: &mut Vec<Output>,
+    ) {
+        if !received {
+            self.lineages.sent(pid, comm, files);
+            return;
+        }
+        let senders = self.lineages.received(at, pid, comm, files);
+        let actor = Actor {
+            pid,
+            tid: pid,
+            comm,
+            start_time: 0,
+        };
+        for (&file, &(sender, sender_comm)) in files.iter().zip(&senders) {
+            let locks: SmallVec<[LockId; 1]> = self
+                .locks
+                .keys()
+                .filter(|lock| lock.owner == file && inheritable(lock.kind))
+                .copied()
+                .collect();
+            let from = Actor {
+                pid: sender,
+                tid: sender,
+                comm: sender_comm,
+                start_time: 0,
+            };
+            for lock in locks {
+                self.inherited.entry(pid).or_default().push(Inherited {
+                    lock,
+                    from,
+                    unsaid_fork: None,
+                });
+                self.push_inherit(at, actor, lock, from, Via::UnixSocket, out);
+            }
+        }
+    }
+
+    /// The flock and OFD locks `pid` holds through a description: those it took and those it
+    /// got from another process.
+    fn descriptions_held(&self, pid: u32) -> SmallVec<[LockId; 1]> {
+        let mut held: SmallVec<[LockId; 1]> = SmallVec::new();
+        let taken = self.taken_by.get(&pid).into_iter().flatten();
+        let inherited = self.inherited.get(&pid).into_iter().flatten();
+        for lock in taken.chain(inherited.map(|entry| &entry.lock)) {
+            if inheritable(lock.kind) && self.locks.contains_key(lock) && !held.contains(lock) {
+                held.push(*lock);
+            }
+        }
+        held
+    }
+
+    fn push_inherit(
+        &self,
+        at: u64,
+        actor: Actor,
+        lock: LockId,
+        from: Actor,
+        via: Via,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(held) = self.locks.get(&lock).and_then(|ranges| ranges.first()) else {
+            return;
+        };
+        out.push(Output::Inherit {
+            at,
+            actor,
+            lock,
+            held: *held,
+            from,
+            via,
+        });
+    }
+}
+
+/// How the holders the kernel showed came to hold `lock`, taken as `held`.
+fn lineage_of(
+    lineages: &lineage::Lineages,
+    lock: &LockId,
+    held: &Held,
+    kernel: &lock_table::Lock,
+) -> Vec<Step> {
+    let why = if held.since_ns.is_none() {
+        Why::BeforeStart
+    } else {
+        Why::NotSeen
+    };
+    lineage::merged(holder_actors(&kernel.holders).iter().map(|holder| {
+        lineages
+            .of(held.taker.pid, held.since_ns, holder.pid, lock.owner)
+            .unwrap_or_else(|| {
+                vec![Step {
+                    pid: holder.pid,
+                    comm: holder.comm,
+                    via: Via::Unknown(why),
+                    from: 0,
+                    at: None,
+                }]
+            })
+    }))
+}
+
+/// Locks that belong to an open file description, which other processes can come to share.
+fn inheritable(kind: LockKind) -> bool {
+    matches!(kind, LockKind::Flock | LockKind::Ofd)
 }
 
 /// A command name as the kernel keeps it: at most 15 bytes, NUL-padded.
@@ -1700,6 +1956,11 @@ mod tests {
                 Output::Held { .. } => "held",
                 Output::WaitAbandoned { .. } => "abandoned",
                 Output::Deadlock { .. } => "deadlock",
+                Output::Inherit { via, .. } => match via {
+                    Via::Fork => "inherit-fork",
+                    Via::Exec => "inherit-exec",
+                    _ => "inherit",
+                },
             })
             .collect()
     }
@@ -1931,6 +2192,182 @@ mod tests {
             unreachable!()
         };
         assert_eq!(reason, ReleaseReason::Exit);
+    }
+
+    fn fork(at_ms: u64, pid: u32, name: &str, child: u32) -> Input {
+        Input::Fork {
+            ts_ns: at_ms * MS,
+            pid,
+            comm: comm(name),
+            child,
+        }
+    }
+
+    /// An exec whose descriptors still show flock/OFD locks on `locked` inodes (on DEV).
+    fn exec(at_ms: u64, pid: u32, name: &str, locked: &[u64]) -> Input {
+        Input::Exec {
+            ts_ns: at_ms * MS,
+            pid,
+            comm: comm(name),
+            locked: Some(locked.iter().map(|&ino| (DEV, ino)).collect()),
+        }
+    }
+
+    fn passed(at_ms: u64, pid: u32, name: &str, received: bool, files: &[u64]) -> Input {
+        Input::Passed {
+            ts_ns: at_ms * MS,
+            pid,
+            comm: comm(name),
+            received,
+            files: files.iter().copied().collect(),
+        }
+    }
+
+    fn lineage_of_orphan(out: &[Output]) -> Vec<(u32, Via, u32)> {
+        let Some(Output::Orphan { lineage, .. }) =
+            out.iter().find(|o| matches!(o, Output::Orphan { .. }))
+        else {
+            panic!("no orphan in {:?}", names(out));
+        };
+        lineage.iter().map(|s| (s.pid, s.via, s.from)).collect()
+    }
+
+    fn inherits(out: &[Output]) -> Vec<(u32, Via, u32)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Inherit {
+                    actor, from, via, ..
+                } => Some((actor.pid, *via, from.pid)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_background_command_of_a_locked_shell_inherits_the_lock_and_is_its_orphans_holder() {
+        // flock FILE -c 'sleep 30 &': flock(1) 10 locks, forks 11 which runs sh, which forks
+        // 12 which runs sleep; sh and flock exit, sleep holds the lock.
+        let (_, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            fork(2, 10, "flock", 11).into(),
+            exec(3, 11, "sh", &[INO]).into(),
+            fork(4, 11, "sh", 12).into(),
+            exec(5, 12, "sleep", &[INO]).into(),
+            exit(6, 11).into(),
+            exit(7, 10).into(),
+            view(
+                1100,
+                1110,
+                vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[12])],
+            ),
+        ]);
+        assert_eq!(
+            inherits(&out),
+            [
+                (11, Via::Fork, 10),
+                (11, Via::Exec, 10),
+                (12, Via::Fork, 11),
+                (12, Via::Exec, 11)
+            ]
+        );
+        assert_eq!(
+            lineage_of_orphan(&out),
+            [
+                (11, Via::Fork, 10),
+                (11, Via::Exec, 11),
+                (12, Via::Fork, 11),
+                (12, Via::Exec, 12)
+            ]
+        );
+        let Some(Output::Inherit { actor, lock, .. }) =
+            out.iter().rfind(|o| matches!(o, Output::Inherit { .. }))
+        else {
+            unreachable!()
+        };
+        assert_eq!((actor.comm, lock.owner), (comm("sleep"), FILE_A));
+    }
+
+    #[test]
+    fn children_that_close_the_description_on_exec_or_exit_first_are_not_said() {
+        let (_, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            // A compiler run with the lock's fd close-on-exec, and a helper that exits.
+            fork(2, 10, "make", 11),
+            exec(3, 11, "cc", &[]),
+            fork(4, 10, "make", 12),
+            exit(5, 12),
+            exit(6, 11),
+            Op::flock(7, 10, FILE_A, fl_type::UNLCK, 0).input(),
+        ]);
+        assert!(inherits(&out).is_empty(), "{:?}", names(&out));
+    }
+
+    #[test]
+    fn a_child_that_outlives_its_parent_with_the_description_is_said_at_the_parents_exit() {
+        let (_, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            fork(2, 10, "daemon", 11),
+            exit(3, 10),
+        ]);
+        assert_eq!(inherits(&out), [(11, Via::Fork, 10)]);
+        let Some(Output::Inherit { at, .. }) =
+            out.iter().find(|o| matches!(o, Output::Inherit { .. }))
+        else {
+            unreachable!()
+        };
+        assert_eq!(*at, 2 * MS, "said with the fork's own time");
+        // POSIX locks are not inherited.
+        let (_, out) = run([
+            Op::posix(1, 10, fl_type::WRLCK, 0, 9).input(),
+            fork(2, 10, "daemon", 11),
+            exit(3, 10),
+        ]);
+        assert!(inherits(&out).is_empty());
+    }
+
+    #[test]
+    fn a_description_received_over_a_socket_is_inherited_and_its_lineage_says_so() {
+        let (_, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            passed(2, 10, "sender", false, &[FILE_A]).into(),
+            passed(3, 20, "receiver", true, &[FILE_A]).into(),
+            exit(4, 10).into(),
+            view(
+                1100,
+                1110,
+                vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[20])],
+            ),
+        ]);
+        assert_eq!(inherits(&out), [(20, Via::UnixSocket, 10)]);
+        assert_eq!(lineage_of_orphan(&out), [(20, Via::UnixSocket, 10)]);
+    }
+
+    #[test]
+    fn a_holder_the_tracer_did_not_see_get_the_description_has_an_unknown_lineage() {
+        // Seen taken, but not how its holder got it.
+        let (_, out) = feed([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input().into(),
+            exit(4, 10).into(),
+            view(
+                1100,
+                1110,
+                vec![kernel_lock(LockKind::Flock, Mode::Write, 10, &[30])],
+            ),
+        ]);
+        assert_eq!(
+            lineage_of_orphan(&out),
+            [(30, Via::Unknown(Why::NotSeen), 0)]
+        );
+        // Held, with its taker gone, before the tracer started.
+        let (_, out) = feed([view(
+            1,
+            2,
+            vec![kernel_lock(LockKind::Flock, Mode::Write, 99_999, &[30])],
+        )]);
+        assert_eq!(
+            lineage_of_orphan(&out),
+            [(30, Via::Unknown(Why::BeforeStart), 0)]
+        );
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! rate, `aimlock locks` against `lslocks`, `aimlock report` against `jq`, the tracer's peak
 //! memory with 100,000 locks held, its table seeded from and reconciled with the kernel's, and
 //! its paths and memory under a million short-lived processes, and what real applications pay
-//! (SQLite transactions, dpkg's lock churn, `flock(1)` jobs).
+//! (SQLite transactions, dpkg's lock churn, `flock(1)` jobs), and what the lineage hooks cost
+//! a fork/exec-heavy workload.
 
 mod applications;
 mod churn;
 pub mod common;
 mod kernel_table;
+mod lineage;
 mod memory;
 mod overhead;
 mod perf_stat;
@@ -36,6 +38,7 @@ pub enum Section {
     KernelTable,
     Churn,
     Applications,
+    Lineage,
 }
 
 pub struct Options {
@@ -124,6 +127,10 @@ pub fn bench(options: &Options) -> Result<()> {
     if selected(Section::Applications) {
         println!("==> bench: applications: SQLite, dpkg, flock(1)");
         outcomes.push(applications::applications(&tools, runs)?);
+    }
+    if selected(Section::Lineage) {
+        println!("==> bench: lineage hooks on a fork/exec-heavy loop");
+        outcomes.push(lineage::lineage(&tools, runs)?);
     }
     let _ = fs::remove_dir_all(&tools.scratch);
 

@@ -55,6 +55,16 @@ const HOST_ONLY_TESTS: &[(&str, &str, &str)] = &[
         "systemd-journald and journalctl",
     ),
     (
+        "lineage",
+        "a_background_command_of_flock_is_born_holding_the_lock_and_its_lineage_says_how",
+        "util-linux's flock(1) and its -c (busybox's flock does not run the command so)",
+    ),
+    (
+        "lineage",
+        "a_lock_orphaned_before_the_tracer_started_has_an_unknown_lineage_that_says_why",
+        "util-linux's flock(1) and its -c (busybox's flock does not run the command so)",
+    ),
+    (
         "report",
         "a_journal_export_tells_what_the_log_of_the_same_run_tells",
         "systemd-journald and journalctl",

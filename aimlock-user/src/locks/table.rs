@@ -70,7 +70,8 @@ const COLUMNS: &[(Column, &str, &str, bool, bool)] = &[
     (
         Column::Holders,
         "HOLDERS",
-        "live processes with an fd on the lock: PID(COMMAND):FD",
+        "live processes with an fd on the lock: PID(COMMAND):FD, and <PPID when it inherited \
+         the description from that ancestor (the taker or another holder)",
         false,
         true,
     ),
@@ -335,7 +336,10 @@ fn cell(lock: &Lock, column: Column, unseen: bool) -> String {
         Column::Holders => list(
             lock.holders
                 .iter()
-                .map(|holder| format!("{}({}):{}", holder.pid, holder.comm, holder.fd))
+                .map(|holder| match holder.inherited_from {
+                    Some(from) => format!("{}({}):{}<{from}", holder.pid, holder.comm, holder.fd),
+                    None => format!("{}({}):{}", holder.pid, holder.comm, holder.fd),
+                })
                 .collect(),
         ),
         Column::Waiters => list(

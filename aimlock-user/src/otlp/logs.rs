@@ -18,12 +18,12 @@ use opentelemetry_proto::tonic::{
 use super::{attribute, string};
 use crate::{
     clock::Clock,
-    events::{EventKind, EventLine, ProcRef, rfc3339},
+    events::{EventKind, EventLine, LineageStep, ProcRef, rfc3339},
 };
 
 pub fn record(event: &EventLine, text: &str) -> LogRecord {
     let kind = event.event.unwrap_or(EventKind::Unknown);
-    let warn = kind == EventKind::Orphan
+    let warn = matches!(kind, EventKind::Orphan | EventKind::Inherit)
         || (kind == EventKind::Stop && event.lost.is_some_and(|lost| lost > 0));
     let (severity, severity_text) = if warn {
         (SeverityNumber::Warn, "WARN")
@@ -154,6 +154,46 @@ fn attributes(event: &EventLine) -> Vec<KeyValue> {
         out.push(int("aimlock.lock.by.pid", u64::from(by.pid)));
         out.push(string("aimlock.lock.by.command", &by.comm));
     }
+    if let Some(lineage) = &event.lineage {
+        let values = |value: &dyn Fn(&LineageStep) -> Value| {
+            let values = lineage
+                .iter()
+                .map(|step| AnyValue {
+                    value: Some(value(step)),
+                })
+                .collect();
+            Value::ArrayValue(ArrayValue { values })
+        };
+        out.push(attribute(
+            "aimlock.lineage.pids",
+            values(&|step| Value::IntValue(i64::from(step.pid))),
+        ));
+        out.push(attribute(
+            "aimlock.lineage.commands",
+            values(&|step| Value::StringValue(step.comm.clone())),
+        ));
+        out.push(attribute(
+            "aimlock.lineage.via",
+            values(&|step| Value::StringValue(step.via.name().to_owned())),
+        ));
+        out.push(attribute(
+            "aimlock.lineage.from",
+            values(&|step| Value::IntValue(step.from.map_or(0, i64::from))),
+        ));
+        out.push(attribute(
+            "aimlock.lineage.why",
+            values(&|step| Value::StringValue(step.why.map_or("", |why| why.name()).to_owned())),
+        ));
+    }
+    if let Some(from) = &event.from {
+        out.push(int("aimlock.inherit.from.pid", u64::from(from.pid)));
+        out.push(string("aimlock.inherit.from.command", &from.comm));
+    }
+    opt_str(
+        &mut out,
+        "aimlock.inherit.via",
+        event.via.map(|via| via.name()),
+    );
     opt_int(&mut out, "aimlock.exit.locks", event.locks);
 
     opt_int(&mut out, "aimlock.schema", event.schema.map(u64::from));
@@ -269,6 +309,34 @@ mod tests {
             panic!("no holder pids")
         };
         assert_eq!(pids.values[0].value, Some(Value::IntValue(840)));
+    }
+
+    #[test]
+    fn an_orphans_lineage_is_one_array_per_step_field() {
+        let orphan = EventLine {
+            event: Some(EventKind::Orphan),
+            lineage: crate::events::every_field().lineage,
+            ..Default::default()
+        };
+        let record = record(&orphan, "");
+        let Some(Value::ArrayValue(via)) = find(&record, "aimlock.lineage.via") else {
+            panic!("no lineage")
+        };
+        let via: Vec<_> = via.values.iter().map(|v| v.value.clone()).collect();
+        assert_eq!(
+            via,
+            [
+                Some(Value::StringValue("fork".to_owned())),
+                Some(Value::StringValue("unknown".to_owned()))
+            ]
+        );
+        let Some(Value::ArrayValue(why)) = find(&record, "aimlock.lineage.why") else {
+            panic!("no why")
+        };
+        assert_eq!(
+            why.values[1].value,
+            Some(Value::StringValue("before_start".to_owned()))
+        );
     }
 
     #[test]

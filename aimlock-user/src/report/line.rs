@@ -381,8 +381,11 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
     let host = names.intern(raw.host.as_deref().unwrap_or(""));
     match event {
         EventKind::Unknown => return Ok(Parsed::UnknownEvent),
-        // A deadlock's locks are in its waits' own lines.
-        EventKind::Start | EventKind::Stop | EventKind::Deadlock => return Ok(Parsed::Other(at)),
+        // A deadlock's locks are in its waits' own lines; an inheritance is told by the
+        // orphan's lineage.
+        EventKind::Start | EventKind::Stop | EventKind::Deadlock | EventKind::Inherit => {
+            return Ok(Parsed::Other(at));
+        }
         EventKind::Exit => {
             let pid = raw.pid.ok_or(Skip::Unreadable)?;
             let comm = names.intern(raw.comm.as_deref().unwrap_or("?"));
@@ -516,6 +519,7 @@ pub(super) fn event_kind(name: &[u8]) -> EventKind {
         b"orphan_end" => EventKind::OrphanEnd,
         b"held" => EventKind::Held,
         b"deadlock" => EventKind::Deadlock,
+        b"inherit" => EventKind::Inherit,
         b"start" => EventKind::Start,
         b"stop" => EventKind::Stop,
         _ => EventKind::Unknown,

@@ -206,12 +206,15 @@ fn write_report(
     let reused_pids = reused_pids(scan);
     let locks = pool.install(|| select(args, scan));
     let several_hosts = locks.iter().any(|lock| lock.key.host != locks[0].key.host);
+    let waits_by_process = render::waits_by_process(&locks);
     let renderer = Renderer {
         names: &scan.names,
         end,
         at: args.at,
         several_hosts,
         reused_pids,
+        locks: &locks,
+        waits_by_process: &waits_by_process,
     };
     if locks.is_empty() && !args.json {
         writeln!(out, "no lock in these logs matches")?;

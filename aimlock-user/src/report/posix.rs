@@ -166,6 +166,7 @@ impl Fold {
             | EventKind::Stop
             | EventKind::Exit
             | EventKind::Deadlock
+            | EventKind::Inherit
             | EventKind::Unknown => {}
         }
     }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::events::{LockKind, Mode, ReleaseReason};
 
 use super::{
-    line::{Actor, ByteRange, Names, Nanos, system_time},
+    line::{Actor, ByteRange, Name, Names, Nanos, system_time},
     timeline::{Blocker, Hold, Lock, Refusal, Release, Wait, WaitOutcome},
 };
 
@@ -27,6 +27,9 @@ pub const SUMMARY_FROM: usize = 4;
 const SUMMARY_ITEMS: usize = 3;
 /// Files named in the fleet summary.
 const FLEET_FILES: usize = 20;
+/// Holders followed from lock to lock when a wait's chain is told (A waits for B, which
+/// waits for C...).
+const CHAIN_DEPTH: usize = 4;
 /// How the fleet summary names the host of lines that name none.
 const UNNAMED_HOST: &str = "(unnamed host)";
 
@@ -41,6 +44,26 @@ pub struct Renderer<'a> {
     /// Pids that named more than one process in the logs (a pid reused): each mention of
     /// them says when its process started.
     pub reused_pids: HashSet<u32>,
+    /// Every lock told, and the waits of each process among them, for wait chains.
+    pub locks: &'a [Lock],
+    pub waits_by_process: &'a WaitsByProcess,
+}
+
+/// The waits of each process (by host and pid): (index of the lock, index of the wait).
+pub type WaitsByProcess = HashMap<(Name, u32), Vec<(usize, usize)>>;
+
+/// Indexes the waits of `locks` by process.
+pub fn waits_by_process(locks: &[Lock]) -> WaitsByProcess {
+    let mut index = WaitsByProcess::new();
+    for (at, lock) in locks.iter().enumerate() {
+        for (wait, waiting) in lock.waits.iter().enumerate() {
+            index
+                .entry((lock.key.host, waiting.waiter.pid))
+                .or_default()
+                .push((at, wait));
+        }
+    }
+    index
 }
 
 impl Renderer<'_> {
@@ -182,7 +205,7 @@ impl Renderer<'_> {
             (wait.outcome == WaitOutcome::Waiting, self.wait_ns(wait))
         });
         for wait in &waits {
-            self.wait_lines(wait, posix, &mut lines);
+            self.wait_lines(lock, wait, posix, &mut lines);
         }
         self.refusal_lines(lock, posix, &mut lines);
         if let (true, Some(at)) = (posix, self.at) {
@@ -380,7 +403,7 @@ impl Renderer<'_> {
         held.join(", ")
     }
 
-    fn wait_lines(&self, wait: &Wait, posix: bool, lines: &mut Vec<(Nanos, String)>) {
+    fn wait_lines(&self, lock: &Lock, wait: &Wait, posix: bool, lines: &mut Vec<(Nanos, String)>) {
         let waiter = self.actor(wait.waiter);
         let queued = match wait.mode.and_then(lock_mode).filter(|_| posix) {
             Some(mode) => format!(
@@ -388,7 +411,13 @@ impl Renderer<'_> {
                 bytes(wait.range),
                 self.blockers_text(&wait.blockers)
             ),
-            None => format!("{waiter} queued for the lock"),
+            None => {
+                let mut seen = vec![wait.waiter.pid];
+                match self.held_by(lock, wait.since, 0, &mut seen) {
+                    Some(held) => format!("{waiter} queued for the lock, {held}"),
+                    None => format!("{waiter} queued for the lock"),
+                }
+            }
         };
         lines.push((wait.since, queued));
         match wait.outcome {
@@ -511,9 +540,70 @@ impl Renderer<'_> {
             };
             if posix {
                 line += &format!(": {}", self.blockers_text(&refusal.blockers));
+            } else {
+                let mut seen = vec![refusal.actor.pid];
+                if let Some(held) = self.held_by(lock, refusal.at, 0, &mut seen) {
+                    line += &format!(", {held}");
+                }
             }
             lines.push((refusal.at, line));
         }
+    }
+
+    /// Who held a (whole-file) lock at `at`: "held by pid 812 (python3), an orphan of pid 640
+    /// (update.sh)", and, when a holder was itself waiting for another lock then, for which
+    /// and held by whom, `depth` locks on at most. `seen`: the processes already named, where a
+    /// chain that comes back stops.
+    fn held_by(&self, lock: &Lock, at: Nanos, depth: usize, seen: &mut Vec<u32>) -> Option<String> {
+        let mut named = Vec::new();
+        for hold in lock.holds.iter().filter(|hold| held_then(hold, at)) {
+            let orphaned = hold.orphaned
+                && !hold.holders.is_empty()
+                && hold.taker_exit.is_none_or(|exit| exit <= at);
+            let (holders, orphan_of) = if orphaned {
+                (hold.holders.clone(), hold.taker)
+            } else {
+                (hold.taker.into_iter().collect(), None)
+            };
+            for holder in holders {
+                let mut text = self.actor(holder);
+                if let Some(taker) = orphan_of {
+                    text += &format!(", an orphan of {}", self.actor(taker));
+                }
+                if depth + 1 < CHAIN_DEPTH && !seen.contains(&holder.pid) {
+                    seen.push(holder.pid);
+                    if let Some(waiting) =
+                        self.waiting_then(lock.key.host, holder.pid, at, depth, seen)
+                    {
+                        text += &format!(", itself waiting for {waiting}");
+                    }
+                }
+                named.push(text);
+            }
+        }
+        (!named.is_empty()).then(|| format!("held by {}", named.join(" and ")))
+    }
+
+    /// The lock `pid` was waiting for at `at`, and who held it.
+    fn waiting_then(
+        &self,
+        host: Name,
+        pid: u32,
+        at: Nanos,
+        depth: usize,
+        seen: &mut Vec<u32>,
+    ) -> Option<String> {
+        let (lock, _) = self
+            .waits_by_process
+            .get(&(host, pid))?
+            .iter()
+            .map(|&(lock, wait)| (&self.locks[lock], &self.locks[lock].waits[wait]))
+            .find(|(_, wait)| wait.since <= at && wait.until().is_none_or(|until| until > at))?;
+        let mut text = self.file(lock);
+        if let Some(held) = self.held_by(lock, at, depth + 1, seen) {
+            text += &format!(", {held}");
+        }
+        Some(text)
     }
 
     /// Who held which POSIX locks at `at`, by process and mode, as the kernel merges them.
@@ -1172,6 +1262,12 @@ fn held_at(lock: &Lock, at: Nanos) -> Vec<(Actor, Mode, Vec<ByteRange>)> {
 }
 
 /// `write lock`, `read lock`.
+/// Whether a hold was held at `at` (one taken before the logs, from their start).
+fn held_then(hold: &Hold, at: Nanos) -> bool {
+    let since = hold.acquired.or(hold.found_held);
+    since.is_none_or(|since| since <= at) && hold.release.is_none_or(|release| release.at > at)
+}
+
 fn lock_mode(mode: Mode) -> Option<&'static str> {
     match mode {
         Mode::Read => Some("read lock"),

@@ -111,8 +111,8 @@ fn tells_who_held_an_orphan_and_for_how_long() {
     let expected = "\
 /var/lock/job.lock: flock, whole file (dev 254:0, inode 77)
   2026-11-27T03:00:01.000Z  pid 812 (orchestrator) took a write lock
-  2026-11-27T03:00:05.000Z  pid 900 (cron) queued for the lock
-  2026-11-27T03:00:06.000Z  pid 901 (flock) was refused the lock (EAGAIN)
+  2026-11-27T03:00:05.000Z  pid 900 (cron) queued for the lock, held by pid 812 (orchestrator)
+  2026-11-27T03:00:06.000Z  pid 901 (flock) was refused the lock (EAGAIN), held by pid 812 (orchestrator)
   2026-11-27T03:00:09.000Z  pid 812 exited; the lock survived in pid 840 (sleep) for 30m 1s
   2026-11-27T03:30:10.000Z  released when pid 840 (sleep) exited, 30m 1s after its taker exited; held 30m 9s
   2026-11-27T03:30:10.000Z  pid 900 (cron) took a write lock after waiting 30m 5s
@@ -625,6 +625,64 @@ fn blockers_and_deadlock_lines_are_read_without_complaint() {
     assert_eq!(source.lines, 5);
     assert_eq!((source.unreadable, source.unknown_events), (0, 0));
     assert!(text.contains("pid 20 (sync) queued for the lock"), "{text}");
+}
+
+#[test]
+fn a_wait_chain_is_told_down_to_the_orphan_at_its_end() {
+    let logs = Logs::new("chain");
+    let frontend = json!({"path": "/var/lib/dpkg/lock-frontend"});
+    let cache = json!({"path": "/var/cache/apt/archives/lock"});
+    let text = [
+        // update.sh takes lock-frontend and leaves it to its child python3.
+        lock_line("acquire", 1, 640, "update.sh", 30, frontend.clone()),
+        json!({"event": "exit", "ts": ts(2), "pid": 640, "comm": "update.sh", "locks": 1})
+            .to_string()
+            + "
+",
+        lock_line(
+            "orphan",
+            3,
+            640,
+            "update.sh",
+            30,
+            json!({
+                "taker_exit": ts(2), "holders": [{"pid": 812, "comm": "python3", "fd": 3}],
+                "path": "/var/lib/dpkg/lock-frontend",
+            }),
+        ),
+        // apt holds the archive lock and waits for lock-frontend; apt-get waits for apt.
+        lock_line("acquire", 4, 700, "apt", 31, cache.clone()),
+        lock_line("wait", 5, 700, "apt", 30, frontend.clone()),
+        lock_line("wait", 6, 900, "apt-get", 31, cache.clone()),
+        lock_line("fail", 7, 901, "apt-get", 30, json!({"errno": "EAGAIN"})),
+        lock_line("fail", 1866, 900, "apt-get", 31, json!({"errno": "EINTR"})),
+    ]
+    .concat();
+    let log = logs.write("trace.log", text.as_bytes());
+    let (text, _) = report(&[&log]).unwrap();
+    assert!(
+        text.contains(
+            "pid 900 (apt-get) queued for the lock, held by pid 700 (apt), itself waiting for \
+             /var/lib/dpkg/lock-frontend, held by pid 812 (python3), an orphan of pid 640 \
+             (update.sh)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "pid 700 (apt) queued for the lock, held by pid 812 (python3), an orphan of pid 640 \
+             (update.sh)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "pid 901 (apt-get) was refused the lock (EAGAIN), held by pid 812 (python3), an \
+             orphan of pid 640 (update.sh)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("gave up after waiting 31m (EINTR)"), "{text}");
 }
 
 /// The orphan story on a host (`host` on every line).

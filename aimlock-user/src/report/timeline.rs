@@ -335,6 +335,7 @@ impl Lock {
             | EventKind::Stop
             | EventKind::Exit
             | EventKind::Deadlock
+            | EventKind::Inherit
             | EventKind::Unknown => {}
         }
     }

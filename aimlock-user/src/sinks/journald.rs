@@ -10,7 +10,9 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::{Failures, text::text_line};
-use crate::events::{Blocker, DeadlockStep, EventKind, EventLine, ProcRef, write_array};
+use crate::events::{
+    Blocker, DeadlockStep, EventKind, EventLine, LineageStep, ProcRef, write_array,
+};
 
 /// syslog(3) priorities, as journald's PRIORITY field takes them.
 const WARNING: u8 = 4;
@@ -56,11 +58,15 @@ impl JournaldSink {
 /// (but `host`: the journal records `_HOSTNAME` itself) as a field of its own, so that the
 /// journal holds the whole log (`journalctl -o json` gives every value as a string). A few
 /// fields are also given in forms made for `journalctl FIELD=VALUE` matches (HOLDER_PIDS,
-/// LOCK_BY_PID, LOCK_BY_COMM, BLOCKER_PIDS, DEADLOCK_PIDS).
+/// LOCK_BY_PID, LOCK_BY_COMM, BLOCKER_PIDS, DEADLOCK_PIDS, LINEAGE_PIDS, LOCK_FROM_PID).
+/// Orphans, deadlocks and inheritances (a lock's description reaching another process, the
+/// start of a ghost) are warnings.
 fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     let kind = event.event.unwrap_or(EventKind::Unknown);
-    let warn = matches!(kind, EventKind::Orphan | EventKind::Deadlock)
-        || (kind == EventKind::Stop && event.lost.is_some_and(|lost| lost > 0));
+    let warn = matches!(
+        kind,
+        EventKind::Orphan | EventKind::Deadlock | EventKind::Inherit
+    ) || (kind == EventKind::Stop && event.lost.is_some_and(|lost| lost > 0));
     field(out, "MESSAGE", text);
     number(
         out,
@@ -134,6 +140,20 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
         write_array(&mut json, cycle, DeadlockStep::write_json);
         field(out, "LOCK_CYCLE", &json);
     }
+    if let Some(lineage) = &event.lineage {
+        let pids = lineage.iter().map(|step| step.pid);
+        field(out, "LINEAGE_PIDS", pid_list(pids).as_bytes());
+        let mut json = Vec::new();
+        write_array(&mut json, lineage, LineageStep::write_json);
+        field(out, "LOCK_LINEAGE", &json);
+    }
+    if let Some(from) = &event.from {
+        number(out, "LOCK_FROM_PID", u64::from(from.pid));
+        let mut json = Vec::new();
+        from.write_json(&mut json);
+        field(out, "LOCK_FROM", &json);
+    }
+    optional(out, "LOCK_VIA", event.via.map(|via| via.name()));
     optional_number(out, "AIMLOCK_LOST", event.lost);
     optional_number(out, "AIMLOCK_RECORDS", event.records);
     optional_number(out, "AIMLOCK_EVENTS", event.events);
@@ -224,6 +244,9 @@ pub const LINE_FIELDS: &[LineField] = &[
     line_field("LOCK_BY", "by", Form::Json),
     line_field("LOCK_BLOCKERS", "blockers", Form::Json),
     line_field("LOCK_CYCLE", "cycle", Form::Json),
+    line_field("LOCK_LINEAGE", "lineage", Form::Json),
+    line_field("LOCK_FROM", "from", Form::Json),
+    line_field("LOCK_VIA", "via", Form::Text),
     line_field("AIMLOCK_LOST", "lost", Form::Number),
     line_field("AIMLOCK_RECORDS", "records", Form::Number),
     line_field("AIMLOCK_EVENTS", "events", Form::Number),
@@ -338,6 +361,8 @@ mod tests {
             "LOCK_BY_COMM",
             "BLOCKER_PIDS",
             "DEADLOCK_PIDS",
+            "LINEAGE_PIDS",
+            "LOCK_FROM_PID",
         ];
         let fields: Vec<String> = keys(&entry)
             .into_iter()

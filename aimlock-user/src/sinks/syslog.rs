@@ -49,7 +49,10 @@ impl SyslogSink {
     /// Sends `line` (the event in --format, newline-terminated) as one message.
     pub fn write(&mut self, event: &EventLine, line: &[u8]) {
         let kind = event.event.unwrap_or(EventKind::Unknown);
-        let priority = if matches!(kind, EventKind::Orphan | EventKind::Deadlock) {
+        let priority = if matches!(
+            kind,
+            EventKind::Orphan | EventKind::Deadlock | EventKind::Inherit
+        ) {
             DAEMON_WARNING
         } else {
             DAEMON_INFO

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::events::{Blocker, DeadlockStep, EventKind, EventLine, LockRef, ProcRef};
+use crate::events::{Blocker, DeadlockStep, EventKind, EventLine, LineageStep, LockRef, ProcRef};
 
 pub fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
     let kind = event.event.unwrap_or(EventKind::Unknown);
@@ -74,6 +74,15 @@ pub fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
     if let Some(cycle) = &event.cycle {
         words.push(format!("cycle={}", cycle_text(cycle)));
     }
+    if let Some(lineage) = &event.lineage {
+        words.push(format!("lineage={}", lineage_text(lineage)));
+    }
+    if let Some(from) = &event.from {
+        words.push(format!("from={}", proc_list(std::slice::from_ref(from))));
+    }
+    if let Some(via) = event.via {
+        words.push(format!("via={}", via.name()));
+    }
     if let Some(lost) = event.lost {
         words.push(format!("lost={lost}"));
     }
@@ -83,7 +92,7 @@ pub fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
     let highlight = colour
         && matches!(
             kind,
-            EventKind::Orphan | EventKind::OrphanEnd | EventKind::Deadlock
+            EventKind::Orphan | EventKind::OrphanEnd | EventKind::Deadlock | EventKind::Inherit
         );
     if highlight {
         out.extend_from_slice(b"\x1b[1;31m");
@@ -109,6 +118,25 @@ fn blocker_list(blockers: &[Blocker]) -> String {
                 ""
             };
             format!("{}({}{orphan})", blocker.pid, blocker.comm)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `fork:101(flock),exec:101(sh),fork:102(sh),exec:102(sleep)`: how each holder came to hold
+/// the lock, from its taker on; `unknown:812(python3,before_start)` when not seen.
+fn lineage_text(lineage: &[LineageStep]) -> String {
+    lineage
+        .iter()
+        .map(|step| match step.why {
+            Some(why) => format!(
+                "{}:{}({},{})",
+                step.via.name(),
+                step.pid,
+                step.comm,
+                why.name()
+            ),
+            None => format!("{}:{}({})", step.via.name(), step.pid, step.comm),
         })
         .collect::<Vec<_>>()
         .join(",")
