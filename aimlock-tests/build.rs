@@ -1,5 +1,5 @@
 //! Builds the kernel programs (aimlock-ebpf) for bpfel-unknown-none with the nightly toolchain
-//! and bpf-linker, leaving the object in OUT_DIR for hookfloor's `include_bytes_aligned!`.
+//! and bpf-linker, leaving the objects in OUT_DIR; hookfloor embeds the `hookfloor` one.
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 

@@ -8,7 +8,6 @@
 #![no_std]
 #![no_main]
 
-mod floor;
 use aimlock_common::{
     ABSENT, CLONE_THREAD, Config, FileName, InodeKey, MAX_FILTER_ENTRIES, MAX_HOLDERS, NAME_LEN,
     PASSED_FDS, PAYLOAD_LEN, PassedFds, Record, SCM_RIGHTS, SOL_SOCKET, Source, btf_payload,

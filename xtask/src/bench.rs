@@ -14,19 +14,18 @@ mod churn;
 pub mod common;
 mod kernel_table;
 mod lineage;
+mod locks;
 mod memory;
 mod overhead;
 mod perf_stat;
 pub mod rate;
+mod report;
 
 use std::{fmt::Write as _, fs, path::PathBuf, time::Instant};
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result};
 
-use crate::{
-    Step, aimlock_binary, bench_locks::bench_locks, bench_report::bench_report, build, cargo,
-    run_step, setup, workspace_root,
-};
+use crate::{Step, aimlock_binary, build, cargo, run_step, setup, workspace_root};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Section {
@@ -106,11 +105,11 @@ pub fn bench(options: &Options) -> Result<()> {
     }
     if selected(Section::Locks) {
         println!("==> bench: aimlock locks against lslocks");
-        outcomes.push(locks_outcome(&tools, runs)?);
+        outcomes.push(locks::locks_against_lslocks(&tools, runs)?);
     }
     if selected(Section::Report) {
         println!("==> bench: aimlock report against jq");
-        outcomes.push(report_outcome(&tools, runs)?);
+        outcomes.push(report::report_against_jq(&tools, runs)?);
     }
     if selected(Section::Memory) {
         println!("==> bench: peak memory with 100,000 held locks");
@@ -234,48 +233,4 @@ fn document(
         }
     }
     Ok(out)
-}
-
-fn locks_outcome(tools: &Tools, runs: usize) -> Result<Outcome> {
-    let markdown = bench_locks(&tools.aimlock, &tools.lockwork, runs)?;
-    // bench_locks states "`aimlock locks` takes R x the time of `lslocks`".
-    let ratio = number_between(&markdown, "`aimlock locks` takes ", "x the time")?;
-    let met = ratio < 1.0;
-    Ok(Outcome {
-        goals: vec![Goal {
-            goal: "`aimlock locks` faster than `lslocks` (10,000 locks, 500 processes)".into(),
-            figure: format!("{ratio:.2}x the time of lslocks (median)"),
-            met,
-            why: (!met).then(|| {
-                "`aimlock locks` reads every `/proc/PID/fdinfo/FD` of every process and tells \
-                 open file descriptions apart with kcmp, where lslocks reads /proc/locks and \
-                 one fdinfo per lock; see the section above for the figures"
-                    .into()
-            }),
-        }],
-        markdown: format!("## 3. {}", markdown.trim_start_matches("## ")),
-    })
-}
-
-fn report_outcome(tools: &Tools, runs: usize) -> Result<Outcome> {
-    let outcome = bench_report(&tools.aimlock, runs, &tools.scratch)?;
-    Ok(Outcome {
-        markdown: format!("## 4. {}", outcome.markdown.trim_start_matches("## ")),
-        goals: outcome.goals,
-    })
-}
-
-/// The number in `text` between `before` and `after`.
-fn number_between(text: &str, before: &str, after: &str) -> Result<f64> {
-    let start = text
-        .find(before)
-        .map(|at| at + before.len())
-        .ok_or_else(|| anyhow!("no {before:?} in the section"))?;
-    let end = text[start..]
-        .find(after)
-        .ok_or_else(|| anyhow!("no {after:?} in the section"))?;
-    text[start..start + end]
-        .trim()
-        .parse()
-        .with_context(|| format!("read the figure after {before:?}"))
 }

@@ -2,8 +2,6 @@
 
 mod arch;
 mod bench;
-mod bench_locks;
-mod bench_report;
 mod dist;
 mod setup;
 mod vm;

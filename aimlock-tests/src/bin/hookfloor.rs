@@ -34,7 +34,7 @@ fn main() -> Result<()> {
 
     let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
         env!("OUT_DIR"),
-        "/aimlock"
+        "/hookfloor"
     )))
     .context("load the eBPF object")?;
     match kind.as_str() {

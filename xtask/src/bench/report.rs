@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use flate2::{Compression, read::MultiGzDecoder, write::GzEncoder};
 
-use crate::bench::{Goal, Outcome, common::Stats, rate::load_average};
+use crate::bench::{Goal, Outcome, Tools, common::Stats, rate::load_average};
 
 const LOG_BYTES: u64 = 1 << 30;
 const BIG_LOG_BYTES: u64 = 4 << 30;
@@ -142,7 +142,8 @@ struct Measured {
 }
 
 /// Writes the logs, times every query and returns the section with its goals.
-pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outcome> {
+pub fn report_against_jq(tools: &Tools, runs: usize) -> Result<Outcome> {
+    let (aimlock, scratch) = (tools.aimlock.as_path(), tools.scratch.as_path());
     let runs = runs.max(MIN_RUNS);
     ensure!(
         aimlock.exists(),
@@ -242,7 +243,10 @@ pub fn bench_report(aimlock: &Path, runs: usize, scratch: &Path) -> Result<Outco
     let mb = |bytes: u64, seconds: f64| bytes as f64 / 1e6 / seconds;
     let mib = |kib: u64| kib as f64 / 1024.0;
     let mut out = String::new();
-    writeln!(out, "## aimlock report: every query on a large fleet log")?;
+    writeln!(
+        out,
+        "## 4. aimlock report: every query on a large fleet log"
+    )?;
     writeln!(out)?;
     writeln!(
         out,
