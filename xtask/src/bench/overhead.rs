@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result, anyhow, ensure};
 
 use super::{
     Goal, Outcome, Tools,
-    common::{Background, Stats, StopLine, cpu_seconds},
+    common::{Background, ContenderRow, Stats, StopLine, contender_table, cpu_seconds},
 };
 
 const FAMILIES: [&str; 3] = ["flock", "posix", "ofd"];
@@ -447,31 +447,22 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
             family.name, family.pairs
         )?;
         writeln!(out)?;
-        writeln!(
-            out,
-            "| contender | ns per pair, median | min - max | x bare | x floor (tp_btf) | \
-             tracer CPU per loop second |"
+        contender_table(
+            &mut out,
+            "ns per pair",
+            " (tp_btf)",
+            0,
+            CONTENDERS
+                .iter()
+                .enumerate()
+                .map(|(index, contender)| ContenderRow {
+                    name: contender.name(),
+                    values: &family.ns_per_pair[index],
+                    vs_bare: &family.vs_bare[index],
+                    vs_floor: &family.vs_floor[index],
+                    tracer_cpu: &family.tracer_cpu[index],
+                }),
         )?;
-        writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
-        for (index, contender) in CONTENDERS.iter().enumerate() {
-            let ns = Stats::of(&family.ns_per_pair[index]);
-            let cpu = &family.tracer_cpu[index];
-            let cpu = if cpu.is_empty() {
-                "-".to_owned()
-            } else {
-                format!("{:.2}", Stats::of(cpu).median)
-            };
-            writeln!(
-                out,
-                "| {} | {:.0} | {:.0} - {:.0} | {:.2} | {:.2} | {cpu} |",
-                contender.name(),
-                ns.median,
-                ns.min,
-                ns.max,
-                Stats::of(&family.vs_bare[index]).median,
-                Stats::of(&family.vs_floor[index]).median,
-            )?;
-        }
         writeln!(out)?;
         let lost: Vec<u64> = family
             .aimlock
