@@ -91,11 +91,14 @@ fn inode_reuses(events: &[Value], jobs: &HashMap<u64, String>) -> usize {
 }
 
 /// tmpfs (a VM's /tmp) never hands an inode number out again; ext4 and xfs do at once.
+fn reuses_numbers(dir: &TempDir) -> bool {
+    nix::sys::statfs::statfs(dir.path())
+        .is_ok_and(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC)
+}
+
 fn assert_numbers_were_reused(dir: &TempDir, reused: usize) {
-    let reuses_numbers = nix::sys::statfs::statfs(dir.path())
-        .is_ok_and(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC);
     assert!(
-        reused > 0 || !reuses_numbers,
+        reused > 0 || !reuses_numbers(dir),
         "the kernel reused no inode number: the test proves nothing"
     );
 }
@@ -296,6 +299,96 @@ fn a_path_filter_lets_in_no_later_file_that_could_reuse_the_inode_number() {
         "the filter let in files the operator did not name: {foreign:#?}"
     );
     assert_eq!(of_kind(&on_inode(&events, ino), "acquire").len(), 1);
+}
+
+#[test]
+fn a_path_filter_follows_a_file_re_created_at_the_path_and_no_file_that_reuses_a_number() {
+    let dir = TempDir::new("paths-recreated");
+    let file = dir.file("job.lock");
+    let path = file.display().to_string();
+    let first = inode(&file);
+    let tracer = Tracer::start(&["--path", &path]);
+    let mut holder =
+        Workload::start(&[&format!("open:{path}"), "flock:ex", "wait-stdin", "exit:0"]);
+    tracer.wait_for("the first file's acquire", SETTLE, |e| {
+        e["event"] == "acquire" && e["ino"] == first
+    });
+    // Deleted while locked, and another file created at its path (another inode: the first is
+    // still open), as a job runner re-creates its lock file.
+    std::fs::remove_file(&file).expect("delete the first file");
+    std::fs::write(&file, b"").expect("create the second file");
+    let second = inode(&file);
+    assert_ne!(second, first);
+    // Followed within a second: a job that locks the file at the path then shows.
+    let lock_at_path = || {
+        let status = Command::new(lockwork_bin())
+            .args([&format!("open:{path}"), "flock:ex", "exit:0"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run lockwork");
+        assert!(status.success());
+    };
+    let acquire = eventually("an acquire on the re-created file", SETTLE, || {
+        lock_at_path();
+        of_kind(&tracer.events(), "acquire")
+            .into_iter()
+            .find(|e| e["ino"] == second)
+            .cloned()
+    });
+    assert_eq!(acquire["path"], path, "{acquire}");
+    assert!(acquire.get("deleted").is_none(), "{acquire}");
+
+    // The first file stays traced while locked: its release shows, as deleted.
+    holder.proceed();
+    holder.finish();
+    let release = tracer.wait_for("the first file's release", SETTLE, |e| {
+        e["event"] == "release" && e["ino"] == first
+    });
+    assert_eq!(release["path"], path, "{release}");
+    assert_eq!(release["deleted"], true, "{release}");
+
+    // Then the tracer lets it go, and its inode number may go to a new file elsewhere, which
+    // is not the file the operator named and must not show.
+    if reuses_numbers(&dir) {
+        let mut tries = 0;
+        let reused = eventually(
+            "a new file with the first file's inode number",
+            SETTLE,
+            || {
+                tries += 1;
+                let other = dir.path().join(format!("other-{tries}"));
+                std::fs::write(&other, b"").expect("create a file");
+                if inode(&other) == first {
+                    return Some(other);
+                }
+                std::fs::remove_file(&other).expect("delete it");
+                None
+            },
+        );
+        let work = Workload::start(&[&format!("open:{}", reused.display()), "flock:ex", "exit:0"]);
+        let other_pid = u64::from(work.pid());
+        work.finish();
+        // A lock at the path after it, so that the tracer has read past the other file's.
+        let last = tracer.events().len();
+        eventually("a later acquire at the path", SETTLE, || {
+            lock_at_path();
+            tracer.events()[last..]
+                .iter()
+                .any(|e| e["event"] == "acquire" && e["ino"] == second)
+                .then_some(())
+        });
+        let events = tracer.stop();
+        let foreign: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["pid"] == other_pid || e["path"] == reused.display().to_string())
+            .collect();
+        assert!(
+            foreign.is_empty(),
+            "a file the operator did not name showed: {foreign:#?}"
+        );
+    } else {
+        tracer.stop();
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod decode;
 mod enrich;
 mod events;
 mod file_paths;
+mod followed_paths;
 mod kernel_views;
 mod loader;
 mod lock_table;
