@@ -404,7 +404,31 @@ fn a_lock_in_a_containers_mount_namespace_is_named_as_the_container_sees_it_and_
     let host_path = host_file.display().to_string();
     // Inside the namespace the host's directory is mounted where the host has an empty one.
     let container_path = container_dir.join("job.lock").display().to_string();
-    let tracer = Tracer::start(&["--path", &host_path]);
+    // A host process's lock on a host path, for comparison.
+    let host_only = host_dir.join("host.lock");
+    std::fs::write(&host_only, b"").expect("create the host's file");
+    let host_only_ino = inode(&host_only);
+    let tracer = Tracer::start(&[
+        "--path",
+        &host_path,
+        "--path",
+        &host_only.display().to_string(),
+    ]);
+    let host_work = Workload::start(&[
+        &format!("open:{}", host_only.display()),
+        "flock:ex",
+        "exit:0",
+    ]);
+    host_work.finish();
+    let host_acquire = tracer.wait_for("the host process's acquire", SETTLE, |e| {
+        e["event"] == "acquire" && e["ino"] == host_only_ino
+    });
+    assert_eq!(
+        host_acquire["path"],
+        host_only.display().to_string(),
+        "{host_acquire}"
+    );
+    assert!(host_acquire.get("host_path").is_none(), "{host_acquire}");
     let mut work = Workload::start(&[
         &format!("mountns:{}:{}", host_dir.display(), container_dir.display()),
         &format!("open:{container_path}"),

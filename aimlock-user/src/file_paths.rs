@@ -18,7 +18,10 @@ use std::{
 use aimlock_common::{FileName, NAME_LEN};
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::procfs::{self, OpenPath};
+use crate::{
+    host_paths::HostPaths,
+    procfs::{self, OpenPath},
+};
 
 /// Files remembered at most; past this the cache starts again (a file is named again from its
 /// next record). Keeps memory flat however many files come and go.
@@ -115,6 +118,7 @@ pub struct FilePaths {
     fd_scans: HashMap<u32, FdScan>,
     /// The last file learnt, as its record named it: a burst on one file is learnt once.
     last: Option<Learnt>,
+    host_paths: HostPaths,
 }
 
 impl FilePaths {
@@ -156,7 +160,10 @@ impl FilePaths {
         }
         let known = match self.find_open(pid, key) {
             Some(open) => Known {
-                host_path: view.and_then(|_| procfs::host_path(pid, &open, key.dev, key.ino)),
+                host_path: view.and_then(|view| {
+                    self.host_paths
+                        .host_path(pid, view, &open, key.dev, key.ino)
+                }),
                 path: Ok(open.path),
                 deleted: open.deleted,
                 parent_ino: 0,
@@ -189,7 +196,9 @@ impl FilePaths {
         }
         let known = match self.find_open(pid, key) {
             Some(open) => Known {
-                host_path: procfs::host_path(pid, &open, key.dev, key.ino),
+                host_path: self
+                    .host_paths
+                    .host_path(pid, view, &open, key.dev, key.ino),
                 path: Ok(shown(open.path, name_of(&file.name))),
                 deleted: open.deleted,
                 parent_ino: file.parent_ino,
