@@ -9,6 +9,7 @@ use std::{
 
 use aimlock_tests::{
     TempDir, Tracer, Workload, eventually, inode, lock_table, lockwork_bin, of_kind, on_inode,
+    run_aimlock,
 };
 use serde_json::Value;
 
@@ -449,6 +450,19 @@ fn a_lock_in_a_containers_mount_namespace_is_named_as_the_container_sees_it_and_
         assert_eq!(table[0]["path"], container_path, "{table:#?}");
         assert_eq!(table[0]["host_path"], host_path, "{table:#?}");
     }
+    // The text table puts the host's path beside the container's.
+    let text = run_aimlock(&["locks", "--raw", "--path", &container_path]);
+    assert!(text.status.success(), "{text:?}");
+    let text = String::from_utf8_lossy(&text.stdout);
+    let mut rows = text.lines();
+    let headings: Vec<&str> = rows.next().unwrap_or_default().split(' ').collect();
+    let row: Vec<&str> = rows.next().unwrap_or_default().split(' ').collect();
+    let cell = |name: &str| {
+        let column = headings.iter().position(|&h| h == name);
+        column.and_then(|column| row.get(column).copied())
+    };
+    assert_eq!(cell("PATH"), Some(container_path.as_str()), "{text}");
+    assert_eq!(cell("HOSTPATH"), Some(host_path.as_str()), "{text}");
 
     work.proceed();
     work.finish();
