@@ -415,15 +415,18 @@ fn a_lock_in_a_containers_mount_namespace_is_named_as_the_container_sees_it_and_
         "--path",
         &host_only.display().to_string(),
     ]);
-    let host_work = Workload::start(&[
+    // Held until its acquire is seen: named while its process runs.
+    let mut host_work = Workload::start(&[
         &format!("open:{}", host_only.display()),
         "flock:ex",
+        "wait-stdin",
         "exit:0",
     ]);
-    host_work.finish();
     let host_acquire = tracer.wait_for("the host process's acquire", SETTLE, |e| {
         e["event"] == "acquire" && e["ino"] == host_only_ino
     });
+    host_work.proceed();
+    host_work.finish();
     assert_eq!(
         host_acquire["path"],
         host_only.display().to_string(),
