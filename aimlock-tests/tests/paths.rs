@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -19,22 +20,38 @@ const CHURNED: usize = 2000;
 
 /// Job runners create a lock file, lock it and delete it: `CHURNED` such jobs, each its own
 /// short-lived process, under a tracer started with `options`. Returns the tracer's events and
-/// each job's own file by pid.
-fn churn(dir: &TempDir, options: &[&str]) -> (Vec<Value>, HashMap<u64, String>) {
+/// each job's own file by pid, as the jobs name it. With `container`, the jobs run in a mount
+/// namespace of their own where `dir` is mounted on `container`, and name their files there.
+fn churn(
+    dir: &TempDir,
+    options: &[&str],
+    container: Option<&Path>,
+) -> (Vec<Value>, HashMap<u64, String>) {
+    let files = container.unwrap_or(dir.path());
+    let enter =
+        container.map(|inside| format!("mountns:{}:{}", dir.path().display(), inside.display()));
+    let enter = enter.as_slice();
     // A copy of lockwork under its own name, so that --comm selects only this test's records.
     let churn = dir.path().join("lw-churn");
     std::fs::copy(lockwork_bin(), &churn).expect("copy lockwork");
     let tracer = Tracer::start(&[&["--comm", "lw-churn"], options].concat());
     // The directory becomes known through a process that shows one of its files; the jobs,
     // gone before the tracer reads their records, are named through it.
-    let first = dir.path().join("first");
+    let first = files.join("first");
     let mut shown = Workload::start_as(
         &churn,
         &[
-            &format!("open:{}", first.display()),
-            "flock:ex",
-            "wait-stdin",
-        ],
+            enter,
+            &[
+                format!("open:{}", first.display()),
+                "flock:ex".to_owned(),
+                "wait-stdin".to_owned(),
+            ],
+        ]
+        .concat()
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
     );
     tracer.wait_for("the first file's acquire", SETTLE, |e| {
         e["event"] == "acquire" && e["path"] == first.display().to_string()
@@ -43,7 +60,8 @@ fn churn(dir: &TempDir, options: &[&str]) -> (Vec<Value>, HashMap<u64, String>) 
     shown.finish();
     // The kernel hands each freed inode number to the next file.
     let output = Command::new(&churn)
-        .arg(format!("churn:{}:{CHURNED}:pids", dir.path().display()))
+        .args(enter)
+        .arg(format!("churn:{}:{CHURNED}:pids", files.display()))
         .output()
         .expect("run the jobs");
     assert!(output.status.success(), "{output:?}");
@@ -52,7 +70,7 @@ fn churn(dir: &TempDir, options: &[&str]) -> (Vec<Value>, HashMap<u64, String>) 
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter_map(|line| {
             let job = line["job"].as_u64()?;
-            let path = dir.path().join(format!("job-{job}"));
+            let path = files.join(format!("job-{job}"));
             Some((line["pid"].as_u64()?, path.display().to_string()))
         })
         .collect();
@@ -107,7 +125,7 @@ fn assert_numbers_were_reused(dir: &TempDir, reused: usize) {
 #[test]
 fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
     let dir = TempDir::new("paths-churn");
-    let (events, jobs) = churn(&dir, &[]);
+    let (events, jobs) = churn(&dir, &[], None);
     let reused = inode_reuses(&events, &jobs);
     let mut wrong = Vec::new();
     for event in job_lines(&events, &jobs) {
@@ -132,11 +150,39 @@ fn two_thousand_processes_locking_and_deleting_their_own_file_each_name_it() {
 }
 
 #[test]
+fn two_thousand_processes_in_a_containers_mount_namespace_each_name_their_own_file_both_ways() {
+    let dir = TempDir::new("paths-churn-mountns");
+    let mount_point = TempDir::new("paths-churn-mountpoint");
+    let (events, jobs) = churn(&dir, &[], Some(mount_point.path()));
+    let reused = inode_reuses(&events, &jobs);
+    let inside = mount_point.path().display().to_string();
+    let outside = dir.path().display().to_string();
+    let mut wrong = Vec::new();
+    for event in job_lines(&events, &jobs) {
+        let own = &jobs[&event["pid"].as_u64().unwrap()];
+        let on_host = own.replacen(&inside, &outside, 1);
+        let not_deleted = event["event"] == "release" && event["deleted"] != true;
+        if event["path"] != own.as_str() || event["host_path"] != on_host.as_str() || not_deleted {
+            wrong.push(event.clone());
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} lines name another file, miss the host's path or the deletion (inode numbers \
+         reused {reused} times), such as {:#?}",
+        wrong.len(),
+        2 * CHURNED,
+        &wrong[..wrong.len().min(3)]
+    );
+    assert_numbers_were_reused(&dir, reused);
+}
+
+#[test]
 fn without_btf_a_short_lived_processs_file_is_named_right_or_not_at_all() {
     let dir = TempDir::new("paths-churn-classic");
     // Classic tracepoints give neither the file's name nor its generation: the path can only
     // come from the locking process's fds, and a job may be gone before they are read.
-    let (events, jobs) = churn(&dir, &["--classic-lock-hooks"]);
+    let (events, jobs) = churn(&dir, &["--classic-lock-hooks"], None);
     let reused = inode_reuses(&events, &jobs);
     let lines = job_lines(&events, &jobs);
     let wrong: Vec<&&Value> = lines
