@@ -8,7 +8,8 @@
 //! a rename shows at the next one. Where the kernel does not name the file (classic
 //! tracepoints), the path is looked up in the locking process's fds, and only that process's
 //! lines use it. A process that sees other mounts (a container) gets its own view of the path,
-//! with the host's beside it.
+//! with the host's beside it; a directory learnt so names that container's later files, and is
+//! checked through its path here.
 
 use std::{
     os::unix::fs::MetadataExt as _,
