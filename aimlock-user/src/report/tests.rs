@@ -989,3 +989,40 @@ fn logs_parsed_in_pieces_report_what_one_piece_reports() {
         .collect();
     assert_eq!(generations, [(3, 2), (4, 1)], "{json}");
 }
+
+#[test]
+fn a_containers_file_is_named_as_the_container_saw_it_and_as_the_host_does() {
+    let logs = Logs::new("host-path");
+    let seen = json!({"path": "/data/job.lock", "host_path": "/srv/c1/data/job.lock"});
+    let log = [
+        lock_line("acquire", 1, 812, "job", 31, seen.clone()),
+        // A line without the host's path (the process gone before it was looked up) is the
+        // same path, not another.
+        lock_line(
+            "release",
+            2,
+            812,
+            "job",
+            31,
+            json!({"path": "/data/job.lock", "held_ns": 1_000_000_000u64, "reason": "exit"}),
+        ),
+    ]
+    .concat();
+    let log = logs.write("trace.log", log.as_bytes());
+    for wanted in ["/data/job.lock", "/srv/c1/**"] {
+        let (text, _) = report(&[&log, "--path", wanted]).unwrap();
+        assert!(
+            text.contains("/data/job.lock (host: /srv/c1/data/job.lock)")
+                && !text.contains("(also"),
+            "--path {wanted}: {text}"
+        );
+    }
+    let (json, _) = report(&["--json", &log]).unwrap();
+    let locks = json_locks(&json);
+    assert_eq!(locks.len(), 1, "{json}");
+    assert_eq!(locks[0]["paths"], json!(["/data/job.lock"]));
+    assert_eq!(
+        locks[0]["host_paths"],
+        json!({"/data/job.lock": "/srv/c1/data/job.lock"})
+    );
+}
