@@ -57,6 +57,12 @@ enum Task {
         /// that a failure inside a VM fails vm-test.
         #[arg(long)]
         fail_inside: bool,
+        /// Run only this integration test binary (repeatable), e.g. `break_lock`.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Run the chosen test binaries this many times in each boot (to catch a rare hang).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
     },
     /// Setup, build, then the benchmarks: aimlock against the floor and the tools operators
     /// would use instead; writes docs/bench.md and checks the figures against the goals.
@@ -85,10 +91,14 @@ fn main() -> ExitCode {
             arch,
             kernels,
             fail_inside,
+            only,
+            repeat,
         } => vm::vm_test(&vm::Options {
             arch,
             kernels,
             fail_inside,
+            only,
+            repeat,
         }),
         Task::Bench { runs, only } => bench::bench(&bench::Options { runs, only }),
     };
@@ -247,11 +257,15 @@ fn test() -> Result<()> {
         arch: arch::Arch::X86_64,
         kernels: X86_64_CI_KERNELS.iter().map(|k| k.to_string()).collect(),
         fail_inside: false,
+        only: Vec::new(),
+        repeat: 1,
     })?;
     vm::matrix(&vm::Options {
         arch: arch::Arch::Arm64,
         kernels: ARM64_CI_KERNELS.iter().map(|k| k.to_string()).collect(),
         fail_inside: false,
+        only: Vec::new(),
+        repeat: 1,
     })
 }
 
