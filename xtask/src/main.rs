@@ -63,6 +63,10 @@ enum Task {
         /// Run the chosen test binaries this many times in each boot (to catch a rare hang).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         repeat: u32,
+        /// Seconds a test binary may run in the VM before a watchdog shows what its processes
+        /// are doing (state, system call, kernel stack) on the console and kills them.
+        #[arg(long, default_value_t = vm::BINARY_DEADLINE_SECS, value_parser = clap::value_parser!(u32).range(1..))]
+        binary_deadline: u32,
     },
     /// Setup, build, then the benchmarks: aimlock against the floor and the tools operators
     /// would use instead; writes docs/bench.md and checks the figures against the goals.
@@ -93,12 +97,14 @@ fn main() -> ExitCode {
             fail_inside,
             only,
             repeat,
+            binary_deadline,
         } => vm::vm_test(&vm::Options {
             arch,
             kernels,
             fail_inside,
             only,
             repeat,
+            binary_deadline,
         }),
         Task::Bench { runs, only } => bench::bench(&bench::Options { runs, only }),
     };
@@ -259,6 +265,7 @@ fn test() -> Result<()> {
         fail_inside: false,
         only: Vec::new(),
         repeat: 1,
+        binary_deadline: vm::BINARY_DEADLINE_SECS,
     })?;
     vm::matrix(&vm::Options {
         arch: arch::Arch::Arm64,
@@ -266,6 +273,7 @@ fn test() -> Result<()> {
         fail_inside: false,
         only: Vec::new(),
         repeat: 1,
+        binary_deadline: vm::BINARY_DEADLINE_SECS,
     })
 }
 

@@ -133,6 +133,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// How many times the VM runs the chosen binaries in one boot (`--repeat`).
     pub repeat: u32,
+    /// Seconds a test binary may run before the watchdog takes it for hung (`--binary-deadline`).
+    pub binary_deadline: u32,
 }
 
 /// `cargo xtask vm-test`: setup, the release (`cargo xtask dist`), then the kernel matrix.
@@ -740,16 +742,16 @@ fn shared_libraries<'a>(binaries: impl Iterator<Item = &'a Path>) -> Result<BTre
     Ok(libraries)
 }
 
-/// How long one test binary may run in the VM before its watchdog shows what its processes are
-/// doing and kills them: the slowest binary takes about a minute under arm64 emulation, and a
-/// hang must fail that binary with evidence rather than run into [`SUITE_TIMEOUT`] silently.
-const BINARY_DEADLINE_SECS: u32 = 300;
+/// How long one test binary may run in the VM, by default, before its watchdog shows what its
+/// processes are doing and kills them: the slowest binary takes 70 s under arm64 emulation,
+/// and a hang must fail that binary with evidence rather than run into [`SUITE_TIMEOUT`].
+pub const BINARY_DEADLINE_SECS: u32 = 300;
 
 /// The VM's /init: mounts what the tracer and the tests need, runs every test binary, prints
 /// the verdict and powers off. Tests run one at a time: emulation is slow enough that
 /// concurrent tests stretch the tracer's start-up and the workloads' timing beyond what the
 /// tests allow (the host run covers concurrency). Each binary runs in a session of its own
-/// under a watchdog: past [`BINARY_DEADLINE_SECS`] it prints every user task's state, wait
+/// under a watchdog: past its deadline ([`BINARY_DEADLINE_SECS`] by default) it prints every user task's state, wait
 /// channel, system call and kernel stack (twice, to tell a spin from a sleep), then kills the
 /// session, and the binary fails.
 fn init_script(suite: &Suite, options: &Options) -> String {
@@ -758,6 +760,7 @@ fn init_script(suite: &Suite, options: &Options) -> String {
     } else {
         VM_AIMLOCK
     };
+    let deadline = options.binary_deadline;
     let mut script = format!(
         r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /sbin /usr/bin /usr/sbin
@@ -791,7 +794,7 @@ show_tasks() {{
     done
 }}
 hung() {{
-    echo "vm init: $1 still running after {BINARY_DEADLINE_SECS} s; its tasks, twice 2 s apart:"
+    echo "vm init: $1 still running after {deadline} s; its tasks, twice 2 s apart:"
     show_tasks
     sleep 2
     show_tasks
@@ -804,7 +807,7 @@ run_binary() {{
     echo "vm init: running $name"
     setsid "$@" &
     pid=$!
-    ( sleep {BINARY_DEADLINE_SECS}; hung "$name" $pid ) &
+    ( sleep {deadline}; hung "$name" $pid ) &
     watchdog=$!
     wait $pid || verdict=fail
     kill $watchdog 2>/dev/null
