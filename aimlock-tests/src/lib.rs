@@ -803,3 +803,28 @@ pub fn proc_start_time(pid: u32) -> Option<u64> {
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Some(ticks * (1_000_000_000 / per_second))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_past_its_deadline_fails_the_test_with_its_state_and_is_killed() {
+        let panic = std::panic::catch_unwind(|| {
+            output_within(Command::new("sleep").arg("30"), Duration::from_secs(1))
+        })
+        .expect_err("sleep 30 ended within 1 s");
+        let message = panic
+            .downcast_ref::<String>()
+            .expect("a formatted panic message");
+        assert!(message.contains("still running after 1 s"), "{message}");
+        assert!(message.contains("(sleep): state S"), "{message}");
+        assert!(message.contains("syscall "), "{message}");
+        let pid: u32 = message
+            .split_once("(pid ")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .and_then(|(pid, _)| pid.parse().ok())
+            .expect("the message names the pid");
+        assert!(!alive(pid), "sleep still runs: {message}");
+    }
+}
