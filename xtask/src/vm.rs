@@ -753,7 +753,7 @@ pub const BINARY_DEADLINE_SECS: u32 = 300;
 /// tests allow (the host run covers concurrency). Each binary runs in a session of its own
 /// under a watchdog: past its deadline ([`BINARY_DEADLINE_SECS`] by default) it prints every user task's state, wait
 /// channel, system call and kernel stack (twice, to tell a spin from a sleep), then kills the
-/// session, and the binary fails.
+/// session, and the binary fails, even if it ends meanwhile.
 fn init_script(suite: &Suite, options: &Options) -> String {
     let aimlock = if options.fail_inside {
         "/aimlock/bin/missing-aimlock"
@@ -788,12 +788,16 @@ show_tasks() {{
     for task in /proc/[0-9]*/task/[0-9]*; do
         proc=${{task%/task/*}}
         [ -e "$proc/exe" ] || continue
-        echo "vm init: task ${{task#/proc/}} $(cat $task/comm) ticks $(cut -d' ' -f14,15 $task/stat)" \
-            "$(grep State: $task/status) wchan $(cat $task/wchan) syscall $(cat $task/syscall)"
+        echo "vm init: pid ${{proc#/proc/}} tid ${{task##*/}} ($(cat $task/comm))" \
+            "ticks $(cut -d' ' -f14,15 $task/stat) $(grep State: $task/status)" \
+            "wchan $(cat $task/wchan) syscall $(cat $task/syscall)"
         sed 's/^/vm init:     /' $task/stack
     done
 }}
+# The watchdog: marks the binary as past its deadline (it fails even if it ends meanwhile),
+# shows every task, then kills the binary's session.
 hung() {{
+    : > /tmp/vm-init-hung-$2
     echo "vm init: $1 still running after {deadline} s; its tasks, twice 2 s apart:"
     show_tasks
     sleep 2
@@ -811,6 +815,11 @@ run_binary() {{
     watchdog=$!
     wait $pid || verdict=fail
     kill $watchdog 2>/dev/null
+    if [ -e /tmp/vm-init-hung-$pid ]; then
+        echo "vm init: $name failed: it ran past its deadline of {deadline} s"
+        rm /tmp/vm-init-hung-$pid
+        verdict=fail
+    fi
 }}
 echo "{INIT_MARKER}"
 echo "{RELEASE_MARKER}$(uname -r)"
