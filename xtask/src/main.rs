@@ -282,9 +282,9 @@ fn test() -> Result<()> {
 /// just passed on it, natively and with the same static binary. `cargo xtask vm-test` boots it too.
 const X86_64_CI_KERNELS: &[&str] = &["5.10", "6.1", "6.12"];
 
-/// The arm64 kernels CI boots: both that Debian 12 ships. Emulated on x86_64 the suite takes 4
-/// to 6 minutes per kernel (6.1: 222 and 268 s; 6.12: 297 to 346 s), and CI with 6.1 alone took
-/// 23.5 minutes in all: with 6.12 it takes about 30, under its 40.
+/// The arm64 kernels CI boots: both that Debian 12 ships. Emulated on x86_64 the suite takes 3.5
+/// to 6 minutes per kernel (6.1: 208 to 268 s; 6.12: 249 to 346 s), and CI with 6.1 alone took
+/// 23.5 minutes in all: with 6.12 it takes 28 to 30, under its 40.
 const ARM64_CI_KERNELS: &[&str] = &["6.1", "6.12"];
 
 fn nix_is_root() -> bool {
