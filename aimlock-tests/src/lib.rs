@@ -8,7 +8,7 @@ use std::{
     io::{BufRead as _, BufReader},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{Arc, Condvar, Mutex},
     thread,
     time::{Duration, Instant},
@@ -225,7 +225,7 @@ impl Tracer {
     fn stop_in_place(&mut self, signal: nix::sys::signal::Signal) -> Vec<Value> {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
             .expect("signal the tracer");
-        let status = self.child.wait().expect("wait for the tracer");
+        let status = wait_within(&mut self.child, "aimlock trace", PROCESS_DEADLINE);
         assert!(status.success(), "aimlock trace exited with {status}");
         // The reader thread ends at EOF; give it a moment to push the last lines.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -319,7 +319,7 @@ impl TraceToFile {
             nix::sys::signal::Signal::SIGINT,
         )
         .expect("SIGINT the tracer");
-        let status = self.child.wait().expect("wait for the tracer");
+        let status = wait_within(&mut self.child, "aimlock trace", PROCESS_DEADLINE);
         assert!(status.success(), "aimlock trace exited with {status}");
     }
 }
@@ -388,13 +388,13 @@ impl Workload {
 
     /// Waits for the workload to exit; asserts it succeeded.
     pub fn finish(mut self) {
-        let status = self.child.wait().expect("wait for lockwork");
+        let status = wait_within(&mut self.child, "lockwork", PROCESS_DEADLINE);
         assert!(status.success(), "lockwork exited with {status}");
     }
 
     /// Waits for the workload to exit, whatever its status.
-    pub fn finish_any(mut self) -> std::process::ExitStatus {
-        self.child.wait().expect("wait for lockwork")
+    pub fn finish_any(mut self) -> ExitStatus {
+        wait_within(&mut self.child, "lockwork", PROCESS_DEADLINE)
     }
 
     pub fn lines(&self) -> Vec<Value> {
@@ -446,12 +446,98 @@ pub fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `aimlock ARGS` to completion.
-pub fn run_aimlock(args: &[&str]) -> std::process::Output {
-    Command::new(aimlock_bin())
-        .args(args)
-        .output()
-        .expect("run aimlock")
+/// Runs `aimlock ARGS` to completion (within [`PROCESS_DEADLINE`]).
+pub fn run_aimlock(args: &[&str]) -> Output {
+    output_within(Command::new(aimlock_bin()).args(args), PROCESS_DEADLINE)
+}
+
+/// How long a process a test waits for may take to exit before the test fails: far above what
+/// any takes, even emulated, so that a hang fails with evidence instead of never ending.
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(120);
+
+/// As [`Command::output`], but a command still running after `timeout` fails the test with
+/// what the kernel shows it doing, and is killed.
+pub fn output_within(command: &mut Command, timeout: Duration) -> Output {
+    use std::io::Read as _;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    let read_all = |mut pipe: Box<dyn std::io::Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("piped stderr")));
+    let status = wait_within(&mut child, &format!("{command:?}"), timeout);
+    Output {
+        status,
+        stdout: stdout.join().expect("the stdout reader"),
+        stderr: stderr.join().expect("the stderr reader"),
+    }
+}
+
+/// Waits for a child to exit. Past `timeout` the test fails, naming `what` and the state of
+/// each of its threads (see [`task_states`]), after the child is killed.
+pub fn wait_within(child: &mut Child, what: &str, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let states = task_states(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} (pid {}) still running after {} s; killed. Its threads:\n{states}",
+                child.id(),
+                timeout.as_secs()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the kernel shows each thread of a process doing: CPU ticks so far (user and system),
+/// state, wait channel, system call (number, arguments, stack and program counters; "running"
+/// when in user space) and kernel stack.
+pub fn task_states(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("pid {pid} is gone\n");
+    };
+    let mut text = String::new();
+    for task in tasks.flatten() {
+        let read = |name: &str| {
+            std::fs::read_to_string(task.path().join(name))
+                .map(|value| value.trim().to_string())
+                .unwrap_or_else(|err| format!("({name}: {err})"))
+        };
+        let stat = read("stat");
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |index: usize| fields.get(index).copied().unwrap_or("?");
+        text.push_str(&format!(
+            "  tid {} ({}): state {}, user {} system {} ticks, wchan {}, syscall {}\n",
+            task.file_name().to_string_lossy(),
+            read("comm"),
+            ticks(0),
+            ticks(11),
+            ticks(12),
+            read("wchan"),
+            read("syscall"),
+        ));
+        for frame in read("stack").lines() {
+            text.push_str(&format!("    {frame}\n"));
+        }
+    }
+    text
 }
 
 /// `aimlock locks --json ARGS`: the locks, after asserting a clean exit and one document.
@@ -716,4 +802,29 @@ pub fn proc_start_time(pid: u32) -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Some(ticks * (1_000_000_000 / per_second))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_past_its_deadline_fails_the_test_with_its_state_and_is_killed() {
+        let panic = std::panic::catch_unwind(|| {
+            output_within(Command::new("sleep").arg("30"), Duration::from_secs(1))
+        })
+        .expect_err("sleep 30 ended within 1 s");
+        let message = panic
+            .downcast_ref::<String>()
+            .expect("a formatted panic message");
+        assert!(message.contains("still running after 1 s"), "{message}");
+        assert!(message.contains("(sleep): state S"), "{message}");
+        assert!(message.contains("syscall "), "{message}");
+        let pid: u32 = message
+            .split_once("(pid ")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .and_then(|(pid, _)| pid.parse().ok())
+            .expect("the message names the pid");
+        assert!(!alive(pid), "sleep still runs: {message}");
+    }
 }

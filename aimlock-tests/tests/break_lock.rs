@@ -11,18 +11,18 @@ use std::{
 };
 
 use aimlock_tests::{
-    KillOnDrop, TempDir, TraceToFile, Workload, aimlock_bin, alive, inode, lock_table, require_root,
+    KillOnDrop, PROCESS_DEADLINE, TempDir, TraceToFile, Workload, aimlock_bin, alive, inode,
+    lock_table, output_within, require_root,
 };
 use serde_json::Value;
 
 /// Runs `aimlock break ARGS...`.
 fn aimlock_break(args: &[&str]) -> Output {
     require_root();
-    Command::new(aimlock_bin())
-        .arg("break")
-        .args(args)
-        .output()
-        .expect("run aimlock break")
+    output_within(
+        Command::new(aimlock_bin()).arg("break").args(args),
+        PROCESS_DEADLINE,
+    )
 }
 
 fn stdout(output: &Output) -> String {
@@ -489,11 +489,12 @@ fn a_break_by_proc_locks_inode_is_reported_without_its_probe() {
     });
     tracer.stop();
 
-    let output = Command::new(aimlock_bin())
-        .args(["report", "--path", path])
-        .arg(&log)
-        .output()
-        .expect("run aimlock report");
+    let output = output_within(
+        Command::new(aimlock_bin())
+            .args(["report", "--path", path])
+            .arg(&log),
+        PROCESS_DEADLINE,
+    );
     let report = stdout(&output);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(

@@ -129,6 +129,12 @@ pub struct Options {
     /// Series from `--kernel`; every one the architecture has when empty.
     pub kernels: Vec<String>,
     pub fail_inside: bool,
+    /// Test binaries to run (`--only`); every one when empty.
+    pub only: Vec<String>,
+    /// How many times the VM runs the chosen binaries in one boot (`--repeat`).
+    pub repeat: u32,
+    /// Seconds a test binary may run before the watchdog takes it for hung (`--binary-deadline`).
+    pub binary_deadline: u32,
 }
 
 /// `cargo xtask vm-test`: setup, the release (`cargo xtask dist`), then the kernel matrix.
@@ -143,8 +149,8 @@ pub fn vm_test(options: &Options) -> Result<()> {
 pub fn matrix(options: &Options) -> Result<()> {
     let arch = options.arch;
     let series = requested_series(arch, &options.kernels)?;
-    let suite = build_suite(arch)?;
-    let initramfs = write_initramfs(arch, &suite, options.fail_inside)?;
+    let suite = build_suite(arch)?.only(&options.only)?;
+    let initramfs = write_initramfs(arch, &suite, options)?;
     let mut verdicts = Vec::new();
     for name in series {
         let verdict =
@@ -554,6 +560,23 @@ struct Suite {
     lockwork: PathBuf,
 }
 
+impl Suite {
+    /// The suite with only the named test binaries; all of them when `names` is empty.
+    fn only(mut self, names: &[String]) -> Result<Self> {
+        if let Some(unknown) = names
+            .iter()
+            .find(|name| !self.tests.iter().any(|(test, _)| test == *name))
+        {
+            let known: Vec<&str> = self.tests.iter().map(|(name, _)| name.as_str()).collect();
+            bail!("no test binary '{unknown}' in the VM's suite: choose among {known:?}");
+        }
+        if !names.is_empty() {
+            self.tests.retain(|(name, _)| names.contains(name));
+        }
+        Ok(self)
+    }
+}
+
 /// On x86_64 the host's own builds; on arm64 static builds for Rust's aarch64 musl target, so
 /// that the VM needs no shared library from a foreign architecture.
 fn build_suite(arch: Arch) -> Result<Suite> {
@@ -621,7 +644,7 @@ const VM_AIMLOCK: &str = "/aimlock/bin/aimlock";
 const VM_LOCKWORK: &str = "/aimlock/bin/lockwork";
 const VM_TESTS: &str = "/aimlock/tests";
 
-fn write_initramfs(arch: Arch, suite: &Suite, fail_inside: bool) -> Result<PathBuf> {
+fn write_initramfs(arch: Arch, suite: &Suite, options: &Options) -> Result<PathBuf> {
     let step = "write the VM's initramfs";
     println!("==> {step} ({})", arch.name());
     for (binary, test, tool) in HOST_ONLY_TESTS {
@@ -659,7 +682,7 @@ fn write_initramfs(arch: Arch, suite: &Suite, fail_inside: bool) -> Result<PathB
     let file =
         fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut archive = Cpio::new(BufWriter::new(file));
-    let script = init_script(suite, fail_inside);
+    let script = init_script(suite, options);
     archive.file("/init", 0o755, script.as_bytes())?;
     archive.char_device("/dev/console", 5, 1)?;
     for dir in ["/proc", "/sys", "/tmp", "/root"] {
@@ -719,16 +742,25 @@ fn shared_libraries<'a>(binaries: impl Iterator<Item = &'a Path>) -> Result<BTre
     Ok(libraries)
 }
 
+/// How long one test binary may run in the VM, by default, before its watchdog shows what its
+/// processes are doing and kills them: the slowest binary takes 70 s under arm64 emulation,
+/// and a hang must fail that binary with evidence rather than run into [`SUITE_TIMEOUT`].
+pub const BINARY_DEADLINE_SECS: u32 = 300;
+
 /// The VM's /init: mounts what the tracer and the tests need, runs every test binary, prints
 /// the verdict and powers off. Tests run one at a time: emulation is slow enough that
 /// concurrent tests stretch the tracer's start-up and the workloads' timing beyond what the
-/// tests allow (the host run covers concurrency).
-fn init_script(suite: &Suite, fail_inside: bool) -> String {
-    let aimlock = if fail_inside {
+/// tests allow (the host run covers concurrency). Each binary runs in a session of its own
+/// under a watchdog: past its deadline ([`BINARY_DEADLINE_SECS`] by default) it prints every user task's state, wait
+/// channel, system call and kernel stack (twice, to tell a spin from a sleep), then kills the
+/// session, and the binary fails, even if it ends meanwhile.
+fn init_script(suite: &Suite, options: &Options) -> String {
+    let aimlock = if options.fail_inside {
         "/aimlock/bin/missing-aimlock"
     } else {
         VM_AIMLOCK
     };
+    let deadline = options.binary_deadline;
     let mut script = format!(
         r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /sbin /usr/bin /usr/sbin
@@ -750,22 +782,62 @@ mount_or_fail bpf bpffs /sys/fs/bpf
 ip link set lo up || {{ echo "vm init: cannot bring up lo"; verdict=fail; }}
 # 5.10 charges BPF maps to RLIMIT_MEMLOCK.
 ulimit -l unlimited
+# Every user task (kernel threads have no exe): CPU ticks so far (user, system), state, wait
+# channel, system call (number, arguments, stack pointer, pc) and kernel stack.
+show_tasks() {{
+    for task in /proc/[0-9]*/task/[0-9]*; do
+        proc=${{task%/task/*}}
+        [ -e "$proc/exe" ] || continue
+        echo "vm init: pid ${{proc#/proc/}} tid ${{task##*/}} ($(cat $task/comm))" \
+            "ticks $(cut -d' ' -f14,15 $task/stat) $(grep State: $task/status)" \
+            "wchan $(cat $task/wchan) syscall $(cat $task/syscall)"
+        sed 's/^/vm init:     /' $task/stack
+    done
+}}
+# The watchdog: marks the binary as past its deadline (it fails even if it ends meanwhile),
+# shows every task, then kills the binary's session.
+hung() {{
+    : > /tmp/vm-init-hung-$2
+    echo "vm init: $1 still running after {deadline} s; its tasks, twice 2 s apart:"
+    show_tasks
+    sleep 2
+    show_tasks
+    echo "vm init: killing $1"
+    kill -s KILL -$2
+}}
+run_binary() {{
+    name=$1
+    shift
+    echo "vm init: running $name"
+    setsid "$@" &
+    pid=$!
+    ( sleep {deadline}; hung "$name" $pid ) &
+    watchdog=$!
+    wait $pid || verdict=fail
+    kill $watchdog 2>/dev/null
+    if [ -e /tmp/vm-init-hung-$pid ]; then
+        echo "vm init: $name failed: it ran past its deadline of {deadline} s"
+        rm /tmp/vm-init-hung-$pid
+        verdict=fail
+    fi
+}}
 echo "{INIT_MARKER}"
 echo "{RELEASE_MARKER}$(uname -r)"
 export AIMLOCK_BIN={aimlock} LOCKWORK_BIN={VM_LOCKWORK} RUST_BACKTRACE=1
 "#
     );
-    for (name, _) in &suite.tests {
-        let skips: String = HOST_ONLY_TESTS
-            .iter()
-            .filter(|(binary, _, _)| binary == name)
-            .map(|(_, test, _)| format!(" --skip {test}"))
-            .collect();
-        let exact = if skips.is_empty() { "" } else { " --exact" };
-        script.push_str(&format!(
-            "echo \"vm init: running {name}\"\n\
-             {VM_TESTS}/{name} --test-threads=1{exact}{skips} || verdict=fail\n"
-        ));
+    for _ in 0..options.repeat {
+        for (name, _) in &suite.tests {
+            let skips: String = HOST_ONLY_TESTS
+                .iter()
+                .filter(|(binary, _, _)| binary == name)
+                .map(|(_, test, _)| format!(" --skip {test}"))
+                .collect();
+            let exact = if skips.is_empty() { "" } else { " --exact" };
+            script.push_str(&format!(
+                "run_binary {name} {VM_TESTS}/{name} --test-threads=1{exact}{skips}\n"
+            ));
+        }
     }
     script.push_str(&format!("echo \"{VERDICT_MARKER}$verdict\"\npoweroff -f\n"));
     script
