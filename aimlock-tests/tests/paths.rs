@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     path::Path,
     process::{Command, Stdio},
+    sync::{Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -18,6 +19,17 @@ const SETTLE: Duration = Duration::from_secs(60);
 
 const CHURNED: usize = 2000;
 
+/// Held by the tests that create many files, and by the one that waits for a freed inode
+/// number to be given to its next file: the file system gives the lowest free number, which a
+/// churn running beside it would take first.
+static INODE_NUMBERS: Mutex<()> = Mutex::new(());
+
+fn inode_numbers() -> MutexGuard<'static, ()> {
+    INODE_NUMBERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Job runners create a lock file, lock it and delete it: `CHURNED` such jobs, each its own
 /// short-lived process, under a tracer started with `options`. Returns the tracer's events and
 /// each job's own file by pid, as the jobs name it. With `container`, the jobs run in a mount
@@ -27,6 +39,7 @@ fn churn(
     options: &[&str],
     container: Option<&Path>,
 ) -> (Vec<Value>, HashMap<u64, String>) {
+    let _numbers = inode_numbers();
     let files = container.unwrap_or(dir.path());
     let enter =
         container.map(|inside| format!("mountns:{}:{}", dir.path().display(), inside.display()));
@@ -350,6 +363,7 @@ fn a_path_filter_lets_in_no_later_file_that_could_reuse_the_inode_number() {
 
 #[test]
 fn a_path_filter_follows_a_file_re_created_at_the_path_and_no_file_that_reuses_a_number() {
+    let _numbers = inode_numbers();
     let dir = TempDir::new("paths-recreated");
     let file = dir.file("job.lock");
     let path = file.display().to_string();
@@ -397,19 +411,19 @@ fn a_path_filter_follows_a_file_re_created_at_the_path_and_no_file_that_reuses_a
     // Then the tracer lets it go, and its inode number may go to a new file elsewhere, which
     // is not the file the operator named and must not show.
     if reuses_numbers(&dir) {
+        // Files are kept until one gets the number: each new file takes the lowest free one,
+        // which may be below the freed number for a while.
         let mut tries = 0;
         let reused = eventually(
             "a new file with the first file's inode number",
             SETTLE,
             || {
-                tries += 1;
-                let other = dir.path().join(format!("other-{tries}"));
-                std::fs::write(&other, b"").expect("create a file");
-                if inode(&other) == first {
-                    return Some(other);
-                }
-                std::fs::remove_file(&other).expect("delete it");
-                None
+                (0..100).find_map(|_| {
+                    tries += 1;
+                    let other = dir.path().join(format!("other-{tries}"));
+                    std::fs::write(&other, b"").expect("create a file");
+                    (inode(&other) == first).then_some(other)
+                })
             },
         );
         let work = Workload::start(&[&format!("open:{}", reused.display()), "flock:ex", "exit:0"]);
