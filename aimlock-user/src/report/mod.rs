@@ -7,6 +7,7 @@
 //! POSIX locks by their byte ranges, as the kernel keeps them), which the query narrows and
 //! the renderer tells.
 
+mod busy;
 mod candidates;
 mod fast;
 mod input;
@@ -186,12 +187,34 @@ fn selection(args: &ReportArgs, sources: &[input::Source], jobs: usize) -> Resul
         }
         inodes = Some(found);
     }
+    if let Some(span) = span(args)
+        && args.inode.is_none()
+        && sources.iter().all(input::Source::rereadable)
+    {
+        let busy = busy::inodes(sources, span, jobs)?;
+        inodes = Some(match inodes {
+            Some(found) => candidates::both(found, busy),
+            None => busy,
+        });
+    }
     Ok(Selection::new(
         inodes,
         args.inode.map(Inode::dev_name),
         args.host.clone(),
         args.inode.as_ref().map(|inode| inode.ino),
     ))
+}
+
+/// The time span the query narrows to, if any.
+fn span(args: &ReportArgs) -> Option<busy::Span> {
+    match (args.at, args.since, args.until) {
+        (Some(at), _, _) => Some(busy::Span {
+            since: Some(at),
+            until: Some(at),
+        }),
+        (None, None, None) => None,
+        (None, since, until) => Some(busy::Span { since, until }),
+    }
 }
 
 fn write_report(
