@@ -592,7 +592,10 @@ impl Piece {
                 };
                 let host_wanted =
                     hosts.is_empty() || hosts.iter().any(|host| host.find(line).is_some());
-                if inode_wanted && host_wanted {
+                // A line with an object inside may be two run together (a torn write), or have
+                // zeroed bytes: the parse counts them as the full read does.
+                let flat = memchr::memchr2(b'{', 0, &line[1..]).is_none();
+                if (inode_wanted && host_wanted) || !flat {
                     self.line(line, origin, selection);
                 } else {
                     self.note_time(head.at);
