@@ -1261,22 +1261,18 @@ fn spans_read_selectively_report_what_a_full_read_reports() {
         second.extend(gz.finish().unwrap());
     }
     // Torn in the middle of its last line.
-    let mut tail_torn = Vec::new();
-    tail_torn.extend_from_slice(
-        tracer_line(
-            "acquire",
-            199,
-            "web-2",
-            99,
-            "flock",
-            "write",
-            101,
-            (0, None),
-            "",
-        )[..70]
-            .as_bytes(),
+    let last = tracer_line(
+        "acquire",
+        199,
+        "web-2",
+        99,
+        "flock",
+        "write",
+        101,
+        (0, None),
+        "",
     );
-    let third = logs.write("trace.log", &tail_torn);
+    let third = logs.write("trace.log", &last.as_bytes()[..70]);
     let second = logs.write("trace.log.2.gz", &second);
     let points = [
         0, 3, 5, 6, 9, 10, 20, 30, 45, 50, 51, 55, 60, 61, 66, 70, 85, 89, 90, 96, 99, 200,
