@@ -63,7 +63,11 @@ pub fn inodes(sources: &[Source], span: Span, jobs: usize) -> Result<Candidates,
             |_, piece| replay.merge(piece, index as u32, span),
         )?;
     }
-    Ok(replay.finish())
+    let found = replay.finish();
+    if std::env::var_os("AIMLOCK_DEBUG_BUSY").is_some() {
+        eprintln!("busy: {} inodes, {} keys", found.len(), found.values().map(|h| h.len().max(1)).sum::<usize>());
+    }
+    Ok(found)
 }
 
 /// What one lock line says, as far as the replay needs it.

@@ -595,8 +595,10 @@ impl Piece {
                 // A line with an object inside may be two run together (a torn write), or have
                 // zeroed bytes: the parse counts them as the full read does.
                 let flat = memchr::memchr2(b'{', 0, &line[1..]).is_none();
-                if (inode_wanted && host_wanted) || !flat {
+                if inode_wanted && host_wanted {
                     self.line(line, origin, selection);
+                } else if !flat && let Err(skip) = parse(line, origin, &mut self.names) {
+                    self.skipped(skip, origin.line);
                 } else {
                     self.note_time(head.at);
                 }
