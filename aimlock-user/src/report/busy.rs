@@ -1,15 +1,17 @@
 //! The first of two reads for `--since`, `--until` and `--at`: which locks were busy in the
-//! span, found from the lines' heads and a few fields, so that the second read parses only
-//! those locks' lines.
+//! span, and from when to when their lines are needed, found from the lines' heads and a few
+//! fields, so that the second read parses only those lines.
 //!
-//! A lock is picked when a line about it is in the span, when a hold or a wait of it was open
-//! as the span began (replayed from its acquires, releases, waits and refusals before it, as
-//! the timeline folds them), or when a line after the span tells of a hold or a wait begun
-//! before its end (a release whose acquire is not in the logs, a wait told only by `wait_ns`).
-//! Whatever this replay cannot follow exactly picks the lock too, to be told from all its
-//! lines: POSIX locks, orphans, `held` lines, several locks under one inode and host, lines out
-//! of time order or repeated, the tracer's own locks, and lines not in the tracer's own shape
-//! (those are parsed, and their inode picked on every host).
+//! Each lock's acquires, releases, waits and refusals are replayed as the timeline folds them,
+//! keeping only which holds and waits are open. A lock is wanted when a line about it is in the
+//! span, or when a hold or a wait was open as the span began; its lines are needed from the last
+//! moment before the span when nothing was open (what came before was over, and cannot be under
+//! way in the span) to the first such moment after it. Whatever the replay cannot follow
+//! exactly has all of its lock's lines read: POSIX locks, orphans, `held` lines, several locks
+//! or paths under one inode and host, lines out of time order or repeated, the tracer's own
+//! locks, a hold or a wait after the span told as begun before its end (a release whose acquire
+//! is not in the logs, a wait told only by `wait_ns`), and lines not in the tracer's own shape
+//! (those are parsed, and their inode read on every host).
 
 use memchr::memmem;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -19,7 +21,7 @@ use super::{
     BadInput,
     input::{self, Source},
     line::{Names, Nanos, Origin, Parsed, head, parse},
-    scan::{Candidates, line_host, line_ino, string_value},
+    scan::{Candidates, line_host, line_ino, string_from},
 };
 use crate::events::EventKind;
 
@@ -35,7 +37,11 @@ pub struct Span {
 
 impl Span {
     fn contains(self, at: Nanos) -> bool {
-        self.since.is_none_or(|since| at >= since) && self.until.is_none_or(|until| at <= until)
+        !self.before(at) && !self.after(at)
+    }
+
+    fn before(self, at: Nanos) -> bool {
+        self.since.is_some_and(|since| at < since)
     }
 
     fn after(self, at: Nanos) -> bool {
@@ -49,9 +55,30 @@ impl Span {
     }
 }
 
-/// The inodes, each on the hosts whose lines about it are wanted, of the locks that may have
-/// been busy in the span.
-pub fn inodes(sources: &[Source], span: Span, jobs: usize) -> Result<Candidates, BadInput> {
+/// The times between which a lock's lines are needed, both included; None: unbounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub from: Option<Nanos>,
+    pub to: Option<Nanos>,
+}
+
+impl Window {
+    pub fn contains(self, at: Nanos) -> bool {
+        self.from.is_none_or(|from| at >= from) && self.to.is_none_or(|to| at <= to)
+    }
+}
+
+/// Per inode, the hosts (as their lines write them) whose lines need only a window of time.
+pub type Windows = FxHashMap<u64, SmallVec<[(Box<[u8]>, Window); 2]>>;
+
+/// The locks that may have been busy in the span: their inodes, each on the hosts whose lines
+/// about it are wanted, and the windows of time of those that need only some of their lines.
+pub struct Busy {
+    pub inodes: Candidates,
+    pub windows: Windows,
+}
+
+pub fn locks(sources: &[Source], span: Span, jobs: usize) -> Result<Busy, BadInput> {
     let fields = Fields::new();
     let mut replay = Replay::default();
     for (index, source) in sources.iter().enumerate() {
@@ -59,15 +86,11 @@ pub fn inodes(sources: &[Source], span: Span, jobs: usize) -> Result<Candidates,
             source,
             PIECE,
             jobs,
-            |bytes| Piece::read(bytes, span, &fields),
-            |_, piece| replay.merge(piece, index as u32, span),
+            |bytes| Piece::read(bytes, &fields),
+            |chunk, piece| replay.merge(chunk, piece, index as u32, span, &fields),
         )?;
     }
-    let found = replay.finish();
-    if std::env::var_os("AIMLOCK_DEBUG_BUSY").is_some() {
-        eprintln!("busy: {} inodes, {} keys", found.len(), found.values().map(|h| h.len().max(1)).sum::<usize>());
-    }
-    Ok(found)
+    Ok(replay.finish())
 }
 
 /// What one lock line says, as far as the replay needs it.
@@ -80,8 +103,6 @@ struct Fact {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
-    /// In the span: the lock is picked.
-    InSpan,
     Acquire {
         pid: u32,
         wait_ns: Option<u64>,
@@ -96,24 +117,17 @@ enum Step {
     Fail {
         pid: u32,
     },
-    /// Anything the replay does not follow: the lock is picked.
+    /// Anything the replay does not follow: all the lock's lines are read.
     Other,
 }
 
-/// One (inode, host) as a piece's lines name it, and the rest of the lock's identity.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct PieceLock<'a> {
-    ino: u64,
-    host: &'a [u8],
-    identity: Identity<'a>,
-}
-
-/// What, besides the inode and host, makes a lock line's lock: one lock per inode and host
-/// is what the replay follows.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// What, besides the inode and host, makes a lock line's lock, and its path: one lock and one
+/// path per inode and host is what the replay follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Identity<'a> {
     kind: &'a [u8],
     dev: &'a [u8],
+    path: Option<&'a [u8]>,
     generation: Option<u64>,
     start: Option<u64>,
     end: Option<u64>,
@@ -124,6 +138,7 @@ struct Identity<'a> {
 struct OwnedIdentity {
     kind: Box<[u8]>,
     dev: Box<[u8]>,
+    path: Option<Box<[u8]>>,
     generation: Option<u64>,
     start: Option<u64>,
     end: Option<u64>,
@@ -134,6 +149,7 @@ impl Identity<'_> {
         OwnedIdentity {
             kind: self.kind.into(),
             dev: self.dev.into(),
+            path: self.path.map(Box::from),
             generation: self.generation,
             start: self.start,
             end: self.end,
@@ -146,6 +162,7 @@ struct Fields {
     ino: memmem::Finder<'static>,
     kind: memmem::Finder<'static>,
     dev: memmem::Finder<'static>,
+    path: memmem::Finder<'static>,
     mode: memmem::Finder<'static>,
     reason: memmem::Finder<'static>,
     generation: memmem::Finder<'static>,
@@ -164,6 +181,7 @@ impl Fields {
             ino: finder(r#""ino":"#),
             kind: finder(r#""kind":""#),
             dev: finder(r#""dev":""#),
+            path: finder(r#""path":"#),
             mode: finder(r#""mode":"#),
             reason: finder(r#""reason":"#),
             generation: finder(r#""generation":"#),
@@ -177,40 +195,82 @@ impl Fields {
     }
 }
 
+/// A lock a piece's lines are about; its host and identity are those of its first line, at
+/// `line` in the chunk.
+struct PieceLock {
+    ino: u64,
+    line: usize,
+    /// Its lines gave more than one identity.
+    mixed: bool,
+}
+
+/// A piece's lock: its index, and its first line's host and identity.
+type FirstLine<'a> = (u32, &'a [u8], Identity<'a>);
+
 /// A piece's lock lines, in order.
 #[derive(Default)]
 struct Piece {
-    locks: Vec<(u64, Box<[u8]>, OwnedIdentity)>,
+    locks: Vec<PieceLock>,
     facts: Vec<Fact>,
     /// Locks of lines the replay cannot follow.
-    picked: Vec<(u64, Box<[u8]>)>,
-    /// Inodes of lock lines whose inode only a parse finds, wanted on every host (as the
-    /// second read keeps such lines).
+    whole: Vec<(u64, Box<[u8]>)>,
+    /// Inodes of lock lines whose inode only a parse finds, read on every host (as the second
+    /// read keeps such lines).
     parsed: FxHashSet<u64>,
 }
 
 impl Piece {
-    fn read(bytes: &[u8], span: Span, fields: &Fields) -> Self {
+    fn read(bytes: &[u8], fields: &Fields) -> Self {
         let mut piece = Piece::default();
-        let mut places: FxHashMap<PieceLock<'_>, u32> = FxHashMap::default();
+        // Each inode's locks in `piece.locks`, told apart by host, with their first line's
+        // host and identity.
+        let mut places: FxHashMap<u64, SmallVec<[FirstLine<'_>; 2]>> = FxHashMap::default();
         let mut names = Names::default();
-        for line in bytes.split(|&byte| byte == b'\n') {
-            let line = line.trim_ascii();
+        let mut from = 0;
+        while from < bytes.len() {
+            let end = memchr::memchr(b'\n', &bytes[from..]).map_or(bytes.len(), |at| from + at);
+            let line = bytes[from..end].trim_ascii();
+            from = end + 1;
             if line.is_empty() {
                 continue;
             }
-            match read_line(line, span, fields) {
+            match read_line(line, fields) {
                 Read::NotALock => {}
-                Read::Lock(lock, at, step) => {
-                    let next = places.len() as u32;
-                    let index = *places.entry(lock).or_insert(next);
+                Read::Lock {
+                    ino,
+                    host,
+                    identity,
+                    at,
+                    step,
+                } => {
+                    let locks = &mut piece.locks;
+                    let same_inode = places.entry(ino).or_default();
+                    let index = match same_inode.iter().find(|(_, known, _)| **known == *host) {
+                        Some((index, _, first)) => {
+                            let lock = &mut locks[*index as usize];
+                            if !lock.mixed && *first != identity {
+                                lock.mixed = true;
+                            }
+                            *index
+                        }
+                        None => {
+                            locks.push(PieceLock {
+                                ino,
+                                line: line.as_ptr() as usize - bytes.as_ptr() as usize,
+                                mixed: false,
+                            });
+                            let index = locks.len() as u32 - 1;
+                            same_inode.push((index, host, identity));
+                            index
+                        }
+                    };
                     piece.facts.push(Fact {
                         lock: index,
                         at,
                         step,
                     });
                 }
-                Read::Pick(ino, host) => piece.picked.push((ino, host.into())),
+                Read::Whole(ino, host) => piece.whole.push((ino, host.into())),
                 Read::Parse => {
                     let origin = Origin { source: 0, line: 0 };
                     if let Ok(Parsed::Lock(key, _, _)) = parse(line, origin, &mut names) {
@@ -219,27 +279,36 @@ impl Piece {
                 }
             }
         }
-        let mut locks: Vec<_> = places.into_iter().collect();
-        locks.sort_unstable_by_key(|(_, index)| *index);
-        piece.locks = locks
-            .into_iter()
-            .map(|(lock, _)| (lock.ino, Box::from(lock.host), lock.identity.owned()))
-            .collect();
         piece
     }
+}
+
+fn same_identity(owned: &OwnedIdentity, identity: &Identity<'_>) -> bool {
+    *owned.kind == *identity.kind
+        && *owned.dev == *identity.dev
+        && owned.path.as_deref() == identity.path
+        && owned.generation == identity.generation
+        && owned.start == identity.start
+        && owned.end == identity.end
 }
 
 enum Read<'a> {
     /// Not a lock line (a start, stop or exit, a deadlock, an inheritance), or none at all.
     NotALock,
-    Lock(PieceLock<'a>, Nanos, Step),
+    Lock {
+        ino: u64,
+        host: &'a [u8],
+        identity: Identity<'a>,
+        at: Nanos,
+        step: Step,
+    },
     /// A line about this inode and host that the byte reading does not vouch for.
-    Pick(u64, &'a [u8]),
+    Whole(u64, &'a [u8]),
     /// A line whose inode only a parse finds.
     Parse,
 }
 
-fn read_line<'a>(line: &'a [u8], span: Span, fields: &Fields) -> Read<'a> {
+fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
     let Some(head) = head(line) else {
         return Read::Parse;
     };
@@ -255,68 +324,77 @@ fn read_line<'a>(line: &'a [u8], span: Span, fields: &Fields) -> Read<'a> {
         return Read::Parse;
     };
     let host = line_host(line);
-    let unusual = || Read::Pick(ino, host);
+    let whole = || Read::Whole(ino, host);
     // Flat, whole and text, as the tracer writes the lines the replay follows: not two lines
     // run together (a torn write), no zeroed bytes.
-    if memchr::memchr2(b'{', 0, &line[1..]).is_some() || std::str::from_utf8(line).is_err() {
-        return unusual();
+    if memchr::memchr2(b'{', 0, &line[1..]).is_some()
+        || (!line.is_ascii() && std::str::from_utf8(line).is_err())
+    {
+        return whole();
     }
-    let identity = |kind| -> Option<Identity<'a>> {
+    let identity = || -> Option<Identity<'a>> {
         Some(Identity {
-            kind,
-            dev: string_value(line, fields.dev.needle())?,
+            kind: string(line, &fields.kind)?,
+            dev: string(line, &fields.dev)?,
+            path: match fields.path.find(line) {
+                Some(_) => Some(string(line, &fields.path)?),
+                None => None,
+            },
             generation: number(line, &fields.generation)?,
             start: number(line, &fields.start)?,
             end: number(line, &fields.end)?,
         })
     };
-    let Some(kind) = string_value(line, fields.kind.needle()) else {
-        return unusual();
+    let Some(identity) = identity() else {
+        return whole();
     };
-    let Some(identity) = identity(kind) else {
-        return unusual();
-    };
-    let lock = PieceLock {
-        ino,
-        host,
-        identity,
-    };
-    if span.contains(head.at) {
-        return Read::Lock(lock, head.at, Step::InSpan);
-    }
-    if !matches!(kind, b"flock" | b"ofd" | b"lease" | b"posix")
+    if !matches!(identity.kind, b"flock" | b"ofd" | b"lease" | b"posix")
         || !string_is(line, &fields.mode, &[b"read", b"write", b"unlock"])
         || !string_is(
             line,
             &fields.reason,
             &[b"unlock", b"close", b"exit", b"convert", b"lost"],
         )
+        || identity.kind == b"posix"
+        || fields.own.find(line).is_some()
     {
-        return unusual();
-    }
-    if kind == b"posix" || fields.own.find(line).is_some() {
-        return Read::Lock(lock, head.at, Step::Other);
+        return whole();
     }
     let Some(Some(pid)) = number(line, &fields.pid) else {
-        return unusual();
+        return whole();
     };
     let Ok(pid) = u32::try_from(pid) else {
-        return unusual();
+        return whole();
     };
     let step = match head.event {
         EventKind::Acquire => match number(line, &fields.wait_ns) {
             Some(wait_ns) => Step::Acquire { pid, wait_ns },
-            None => return unusual(),
+            None => return whole(),
         },
         EventKind::Release => match number(line, &fields.held_ns) {
             Some(held_ns) => Step::Release { pid, held_ns },
-            None => return unusual(),
+            None => return whole(),
         },
         EventKind::Wait => Step::Wait { pid },
         EventKind::Fail => Step::Fail { pid },
         _ => Step::Other,
     };
-    Read::Lock(lock, head.at, step)
+    Read::Lock {
+        ino,
+        host,
+        identity,
+        at: head.at,
+        step,
+    }
+}
+
+/// The string after a line's first `field` (`"name":` or `"name":"`), still escaped.
+fn string<'a>(line: &'a [u8], field: &memmem::Finder<'_>) -> Option<&'a [u8]> {
+    let mut from = field.find(line)? + field.needle().len();
+    if !field.needle().ends_with(b"\"") {
+        from += usize::from(line.get(from) == Some(&b'"'));
+    }
+    string_from(line, from)
 }
 
 /// A number field: Some(None) when absent or null, None when it is something else.
@@ -358,7 +436,8 @@ fn string_is(line: &[u8], field: &memmem::Finder<'_>, known: &[&[u8]]) -> bool {
 /// Each lock's state as its lines are replayed in log order.
 #[derive(Default)]
 struct Replay {
-    places: FxHashMap<(u64, Box<[u8]>), usize>,
+    /// Each inode's locks in `locks`, told apart by host.
+    places: FxHashMap<u64, SmallVec<[usize; 4]>>,
     locks: Vec<Lock>,
     parsed: FxHashSet<u64>,
 }
@@ -367,9 +446,14 @@ struct Lock {
     ino: u64,
     host: Box<[u8]>,
     identity: OwnedIdentity,
-    picked: bool,
-    /// The state as the span ended has been looked at.
+    /// All its lines are read.
+    whole: bool,
+    /// Something of it was under way in the span.
+    wanted: bool,
+    /// A line after the span has been replayed.
     past: bool,
+    /// Its lines needed, if wanted.
+    window: Window,
     /// The last line's time, event and source.
     last: Option<(Nanos, Step, u32)>,
     /// Unreleased holds, in the order taken: the taker's pid and when.
@@ -379,92 +463,131 @@ struct Lock {
 }
 
 impl Replay {
-    fn merge(&mut self, piece: Piece, source: u32, span: Span) {
+    fn merge(&mut self, chunk: &[u8], piece: Piece, source: u32, span: Span, fields: &Fields) {
         self.parsed.extend(piece.parsed);
         let places: Vec<usize> = piece
             .locks
-            .into_iter()
-            .map(|(ino, host, identity)| {
-                let place = self.place(ino, host, identity.clone());
-                let lock = &mut self.locks[place];
-                if lock.identity != identity {
-                    lock.picked = true;
+            .iter()
+            .map(|lock| {
+                let end = memchr::memchr(b'\n', &chunk[lock.line..])
+                    .map_or(chunk.len(), |at| lock.line + at);
+                let line = chunk[lock.line..end].trim_ascii();
+                let Read::Lock { host, identity, .. } = read_line(line, fields) else {
+                    unreachable!("a piece's lock comes from a lock line it read");
+                };
+                let place = self.place(lock.ino, host, || identity.owned());
+                let known = &mut self.locks[place];
+                if lock.mixed || !same_identity(&known.identity, &identity) {
+                    known.whole = true;
                 }
                 place
             })
             .collect();
         for fact in piece.facts {
             let lock = &mut self.locks[places[fact.lock as usize]];
-            if !lock.picked {
+            if !lock.whole {
                 lock.replay(fact, source, span);
             }
         }
-        for (ino, host) in piece.picked {
-            let place = self.place(ino, host, OwnedIdentity::default());
-            self.locks[place].picked = true;
+        for (ino, host) in piece.whole {
+            let place = self.place(ino, &host, OwnedIdentity::default);
+            self.locks[place].whole = true;
         }
     }
 
     /// The lock of this inode and host, new with this identity if not seen before.
-    fn place(&mut self, ino: u64, host: Box<[u8]>, identity: OwnedIdentity) -> usize {
-        let next = self.locks.len();
-        let place = *self.places.entry((ino, host.clone())).or_insert(next);
-        if place == next {
-            self.locks.push(Lock {
-                ino,
-                host,
-                identity,
-                picked: false,
-                past: false,
-                last: None,
-                holds: SmallVec::new(),
-                waits: SmallVec::new(),
-            });
+    fn place(&mut self, ino: u64, host: &[u8], identity: impl FnOnce() -> OwnedIdentity) -> usize {
+        let same_inode = self.places.entry(ino).or_default();
+        if let Some(&place) = same_inode
+            .iter()
+            .find(|&&place| *self.locks[place].host == *host)
+        {
+            return place;
         }
-        place
+        same_inode.push(self.locks.len());
+        self.locks.push(Lock {
+            ino,
+            host: host.into(),
+            identity: identity(),
+            whole: false,
+            wanted: false,
+            past: false,
+            window: Window {
+                from: None,
+                to: None,
+            },
+            last: None,
+            holds: SmallVec::new(),
+            waits: SmallVec::new(),
+        });
+        self.locks.len() - 1
     }
 
-    fn finish(self) -> Candidates {
-        let mut candidates = Candidates::default();
+    fn finish(self) -> Busy {
+        let mut busy = Busy {
+            inodes: Candidates::default(),
+            windows: Windows::default(),
+        };
         for lock in self.locks {
-            let busy_at_the_end = !lock.past && !lock.idle();
-            if (lock.picked || busy_at_the_end) && !self.parsed.contains(&lock.ino) {
-                candidates.entry(lock.ino).or_default().push(lock.host);
+            if self.parsed.contains(&lock.ino) {
+                continue;
+            }
+            // Still open at the end of the logs, with no line after the span.
+            let wanted = lock.wanted || (!lock.past && !lock.idle());
+            if !lock.whole && wanted {
+                busy.windows
+                    .entry(lock.ino)
+                    .or_default()
+                    .push((lock.host.clone(), lock.window));
+            }
+            if lock.whole || wanted {
+                busy.inodes.entry(lock.ino).or_default().push(lock.host);
             }
         }
         for ino in self.parsed {
-            candidates.insert(ino, Vec::new());
+            busy.inodes.insert(ino, Vec::new());
         }
-        candidates
+        busy
     }
 }
 
 impl Lock {
-    /// Folds one line as the timeline would, as far as whether anything was under way in the
-    /// span; picks the lock when it was, or when the replay cannot tell.
+    /// Folds one line as the timeline would, as far as which holds and waits are open; marks
+    /// the lock wanted when something of it was under way in the span, and moves its window.
     fn replay(&mut self, fact: Fact, source: u32, span: Span) {
         let at = fact.at;
-        if let Some((last, step, last_source)) = self.last {
+        let later = match self.last {
             // The timeline sorts by time and drops a line repeated at the same instant: lines
             // out of order, or the same event twice at one instant, are left to it.
-            let same_kind = std::mem::discriminant(&step) == std::mem::discriminant(&fact.step);
-            if at < last || (at == last && (same_kind || source != last_source)) {
-                self.picked = true;
-                return;
+            Some((last, step, last_source)) => {
+                let same_kind = std::mem::discriminant(&step) == std::mem::discriminant(&fact.step);
+                if at < last || (at == last && (same_kind || source != last_source)) {
+                    self.whole = true;
+                    return;
+                }
+                at > last
             }
+            None => true,
+        };
+        // Nothing open before this line, and no earlier line at its instant: what came
+        // before was over, and nothing of it was under way in the span.
+        if span.before(at) && self.idle() && later {
+            self.window.from = Some(at);
         }
         self.last = Some((at, fact.step, source));
-        if span.after(at) && !self.past {
+        let past = span.after(at);
+        if past && !self.past {
             self.past = true;
-            // Nothing in the span: what was open as it ended was open all through it.
+            // No line in the span: what was open as it ended was open all through it.
             if !self.idle() {
-                self.picked = true;
-                return;
+                self.wanted = true;
             }
         }
-        let past = span.after(at);
+        if span.contains(at) {
+            self.wanted = true;
+        }
         match fact.step {
-            Step::InSpan | Step::Other => self.picked = true,
+            Step::Other => self.whole = true,
             Step::Wait { pid } => self.waits.push(pid),
             Step::Fail { pid } => {
                 self.end_wait(pid);
@@ -477,7 +600,7 @@ impl Lock {
                     && past
                     && span.begun_by_its_end(Some(at.saturating_sub(wait_ns)))
                 {
-                    self.picked = true;
+                    self.whole = true;
                 }
                 self.holds.push((pid, at));
             }
@@ -499,11 +622,16 @@ impl Lock {
                     // A hold taken before the logs, released here.
                     None => {
                         if past && span.begun_by_its_end(acquired) {
-                            self.picked = true;
+                            self.whole = true;
                         }
                     }
                 }
             }
+        }
+        // The first moment after the span with nothing open: what comes after is not under
+        // way in it.
+        if past && self.wanted && self.window.to.is_none() && self.idle() {
+            self.window.to = Some(at);
         }
     }
 

@@ -180,6 +180,7 @@ fn selection(args: &ReportArgs, sources: &[input::Source], jobs: usize) -> Resul
         orphans: args.orphans,
     };
     let mut inodes = args.inode.map(|inode| on_any_host(inode.ino));
+    let mut windows = None;
     if wanted.any() && sources.iter().all(input::Source::rereadable) {
         let mut found = candidates::inodes(sources, &wanted, jobs)?.unwrap_or_default();
         if let Some(inode) = args.inode {
@@ -191,18 +192,20 @@ fn selection(args: &ReportArgs, sources: &[input::Source], jobs: usize) -> Resul
         && args.inode.is_none()
         && sources.iter().all(input::Source::rereadable)
     {
-        let busy = busy::inodes(sources, span, jobs)?;
+        let busy = busy::locks(sources, span, jobs)?;
         inodes = Some(match inodes {
-            Some(found) => candidates::both(found, busy),
-            None => busy,
+            Some(found) => candidates::both(found, busy.inodes),
+            None => busy.inodes,
         });
+        windows = Some(busy.windows);
     }
     Ok(Selection::new(
         inodes,
         args.inode.map(Inode::dev_name),
         args.host.clone(),
         args.inode.as_ref().map(|inode| inode.ino),
-    ))
+    )
+    .within(windows))
 }
 
 /// The time span the query narrows to, if any.
