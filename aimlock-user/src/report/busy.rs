@@ -87,7 +87,7 @@ pub fn locks(sources: &[Source], span: Span, jobs: usize) -> Result<Busy, BadInp
             PIECE,
             jobs,
             |bytes| Piece::read(bytes, &fields),
-            |chunk, piece| replay.merge(chunk, piece, index as u32, span, &fields),
+            |chunk, piece| replay.merge(chunk, piece, index as u32, span),
         )?;
     }
     Ok(replay.finish())
@@ -199,9 +199,57 @@ impl Fields {
 /// `line` in the chunk.
 struct PieceLock {
     ino: u64,
-    line: usize,
+    host: Place,
+    kind: Place,
+    dev: Place,
+    path: Option<Place>,
+    generation: Option<u64>,
+    start: Option<u64>,
+    end: Option<u64>,
     /// Its lines gave more than one identity.
     mixed: bool,
+}
+
+/// Where bytes are in a chunk: offset and length.
+type Place = (u32, u32);
+
+/// Where `part` is in `chunk`.
+fn place_in(chunk: &[u8], part: &[u8]) -> Place {
+    (
+        (part.as_ptr() as usize - chunk.as_ptr() as usize) as u32,
+        part.len() as u32,
+    )
+}
+
+fn bytes_at(chunk: &[u8], (offset, len): Place) -> &[u8] {
+    &chunk[offset as usize..offset as usize + len as usize]
+}
+
+impl PieceLock {
+    fn new(chunk: &[u8], ino: u64, host: &[u8], identity: &Identity<'_>) -> Self {
+        Self {
+            ino,
+            host: place_in(chunk, host),
+            kind: place_in(chunk, identity.kind),
+            dev: place_in(chunk, identity.dev),
+            path: identity.path.map(|path| place_in(chunk, path)),
+            generation: identity.generation,
+            start: identity.start,
+            end: identity.end,
+            mixed: false,
+        }
+    }
+
+    fn identity<'a>(&self, chunk: &'a [u8]) -> Identity<'a> {
+        Identity {
+            kind: bytes_at(chunk, self.kind),
+            dev: bytes_at(chunk, self.dev),
+            path: self.path.map(|path| bytes_at(chunk, path)),
+            generation: self.generation,
+            start: self.start,
+            end: self.end,
+        }
+    }
 }
 
 /// A piece's lock: its index, and its first line's host and identity.
@@ -254,11 +302,7 @@ impl Piece {
                             *index
                         }
                         None => {
-                            locks.push(PieceLock {
-                                ino,
-                                line: line.as_ptr() as usize - bytes.as_ptr() as usize,
-                                mixed: false,
-                            });
+                            locks.push(PieceLock::new(bytes, ino, host, &identity));
                             let index = locks.len() as u32 - 1;
                             same_inode.push((index, host, identity));
                             index
@@ -463,18 +507,13 @@ struct Lock {
 }
 
 impl Replay {
-    fn merge(&mut self, chunk: &[u8], piece: Piece, source: u32, span: Span, fields: &Fields) {
+    fn merge(&mut self, chunk: &[u8], piece: Piece, source: u32, span: Span) {
         self.parsed.extend(piece.parsed);
         let places: Vec<usize> = piece
             .locks
             .iter()
             .map(|lock| {
-                let end = memchr::memchr(b'\n', &chunk[lock.line..])
-                    .map_or(chunk.len(), |at| lock.line + at);
-                let line = chunk[lock.line..end].trim_ascii();
-                let Read::Lock { host, identity, .. } = read_line(line, fields) else {
-                    unreachable!("a piece's lock comes from a lock line it read");
-                };
+                let (host, identity) = (bytes_at(chunk, lock.host), lock.identity(chunk));
                 let place = self.place(lock.ino, host, || identity.owned());
                 let known = &mut self.locks[place];
                 if lock.mixed || !same_identity(&known.identity, &identity) {
