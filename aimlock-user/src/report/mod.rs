@@ -216,6 +216,8 @@ fn span(args: &ReportArgs) -> Option<busy::Span> {
             until: Some(at),
         }),
         (None, None, None) => None,
+        // A span that ends before it begins: every line is read, as the timelines decide.
+        (None, Some(since), Some(until)) if since > until => None,
         (None, since, until) => Some(busy::Span { since, until }),
     }
 }
