@@ -157,40 +157,15 @@ impl Identity<'_> {
     }
 }
 
-/// The finders for the fields read.
+/// The finder for the field every lock line is looked up by.
 struct Fields {
     ino: memmem::Finder<'static>,
-    kind: memmem::Finder<'static>,
-    dev: memmem::Finder<'static>,
-    path: memmem::Finder<'static>,
-    mode: memmem::Finder<'static>,
-    reason: memmem::Finder<'static>,
-    generation: memmem::Finder<'static>,
-    start: memmem::Finder<'static>,
-    end: memmem::Finder<'static>,
-    pid: memmem::Finder<'static>,
-    wait_ns: memmem::Finder<'static>,
-    held_ns: memmem::Finder<'static>,
-    own: memmem::Finder<'static>,
 }
 
 impl Fields {
     fn new() -> Self {
-        let finder = |needle: &str| memmem::Finder::new(needle.as_bytes()).into_owned();
         Self {
-            ino: finder(r#""ino":"#),
-            kind: finder(r#""kind":""#),
-            dev: finder(r#""dev":""#),
-            path: finder(r#""path":"#),
-            mode: finder(r#""mode":"#),
-            reason: finder(r#""reason":"#),
-            generation: finder(r#""generation":"#),
-            start: finder(r#""start":"#),
-            end: finder(r#""end":"#),
-            pid: finder(r#","pid":"#),
-            wait_ns: finder(r#""wait_ns":"#),
-            held_ns: finder(r#""held_ns":"#),
-            own: finder(r#""comm":"aimlock""#),
+            ino: memmem::Finder::new(br#""ino":"#).into_owned(),
         }
     }
 }
@@ -376,48 +351,34 @@ fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
     {
         return whole();
     }
-    let identity = || -> Option<Identity<'a>> {
-        Some(Identity {
-            kind: string(line, &fields.kind)?,
-            dev: string(line, &fields.dev)?,
-            path: match fields.path.find(line) {
-                Some(_) => Some(string(line, &fields.path)?),
-                None => None,
-            },
-            generation: number(line, &fields.generation)?,
-            start: number(line, &fields.start)?,
-            end: number(line, &fields.end)?,
-        })
-    };
-    let Some(identity) = identity() else {
+    let Some(flat) = FlatLine::read(line) else {
         return whole();
     };
-    if !matches!(identity.kind, b"flock" | b"ofd" | b"lease" | b"posix")
-        || !string_is(line, &fields.mode, &[b"read", b"write", b"unlock"])
-        || !string_is(
-            line,
-            &fields.reason,
+    let Some(identity) = flat.identity() else {
+        return whole();
+    };
+    let known = |value: Option<&[u8]>, names: &[&[u8]]| value.is_none_or(|v| names.contains(&v));
+    if !matches!(identity.kind, b"flock" | b"ofd" | b"lease")
+        || !known(flat.mode, &[b"read", b"write", b"unlock"])
+        || !known(
+            flat.reason,
             &[b"unlock", b"close", b"exit", b"convert", b"lost"],
         )
-        || identity.kind == b"posix"
-        || fields.own.find(line).is_some()
+        || flat.comm == Some(b"aimlock")
     {
         return whole();
     }
-    let Some(Some(pid)) = number(line, &fields.pid) else {
-        return whole();
-    };
-    let Ok(pid) = u32::try_from(pid) else {
+    let Some(Ok(pid)) = flat.pid.map(u32::try_from) else {
         return whole();
     };
     let step = match head.event {
-        EventKind::Acquire => match number(line, &fields.wait_ns) {
-            Some(wait_ns) => Step::Acquire { pid, wait_ns },
-            None => return whole(),
+        EventKind::Acquire => Step::Acquire {
+            pid,
+            wait_ns: flat.wait_ns,
         },
-        EventKind::Release => match number(line, &fields.held_ns) {
-            Some(held_ns) => Step::Release { pid, held_ns },
-            None => return whole(),
+        EventKind::Release => Step::Release {
+            pid,
+            held_ns: flat.held_ns,
         },
         EventKind::Wait => Step::Wait { pid },
         EventKind::Fail => Step::Fail { pid },
@@ -432,56 +393,135 @@ fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
     }
 }
 
-/// The string after a line's first `field` (`"name":` or `"name":"`), still escaped.
-fn string<'a>(line: &'a [u8], field: &memmem::Finder<'_>) -> Option<&'a [u8]> {
-    let mut from = field.find(line)? + field.needle().len();
-    if !field.needle().ends_with(b"\"") {
-        from += usize::from(line.get(from) == Some(&b'"'));
-    }
-    string_from(line, from)
+/// The fields the replay reads from a flat line (no object or array inside), each read once
+/// in one pass over the line.
+#[derive(Default)]
+struct FlatLine<'a> {
+    kind: Option<&'a [u8]>,
+    dev: Option<&'a [u8]>,
+    path: Option<&'a [u8]>,
+    generation: Option<u64>,
+    start: Option<u64>,
+    end: Option<u64>,
+    mode: Option<&'a [u8]>,
+    reason: Option<&'a [u8]>,
+    comm: Option<&'a [u8]>,
+    pid: Option<u64>,
+    wait_ns: Option<u64>,
+    held_ns: Option<u64>,
 }
 
-/// A number field: Some(None) when absent or null, None when it is something else.
-fn number(line: &[u8], field: &memmem::Finder<'_>) -> Option<Option<u64>> {
-    let Some(found) = field.find(line) else {
-        return Some(None);
-    };
-    let rest = &line[found + field.needle().len()..];
-    if rest.starts_with(b"null") {
-        return Some(None);
+impl<'a> FlatLine<'a> {
+    /// None for anything but `{"key":value,...}` with string, number and null values, each
+    /// key once, a number in plain digits.
+    fn read(line: &'a [u8]) -> Option<Self> {
+        let mut flat = FlatLine::default();
+        // Keys seen, by their bit: the full parse refuses a key given twice.
+        let mut seen = 0u16;
+        let mut at = 1;
+        loop {
+            let key_start = at + 1;
+            if line.get(at) != Some(&b'"') {
+                return None;
+            }
+            let key_end = key_start + memchr::memchr2(b'"', b'\\', &line[key_start..])?;
+            if line[key_end] != b'"' || line.get(key_end + 1) != Some(&b':') {
+                return None;
+            }
+            let key = &line[key_start..key_end];
+            let value_start = key_end + 2;
+            let (value, quoted, value_end) = if line.get(value_start) == Some(&b'"') {
+                let string = string_from(line, value_start + 1)?;
+                (string, true, value_start + 1 + string.len() + 1)
+            } else {
+                let len = memchr::memchr2(b',', b'}', &line[value_start..])?;
+                (
+                    &line[value_start..value_start + len],
+                    false,
+                    value_start + len,
+                )
+            };
+            let bit = match key {
+                b"kind" => 0,
+                b"dev" => 1,
+                b"path" => 2,
+                b"generation" => 3,
+                b"start" => 4,
+                b"end" => 5,
+                b"mode" => 6,
+                b"reason" => 7,
+                b"comm" => 8,
+                b"pid" => 9,
+                b"wait_ns" => 10,
+                b"held_ns" => 11,
+                b"ino" => 12,
+                b"host" => 13,
+                _ => 15,
+            };
+            if bit < 15 {
+                if seen & (1 << bit) != 0 {
+                    return None;
+                }
+                seen |= 1 << bit;
+            }
+            let string = || quoted.then_some(value);
+            let null = !quoted && value == b"null";
+            let number = || -> Option<Option<u64>> {
+                if null {
+                    return Some(None);
+                }
+                let plain = !quoted
+                    && (1..=19).contains(&value.len())
+                    && value.iter().all(u8::is_ascii_digit);
+                plain
+                    .then(|| std::str::from_utf8(value).ok()?.parse().ok())?
+                    .map(Some)
+            };
+            let text = || -> Option<Option<&'a [u8]>> {
+                if null { Some(None) } else { string().map(Some) }
+            };
+            match bit {
+                0 => flat.kind = Some(string()?),
+                1 => flat.dev = Some(string()?),
+                2 => flat.path = Some(string()?),
+                3 => flat.generation = number()?,
+                4 => flat.start = number()?,
+                5 => flat.end = number()?,
+                6 => flat.mode = text()?,
+                7 => flat.reason = text()?,
+                8 => flat.comm = text()?,
+                9 => flat.pid = number()?,
+                10 => flat.wait_ns = number()?,
+                11 => flat.held_ns = number()?,
+                _ => {}
+            }
+            match line.get(value_end) {
+                Some(b',') => at = value_end + 1,
+                Some(b'}') if value_end + 1 == line.len() => return Some(flat),
+                _ => return None,
+            }
+        }
     }
-    let digits = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
-    if !matches!(rest.get(digits), Some(b',' | b'}')) || digits == 0 || digits > 19 {
-        return None;
-    }
-    std::str::from_utf8(&rest[..digits])
-        .ok()?
-        .parse()
-        .ok()
-        .map(Some)
-}
 
-/// Whether a string field is absent, null or one of `known`.
-fn string_is(line: &[u8], field: &memmem::Finder<'_>, known: &[&[u8]]) -> bool {
-    let Some(found) = field.find(line) else {
-        return true;
-    };
-    let rest = &line[found + field.needle().len()..];
-    if rest.starts_with(b"null") {
-        return true;
+    fn identity(&self) -> Option<Identity<'a>> {
+        Some(Identity {
+            kind: self.kind?,
+            dev: self.dev?,
+            path: self.path,
+            generation: self.generation,
+            start: self.start,
+            end: self.end,
+        })
     }
-    known.iter().any(|name| {
-        rest.strip_prefix(b"\"")
-            .and_then(|rest| rest.strip_prefix(*name))
-            .is_some_and(|rest| rest.starts_with(b"\""))
-    })
 }
 
 /// Each lock's state as its lines are replayed in log order.
 #[derive(Default)]
 struct Replay {
     /// Each inode's locks in `locks`, told apart by host.
-    places: FxHashMap<u64, SmallVec<[usize; 4]>>,
+    places: FxHashMap<(u64, u32), usize>,
+    /// The hosts met, as lines write them: a lock is placed by its inode and its host's index.
+    hosts: Vec<Box<[u8]>>,
     locks: Vec<Lock>,
     parsed: FxHashSet<u64>,
 }
@@ -536,30 +576,33 @@ impl Replay {
 
     /// The lock of this inode and host, new with this identity if not seen before.
     fn place(&mut self, ino: u64, host: &[u8], identity: impl FnOnce() -> OwnedIdentity) -> usize {
-        let same_inode = self.places.entry(ino).or_default();
-        if let Some(&place) = same_inode
-            .iter()
-            .find(|&&place| *self.locks[place].host == *host)
-        {
-            return place;
+        let host_index = match self.hosts.iter().position(|known| **known == *host) {
+            Some(index) => index,
+            None => {
+                self.hosts.push(host.into());
+                self.hosts.len() - 1
+            }
+        } as u32;
+        let next = self.locks.len();
+        let place = *self.places.entry((ino, host_index)).or_insert(next);
+        if place == next {
+            self.locks.push(Lock {
+                ino,
+                host: host.into(),
+                identity: identity(),
+                whole: false,
+                wanted: false,
+                past: false,
+                window: Window {
+                    from: None,
+                    to: None,
+                },
+                last: None,
+                holds: SmallVec::new(),
+                waits: SmallVec::new(),
+            });
         }
-        same_inode.push(self.locks.len());
-        self.locks.push(Lock {
-            ino,
-            host: host.into(),
-            identity: identity(),
-            whole: false,
-            wanted: false,
-            past: false,
-            window: Window {
-                from: None,
-                to: None,
-            },
-            last: None,
-            holds: SmallVec::new(),
-            waits: SmallVec::new(),
-        });
-        self.locks.len() - 1
+        place
     }
 
     fn finish(self) -> Busy {
