@@ -1,5 +1,6 @@
-//! Builds the kernel programs (aimlock-ebpf) for bpfel-unknown-none with the nightly toolchain
-//! and bpf-linker, leaving the object in OUT_DIR for `include_bytes_aligned!`.
+// Builds the kernel programs (aimlock-ebpf) for bpfel-unknown-none with the nightly toolchain
+// and bpf-linker, leaving their objects (`aimlock`, `hookfloor`) in OUT_DIR for
+// `include_bytes_aligned!`. aimlock-tests' build script is this one, included.
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 

@@ -114,6 +114,15 @@ fn a_dry_run_changes_nothing_and_yes_releases_an_orphaned_flock_while_its_holder
     );
     assert!(shown.contains("flock(LOCK_UN)"), "{shown}");
     assert!(shown.contains("Dry run: nothing changed"), "{shown}");
+    // The command it suggests names the file as the operator did, not by an inode number a
+    // later file may get.
+    assert!(
+        shown.contains(&format!(
+            "To break it: aimlock break --path {path} --holder {} --yes",
+            holder.0
+        )),
+        "{shown}"
+    );
     assert!(!flock_free(&file), "the dry run released the lock");
     assert!(fdinfo_shows_lock(holder.0, ino));
     assert!(

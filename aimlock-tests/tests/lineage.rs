@@ -4,7 +4,8 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use aimlock_tests::{
-    KillOnDrop, TempDir, Tracer, Workload, inode, lock_table, of_kind, on_inode, run_aimlock,
+    KillOnDrop, TempDir, Tracer, Workload, inode, lock_table, of_kind, on_inode, proc_start_time,
+    run_aimlock,
 };
 use serde_json::Value;
 
@@ -157,6 +158,24 @@ fn a_lock_passed_over_a_unix_socket_has_a_unix_socket_lineage() {
     assert_eq!(received[0]["pid"], receiver.pid());
     assert_eq!(received[0]["via"], "unix-socket");
     assert_eq!(received[0]["from"]["pid"], taker);
+    // Both processes are named with their start times, from the records themselves: the
+    // receiver's as /proc says it, the sender's (gone now) as its own lock line said it.
+    assert_eq!(
+        received[0]["start_time"].as_u64(),
+        proc_start_time(receiver.pid()),
+        "{}",
+        received[0]
+    );
+    let acquire = events
+        .iter()
+        .find(|e| e["event"] == "acquire" && e["pid"] == taker && e["ino"] == ino)
+        .expect("the sender's acquire");
+    assert!(acquire["start_time"].as_u64().is_some(), "{acquire}");
+    assert_eq!(
+        received[0]["from"]["start_time"], acquire["start_time"],
+        "{}",
+        received[0]
+    );
     drop(sender);
     drop(receiver);
 }

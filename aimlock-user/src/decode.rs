@@ -57,6 +57,8 @@ pub enum Input {
         ts_ns: u64,
         pid: u32,
         comm: [u8; 16],
+        /// When the forking process started; 0 until known.
+        start_time: u64,
         child: u32,
     },
     /// Such a process ran a new program, `comm`. `locked` (filled in by the reader, which can
@@ -66,6 +68,7 @@ pub enum Input {
         ts_ns: u64,
         pid: u32,
         comm: [u8; 16],
+        start_time: u64,
         locked: Option<SmallVec<[(u32, u64); 2]>>,
     },
     /// Descriptors passed as SCM_RIGHTS: sent by a holder, or received; `files` are their open
@@ -74,6 +77,7 @@ pub enum Input {
         ts_ns: u64,
         pid: u32,
         comm: [u8; 16],
+        start_time: u64,
         received: bool,
         files: SmallVec<[u64; 2]>,
     },
@@ -135,12 +139,14 @@ impl Decoder {
                 ts_ns: record.ts_ns,
                 pid: record.pid,
                 comm: record.comm,
+                start_time: procfs::start_time_from_boottime(record.start_boottime),
                 child: read_u64(&record.payload, self.config.new_task.pid, 4) as u32,
             },
             Source::Exec => Input::Exec {
                 ts_ns: record.ts_ns,
                 pid: record.pid,
                 comm: record.comm,
+                start_time: procfs::start_time_from_boottime(record.start_boottime),
                 locked: None,
             },
             Source::FdSent | Source::FdReceived => {
@@ -152,6 +158,7 @@ impl Decoder {
                     ts_ns: record.ts_ns,
                     pid: record.pid,
                     comm: record.comm,
+                    start_time: procfs::start_time_from_boottime(record.start_boottime),
                     received: record.source == Source::FdReceived as u8,
                     files: passed.files[..named]
                         .iter()
@@ -317,7 +324,8 @@ mod tests {
             comm: [0; 16],
             payload,
             file: FileName::NONE,
-            start_boottime: 0,
+            // 2.5 s after boot.
+            start_boottime: 2_500_000_000,
         };
         // SAFETY: Record is plain old data.
         unsafe { std::slice::from_raw_parts((&record as *const Record).cast::<u8>(), Record::SIZE) }
@@ -336,11 +344,17 @@ mod tests {
         let decoder = Decoder::new(config);
         let mut payload = [0u8; PAYLOAD_LEN];
         put(&mut payload, 8, &4242u32.to_ne_bytes());
-        let Some(Input::Fork { pid, child, .. }) = decoder.decode(&record(Source::Fork, payload))
+        let Some(Input::Fork {
+            pid,
+            child,
+            start_time,
+            ..
+        }) = decoder.decode(&record(Source::Fork, payload))
         else {
             panic!("not a fork");
         };
-        assert_eq!((pid, child), (100, 4242));
+        // The forking process, with its own start time (the child's is not in the record).
+        assert_eq!((pid, child, start_time), (100, 4242, 2_500_000_000));
 
         let passed = PassedFds {
             count: 3,
@@ -353,12 +367,16 @@ mod tests {
         // SAFETY: PassedFds is plain old data that fits the payload.
         unsafe { std::ptr::write_unaligned(payload.as_mut_ptr().cast::<PassedFds>(), passed) };
         let Some(Input::Passed {
-            received, files, ..
+            received,
+            files,
+            start_time,
+            ..
         }) = decoder.decode(&record(Source::FdReceived, payload))
         else {
             panic!("not a receipt");
         };
         assert!(received);
+        assert_eq!(start_time, 2_500_000_000);
         assert_eq!(files.as_slice(), [0xf1, 0xf3]);
     }
 }

@@ -8,7 +8,8 @@
 //! a rename shows at the next one. Where the kernel does not name the file (classic
 //! tracepoints), the path is looked up in the locking process's fds, and only that process's
 //! lines use it. A process that sees other mounts (a container) gets its own view of the path,
-//! with the host's beside it.
+//! with the host's beside it; a directory learnt so names that container's later files, and is
+//! checked through its path here.
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -18,7 +19,10 @@ use std::{
 use aimlock_common::{FileName, NAME_LEN};
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::procfs::{self, OpenPath};
+use crate::{
+    host_paths::HostPaths,
+    procfs::{self, OpenPath},
+};
 
 /// Files remembered at most; past this the cache starts again (a file is named again from its
 /// next record). Keeps memory flat however many files come and go.
@@ -80,6 +84,23 @@ struct Dir {
     checked: Instant,
 }
 
+/// A directory as processes that see other mounts (a container) name it, learnt from one of
+/// them: its path there, and its path here, by which it is checked.
+struct ForeignDir {
+    /// The mount view it was seen through (`procfs::mount_view`).
+    view: u64,
+    path: String,
+    /// `None` where the path is the same here.
+    host_path: Option<String>,
+    checked: Instant,
+}
+
+impl ForeignDir {
+    fn path_here(&self) -> &str {
+        self.host_path.as_deref().unwrap_or(&self.path)
+    }
+}
+
 #[derive(Default)]
 struct FdScan {
     /// The next fd number not looked at yet.
@@ -110,11 +131,15 @@ pub struct FilePaths {
     unnamed: HashMap<(u32, FileKey), Known>,
     /// Directories' paths by (device, inode).
     dirs: HashMap<(u32, u64), Dir>,
+    /// Directories' paths as the last process that saw them through other mounts names them,
+    /// by (device, inode): they name that view's later files, also of processes gone already.
+    foreign_dirs: HashMap<(u32, u64), ForeignDir>,
     /// How far each process's fds have been looked at, so that a burst of locks on newly
     /// opened files costs a few lookups each, not a scan of every fd.
     fd_scans: HashMap<u32, FdScan>,
     /// The last file learnt, as its record named it: a burst on one file is learnt once.
     last: Option<Learnt>,
+    host_paths: HostPaths,
 }
 
 impl FilePaths {
@@ -140,7 +165,12 @@ impl FilePaths {
         if self.last == Some(this) {
             return;
         }
+        // A process gone before its mounts were read: a directory seen through other mounts
+        // names its file as well as one seen here.
+        let gone_in_known_dir =
+            viewer == Viewer::Gone && self.foreign_dir(key.dev, file.parent_ino, None).is_some();
         match view {
+            _ if gone_in_known_dir => {}
             _ if name_of(&file.name).is_empty() => self.learn_unnamed(pid, key, view),
             None => self.learn_anew(pid, key, file),
             Some(view) => self.learn_foreign(pid, key, file, view),
@@ -156,7 +186,10 @@ impl FilePaths {
         }
         let known = match self.find_open(pid, key) {
             Some(open) => Known {
-                host_path: view.and_then(|_| procfs::host_path(pid, &open, key.dev, key.ino)),
+                host_path: view.and_then(|view| {
+                    self.host_paths
+                        .host_path(pid, view, &open, key.dev, key.ino)
+                }),
                 path: Ok(open.path),
                 deleted: open.deleted,
                 parent_ino: 0,
@@ -176,6 +209,12 @@ impl FilePaths {
     /// A file of a process that sees other mounts: named through that process's fds only, with
     /// the path it has here beside it.
     fn learn_foreign(&mut self, pid: u32, key: FileKey, file: &FileName, view: u64) {
+        if self
+            .foreign_dir(key.dev, file.parent_ino, Some(view))
+            .is_some()
+        {
+            return;
+        }
         if let Some((seen_by, known)) = self.foreign.get(&key)
             && *seen_by == view
             && known.path.is_ok()
@@ -188,13 +227,19 @@ impl FilePaths {
             self.foreign.clear();
         }
         let known = match self.find_open(pid, key) {
-            Some(open) => Known {
-                host_path: procfs::host_path(pid, &open, key.dev, key.ino),
-                path: Ok(shown(open.path, name_of(&file.name))),
-                deleted: open.deleted,
-                parent_ino: file.parent_ino,
-                name: file.name,
-            },
+            Some(open) => {
+                let host_path = self
+                    .host_paths
+                    .host_path(pid, view, &open, key.dev, key.ino);
+                self.learn_foreign_dir(view, key.dev, file.parent_ino, &open.path, &host_path);
+                Known {
+                    host_path,
+                    path: Ok(shown(open.path, name_of(&file.name))),
+                    deleted: open.deleted,
+                    parent_ino: file.parent_ino,
+                    name: file.name,
+                }
+            }
             None => Known {
                 path: Err(gone_or_closed(pid)),
                 deleted: false,
@@ -284,6 +329,22 @@ impl FilePaths {
         let name = name_of(&file.name);
         let named = !name.is_empty();
 
+        if named
+            && let Some(dir) = self.foreign_dirs.get(&(key.dev, file.parent_ino))
+            && match viewer {
+                Viewer::Host => false,
+                Viewer::Container(view) => view == dir.view,
+                // A process gone before its mounts were read: as this tracer's mounts name
+                // the file, where they can.
+                Viewer::Gone => !self.dirs.contains_key(&(key.dev, file.parent_ino)),
+            }
+        {
+            return PathOf::Known {
+                path: join(&dir.path, name),
+                deleted: file.nlink == 0,
+                host_path: dir.host_path.as_deref().map(|host| join(host, name)),
+            };
+        }
         let foreign = self.foreign.get(&key);
         let foreign = match viewer {
             Viewer::Host => None,
@@ -358,6 +419,56 @@ impl FilePaths {
         Some(dir.path.clone())
     }
 
+    /// The directory as the view it was last seen through names it (only if that is `view`,
+    /// when given), checked against its inode here at most once a second.
+    fn foreign_dir(&mut self, dev: u32, ino: u64, view: Option<u64>) -> Option<&ForeignDir> {
+        let dir = self.foreign_dirs.get_mut(&(dev, ino))?;
+        if view.is_some_and(|view| view != dir.view) {
+            return None;
+        }
+        if dir.checked.elapsed() >= DIR_CHECK_INTERVAL {
+            if !is_dir_here(dir.path_here(), dev, ino) {
+                self.foreign_dirs.remove(&(dev, ino));
+                return None;
+            }
+            dir.checked = Instant::now();
+        }
+        self.foreign_dirs.get(&(dev, ino))
+    }
+
+    /// The directory of a file a process that sees other mounts showed at `path`, and that is
+    /// at `host_path` here: remembered where its path here is checked to be that directory.
+    fn learn_foreign_dir(
+        &mut self,
+        view: u64,
+        dev: u32,
+        ino: u64,
+        path: &str,
+        host_path: &Option<String>,
+    ) {
+        let parent = |path: &str| {
+            path.rsplit_once('/')
+                .map(|(dir, _)| if dir.is_empty() { "/" } else { dir }.to_owned())
+        };
+        let Some(dir_path) = parent(path) else {
+            return;
+        };
+        let host_dir = host_path.as_deref().and_then(parent);
+        let dir = ForeignDir {
+            view,
+            path: dir_path,
+            host_path: host_dir,
+            checked: Instant::now(),
+        };
+        if !is_dir_here(dir.path_here(), dev, ino) {
+            return;
+        }
+        if self.foreign_dirs.len() >= MAX_DIRS {
+            self.foreign_dirs.clear();
+        }
+        self.foreign_dirs.insert((dev, ino), dir);
+    }
+
     fn learn_dir(&mut self, dev: u32, ino: u64, path: &str) {
         // Only a directory this tracer can check again (not one seen inside another mount
         // namespace under another name).
@@ -413,6 +524,12 @@ impl FilePaths {
         }
         found
     }
+}
+
+/// Whether `path` is, from here, the directory (`dev`, `ino`).
+fn is_dir_here(path: &str, dev: u32, ino: u64) -> bool {
+    std::fs::metadata(path)
+        .is_ok_and(|meta| procfs::user_dev_to_kernel(meta.dev()) == dev && meta.ino() == ino)
 }
 
 /// Why a file was not found among a process's fds.
@@ -516,6 +633,57 @@ mod tests {
                 name: Some("other".to_owned())
             }
         );
+    }
+
+    #[test]
+    fn a_directory_seen_through_a_containers_mounts_names_its_later_files_both_ways() {
+        let dir = std::env::temp_dir();
+        let meta = std::fs::metadata(&dir).unwrap();
+        let dev = procfs::user_dev_to_kernel(meta.dev());
+        let host_dir = dir.to_str().unwrap().trim_end_matches('/').to_owned();
+        let mut paths = FilePaths::default();
+        // A container (view 5) showed /data/first, which is {host_dir}/first here.
+        paths.learn_foreign_dir(
+            5,
+            dev,
+            meta.ino(),
+            "/data/first",
+            &Some(format!("{host_dir}/first")),
+        );
+        let key = FileKey {
+            dev,
+            ino: 1,
+            generation: 7,
+        };
+        let job = file_name("job.lock", meta.ino(), 0);
+        let both_ways = PathOf::Known {
+            path: "/data/job.lock".to_owned(),
+            deleted: true,
+            host_path: Some(format!("{host_dir}/job.lock")),
+        };
+        // Pid 0 is no process: only the directory can name the file, for that container and
+        // for a process gone before its mounts were read.
+        paths.learn(0, key, &job, Viewer::Container(5));
+        assert_eq!(paths.path(0, key, &job, Viewer::Container(5)), both_ways);
+        paths.learn(0, key, &job, Viewer::Gone);
+        assert_eq!(paths.path(0, key, &job, Viewer::Gone), both_ways);
+        // Not for another container, nor for a process that sees this tracer's mounts.
+        for viewer in [Viewer::Container(6), Viewer::Host] {
+            assert!(
+                matches!(paths.path(0, key, &job, viewer), PathOf::Unknown { .. }),
+                "{viewer:?}"
+            );
+        }
+        // A directory whose path here is not that directory is not remembered.
+        let mut paths = FilePaths::default();
+        paths.learn_foreign_dir(
+            5,
+            dev,
+            meta.ino(),
+            "/data/first",
+            &Some("/nonexistent/first".into()),
+        );
+        assert!(paths.foreign_dirs.is_empty());
     }
 
     #[test]

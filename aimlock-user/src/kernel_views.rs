@@ -84,6 +84,9 @@ pub struct KernelViews {
     lost_pending: bool,
     /// When the drop counter last rose.
     last_loss: Option<Instant>,
+    /// The files traced changed since the last look: locks taken on a new one before the kernel
+    /// let its records in are found by the next.
+    rescoped: bool,
     /// Looks taken so far.
     pub taken: u64,
 }
@@ -103,6 +106,7 @@ impl KernelViews {
             lost_seen: 0,
             lost_pending: false,
             last_loss: None,
+            rescoped: false,
             taken: 0,
         }
     }
@@ -149,6 +153,16 @@ impl KernelViews {
         self.taken += 1;
     }
 
+    /// The files the trace is about now (`--path` followed a file re-created at its path).
+    pub fn rescope(&mut self, inodes: Vec<(u32, u64)>) {
+        self.scope = Arc::new(Scope {
+            pids: self.scope.pids.clone(),
+            comms: self.scope.comms.clone(),
+            inodes: inodes.into_iter().collect(),
+        });
+        self.rescoped = true;
+    }
+
     /// The look under way, once it is done.
     pub async fn done(&mut self) -> Option<KernelView> {
         let view = self.under_way.as_mut()?.await.ok();
@@ -191,7 +205,7 @@ impl KernelViews {
         let overflowing = self
             .last_loss
             .is_some_and(|at| now.duration_since(at) < RECONCILE_INTERVAL);
-        let interval = match (tracker.scan_wanted(), self.lost_pending) {
+        let interval = match (tracker.scan_wanted(), self.lost_pending || self.rescoped) {
             (Some(ScanWanted::Orphans), _) if !overflowing => ORPHAN_LOOK_INTERVAL,
             (Some(_), _) | (None, true) => RECONCILE_INTERVAL,
             (None, false) => return,
@@ -204,6 +218,7 @@ impl KernelViews {
             return;
         }
         self.lost_pending = false;
+        self.rescoped = false;
         self.look(tracker, clock);
     }
 }

@@ -147,6 +147,7 @@ pub struct Tracer {
     /// `classic` (classic tracepoints) or `mixed`.
     pub lock_hooks: &'static str,
     pub holders: Holders,
+    pub inode_filter: InodeFilter,
 }
 
 impl Tracer {
@@ -316,8 +317,13 @@ impl Tracer {
             ebpf.take_map(names::HOLDERS)
                 .ok_or_else(|| anyhow!("map {} missing", names::HOLDERS))?,
         )?;
+        let inode_filter = BpfHashMap::try_from(
+            ebpf.take_map(names::INODES)
+                .ok_or_else(|| anyhow!("map {} missing", names::INODES))?,
+        )?;
         Ok(Self {
             holders: Holders(holders),
+            inode_filter: InodeFilter(inode_filter),
             ebpf,
             events,
             drops: Drops(drops),
@@ -362,6 +368,23 @@ impl Holders {
                 log::warn!("cannot follow the children of lock holder {pid}: {err}");
             }
         }
+    }
+}
+
+/// The kernel's `--path` filter: the inodes whose locks are recorded.
+pub struct InodeFilter(BpfHashMap<MapData, InodeKey, u8>);
+
+impl InodeFilter {
+    pub fn add(&mut self, (dev, ino): (u32, u64)) -> Result<()> {
+        self.0
+            .insert(InodeKey { dev, _pad: 0, ino }, 1, 0)
+            .context("cannot add a file to the --path filter")
+    }
+
+    pub fn remove(&mut self, (dev, ino): (u32, u64)) -> Result<()> {
+        self.0
+            .remove(&InodeKey { dev, _pad: 0, ino })
+            .context("cannot take a file out of the --path filter")
     }
 }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::{
     events::{LockKind, Mode},
+    host_paths::HostPaths,
     procfs::{self, FdLock, ListedLock, LockLine, OpenPath, ProcessInfo},
 };
 
@@ -605,7 +606,11 @@ fn resolve(
         .as_ref()
         .and_then(|(pid, open)| match procfs::mount_view(*pid)? {
             procfs::MountView::Own => None,
-            procfs::MountView::Other(_) => procfs::host_path(*pid, open, line.dev(), line.ino),
+            procfs::MountView::Other(view) => {
+                processes
+                    .host_paths
+                    .host_path(*pid, view, open, line.dev(), line.ino)
+            }
         });
     let command = processes.comm(line.pid);
     let taker = match Taker::judge(line.pid, &holders) {
@@ -646,6 +651,7 @@ struct Processes {
     known: HashMap<u32, Option<ProcessInfo>>,
     own_cgroup: Option<String>,
     paths: Paths,
+    host_paths: HostPaths,
 }
 
 impl Processes {
@@ -654,6 +660,7 @@ impl Processes {
             known: HashMap::new(),
             own_cgroup: ProcessInfo::read(std::process::id()).and_then(|me| me.cgroup),
             paths,
+            host_paths: HostPaths::default(),
         }
     }
 

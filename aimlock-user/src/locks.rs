@@ -63,10 +63,11 @@ enum Orphans {
 }
 
 pub fn run(args: LocksArgs) -> Result<()> {
-    let columns = match &args.output {
-        Some(list) => table::parse_columns(list)?,
-        None => table::DEFAULT_COLUMNS.to_vec(),
-    };
+    let columns = args
+        .output
+        .as_deref()
+        .map(table::parse_columns)
+        .transpose()?;
     let path_glob = args.path.as_deref().map(path_matcher).transpose()?;
 
     let (mut locks, blind) = lock_table::take();
@@ -125,6 +126,7 @@ pub fn run(args: LocksArgs) -> Result<()> {
                 .then(terminal_width)
                 .flatten(),
         };
+        let columns = columns.unwrap_or_else(|| table::default_columns(&locks));
         table::write(&mut out, &locks, &columns, &layout, unseen).and_then(|()| {
             // Below the table for a reader; left out of the forms scripts parse.
             if args.raw || args.no_headings || chain_lines.is_empty() {
@@ -188,7 +190,7 @@ fn chains_json(chains: &[Chain], locks: &[Lock]) -> serde_json::Value {
                 .iter()
                 .map(|step| {
                     let lock = &locks[step.lock];
-                    serde_json::json!({
+                    let mut step_json = serde_json::json!({
                         "pid": step.pid,
                         "comm": step.comm,
                         "waits_for": {
@@ -202,7 +204,11 @@ fn chains_json(chains: &[Chain], locks: &[Lock]) -> serde_json::Value {
                             "orphan": lock.orphan,
                         },
                         "held_by": step.held_by,
-                    })
+                    });
+                    if let Some(host_path) = &lock.host_path {
+                        step_json["waits_for"]["host_path"] = host_path.as_str().into();
+                    }
+                    step_json
                 })
                 .collect();
             let mut value = serde_json::json!({

@@ -8,6 +8,8 @@ mod decode;
 mod enrich;
 mod events;
 mod file_paths;
+mod followed_paths;
+mod host_paths;
 mod kernel_views;
 mod loader;
 mod lock_table;

@@ -131,7 +131,7 @@ pub struct OpenPath {
     pub path: String,
     pub deleted: bool,
     /// The path from this tracer's root, where the process's root is another directory of the
-    /// same mounts (a chroot). See [`host_path`] for other mount namespaces.
+    /// same mounts (a chroot). See `host_paths` for other mount namespaces.
     pub from_host_root: Option<String>,
 }
 
@@ -222,103 +222,6 @@ pub fn mount_view(pid: u32) -> Option<MountView> {
             MountView::Other(rustc_hash::FxBuildHasher.hash_one((theirs, root)))
         }
     })
-}
-
-/// The path this tracer reaches the file `open` of `pid` by, where it differs from the path the
-/// process sees (a container's own mount namespace or root), checked to be the same inode.
-/// `None` where they do not differ, or where the file cannot be reached from here.
-pub fn host_path(pid: u32, open: &OpenPath, dev: u32, ino: u64) -> Option<String> {
-    let same_file = |path: &str| {
-        fs::metadata(path)
-            .is_ok_and(|meta| user_dev_to_kernel(meta.dev()) == dev && meta.ino() == ino)
-    };
-    if let Some(path) = &open.from_host_root {
-        return same_file(path).then(|| path.clone());
-    }
-    // Through the file system's own path: the process's mount the file is under says where in
-    // its file system the file is, and this tracer's mounts of that file system say where it
-    // shows here.
-    let theirs = read_small(&format!("/proc/{pid}/mountinfo")).ok()?;
-    let ours = read_small("/proc/self/mountinfo").ok()?;
-    let (mount, within) = mounts(&theirs)
-        .filter(|mount| mount.dev == dev)
-        .filter_map(|mount| Some((beneath(&open.path, &mount.point)?, mount)))
-        .max_by_key(|(_, mount)| mount.point.len())
-        .map(|(within, mount)| (mount, within.to_owned()))?;
-    let in_file_system = joined(&mount.root, &within);
-    mounts(&ours)
-        .filter(|mount| mount.dev == dev)
-        .filter_map(|mount| {
-            let rest = beneath(&in_file_system, &mount.root)?;
-            Some(joined(&mount.point, rest))
-        })
-        .find(|path| same_file(path))
-        .filter(|path| *path != open.path)
-}
-
-/// One line of /proc/PID/mountinfo: the device, the directory of the file system mounted
-/// (`root`) and where it is mounted (`point`, relative to the process's root).
-struct Mount {
-    dev: u32,
-    root: String,
-    point: String,
-}
-
-fn mounts(mountinfo: &str) -> impl Iterator<Item = Mount> + '_ {
-    mountinfo.lines().filter_map(|line| {
-        let mut fields = line.split(' ').skip(2);
-        let (major, minor) = fields.next()?.split_once(':')?;
-        let dev = aimlock_common::kernel_dev(major.parse().ok()?, minor.parse().ok()?);
-        Some(Mount {
-            dev,
-            root: unescape_mount_path(fields.next()?),
-            point: unescape_mount_path(fields.next()?),
-        })
-    })
-}
-
-/// mountinfo writes space, tab, newline and backslash in paths as octal escapes (`\040`).
-fn unescape_mount_path(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let octal = bytes.get(index + 1..index + 4).filter(|digits| {
-            bytes[index] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d))
-        });
-        match octal {
-            Some(digits) => {
-                out.push(
-                    digits
-                        .iter()
-                        .fold(0u8, |value, d| value.wrapping_mul(8) + (d - b'0')),
-                );
-                index += 4;
-            }
-            None => {
-                out.push(bytes[index]);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// What is left of `path` below the directory `dir` ("" for `dir` itself), if it is below it.
-fn beneath<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
-    if dir == "/" {
-        return Some(path);
-    }
-    let rest = path.strip_prefix(dir)?;
-    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
-}
-
-fn joined(dir: &str, rest: &str) -> String {
-    match (dir, rest) {
-        ("/", "") => "/".to_owned(),
-        ("/", rest) => rest.to_owned(),
-        (dir, rest) => format!("{dir}{rest}"),
-    }
 }
 
 /// Converts a `st_dev` (glibc's encoding) to the kernel's `s_dev` encoding (major << 20 | minor).
@@ -675,26 +578,6 @@ mod tests {
         );
         let err = read_fd_locks(u32::MAX, &mut Vec::new(), &mut Vec::new()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
-    }
-
-    #[test]
-    fn a_container_path_is_found_through_the_file_systems_own_path() {
-        let container = "36 35 8:1 /srv/data /data rw,relatime - ext4 /dev/sda1 rw\n\
-                         37 35 0:22 / /proc rw - proc proc rw\n";
-        let mount = mounts(container).next().unwrap();
-        assert_eq!(mount.dev, aimlock_common::kernel_dev(8, 1));
-        assert_eq!(
-            (mount.root.as_str(), mount.point.as_str()),
-            ("/srv/data", "/data")
-        );
-        let within = beneath("/data/app/lock", &mount.point).unwrap();
-        assert_eq!(joined(&mount.root, within), "/srv/data/app/lock");
-        assert_eq!(beneath("/database/lock", "/data"), None);
-        assert_eq!(beneath("/data", "/data"), Some(""));
-        assert_eq!(joined("/", "/srv/data/lock"), "/srv/data/lock");
-        assert_eq!(joined("/", ""), "/");
-        assert_eq!(unescape_mount_path("/mnt/my\\040disk"), "/mnt/my disk");
-        assert_eq!(unescape_mount_path("/a\\b"), "/a\\b");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::{
     net::SocketAddr,
-    os::unix::fs::MetadataExt as _,
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
@@ -20,8 +19,9 @@ use crate::{
     decode::{Decoder, Input},
     enrich::Enricher,
     events::{EventKind, EventLine, LockKind, SCHEMA_VERSION, rfc3339, this_host},
+    followed_paths::{Changes, FollowedPaths},
     kernel_views::KernelViews,
-    loader::{Filters, Tracer},
+    loader::{Filters, InodeFilter, Tracer},
     lock_table::Taker,
     metrics, otlp, privileges, procfs,
     sinks::{SinkArgs, Sinks},
@@ -48,7 +48,8 @@ pub struct TraceArgs {
     /// Only trace processes with this command name (at most 15 bytes). Repeatable.
     #[arg(long, short)]
     comm: Vec<String>,
-    /// Only trace locks on these files (resolved to inodes at start, held open while tracing). Repeatable.
+    /// Only trace locks on these files (held open while traced; a file re-created at the path is
+    /// followed within a second). Repeatable.
     #[arg(long)]
     path: Vec<PathBuf>,
     /// The tracer's nice value (-20 to 19). Raised by default so that the tracer keeps draining
@@ -64,17 +65,6 @@ pub struct TraceArgs {
     /// Size of the kernel's ring buffer in bytes (a power of two; K and M suffixes accepted).
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     ring_size: u32,
-}
-
-/// Opens `path` without read or write access (O_PATH) and says which inode it is. Not through
-/// std's `custom_flags`: with musl (the static release) it takes O_PATH for an access mode bit
-/// and drops it, and a file open for reading would keep a write lease from being taken.
-fn pin_file(path: &std::path::Path) -> Result<(std::fs::File, (u32, u64))> {
-    use nix::{fcntl::OFlag, sys::stat::Mode};
-    let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
-    let file = std::fs::File::from(fd);
-    let meta = file.metadata()?;
-    Ok((file, (procfs::user_dev_to_kernel(meta.dev()), meta.ino())))
 }
 
 fn parse_size(text: &str) -> Result<u32, String> {
@@ -106,18 +96,12 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         }
         sink.record_metrics(recorder);
     }
-    // Held open (O_PATH) for the whole trace: an inode that stays referenced cannot be freed,
-    // so its number cannot go to a file created later, which the filter would then let in.
-    let pinned = args
-        .path
-        .iter()
-        .map(|path| pin_file(path).with_context(|| format!("--path {}", path.display())))
-        .collect::<Result<Vec<_>>>()?;
+    let mut followed = FollowedPaths::pin(&args.path)?;
     let filters = Filters {
         pids: args.pid.clone(),
         pid_capacity: args.pid_filter_size,
         comms: args.comm.clone(),
-        inodes: pinned.iter().map(|(_, inode)| *inode).collect(),
+        inodes: followed.inodes(),
     };
     let tracer = Tracer::load(
         &filters,
@@ -137,6 +121,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         decode,
         lock_hooks,
         mut holders,
+        mut inode_filter,
         ..
     } = tracer;
     let decoder = Decoder::new(decode);
@@ -212,6 +197,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             if batch < DRAIN_BATCH {
                 break;
             }
+        }
+        if let Some(changes) = followed.check(|| tracker.files()) {
+            follow(&changes, &mut inode_filter);
+            views.rescope(followed.inodes());
         }
         views.maybe_look(&mut tracker, &clock, || drops.total().ok());
         sink.count_records(records, || drops.total().ok());
@@ -320,6 +309,20 @@ fn drain(
         }
     }
     count
+}
+
+/// Puts the files `--path` follows now into the kernel's filter.
+fn follow(changes: &Changes, filter: &mut InodeFilter) {
+    for &inode in &changes.added {
+        if let Err(err) = filter.add(inode) {
+            log::warn!("{err:#}: {}:{}", inode.0, inode.1);
+        }
+    }
+    for &inode in &changes.removed {
+        if let Err(err) = filter.remove(inode) {
+            log::warn!("{err:#}: {}:{}", inode.0, inode.1);
+        }
+    }
 }
 
 /// The processes a kernel view shows holding locks: the kernel follows their forks, execs and

@@ -75,6 +75,26 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// A process, by its main thread.
+    pub fn process(pid: u32, comm: [u8; 16], start_time: u64) -> Self {
+        Self {
+            pid,
+            tid: pid,
+            comm,
+            start_time,
+        }
+    }
+
+    /// The thread that made a lock call.
+    fn of_op(op: &LockOp) -> Self {
+        Self {
+            pid: op.pid,
+            tid: op.tid,
+            comm: op.comm,
+            start_time: op.start_time,
+        }
+    }
+
     /// Whether both name one process: the same pid, started at the same time where both
     /// start times are known (a pid reused after an exit is another process).
     pub fn same_process(&self, other: &Actor) -> bool {
@@ -560,35 +580,40 @@ impl Tracker {
                     pid,
                     comm,
                     start_time,
-                }) => self.apply_exit(
-                    ts_ns,
-                    Actor {
-                        pid,
-                        tid: pid,
-                        comm,
-                        start_time,
-                    },
-                    out,
-                ),
+                }) => self.apply_exit(ts_ns, Actor::process(pid, comm, start_time), out),
                 Pending::Kernel(Input::Fork {
                     ts_ns,
                     pid,
                     comm,
+                    start_time,
                     child,
-                }) => self.apply_fork(ts_ns, pid, comm, child),
+                }) => self.apply_fork(ts_ns, Actor::process(pid, comm, start_time), child),
                 Pending::Kernel(Input::Exec {
                     ts_ns,
                     pid,
                     comm,
+                    start_time,
                     locked,
-                }) => self.apply_exec(ts_ns, pid, comm, locked.as_deref(), out),
+                }) => self.apply_exec(
+                    ts_ns,
+                    Actor::process(pid, comm, start_time),
+                    locked.as_deref(),
+                    out,
+                ),
                 Pending::Kernel(Input::Passed {
                     ts_ns,
                     pid,
                     comm,
+                    start_time,
                     received,
                     files,
-                }) => self.apply_passed(ts_ns, pid, comm, received, &files, out),
+                }) => self.apply_passed(
+                    ts_ns,
+                    Actor::process(pid, comm, start_time),
+                    received,
+                    &files,
+                    out,
+                ),
                 Pending::ScanBegin(_) => self.scan_touched = Some(HashSet::default()),
                 Pending::Scan(view) => self.apply_view(*view, out),
             }
@@ -597,12 +622,7 @@ impl Tracker {
     }
 
     fn apply_lock(&mut self, op: LockOp, out: &mut Vec<Output>) {
-        let actor = Actor {
-            pid: op.pid,
-            tid: op.tid,
-            comm: op.comm,
-            start_time: op.start_time,
-        };
+        let actor = Actor::of_op(&op);
         let lock = LockId {
             dev: op.dev,
             ino: op.ino,
@@ -792,12 +812,7 @@ impl Tracker {
         };
         out.push(Output::Fail {
             at: op.ts_ns,
-            actor: Actor {
-                pid: op.pid,
-                tid: op.tid,
-                comm: op.comm,
-                start_time: op.start_time,
-            },
+            actor: Actor::of_op(&op),
             lock: request.lock,
             mode,
             start: op.start,
@@ -816,12 +831,7 @@ impl Tracker {
         };
         out.push(Output::Fail {
             at: op.ts_ns,
-            actor: Actor {
-                pid: op.pid,
-                tid: op.tid,
-                comm: op.comm,
-                start_time: op.start_time,
-            },
+            actor: Actor::of_op(&op),
             lock: waiting.lock,
             mode: waiting.mode,
             start: waiting.start,
@@ -1477,18 +1487,17 @@ impl Tracker {
             end: key.end,
             mode: kernel.mode,
             since_ns: None,
-            taker: Actor {
-                pid: taker_pid,
-                tid: taker_pid,
+            taker: Actor::process(
+                taker_pid,
                 comm,
                 // A taker that holds the lock is one of its holders, read just now.
-                start_time: kernel
+                kernel
                     .holders
                     .iter()
                     .find(|holder| holder.pid == taker_pid && kernel.taker == Taker::Holding)
                     .and_then(|holder| holder.start_time)
                     .unwrap_or(0),
-            },
+            ),
             orphan: if kernel.orphan {
                 Orphan::Yes { taker_exit: None }
             } else {
@@ -1525,15 +1534,9 @@ impl Tracker {
 
     /// The child inherits every description of its parent; whether that is worth a line is
     /// decided later (see [`Inherited::unsaid_fork`]).
-    fn apply_fork(&mut self, at: u64, pid: u32, comm: [u8; 16], child: u32) {
-        self.lineages.fork(at, pid, comm, child);
-        let from = Actor {
-            pid,
-            tid: pid,
-            comm,
-            start_time: 0,
-        };
-        for lock in self.descriptions_held(pid) {
+    fn apply_fork(&mut self, at: u64, from: Actor, child: u32) {
+        self.lineages.fork(at, from.pid, from.comm, child);
+        for lock in self.descriptions_held(from.pid) {
             self.inherited.entry(child).or_default().push(Inherited {
                 lock,
                 from,
@@ -1555,12 +1558,8 @@ impl Tracker {
         }
         said.sort_by_key(|(at, child, _)| (*at, *child));
         for (at, child, entry) in said {
-            let actor = Actor {
-                pid: child,
-                tid: child,
-                comm: entry.from.comm,
-                start_time: 0,
-            };
+            // Forked and not seen since: its parent's command, its own start time unknown.
+            let actor = Actor::process(child, entry.from.comm, 0);
             self.push_inherit(at, actor, entry.lock, entry.from, Via::Fork, out);
         }
     }
@@ -1571,12 +1570,12 @@ impl Tracker {
     fn apply_exec(
         &mut self,
         at: u64,
-        pid: u32,
-        comm: [u8; 16],
+        actor: Actor,
         locked: Option<&[(u32, u64)]>,
         out: &mut Vec<Output>,
     ) {
-        self.lineages.exec(at, pid, comm);
+        let pid = actor.pid;
+        self.lineages.exec(at, pid, actor.comm);
         let Some(locked) = locked else {
             return;
         };
@@ -1592,12 +1591,6 @@ impl Tracker {
                 before
             })
             .collect();
-        let actor = Actor {
-            pid,
-            tid: pid,
-            comm,
-            start_time: 0,
-        };
         for entry in kept {
             if let Some(forked) = entry.unsaid_fork {
                 let child = Actor {
@@ -1613,42 +1606,32 @@ impl Tracker {
     fn apply_passed(
         &mut self,
         at: u64,
-        pid: u32,
-        comm: [u8; 16],
+        actor: Actor,
         received: bool,
         files: &[u64],
         out: &mut Vec<Output>,
     ) {
         if !received {
-            self.lineages.sent(pid, comm, files);
+            self.lineages.sent(actor, files);
             return;
         }
-        let senders = self.lineages.received(at, pid, comm, files);
-        let actor = Actor {
-            pid,
-            tid: pid,
-            comm,
-            start_time: 0,
-        };
-        for (&file, &(sender, sender_comm)) in files.iter().zip(&senders) {
+        let senders = self.lineages.received(at, actor.pid, actor.comm, files);
+        for (&file, &from) in files.iter().zip(&senders) {
             let locks: SmallVec<[LockId; 1]> = self
                 .locks
                 .keys()
                 .filter(|lock| lock.owner == file && inheritable(lock.kind))
                 .copied()
                 .collect();
-            let from = Actor {
-                pid: sender,
-                tid: sender,
-                comm: sender_comm,
-                start_time: 0,
-            };
             for lock in locks {
-                self.inherited.entry(pid).or_default().push(Inherited {
-                    lock,
-                    from,
-                    unsaid_fork: None,
-                });
+                self.inherited
+                    .entry(actor.pid)
+                    .or_default()
+                    .push(Inherited {
+                        lock,
+                        from,
+                        unsaid_fork: None,
+                    });
                 self.push_inherit(at, actor, lock, from, Via::UnixSocket, out);
             }
         }
@@ -1735,11 +1718,12 @@ fn comm_bytes(command: &str) -> [u8; 16] {
 fn holder_actors(holders: &[lock_table::Holder]) -> SmallVec<[Actor; 1]> {
     let mut actors: SmallVec<[Actor; 1]> = holders
         .iter()
-        .map(|holder| Actor {
-            pid: holder.pid,
-            tid: holder.pid,
-            comm: comm_bytes(&holder.comm),
-            start_time: holder.start_time.unwrap_or(0),
+        .map(|holder| {
+            Actor::process(
+                holder.pid,
+                comm_bytes(&holder.comm),
+                holder.start_time.unwrap_or(0),
+            )
         })
         .collect();
     // Sorted by pid: one per process, whatever its number of fds on the lock.
@@ -2199,6 +2183,7 @@ mod tests {
             ts_ns: at_ms * MS,
             pid,
             comm: comm(name),
+            start_time: 0,
             child,
         }
     }
@@ -2209,6 +2194,7 @@ mod tests {
             ts_ns: at_ms * MS,
             pid,
             comm: comm(name),
+            start_time: 0,
             locked: Some(locked.iter().map(|&ino| (DEV, ino)).collect()),
         }
     }
@@ -2218,6 +2204,7 @@ mod tests {
             ts_ns: at_ms * MS,
             pid,
             comm: comm(name),
+            start_time: 0,
             received,
             files: files.iter().copied().collect(),
         }

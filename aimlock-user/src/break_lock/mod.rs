@@ -172,17 +172,24 @@ fn by_owner(locks: Vec<Lock>) -> Vec<OwnedLock> {
 }
 
 pub fn run(args: BreakArgs) -> Result<()> {
-    let (target, path) = match (&args.path, args.inode) {
+    // The named file is held open (without access) until the end: while it is, its inode
+    // number is its own, so every lock found on that number is on this very file, even if it
+    // is deleted and another file created meanwhile.
+    let (target, path, _pinned) = match (&args.path, args.inode) {
         (Some(path), _) => {
-            let meta = fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+            let pinned =
+                open_without_access(path).with_context(|| format!("{}", path.display()))?;
+            let meta = pinned
+                .metadata()
+                .with_context(|| format!("{}", path.display()))?;
             let inode = Inode {
                 major: libc::major(meta.dev()),
                 minor: libc::minor(meta.dev()),
                 ino: meta.ino(),
             };
-            (inode, Some(path.display().to_string()))
+            (inode, Some(path.display().to_string()), Some(pinned))
         }
-        (None, Some(inode)) => (inode, None),
+        (None, Some(inode)) => (inode, None, None),
         (None, None) => unreachable!("clap requires --path or --inode"),
     };
 
@@ -196,9 +203,15 @@ pub fn run(args: BreakArgs) -> Result<()> {
     }
     if !args.yes {
         println!("Dry run: nothing changed.");
+        // Named as the operator named it: by its path, the file at that path then, never a
+        // later file that got its inode number.
+        let file = match &args.path {
+            Some(path) => format!("--path {}", shell_word(&path.to_string_lossy())),
+            None => format!("--inode {target}"),
+        };
         let force = if args.force { " --force" } else { "" };
         println!(
-            "To break it: aimlock break --inode {target} --holder {}{force} --yes",
+            "To break it: aimlock break {file} --holder {}{force} --yes",
             lock.holders[0].pid
         );
         return Ok(());
@@ -237,6 +250,27 @@ pub fn run(args: BreakArgs) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// Opens `path` without read or write access (O_PATH): it neither counts as a reader or writer
+/// (a lease stays possible) nor needs permission to read the file.
+fn open_without_access(path: &std::path::Path) -> Result<fs::File> {
+    use nix::{fcntl::OFlag, sys::stat::Mode};
+    let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
+    Ok(fs::File::from(fd))
+}
+
+/// `text` as one word for a POSIX shell: as it is when it is plain, else single-quoted.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:@%+=,".contains(&b));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 /// Picks the one lock to break: the only one on the inode, or the one `holder` has a
@@ -419,6 +453,14 @@ fn range(lock: &Lock) -> String {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_is_suggested_as_one_shell_word() {
+        assert_eq!(shell_word("/run/lock/x.lock"), "/run/lock/x.lock");
+        assert_eq!(shell_word("/tmp/my lock"), "'/tmp/my lock'");
+        assert_eq!(shell_word("/tmp/it's"), r"'/tmp/it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 
     /// A lock of the table as `lock_table` would judge it: `taker` recorded, held through fd 3
     /// of each of `holders`, over the ten bytes from `start`.

@@ -18,6 +18,7 @@ pub enum Column {
     Dev,
     Inode,
     Path,
+    HostPath,
     Holders,
     Waiters,
     Orphan,
@@ -64,6 +65,14 @@ const COLUMNS: &[(Column, &str, &str, bool, bool)] = &[
         Column::Path,
         "PATH",
         "the file, through a holder's fd",
+        false,
+        true,
+    ),
+    (
+        Column::HostPath,
+        "HOSTPATH",
+        "the file's path on this host where the holder sees it through other mounts (a \
+         container), checked to be the same file; shown by default when a lock has one",
         false,
         true,
     ),
@@ -125,6 +134,20 @@ pub const DEFAULT_COLUMNS: &[Column] = &[
     Column::Waiters,
     Column::Orphan,
 ];
+
+/// The columns shown without `-o`: the default ones, and the host's path beside the path
+/// when some lock's holder sees its file through other mounts (a container).
+pub fn default_columns(locks: &[Lock]) -> Vec<Column> {
+    let mut columns = DEFAULT_COLUMNS.to_vec();
+    if locks.iter().any(|lock| lock.host_path.is_some()) {
+        let after_path = columns
+            .iter()
+            .position(|&c| c == Column::Path)
+            .map_or(0, |i| i + 1);
+        columns.insert(after_path, Column::HostPath);
+    }
+    columns
+}
 
 /// The column list for `--help`.
 pub fn columns_help() -> String {
@@ -333,6 +356,7 @@ fn cell(lock: &Lock, column: Column, unseen: bool) -> String {
             (Some(path), false) => path.clone(),
             (None, _) => String::new(),
         },
+        Column::HostPath => lock.host_path.clone().unwrap_or_default(),
         Column::Holders => list(
             lock.holders
                 .iter()
@@ -408,6 +432,40 @@ mod tests {
         let err = parse_columns("PID,SIZE").unwrap_err().to_string();
         assert!(err.starts_with("unknown column \"SIZE\""), "{err}");
         assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn the_hosts_path_is_shown_by_default_only_where_a_lock_has_one() {
+        let mut locks = vec![crate::lock_table::example(
+            LockKind::Flock,
+            Mode::Write,
+            1,
+            &[1],
+        )];
+        assert_eq!(default_columns(&locks), DEFAULT_COLUMNS);
+        locks[0].path = Some("/data/job.lock".to_owned());
+        locks[0].host_path = Some("/srv/c/data/job.lock".to_owned());
+        let columns = default_columns(&locks);
+        let path = columns.iter().position(|&c| c == Column::Path).unwrap();
+        assert_eq!(columns[path + 1], Column::HostPath);
+        let layout = Layout {
+            headings: true,
+            raw: true,
+            width: None,
+        };
+        let mut out = Vec::new();
+        write(
+            &mut out,
+            &locks,
+            &[Column::Path, Column::HostPath],
+            &layout,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "PATH HOSTPATH\n/data/job.lock /srv/c/data/job.lock\n"
+        );
     }
 
     #[test]

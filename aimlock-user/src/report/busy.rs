@@ -128,6 +128,7 @@ struct Identity<'a> {
     kind: &'a [u8],
     dev: &'a [u8],
     path: Option<&'a [u8]>,
+    host_path: Option<&'a [u8]>,
     generation: Option<u64>,
     start: Option<u64>,
     end: Option<u64>,
@@ -139,6 +140,7 @@ struct OwnedIdentity {
     kind: Box<[u8]>,
     dev: Box<[u8]>,
     path: Option<Box<[u8]>>,
+    host_path: Option<Box<[u8]>>,
     generation: Option<u64>,
     start: Option<u64>,
     end: Option<u64>,
@@ -150,6 +152,7 @@ impl Identity<'_> {
             kind: self.kind.into(),
             dev: self.dev.into(),
             path: self.path.map(Box::from),
+            host_path: self.host_path.map(Box::from),
             generation: self.generation,
             start: self.start,
             end: self.end,
@@ -178,6 +181,7 @@ struct PieceLock {
     kind: Place,
     dev: Place,
     path: Option<Place>,
+    host_path: Option<Place>,
     generation: Option<u64>,
     start: Option<u64>,
     end: Option<u64>,
@@ -208,6 +212,7 @@ impl PieceLock {
             kind: place_in(chunk, identity.kind),
             dev: place_in(chunk, identity.dev),
             path: identity.path.map(|path| place_in(chunk, path)),
+            host_path: identity.host_path.map(|path| place_in(chunk, path)),
             generation: identity.generation,
             start: identity.start,
             end: identity.end,
@@ -220,6 +225,7 @@ impl PieceLock {
             kind: bytes_at(chunk, self.kind),
             dev: bytes_at(chunk, self.dev),
             path: self.path.map(|path| bytes_at(chunk, path)),
+            host_path: self.host_path.map(|path| bytes_at(chunk, path)),
             generation: self.generation,
             start: self.start,
             end: self.end,
@@ -306,6 +312,7 @@ fn same_identity(owned: &OwnedIdentity, identity: &Identity<'_>) -> bool {
     *owned.kind == *identity.kind
         && *owned.dev == *identity.dev
         && owned.path.as_deref() == identity.path
+        && owned.host_path.as_deref() == identity.host_path
         && owned.generation == identity.generation
         && owned.start == identity.start
         && owned.end == identity.end
@@ -400,6 +407,7 @@ struct FlatLine<'a> {
     kind: Option<&'a [u8]>,
     dev: Option<&'a [u8]>,
     path: Option<&'a [u8]>,
+    host_path: Option<&'a [u8]>,
     generation: Option<u64>,
     start: Option<u64>,
     end: Option<u64>,
@@ -456,6 +464,7 @@ impl<'a> FlatLine<'a> {
                 b"held_ns" => 11,
                 b"ino" => 12,
                 b"host" => 13,
+                b"host_path" => 14,
                 _ => 15,
             };
             if bit < 15 {
@@ -493,6 +502,7 @@ impl<'a> FlatLine<'a> {
                 9 => flat.pid = number()?,
                 10 => flat.wait_ns = number()?,
                 11 => flat.held_ns = number()?,
+                14 => flat.host_path = text()?,
                 _ => {}
             }
             match line.get(value_end) {
@@ -508,6 +518,7 @@ impl<'a> FlatLine<'a> {
             kind: self.kind?,
             dev: self.dev?,
             path: self.path,
+            host_path: self.host_path,
             generation: self.generation,
             start: self.start,
             end: self.end,

@@ -15,6 +15,7 @@ use super::{
 /// Bytes each job searches at a time.
 const PIECE: usize = 8 << 20;
 const PATH_FIELD: &[u8] = br#""path":""#;
+const HOST_PATH_FIELD: &[u8] = br#""host_path":""#;
 
 /// What the query names, each to be found in the lines.
 pub struct Wanted<'a> {
@@ -154,10 +155,13 @@ impl Search {
                 let end = memchr::memchr(b'\n', &bytes[after..]).map_or(bytes.len(), |i| after + i);
                 let line = &bytes[start..end];
                 let hit = match &self.check {
-                    Check::Path(glob) => string_value(line, PATH_FIELD).is_some_and(|raw| {
-                        *matched
-                            .entry(raw)
-                            .or_insert_with(|| decode(raw).is_some_and(|path| glob.matches(&path)))
+                    // A container's file, by the path it sees or by the host's.
+                    Check::Path(glob) => [PATH_FIELD, HOST_PATH_FIELD].into_iter().any(|field| {
+                        string_value(line, field).is_some_and(|raw| {
+                            *matched.entry(raw).or_insert_with(|| {
+                                decode(raw).is_some_and(|path| glob.matches(&path))
+                            })
+                        })
                     }),
                     Check::WholeNumber => !bytes.get(after).is_some_and(u8::is_ascii_digit),
                     Check::Nothing => true,

@@ -27,6 +27,7 @@ pub fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
         dev: None,
         ino: None,
         path: None,
+        host_path: None,
         start: None,
         end: None,
         wait_ns: None,
@@ -69,6 +70,7 @@ pub fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
             "orphan" => 21,
             "generation" => 22,
             "start_time" => 23,
+            "host_path" => 24,
             _ => return cursor.skip(0),
         };
         if seen & (1 << bit) != 0 {
@@ -95,6 +97,7 @@ pub fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
             "dev" => raw.dev = cursor.nullable(Cursor::string)?,
             "ino" => raw.ino = cursor.nullable(Cursor::u64)?,
             "path" => raw.path = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
+            "host_path" => raw.host_path = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
             "start" => raw.start = cursor.nullable(Cursor::u64)?,
             "end" => raw.end = cursor.nullable(Cursor::u64)?,
             "wait_ns" => raw.wait_ns = cursor.nullable(Cursor::u64)?,
@@ -312,7 +315,7 @@ mod tests {
     use super::*;
 
     const LINES: &[&str] = &[
-        r#"{"event":"acquire","ts":"2026-11-27T05:04:50.603984745Z","host":"web-1","pid":812,"start_time":12340000000,"ns_pid":7,"comm":"orchestrator","kind":"flock","mode":"write","dev":"254:0","ino":42,"path":"/tmp/x","start":0,"end":null,"wait_ns":12,"generation":3}"#,
+        r#"{"event":"acquire","ts":"2026-11-27T05:04:50.603984745Z","host":"web-1","pid":812,"start_time":12340000000,"ns_pid":7,"comm":"orchestrator","kind":"flock","mode":"write","dev":"254:0","ino":42,"path":"/tmp/x","host_path":"/srv/c/tmp/x","start":0,"end":null,"wait_ns":12,"generation":3}"#,
         r#"{"event":"orphan","ts":"2026-11-27T05:04:50Z","pid":812,"comm":"o","kind":"ofd","mode":"read","dev":"8:1","ino":9,"start":10,"end":20,"taker_exit":"2026-11-27T05:04:49Z","holders":[{"pid":840,"start_time":5670000000,"comm":"sleep","fd":3,"cgroup":"/a"},{"pid":841,"ns_pid":null,"comm":"x"}]}"#,
         r#"{"event":"orphan_end","ts":"2026-11-27T05:04:50Z","pid":1,"comm":"a","kind":"lease","dev":"8:1","ino":9,"held_ns":5,"orphan_ns":3,"reason":"exit","by":{"pid":840,"comm":"sleep"},"orphan":true}"#,
         r#"{"event":"stop","ts":"2026-11-27T05:04:50Z","lost":0,"new":[1,{"a":[true,false,null]},"s"],"records":10}"#,

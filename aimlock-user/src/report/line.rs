@@ -33,6 +33,8 @@ pub struct RawLine<'a> {
     pub ino: Option<u64>,
     #[serde(borrow)]
     pub path: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub host_path: Option<Cow<'a, str>>,
     pub start: Option<u64>,
     pub end: Option<u64>,
     pub wait_ns: Option<u64>,
@@ -148,6 +150,32 @@ pub fn nanos(time: SystemTime) -> Nanos {
 
 pub fn system_time(at: Nanos) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(at)
+}
+
+/// A path a line named a file by, and the host's path of the file where the line gave one (the
+/// file seen through a container's mounts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeenPath {
+    pub path: Name,
+    pub host: Option<Name>,
+}
+
+impl SeenPath {
+    /// Whether `paths` lacks this one; a host's path it gives is filled in where a line of the
+    /// same path did not give it.
+    pub fn is_new_in(self, paths: &mut [SeenPath]) -> bool {
+        let same = paths.iter_mut().find(|known| {
+            known.path == self.path
+                && (known.host == self.host || known.host.is_none() || self.host.is_none())
+        });
+        match same {
+            Some(known) => {
+                known.host = known.host.or(self.host);
+                false
+            }
+            None => true,
+        }
+    }
 }
 
 /// An interned string (a command name, a device, an errno, a path).
@@ -348,7 +376,7 @@ pub struct Record {
 
 /// What a parsed line is.
 pub enum Parsed {
-    Lock(LockKey, Option<Name>, Record),
+    Lock(LockKey, Option<SeenPath>, Record),
     /// A process exited: its POSIX locks are gone once its files are closed.
     Exit(Exit),
     /// `start`, `stop`: only their time matters here.
@@ -454,7 +482,10 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
         others,
         orphan: raw.orphan == Some(true),
     };
-    let path = raw.path.as_deref().map(|path| names.intern(path));
+    let path = raw.path.as_deref().map(|path| SeenPath {
+        path: names.intern(path),
+        host: raw.host_path.as_deref().map(|host| names.intern(host)),
+    });
     Ok(Parsed::Lock(key, path, record))
 }
 
@@ -547,6 +578,7 @@ mod tests {
             dev: Some("254:0".into()),
             ino: Some(42),
             path: Some("/tmp/x \"quoted\"".into()),
+            host_path: Some("/srv/c/tmp/x".into()),
             start: Some(0),
             end: Some(None),
             held_ns: Some(5),
@@ -573,7 +605,9 @@ mod tests {
             (key.ino, key.kind, key.range),
             (42, LockKind::Flock, ByteRange::WHOLE_FILE)
         );
-        assert_eq!(names.get(path.unwrap()), "/tmp/x \"quoted\"");
+        let path = path.unwrap();
+        assert_eq!(names.get(path.path), "/tmp/x \"quoted\"");
+        assert_eq!(path.host.map(|host| names.get(host)), Some("/srv/c/tmp/x"));
         assert_eq!(record.at, 1_795_755_890_603_984_745);
         assert_eq!(record.taker_exit, Some(record.at - 3));
         assert_eq!(record.duration_ns, Some(5));

@@ -471,7 +471,8 @@ fn select(args: &ReportArgs, scan: &mut Scan) -> Vec<Lock> {
             Some(glob) => lines
                 .paths
                 .iter()
-                .any(|&path| glob.matches(names.get(path))),
+                .flat_map(|seen| std::iter::once(seen.path).chain(seen.host))
+                .any(|path| glob.matches(names.get(path))),
             None => true,
         })
         .flat_map_iter(|(key, lines)| timeline::build(key, lines, rank, exits))

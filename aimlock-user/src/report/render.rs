@@ -163,12 +163,19 @@ impl Renderer<'_> {
             ByteRange::WHOLE_FILE => "whole file".to_owned(),
             range => bytes(range),
         };
-        let mut paths = lock.paths.iter().map(|&path| self.names.get(path));
+        let mut paths = lock.paths.iter().map(|seen| match seen.host {
+            Some(host) => format!(
+                "{} (host: {})",
+                self.names.get(seen.path),
+                self.names.get(host)
+            ),
+            None => self.names.get(seen.path).to_owned(),
+        });
         let name = match paths.next() {
             Some(first) => {
-                let others: Vec<&str> = paths.collect();
+                let others: Vec<String> = paths.collect();
                 if others.is_empty() {
-                    first.to_owned()
+                    first
                 } else {
                     format!("{first} (also {})", others.join(", "))
                 }
@@ -627,7 +634,7 @@ impl Renderer<'_> {
     pub fn summary(&self, out: &mut impl Write, locks: &[Lock]) -> std::io::Result<()> {
         let name = |lock: &Lock| {
             let file = match lock.paths.first() {
-                Some(&path) => self.names.get(path).to_owned(),
+                Some(seen) => self.names.get(seen.path).to_owned(),
                 None => format!("inode {}", lock.key.ino),
             };
             match self.several_hosts {
@@ -750,7 +757,7 @@ impl Renderer<'_> {
     /// A lock's file: its path, or its inode when no line gave the path.
     fn file(&self, lock: &Lock) -> String {
         match lock.paths.first() {
-            Some(&path) => self.names.get(path).to_owned(),
+            Some(seen) => self.names.get(seen.path).to_owned(),
             None => format!(
                 "dev {} inode {}",
                 self.names.get(lock.key.dev),
@@ -902,7 +909,12 @@ impl Renderer<'_> {
             paths: lock
                 .paths
                 .iter()
-                .map(|&path| self.names.get(path))
+                .map(|seen| self.names.get(seen.path))
+                .collect(),
+            host_paths: lock
+                .paths
+                .iter()
+                .filter_map(|seen| Some((self.names.get(seen.path), self.names.get(seen.host?))))
                 .collect(),
             holds: lock
                 .holds
@@ -1122,6 +1134,9 @@ pub struct LockJson<'a> {
     pub start: u64,
     pub end: Option<u64>,
     pub paths: Vec<&'a str>,
+    /// The host's path of each path seen through a container's mounts.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub host_paths: std::collections::BTreeMap<&'a str, &'a str>,
     pub holds: Vec<HoldJson<'a>>,
     pub waits: Vec<WaitJson<'a>>,
     pub refusals: Vec<RefusalJson<'a>>,

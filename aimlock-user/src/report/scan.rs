@@ -20,8 +20,8 @@ use super::{
     busy::Windows,
     input::{self, Source},
     line::{
-        Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Record, Skip, head, is_text_line,
-        line_ts, parse,
+        Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Record, SeenPath, Skip, head,
+        is_text_line, line_ts, parse,
     },
 };
 use crate::events::EventKind;
@@ -224,14 +224,14 @@ pub fn line_ino(finder: &memmem::Finder<'_>, line: &[u8]) -> Option<u64> {
 #[derive(Debug, Default)]
 pub struct LockLines {
     pub records: Vec<Record>,
-    pub paths: Vec<Name>,
+    pub paths: Vec<SeenPath>,
 }
 
 impl LockLines {
     fn absorb(&mut self, other: LockLines) {
         self.records.extend(other.records);
         for path in other.paths {
-            if !self.paths.contains(&path) {
+            if path.is_new_in(&mut self.paths) {
                 self.paths.push(path);
             }
         }
@@ -387,8 +387,12 @@ impl Scan {
             .collect();
         for (lock, &place) in piece.locks.iter().zip(&piece_places) {
             let paths = &mut self.lines[place].paths;
-            for path in lock.paths.iter().map(|&path| name(path)) {
-                if !paths.contains(&path) {
+            let seen = lock.paths.iter().map(|seen| SeenPath {
+                path: name(seen.path),
+                host: seen.host.map(name),
+            });
+            for path in seen {
+                if path.is_new_in(paths) {
                     paths.push(path);
                 }
             }
@@ -520,7 +524,7 @@ struct Piece {
 /// A lock a piece's lines are about, and the paths they name it by.
 struct PieceLock {
     key: LockKey,
-    paths: SmallVec<[Name; 1]>,
+    paths: SmallVec<[SeenPath; 1]>,
 }
 
 impl Piece {
@@ -668,7 +672,7 @@ impl Piece {
                 self.records.push((index, record));
                 let paths = &mut self.locks[index as usize].paths;
                 if let Some(path) = path
-                    && !paths.contains(&path)
+                    && path.is_new_in(paths)
                 {
                     paths.push(path);
                 }

@@ -1066,6 +1066,12 @@ fn span_story(host: &str, shift: u64) -> Vec<(u64, String)> {
     lines.push(line("wait", 15, 62, 110, ""));
     lines.push(line("acquire", 16, 62, 110, &waited(1)));
     lines.push(line("release", 17, 62, 110, &held(1)));
+    // A container's file, named as the host sees it on every line, or on some.
+    let container = r#","host_path":"/srv/c1/run/lock/116.lock""#;
+    lines.push(line("acquire", 5, 65, 116, container));
+    lines.push(line("release", 55, 65, 116, &(held(50) + container)));
+    lines.push(line("acquire", 3, 66, 117, container));
+    lines.push(line("release", 58, 66, 117, &held(55)));
     // Found held when the tracer started.
     lines.push(line("held", 0, 77, 112, ""));
     lines.push(line("release", 66, 77, 112, &held(100)));
@@ -1340,4 +1346,41 @@ fn spans_read_selectively_report_what_a_full_read_reports() {
             assert_eq!(counts(fast), counts(full), "{args:?} {}", fast.name);
         }
     }
+}
+
+#[test]
+fn a_containers_file_is_named_as_the_container_saw_it_and_as_the_host_does() {
+    let logs = Logs::new("host-path");
+    let seen = json!({"path": "/data/job.lock", "host_path": "/srv/c1/data/job.lock"});
+    let log = [
+        lock_line("acquire", 1, 812, "job", 31, seen.clone()),
+        // A line without the host's path (the process gone before it was looked up) is the
+        // same path, not another.
+        lock_line(
+            "release",
+            2,
+            812,
+            "job",
+            31,
+            json!({"path": "/data/job.lock", "held_ns": 1_000_000_000u64, "reason": "exit"}),
+        ),
+    ]
+    .concat();
+    let log = logs.write("trace.log", log.as_bytes());
+    for wanted in ["/data/job.lock", "/srv/c1/**"] {
+        let (text, _) = report(&[&log, "--path", wanted]).unwrap();
+        assert!(
+            text.contains("/data/job.lock (host: /srv/c1/data/job.lock)")
+                && !text.contains("(also"),
+            "--path {wanted}: {text}"
+        );
+    }
+    let (json, _) = report(&["--json", &log]).unwrap();
+    let locks = json_locks(&json);
+    assert_eq!(locks.len(), 1, "{json}");
+    assert_eq!(locks[0]["paths"], json!(["/data/job.lock"]));
+    assert_eq!(
+        locks[0]["host_paths"],
+        json!({"/data/job.lock": "/srv/c1/data/job.lock"})
+    );
 }

@@ -11,6 +11,8 @@
 use rustc_hash::FxHashMap as HashMap;
 use smallvec::SmallVec;
 
+use super::Actor;
+
 /// Steps a chain keeps: the most recent ones (a fork bomb's depth is not worth remembering).
 const MAX_STEPS: usize = 16;
 
@@ -70,9 +72,9 @@ struct Process {
 #[derive(Default)]
 pub struct Lineages {
     processes: HashMap<u32, Process>,
-    /// Descriptions sent by a followed process, with its pid, comm and chain then, until
+    /// Descriptions sent by a followed process, with the sender and its chain then, until
     /// received.
-    in_flight: HashMap<u64, (u32, [u8; 16], Vec<Step>)>,
+    in_flight: HashMap<u64, (Actor, Vec<Step>)>,
 }
 
 impl Lineages {
@@ -107,11 +109,11 @@ impl Lineages {
         );
     }
 
-    /// `pid` sent descriptions `files`: whoever receives them got them from it.
-    pub fn sent(&mut self, pid: u32, comm: [u8; 16], files: &[u64]) {
+    /// `sender` sent descriptions `files`: whoever receives them got them from it.
+    pub fn sent(&mut self, sender: Actor, files: &[u64]) {
         let chain = self
             .processes
-            .get(&pid)
+            .get(&sender.pid)
             .map(|process| process.chain.clone())
             .unwrap_or_default();
         if self.in_flight.len() >= MAX_IN_FLIGHT {
@@ -119,27 +121,30 @@ impl Lineages {
             self.in_flight.clear();
         }
         for &file in files {
-            self.in_flight.insert(file, (pid, comm, chain.clone()));
+            self.in_flight.insert(file, (sender, chain.clone()));
         }
     }
 
-    /// `pid` received descriptions `files`; returns who sent each, with its comm (pid 0: the
-    /// sending was not seen).
+    /// `pid` received descriptions `files`; returns who sent each (pid 0: the sending was not
+    /// seen).
     pub fn received(
         &mut self,
         at: u64,
         pid: u32,
         comm: [u8; 16],
         files: &[u64],
-    ) -> SmallVec<[(u32, [u8; 16]); 2]> {
+    ) -> SmallVec<[Actor; 2]> {
         let mut senders = SmallVec::new();
         for &file in files {
-            let (sender, sender_comm, mut chain) = self.in_flight.remove(&file).unwrap_or_default();
+            let (sender, mut chain) = self
+                .in_flight
+                .remove(&file)
+                .unwrap_or_else(|| (Actor::process(0, [0; 16], 0), Vec::new()));
             chain.push(Step {
                 pid,
                 comm,
                 via: Via::UnixSocket,
-                from: sender,
+                from: sender.pid,
                 at: Some(at),
             });
             let process = self.processes.entry(pid).or_default();
@@ -150,7 +155,7 @@ impl Lineages {
                 chain,
                 own_len,
             });
-            senders.push((sender, sender_comm));
+            senders.push(sender);
         }
         senders
     }
@@ -269,7 +274,7 @@ mod tests {
     fn a_received_description_carries_the_senders_lineage_and_later_execs() {
         let mut lineages = Lineages::default();
         lineages.fork(10, 100, comm("taker"), 101);
-        lineages.sent(101, comm("taker"), &[0xd1]);
+        lineages.sent(Actor::process(101, comm("taker"), 0), &[0xd1]);
         // The sender exits before the receiver gets it.
         lineages.exit(101);
         lineages.received(20, 300, comm("server"), &[0xd1]);

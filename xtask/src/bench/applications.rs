@@ -21,7 +21,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 use super::{
     Goal, Outcome, Tools,
-    common::{Background, Stats, StopLine, cpu_seconds},
+    common::{Background, ContenderRow, Stats, StopLine, contender_table, cpu_seconds},
     overhead::BPFTRACE_SCRIPT,
     perf_stat::{self, Attached, Counters, Events},
 };
@@ -554,32 +554,22 @@ fn summarize(measured: &[(Measured, Diagnosis)], events: &Events, runs: usize) -
         let workload = this.workload;
         writeln!(out, "### {}", workload.name())?;
         writeln!(out)?;
-        writeln!(
-            out,
-            "| contender | us per {}, median | min - max | x bare | x floor | tracer CPU per \
-             workload second |",
-            workload.unit()
+        contender_table(
+            &mut out,
+            &format!("us per {}", workload.unit()),
+            "",
+            1,
+            CONTENDERS
+                .iter()
+                .enumerate()
+                .map(|(index, contender)| ContenderRow {
+                    name: contender.name(),
+                    values: &this.us_per_unit[index],
+                    vs_bare: &this.vs_bare[index],
+                    vs_floor: &this.vs_floor[index],
+                    tracer_cpu: &this.tracer_cpu[index],
+                }),
         )?;
-        writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
-        for (index, contender) in CONTENDERS.iter().enumerate() {
-            let us = Stats::of(&this.us_per_unit[index]);
-            let cpu = &this.tracer_cpu[index];
-            let cpu = if cpu.is_empty() {
-                "-".to_owned()
-            } else {
-                format!("{:.2}", Stats::of(cpu).median)
-            };
-            writeln!(
-                out,
-                "| {} | {:.1} | {:.1} - {:.1} | {:.2} | {:.2} | {cpu} |",
-                contender.name(),
-                us.median,
-                us.min,
-                us.max,
-                Stats::of(&this.vs_bare[index]).median,
-                Stats::of(&this.vs_floor[index]).median,
-            )?;
-        }
         writeln!(out)?;
         let lost: Vec<u64> = this.stops.iter().map(|stop| stop.lost).collect();
         let records: Vec<u64> = this.stops.iter().map(|stop| stop.records).collect();

@@ -92,6 +92,54 @@ impl Stats {
     }
 }
 
+/// One contender's measurements over the rounds of a comparison: a row of [`contender_table`].
+pub struct ContenderRow<'a> {
+    pub name: &'a str,
+    /// The measured cost per unit of work.
+    pub values: &'a [f64],
+    pub vs_bare: &'a [f64],
+    pub vs_floor: &'a [f64],
+    /// The tracer's CPU per workload second; empty where there is no tracer.
+    pub tracer_cpu: &'a [f64],
+}
+
+/// The table every comparison of contenders writes: the median, range and ratios of each,
+/// `value` naming the cost column and `decimals` its precision.
+pub fn contender_table<'a>(
+    out: &mut String,
+    value: &str,
+    floor: &str,
+    decimals: usize,
+    rows: impl IntoIterator<Item = ContenderRow<'a>>,
+) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    writeln!(
+        out,
+        "| contender | {value}, median | min - max | x bare | x floor{floor} | tracer CPU per \
+         workload second |"
+    )?;
+    writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
+    for row in rows {
+        let stats = Stats::of(row.values);
+        let cpu = if row.tracer_cpu.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", Stats::of(row.tracer_cpu).median)
+        };
+        writeln!(
+            out,
+            "| {} | {:.decimals$} | {:.decimals$} - {:.decimals$} | {:.2} | {:.2} | {cpu} |",
+            row.name,
+            stats.median,
+            stats.min,
+            stats.max,
+            Stats::of(row.vs_bare).median,
+            Stats::of(row.vs_floor).median,
+        )?;
+    }
+    Ok(())
+}
+
 /// A tracer running in the background, its stdout and stderr in files; interrupted (SIGINT,
 /// as an operator would with Ctrl-C) by [`Background::stop`], killed if dropped before.
 pub struct Background {

@@ -25,6 +25,8 @@ const WORKLOAD_NAME: &str = "lw-bench-rate";
 const PROBE_SECONDS: f64 = 2.0;
 const FIRST_RATE: f64 = 250_000.0;
 const GOAL_RATE: f64 = 1_000_000.0;
+/// The rate the tracer should record without loss, using at most one core.
+const HIGH_GOAL_RATE: f64 = 4_000_000.0;
 /// The search stops probing new rates after this long.
 const SEARCH_BUDGET: Duration = Duration::from_secs(150);
 /// A probe counts as run at its rate when the workload reached this share of it.
@@ -82,15 +84,18 @@ pub fn lossless_rate(tools: &Tools) -> Result<Outcome> {
         }
         runner.probe((low * high).sqrt().round())?;
     }
-    if !runner.probes.iter().any(|probe| probe.target == GOAL_RATE) {
-        runner.probe(GOAL_RATE)?;
+    for goal in [GOAL_RATE, HIGH_GOAL_RATE] {
+        if !runner.probes.iter().any(|probe| probe.target == goal) {
+            runner.probe(goal)?;
+        }
     }
     let best = runner
         .best_lossless()
         .ok_or_else(|| anyhow!("aimlock lost records even at {FIRST_RATE} events/s"))?;
+    let bare = runner.bare_rate(HIGH_GOAL_RATE)?;
     runner.probe(2.0 * best)?;
     let (twice, probes) = runner.probes.split_last().expect("just probed");
-    report(probes, best, twice)
+    report(probes, best, twice, bare)
 }
 
 struct Runner<'a> {
@@ -121,6 +126,26 @@ impl Runner<'_> {
         );
         self.probes.push(probe);
         Ok(self.probes.last().expect("just pushed"))
+    }
+
+    /// What the workload reaches on two threads with no tracer at all, asked for `target`.
+    fn bare_rate(&self, target: f64) -> Result<f64> {
+        let scratch = &self.tools.scratch;
+        let output = Command::new(self.workload)
+            .arg(format!("open:{}", scratch.join("rate-lock").display()))
+            .arg(format!("rate:{target}:{PROBE_SECONDS}:flock:2"))
+            .output()
+            .context("run the rate workload")?;
+        ensure!(
+            output.status.success(),
+            "the rate workload exited with {}",
+            output.status
+        );
+        let (_, rate) = reached_rate(&output.stdout)?;
+        println!(
+            "    {target:>9.0} events/s asked with no tracer, {rate:>9.0} reached (2 threads)"
+        );
+        Ok(rate)
     }
 
     fn run(&self, target: f64) -> Result<Probe> {
@@ -156,18 +181,10 @@ impl Runner<'_> {
         tracer.stop()?;
         let stop = StopLine::read(&log)?;
         fs::remove_file(&log)?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let rate: serde_json::Value = stdout
-            .lines()
-            .find_map(|line| {
-                let json: serde_json::Value = serde_json::from_str(line).ok()?;
-                json.get("rate").cloned()
-            })
-            .ok_or_else(|| anyhow!("no rate line from the workload: {stdout}"))?;
-        let pairs = rate["pairs"].as_u64().context("pairs")?;
+        let (pairs, achieved) = reached_rate(&output.stdout)?;
         Ok(Probe {
             target,
-            achieved: rate["events_per_sec"].as_f64().context("events_per_sec")?,
+            achieved,
             threads: self.threads,
             // Two per pair, and the process's exit.
             expected: 2 * pairs + 1,
@@ -196,7 +213,23 @@ impl Runner<'_> {
     }
 }
 
-fn report(probes: &[Probe], best: f64, twice: &Probe) -> Result<Outcome> {
+/// The pairs made and the events a second reached, from the workload's `rate` line.
+fn reached_rate(stdout: &[u8]) -> Result<(u64, f64)> {
+    let stdout = String::from_utf8_lossy(stdout);
+    let rate: serde_json::Value = stdout
+        .lines()
+        .find_map(|line| {
+            let json: serde_json::Value = serde_json::from_str(line).ok()?;
+            json.get("rate").cloned()
+        })
+        .ok_or_else(|| anyhow!("no rate line from the workload: {stdout}"))?;
+    Ok((
+        rate["pairs"].as_u64().context("pairs")?,
+        rate["events_per_sec"].as_f64().context("events_per_sec")?,
+    ))
+}
+
+fn report(probes: &[Probe], best: f64, twice: &Probe, bare: f64) -> Result<Outcome> {
     let mut out = String::new();
     writeln!(out, "## 2. Lossless event rate")?;
     writeln!(out)?;
@@ -215,11 +248,11 @@ fn report(probes: &[Probe], best: f64, twice: &Probe) -> Result<Outcome> {
     writeln!(
         out,
         "| asked (events/s) | reached | threads | expected records | records | lost | missing | \
-         lost = missing | tracer CPU per second |"
+         lost = missing | tracer CPU per second | load average after |"
     )?;
     writeln!(
         out,
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
     )?;
     let mut sorted: Vec<&Probe> = probes.iter().collect();
     sorted.sort_by(|a, b| a.target.total_cmp(&b.target));
@@ -269,6 +302,38 @@ fn report(probes: &[Probe], best: f64, twice: &Probe) -> Result<Outcome> {
         goal.missing(),
         if met { "lossless" } else { "not lossless" }
     )?;
+    let high = probes
+        .iter()
+        .find(|probe| probe.target == HIGH_GOAL_RATE)
+        .expect("the high goal rate is always probed");
+    let high_met = high.stop.lost == 0 && high.missing() == 0 && high.reached();
+    let one_core = high.tracer_cpu <= 1.0;
+    writeln!(
+        out,
+        "At {HIGH_GOAL_RATE:.0} events/s asked: {:.0} reached under the tracer ({} lost, {} \
+         missing, the tracer at {:.2} CPU seconds a second); with no tracer at all, the same \
+         workload on 2 threads reached {bare:.0} events/s.",
+        high.achieved,
+        high.stop.lost,
+        high.missing(),
+        high.tracer_cpu
+    )?;
+    let high_why = if !high.reached() {
+        format!(
+            "the workload cannot make {HIGH_GOAL_RATE:.0} lock events a second on this machine: \
+             with no tracer it reached {bare:.0} on 2 threads ({:.0} ns of CPU a lock call on \
+             its 2 cores), and under the tracer, which needs a core of its own to keep up, \
+             {:.0} with {} lost",
+            2.0 * 1e9 / bare,
+            high.achieved,
+            high.stop.lost
+        )
+    } else {
+        format!(
+            "at {:.0} events/s the tracer used {:.2} CPU seconds a second and lost {}",
+            high.achieved, high.tracer_cpu, high.stop.lost
+        )
+    };
     let saturated = probes
         .iter()
         .filter(|probe| probe.stop.lost > 0)
@@ -316,6 +381,18 @@ fn report(probes: &[Probe], best: f64, twice: &Probe) -> Result<Outcome> {
                 ),
                 met,
                 why: Some(why),
+            },
+            Goal {
+                goal: format!(
+                    "no loss at {:.0},000,000 lock events/s, the tracer using at most one core",
+                    HIGH_GOAL_RATE / 1e6
+                ),
+                figure: format!(
+                    "{:.0} reached ({bare:.0} with no tracer), {} lost, tracer {:.2} CPU",
+                    high.achieved, high.stop.lost, high.tracer_cpu
+                ),
+                met: high_met && one_core,
+                why: Some(high_why),
             },
             Goal {
                 goal: "the stop line's `lost` equals the records missing, at twice the lossless \
