@@ -124,6 +124,23 @@ pub fn inodes(
     })))
 }
 
+/// The inodes in both, each on the hosts in both (no hosts: any host).
+pub fn both(mut one: Candidates, mut other: Candidates) -> Candidates {
+    one.retain(|ino, hosts| {
+        let Some(also) = other.remove(ino) else {
+            return false;
+        };
+        if hosts.is_empty() {
+            *hosts = also;
+        } else if !also.is_empty() {
+            hosts.retain(|host| also.contains(host));
+            return !hosts.is_empty();
+        }
+        true
+    });
+    one
+}
+
 impl Search {
     fn inodes(&self, bytes: &[u8], ino: &memmem::Finder<'_>) -> Candidates {
         let mut inodes = Candidates::default();

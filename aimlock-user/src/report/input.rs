@@ -137,14 +137,15 @@ pub fn read_pieces<T: Send>(
     let (full_tx, full_rx) = mpsc::sync_channel::<Chunk>(jobs);
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
     let (done_tx, done_rx) = mpsc::channel::<(u64, Chunk, T)>();
+    // Buffers grow to `size` as they are filled: a small log needs no more than its size.
     for _ in 0..jobs + 2 {
-        free_tx.send(vec![0; size]).expect("the channel is open");
+        free_tx.send(Vec::new()).expect("the channel is open");
     }
     // Workers take the next chunk as they become free; the numbers keep the order.
     let full_rx = Mutex::new(full_rx.into_iter().zip(0u64..));
     thread::scope(|scope| {
         let reading =
-            scope.spawn(move || fill_chunks(&mut *reader, &source.name, &full_tx, &free_rx));
+            scope.spawn(move || fill_chunks(&mut *reader, &source.name, size, &full_tx, &free_rx));
         for _ in 0..jobs {
             let done_tx = done_tx.clone();
             let (full_rx, work) = (&full_rx, &work);
@@ -177,9 +178,13 @@ pub fn read_pieces<T: Send>(
     })
 }
 
+/// The size a buffer starts at.
+const FIRST_BUFFER: usize = 64 << 10;
+
 fn fill_chunks(
     reader: &mut dyn Read,
     name: &str,
+    size: usize,
     full: &mpsc::SyncSender<Chunk>,
     free: &mpsc::Receiver<Vec<u8>>,
 ) -> Result<ReadEnd, BadInput> {
@@ -199,10 +204,15 @@ fn fill_chunks(
         carry.clear();
         loop {
             if filled == buffer.len() {
-                if memchr::memchr(b'\n', &buffer[..filled]).is_some() {
+                if buffer.len() >= size && memchr::memchr(b'\n', &buffer[..filled]).is_some() {
                     break;
                 }
-                buffer.resize(buffer.len() * 2, 0);
+                let grown = if buffer.len() < size {
+                    (buffer.len() * 2).clamp(FIRST_BUFFER.min(size), size)
+                } else {
+                    buffer.len() * 2
+                };
+                buffer.resize(grown, 0);
             }
             match reader.read(&mut buffer[filled..]) {
                 Ok(0) => {

@@ -1,12 +1,15 @@
 //! `aimlock report`: the post-mortem of a HOT incident, from the logs `aimlock trace` wrote.
 //!
 //! The logs are read in large chunks, parsed by several threads. A query that names a path,
-//! a pid or orphans first finds, by a byte search, the inodes whose lines can match; with
-//! those (or `--inode`, `--host`), only their lines are parsed and kept. Each lock's lines are
+//! a pid or orphans first finds, by a byte search, the inodes whose lines can match; one that
+//! names a time span first replays each lock's holds and waits from a few fields of each line
+//! to find the locks busy in it, and the stretch of their lines that tells it; with those (or
+//! `--inode`, `--host`), only their lines are parsed and kept. Each lock's lines are
 //! then put in time order across files and folded into holds, waits and refusals (a file's
 //! POSIX locks by their byte ranges, as the kernel keeps them), which the query narrows and
 //! the renderer tells.
 
+mod busy;
 mod candidates;
 mod fast;
 mod input;
@@ -179,6 +182,7 @@ fn selection(args: &ReportArgs, sources: &[input::Source], jobs: usize) -> Resul
         orphans: args.orphans,
     };
     let mut inodes = args.inode.map(|inode| on_any_host(inode.ino));
+    let mut windows = None;
     if wanted.any() && sources.iter().all(input::Source::rereadable) {
         let mut found = candidates::inodes(sources, &wanted, jobs)?.unwrap_or_default();
         if let Some(inode) = args.inode {
@@ -186,12 +190,38 @@ fn selection(args: &ReportArgs, sources: &[input::Source], jobs: usize) -> Resul
         }
         inodes = Some(found);
     }
+    if let Some(span) = span(args)
+        && args.inode.is_none()
+        && sources.iter().all(input::Source::rereadable)
+    {
+        let busy = busy::locks(sources, span, jobs)?;
+        inodes = Some(match inodes {
+            Some(found) => candidates::both(found, busy.inodes),
+            None => busy.inodes,
+        });
+        windows = Some(busy.windows);
+    }
     Ok(Selection::new(
         inodes,
         args.inode.map(Inode::dev_name),
         args.host.clone(),
         args.inode.as_ref().map(|inode| inode.ino),
-    ))
+    )
+    .within(windows))
+}
+
+/// The time span the query narrows to, if any.
+fn span(args: &ReportArgs) -> Option<busy::Span> {
+    match (args.at, args.since, args.until) {
+        (Some(at), _, _) => Some(busy::Span {
+            since: Some(at),
+            until: Some(at),
+        }),
+        (None, None, None) => None,
+        // A span that ends before it begins: every line is read, as the timelines decide.
+        (None, Some(since), Some(until)) if since > until => None,
+        (None, since, until) => Some(busy::Span { since, until }),
+    }
 }
 
 fn write_report(

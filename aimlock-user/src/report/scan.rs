@@ -6,7 +6,10 @@
 //! lines are kept, and the tracer's lines start alike (`{"event":"NAME","ts":"TIME"`), so a
 //! line of another lock is passed over after a look at its head and its `"ino":`.
 
-use std::{collections::hash_map::Entry, sync::Mutex};
+use std::{
+    collections::hash_map::Entry,
+    sync::{LazyLock, Mutex},
+};
 
 use memchr::memmem;
 use rustc_hash::FxHashMap;
@@ -14,6 +17,7 @@ use smallvec::SmallVec;
 
 use super::{
     BadInput,
+    busy::Windows,
     input::{self, Source},
     line::{
         Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Record, SeenPath, Skip, head,
@@ -41,6 +45,9 @@ pub struct Selection {
     /// Only lines of these hosts; empty: every host.
     hosts: Vec<String>,
     reading: Reading,
+    /// Of some inodes on some hosts, only the lines of a window of time (`--since`,
+    /// `--until`).
+    windows: Option<Windows>,
     /// Bytes each job parses at a time.
     piece_bytes: usize,
 }
@@ -92,8 +99,30 @@ impl Selection {
             dev,
             hosts,
             reading,
+            windows: None,
             piece_bytes: PIECE,
         }
+    }
+
+    /// The same selection, of whose locks named in `windows` only the lines in their window
+    /// are read (when lines are picked by their heads).
+    pub fn within(mut self, windows: Option<Windows>) -> Self {
+        self.windows = windows;
+        self
+    }
+
+    /// Whether a line of this inode and host (as the line writes it), at this time, is in the
+    /// lock's window, if it has one.
+    fn in_window(&self, ino: u64, host: &[u8], at: Nanos) -> bool {
+        let Some(windows) = &self.windows else {
+            return true;
+        };
+        windows.get(&ino).is_none_or(|hosts| {
+            hosts
+                .iter()
+                .find(|(known, _)| **known == *host)
+                .is_none_or(|(_, window)| window.contains(at))
+        })
     }
 
     /// The same selection, read in pieces of about `bytes` (whole lines: at least one).
@@ -148,14 +177,24 @@ pub type Candidates = FxHashMap<u64, Vec<Box<[u8]>>>;
 
 const HOST_FIELD: &[u8] = br#""host":""#;
 
+static HOST_FINDER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(HOST_FIELD));
+
 /// A line's host as the line writes it (still escaped); empty when it names none.
 pub fn line_host(line: &[u8]) -> &[u8] {
-    string_value(line, HOST_FIELD).unwrap_or_default()
+    HOST_FINDER
+        .find(line)
+        .and_then(|at| string_from(line, at + HOST_FIELD.len()))
+        .unwrap_or_default()
 }
 
 /// The string after a line's first `field` (`"name":"`), between the quotes, still escaped.
 pub fn string_value<'a>(line: &'a [u8], field: &[u8]) -> Option<&'a [u8]> {
-    let from = memmem::find(line, field)? + field.len();
+    string_from(line, memmem::find(line, field)? + field.len())
+}
+
+/// The string that starts at `from`, up to its closing quote, still escaped.
+pub fn string_from(line: &[u8], from: usize) -> Option<&[u8]> {
     let mut escaped = false;
     for (offset, &byte) in line[from..].iter().enumerate() {
         match byte {
@@ -589,15 +628,21 @@ impl Piece {
                     (None, _) => true,
                     (Some(inodes), Some(number)) => inodes.get(&number).is_some_and(|hosts| {
                         let host = line_host(line);
-                        hosts.is_empty() || hosts.iter().any(|known| **known == *host)
+                        (hosts.is_empty() || hosts.iter().any(|known| **known == *host))
+                            && selection.in_window(number, host, head.at)
                     }),
                     // Not a line the tracer writes: the parse tells why.
                     (Some(_), None) => return self.line(line, origin, selection),
                 };
                 let host_wanted =
                     hosts.is_empty() || hosts.iter().any(|host| host.find(line).is_some());
+                // A line with an object inside may be two run together (a torn write), or have
+                // zeroed bytes: the parse counts them as the full read does.
+                let flat = memchr::memchr2(b'{', 0, &line[1..]).is_none();
                 if inode_wanted && host_wanted {
                     self.line(line, origin, selection);
+                } else if !flat && let Err(skip) = parse(line, origin, &mut self.names) {
+                    self.skipped(skip, origin.line);
                 } else {
                     self.note_time(head.at);
                 }

@@ -990,6 +990,364 @@ fn logs_parsed_in_pieces_report_what_one_piece_reports() {
     assert_eq!(generations, [(3, 2), (4, 1)], "{json}");
 }
 
+/// A lock line as the tracer writes it, its fields in the tracer's order (so that the byte
+/// readings take it): `extra` is appended as it is (`,"held_ns":5`).
+#[allow(clippy::too_many_arguments)]
+fn tracer_line(
+    event: &str,
+    seconds: u64,
+    host: &str,
+    pid: u32,
+    kind: &str,
+    mode: &str,
+    ino: u64,
+    (start, end): (u64, Option<u64>),
+    extra: &str,
+) -> String {
+    let end = end.map_or("null".to_owned(), |end| end.to_string());
+    format!(
+        r#"{{"event":"{event}","ts":"{}","host":"{host}","pid":{pid},"comm":"job","kind":"{kind}","mode":"{mode}","dev":"254:0","ino":{ino},"path":"/run/lock/{ino}.lock","start":{start},"end":{end}{extra}}}"#,
+        ts(seconds)
+    ) + "\n"
+}
+
+/// One host's log, `shift` seconds later than the others', as (seconds, line): holds and
+/// waits across any span, shared holds, releases and waits told only by a later line's
+/// `held_ns` or `wait_ns`, a release by another process, lines out of order and repeated, an
+/// orphan, a `held` line, OFD ranges and POSIX ranges, an exit.
+fn span_story(host: &str, shift: u64) -> Vec<(u64, String)> {
+    let mut lines = Vec::new();
+    let line = |event: &str, at: u64, pid: u32, ino: u64, extra: &str| {
+        let (kind, mode, range) = ("flock", "write", (0, None));
+        let text = tracer_line(event, at + shift, host, pid, kind, mode, ino, range, extra);
+        (at + shift, text)
+    };
+    let held = |seconds: u64| format!(r#","held_ns":{}000000000,"reason":"unlock""#, seconds);
+    let waited = |seconds: u64| format!(r#","wait_ns":{}000000000"#, seconds);
+    // Held across the span.
+    lines.push(line("acquire", 5, 10, 101, ""));
+    lines.push(line("release", 50, 10, 101, &held(45)));
+    // A wait across the span.
+    lines.push(line("acquire", 2, 20, 102, ""));
+    lines.push(line("wait", 4, 21, 102, ""));
+    lines.push(line("release", 60, 20, 102, &held(58)));
+    lines.push(line("acquire", 60, 21, 102, &waited(56)));
+    lines.push(line("release", 62, 21, 102, &held(2)));
+    // Two shared holds, one released early.
+    lines.push(line("acquire", 1, 30, 103, ""));
+    lines.push(line("acquire", 3, 31, 103, ""));
+    lines.push(line("release", 7, 30, 103, &held(6)));
+    lines.push(line("release", 70, 31, 103, &held(67)));
+    // Taken before the logs.
+    lines.push(line("release", 80, 40, 104, &held(75)));
+    // Its wait line lost.
+    lines.push(line("acquire", 90, 50, 105, &waited(85)));
+    lines.push(line("release", 91, 50, 105, &held(1)));
+    // Released by another process sharing it, without a held time.
+    lines.push(line("acquire", 1, 71, 106, ""));
+    lines.push(line("release", 40, 70, 106, r#","reason":"close""#));
+    lines.push(line("release", 95, 71, 106, &held(94)));
+    // Out of order.
+    lines.push(line("acquire", 20, 80, 107, ""));
+    lines.push(line("release", 10, 80, 107, &held(1)));
+    // The same line twice.
+    lines.push(line("acquire", 3, 90, 108, ""));
+    lines.push(line("acquire", 3, 90, 108, ""));
+    lines.push(line("release", 8, 90, 108, &held(5)));
+    // Quiet but for the edges.
+    lines.push(line("acquire", 1, 95, 109, ""));
+    lines.push(line("release", 2, 95, 109, &held(1)));
+    lines.push(line("acquire", 98, 96, 109, ""));
+    lines.push(line("release", 99, 96, 109, &held(1)));
+    // Refused, a wait that failed, a wait that ended.
+    lines.push(line("fail", 12, 60, 110, r#","errno":"EAGAIN""#));
+    lines.push(line("wait", 13, 61, 110, ""));
+    lines.push(line("fail", 14, 61, 110, r#","errno":"EINTR""#));
+    lines.push(line("wait", 15, 62, 110, ""));
+    lines.push(line("acquire", 16, 62, 110, &waited(1)));
+    lines.push(line("release", 17, 62, 110, &held(1)));
+    // A container's file, named as the host sees it on every line, or on some.
+    let container = r#","host_path":"/srv/c1/run/lock/116.lock""#;
+    lines.push(line("acquire", 5, 65, 116, container));
+    lines.push(line("release", 55, 65, 116, &(held(50) + container)));
+    lines.push(line("acquire", 3, 66, 117, container));
+    lines.push(line("release", 58, 66, 117, &held(55)));
+    // Found held when the tracer started.
+    lines.push(line("held", 0, 77, 112, ""));
+    lines.push(line("release", 66, 77, 112, &held(100)));
+    // A wait begun and ended early.
+    lines.push(line("wait", 2, 41, 113, ""));
+    lines.push(line("acquire", 3, 41, 113, &waited(1)));
+    lines.push(line("release", 4, 41, 113, &held(1)));
+    // An orphan before the span: 812 takes it and exits, its child 840 holds it.
+    lines.push(line("acquire", 1, 812, 111, ""));
+    let exit = |at: u64, pid: u32| {
+        format!(
+            r#"{{"event":"exit","ts":"{}","host":"{host}","pid":{pid},"comm":"job","locks":1}}"#,
+            ts(at + shift)
+        ) + "\n"
+    };
+    lines.push((9 + shift, exit(9, 812)));
+    lines.push(line(
+        "orphan",
+        9,
+        812,
+        111,
+        &format!(
+            r#","taker_exit":"{}","holders":[{{"pid":840,"comm":"sleep","fd":3}}]"#,
+            ts(9 + shift)
+        ),
+    ));
+    lines.push(line(
+        "release",
+        30,
+        840,
+        111,
+        r#","held_ns":29000000000,"reason":"exit""#,
+    ));
+    lines.push(line(
+        "orphan_end",
+        30,
+        812,
+        111,
+        &format!(
+            r#","held_ns":29000000000,"reason":"exit","orphan_ns":21000000000,"taker_exit":"{}","by":{{"pid":840,"comm":"sleep"}}"#,
+            ts(9 + shift)
+        ),
+    ));
+    // OFD ranges of one file, and POSIX ranges that merge, split and end at an exit.
+    let ranged =
+        |event: &str, at: u64, pid: u32, kind: &str, mode: &str, ino, range, extra: &str| {
+            let text = tracer_line(event, at + shift, host, pid, kind, mode, ino, range, extra);
+            (at + shift, text)
+        };
+    lines.push(ranged(
+        "acquire",
+        5,
+        63,
+        "ofd",
+        "write",
+        114,
+        (0, Some(9)),
+        "",
+    ));
+    lines.push(ranged(
+        "acquire",
+        6,
+        64,
+        "ofd",
+        "write",
+        114,
+        (10, Some(19)),
+        "",
+    ));
+    lines.push(ranged(
+        "release",
+        7,
+        64,
+        "ofd",
+        "write",
+        114,
+        (10, Some(19)),
+        &held(1),
+    ));
+    lines.push(ranged(
+        "release",
+        70,
+        63,
+        "ofd",
+        "write",
+        114,
+        (0, Some(9)),
+        &held(65),
+    ));
+    lines.push(ranged(
+        "acquire",
+        1,
+        50,
+        "posix",
+        "write",
+        9,
+        (0, Some(9)),
+        "",
+    ));
+    lines.push(ranged(
+        "acquire",
+        2,
+        50,
+        "posix",
+        "write",
+        9,
+        (0, Some(19)),
+        "",
+    ));
+    lines.push(ranged("acquire", 4, 51, "posix", "read", 9, (30, None), ""));
+    lines.push(ranged(
+        "release",
+        5,
+        50,
+        "posix",
+        "unlock",
+        9,
+        (10, Some(19)),
+        &held(1),
+    ));
+    lines.push(ranged(
+        "acquire",
+        70,
+        52,
+        "posix",
+        "write",
+        9,
+        (40, Some(49)),
+        "",
+    ));
+    lines.push((75 + shift, exit(75, 52)));
+    lines.push((8 + shift, exit(8, 51)));
+    lines.sort_by_key(|(at, _)| *at);
+    lines
+}
+
+/// `--since`, `--until` and `--at` read two ways give the report a full parse gives, for spans
+/// starting and ending everywhere: before, inside and after holds, waits, orphans and ranges;
+/// on hosts interleaved line by line, across two files (one of two gzip members), with torn,
+/// garbage and run-together lines, and lines not in the tracer's field order.
+#[test]
+fn spans_read_selectively_report_what_a_full_read_reports() {
+    let logs = Logs::new("spans");
+    let mut fleet: Vec<(u64, String)> = span_story("web-1", 0)
+        .into_iter()
+        .chain(span_story("web-2", 1))
+        .collect();
+    // Stable: each host's lines keep their order.
+    fleet.sort_by_key(|(at, _)| *at);
+    let (early, late): (Vec<_>, Vec<_>) = fleet.into_iter().partition(|(at, _)| *at < 50);
+    let mut first: Vec<u8> = early.iter().flat_map(|(_, line)| line.bytes()).collect();
+    first.extend_from_slice(b"\x00\x00 garbage from a crash\n");
+    // A line torn by a crash, the next written after it.
+    let torn = tracer_line(
+        "release",
+        20,
+        "web-1",
+        10,
+        "flock",
+        "write",
+        101,
+        (0, None),
+        "",
+    );
+    first.extend_from_slice(&torn.as_bytes()[..60]);
+    first.extend_from_slice(
+        tracer_line(
+            "acquire",
+            21,
+            "web-1",
+            11,
+            "flock",
+            "write",
+            120,
+            (0, None),
+            "",
+        )
+        .as_bytes(),
+    );
+    // Lines in another field order.
+    first.extend_from_slice(
+        generations_story(55)
+            .replace("03:00:", "03:00:4")
+            .as_bytes(),
+    );
+    let first = logs.write("trace.log.1", &first);
+    let late: String = late.into_iter().map(|(_, line)| line).collect();
+    let middle = late[..late.len() / 2].rfind('\n').unwrap() + 1;
+    let mut second = Vec::new();
+    for member in [&late[..middle], &late[middle..]] {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(member.as_bytes()).unwrap();
+        second.extend(gz.finish().unwrap());
+    }
+    // Torn in the middle of its last line.
+    let last = tracer_line(
+        "acquire",
+        199,
+        "web-2",
+        99,
+        "flock",
+        "write",
+        101,
+        (0, None),
+        "",
+    );
+    let third = logs.write("trace.log", &last.as_bytes()[..70]);
+    let second = logs.write("trace.log.2.gz", &second);
+    let points = [
+        0, 3, 5, 6, 9, 10, 20, 30, 45, 50, 51, 55, 60, 61, 66, 70, 85, 89, 90, 96, 99, 200,
+    ];
+    let mut queries: Vec<Vec<String>> = Vec::new();
+    for (index, &since) in points.iter().enumerate() {
+        for &until in &points[index..] {
+            queries.push(vec![
+                "--since".into(),
+                ts(since),
+                "--until".into(),
+                ts(until),
+            ]);
+        }
+        let one = ["--since", "--until", "--at"][index % 3];
+        queries.push(vec![one.into(), ts(since)]);
+    }
+    queries.push(vec![
+        "--since".into(),
+        ts(5),
+        "--until".into(),
+        ts(60),
+        "--host".into(),
+        "web-2".into(),
+    ]);
+    queries.push(vec![
+        "--since".into(),
+        ts(5),
+        "--until".into(),
+        ts(60),
+        "--orphans".into(),
+    ]);
+    queries.push(vec![
+        "--at".into(),
+        ts(20),
+        "--path".into(),
+        "/run/lock/10*".into(),
+    ]);
+    for (index, query) in queries.iter().enumerate() {
+        let mut args: Vec<&str> = query.iter().map(String::as_str).collect();
+        if index % 3 == 0 {
+            args.push("--json");
+        }
+        args.extend([first.as_str(), second.as_str(), third.as_str()]);
+        let cli =
+            Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied())).unwrap();
+        let (mut fast, mut full) = (Vec::new(), Vec::new());
+        let fast_scan = report_reading(&cli.args, Reading::Selective, &mut fast).unwrap();
+        let full_scan = report_reading(&cli.args, Reading::Everything, &mut full).unwrap();
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            String::from_utf8(full).unwrap(),
+            "{args:?}"
+        );
+        for (fast, full) in fast_scan.sources.iter().zip(&full_scan.sources) {
+            let counts = |source: &scan::SourceSummary| {
+                (
+                    source.lines,
+                    source.unreadable,
+                    source.unknown_events,
+                    source.first_skipped_line,
+                    source.first_ts,
+                )
+            };
+            assert_eq!(counts(fast), counts(full), "{args:?} {}", fast.name);
+        }
+    }
+}
+
 #[test]
 fn a_containers_file_is_named_as_the_container_saw_it_and_as_the_host_does() {
     let logs = Logs::new("host-path");

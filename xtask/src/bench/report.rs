@@ -112,8 +112,10 @@ fn queries(log: &Generated) -> Vec<Query> {
             ],
             jq: format!("select(.ts>=\"{since}\" and .ts<=\"{until}\")"),
             selective: true,
-            cost: "a lock taken before the span and never released was under way in it: \
-                   every line is parsed, merged and folded, as for the whole report",
+            cost: "two reads: every line's head and a few fields, to replay each lock's \
+                   holds and waits and find those busy in the span; then the lines of those \
+                   locks from the last moment before the span that nothing of them was open \
+                   to the first after it, parsed and folded",
         },
         Query {
             name: "--host (one of 4)",

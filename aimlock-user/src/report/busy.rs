@@ -1,0 +1,745 @@
+//! The first of two reads for `--since`, `--until` and `--at`: which locks were busy in the
+//! span, and from when to when their lines are needed, found from the lines' heads and a few
+//! fields, so that the second read parses only those lines.
+//!
+//! Each lock's acquires, releases, waits and refusals are replayed as the timeline folds them,
+//! keeping only which holds and waits are open. A lock is wanted when a line about it is in the
+//! span, or when a hold or a wait was open as the span began; its lines are needed from the last
+//! moment before the span when nothing was open (what came before was over, and cannot be under
+//! way in the span) to the first such moment after it. Whatever the replay cannot follow
+//! exactly has all of its lock's lines read: POSIX locks, orphans, `held` lines, several locks
+//! or paths under one inode and host, lines out of time order or repeated, the tracer's own
+//! locks, a hold or a wait after the span told as begun before its end (a release whose acquire
+//! is not in the logs, a wait told only by `wait_ns`), and lines not in the tracer's own shape
+//! (those are parsed, and their inode read on every host).
+
+use memchr::memmem;
+use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
+
+use super::{
+    BadInput,
+    input::{self, Source},
+    line::{Names, Nanos, Origin, Parsed, head, parse},
+    scan::{Candidates, line_host, line_ino, string_from},
+};
+use crate::events::EventKind;
+
+/// Bytes each job reads at a time.
+const PIECE: usize = 8 << 20;
+
+/// The span asked for: from `since` to `until`, both included; None: unbounded.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    pub since: Option<Nanos>,
+    pub until: Option<Nanos>,
+}
+
+impl Span {
+    fn contains(self, at: Nanos) -> bool {
+        !self.before(at) && !self.after(at)
+    }
+
+    fn before(self, at: Nanos) -> bool {
+        self.since.is_some_and(|since| at < since)
+    }
+
+    fn after(self, at: Nanos) -> bool {
+        self.until.is_some_and(|until| at > until)
+    }
+
+    /// Whether something begun at `from` (None: unknown) and still under way after the span
+    /// was under way in it.
+    fn begun_by_its_end(self, from: Option<Nanos>) -> bool {
+        from.is_none_or(|from| self.until.is_none_or(|until| from <= until))
+    }
+}
+
+/// The times between which a lock's lines are needed, both included; None: unbounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub from: Option<Nanos>,
+    pub to: Option<Nanos>,
+}
+
+impl Window {
+    pub fn contains(self, at: Nanos) -> bool {
+        self.from.is_none_or(|from| at >= from) && self.to.is_none_or(|to| at <= to)
+    }
+}
+
+/// Per inode, the hosts (as their lines write them) whose lines need only a window of time.
+pub type Windows = FxHashMap<u64, SmallVec<[(Box<[u8]>, Window); 2]>>;
+
+/// The locks that may have been busy in the span: their inodes, each on the hosts whose lines
+/// about it are wanted, and the windows of time of those that need only some of their lines.
+pub struct Busy {
+    pub inodes: Candidates,
+    pub windows: Windows,
+}
+
+pub fn locks(sources: &[Source], span: Span, jobs: usize) -> Result<Busy, BadInput> {
+    let fields = Fields::new();
+    let mut replay = Replay::default();
+    for (index, source) in sources.iter().enumerate() {
+        input::read_pieces(
+            source,
+            PIECE,
+            jobs,
+            |bytes| Piece::read(bytes, &fields),
+            |chunk, piece| replay.merge(chunk, piece, index as u32, span),
+        )?;
+    }
+    Ok(replay.finish())
+}
+
+/// What one lock line says, as far as the replay needs it.
+#[derive(Clone, Copy, Debug)]
+struct Fact {
+    lock: u32,
+    at: Nanos,
+    step: Step,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Acquire {
+        pid: u32,
+        wait_ns: Option<u64>,
+    },
+    Release {
+        pid: u32,
+        held_ns: Option<u64>,
+    },
+    Wait {
+        pid: u32,
+    },
+    Fail {
+        pid: u32,
+    },
+    /// Anything the replay does not follow: all the lock's lines are read.
+    Other,
+}
+
+/// What, besides the inode and host, makes a lock line's lock, and its path: one lock and one
+/// path per inode and host is what the replay follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Identity<'a> {
+    kind: &'a [u8],
+    dev: &'a [u8],
+    path: Option<&'a [u8]>,
+    host_path: Option<&'a [u8]>,
+    generation: Option<u64>,
+    start: Option<u64>,
+    end: Option<u64>,
+}
+
+/// An identity kept across pieces.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+struct OwnedIdentity {
+    kind: Box<[u8]>,
+    dev: Box<[u8]>,
+    path: Option<Box<[u8]>>,
+    host_path: Option<Box<[u8]>>,
+    generation: Option<u64>,
+    start: Option<u64>,
+    end: Option<u64>,
+}
+
+impl Identity<'_> {
+    fn owned(&self) -> OwnedIdentity {
+        OwnedIdentity {
+            kind: self.kind.into(),
+            dev: self.dev.into(),
+            path: self.path.map(Box::from),
+            host_path: self.host_path.map(Box::from),
+            generation: self.generation,
+            start: self.start,
+            end: self.end,
+        }
+    }
+}
+
+/// The finder for the field every lock line is looked up by.
+struct Fields {
+    ino: memmem::Finder<'static>,
+}
+
+impl Fields {
+    fn new() -> Self {
+        Self {
+            ino: memmem::Finder::new(br#""ino":"#).into_owned(),
+        }
+    }
+}
+
+/// A lock a piece's lines are about; its host and identity are those of its first line, at
+/// `line` in the chunk.
+struct PieceLock {
+    ino: u64,
+    host: Place,
+    kind: Place,
+    dev: Place,
+    path: Option<Place>,
+    host_path: Option<Place>,
+    generation: Option<u64>,
+    start: Option<u64>,
+    end: Option<u64>,
+    /// Its lines gave more than one identity.
+    mixed: bool,
+}
+
+/// Where bytes are in a chunk: offset and length.
+type Place = (u32, u32);
+
+/// Where `part` is in `chunk`.
+fn place_in(chunk: &[u8], part: &[u8]) -> Place {
+    (
+        (part.as_ptr() as usize - chunk.as_ptr() as usize) as u32,
+        part.len() as u32,
+    )
+}
+
+fn bytes_at(chunk: &[u8], (offset, len): Place) -> &[u8] {
+    &chunk[offset as usize..offset as usize + len as usize]
+}
+
+impl PieceLock {
+    fn new(chunk: &[u8], ino: u64, host: &[u8], identity: &Identity<'_>) -> Self {
+        Self {
+            ino,
+            host: place_in(chunk, host),
+            kind: place_in(chunk, identity.kind),
+            dev: place_in(chunk, identity.dev),
+            path: identity.path.map(|path| place_in(chunk, path)),
+            host_path: identity.host_path.map(|path| place_in(chunk, path)),
+            generation: identity.generation,
+            start: identity.start,
+            end: identity.end,
+            mixed: false,
+        }
+    }
+
+    fn identity<'a>(&self, chunk: &'a [u8]) -> Identity<'a> {
+        Identity {
+            kind: bytes_at(chunk, self.kind),
+            dev: bytes_at(chunk, self.dev),
+            path: self.path.map(|path| bytes_at(chunk, path)),
+            host_path: self.host_path.map(|path| bytes_at(chunk, path)),
+            generation: self.generation,
+            start: self.start,
+            end: self.end,
+        }
+    }
+}
+
+/// A piece's lock: its index, and its first line's host and identity.
+type FirstLine<'a> = (u32, &'a [u8], Identity<'a>);
+
+/// A piece's lock lines, in order.
+#[derive(Default)]
+struct Piece {
+    locks: Vec<PieceLock>,
+    facts: Vec<Fact>,
+    /// Locks of lines the replay cannot follow.
+    whole: Vec<(u64, Box<[u8]>)>,
+    /// Inodes of lock lines whose inode only a parse finds, read on every host (as the second
+    /// read keeps such lines).
+    parsed: FxHashSet<u64>,
+}
+
+impl Piece {
+    fn read(bytes: &[u8], fields: &Fields) -> Self {
+        let mut piece = Piece::default();
+        // Each inode's locks in `piece.locks`, told apart by host, with their first line's
+        // host and identity.
+        let mut places: FxHashMap<u64, SmallVec<[FirstLine<'_>; 2]>> = FxHashMap::default();
+        let mut names = Names::default();
+        let mut from = 0;
+        while from < bytes.len() {
+            let end = memchr::memchr(b'\n', &bytes[from..]).map_or(bytes.len(), |at| from + at);
+            let line = bytes[from..end].trim_ascii();
+            from = end + 1;
+            if line.is_empty() {
+                continue;
+            }
+            match read_line(line, fields) {
+                Read::NotALock => {}
+                Read::Lock {
+                    ino,
+                    host,
+                    identity,
+                    at,
+                    step,
+                } => {
+                    let locks = &mut piece.locks;
+                    let same_inode = places.entry(ino).or_default();
+                    let index = match same_inode.iter().find(|(_, known, _)| **known == *host) {
+                        Some((index, _, first)) => {
+                            let lock = &mut locks[*index as usize];
+                            if !lock.mixed && *first != identity {
+                                lock.mixed = true;
+                            }
+                            *index
+                        }
+                        None => {
+                            locks.push(PieceLock::new(bytes, ino, host, &identity));
+                            let index = locks.len() as u32 - 1;
+                            same_inode.push((index, host, identity));
+                            index
+                        }
+                    };
+                    piece.facts.push(Fact {
+                        lock: index,
+                        at,
+                        step,
+                    });
+                }
+                Read::Whole(ino, host) => piece.whole.push((ino, host.into())),
+                Read::Parse => {
+                    let origin = Origin { source: 0, line: 0 };
+                    if let Ok(Parsed::Lock(key, _, _)) = parse(line, origin, &mut names) {
+                        piece.parsed.insert(key.ino);
+                    }
+                }
+            }
+        }
+        piece
+    }
+}
+
+fn same_identity(owned: &OwnedIdentity, identity: &Identity<'_>) -> bool {
+    *owned.kind == *identity.kind
+        && *owned.dev == *identity.dev
+        && owned.path.as_deref() == identity.path
+        && owned.host_path.as_deref() == identity.host_path
+        && owned.generation == identity.generation
+        && owned.start == identity.start
+        && owned.end == identity.end
+}
+
+enum Read<'a> {
+    /// Not a lock line (a start, stop or exit, a deadlock, an inheritance), or none at all.
+    NotALock,
+    Lock {
+        ino: u64,
+        host: &'a [u8],
+        identity: Identity<'a>,
+        at: Nanos,
+        step: Step,
+    },
+    /// A line about this inode and host that the byte reading does not vouch for.
+    Whole(u64, &'a [u8]),
+    /// A line whose inode only a parse finds.
+    Parse,
+}
+
+fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
+    let Some(head) = head(line) else {
+        return Read::Parse;
+    };
+    match head.event {
+        EventKind::Start
+        | EventKind::Stop
+        | EventKind::Exit
+        | EventKind::Deadlock
+        | EventKind::Inherit => return Read::NotALock,
+        _ => {}
+    }
+    let Some(ino) = line_ino(&fields.ino, line) else {
+        return Read::Parse;
+    };
+    let host = line_host(line);
+    let whole = || Read::Whole(ino, host);
+    // Flat, whole and text, as the tracer writes the lines the replay follows: not two lines
+    // run together (a torn write), no zeroed bytes.
+    if memchr::memchr2(b'{', 0, &line[1..]).is_some()
+        || (!line.is_ascii() && std::str::from_utf8(line).is_err())
+    {
+        return whole();
+    }
+    let Some(flat) = FlatLine::read(line) else {
+        return whole();
+    };
+    let Some(identity) = flat.identity() else {
+        return whole();
+    };
+    let known = |value: Option<&[u8]>, names: &[&[u8]]| value.is_none_or(|v| names.contains(&v));
+    if !matches!(identity.kind, b"flock" | b"ofd" | b"lease")
+        || !known(flat.mode, &[b"read", b"write", b"unlock"])
+        || !known(
+            flat.reason,
+            &[b"unlock", b"close", b"exit", b"convert", b"lost"],
+        )
+        || flat.comm == Some(b"aimlock")
+    {
+        return whole();
+    }
+    let Some(Ok(pid)) = flat.pid.map(u32::try_from) else {
+        return whole();
+    };
+    let step = match head.event {
+        EventKind::Acquire => Step::Acquire {
+            pid,
+            wait_ns: flat.wait_ns,
+        },
+        EventKind::Release => Step::Release {
+            pid,
+            held_ns: flat.held_ns,
+        },
+        EventKind::Wait => Step::Wait { pid },
+        EventKind::Fail => Step::Fail { pid },
+        _ => Step::Other,
+    };
+    Read::Lock {
+        ino,
+        host,
+        identity,
+        at: head.at,
+        step,
+    }
+}
+
+/// The fields the replay reads from a flat line (no object or array inside), each read once
+/// in one pass over the line.
+#[derive(Default)]
+struct FlatLine<'a> {
+    kind: Option<&'a [u8]>,
+    dev: Option<&'a [u8]>,
+    path: Option<&'a [u8]>,
+    host_path: Option<&'a [u8]>,
+    generation: Option<u64>,
+    start: Option<u64>,
+    end: Option<u64>,
+    mode: Option<&'a [u8]>,
+    reason: Option<&'a [u8]>,
+    comm: Option<&'a [u8]>,
+    pid: Option<u64>,
+    wait_ns: Option<u64>,
+    held_ns: Option<u64>,
+}
+
+impl<'a> FlatLine<'a> {
+    /// None for anything but `{"key":value,...}` with string, number and null values, each
+    /// key once, a number in plain digits.
+    fn read(line: &'a [u8]) -> Option<Self> {
+        let mut flat = FlatLine::default();
+        // Keys seen, by their bit: the full parse refuses a key given twice.
+        let mut seen = 0u16;
+        let mut at = 1;
+        loop {
+            let key_start = at + 1;
+            if line.get(at) != Some(&b'"') {
+                return None;
+            }
+            let key_end = key_start + memchr::memchr2(b'"', b'\\', &line[key_start..])?;
+            if line[key_end] != b'"' || line.get(key_end + 1) != Some(&b':') {
+                return None;
+            }
+            let key = &line[key_start..key_end];
+            let value_start = key_end + 2;
+            let (value, quoted, value_end) = if line.get(value_start) == Some(&b'"') {
+                let string = string_from(line, value_start + 1)?;
+                (string, true, value_start + 1 + string.len() + 1)
+            } else {
+                let len = memchr::memchr2(b',', b'}', &line[value_start..])?;
+                (
+                    &line[value_start..value_start + len],
+                    false,
+                    value_start + len,
+                )
+            };
+            let bit = match key {
+                b"kind" => 0,
+                b"dev" => 1,
+                b"path" => 2,
+                b"generation" => 3,
+                b"start" => 4,
+                b"end" => 5,
+                b"mode" => 6,
+                b"reason" => 7,
+                b"comm" => 8,
+                b"pid" => 9,
+                b"wait_ns" => 10,
+                b"held_ns" => 11,
+                b"ino" => 12,
+                b"host" => 13,
+                b"host_path" => 14,
+                _ => 15,
+            };
+            if bit < 15 {
+                if seen & (1 << bit) != 0 {
+                    return None;
+                }
+                seen |= 1 << bit;
+            }
+            let string = || quoted.then_some(value);
+            let null = !quoted && value == b"null";
+            let number = || -> Option<Option<u64>> {
+                if null {
+                    return Some(None);
+                }
+                let plain = !quoted
+                    && (1..=19).contains(&value.len())
+                    && value.iter().all(u8::is_ascii_digit);
+                plain
+                    .then(|| std::str::from_utf8(value).ok()?.parse().ok())?
+                    .map(Some)
+            };
+            let text = || -> Option<Option<&'a [u8]>> {
+                if null { Some(None) } else { string().map(Some) }
+            };
+            match bit {
+                0 => flat.kind = Some(string()?),
+                1 => flat.dev = Some(string()?),
+                2 => flat.path = Some(string()?),
+                3 => flat.generation = number()?,
+                4 => flat.start = number()?,
+                5 => flat.end = number()?,
+                6 => flat.mode = text()?,
+                7 => flat.reason = text()?,
+                8 => flat.comm = text()?,
+                9 => flat.pid = number()?,
+                10 => flat.wait_ns = number()?,
+                11 => flat.held_ns = number()?,
+                14 => flat.host_path = text()?,
+                _ => {}
+            }
+            match line.get(value_end) {
+                Some(b',') => at = value_end + 1,
+                Some(b'}') if value_end + 1 == line.len() => return Some(flat),
+                _ => return None,
+            }
+        }
+    }
+
+    fn identity(&self) -> Option<Identity<'a>> {
+        Some(Identity {
+            kind: self.kind?,
+            dev: self.dev?,
+            path: self.path,
+            host_path: self.host_path,
+            generation: self.generation,
+            start: self.start,
+            end: self.end,
+        })
+    }
+}
+
+/// Each lock's state as its lines are replayed in log order.
+#[derive(Default)]
+struct Replay {
+    /// Each inode's locks in `locks`, told apart by host.
+    places: FxHashMap<(u64, u32), usize>,
+    /// The hosts met, as lines write them: a lock is placed by its inode and its host's index.
+    hosts: Vec<Box<[u8]>>,
+    locks: Vec<Lock>,
+    parsed: FxHashSet<u64>,
+}
+
+struct Lock {
+    ino: u64,
+    host: Box<[u8]>,
+    identity: OwnedIdentity,
+    /// All its lines are read.
+    whole: bool,
+    /// Something of it was under way in the span.
+    wanted: bool,
+    /// A line after the span has been replayed.
+    past: bool,
+    /// Its lines needed, if wanted.
+    window: Window,
+    /// The last line's time, event and source.
+    last: Option<(Nanos, Step, u32)>,
+    /// Unreleased holds, in the order taken: the taker's pid and when.
+    holds: SmallVec<[(u32, Nanos); 2]>,
+    /// Open waits' pids, in the order begun.
+    waits: SmallVec<[u32; 2]>,
+}
+
+impl Replay {
+    fn merge(&mut self, chunk: &[u8], piece: Piece, source: u32, span: Span) {
+        self.parsed.extend(piece.parsed);
+        let places: Vec<usize> = piece
+            .locks
+            .iter()
+            .map(|lock| {
+                let (host, identity) = (bytes_at(chunk, lock.host), lock.identity(chunk));
+                let place = self.place(lock.ino, host, || identity.owned());
+                let known = &mut self.locks[place];
+                if lock.mixed || !same_identity(&known.identity, &identity) {
+                    known.whole = true;
+                }
+                place
+            })
+            .collect();
+        for fact in piece.facts {
+            let lock = &mut self.locks[places[fact.lock as usize]];
+            if !lock.whole {
+                lock.replay(fact, source, span);
+            }
+        }
+        for (ino, host) in piece.whole {
+            let place = self.place(ino, &host, OwnedIdentity::default);
+            self.locks[place].whole = true;
+        }
+    }
+
+    /// The lock of this inode and host, new with this identity if not seen before.
+    fn place(&mut self, ino: u64, host: &[u8], identity: impl FnOnce() -> OwnedIdentity) -> usize {
+        let host_index = match self.hosts.iter().position(|known| **known == *host) {
+            Some(index) => index,
+            None => {
+                self.hosts.push(host.into());
+                self.hosts.len() - 1
+            }
+        } as u32;
+        let next = self.locks.len();
+        let place = *self.places.entry((ino, host_index)).or_insert(next);
+        if place == next {
+            self.locks.push(Lock {
+                ino,
+                host: host.into(),
+                identity: identity(),
+                whole: false,
+                wanted: false,
+                past: false,
+                window: Window {
+                    from: None,
+                    to: None,
+                },
+                last: None,
+                holds: SmallVec::new(),
+                waits: SmallVec::new(),
+            });
+        }
+        place
+    }
+
+    fn finish(self) -> Busy {
+        let mut busy = Busy {
+            inodes: Candidates::default(),
+            windows: Windows::default(),
+        };
+        for lock in self.locks {
+            if self.parsed.contains(&lock.ino) {
+                continue;
+            }
+            // Still open at the end of the logs, with no line after the span.
+            let wanted = lock.wanted || (!lock.past && !lock.idle());
+            if !lock.whole && wanted {
+                busy.windows
+                    .entry(lock.ino)
+                    .or_default()
+                    .push((lock.host.clone(), lock.window));
+            }
+            if lock.whole || wanted {
+                busy.inodes.entry(lock.ino).or_default().push(lock.host);
+            }
+        }
+        for ino in self.parsed {
+            busy.inodes.insert(ino, Vec::new());
+        }
+        busy
+    }
+}
+
+impl Lock {
+    /// Folds one line as the timeline would, as far as which holds and waits are open; marks
+    /// the lock wanted when something of it was under way in the span, and moves its window.
+    fn replay(&mut self, fact: Fact, source: u32, span: Span) {
+        let at = fact.at;
+        let later = match self.last {
+            // The timeline sorts by time and drops a line repeated at the same instant: lines
+            // out of order, or the same event twice at one instant, are left to it.
+            Some((last, step, last_source)) => {
+                let same_kind = std::mem::discriminant(&step) == std::mem::discriminant(&fact.step);
+                if at < last || (at == last && (same_kind || source != last_source)) {
+                    self.whole = true;
+                    return;
+                }
+                at > last
+            }
+            None => true,
+        };
+        // Nothing open before this line, and no earlier line at its instant: what came
+        // before was over, and nothing of it was under way in the span.
+        if span.before(at) && self.idle() && later {
+            self.window.from = Some(at);
+        }
+        self.last = Some((at, fact.step, source));
+        let past = span.after(at);
+        if past && !self.past {
+            self.past = true;
+            // No line in the span: what was open as it ended was open all through it.
+            if !self.idle() {
+                self.wanted = true;
+            }
+        }
+        if span.contains(at) {
+            self.wanted = true;
+        }
+        match fact.step {
+            Step::Other => self.whole = true,
+            Step::Wait { pid } => self.waits.push(pid),
+            Step::Fail { pid } => {
+                self.end_wait(pid);
+            }
+            Step::Acquire { pid, wait_ns } => {
+                // A wait its own line did not tell, from `wait_ns`.
+                let wait_ns = wait_ns.filter(|&ns| ns > 0);
+                if !self.end_wait(pid)
+                    && let Some(wait_ns) = wait_ns
+                    && past
+                    && span.begun_by_its_end(Some(at.saturating_sub(wait_ns)))
+                {
+                    self.whole = true;
+                }
+                self.holds.push((pid, at));
+            }
+            Step::Release { pid, held_ns } => {
+                let acquired = held_ns.map(|held| at.saturating_sub(held));
+                let open = match acquired {
+                    Some(acquired) => self
+                        .holds
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (taker, taken))| (taken.abs_diff(acquired), *taker != pid))
+                        .map(|(index, _)| index),
+                    None => self.holds.iter().rposition(|(taker, _)| *taker == pid),
+                };
+                match open {
+                    Some(index) => {
+                        self.holds.remove(index);
+                    }
+                    // A hold taken before the logs, released here.
+                    None => {
+                        if past && span.begun_by_its_end(acquired) {
+                            self.whole = true;
+                        }
+                    }
+                }
+            }
+        }
+        // The first moment after the span with nothing open: what comes after is not under
+        // way in it.
+        if past && self.wanted && self.window.to.is_none() && self.idle() {
+            self.window.to = Some(at);
+        }
+    }
+
+    /// No hold or wait open.
+    fn idle(&self) -> bool {
+        self.holds.is_empty() && self.waits.is_empty()
+    }
+
+    fn end_wait(&mut self, pid: u32) -> bool {
+        match self.waits.iter().rposition(|&waiter| waiter == pid) {
+            Some(index) => {
+                self.waits.remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+}
