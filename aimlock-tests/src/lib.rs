@@ -9,7 +9,7 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::{Arc, Condvar, Mutex},
+    sync::{Arc, Condvar, Mutex, RwLock, RwLockWriteGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -558,11 +558,28 @@ pub fn parse_lock_table(output: &std::process::Output) -> Vec<Value> {
     document["locks"].as_array().expect("a locks array").clone()
 }
 
+/// Held for writing by the tests that make locks come and go by the thousand, and for reading
+/// by [`proc_locks_lines`]: under such churn in the same test binary, successive reads of
+/// /proc/locks can even agree on a wrong list (new locks go to the head of the kernel's list,
+/// so every read that crosses a page shifts the same way).
+pub static LOCK_CHURN: RwLock<()> = RwLock::new(());
+
+/// Makes locks come and go while the guard lives (see [`LOCK_CHURN`]).
+pub fn churning() -> RwLockWriteGuard<'static, ()> {
+    LOCK_CHURN
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The lines of /proc/locks about one inode.
 pub fn proc_locks_lines(ino: u64) -> Vec<String> {
     // One read is no snapshot: the kernel writes the file a page per read, and locks taken or
     // released elsewhere meanwhile (other tests) shift its list, so a line can show twice or
-    // not at all. Two reads in a row that agree are taken as the truth.
+    // not at all. Not while a test of this binary churns locks; and three reads in a row that
+    // agree are taken as the truth.
+    let _calm = LOCK_CHURN
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let read = || -> Vec<String> {
         std::fs::read_to_string("/proc/locks")
             .expect("read /proc/locks")
@@ -588,14 +605,20 @@ pub fn proc_locks_lines(ino: u64) -> Vec<String> {
         content
     };
     let mut last = read();
+    let mut agreeing = 1;
     for _ in 0..100 {
         let next = read();
         if content(&next) == content(&last) {
-            return next;
+            agreeing += 1;
+            if agreeing == 3 {
+                return next;
+            }
+        } else {
+            agreeing = 1;
         }
         last = next;
     }
-    panic!("/proc/locks never read the same twice in a row for inode {ino}: {last:?}")
+    panic!("/proc/locks never read the same three times in a row for inode {ino}: {last:?}")
 }
 
 /// Polls `probe` until it returns something, for up to `timeout`.

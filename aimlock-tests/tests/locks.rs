@@ -10,8 +10,8 @@ use std::{
 };
 
 use aimlock_tests::{
-    KillOnDrop, TempDir, Workload, aimlock_bin, alive, eventually, inode, lock_table, lockwork_bin,
-    parse_lock_table, proc_locks_lines, require_root, run_aimlock,
+    KillOnDrop, TempDir, Workload, aimlock_bin, alive, churning, eventually, inode, lock_table,
+    lockwork_bin, parse_lock_table, proc_locks_lines, require_root, run_aimlock,
 };
 use serde_json::Value;
 
@@ -574,6 +574,7 @@ fn bad_input_gets_one_line_and_a_failure() {
 #[test]
 fn the_scan_goes_on_while_lock_holders_come_and_go() {
     require_root();
+    let _churn = churning();
     let dir = TempDir::new("locks-churn");
     let file = dir.file("lock");
     let open = format!("open:{}", file.display());
@@ -613,6 +614,7 @@ fn the_scan_goes_on_while_lock_holders_come_and_go() {
 #[test]
 fn every_held_lock_is_listed_once_while_other_locks_come_and_go() {
     require_root();
+    let _churn = churning();
     let held_dir = TempDir::new("locks-once-held");
     let churn_dir = TempDir::new("locks-once-churn");
     const HELD: usize = 300;
