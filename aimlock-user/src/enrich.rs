@@ -112,9 +112,9 @@ impl Enricher {
         }
     }
 
-    /// When an exiting process started, where its kernel could not tell: as its earlier
-    /// records were given it, or as /proc still shows it (until it is reaped).
-    pub fn start_time_of_exit(&mut self, pid: u32) -> u64 {
+    /// When a process started, where its kernel could not tell (before 5.11): as its earlier
+    /// records were given it, or as /proc still shows it (an exiting one until it is reaped).
+    pub fn start_time_of(&mut self, pid: u32) -> u64 {
         self.process(pid)
             .and_then(|info| info.start_time)
             .unwrap_or(0)

@@ -295,9 +295,18 @@ fn drain(
                     Input::Exit {
                         pid, start_time, ..
                     } if *start_time == 0 => {
-                        *start_time = enricher.start_time_of_exit(*pid);
+                        *start_time = enricher.start_time_of(*pid);
                         enricher.exited(*pid);
                     }
+                    Input::Fork {
+                        pid, start_time, ..
+                    }
+                    | Input::Exec {
+                        pid, start_time, ..
+                    }
+                    | Input::Passed {
+                        pid, start_time, ..
+                    } if *start_time == 0 => *start_time = enricher.start_time_of(*pid),
                     _ => {}
                 }
                 tracker.push(input);
