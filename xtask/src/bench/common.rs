@@ -316,20 +316,26 @@ impl StopLine {
 
 /// Seconds of CPU a process has used (user + system), from /proc/PID/stat.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // utime and stime, fields 14 and 15 of proc(5).
+    stat_seconds(&format!("/proc/{pid}/stat"), [11, 12])
+}
+
+/// The sum of two clock-tick fields of a /proc stat file, in seconds; `fields` count from the
+/// first field after the command name (field 3 of proc(5) is 0), in USER_HZ: 100 on Linux.
+pub fn stat_seconds(path: &str, fields: [usize; 2]) -> Result<f64> {
+    let stat = fs::read_to_string(path)?;
     // The fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
+    let after_command: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
     let ticks = |index: usize| -> Result<f64> {
-        Ok(fields
+        Ok(after_command
             .get(index)
-            .context("short /proc/PID/stat")?
+            .with_context(|| format!("short {path}"))?
             .parse::<f64>()?)
     };
-    // utime and stime, fields 14 and 15 of proc(5), in USER_HZ: 100 on Linux.
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
+    Ok((ticks(fields[0])? + ticks(fields[1])?) / 100.0)
 }
 
 /// A `/proc/PID/status` figure in KiB (VmHWM, VmRSS...).

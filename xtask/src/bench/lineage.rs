@@ -7,7 +7,6 @@
 
 use std::{
     fmt::Write as _,
-    fs,
     path::Path,
     process::{Command, Stdio},
 };
@@ -16,7 +15,7 @@ use anyhow::{Context as _, Result, ensure};
 
 use super::{
     Goal, Outcome, Tools,
-    common::{Background, Stats, StopLine},
+    common::{Background, Stats, StopLine, stat_seconds},
 };
 
 /// Fork and exec of `/bin/true` per loop run.
@@ -177,19 +176,8 @@ fn timed(mut command: Command) -> Result<f64> {
     Ok(children_cpu_seconds()? - before)
 }
 
-/// `cutime` and `cstime` of this process (fields 16 and 17 of /proc/PID/stat in proc(5), in
-/// USER_HZ: 100 on Linux): the CPU time of the children it has waited for.
+/// `cutime` and `cstime` of this process (fields 16 and 17 of /proc/PID/stat in proc(5)): the
+/// CPU time of the children it has waited for.
 fn children_cpu_seconds() -> Result<f64> {
-    let stat = fs::read_to_string("/proc/self/stat")?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |index: usize| -> Result<f64> {
-        Ok(fields
-            .get(index)
-            .context("short /proc/self/stat")?
-            .parse::<f64>()?)
-    };
-    Ok((ticks(13)? + ticks(14)?) / 100.0)
+    stat_seconds("/proc/self/stat", [13, 14])
 }

@@ -548,7 +548,7 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
         floors_vs_bare.push(format!(
             "{} {:.2}x and {:.2}x",
             family.name,
-            Stats::of(&family.vs_bare[1]).median,
+            Stats::of(&family.vs_bare[index_of(Contender::FloorBtf)]).median,
             Stats::of(&family.vs_bare[recorder]).median
         ));
         reasons.push(format!(
