@@ -210,6 +210,8 @@ fn an_orphan_made_while_the_ring_overflows_is_still_reported() {
         &burst_file.display().to_string(),
         "--ring-size",
         "4096",
+        "--backlog-size",
+        "4096",
     ]);
     let burst = Workload::start(&[
         &format!("open:{}", burst_file.display()),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use aimlock_tests::{
-    TempDir, TraceToFile, Tracer, Workload, inode, kinds, on_inode, run_aimlock, write_log,
+    TempDir, TraceToFile, Tracer, Workload, inode, kinds, of_kind, on_inode, run_aimlock, write_log,
 };
 use serde_json::Value;
 
@@ -365,7 +365,15 @@ fn a_full_ring_is_counted_in_the_stop_line() {
     // A copy of lockwork under its own name, so that --comm selects only this test's records.
     let workload = dir.path().join("lw-overflow");
     std::fs::copy(aimlock_tests::lockwork_bin(), &workload).expect("copy lockwork");
-    let tracer = Tracer::start(&["--comm", "lw-overflow", "--ring-size", "4096"]);
+    // Nothing waits in the tracer's memory either: what the ring cannot hold is lost.
+    let tracer = Tracer::start(&[
+        "--comm",
+        "lw-overflow",
+        "--ring-size",
+        "4096",
+        "--backlog-size",
+        "4096",
+    ]);
     let pairs = 100_000;
     let status = std::process::Command::new(&workload)
         .args([
@@ -387,6 +395,62 @@ fn a_full_ring_is_counted_in_the_stop_line() {
     );
     // Every lock/unlock and the exit: each either reached user space or was counted lost.
     assert_eq!(records + lost, 2 * pairs + 1, "{stop}");
+}
+
+/// A holder that is killed releases every lock it held within milliseconds: here twice what the
+/// ring holds. The tracer's ring-reader thread copies them into its backlog while the tracker
+/// catches up, and every release reaches the log. Twice, as it depends on how the exit and the
+/// tracer share the CPUs.
+#[test]
+fn releases_of_holders_exiting_together_outgrow_the_ring_without_loss() {
+    const HOLDERS: usize = 4;
+    const PER_HOLDER: usize = 8_000;
+    for round in 0..2 {
+        let dir = TempDir::new("exit-burst");
+        let workload = dir.path().join("lw-exit-burst");
+        std::fs::copy(aimlock_tests::lockwork_bin(), &workload).expect("copy lockwork");
+        // 4 MiB: about 20,000 records, of the 32,000 releases.
+        let tracer = Tracer::start(&["--comm", "lw-exit-burst", "--ring-size", "4M"]);
+        let holders: Vec<Workload> = (0..HOLDERS)
+            .map(|index| {
+                let held = dir.path().join(format!("held-{index}"));
+                std::fs::create_dir(&held).expect("create the holder's directory");
+                let step = format!("hold-many:{}:{PER_HOLDER}", held.display());
+                let holder = Workload::start_as(&workload, &[&step, "wait-stdin"]);
+                holder.wait_step(&step);
+                holder
+            })
+            .collect();
+        let pids: Vec<u32> = holders.iter().map(Workload::pid).collect();
+        for holder in &holders {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(holder.pid() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill a holder");
+        }
+        for holder in holders {
+            holder.finish_any();
+        }
+        // A holder's exit line comes once its exit's grace is over: after its releases.
+        for pid in pids {
+            tracer.wait_for("a holder's exit", SETTLE, |e| {
+                e["event"] == "exit" && e["pid"] == pid
+            });
+        }
+        let events = tracer.stop();
+        let stop = events.last().unwrap();
+        assert_eq!(stop["lost"], 0, "round {round}: {stop}");
+        let releases = of_kind(&events, "release")
+            .into_iter()
+            .filter(|release| release["reason"] == "exit")
+            .count();
+        assert_eq!(
+            (of_kind(&events, "acquire").len(), releases),
+            (HOLDERS * PER_HOLDER, HOLDERS * PER_HOLDER),
+            "round {round}: acquires and releases at exit"
+        );
+    }
 }
 
 #[test]

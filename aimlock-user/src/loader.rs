@@ -11,6 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod ring_reader;
+
+pub use ring_reader::{Batch, RingReader};
+
 use aimlock_common::{
     ABSENT, Config, ExitFields, FreeFields, InodeKey, LockFields, NewTaskFields, PAYLOAD_LEN, names,
 };

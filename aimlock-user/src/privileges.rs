@@ -37,3 +37,16 @@ pub fn drop_after_attach() -> Result<()> {
     caps::set(None, CapSet::Permitted, &kept).context("cannot reduce the capabilities")?;
     Ok(())
 }
+
+/// Drops every capability of the calling thread (Linux keeps them per thread), for a thread
+/// that needs none.
+pub fn drop_all_in_this_thread() -> Result<()> {
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        caps::clear(None, CapSet::Bounding).context("cannot clear the bounding set")?;
+    }
+    caps::clear(None, CapSet::Ambient).context("cannot clear the ambient capabilities")?;
+    caps::clear(None, CapSet::Inheritable).context("cannot clear the inheritable capabilities")?;
+    caps::clear(None, CapSet::Effective).context("cannot clear the capabilities")?;
+    caps::clear(None, CapSet::Permitted).context("cannot clear the capabilities")?;
+    Ok(())
+}

@@ -21,7 +21,7 @@ use crate::{
     events::{EventKind, EventLine, LockKind, SCHEMA_VERSION, rfc3339, this_host},
     followed_paths::{Changes, FollowedPaths},
     kernel_views::KernelViews,
-    loader::{Filters, InodeFilter, Tracer},
+    loader::{Batch, Filters, InodeFilter, RingReader, Tracer},
     lock_table::Taker,
     metrics, otlp, privileges, procfs,
     sinks::{SinkArgs, Sinks},
@@ -65,6 +65,11 @@ pub struct TraceArgs {
     /// Size of the kernel's ring buffer in bytes (a power of two; K and M suffixes accepted).
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     ring_size: u32,
+    /// How many bytes of records may wait in the tracer's memory, copied out of the ring but not
+    /// yet handled (K and M suffixes accepted): what lets a burst of releases, as when lock
+    /// holders exit in bulk, outgrow the ring without loss.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    backlog_size: u32,
 }
 
 fn parse_size(text: &str) -> Result<u32, String> {
@@ -125,7 +130,6 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         ..
     } = tracer;
     let decoder = Decoder::new(decode);
-    let mut events = poll_readable(events).context("cannot poll the ring buffer")?;
     if let Some(logger) = logger {
         spawn_kernel_logger(logger)?;
     }
@@ -138,6 +142,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             std::io::Error::last_os_error()
         );
     }
+    // Ten nice levels above the tracker's thread, which shares a CPU with it: the ring must be
+    // drained within the moment a burst takes to fill it, however busy the tracker is.
+    let reader_nice = (args.nice - 10).max(-20);
+    let mut ring = RingReader::spawn(events, args.backlog_size as usize, reader_nice)?;
     privileges::drop_after_attach()?;
 
     let clock = Clock::new();
@@ -158,12 +166,12 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut fd_locks = FdLocks::default();
     loop {
+        let mut arrived = None;
         tokio::select! {
-            // Readiness is cleared before the drain below, so that records arriving during it
-            // wake the loop again.
-            guard = events.readable_mut() => guard?.clear_ready(),
-            // Records written without a wakeup (the kernel wakes the reader at most once a
-            // millisecond per CPU) are picked up on the tick.
+            batch = ring.next() => {
+                arrived = Some(batch.context("the ring's reader thread ended")?);
+            }
+            // Exit grace periods end, and views apply, on time alone.
             _ = tick.tick() => {}
             Some(view) = views.done() => {
                 holders.add(holding_pids(&view));
@@ -174,30 +182,16 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         }
         clock.refresh();
         pid_filter.say_once_when_full();
-        // In batches, so that a full ring moves to the log a batch at a time rather than all at
-        // once into memory.
-        loop {
-            let began = Clock::read_monotonic();
-            let batch = drain(
-                events.get_mut(),
-                &decoder,
-                &mut tracker,
-                &mut enricher,
-                &mut fd_locks,
-                DRAIN_BATCH,
-            );
-            records += batch;
-            if batch < DRAIN_BATCH {
-                // Emptied: every record written before the drain began has been read (a
-                // program commits its record within the run that took its timestamp).
-                tracker.ring_read_until(began);
-            }
+        // Every batch waiting, each through the tracker to the log before the next, so that a
+        // burst moves to the log a batch at a time.
+        while let Some(batch) = arrived.take().or_else(|| ring.try_next()) {
+            records += take(&batch, &decoder, &mut tracker, &mut enricher, &mut fd_locks);
+            ring.done(batch);
             tracker.advance(clock.monotonic_now(), &mut outputs);
             written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
-            if batch < DRAIN_BATCH {
-                break;
-            }
         }
+        tracker.advance(clock.monotonic_now(), &mut outputs);
+        written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
         if let Some(changes) = followed.check(|| tracker.files()) {
             follow(&changes, &mut inode_filter);
             views.rescope(followed.inodes());
@@ -211,14 +205,11 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     // what is still in the ring, settle everything, account for losses. Locks whose taker's
     // exit grace has ended get the kernel's word before the end.
     drop(attached);
-    records += drain(
-        events.get_mut(),
-        &decoder,
-        &mut tracker,
-        &mut enricher,
-        &mut fd_locks,
-        u64::MAX,
-    );
+    ring.stop();
+    while let Some(batch) = ring.next().await {
+        records += take(&batch, &decoder, &mut tracker, &mut enricher, &mut fd_locks);
+        ring.done(batch);
+    }
     if let Some(view) = views.done().await {
         tracker.push_view(view);
     }
@@ -262,25 +253,19 @@ pub async fn run(args: TraceArgs) -> Result<()> {
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 const STOP_LINE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Records taken from the ring between two passes through the tracker.
-const DRAIN_BATCH: u64 = 4096;
-
-/// Moves up to `limit` records from the ring into the tracker; returns how many. Paths are looked up
-/// now, while the process that locked the file is most likely still alive.
-fn drain(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+/// Moves a batch of records into the tracker; returns how many. Paths are looked up now, while
+/// the process that locked the file is most likely still alive.
+fn take(
+    batch: &Batch,
     decoder: &Decoder,
     tracker: &mut Tracker,
     enricher: &mut Enricher,
     fd_locks: &mut FdLocks,
-    limit: u64,
 ) -> u64 {
     let mut count = 0;
-    while count < limit
-        && let Some(item) = ring.next()
-    {
+    for item in batch.records() {
         count += 1;
-        match decoder.decode(&item) {
+        match decoder.decode(item) {
             Some(mut input) => {
                 if let Input::Exec { pid, locked, .. } = &mut input {
                     *locked = fd_locks.description_locks(*pid);
@@ -316,6 +301,11 @@ fn drain(
                 item.len()
             ),
         }
+    }
+    if let Some(emptied_at) = batch.emptied_at {
+        // Every record timestamped before then has been read (a program commits its record
+        // within the run that took its timestamp).
+        tracker.ring_read_until(emptied_at);
     }
     count
 }

@@ -113,7 +113,7 @@ pub fn bench(options: &Options) -> Result<()> {
     }
     if selected(Section::Memory) {
         println!("==> bench: peak memory with 100,000 held locks");
-        outcomes.push(memory::peak_memory(&tools)?);
+        outcomes.push(memory::peak_memory(&tools, runs)?);
     }
     if selected(Section::KernelTable) {
         println!("==> bench: the tracer's table seeded from and reconciled with the kernel's");

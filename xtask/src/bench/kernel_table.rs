@@ -60,7 +60,7 @@ pub fn kernel_table(tools: &Tools, runs: usize) -> Result<Outcome> {
     let mut tracer = Background::aimlock(
         &tools.aimlock,
         "aimlock-flood",
-        &["--ring-size", "4096"],
+        &["--ring-size", "4096", "--backlog-size", "4096"],
         &log,
         scratch,
     )?;
@@ -101,7 +101,7 @@ pub fn kernel_table(tools: &Tools, runs: usize) -> Result<Outcome> {
          turn) before `aimlock trace --output FILE` starts; the tracer writes its start line once \
          attached, then reads the kernel's lock table (/proc/locks and every fdinfo, \
          descriptions told apart with kcmp) on a thread of its own and writes one `held` line \
-         per lock. Then, with the same locks held and a 4 KiB ring, `lockwork \
+         per lock. Then, with the same locks held and a 4 KiB ring and a 4 KiB backlog, `lockwork \
          rate:{FLOOD_RATE}:{FLOOD_SECONDS}:flock` overflows the ring for {FLOOD_SECONDS} s: \
          every rise of the kernel's drop counter calls for a reconciliation, at most one read \
          of the table a second. {runs} rounds for the start."

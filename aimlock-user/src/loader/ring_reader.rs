@@ -1,0 +1,280 @@
+//! A thread that does nothing but move records out of the kernel's ring into user memory.
+//!
+//! When lock holders exit in bulk, the kernel writes a release record for every lock they held
+//! within a few milliseconds, on every CPU, while the exiting processes take those CPUs. A
+//! reader that decodes, tracks and writes each record before taking the next one falls behind
+//! and the ring overflows. Copying a record costs a small fraction of handling it, so this
+//! thread keeps the ring drained and the records wait in a backlog of bounded size instead,
+//! for the tracker's thread to take at its pace. What does not fit in the backlog stays in the
+//! ring, where the kernel counts it as lost exactly as before.
+
+use std::{
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc,
+    },
+    thread::{self, JoinHandle},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::sync::mpsc as async_mpsc;
+
+use crate::clock::Clock;
+
+/// Bytes of records one batch carries at most: large enough that a burst moves in few hand-overs,
+/// small enough that the tracker sees records within a moment of their copy.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Emptied batches kept for reuse, so that a steady flow does not allocate; a burst's extra
+/// batches are freed once handled.
+const SPARE_BATCHES: usize = 4;
+/// How long the thread waits for the ring to become readable before it says again that the ring
+/// is empty (the kernel wakes a reader at most once a millisecond per CPU).
+const POLL_TIMEOUT: Duration = Duration::from_millis(10);
+/// A pass that copied this much is taken as a burst: the thread looks at the ring again after
+/// [`BURST_PAUSE`] rather than waiting for the kernel's wakeup, which comes at most once a
+/// millisecond per CPU, while a burst of releases can fill a small ring in about as long.
+const BURST_BYTES: usize = 64 * 1024;
+const BURST_PAUSE: Duration = Duration::from_micros(200);
+/// How long the thread pauses when the backlog is full.
+const FULL_PAUSE: Duration = Duration::from_millis(1);
+
+/// Records copied out of the ring, in the ring's order.
+pub struct Batch {
+    bytes: Vec<u8>,
+    /// The ring was found empty after this batch's records were taken: every record timestamped
+    /// before this CLOCK_MONOTONIC time is in this batch or an earlier one.
+    pub emptied_at: Option<u64>,
+}
+
+impl Batch {
+    fn new(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes,
+            emptied_at: None,
+        }
+    }
+
+    fn push(&mut self, record: &[u8]) {
+        let len = u32::try_from(record.len()).expect("a ring record is smaller than 4 GiB");
+        self.bytes.extend_from_slice(&len.to_ne_bytes());
+        self.bytes.extend_from_slice(record);
+    }
+
+    /// The records, each as the kernel wrote it.
+    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = self.bytes.as_slice();
+        std::iter::from_fn(move || {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let (record, tail) = tail.split_at(u32::from_ne_bytes(*len) as usize);
+            rest = tail;
+            Some(record)
+        })
+    }
+}
+
+/// The receiving end: batches in the ring's order, until the thread has taken the last record.
+pub struct RingReader {
+    batches: async_mpsc::UnboundedReceiver<Batch>,
+    spare: mpsc::SyncSender<Vec<u8>>,
+    backlog: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RingReader {
+    /// Starts the thread at the nice value `nice`, with no capability. `backlog_limit`: bytes
+    /// of copied records it may hold in user memory before it leaves records in the ring.
+    pub fn spawn(ring: RingBuf<MapData>, backlog_limit: usize, nice: i32) -> Result<Self> {
+        let (sender, batches) = async_mpsc::unbounded_channel();
+        let (spare, spares) = mpsc::sync_channel(SPARE_BATCHES);
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let copier = Copier {
+            ring,
+            sender,
+            spares,
+            backlog: Arc::clone(&backlog),
+            backlog_limit,
+            stop: Arc::clone(&stop),
+        };
+        let (started, ready) = mpsc::sync_channel(1);
+        let thread = thread::Builder::new()
+            .name("ring-reader".into())
+            .spawn(move || {
+                let outcome = prepare_thread(nice);
+                let failed = outcome.is_err();
+                let _ = started.send(outcome);
+                if !failed {
+                    copier.run();
+                }
+            })
+            .context("cannot start the ring's reader thread")?;
+        ready
+            .recv()
+            .context("the ring's reader thread ended at its start")??;
+        Ok(Self {
+            batches,
+            spare,
+            backlog,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The next batch; `None` once the thread has stopped and every batch has been taken.
+    pub async fn next(&mut self) -> Option<Batch> {
+        self.batches.recv().await
+    }
+
+    /// The next batch if one is waiting.
+    pub fn try_next(&mut self) -> Option<Batch> {
+        self.batches.try_recv().ok()
+    }
+
+    /// Gives a handled batch's memory back.
+    pub fn done(&self, batch: Batch) {
+        self.backlog.fetch_sub(batch.bytes.len(), Ordering::Relaxed);
+        let mut bytes = batch.bytes;
+        bytes.clear();
+        // A full spare queue drops the buffer: a burst's memory goes back to the allocator.
+        let _ = self.spare.try_send(bytes);
+    }
+
+    /// Asks the thread to take what is left in the ring and stop; [`RingReader::next`] then gives
+    /// the rest and ends.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for RingReader {
+    fn drop(&mut self) {
+        self.stop();
+        // Batches not taken are dropped with the receiver; the thread sees it and ends.
+        self.batches.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Takes the reader thread's priority while the capability to raise it is there, then drops every
+/// capability: the thread only reads mapped memory and polls.
+fn prepare_thread(nice: i32) -> Result<()> {
+    // SAFETY: plain system calls on the calling thread (Linux applies nice per thread).
+    let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if set != 0 {
+        log::warn!(
+            "cannot set the ring reader's nice value to {nice}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    crate::privileges::drop_all_in_this_thread()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The ring is empty, after `copied` bytes of records.
+    Emptied { copied: usize },
+    /// The backlog is full: records were left in the ring.
+    Full,
+}
+
+struct Copier {
+    ring: RingBuf<MapData>,
+    sender: async_mpsc::UnboundedSender<Batch>,
+    spares: mpsc::Receiver<Vec<u8>>,
+    backlog: Arc<AtomicUsize>,
+    backlog_limit: usize,
+    stop: Arc<AtomicBool>,
+}
+
+impl Copier {
+    fn run(mut self) {
+        loop {
+            // Read before the last pass, so that a stop asked during it still gets one more.
+            let stopping = self.stop.load(Ordering::Acquire);
+            let Some(pass) = self.copy_until_empty_or_full() else {
+                return;
+            };
+            if stopping && pass != Pass::Full {
+                return;
+            }
+            match pass {
+                Pass::Full => thread::sleep(FULL_PAUSE),
+                Pass::Emptied { copied } if copied >= BURST_BYTES => thread::sleep(BURST_PAUSE),
+                Pass::Emptied { .. } => self.wait_readable(),
+            }
+        }
+    }
+
+    /// Copies records until the ring is empty or the backlog full; `None` once nobody receives.
+    fn copy_until_empty_or_full(&mut self) -> Option<Pass> {
+        let mut copied = 0;
+        loop {
+            let began = Clock::read_monotonic();
+            let bytes = self
+                .spares
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES));
+            let mut batch = Batch::new(bytes);
+            let room = self
+                .backlog_limit
+                .saturating_sub(self.backlog.load(Ordering::Relaxed))
+                .min(BATCH_BYTES);
+            let mut emptied = false;
+            while batch.bytes.len() < room {
+                match self.ring.next() {
+                    Some(record) => batch.push(&record),
+                    None => {
+                        emptied = true;
+                        break;
+                    }
+                }
+            }
+            batch.emptied_at = emptied.then_some(began);
+            let full = !emptied && room < BATCH_BYTES;
+            copied += batch.bytes.len();
+            if !batch.bytes.is_empty() || emptied {
+                self.backlog.fetch_add(batch.bytes.len(), Ordering::Relaxed);
+                self.sender.send(batch).ok()?;
+            }
+            if full {
+                return Some(Pass::Full);
+            }
+            if emptied {
+                return Some(Pass::Emptied { copied });
+            }
+        }
+    }
+
+    fn wait_readable(&self) {
+        let mut poll = libc::pollfd {
+            fd: self.ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call. An error or a timeout both
+        // lead to another look at the ring.
+        unsafe { libc::poll(&mut poll, 1, POLL_TIMEOUT.as_millis() as libc::c_int) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_gives_back_each_record_whole_and_in_order() {
+        let records: [&[u8]; 4] = [b"first record", b"", &[0xff; 300], b"last"];
+        let mut batch = Batch::new(Vec::new());
+        for record in records {
+            batch.push(record);
+        }
+        assert!(batch.records().eq(records));
+    }
+}
