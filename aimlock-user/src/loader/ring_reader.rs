@@ -195,7 +195,8 @@ struct Copier {
 
 impl Copier {
     fn run(mut self) {
-        loop {
+        // Closed: the tracker is gone, and with it any reason to copy.
+        while !self.sender.is_closed() {
             // Read before the last pass, so that a stop asked during it still gets one more.
             let stopping = self.stop.load(Ordering::Acquire);
             let Some(pass) = self.copy_until_empty_or_full() else {
