@@ -462,9 +462,10 @@ fn sigterm_mid_burst_drains_and_writes_the_stop_line() {
     assert_eq!(events[0]["event"], "start");
     let stop = events.last().unwrap();
     assert!(stop["lost"].is_u64() && stop["records"].is_u64(), "{stop}");
+    let burst_lines = on_inode(&events, ino);
     assert!(
-        on_inode(&events, ino).len() > 1,
-        "the burst's events before the signal are in the log"
+        burst_lines.len() > 1,
+        "the burst's events before the signal are in the log: {burst_lines:?}, then {stop}"
     );
 }
 
@@ -503,6 +504,10 @@ fn bad_invocations_fail_with_one_line() {
     let (code, stderr) = run(&["trace", "--ring-size", "1000"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("power of two"), "{stderr}");
+
+    let (code, stderr) = run(&["trace", "--backlog-size", "100"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("smaller than a record"), "{stderr}");
 
     let unprivileged = {
         use std::os::unix::process::CommandExt as _;

@@ -68,7 +68,7 @@ pub struct TraceArgs {
     /// How many bytes of records may wait in the tracer's memory, copied out of the ring but not
     /// yet handled (K and M suffixes accepted): what lets a burst of releases, as when lock
     /// holders exit in bulk, outgrow the ring without loss.
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    #[arg(long, default_value = "64M", value_parser = parse_backlog_size)]
     backlog_size: u32,
 }
 
@@ -83,6 +83,18 @@ fn parse_size(text: &str) -> Result<u32, String> {
         .ok()
         .and_then(|n| n.checked_mul(unit))
         .ok_or_else(|| format!("{text:?} is not a size in bytes (such as 65536, 64K or 8M)"))
+}
+
+/// At least a record: a smaller backlog would take nothing out of the ring.
+fn parse_backlog_size(text: &str) -> Result<u32, String> {
+    let size = parse_size(text)?;
+    if (size as usize) < aimlock_common::Record::SIZE {
+        return Err(format!(
+            "{text:?} is smaller than a record ({} bytes)",
+            aimlock_common::Record::SIZE
+        ));
+    }
+    Ok(size)
 }
 
 pub async fn run(args: TraceArgs) -> Result<()> {

@@ -533,8 +533,9 @@ impl Tracker {
         self.apply_until(now_ns.saturating_sub(REORDER_WINDOW_NS), out);
     }
 
-    /// Applies everything: the end of a trace.
+    /// Applies everything: the end of a trace, once every record has been read.
     pub fn finish(&mut self, out: &mut Vec<Output>) {
+        self.read_until = None;
         self.apply_until(u64::MAX, out);
     }
 
@@ -618,7 +619,10 @@ impl Tracker {
                 Pending::Scan(view) => self.apply_view(*view, out),
             }
         }
-        self.end_exits(until.saturating_sub(EXIT_GRACE_NS), out);
+        // A grace period ends on time only once the reader has read every record of it: a
+        // reader behind (a burst in the backlog) still holds the closes of the exit.
+        let read = self.read_until.map_or(until, |read| read.min(until));
+        self.end_exits(read.saturating_sub(EXIT_GRACE_NS), out);
     }
 
     fn apply_lock(&mut self, op: LockOp, out: &mut Vec<Output>) {
@@ -2176,6 +2180,45 @@ mod tests {
             unreachable!()
         };
         assert_eq!(reason, ReleaseReason::Exit);
+    }
+
+    /// The closes of an exit can reach the tracker seconds after it, when a burst of them waits
+    /// in the reader's backlog: the exit's grace does not end on the clock alone before the
+    /// reader has read past it.
+    #[test]
+    fn an_exits_grace_waits_for_a_reader_that_is_behind() {
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
+        tracker.push(exit(50, 10));
+        tracker.ring_read_until(50 * MS);
+        tracker.advance(5000 * MS, &mut out);
+        assert_eq!(names(&out), ["acquire", "exit"]);
+        assert_eq!(tracker.scan_wanted(), None, "no suspect yet");
+        tracker.push(
+            Op::flock(51, 10, FILE_A, fl_type::UNLCK, 0)
+                .flags(fl_flags::CLOSE)
+                .input(),
+        );
+        tracker.ring_read_until(5000 * MS);
+        tracker.advance(5100 * MS, &mut out);
+        assert_eq!(names(&out), ["acquire", "exit", "release"]);
+        let Output::Release { reason, .. } = out[2] else {
+            unreachable!()
+        };
+        assert_eq!(reason, ReleaseReason::Exit);
+
+        // Once the reader has read past the grace, what the exit left held is suspected.
+        let mut tracker = Tracker::new();
+        let mut out = Vec::new();
+        tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
+        tracker.push(exit(50, 10));
+        tracker.ring_read_until(50 * MS);
+        tracker.advance(5000 * MS, &mut out);
+        assert_eq!(tracker.scan_wanted(), None);
+        tracker.ring_read_until(5000 * MS);
+        tracker.advance(5000 * MS, &mut out);
+        assert_eq!(tracker.scan_wanted(), Some(ScanWanted::Orphans));
     }
 
     fn fork(at_ms: u64, pid: u32, name: &str, child: u32) -> Input {
