@@ -194,9 +194,13 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         }
         clock.refresh();
         pid_filter.say_once_when_full();
-        // Every batch waiting, each through the tracker to the log before the next, so that a
-        // burst moves to the log a batch at a time.
-        while let Some(batch) = arrived.take().or_else(|| ring.try_next()) {
+        // The batches waiting, each through the tracker to the log before the next, so that a
+        // burst moves to the log a batch at a time; a few at most before the loop looks at
+        // signals, views and the flush again.
+        for _ in 0..BATCHES_PER_PASS {
+            let Some(batch) = arrived.take().or_else(|| ring.try_next()) else {
+                break;
+            };
             records += take(&batch, &decoder, &mut tracker, &mut enricher, &mut fd_locks);
             ring.done(batch);
             tracker.advance(clock.monotonic_now(), &mut outputs);
@@ -264,6 +268,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
 /// then the stop line.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 const STOP_LINE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Batches (of up to 256 KiB of records) handled between two looks at signals and views.
+const BATCHES_PER_PASS: usize = 16;
 
 /// Moves a batch of records into the tracker; returns how many. Paths are looked up now, while
 /// the process that locked the file is most likely still alive.
