@@ -121,10 +121,14 @@ impl Lines {
         let deadline = Instant::now() + timeout;
         let (list, changed) = &*self.0;
         let mut guard = list.lock().unwrap();
+        // Only the lines that came since the last look: a burst's tens of thousands of lines
+        // are each looked at once.
+        let mut looked = 0;
         loop {
-            if let Some(found) = guard.iter().find(|value| pred(value)) {
+            if let Some(found) = guard[looked..].iter().find(|value| pred(value)) {
                 return found.clone();
             }
+            looked = guard.len();
             let now = Instant::now();
             if now >= deadline {
                 panic!("timed out waiting for {what}; saw {:#?}", *guard);
