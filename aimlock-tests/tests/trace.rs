@@ -453,8 +453,15 @@ fn sigterm_mid_burst_drains_and_writes_the_stop_line() {
     let dir = TempDir::new("sigterm");
     let file = dir.file("lock");
     let ino = inode(&file);
-    // Every line is parsed as it arrives: a torn line fails the test.
-    let tracer = Tracer::start(&["--path", &file.display().to_string()]);
+    // Every line is parsed as it arrives: a torn line fails the test. The burst outruns the
+    // tracker and fills the backlog, which the stop drains: 4 MiB of it (20,000 records) keeps
+    // the lines this test holds within a small VM's memory.
+    let tracer = Tracer::start(&[
+        "--path",
+        &file.display().to_string(),
+        "--backlog-size",
+        "4M",
+    ]);
     let burst = Workload::start(&[&format!("open:{}", file.display()), "loop:1000000:flock"]);
     tracer.wait_for("the burst", SETTLE, |e| e["ino"] == ino);
     let events = tracer.stop_with(nix::sys::signal::Signal::SIGTERM);

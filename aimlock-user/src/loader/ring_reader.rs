@@ -28,9 +28,6 @@ use crate::clock::Clock;
 /// Bytes of records one batch carries at most: large enough that a burst moves in few hand-overs,
 /// small enough that the tracker sees records within a moment of their copy.
 const BATCH_BYTES: usize = 256 * 1024;
-/// Emptied batches kept for reuse, so that a steady flow does not allocate; a burst's extra
-/// batches are freed once handled.
-const SPARE_BATCHES: usize = 4;
 /// How long the thread waits for the ring to become readable before it says again that the ring
 /// is empty (the kernel wakes a reader at most once a millisecond per CPU).
 const POLL_TIMEOUT: Duration = Duration::from_millis(10);
@@ -79,7 +76,6 @@ impl Batch {
 /// The receiving end: batches in the ring's order, until the thread has taken the last record.
 pub struct RingReader {
     batches: async_mpsc::UnboundedReceiver<Batch>,
-    spare: mpsc::SyncSender<Vec<u8>>,
     backlog: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -90,13 +86,12 @@ impl RingReader {
     /// of copied records it may hold in user memory before it leaves records in the ring.
     pub fn spawn(ring: RingBuf<MapData>, backlog_limit: usize, nice: i32) -> Result<Self> {
         let (sender, batches) = async_mpsc::unbounded_channel();
-        let (spare, spares) = mpsc::sync_channel(SPARE_BATCHES);
         let backlog = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let copier = Copier {
             ring,
             sender,
-            spares,
+            filling: Vec::with_capacity(BATCH_BYTES),
             backlog: Arc::clone(&backlog),
             backlog_limit,
             stop: Arc::clone(&stop),
@@ -118,7 +113,6 @@ impl RingReader {
             .context("the ring's reader thread ended at its start")??;
         Ok(Self {
             batches,
-            spare,
             backlog,
             stop,
             thread: Some(thread),
@@ -137,11 +131,8 @@ impl RingReader {
 
     /// Gives a handled batch's memory back.
     pub fn done(&self, batch: Batch) {
-        self.backlog.fetch_sub(batch.bytes.len(), Ordering::Relaxed);
-        let mut bytes = batch.bytes;
-        bytes.clear();
-        // A full spare queue drops the buffer: a burst's memory goes back to the allocator.
-        let _ = self.spare.try_send(bytes);
+        self.backlog
+            .fetch_sub(batch.bytes.capacity(), Ordering::Relaxed);
     }
 
     /// Asks the thread to take what is left in the ring and stop; [`RingReader::next`] then gives
@@ -187,7 +178,9 @@ enum Pass {
 struct Copier {
     ring: RingBuf<MapData>,
     sender: async_mpsc::UnboundedSender<Batch>,
-    spares: mpsc::Receiver<Vec<u8>>,
+    /// Where a batch is filled, then copied out at its size: many small batches (a reader that
+    /// wakes often, on one CPU) must not each hold a whole batch's allocation.
+    filling: Vec<u8>,
     backlog: Arc<AtomicUsize>,
     backlog_limit: usize,
     stop: Arc<AtomicBool>,
@@ -218,11 +211,7 @@ impl Copier {
         let mut copied = 0;
         loop {
             let began = Clock::read_monotonic();
-            let bytes = self
-                .spares
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES));
-            let mut batch = Batch::new(bytes);
+            let mut batch = Batch::new(std::mem::take(&mut self.filling));
             let room = self
                 .backlog_limit
                 .saturating_sub(self.backlog.load(Ordering::Relaxed))
@@ -237,12 +226,18 @@ impl Copier {
                     }
                 }
             }
-            batch.emptied_at = emptied.then_some(began);
             let full = !emptied && room < BATCH_BYTES;
             copied += batch.bytes.len();
-            if !batch.bytes.is_empty() || emptied {
-                self.backlog.fetch_add(batch.bytes.len(), Ordering::Relaxed);
-                self.sender.send(batch).ok()?;
+            let sent = Batch {
+                bytes: batch.bytes.as_slice().to_vec(),
+                emptied_at: emptied.then_some(began),
+            };
+            self.filling = batch.bytes;
+            self.filling.clear();
+            if !sent.bytes.is_empty() || emptied {
+                self.backlog
+                    .fetch_add(sent.bytes.capacity(), Ordering::Relaxed);
+                self.sender.send(sent).ok()?;
             }
             if full {
                 return Some(Pass::Full);
