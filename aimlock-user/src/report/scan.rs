@@ -23,6 +23,7 @@ use super::{
         Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Record, SeenPath, Skip, head,
         is_text_line, line_ts, parse,
     },
+    stored::{Stored, StoredLines},
 };
 use crate::events::EventKind;
 
@@ -223,13 +224,13 @@ pub fn line_ino(finder: &memmem::Finder<'_>, line: &[u8]) -> Option<u64> {
 /// The lines of one lock, in file order, and the paths it was seen under.
 #[derive(Debug, Default)]
 pub struct LockLines {
-    pub records: Vec<Record>,
+    pub records: StoredLines,
     pub paths: Vec<SeenPath>,
 }
 
 impl LockLines {
     fn absorb(&mut self, other: LockLines) {
-        self.records.extend(other.records);
+        self.records.append(other.records);
         for path in other.paths {
             if path.is_new_in(&mut self.paths) {
                 self.paths.push(path);
@@ -287,10 +288,8 @@ impl Scan {
     pub fn names_pid(&self, pid: u32) -> bool {
         self.locks
             .values()
-            .flat_map(|lines| &lines.records)
-            .any(|record| {
-                record.actor.pid == pid || record.others.iter().any(|other| other.pid == pid)
-            })
+            .flat_map(|lines| lines.records.iter())
+            .any(|record| record.actors().any(|actor| actor.pid == pid))
     }
 
     fn note_time(&mut self, at: Nanos) {
@@ -404,7 +403,9 @@ impl Scan {
                 other.comm = name(other.comm);
             }
             record.errno = record.errno.map(name);
-            self.lines[piece_places[lock as usize]].records.push(record);
+            self.lines[piece_places[lock as usize]]
+                .records
+                .push(Stored::from(record));
         }
         self.generations.extend(said);
         for mut exit in piece.exits.drain(..) {

@@ -1,0 +1,340 @@
+//! A lock line as the report keeps it from the read until its lock is folded: what every line
+//! has, inline and without `Option`'s padding, and what few lines have (an orphan's holders,
+//! a refusal's errno, a taker's exit) boxed. A report keeps every line of the locks it tells,
+//! so this is most of its memory: 80 bytes a line rather than a [`Record`]'s 136.
+
+use crate::events::{EventKind, Mode, ReleaseReason};
+
+use super::line::{Actor, ByteRange, Name, Nanos, Origin, Record};
+
+#[derive(Debug)]
+pub struct Stored {
+    at: Nanos,
+    line: u64,
+    /// The actor's start time, if `START_TIME`.
+    start_time: u64,
+    /// If `DURATION`.
+    duration_ns: u64,
+    range: ByteRange,
+    source: u32,
+    pid: u32,
+    comm: Name,
+    /// If `NS_PID`.
+    ns_pid: u32,
+    event: EventKind,
+    mode: Option<Mode>,
+    reason: Option<ReleaseReason>,
+    flags: u8,
+    rare: Option<Box<Rare>>,
+}
+
+const START_TIME: u8 = 1;
+const NS_PID: u8 = 2;
+const DURATION: u8 = 4;
+const ORPHAN: u8 = 8;
+
+/// What few lines say.
+#[derive(Debug)]
+struct Rare {
+    taker_exit: Option<Nanos>,
+    errno: Option<Name>,
+    others: Box<[Actor]>,
+}
+
+impl From<Record> for Stored {
+    fn from(record: Record) -> Self {
+        let Record {
+            at,
+            origin,
+            event,
+            actor,
+            mode,
+            range,
+            reason,
+            duration_ns,
+            taker_exit,
+            errno,
+            others,
+            orphan,
+        } = record;
+        let flag = |set: bool, flag: u8| if set { flag } else { 0 };
+        let rare = (taker_exit.is_some() || errno.is_some() || !others.is_empty()).then(|| {
+            Box::new(Rare {
+                taker_exit,
+                errno,
+                others,
+            })
+        });
+        Self {
+            at,
+            line: origin.line,
+            start_time: actor.start_time.unwrap_or(0),
+            duration_ns: duration_ns.unwrap_or(0),
+            range,
+            source: origin.source,
+            pid: actor.pid,
+            comm: actor.comm,
+            ns_pid: actor.ns_pid.unwrap_or(0),
+            event,
+            mode,
+            reason,
+            flags: flag(actor.start_time.is_some(), START_TIME)
+                | flag(actor.ns_pid.is_some(), NS_PID)
+                | flag(duration_ns.is_some(), DURATION)
+                | flag(orphan, ORPHAN),
+            rare,
+        }
+    }
+}
+
+impl From<Stored> for Record {
+    fn from(stored: Stored) -> Self {
+        let actor = stored.actor();
+        let has = |flag: u8| stored.flags & flag != 0;
+        let (taker_exit, errno, others) = match stored.rare {
+            Some(rare) => (rare.taker_exit, rare.errno, rare.others),
+            None => (None, None, Box::default()),
+        };
+        Record {
+            at: stored.at,
+            origin: Origin {
+                source: stored.source,
+                line: stored.line,
+            },
+            event: stored.event,
+            actor,
+            mode: stored.mode,
+            range: stored.range,
+            reason: stored.reason,
+            duration_ns: has(DURATION).then_some(stored.duration_ns),
+            taker_exit,
+            errno,
+            others,
+            orphan: has(ORPHAN),
+        }
+    }
+}
+
+impl Stored {
+    pub fn at(&self) -> Nanos {
+        self.at
+    }
+
+    pub fn event(&self) -> EventKind {
+        self.event
+    }
+
+    /// The process the line is about.
+    pub fn actor(&self) -> Actor {
+        let has = |flag: u8| self.flags & flag != 0;
+        Actor {
+            pid: self.pid,
+            comm: self.comm,
+            start_time: has(START_TIME).then_some(self.start_time),
+            ns_pid: has(NS_PID).then_some(self.ns_pid),
+        }
+    }
+
+    /// The other processes it names: an orphan's or a held lock's holders, or who released
+    /// an orphan.
+    pub fn others(&self) -> &[Actor] {
+        self.rare.as_ref().map_or(&[], |rare| &rare.others)
+    }
+
+    /// The actor and then the others.
+    pub fn actors(&self) -> impl Iterator<Item = Actor> + '_ {
+        std::iter::once(self.actor()).chain(self.others().iter().copied())
+    }
+
+    /// Changes each process it names (the actor, then the others).
+    pub fn update_actors(&mut self, mut update: impl FnMut(&mut Actor)) {
+        let mut actor = self.actor();
+        update(&mut actor);
+        self.start_time = actor.start_time.unwrap_or(0);
+        self.ns_pid = actor.ns_pid.unwrap_or(0);
+        self.flags &= !(START_TIME | NS_PID);
+        if actor.start_time.is_some() {
+            self.flags |= START_TIME;
+        }
+        if actor.ns_pid.is_some() {
+            self.flags |= NS_PID;
+        }
+        if let Some(rare) = &mut self.rare {
+            rare.others.iter_mut().for_each(update);
+        }
+    }
+}
+
+/// A lock's lines, in the order added, in blocks that are never moved or grown: the read adds
+/// lines to thousands of locks in turn, and a vector each, copied to ever larger places, would
+/// leave the heap full of holes too small for the next. Each new block is a quarter of the
+/// lines so far (at least `BLOCK_MIN`, at most `BLOCK_MAX`), so at most a quarter is unused.
+#[derive(Debug, Default)]
+pub struct StoredLines {
+    blocks: Vec<Vec<Stored>>,
+    len: usize,
+}
+
+const BLOCK_MIN: usize = 16;
+const BLOCK_MAX: usize = 4096;
+
+impl StoredLines {
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, line: Stored) {
+        let full = self
+            .blocks
+            .last()
+            .is_none_or(|block| block.len() == block.capacity());
+        if full {
+            let size = (self.len / 4).clamp(BLOCK_MIN, BLOCK_MAX);
+            self.blocks.push(Vec::with_capacity(size));
+        }
+        self.blocks
+            .last_mut()
+            .expect("a block with room")
+            .push(line);
+        self.len += 1;
+    }
+
+    /// Adds `other`'s lines after these.
+    pub fn append(&mut self, other: StoredLines) {
+        self.len += other.len;
+        self.blocks.extend(other.blocks);
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&Stored) -> bool) {
+        for block in &mut self.blocks {
+            block.retain(&mut keep);
+        }
+        self.blocks.retain(|block| !block.is_empty());
+        self.len = self.blocks.iter().map(Vec::len).sum();
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Stored> {
+        self.blocks.iter().flatten()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Stored> {
+        self.blocks.iter_mut().flatten()
+    }
+}
+
+impl IntoIterator for StoredLines {
+    type Item = Stored;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<Stored>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.blocks.into_iter().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(names: &mut super::super::line::Names) -> Record {
+        Record {
+            at: 7,
+            origin: Origin {
+                source: 3,
+                line: 1 << 40,
+            },
+            event: EventKind::Orphan,
+            actor: Actor {
+                pid: 12,
+                comm: names.intern("job"),
+                start_time: Some(0),
+                ns_pid: None,
+            },
+            mode: Some(Mode::Write),
+            range: ByteRange { start: 5, end: 9 },
+            reason: Some(ReleaseReason::Exit),
+            duration_ns: Some(0),
+            taker_exit: Some(3),
+            errno: Some(names.intern("EAGAIN")),
+            others: Box::new([Actor {
+                pid: 13,
+                comm: names.intern("sleep"),
+                start_time: None,
+                ns_pid: Some(1),
+            }]),
+            orphan: true,
+        }
+    }
+
+    #[test]
+    fn a_line_kept_is_the_line_read() {
+        let mut names = super::super::line::Names::default();
+        let full = record(&mut names);
+        assert_eq!(Record::from(Stored::from(full.clone())), full);
+        let plain = Record {
+            event: EventKind::Acquire,
+            mode: None,
+            reason: None,
+            duration_ns: None,
+            taker_exit: None,
+            errno: None,
+            others: Box::new([]),
+            orphan: false,
+            ..full.clone()
+        };
+        let stored = Stored::from(plain.clone());
+        assert!(stored.rare.is_none());
+        assert_eq!(Record::from(stored), plain);
+    }
+
+    #[test]
+    fn a_processs_start_time_and_namespace_pid_can_be_filled_in() {
+        let mut names = super::super::line::Names::default();
+        let mut stored = Stored::from(record(&mut names));
+        stored.update_actors(|actor| {
+            actor.ns_pid = actor.ns_pid.or(Some(40));
+            actor.start_time = actor.start_time.or(Some(50));
+        });
+        let actors: Vec<Actor> = stored.actors().collect();
+        assert_eq!(actors[0].start_time, Some(0));
+        assert_eq!(actors[0].ns_pid, Some(40));
+        assert_eq!(actors[1].start_time, Some(50));
+        assert_eq!(actors[1].ns_pid, Some(1));
+    }
+
+    #[test]
+    fn lines_are_kept_in_the_order_added() {
+        let mut names = super::super::line::Names::default();
+        let mut line = |at: Nanos| {
+            Stored::from(Record {
+                at,
+                ..record(&mut names)
+            })
+        };
+        let mut lines = StoredLines::default();
+        for at in 0..1000 {
+            lines.push(line(at));
+        }
+        let unused: usize = lines
+            .blocks
+            .iter()
+            .map(|block| block.capacity() - block.len())
+            .sum();
+        assert!(unused <= 1000 / 4, "{unused} unused");
+        let mut more = StoredLines::default();
+        for at in 1000..1100 {
+            more.push(line(at));
+        }
+        lines.append(more);
+        lines.push(line(1100));
+        lines.retain(|line| line.at() % 3 != 0);
+        let times: Vec<Nanos> = lines.iter().map(Stored::at).collect();
+        let expected: Vec<Nanos> = (0..=1100).filter(|at| at % 3 != 0).collect();
+        assert_eq!(times, expected);
+        assert_eq!(lines.len, expected.len());
+    }
+
+    #[test]
+    fn a_line_is_kept_in_80_bytes() {
+        assert_eq!(std::mem::size_of::<Stored>(), 80);
+    }
+}
