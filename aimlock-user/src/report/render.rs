@@ -1,7 +1,7 @@
 //! Telling each lock's history: a short narrative, or the same as JSON.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, hash_map::Entry},
     io::Write,
     time::Duration,
 };
@@ -653,13 +653,15 @@ impl Renderer<'_> {
                     .iter()
                     .map(|wait| (self.wait_ns(wait), wait.waiter, lock)),
             );
+            // Each process refused this lock: its place in `refused`.
+            let mut refused_here: HashMap<Actor, usize> = HashMap::new();
             for refusal in &lock.refusals {
-                match refused
-                    .iter_mut()
-                    .find(|(_, actor, on)| *actor == refusal.actor && std::ptr::eq(*on, lock))
-                {
-                    Some((count, ..)) => *count += 1,
-                    None => refused.push((1, refusal.actor, lock)),
+                match refused_here.entry(refusal.actor) {
+                    Entry::Occupied(known) => refused[*known.get()].0 += 1,
+                    Entry::Vacant(new) => {
+                        new.insert(refused.len());
+                        refused.push((1, refusal.actor, lock));
+                    }
                 }
             }
         }
@@ -679,11 +681,14 @@ impl Renderer<'_> {
             refusals,
             plural(refusals, "refusal", "refusals"),
         )?;
-        let lines: [(&str, Vec<String>); 4] = [
+        // Only the first SUMMARY_ITEMS of each are told; the others are counted.
+        let lines: [(&str, usize, Vec<String>); 4] = [
             (
                 "orphans",
+                orphans.len(),
                 orphans
                     .iter()
+                    .take(SUMMARY_ITEMS)
                     .map(|&(by, lock, count)| match count {
                         1 => format!("{} outlived its taker by {}", name(lock), duration(by)),
                         _ => format!(
@@ -696,7 +701,9 @@ impl Renderer<'_> {
             ),
             (
                 "still held",
+                held.len(),
                 held.iter()
+                    .take(SUMMARY_ITEMS)
                     .map(|&(ns, taker, lock)| {
                         let by = taker
                             .map_or(String::new(), |taker| format!(" by {}", self.actor(taker)));
@@ -706,8 +713,10 @@ impl Renderer<'_> {
             ),
             (
                 "longest waits",
+                waits.len(),
                 waits
                     .iter()
+                    .take(SUMMARY_ITEMS)
                     .map(|&(ns, waiter, lock)| {
                         format!(
                             "{} by {} on {}",
@@ -720,8 +729,10 @@ impl Renderer<'_> {
             ),
             (
                 "most refused",
+                refused.len(),
                 refused
                     .iter()
+                    .take(SUMMARY_ITEMS)
                     .map(|&(count, actor, lock)| {
                         let times = plural(count, "time", "times");
                         format!("{} {count} {times} on {}", self.actor(actor), name(lock))
@@ -729,19 +740,14 @@ impl Renderer<'_> {
                     .collect(),
             ),
         ];
-        for (label, items) in lines {
-            if items.is_empty() {
+        for (label, all, shown) in lines {
+            if all == 0 {
                 continue;
             }
-            let more = match items.len().saturating_sub(SUMMARY_ITEMS) {
+            let more = match all.saturating_sub(SUMMARY_ITEMS) {
                 0 => String::new(),
                 more => format!(" (and {more} more)"),
             };
-            let shown: Vec<&str> = items
-                .iter()
-                .take(SUMMARY_ITEMS)
-                .map(String::as_str)
-                .collect();
             writeln!(out, "  {label}: {}{more}", shown.join("; "))?;
         }
         writeln!(out)
