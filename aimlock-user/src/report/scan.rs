@@ -20,8 +20,8 @@ use super::{
     busy::Windows,
     input::{self, Source},
     line::{
-        Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Record, SeenPath, Skip, head,
-        is_text_line, line_ts, parse,
+        Exit, LockKey, Name, Names, Nanos, Origin, Parsed, SeenPath, Skip, head, is_text_line,
+        line_ts, parse,
     },
     stored::{Stored, StoredLines},
 };
@@ -396,16 +396,14 @@ impl Scan {
                 }
             }
         }
-        for (lock, mut record) in piece.records.drain(..) {
-            record.origin.line += lines_before;
-            record.actor.comm = name(record.actor.comm);
-            for other in &mut record.others {
-                other.comm = name(other.comm);
+        // The piece's lines come grouped by lock: one look-up for each lock's run of them.
+        let mut records = piece.records.drain(..).peekable();
+        while let Some(&(lock, _)) = records.peek() {
+            let lines = &mut self.lines[piece_places[lock as usize]].records;
+            while let Some((_, mut record)) = records.next_if(|(next, _)| *next == lock) {
+                record.read_after(lines_before, name);
+                lines.push(record);
             }
-            record.errno = record.errno.map(name);
-            self.lines[piece_places[lock as usize]]
-                .records
-                .push(Stored::from(record));
         }
         self.generations.extend(said);
         for mut exit in piece.exits.drain(..) {
@@ -470,7 +468,7 @@ pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Sc
             jobs,
             |bytes| {
                 let spare = spare.lock().expect("no job panics").pop();
-                Piece::scan(spare.unwrap_or_default(), bytes, index as u32, selection)
+                Piece::scan(spare.unwrap_or_default(), bytes, index as u32, selection).grouped()
             },
             |chunk, mut piece| {
                 if lines_before == 0
@@ -509,8 +507,9 @@ struct Piece {
     /// The locks its lines are about, in the order first met.
     locks: Vec<PieceLock>,
     places: FxHashMap<LockKey, u32>,
-    /// Each line kept, with its lock's index in `locks`, in line order.
-    records: Vec<(u32, Record)>,
+    /// Each line kept, with its lock's index in `locks`, in line order (then, once the piece
+    /// is read, grouped by lock).
+    records: Vec<(u32, Stored)>,
     exits: Vec<Exit>,
     /// Per inode: the first and the latest generation its lines said.
     generations: FxHashMap<InodeId, (u32, u32)>,
@@ -594,6 +593,13 @@ impl Piece {
         piece
     }
 
+    /// The same piece, its lines grouped by lock (each lock's in line order), so that the
+    /// merge, which is not shared between jobs, adds each lock's lines at once.
+    fn grouped(mut self) -> Self {
+        self.records.sort_by_key(|&(lock, _)| lock);
+        self
+    }
+
     /// The same piece, empty, its tables kept for the next.
     fn cleared(mut self) -> Self {
         self.names.clear();
@@ -670,7 +676,7 @@ impl Piece {
                         *new.insert(self.locks.len() as u32 - 1)
                     }
                 };
-                self.records.push((index, record));
+                self.records.push((index, Stored::from(record)));
                 let paths = &mut self.locks[index as usize].paths;
                 if let Some(path) = path
                     && path.is_new_in(paths)

@@ -146,6 +146,19 @@ impl Stored {
         std::iter::once(self.actor()).chain(self.others().iter().copied())
     }
 
+    /// A line of a piece read on its own, as a line of its whole source: `lines_before` the
+    /// piece's first, its names renamed to the source's.
+    pub fn read_after(&mut self, lines_before: u64, name: impl Fn(Name) -> Name) {
+        self.line += lines_before;
+        self.comm = name(self.comm);
+        if let Some(rare) = &mut self.rare {
+            for other in &mut rare.others {
+                other.comm = name(other.comm);
+            }
+            rare.errno = rare.errno.map(&name);
+        }
+    }
+
     /// Changes each process it names (the actor, then the others).
     pub fn update_actors(&mut self, mut update: impl FnMut(&mut Actor)) {
         let mut actor = self.actor();
