@@ -1,6 +1,6 @@
 //! A lock line as the report keeps it from the read until its lock is folded: what every line
 //! has, inline and without `Option`'s padding, and what few lines have (an orphan's holders,
-//! a refusal's errno, a taker's exit) boxed. A report keeps every line of the locks it tells,
+//! a taker's exit) boxed. A report keeps every line of the locks it tells,
 //! so this is most of its memory: 80 bytes a line rather than a [`Record`]'s 136.
 
 use crate::events::{EventKind, Mode, ReleaseReason};
@@ -21,6 +21,8 @@ pub struct Stored {
     comm: Name,
     /// If `NS_PID`.
     ns_pid: u32,
+    /// If `ERRNO`.
+    errno: Name,
     event: EventKind,
     mode: Option<Mode>,
     reason: Option<ReleaseReason>,
@@ -32,12 +34,12 @@ const START_TIME: u8 = 1;
 const NS_PID: u8 = 2;
 const DURATION: u8 = 4;
 const ORPHAN: u8 = 8;
+const ERRNO: u8 = 16;
 
 /// What few lines say.
 #[derive(Debug)]
 struct Rare {
     taker_exit: Option<Nanos>,
-    errno: Option<Name>,
     others: Box<[Actor]>,
 }
 
@@ -58,13 +60,8 @@ impl From<Record> for Stored {
             orphan,
         } = record;
         let flag = |set: bool, flag: u8| if set { flag } else { 0 };
-        let rare = (taker_exit.is_some() || errno.is_some() || !others.is_empty()).then(|| {
-            Box::new(Rare {
-                taker_exit,
-                errno,
-                others,
-            })
-        });
+        let rare = (taker_exit.is_some() || !others.is_empty())
+            .then(|| Box::new(Rare { taker_exit, others }));
         Self {
             at,
             line: origin.line,
@@ -75,13 +72,16 @@ impl From<Record> for Stored {
             pid: actor.pid,
             comm: actor.comm,
             ns_pid: actor.ns_pid.unwrap_or(0),
+            // Any name where there is none: the flag tells.
+            errno: errno.unwrap_or(actor.comm),
             event,
             mode,
             reason,
             flags: flag(actor.start_time.is_some(), START_TIME)
                 | flag(actor.ns_pid.is_some(), NS_PID)
                 | flag(duration_ns.is_some(), DURATION)
-                | flag(orphan, ORPHAN),
+                | flag(orphan, ORPHAN)
+                | flag(errno.is_some(), ERRNO),
             rare,
         }
     }
@@ -91,9 +91,9 @@ impl From<Stored> for Record {
     fn from(stored: Stored) -> Self {
         let actor = stored.actor();
         let has = |flag: u8| stored.flags & flag != 0;
-        let (taker_exit, errno, others) = match stored.rare {
-            Some(rare) => (rare.taker_exit, rare.errno, rare.others),
-            None => (None, None, Box::default()),
+        let (taker_exit, others) = match stored.rare {
+            Some(rare) => (rare.taker_exit, rare.others),
+            None => (None, Box::default()),
         };
         Record {
             at: stored.at,
@@ -108,7 +108,7 @@ impl From<Stored> for Record {
             reason: stored.reason,
             duration_ns: has(DURATION).then_some(stored.duration_ns),
             taker_exit,
-            errno,
+            errno: has(ERRNO).then_some(stored.errno),
             others,
             orphan: has(ORPHAN),
         }
@@ -151,11 +151,13 @@ impl Stored {
     pub fn read_after(&mut self, lines_before: u64, name: impl Fn(Name) -> Name) {
         self.line += lines_before;
         self.comm = name(self.comm);
+        if self.flags & ERRNO != 0 {
+            self.errno = name(self.errno);
+        }
         if let Some(rare) = &mut self.rare {
             for other in &mut rare.others {
                 other.comm = name(other.comm);
             }
-            rare.errno = rare.errno.map(&name);
         }
     }
 
@@ -283,16 +285,23 @@ mod tests {
         let mut names = super::super::line::Names::default();
         let full = record(&mut names);
         assert_eq!(Record::from(Stored::from(full.clone())), full);
-        let plain = Record {
-            event: EventKind::Acquire,
+        let refused = Record {
+            event: EventKind::Fail,
             mode: None,
             reason: None,
             duration_ns: None,
             taker_exit: None,
-            errno: None,
             others: Box::new([]),
             orphan: false,
             ..full.clone()
+        };
+        let stored = Stored::from(refused.clone());
+        assert!(stored.rare.is_none());
+        assert_eq!(Record::from(stored), refused);
+        let plain = Record {
+            event: EventKind::Acquire,
+            errno: None,
+            ..refused
         };
         let stored = Stored::from(plain.clone());
         assert!(stored.rare.is_none());
