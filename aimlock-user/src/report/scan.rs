@@ -396,14 +396,9 @@ impl Scan {
                 }
             }
         }
-        // The piece's lines come grouped by lock: one look-up for each lock's run of them.
-        let mut records = piece.records.drain(..).peekable();
-        while let Some(&(lock, _)) = records.peek() {
-            let lines = &mut self.lines[piece_places[lock as usize]].records;
-            while let Some((_, mut record)) = records.next_if(|(next, _)| *next == lock) {
-                record.read_after(lines_before, name);
-                lines.push(record);
-            }
+        for (lock, mut record) in piece.records.drain(..) {
+            record.read_after(lines_before, name);
+            self.lines[piece_places[lock as usize]].records.push(record);
         }
         self.generations.extend(said);
         for mut exit in piece.exits.drain(..) {
@@ -468,7 +463,7 @@ pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Sc
             jobs,
             |bytes| {
                 let spare = spare.lock().expect("no job panics").pop();
-                Piece::scan(spare.unwrap_or_default(), bytes, index as u32, selection).grouped()
+                Piece::scan(spare.unwrap_or_default(), bytes, index as u32, selection)
             },
             |chunk, mut piece| {
                 if lines_before == 0
@@ -507,8 +502,8 @@ struct Piece {
     /// The locks its lines are about, in the order first met.
     locks: Vec<PieceLock>,
     places: FxHashMap<LockKey, u32>,
-    /// Each line kept, with its lock's index in `locks`, in line order (then, once the piece
-    /// is read, grouped by lock).
+    /// Each line kept, with its lock's index in `locks`, in line order: made compact here, by
+    /// the job, rather than by the merge, which one thread does for all.
     records: Vec<(u32, Stored)>,
     exits: Vec<Exit>,
     /// Per inode: the first and the latest generation its lines said.
@@ -591,13 +586,6 @@ impl Piece {
         }
         piece.lines = lines;
         piece
-    }
-
-    /// The same piece, its lines grouped by lock (each lock's in line order), so that the
-    /// merge, which is not shared between jobs, adds each lock's lines at once.
-    fn grouped(mut self) -> Self {
-        self.records.sort_by_key(|&(lock, _)| lock);
-        self
     }
 
     /// The same piece, empty, its tables kept for the next.
