@@ -20,12 +20,12 @@ use super::{
     busy::Windows,
     input::{self, Source},
     line::{
-        Exit, LockKey, Name, Names, Nanos, Origin, Parsed, SeenPath, Skip, head, is_text_line,
-        line_ts, parse,
+        ByteRange, Exit, LockKey, Name, Names, Nanos, Origin, Parsed, SeenPath, Skip, head,
+        is_text_line, line_ts, parse,
     },
     stored::{Stored, StoredLines},
 };
-use crate::events::EventKind;
+use crate::events::{EventKind, LockKind};
 
 /// Bytes each job parses at a time.
 const PIECE: usize = 8 << 20;
@@ -396,9 +396,12 @@ impl Scan {
                 }
             }
         }
-        for (lock, mut record) in piece.records.drain(..) {
+        for (lock, mut record, range) in piece.records.drain(..) {
             record.read_after(lines_before, name);
-            self.lines[piece_places[lock as usize]].records.push(record);
+            let posix = piece.locks[lock as usize].key.kind == LockKind::Posix;
+            self.lines[piece_places[lock as usize]]
+                .records
+                .push(record, posix.then_some(range));
         }
         self.generations.extend(said);
         for mut exit in piece.exits.drain(..) {
@@ -504,7 +507,7 @@ struct Piece {
     places: FxHashMap<LockKey, u32>,
     /// Each line kept, with its lock's index in `locks`, in line order: made compact here, by
     /// the job, rather than by the merge, which one thread does for all.
-    records: Vec<(u32, Stored)>,
+    records: Vec<(u32, Stored, ByteRange)>,
     exits: Vec<Exit>,
     /// Per inode: the first and the latest generation its lines said.
     generations: FxHashMap<InodeId, (u32, u32)>,
@@ -664,7 +667,8 @@ impl Piece {
                         *new.insert(self.locks.len() as u32 - 1)
                     }
                 };
-                self.records.push((index, Stored::from(record)));
+                let (record, range) = Stored::new(record);
+                self.records.push((index, record, range));
                 let paths = &mut self.locks[index as usize].paths;
                 if let Some(path) = path
                     && path.is_new_in(paths)

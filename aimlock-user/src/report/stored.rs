@@ -1,7 +1,8 @@
 //! A lock line as the report keeps it from the read until its lock is folded: what every line
 //! has, inline and without `Option`'s padding, and what few lines have (an orphan's holders,
-//! a taker's exit) boxed. A report keeps every line of the locks it tells,
-//! so this is most of its memory: 80 bytes a line rather than a [`Record`]'s 136.
+//! a taker's exit) boxed; its byte range only for a POSIX lock (another lock's lines all have
+//! its own). A report keeps every line of the locks it tells, so this is most of its memory: 64
+//! bytes a line (80 for POSIX locks) rather than a [`Record`]'s 136.
 
 use crate::events::{EventKind, Mode, ReleaseReason};
 
@@ -15,7 +16,6 @@ pub struct Stored {
     start_time: u64,
     /// If `DURATION`.
     duration_ns: u64,
-    range: ByteRange,
     source: u32,
     pid: u32,
     comm: Name,
@@ -43,8 +43,9 @@ struct Rare {
     others: Box<[Actor]>,
 }
 
-impl From<Record> for Stored {
-    fn from(record: Record) -> Self {
+impl Stored {
+    /// The line kept, and its range, which is kept apart.
+    pub fn new(record: Record) -> (Self, ByteRange) {
         let Record {
             at,
             origin,
@@ -62,12 +63,11 @@ impl From<Record> for Stored {
         let flag = |set: bool, flag: u8| if set { flag } else { 0 };
         let rare = (taker_exit.is_some() || !others.is_empty())
             .then(|| Box::new(Rare { taker_exit, others }));
-        Self {
+        let stored = Self {
             at,
             line: origin.line,
             start_time: actor.start_time.unwrap_or(0),
             duration_ns: duration_ns.unwrap_or(0),
-            range,
             source: origin.source,
             pid: actor.pid,
             comm: actor.comm,
@@ -83,12 +83,13 @@ impl From<Record> for Stored {
                 | flag(orphan, ORPHAN)
                 | flag(errno.is_some(), ERRNO),
             rare,
-        }
+        };
+        (stored, range)
     }
-}
 
-impl From<Stored> for Record {
-    fn from(stored: Stored) -> Self {
+    /// The line read, with its range.
+    pub fn into_record(self, range: ByteRange) -> Record {
+        let stored = self;
         let actor = stored.actor();
         let has = |flag: u8| stored.flags & flag != 0;
         let (taker_exit, others) = match stored.rare {
@@ -104,7 +105,7 @@ impl From<Stored> for Record {
             event: stored.event,
             actor,
             mode: stored.mode,
-            range: stored.range,
+            range,
             reason: stored.reason,
             duration_ns: has(DURATION).then_some(stored.duration_ns),
             taker_exit,
@@ -113,9 +114,7 @@ impl From<Stored> for Record {
             orphan: has(ORPHAN),
         }
     }
-}
 
-impl Stored {
     pub fn at(&self) -> Nanos {
         self.at
     }
@@ -180,25 +179,30 @@ impl Stored {
     }
 }
 
-/// A lock's lines, in the order added, in blocks that are never moved or grown: the read adds
-/// lines to thousands of locks in turn, and a vector each, copied to ever larger places, would
-/// leave the heap full of holes too small for the next. Each new block is a quarter of the
-/// lines so far (at least `BLOCK_MIN`, at most `BLOCK_MAX`), so at most a quarter is unused.
-#[derive(Debug, Default)]
-pub struct StoredLines {
-    blocks: Vec<Vec<Stored>>,
+/// Things in the order added, in blocks that are never moved or grown: the read adds lines to
+/// thousands of locks in turn, and a vector each, copied to ever larger places, would leave the
+/// heap full of holes too small for the next. Each new block is a quarter of the things so far
+/// (at least `BLOCK_MIN`, at most `BLOCK_MAX`), so at most a quarter of the room is unused.
+#[derive(Debug)]
+struct Blocks<T> {
+    blocks: Vec<Vec<T>>,
     len: usize,
 }
 
 const BLOCK_MIN: usize = 16;
 const BLOCK_MAX: usize = 4096;
 
-impl StoredLines {
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+impl<T> Default for Blocks<T> {
+    fn default() -> Self {
+        Self {
+            blocks: Vec::new(),
+            len: 0,
+        }
     }
+}
 
-    pub fn push(&mut self, line: Stored) {
+impl<T> Blocks<T> {
+    fn push(&mut self, thing: T) {
         let full = self
             .blocks
             .last()
@@ -210,17 +214,16 @@ impl StoredLines {
         self.blocks
             .last_mut()
             .expect("a block with room")
-            .push(line);
+            .push(thing);
         self.len += 1;
     }
 
-    /// Adds `other`'s lines after these.
-    pub fn append(&mut self, other: StoredLines) {
+    fn append(&mut self, other: Blocks<T>) {
         self.len += other.len;
         self.blocks.extend(other.blocks);
     }
 
-    pub fn retain(&mut self, mut keep: impl FnMut(&Stored) -> bool) {
+    fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         for block in &mut self.blocks {
             block.retain(&mut keep);
         }
@@ -228,21 +231,68 @@ impl StoredLines {
         self.len = self.blocks.iter().map(Vec::len).sum();
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Stored> {
+    fn iter(&self) -> impl Iterator<Item = &T> {
         self.blocks.iter().flatten()
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Stored> {
-        self.blocks.iter_mut().flatten()
+    fn into_iter(self) -> impl Iterator<Item = T> {
+        self.blocks.into_iter().flatten()
     }
 }
 
-impl IntoIterator for StoredLines {
-    type Item = Stored;
-    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<Stored>>>;
+/// A lock's lines, in the order added, and for a POSIX lock the range of each.
+#[derive(Debug, Default)]
+pub struct StoredLines {
+    lines: Blocks<Stored>,
+    /// One for each line, or none: the lines of a lock other than POSIX all have its range.
+    ranges: Blocks<ByteRange>,
+}
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.blocks.into_iter().flatten()
+impl StoredLines {
+    pub fn is_empty(&self) -> bool {
+        self.lines.len == 0
+    }
+
+    /// Adds a line; its range if it is a POSIX lock's (every line of the lock, or none, has
+    /// one).
+    pub fn push(&mut self, line: Stored, range: Option<ByteRange>) {
+        self.lines.push(line);
+        if let Some(range) = range {
+            self.ranges.push(range);
+        }
+    }
+
+    /// Adds `other`'s lines after these.
+    pub fn append(&mut self, other: StoredLines) {
+        self.lines.append(other.lines);
+        self.ranges.append(other.ranges);
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&Stored) -> bool) {
+        if self.ranges.len == 0 {
+            return self.lines.retain(keep);
+        }
+        let kept: Vec<bool> = self.lines.iter().map(&mut keep).collect();
+        let mut lines = kept.iter();
+        self.lines.retain(|_| *lines.next().expect("a line"));
+        let mut ranges = kept.iter();
+        self.ranges.retain(|_| *ranges.next().expect("a range"));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Stored> {
+        self.lines.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Stored> {
+        self.lines.blocks.iter_mut().flatten()
+    }
+
+    /// The lines as read: those without a range of their own have `range`, their lock's.
+    pub fn into_records(self, range: ByteRange) -> impl Iterator<Item = Record> {
+        let mut ranges = self.ranges.into_iter();
+        self.lines
+            .into_iter()
+            .map(move |line| line.into_record(ranges.next().unwrap_or(range)))
     }
 }
 
@@ -280,11 +330,17 @@ mod tests {
         }
     }
 
+    /// The line as kept and read back with its range.
+    fn kept(record: &Record) -> Record {
+        let (stored, range) = Stored::new(record.clone());
+        stored.into_record(range)
+    }
+
     #[test]
     fn a_line_kept_is_the_line_read() {
         let mut names = super::super::line::Names::default();
         let full = record(&mut names);
-        assert_eq!(Record::from(Stored::from(full.clone())), full);
+        assert_eq!(kept(&full), full);
         let refused = Record {
             event: EventKind::Fail,
             mode: None,
@@ -295,23 +351,21 @@ mod tests {
             orphan: false,
             ..full.clone()
         };
-        let stored = Stored::from(refused.clone());
-        assert!(stored.rare.is_none());
-        assert_eq!(Record::from(stored), refused);
+        assert!(Stored::new(refused.clone()).0.rare.is_none());
+        assert_eq!(kept(&refused), refused);
         let plain = Record {
             event: EventKind::Acquire,
             errno: None,
             ..refused
         };
-        let stored = Stored::from(plain.clone());
-        assert!(stored.rare.is_none());
-        assert_eq!(Record::from(stored), plain);
+        assert!(Stored::new(plain.clone()).0.rare.is_none());
+        assert_eq!(kept(&plain), plain);
     }
 
     #[test]
     fn a_processs_start_time_and_namespace_pid_can_be_filled_in() {
         let mut names = super::super::line::Names::default();
-        let mut stored = Stored::from(record(&mut names));
+        let (mut stored, _) = Stored::new(record(&mut names));
         stored.update_actors(|actor| {
             actor.ns_pid = actor.ns_pid.or(Some(40));
             actor.start_time = actor.start_time.or(Some(50));
@@ -324,39 +378,57 @@ mod tests {
     }
 
     #[test]
-    fn lines_are_kept_in_the_order_added() {
+    fn lines_and_their_ranges_are_kept_in_the_order_added() {
         let mut names = super::super::line::Names::default();
-        let mut line = |at: Nanos| {
-            Stored::from(Record {
+        let template = record(&mut names);
+        let line = |at: Nanos| {
+            Stored::new(Record {
                 at,
-                ..record(&mut names)
+                range: ByteRange { start: at, end: at },
+                ..template.clone()
             })
         };
-        let mut lines = StoredLines::default();
-        for at in 0..1000 {
-            lines.push(line(at));
+        let whole = ByteRange::WHOLE_FILE;
+        for posix in [false, true] {
+            let mut lines = StoredLines::default();
+            let add = |lines: &mut StoredLines, at: Nanos| {
+                let (stored, range) = line(at);
+                lines.push(stored, posix.then_some(range));
+            };
+            for at in 0..1000 {
+                add(&mut lines, at);
+            }
+            let unused: usize = lines
+                .lines
+                .blocks
+                .iter()
+                .map(|block| block.capacity() - block.len())
+                .sum();
+            assert!(unused <= 1000 / 4, "{unused} unused");
+            let mut more = StoredLines::default();
+            for at in 1000..1100 {
+                add(&mut more, at);
+            }
+            lines.append(more);
+            add(&mut lines, 1100);
+            lines.retain(|line| line.at() % 3 != 0);
+            let expected: Vec<Nanos> = (0..=1100).filter(|at| at % 3 != 0).collect();
+            let times: Vec<Nanos> = lines.iter().map(Stored::at).collect();
+            assert_eq!(times, expected);
+            let ranges: Vec<ByteRange> = lines.into_records(whole).map(|r| r.range).collect();
+            let expected: Vec<ByteRange> = expected
+                .iter()
+                .map(|&at| match posix {
+                    true => ByteRange { start: at, end: at },
+                    false => whole,
+                })
+                .collect();
+            assert_eq!(ranges, expected, "posix: {posix}");
         }
-        let unused: usize = lines
-            .blocks
-            .iter()
-            .map(|block| block.capacity() - block.len())
-            .sum();
-        assert!(unused <= 1000 / 4, "{unused} unused");
-        let mut more = StoredLines::default();
-        for at in 1000..1100 {
-            more.push(line(at));
-        }
-        lines.append(more);
-        lines.push(line(1100));
-        lines.retain(|line| line.at() % 3 != 0);
-        let times: Vec<Nanos> = lines.iter().map(Stored::at).collect();
-        let expected: Vec<Nanos> = (0..=1100).filter(|at| at % 3 != 0).collect();
-        assert_eq!(times, expected);
-        assert_eq!(lines.len, expected.len());
     }
 
     #[test]
-    fn a_line_is_kept_in_80_bytes() {
-        assert_eq!(std::mem::size_of::<Stored>(), 80);
+    fn a_line_is_kept_in_64_bytes() {
+        assert_eq!(std::mem::size_of::<Stored>(), 64);
     }
 }

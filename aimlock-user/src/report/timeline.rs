@@ -265,7 +265,7 @@ pub fn build(
     exits: &FxHashMap<(Name, u32), Vec<Exit>>,
 ) -> Vec<Lock> {
     let LockLines { records, paths } = lines;
-    let mut records: Vec<Record> = records.into_iter().map(Record::from).collect();
+    let mut records: Vec<Record> = records.into_records(key.range).collect();
     let order = |at: Nanos, origin: Origin| (at, rank[origin.source as usize], origin.line);
     // No two lines have the same source and line number: unstable is stable here, and needs
     // no room of its own.
