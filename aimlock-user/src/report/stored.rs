@@ -181,15 +181,17 @@ impl Stored {
 
 /// Things in the order added, in blocks that are never moved or grown: the read adds lines to
 /// thousands of locks in turn, and a vector each, copied to ever larger places, would leave the
-/// heap full of holes too small for the next. Each new block is a quarter of the things so far
-/// (at least `BLOCK_MIN`, at most `BLOCK_MAX`), so at most a quarter of the room is unused.
+/// heap full of holes too small for the next. Each new block is as large as the things so far,
+/// then from `QUARTERS_FROM` on a quarter of them (at most `BLOCK_MAX`): a lock of a few lines
+/// takes little room, and of a long history at most a quarter more than its lines.
 #[derive(Debug)]
 struct Blocks<T> {
     blocks: Vec<Vec<T>>,
     len: usize,
 }
 
-const BLOCK_MIN: usize = 16;
+const BLOCK_MIN: usize = 2;
+const QUARTERS_FROM: usize = 64;
 const BLOCK_MAX: usize = 4096;
 
 impl<T> Default for Blocks<T> {
@@ -208,7 +210,10 @@ impl<T> Blocks<T> {
             .last()
             .is_none_or(|block| block.len() == block.capacity());
         if full {
-            let size = (self.len / 4).clamp(BLOCK_MIN, BLOCK_MAX);
+            let size = match self.len {
+                small if small < QUARTERS_FROM => small.max(BLOCK_MIN),
+                len => (len / 4).min(BLOCK_MAX),
+            };
             self.blocks.push(Vec::with_capacity(size));
         }
         self.blocks
