@@ -18,6 +18,7 @@ mod line;
 mod posix;
 mod render;
 mod scan;
+mod stored;
 mod timeline;
 
 use std::{
@@ -164,7 +165,12 @@ fn report_reading(args: &ReportArgs, reading: Reading, out: &mut impl Write) -> 
     for pid in args.pid.iter().filter(|&&pid| !scan.names_pid(pid)) {
         eprintln!("aimlock: pid {pid} appears in no lock line read");
     }
-    write_report(args, &mut scan, end, jobs, out)?;
+    // The full read tells every hold, to check that leaving out the untold changes nothing.
+    #[cfg(test)]
+    let every_hold = args.json || reading == Reading::Everything;
+    #[cfg(not(test))]
+    let every_hold = args.json;
+    write_report(args, &mut scan, end, every_hold, jobs, out)?;
     Ok(scan)
 }
 
@@ -228,13 +234,15 @@ fn write_report(
     args: &ReportArgs,
     scan: &mut Scan,
     end: Nanos,
+    every_hold: bool,
     jobs: usize,
     out: &mut impl Write,
 ) -> Result<()> {
     let pool = scan::thread_pool(jobs)?;
     // Before the timelines take the lines.
     let reused_pids = reused_pids(scan);
-    let locks = pool.install(|| select(args, scan));
+    let untold_left_out = (!every_hold).then_some(end);
+    let locks = pool.install(|| select(args, scan, untold_left_out));
     let several_hosts = locks.iter().any(|lock| lock.key.host != locks[0].key.host);
     let waits_by_process = render::waits_by_process(&locks);
     let renderer = Renderer {
@@ -336,23 +344,24 @@ fn leave_out_own_locks(scan: &mut Scan) {
     scan.locks.retain(|_, lines| {
         // When each aimlock process first took the lock.
         let mut took: HashMap<u32, Nanos> = HashMap::new();
-        for record in &lines.records {
-            if record.actor.comm == own
-                && matches!(record.event, EventKind::Acquire | EventKind::Held)
+        for record in lines.records.iter() {
+            if record.actor().comm == own
+                && matches!(record.event(), EventKind::Acquire | EventKind::Held)
             {
-                let first = took.entry(record.actor.pid).or_insert(record.at);
-                *first = (*first).min(record.at);
+                let first = took.entry(record.actor().pid).or_insert(record.at());
+                *first = (*first).min(record.at());
             }
         }
         lines.records.retain(|record| {
-            let own_lock = record.actor.comm == own
-                && match record.event {
+            let actor = record.actor();
+            let own_lock = actor.comm == own
+                && match record.event() {
                     EventKind::Acquire | EventKind::Held | EventKind::Fail | EventKind::Wait => {
                         true
                     }
                     EventKind::Release => took
-                        .get(&record.actor.pid)
-                        .is_some_and(|&first| record.at >= first),
+                        .get(&actor.pid)
+                        .is_some_and(|&first| record.at() >= first),
                     _ => false,
                 };
             !own_lock
@@ -366,8 +375,8 @@ fn leave_out_own_locks(scan: &mut Scan) {
 fn share_ns_pids(scan: &mut Scan) {
     let mut known: HashMap<(Name, u32, Name), u32> = HashMap::new();
     for (key, lines) in &scan.locks {
-        for record in &lines.records {
-            for actor in std::iter::once(&record.actor).chain(&record.others) {
+        for record in lines.records.iter() {
+            for actor in record.actors() {
                 if let Some(ns_pid) = actor.ns_pid {
                     known.insert((key.host, actor.pid, actor.comm), ns_pid);
                 }
@@ -378,12 +387,12 @@ fn share_ns_pids(scan: &mut Scan) {
         return;
     }
     for (key, lines) in &mut scan.locks {
-        for record in &mut lines.records {
-            for actor in std::iter::once(&mut record.actor).chain(record.others.iter_mut()) {
+        for record in lines.records.iter_mut() {
+            record.update_actors(|actor| {
                 actor.ns_pid = actor
                     .ns_pid
                     .or_else(|| known.get(&(key.host, actor.pid, actor.comm)).copied());
-            }
+            });
         }
     }
 }
@@ -395,8 +404,8 @@ fn share_start_times(scan: &mut Scan) {
     // None: more than one process had that pid and command.
     let mut known: HashMap<(Name, u32, Name), Option<u64>> = HashMap::new();
     for (key, lines) in &scan.locks {
-        for record in &lines.records {
-            for actor in std::iter::once(&record.actor).chain(&record.others) {
+        for record in lines.records.iter() {
+            for actor in record.actors() {
                 if let Some(start_time) = actor.start_time {
                     known
                         .entry((key.host, actor.pid, actor.comm))
@@ -414,15 +423,15 @@ fn share_start_times(scan: &mut Scan) {
         return;
     }
     for (key, lines) in &mut scan.locks {
-        for record in &mut lines.records {
-            for actor in std::iter::once(&mut record.actor).chain(record.others.iter_mut()) {
+        for record in lines.records.iter_mut() {
+            record.update_actors(|actor| {
                 if actor.start_time.is_none() {
                     actor.start_time = known
                         .get(&(key.host, actor.pid, actor.comm))
                         .copied()
                         .flatten();
                 }
-            }
+            });
         }
     }
 }
@@ -432,8 +441,8 @@ fn reused_pids(scan: &Scan) -> std::collections::HashSet<u32> {
     let mut starts: HashMap<(Name, u32), u64> = HashMap::new();
     let mut reused = std::collections::HashSet::new();
     for (key, lines) in &scan.locks {
-        for record in &lines.records {
-            for actor in std::iter::once(&record.actor).chain(&record.others) {
+        for record in lines.records.iter() {
+            for actor in record.actors() {
                 if let Some(start_time) = actor.start_time
                     && *starts.entry((key.host, actor.pid)).or_insert(start_time) != start_time
                 {
@@ -445,8 +454,9 @@ fn reused_pids(scan: &Scan) -> std::collections::HashSet<u32> {
     reused
 }
 
-/// Builds the timelines and keeps the locks the query asks for, oldest first.
-fn select(args: &ReportArgs, scan: &mut Scan) -> Vec<Lock> {
+/// Builds the timelines and keeps the locks the query asks for, oldest first. With the end of
+/// the logs, each lock's holds that no narrative tells are left out as it is built.
+fn select(args: &ReportArgs, scan: &mut Scan, untold_left_out: Option<Nanos>) -> Vec<Lock> {
     // Files in the order of their first timestamps, so that rotated logs given in any order
     // read as one.
     let mut order: Vec<usize> = (0..scan.sources.len()).collect();
@@ -481,6 +491,12 @@ fn select(args: &ReportArgs, scan: &mut Scan) -> Vec<Lock> {
         .filter_map(|lock| lock.narrow(since, until))
         .filter(|lock| args.pid.is_empty() || args.pid.iter().any(|&pid| lock.involves(pid)))
         .filter(|lock| !args.orphans || lock.holds.iter().any(|hold| hold.orphaned))
+        .map(|mut lock| {
+            if let Some(end) = untold_left_out {
+                lock.leave_out_untold_holds(end);
+            }
+            lock
+        })
         .collect();
     locks.par_sort_by_cached_key(|lock| {
         let key = &lock.key;

@@ -15,7 +15,7 @@ use crate::events::{EventKind, Mode, ReleaseReason};
 use super::{
     line::{Actor, ByteRange, Exit, LockKey, Nanos, Record},
     timeline::{
-        Blocker, Hold, Lock, PartialRelease, Refusal, Release, Wait, WaitOutcome, subtract,
+        Blocker, Hold, LeftOut, Lock, PartialRelease, Refusal, Release, Wait, WaitOutcome, subtract,
     },
 };
 
@@ -432,6 +432,7 @@ fn sections(file: Lock) -> Vec<Lock> {
             holds: Vec::new(),
             waits: Vec::new(),
             refusals: Vec::new(),
+            left_out: LeftOut::default(),
         })
         .collect();
     let section = |range: ByteRange| bounds.partition_point(|bound| bound.end < range.start);

@@ -1,7 +1,7 @@
 //! Telling each lock's history: a short narrative, or the same as JSON.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, hash_map::Entry},
     io::Write,
     time::Duration,
 };
@@ -16,7 +16,7 @@ use super::{
 };
 
 /// Holds or waits listed per lock in the narrative; the notable ones are kept first.
-const SHOWN: usize = 20;
+pub const SHOWN: usize = 20;
 /// Refused processes named one by one; more are summed up in one line.
 const REFUSED_SHOWN: usize = 5;
 /// Longest waits named in the totals.
@@ -82,8 +82,7 @@ impl Renderer<'_> {
     }
 
     fn held_ns(&self, hold: &Hold) -> Option<u64> {
-        let until = hold.release.map_or(self.end, |release| release.at);
-        hold.acquired.map(|acquired| until.saturating_sub(acquired))
+        held_ns(hold, self.end)
     }
 
     fn orphan_ns(&self, hold: &Hold) -> Option<u64> {
@@ -101,12 +100,13 @@ impl Renderer<'_> {
         let mut waits: Vec<&Wait> = lock.waits.iter().collect();
         waits.sort_by_key(|wait| std::cmp::Reverse(self.wait_ns(wait)));
         Totals {
-            holds: lock.holds.len(),
+            holds: lock.holds.len() + lock.left_out.holds,
             held_ns: lock
                 .holds
                 .iter()
                 .filter_map(|hold| self.held_ns(hold))
-                .sum(),
+                .sum::<u64>()
+                + lock.left_out.held_ns,
             still_held: lock
                 .holds
                 .iter()
@@ -200,10 +200,7 @@ impl Renderer<'_> {
     pub fn text(&self, out: &mut impl Write, lock: &Lock) -> std::io::Result<()> {
         writeln!(out, "{}", self.title(lock))?;
         let mut lines: Vec<(Nanos, String)> = Vec::new();
-        let holds = self.notable(&lock.holds, |hold| {
-            let notable = hold.orphaned || hold.release.is_none();
-            (notable, self.held_ns(hold).unwrap_or(u64::MAX))
-        });
+        let holds = self.notable(&lock.holds, |hold| hold_score(hold, self.end));
         let posix = lock.key.kind == LockKind::Posix;
         for hold in &holds {
             self.hold_lines(hold, posix, &mut lines);
@@ -223,7 +220,7 @@ impl Renderer<'_> {
             writeln!(out, "  {}  {line}", time(at))?;
         }
         for (kind, shown, all) in [
-            ("holds", holds.len(), lock.holds.len()),
+            ("holds", holds.len(), lock.holds.len() + lock.left_out.holds),
             ("waits", waits.len(), lock.waits.len()),
         ] {
             if shown < all {
@@ -240,14 +237,10 @@ impl Renderer<'_> {
 
     /// Up to SHOWN items, notable and longest first, back in time order.
     fn notable<'b, T>(&self, items: &'b [T], score: impl Fn(&T) -> (bool, u64)) -> Vec<&'b T> {
-        if items.len() <= SHOWN {
-            return items.iter().collect();
-        }
-        let mut ranked: Vec<usize> = (0..items.len()).collect();
-        ranked.sort_by_key(|&index| std::cmp::Reverse(score(&items[index])));
-        ranked.truncate(SHOWN);
-        ranked.sort_unstable();
-        ranked.into_iter().map(|index| &items[index]).collect()
+        notable(items, score)
+            .into_iter()
+            .map(|index| &items[index])
+            .collect()
     }
 
     fn hold_lines(&self, hold: &Hold, posix: bool, lines: &mut Vec<(Nanos, String)>) {
@@ -660,13 +653,15 @@ impl Renderer<'_> {
                     .iter()
                     .map(|wait| (self.wait_ns(wait), wait.waiter, lock)),
             );
+            // Each process refused this lock: its place in `refused`.
+            let mut refused_here: HashMap<Actor, usize> = HashMap::new();
             for refusal in &lock.refusals {
-                match refused
-                    .iter_mut()
-                    .find(|(_, actor, on)| *actor == refusal.actor && std::ptr::eq(*on, lock))
-                {
-                    Some((count, ..)) => *count += 1,
-                    None => refused.push((1, refusal.actor, lock)),
+                match refused_here.entry(refusal.actor) {
+                    Entry::Occupied(known) => refused[*known.get()].0 += 1,
+                    Entry::Vacant(new) => {
+                        new.insert(refused.len());
+                        refused.push((1, refusal.actor, lock));
+                    }
                 }
             }
         }
@@ -686,11 +681,14 @@ impl Renderer<'_> {
             refusals,
             plural(refusals, "refusal", "refusals"),
         )?;
-        let lines: [(&str, Vec<String>); 4] = [
+        // Only the first SUMMARY_ITEMS of each are told; the others are counted.
+        let lines: [(&str, usize, Vec<String>); 4] = [
             (
                 "orphans",
+                orphans.len(),
                 orphans
                     .iter()
+                    .take(SUMMARY_ITEMS)
                     .map(|&(by, lock, count)| match count {
                         1 => format!("{} outlived its taker by {}", name(lock), duration(by)),
                         _ => format!(
@@ -703,7 +701,9 @@ impl Renderer<'_> {
             ),
             (
                 "still held",
+                held.len(),
                 held.iter()
+                    .take(SUMMARY_ITEMS)
                     .map(|&(ns, taker, lock)| {
                         let by = taker
                             .map_or(String::new(), |taker| format!(" by {}", self.actor(taker)));
@@ -713,8 +713,10 @@ impl Renderer<'_> {
             ),
             (
                 "longest waits",
+                waits.len(),
                 waits
                     .iter()
+                    .take(SUMMARY_ITEMS)
                     .map(|&(ns, waiter, lock)| {
                         format!(
                             "{} by {} on {}",
@@ -727,8 +729,10 @@ impl Renderer<'_> {
             ),
             (
                 "most refused",
+                refused.len(),
                 refused
                     .iter()
+                    .take(SUMMARY_ITEMS)
                     .map(|&(count, actor, lock)| {
                         let times = plural(count, "time", "times");
                         format!("{} {count} {times} on {}", self.actor(actor), name(lock))
@@ -736,19 +740,14 @@ impl Renderer<'_> {
                     .collect(),
             ),
         ];
-        for (label, items) in lines {
-            if items.is_empty() {
+        for (label, all, shown) in lines {
+            if all == 0 {
                 continue;
             }
-            let more = match items.len().saturating_sub(SUMMARY_ITEMS) {
+            let more = match all.saturating_sub(SUMMARY_ITEMS) {
                 0 => String::new(),
                 more => format!(" (and {more} more)"),
             };
-            let shown: Vec<&str> = items
-                .iter()
-                .take(SUMMARY_ITEMS)
-                .map(String::as_str)
-                .collect();
             writeln!(out, "  {label}: {}{more}", shown.join("; "))?;
         }
         writeln!(out)
@@ -1278,7 +1277,32 @@ fn held_at(lock: &Lock, at: Nanos) -> Vec<(Actor, Mode, Vec<ByteRange>)> {
 
 /// `write lock`, `read lock`.
 /// Whether a hold was held at `at` (one taken before the logs, from their start).
-fn held_then(hold: &Hold, at: Nanos) -> bool {
+/// The indexes of up to SHOWN items, notable and longest first (the earliest of equals), in
+/// time order.
+pub fn notable<T>(items: &[T], score: impl Fn(&T) -> (bool, u64)) -> Vec<usize> {
+    let mut ranked: Vec<usize> = (0..items.len()).collect();
+    if items.len() > SHOWN {
+        ranked.sort_by_key(|&index| std::cmp::Reverse(score(&items[index])));
+        ranked.truncate(SHOWN);
+        ranked.sort_unstable();
+    }
+    ranked
+}
+
+/// How a hold ranks to be told: orphaned or never released first, then the longest held.
+pub fn hold_score(hold: &Hold, end: Nanos) -> (bool, u64) {
+    let notable = hold.orphaned || hold.release.is_none();
+    (notable, held_ns(hold, end).unwrap_or(u64::MAX))
+}
+
+/// How long a hold was held; until `end`, the end of the logs, if never released.
+pub fn held_ns(hold: &Hold, end: Nanos) -> Option<u64> {
+    let until = hold.release.map_or(end, |release| release.at);
+    hold.acquired.map(|acquired| until.saturating_sub(acquired))
+}
+
+/// Whether a hold held the lock at `at`.
+pub fn held_then(hold: &Hold, at: Nanos) -> bool {
     let since = hold.acquired.or(hold.found_held);
     since.is_none_or(|since| since <= at) && hold.release.is_none_or(|release| release.at > at)
 }

@@ -20,11 +20,12 @@ use super::{
     busy::Windows,
     input::{self, Source},
     line::{
-        Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Record, SeenPath, Skip, head,
+        ByteRange, Exit, LockKey, Name, Names, Nanos, Origin, Parsed, SeenPath, Skip, head,
         is_text_line, line_ts, parse,
     },
+    stored::{Stored, StoredLines},
 };
-use crate::events::EventKind;
+use crate::events::{EventKind, LockKind};
 
 /// Bytes each job parses at a time.
 const PIECE: usize = 8 << 20;
@@ -223,13 +224,13 @@ pub fn line_ino(finder: &memmem::Finder<'_>, line: &[u8]) -> Option<u64> {
 /// The lines of one lock, in file order, and the paths it was seen under.
 #[derive(Debug, Default)]
 pub struct LockLines {
-    pub records: Vec<Record>,
+    pub records: StoredLines,
     pub paths: Vec<SeenPath>,
 }
 
 impl LockLines {
     fn absorb(&mut self, other: LockLines) {
-        self.records.extend(other.records);
+        self.records.append(other.records);
         for path in other.paths {
             if path.is_new_in(&mut self.paths) {
                 self.paths.push(path);
@@ -287,10 +288,8 @@ impl Scan {
     pub fn names_pid(&self, pid: u32) -> bool {
         self.locks
             .values()
-            .flat_map(|lines| &lines.records)
-            .any(|record| {
-                record.actor.pid == pid || record.others.iter().any(|other| other.pid == pid)
-            })
+            .flat_map(|lines| lines.records.iter())
+            .any(|record| record.actors().any(|actor| actor.pid == pid))
     }
 
     fn note_time(&mut self, at: Nanos) {
@@ -397,14 +396,12 @@ impl Scan {
                 }
             }
         }
-        for (lock, mut record) in piece.records.drain(..) {
-            record.origin.line += lines_before;
-            record.actor.comm = name(record.actor.comm);
-            for other in &mut record.others {
-                other.comm = name(other.comm);
-            }
-            record.errno = record.errno.map(name);
-            self.lines[piece_places[lock as usize]].records.push(record);
+        for (lock, mut record, range) in piece.records.drain(..) {
+            record.read_after(lines_before, name);
+            let posix = piece.locks[lock as usize].key.kind == LockKind::Posix;
+            self.lines[piece_places[lock as usize]]
+                .records
+                .push(record, posix.then_some(range));
         }
         self.generations.extend(said);
         for mut exit in piece.exits.drain(..) {
@@ -508,8 +505,9 @@ struct Piece {
     /// The locks its lines are about, in the order first met.
     locks: Vec<PieceLock>,
     places: FxHashMap<LockKey, u32>,
-    /// Each line kept, with its lock's index in `locks`, in line order.
-    records: Vec<(u32, Record)>,
+    /// Each line kept, with its lock's index in `locks`, in line order: made compact here, by
+    /// the job, rather than by the merge, which one thread does for all.
+    records: Vec<(u32, Stored, ByteRange)>,
     exits: Vec<Exit>,
     /// Per inode: the first and the latest generation its lines said.
     generations: FxHashMap<InodeId, (u32, u32)>,
@@ -669,7 +667,8 @@ impl Piece {
                         *new.insert(self.locks.len() as u32 - 1)
                     }
                 };
-                self.records.push((index, record));
+                let (record, range) = Stored::new(record);
+                self.records.push((index, record, range));
                 let paths = &mut self.locks[index as usize].paths;
                 if let Some(path) = path
                     && path.is_new_in(paths)

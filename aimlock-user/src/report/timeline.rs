@@ -7,7 +7,7 @@ use crate::events::{EventKind, LockKind, Mode, ReleaseReason};
 
 use super::{
     line::{Actor, ByteRange, Exit, LockKey, Name, Nanos, Origin, Record, SeenPath},
-    posix,
+    posix, render,
     scan::LockLines,
 };
 
@@ -20,6 +20,18 @@ pub struct Lock {
     pub holds: Vec<Hold>,
     pub waits: Vec<Wait>,
     pub refusals: Vec<Refusal>,
+    /// The holds no narrative tells, left out of `holds` (see [`Lock::leave_out_untold_holds`]).
+    pub left_out: LeftOut,
+}
+
+/// What the totals and the order of the locks need of the holds left out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LeftOut {
+    pub holds: usize,
+    /// Summed over them.
+    pub held_ns: u64,
+    /// When the earliest was taken.
+    pub first: Option<Nanos>,
 }
 
 /// A lock from the moment it was taken until it was released.
@@ -54,6 +66,11 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// When its story starts, for ordering locks.
+    fn first_time(&self) -> Option<Nanos> {
+        self.acquired.or(self.found_held).or(self.taker_exit)
+    }
+
     /// The bytes it held at `at`: none before it was taken or once released.
     pub fn held_at(&self, at: Nanos) -> Vec<ByteRange> {
         let taken = self.acquired.is_none_or(|acquired| acquired <= at);
@@ -68,6 +85,52 @@ impl Hold {
                 .map(|part| part.range),
         );
         subtract(self.range, gone)
+    }
+}
+
+/// The moments a lock's narrative asks who held it: each wait, from its start until it ended
+/// (or at its start, for one that ended at once), and each refusal. As spans [from, to), by
+/// `from`, with the latest `to` of each span and those before it.
+struct AskedAbout {
+    from: Vec<Nanos>,
+    latest_to: Vec<Nanos>,
+}
+
+impl AskedAbout {
+    fn new(lock: &Lock) -> Self {
+        let waits = lock.waits.iter().map(|wait| {
+            let to = wait
+                .until()
+                .map_or(Nanos::MAX, |until| until.max(wait.since.saturating_add(1)));
+            (wait.since, to)
+        });
+        let refusals = lock
+            .refusals
+            .iter()
+            .map(|refusal| (refusal.at, refusal.at.saturating_add(1)));
+        let mut spans: Vec<(Nanos, Nanos)> = waits.chain(refusals).collect();
+        spans.sort_unstable();
+        let mut latest = 0;
+        let latest_to = spans
+            .iter()
+            .map(|&(_, to)| {
+                latest = latest.max(to);
+                latest
+            })
+            .collect();
+        Self {
+            from: spans.into_iter().map(|(from, _)| from).collect(),
+            latest_to,
+        }
+    }
+
+    /// Whether the hold held the lock at any of those moments (as the narrative's
+    /// `held_then` tells): some span starts before the hold ends and ends after it starts.
+    fn while_held(&self, hold: &Hold) -> bool {
+        let start = hold.acquired.or(hold.found_held).unwrap_or(0);
+        let end = hold.release.map_or(Nanos::MAX, |release| release.at);
+        let before_end = self.from.partition_point(|&from| from < end);
+        before_end > 0 && self.latest_to[before_end - 1] > start
     }
 }
 
@@ -201,7 +264,8 @@ pub fn build(
     rank: &[u32],
     exits: &FxHashMap<(Name, u32), Vec<Exit>>,
 ) -> Vec<Lock> {
-    let LockLines { mut records, paths } = lines;
+    let LockLines { records, paths } = lines;
+    let mut records: Vec<Record> = records.into_records(key.range).collect();
     let order = |at: Nanos, origin: Origin| (at, rank[origin.source as usize], origin.line);
     // No two lines have the same source and line number: unstable is stable here, and needs
     // no room of its own.
@@ -222,6 +286,7 @@ pub fn build(
         holds: Vec::new(),
         waits: Vec::new(),
         refusals: Vec::new(),
+        left_out: LeftOut::default(),
     };
     if key.kind == LockKind::Posix {
         let mut pids: Vec<u32> = records.iter().map(|record| record.actor.pid).collect();
@@ -422,13 +487,46 @@ impl Lock {
 
     /// The time this lock's history starts, for ordering locks.
     pub fn first_time(&self) -> Nanos {
-        let holds = self
-            .holds
-            .iter()
-            .filter_map(|hold| hold.acquired.or(hold.found_held).or(hold.taker_exit));
+        let holds = self.holds.iter().filter_map(Hold::first_time);
         let waits = self.waits.iter().map(|wait| wait.since);
         let refusals = self.refusals.iter().map(|refusal| refusal.at);
-        holds.chain(waits).chain(refusals).min().unwrap_or(0)
+        holds
+            .chain(self.left_out.first)
+            .chain(waits)
+            .chain(refusals)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// For the narrative of a flock, OFD lock or lease (not `--json`'s list of every hold):
+    /// leaves out the holds it cannot tell, counted for its totals, so that a lock's memory is
+    /// what its story needs rather than its whole history. Kept: the SHOWN most notable, the
+    /// orphaned, those never released, and any that held the lock while it was waited for or
+    /// refused (a wait or a refusal names who held the lock then, and a wait chain from
+    /// another lock may ask about any moment of a wait). `end`: when the logs end.
+    pub fn leave_out_untold_holds(&mut self, end: Nanos) {
+        if self.key.kind == LockKind::Posix || self.holds.len() <= render::SHOWN {
+            return;
+        }
+        let mut told = vec![false; self.holds.len()];
+        for index in render::notable(&self.holds, |hold| render::hold_score(hold, end)) {
+            told[index] = true;
+        }
+        let asked = AskedAbout::new(self);
+        let mut index = 0;
+        let left_out = &mut self.left_out;
+        self.holds.retain(|hold| {
+            let keep =
+                told[index] || hold.orphaned || hold.release.is_none() || asked.while_held(hold);
+            index += 1;
+            if !keep {
+                left_out.holds += 1;
+                left_out.held_ns += render::held_ns(hold, end).unwrap_or(0);
+                left_out.first = left_out.first.into_iter().chain(hold.first_time()).min();
+            }
+            keep
+        });
+        self.holds.shrink_to_fit();
     }
 
     /// Keeps what overlaps [since, until]: holds and waits that were under way in it,

@@ -1,0 +1,439 @@
+//! A lock line as the report keeps it from the read until its lock is folded: what every line
+//! has, inline and without `Option`'s padding, and what few lines have (an orphan's holders,
+//! a taker's exit) boxed; its byte range only for a POSIX lock (another lock's lines all have
+//! its own). A report keeps every line of the locks it tells, so this is most of its memory: 64
+//! bytes a line (80 for POSIX locks) rather than a [`Record`]'s 136.
+
+use crate::events::{EventKind, Mode, ReleaseReason};
+
+use super::line::{Actor, ByteRange, Name, Nanos, Origin, Record};
+
+#[derive(Debug)]
+pub struct Stored {
+    at: Nanos,
+    line: u64,
+    /// The actor's start time, if `START_TIME`.
+    start_time: u64,
+    /// If `DURATION`.
+    duration_ns: u64,
+    source: u32,
+    pid: u32,
+    comm: Name,
+    /// If `NS_PID`.
+    ns_pid: u32,
+    /// If `ERRNO`.
+    errno: Name,
+    event: EventKind,
+    mode: Option<Mode>,
+    reason: Option<ReleaseReason>,
+    flags: u8,
+    rare: Option<Box<Rare>>,
+}
+
+const START_TIME: u8 = 1;
+const NS_PID: u8 = 2;
+const DURATION: u8 = 4;
+const ORPHAN: u8 = 8;
+const ERRNO: u8 = 16;
+
+/// What few lines say.
+#[derive(Debug)]
+struct Rare {
+    taker_exit: Option<Nanos>,
+    others: Box<[Actor]>,
+}
+
+impl Stored {
+    /// The line kept, and its range, which is kept apart.
+    pub fn new(record: Record) -> (Self, ByteRange) {
+        let Record {
+            at,
+            origin,
+            event,
+            actor,
+            mode,
+            range,
+            reason,
+            duration_ns,
+            taker_exit,
+            errno,
+            others,
+            orphan,
+        } = record;
+        let flag = |set: bool, flag: u8| if set { flag } else { 0 };
+        let rare = (taker_exit.is_some() || !others.is_empty())
+            .then(|| Box::new(Rare { taker_exit, others }));
+        let stored = Self {
+            at,
+            line: origin.line,
+            start_time: actor.start_time.unwrap_or(0),
+            duration_ns: duration_ns.unwrap_or(0),
+            source: origin.source,
+            pid: actor.pid,
+            comm: actor.comm,
+            ns_pid: actor.ns_pid.unwrap_or(0),
+            // Any name where there is none: the flag tells.
+            errno: errno.unwrap_or(actor.comm),
+            event,
+            mode,
+            reason,
+            flags: flag(actor.start_time.is_some(), START_TIME)
+                | flag(actor.ns_pid.is_some(), NS_PID)
+                | flag(duration_ns.is_some(), DURATION)
+                | flag(orphan, ORPHAN)
+                | flag(errno.is_some(), ERRNO),
+            rare,
+        };
+        (stored, range)
+    }
+
+    /// The line read, with its range.
+    pub fn into_record(self, range: ByteRange) -> Record {
+        let stored = self;
+        let actor = stored.actor();
+        let has = |flag: u8| stored.flags & flag != 0;
+        let (taker_exit, others) = match stored.rare {
+            Some(rare) => (rare.taker_exit, rare.others),
+            None => (None, Box::default()),
+        };
+        Record {
+            at: stored.at,
+            origin: Origin {
+                source: stored.source,
+                line: stored.line,
+            },
+            event: stored.event,
+            actor,
+            mode: stored.mode,
+            range,
+            reason: stored.reason,
+            duration_ns: has(DURATION).then_some(stored.duration_ns),
+            taker_exit,
+            errno: has(ERRNO).then_some(stored.errno),
+            others,
+            orphan: has(ORPHAN),
+        }
+    }
+
+    pub fn at(&self) -> Nanos {
+        self.at
+    }
+
+    pub fn event(&self) -> EventKind {
+        self.event
+    }
+
+    /// The process the line is about.
+    pub fn actor(&self) -> Actor {
+        let has = |flag: u8| self.flags & flag != 0;
+        Actor {
+            pid: self.pid,
+            comm: self.comm,
+            start_time: has(START_TIME).then_some(self.start_time),
+            ns_pid: has(NS_PID).then_some(self.ns_pid),
+        }
+    }
+
+    /// The other processes it names: an orphan's or a held lock's holders, or who released
+    /// an orphan.
+    pub fn others(&self) -> &[Actor] {
+        self.rare.as_ref().map_or(&[], |rare| &rare.others)
+    }
+
+    /// The actor and then the others.
+    pub fn actors(&self) -> impl Iterator<Item = Actor> + '_ {
+        std::iter::once(self.actor()).chain(self.others().iter().copied())
+    }
+
+    /// A line of a piece read on its own, as a line of its whole source: `lines_before` the
+    /// piece's first, its names renamed to the source's.
+    pub fn read_after(&mut self, lines_before: u64, name: impl Fn(Name) -> Name) {
+        self.line += lines_before;
+        self.comm = name(self.comm);
+        if self.flags & ERRNO != 0 {
+            self.errno = name(self.errno);
+        }
+        if let Some(rare) = &mut self.rare {
+            for other in &mut rare.others {
+                other.comm = name(other.comm);
+            }
+        }
+    }
+
+    /// Changes each process it names (the actor, then the others).
+    pub fn update_actors(&mut self, mut update: impl FnMut(&mut Actor)) {
+        let mut actor = self.actor();
+        update(&mut actor);
+        self.start_time = actor.start_time.unwrap_or(0);
+        self.ns_pid = actor.ns_pid.unwrap_or(0);
+        self.flags &= !(START_TIME | NS_PID);
+        if actor.start_time.is_some() {
+            self.flags |= START_TIME;
+        }
+        if actor.ns_pid.is_some() {
+            self.flags |= NS_PID;
+        }
+        if let Some(rare) = &mut self.rare {
+            rare.others.iter_mut().for_each(update);
+        }
+    }
+}
+
+/// Things in the order added, in blocks that are never moved or grown: the read adds lines to
+/// thousands of locks in turn, and a vector each, copied to ever larger places, would leave the
+/// heap full of holes too small for the next. Each new block is as large as the things so far,
+/// then from `QUARTERS_FROM` on a quarter of them (at most `BLOCK_MAX`): a lock of a few lines
+/// takes little room, and of a long history at most a quarter more than its lines.
+#[derive(Debug)]
+struct Blocks<T> {
+    blocks: Vec<Vec<T>>,
+    len: usize,
+}
+
+const BLOCK_MIN: usize = 2;
+const QUARTERS_FROM: usize = 64;
+const BLOCK_MAX: usize = 4096;
+
+impl<T> Default for Blocks<T> {
+    fn default() -> Self {
+        Self {
+            blocks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Blocks<T> {
+    fn push(&mut self, thing: T) {
+        let full = self
+            .blocks
+            .last()
+            .is_none_or(|block| block.len() == block.capacity());
+        if full {
+            let size = match self.len {
+                small if small < QUARTERS_FROM => small.max(BLOCK_MIN),
+                len => (len / 4).min(BLOCK_MAX),
+            };
+            self.blocks.push(Vec::with_capacity(size));
+        }
+        self.blocks
+            .last_mut()
+            .expect("a block with room")
+            .push(thing);
+        self.len += 1;
+    }
+
+    fn append(&mut self, other: Blocks<T>) {
+        self.len += other.len;
+        self.blocks.extend(other.blocks);
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        for block in &mut self.blocks {
+            block.retain(&mut keep);
+        }
+        self.blocks.retain(|block| !block.is_empty());
+        self.len = self.blocks.iter().map(Vec::len).sum();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.blocks.iter().flatten()
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = T> {
+        self.blocks.into_iter().flatten()
+    }
+}
+
+/// A lock's lines, in the order added, and for a POSIX lock the range of each.
+#[derive(Debug, Default)]
+pub struct StoredLines {
+    lines: Blocks<Stored>,
+    /// One for each line, or none: the lines of a lock other than POSIX all have its range.
+    ranges: Blocks<ByteRange>,
+}
+
+impl StoredLines {
+    pub fn is_empty(&self) -> bool {
+        self.lines.len == 0
+    }
+
+    /// Adds a line; its range if it is a POSIX lock's (every line of the lock, or none, has
+    /// one).
+    pub fn push(&mut self, line: Stored, range: Option<ByteRange>) {
+        self.lines.push(line);
+        if let Some(range) = range {
+            self.ranges.push(range);
+        }
+    }
+
+    /// Adds `other`'s lines after these.
+    pub fn append(&mut self, other: StoredLines) {
+        self.lines.append(other.lines);
+        self.ranges.append(other.ranges);
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&Stored) -> bool) {
+        if self.ranges.len == 0 {
+            return self.lines.retain(keep);
+        }
+        let kept: Vec<bool> = self.lines.iter().map(&mut keep).collect();
+        let mut lines = kept.iter();
+        self.lines.retain(|_| *lines.next().expect("a line"));
+        let mut ranges = kept.iter();
+        self.ranges.retain(|_| *ranges.next().expect("a range"));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Stored> {
+        self.lines.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Stored> {
+        self.lines.blocks.iter_mut().flatten()
+    }
+
+    /// The lines as read: those without a range of their own have `range`, their lock's.
+    pub fn into_records(self, range: ByteRange) -> impl Iterator<Item = Record> {
+        let mut ranges = self.ranges.into_iter();
+        self.lines
+            .into_iter()
+            .map(move |line| line.into_record(ranges.next().unwrap_or(range)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(names: &mut super::super::line::Names) -> Record {
+        Record {
+            at: 7,
+            origin: Origin {
+                source: 3,
+                line: 1 << 40,
+            },
+            event: EventKind::Orphan,
+            actor: Actor {
+                pid: 12,
+                comm: names.intern("job"),
+                start_time: Some(0),
+                ns_pid: None,
+            },
+            mode: Some(Mode::Write),
+            range: ByteRange { start: 5, end: 9 },
+            reason: Some(ReleaseReason::Exit),
+            duration_ns: Some(0),
+            taker_exit: Some(3),
+            errno: Some(names.intern("EAGAIN")),
+            others: Box::new([Actor {
+                pid: 13,
+                comm: names.intern("sleep"),
+                start_time: None,
+                ns_pid: Some(1),
+            }]),
+            orphan: true,
+        }
+    }
+
+    /// The line as kept and read back with its range.
+    fn kept(record: &Record) -> Record {
+        let (stored, range) = Stored::new(record.clone());
+        stored.into_record(range)
+    }
+
+    #[test]
+    fn a_line_kept_is_the_line_read() {
+        let mut names = super::super::line::Names::default();
+        let full = record(&mut names);
+        assert_eq!(kept(&full), full);
+        let refused = Record {
+            event: EventKind::Fail,
+            mode: None,
+            reason: None,
+            duration_ns: None,
+            taker_exit: None,
+            others: Box::new([]),
+            orphan: false,
+            ..full.clone()
+        };
+        assert!(Stored::new(refused.clone()).0.rare.is_none());
+        assert_eq!(kept(&refused), refused);
+        let plain = Record {
+            event: EventKind::Acquire,
+            errno: None,
+            ..refused
+        };
+        assert!(Stored::new(plain.clone()).0.rare.is_none());
+        assert_eq!(kept(&plain), plain);
+    }
+
+    #[test]
+    fn a_processs_start_time_and_namespace_pid_can_be_filled_in() {
+        let mut names = super::super::line::Names::default();
+        let (mut stored, _) = Stored::new(record(&mut names));
+        stored.update_actors(|actor| {
+            actor.ns_pid = actor.ns_pid.or(Some(40));
+            actor.start_time = actor.start_time.or(Some(50));
+        });
+        let actors: Vec<Actor> = stored.actors().collect();
+        assert_eq!(actors[0].start_time, Some(0));
+        assert_eq!(actors[0].ns_pid, Some(40));
+        assert_eq!(actors[1].start_time, Some(50));
+        assert_eq!(actors[1].ns_pid, Some(1));
+    }
+
+    #[test]
+    fn lines_and_their_ranges_are_kept_in_the_order_added() {
+        let mut names = super::super::line::Names::default();
+        let template = record(&mut names);
+        let line = |at: Nanos| {
+            Stored::new(Record {
+                at,
+                range: ByteRange { start: at, end: at },
+                ..template.clone()
+            })
+        };
+        let whole = ByteRange::WHOLE_FILE;
+        for posix in [false, true] {
+            let mut lines = StoredLines::default();
+            let add = |lines: &mut StoredLines, at: Nanos| {
+                let (stored, range) = line(at);
+                lines.push(stored, posix.then_some(range));
+            };
+            for at in 0..1000 {
+                add(&mut lines, at);
+            }
+            let unused: usize = lines
+                .lines
+                .blocks
+                .iter()
+                .map(|block| block.capacity() - block.len())
+                .sum();
+            assert!(unused <= 1000 / 4, "{unused} unused");
+            let mut more = StoredLines::default();
+            for at in 1000..1100 {
+                add(&mut more, at);
+            }
+            lines.append(more);
+            add(&mut lines, 1100);
+            lines.retain(|line| line.at() % 3 != 0);
+            let expected: Vec<Nanos> = (0..=1100).filter(|at| at % 3 != 0).collect();
+            let times: Vec<Nanos> = lines.iter().map(Stored::at).collect();
+            assert_eq!(times, expected);
+            let ranges: Vec<ByteRange> = lines.into_records(whole).map(|r| r.range).collect();
+            let expected: Vec<ByteRange> = expected
+                .iter()
+                .map(|&at| match posix {
+                    true => ByteRange { start: at, end: at },
+                    false => whole,
+                })
+                .collect();
+            assert_eq!(ranges, expected, "posix: {posix}");
+        }
+    }
+
+    #[test]
+    fn a_line_is_kept_in_64_bytes() {
+        assert_eq!(std::mem::size_of::<Stored>(), 64);
+    }
+}
