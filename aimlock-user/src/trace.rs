@@ -157,7 +157,12 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     // Ten nice levels above the tracker's thread, which shares a CPU with it: the ring must be
     // drained within the moment a burst takes to fill it, however busy the tracker is.
     let reader_nice = (args.nice - 10).max(-20);
-    let mut ring = RingReader::spawn(events, args.backlog_size as usize, reader_nice)?;
+    let mut ring = RingReader::spawn(
+        events,
+        args.ring_size as usize,
+        args.backlog_size as usize,
+        reader_nice,
+    )?;
     privileges::drop_after_attach()?;
 
     let clock = Clock::new();
@@ -175,16 +180,15 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut outputs = Vec::new();
     let mut written = 0u64;
     let mut records = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut fd_locks = FdLocks::default();
     loop {
         let mut arrived = None;
         tokio::select! {
+            // At least every 10 ms, empty when the ring is: exit grace periods end, and views
+            // apply, on time alone.
             batch = ring.next() => {
                 arrived = Some(batch.context("the ring's reader thread ended")?);
             }
-            // Exit grace periods end, and views apply, on time alone.
-            _ = tick.tick() => {}
             Some(view) = views.done() => {
                 holders.add(holding_pids(&view));
                 tracker.push_view(view);

@@ -31,10 +31,11 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// How long the thread waits for the ring to become readable before it says again that the ring
 /// is empty (the kernel wakes a reader at most once a millisecond per CPU).
 const POLL_TIMEOUT: Duration = Duration::from_millis(10);
-/// A pass that copied this much is taken as a burst: the thread looks at the ring again after
-/// [`BURST_PAUSE`] rather than waiting for the kernel's wakeup, which comes at most once a
-/// millisecond per CPU, while a burst of releases can fill a small ring in about as long.
-const BURST_BYTES: usize = 64 * 1024;
+/// A pass that copied this share of the ring is taken as a burst: the thread looks at the ring
+/// again after [`BURST_PAUSE`] rather than waiting for the kernel's wakeup, which comes at most
+/// once a millisecond per CPU, while such a burst would fill the ring in a few. Steady flows
+/// stay below it and cost no more wakeups than the kernel's.
+const BURST_SHARE_OF_RING: usize = 8;
 const BURST_PAUSE: Duration = Duration::from_micros(200);
 /// How long the thread pauses when the backlog is full.
 const FULL_PAUSE: Duration = Duration::from_millis(1);
@@ -82,9 +83,15 @@ pub struct RingReader {
 }
 
 impl RingReader {
-    /// Starts the thread at the nice value `nice`, with no capability. `backlog_limit`: bytes
-    /// of copied records it may hold in user memory before it leaves records in the ring.
-    pub fn spawn(ring: RingBuf<MapData>, backlog_limit: usize, nice: i32) -> Result<Self> {
+    /// Starts the thread at the nice value `nice`, with no capability, on a ring of `ring_size`
+    /// bytes. `backlog_limit`: bytes of copied records it may hold in user memory before it
+    /// leaves records in the ring.
+    pub fn spawn(
+        ring: RingBuf<MapData>,
+        ring_size: usize,
+        backlog_limit: usize,
+        nice: i32,
+    ) -> Result<Self> {
         let (sender, batches) = async_mpsc::unbounded_channel();
         let backlog = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -94,6 +101,7 @@ impl RingReader {
             filling: Vec::with_capacity(BATCH_BYTES),
             backlog: Arc::clone(&backlog),
             backlog_limit,
+            burst_bytes: ring_size / BURST_SHARE_OF_RING,
             stop: Arc::clone(&stop),
         };
         let (started, ready) = mpsc::sync_channel(1);
@@ -183,6 +191,7 @@ struct Copier {
     filling: Vec<u8>,
     backlog: Arc<AtomicUsize>,
     backlog_limit: usize,
+    burst_bytes: usize,
     stop: Arc<AtomicBool>,
 }
 
@@ -200,7 +209,9 @@ impl Copier {
             }
             match pass {
                 Pass::Full => thread::sleep(FULL_PAUSE),
-                Pass::Emptied { copied } if copied >= BURST_BYTES => thread::sleep(BURST_PAUSE),
+                Pass::Emptied { copied } if copied >= self.burst_bytes => {
+                    thread::sleep(BURST_PAUSE)
+                }
                 Pass::Emptied { .. } => self.wait_readable(),
             }
         }
