@@ -18,35 +18,34 @@ const KEPT: [Capability; 3] = [
 /// effective sets, so that none can come back, even through exec.
 pub fn drop_after_attach() -> Result<()> {
     let permitted = caps::read(None, CapSet::Permitted).context("cannot read capabilities")?;
-    let kept: CapsHashSet = KEPT
-        .into_iter()
-        .filter(|cap| permitted.contains(cap))
-        .collect();
+    keep_only(
+        &KEPT
+            .into_iter()
+            .filter(|cap| permitted.contains(cap))
+            .collect(),
+    )
+}
+
+/// Drops every capability of the calling thread (Linux keeps them per thread), for a thread
+/// that needs none.
+pub fn drop_all_in_this_thread() -> Result<()> {
+    keep_only(&CapsHashSet::default())
+}
+
+/// Leaves the calling thread `kept` alone, and nothing can bring any other back.
+fn keep_only(kept: &CapsHashSet) -> Result<()> {
     // Dropping from the bounding set needs CAP_SETPCAP, which a service may not have been
     // given (its bounding set is then already what its unit allows).
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
         let bounding = caps::read(None, CapSet::Bounding).context("cannot read capabilities")?;
-        for cap in bounding.difference(&kept) {
+        for cap in bounding.difference(kept) {
             caps::drop(None, CapSet::Bounding, *cap)
                 .with_context(|| format!("cannot drop {cap} from the bounding set"))?;
         }
     }
     caps::clear(None, CapSet::Ambient).context("cannot clear the ambient capabilities")?;
     caps::clear(None, CapSet::Inheritable).context("cannot clear the inheritable capabilities")?;
-    caps::set(None, CapSet::Effective, &kept).context("cannot reduce the capabilities")?;
-    caps::set(None, CapSet::Permitted, &kept).context("cannot reduce the capabilities")?;
-    Ok(())
-}
-
-/// Drops every capability of the calling thread (Linux keeps them per thread), for a thread
-/// that needs none.
-pub fn drop_all_in_this_thread() -> Result<()> {
-    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
-        caps::clear(None, CapSet::Bounding).context("cannot clear the bounding set")?;
-    }
-    caps::clear(None, CapSet::Ambient).context("cannot clear the ambient capabilities")?;
-    caps::clear(None, CapSet::Inheritable).context("cannot clear the inheritable capabilities")?;
-    caps::clear(None, CapSet::Effective).context("cannot clear the capabilities")?;
-    caps::clear(None, CapSet::Permitted).context("cannot clear the capabilities")?;
+    caps::set(None, CapSet::Effective, kept).context("cannot reduce the capabilities")?;
+    caps::set(None, CapSet::Permitted, kept).context("cannot reduce the capabilities")?;
     Ok(())
 }

@@ -2187,12 +2187,17 @@ mod tests {
     /// reader has read past it.
     #[test]
     fn an_exits_grace_waits_for_a_reader_that_is_behind() {
-        let mut tracker = Tracker::new();
-        let mut out = Vec::new();
-        tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
-        tracker.push(exit(50, 10));
-        tracker.ring_read_until(50 * MS);
-        tracker.advance(5000 * MS, &mut out);
+        // 10 locks and exits; at 5 s the reader has read only up to the exit.
+        let exited_with_the_reader_behind = || {
+            let mut tracker = Tracker::new();
+            let mut out = Vec::new();
+            tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
+            tracker.push(exit(50, 10));
+            tracker.ring_read_until(50 * MS);
+            tracker.advance(5000 * MS, &mut out);
+            (tracker, out)
+        };
+        let (mut tracker, mut out) = exited_with_the_reader_behind();
         assert_eq!(names(&out), ["acquire", "exit"]);
         assert_eq!(tracker.scan_wanted(), None, "no suspect yet");
         tracker.push(
@@ -2209,12 +2214,7 @@ mod tests {
         assert_eq!(reason, ReleaseReason::Exit);
 
         // Once the reader has read past the grace, what the exit left held is suspected.
-        let mut tracker = Tracker::new();
-        let mut out = Vec::new();
-        tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
-        tracker.push(exit(50, 10));
-        tracker.ring_read_until(50 * MS);
-        tracker.advance(5000 * MS, &mut out);
+        let (mut tracker, mut out) = exited_with_the_reader_behind();
         assert_eq!(tracker.scan_wanted(), None);
         tracker.ring_read_until(5000 * MS);
         tracker.advance(5000 * MS, &mut out);
