@@ -38,6 +38,9 @@ pub enum Source {
     /// `syscalls:sys_exit_recvmsg`: a process received descriptors as SCM_RIGHTS while one sent
     /// by such a process may have been in flight; the payload is a [`PassedFds`].
     FdReceived = 11,
+    /// A [`ContextRecord`]: who runs and which file it names, for the [`LockRecord`]s that
+    /// follow it from the same CPU.
+    Context = 12,
 }
 
 impl Source {
@@ -54,6 +57,7 @@ impl Source {
             9 => Self::Exec,
             10 => Self::FdSent,
             11 => Self::FdReceived,
+            12 => Self::Context,
             _ => return None,
         })
     }
@@ -147,6 +151,85 @@ impl FileName {
 impl Record {
     pub const SIZE: usize = core::mem::size_of::<Self>();
 }
+
+/// A lock event from a BTF tracepoint program (`Source::Flock`, `Source::Posix` or
+/// `Source::FcntlFailure`), a third of a [`Record`]'s size: in a burst, writing the record is
+/// most of what tracing a lock call costs. What the process and the file are called is not
+/// repeated in each: it is in the last [`ContextRecord`] written by the same CPU, which the
+/// program writes first whenever the process or the file is not the one of that CPU's previous
+/// lock record. Both are written in one run of a program, which nothing else on the CPU
+/// interrupts, so a CPU's records reach the ring in that order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockRecord {
+    /// `bpf_ktime_get_ns()`, as in [`Record`].
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// A [`Source`] value, at the same place as in [`Record`].
+    pub source: u8,
+    /// `fl_type`.
+    pub lock_type: u8,
+    /// The CPU the program ran on: whose last [`ContextRecord`] applies.
+    pub cpu: u16,
+    /// The traced function's result: 0, [`FILE_LOCK_DEFERRED`] or a negative errno.
+    pub ret: i32,
+    /// `i_ino` and the superblock's `s_dev`.
+    pub ino: u64,
+    pub dev: u32,
+    /// `fl_pid`.
+    pub fl_pid: i32,
+    /// `fl_owner`.
+    pub owner: u64,
+    /// `fl_flags`.
+    pub flags: u32,
+    /// `i_nlink`: 0 once the file has been unlinked.
+    pub nlink: u32,
+    /// `fl_start` and `fl_end`.
+    pub start: i64,
+    pub end: i64,
+}
+
+impl LockRecord {
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+/// Who a CPU's following [`LockRecord`]s are about: the process, and the file as the kernel
+/// names it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContextRecord {
+    /// The time, pid and tid of the lock record it comes with.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// `Source::Context`, at the same place as in [`Record`].
+    pub source: u8,
+    pub _pad: u8,
+    /// The CPU whose lock records it applies to.
+    pub cpu: u16,
+    /// As in [`Record`].
+    pub ns_pid: u32,
+    pub start_boottime: u64,
+    pub comm: [u8; 16],
+    /// `i_generation` of the inode, and the name and parent directory of the dentry the lock
+    /// was requested through, as in [`FileName`].
+    pub generation: u32,
+    pub _pad2: u32,
+    pub parent_ino: u64,
+    pub name: [u8; NAME_LEN],
+}
+
+impl ContextRecord {
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+// User space tells the three kinds of records apart by their sizes.
+const _: () = assert!(
+    LockRecord::SIZE != ContextRecord::SIZE
+        && LockRecord::SIZE != Record::SIZE
+        && ContextRecord::SIZE != Record::SIZE
+);
 
 /// Marks a field a kernel's tracepoint does not have.
 pub const ABSENT: u16 = u16::MAX;

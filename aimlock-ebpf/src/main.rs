@@ -9,8 +9,9 @@
 #![no_main]
 
 use aimlock_common::{
-    ABSENT, CLONE_THREAD, Config, FileName, InodeKey, MAX_FILTER_ENTRIES, MAX_HOLDERS, NAME_LEN,
-    PASSED_FDS, PAYLOAD_LEN, PassedFds, Record, SCM_RIGHTS, SOL_SOCKET, Source, btf_payload,
+    ABSENT, CLONE_THREAD, Config, ContextRecord, FileName, InodeKey, LockRecord,
+    MAX_FILTER_ENTRIES, MAX_HOLDERS, NAME_LEN, PASSED_FDS, PAYLOAD_LEN, PassedFds, Record,
+    SCM_RIGHTS, SOL_SOCKET, Source, btf_payload,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -18,7 +19,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
-        bpf_probe_read_user, generated::bpf_get_current_task_btf,
+        bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_get_smp_processor_id},
     },
     macros::{btf_tracepoint, fexit, map, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -59,18 +61,24 @@ static UNTRACED_CHILDREN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 static FLOCK_WAITERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_FILTER_ENTRIES, 0);
 
-/// The last file each CPU named: a burst of records on one file reads its name once. A rename
-/// changes the dentry's `hash_len` (the hash is salted with the parent directory), so a renamed
-/// or moved file is read again.
+/// What the last `ContextRecord` each CPU wrote was about: a burst of lock records of one process
+/// on one file writes it once. A rename changes the dentry's `hash_len` (the hash is salted with
+/// the parent directory), so a renamed or moved file gets a new one; so do a new program (comm),
+/// a reused pid (start time) and a new file at the same place (inode number, generation).
 #[map]
-static LAST_NAMED: PerCpuArray<LastNamed> = PerCpuArray::with_max_entries(1, 0);
+static LAST_CONTEXT: PerCpuArray<LastContext> = PerCpuArray::with_max_entries(1, 0);
 
 #[repr(C)]
-struct LastNamed {
+#[derive(PartialEq, Eq)]
+struct LastContext {
+    /// 0: none, or the record was refused by a full ring.
+    pid: u64,
+    start_boottime: u64,
+    comm: [u64; 2],
+    ino: u64,
+    generation: u64,
     dentry: u64,
     hash_len: u64,
-    parent_ino: u64,
-    name: [u8; NAME_LEN],
 }
 
 /// Processes that hold or may hold locks (thread group ids): those that wrote a lock record,
@@ -535,8 +543,7 @@ pub fn sched_process_free(ctx: TracePointContext) -> u32 {
 }
 
 /// The BTF programs' half of the work: the inode's number and device, the result, and the
-/// fields of the `struct file_lock` are read with direct loads (see [`load`]) into their places
-/// in the record's payload (`aimlock_common::btf_payload`).
+/// fields of the `struct file_lock`, read with direct loads (see [`load`]).
 /// Returns whether the record passed the filters (written, or counted as dropped).
 fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -561,84 +568,230 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
     if !inode_wanted(dev, ino) {
         return false;
     }
-    submit(
-        pid_tgid,
-        source,
-        |payload| {
-            *payload = [0; PAYLOAD_LEN];
-            let mut put = |at: u16, bytes: &[u8]| {
-                let at = usize::from(at);
-                payload[at..at + bytes.len()].copy_from_slice(bytes);
-            };
-            put(btf_payload::INO, &ino.to_ne_bytes());
-            put(btf_payload::DEV, &dev.to_ne_bytes());
-            put(btf_payload::RET, &ret.to_ne_bytes());
-            let (owner, start) = (config!(btf.lock_owner), config!(btf.lock_start));
-            let (end, flags) = (config!(btf.lock_end), config!(btf.lock_flags));
-            let (fl_pid, lock_type) = (config!(btf.lock_pid), config!(btf.lock_type));
-            // SAFETY: as above, members of `struct file_lock`.
-            unsafe {
-                put(btf_payload::OWNER, &load::<u64>(lock, owner).to_ne_bytes());
-                put(btf_payload::START, &load::<i64>(lock, start).to_ne_bytes());
-                put(btf_payload::END, &load::<i64>(lock, end).to_ne_bytes());
-                put(btf_payload::FLAGS, &load::<u32>(lock, flags).to_ne_bytes());
-                put(btf_payload::PID, &load::<i32>(lock, fl_pid).to_ne_bytes());
-                put(btf_payload::TYPE, &[load::<u8>(lock, lock_type)]);
-            }
-        },
-        |file| name_file(inode, lock, file),
-    )
+    let file = FileOf::read(inode, lock);
+    let fields = LockOf::read(lock);
+    if source == Source::FlockWaitEnd {
+        // An fexit program may be preempted, so it leaves the CPU's context alone: a rare
+        // event, written whole.
+        return submit(
+            pid_tgid,
+            source,
+            |payload| {
+                *payload = [0; PAYLOAD_LEN];
+                let mut put = |at: u16, bytes: &[u8]| {
+                    let at = usize::from(at);
+                    payload[at..at + bytes.len()].copy_from_slice(bytes);
+                };
+                put(btf_payload::INO, &ino.to_ne_bytes());
+                put(btf_payload::DEV, &dev.to_ne_bytes());
+                put(btf_payload::RET, &ret.to_ne_bytes());
+                put(btf_payload::OWNER, &fields.owner.to_ne_bytes());
+                put(btf_payload::START, &fields.start.to_ne_bytes());
+                put(btf_payload::END, &fields.end.to_ne_bytes());
+                put(btf_payload::FLAGS, &fields.flags.to_ne_bytes());
+                put(btf_payload::PID, &fields.fl_pid.to_ne_bytes());
+                put(btf_payload::TYPE, &[fields.lock_type]);
+            },
+            |name| {
+                name.generation = file.generation;
+                name.nlink = file.nlink;
+                name.parent_ino = name_dentry(file.dentry, &mut name.name);
+            },
+        );
+    }
+    let process = current_process();
+    if !comm_wanted(&process.comm) {
+        return false;
+    }
+    let pid = (pid_tgid >> 32) as u32;
+    if matches!(source, Source::Flock | Source::Posix) {
+        mark_holder(pid);
+    }
+    let Some(last) = LAST_CONTEXT.get_ptr_mut(0) else {
+        return true;
+    };
+    let context = LastContext {
+        pid: u64::from(pid),
+        start_boottime: process.start_boottime,
+        // SAFETY: 16 bytes as two words, compared without a call to memcmp.
+        comm: unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(process.comm) },
+        ino,
+        generation: u64::from(file.generation),
+        dentry: file.dentry as u64,
+        hash_len: file.hash_len,
+    };
+    // SAFETY: a helper without arguments.
+    let (now, cpu) = unsafe { (bpf_ktime_get_ns(), bpf_get_smp_processor_id() as u16) };
+    // SAFETY: a per-CPU slot, only used by this CPU: a tracepoint's programs run with
+    // preemption disabled.
+    if unsafe { !(*last).same(&context) } {
+        let Some(mut entry) = EVENTS.reserve::<ContextRecord>(0) else {
+            // SAFETY: as above. The next lock record writes its context again.
+            unsafe { (*last).pid = 0 };
+            count(&DROPS);
+            return true;
+        };
+        let record = entry.as_mut_ptr();
+        // SAFETY: `record` points to reserved ring memory the size of a ContextRecord; every
+        // field is written before the entry is submitted.
+        unsafe {
+            (*record).ts_ns = now;
+            (*record).pid = pid;
+            (*record).tid = pid_tgid as u32;
+            (*record).source = Source::Context as u8;
+            (*record)._pad = 0;
+            (*record).cpu = cpu;
+            (*record).ns_pid = process.ns_pid;
+            (*record).start_boottime = process.start_boottime;
+            (*record).comm = process.comm;
+            (*record).generation = file.generation;
+            (*record)._pad2 = 0;
+            (*record).parent_ino = name_dentry(file.dentry, &mut (*record).name);
+        }
+        // The lock record that follows decides whether the reader is woken.
+        entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+        // SAFETY: as above.
+        unsafe { *last = context };
+    }
+    let Some(mut entry) = EVENTS.reserve::<LockRecord>(0) else {
+        count(&DROPS);
+        return true;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points to reserved ring memory the size of a LockRecord; every field is
+    // written before the entry is submitted.
+    unsafe {
+        (*record).ts_ns = now;
+        (*record).pid = pid;
+        (*record).tid = pid_tgid as u32;
+        (*record).source = source as u8;
+        (*record).lock_type = fields.lock_type;
+        (*record).cpu = cpu;
+        (*record).ret = ret;
+        (*record).ino = ino;
+        (*record).dev = dev;
+        (*record).fl_pid = fields.fl_pid;
+        (*record).owner = fields.owner;
+        (*record).flags = fields.flags;
+        (*record).nlink = file.nlink;
+        (*record).start = fields.start;
+        (*record).end = fields.end;
+    }
+    entry.submit(wakeup_flags(now));
+    true
 }
 
-/// Names the locked file: the inode's generation and link count, and the name and parent
-/// directory of the dentry the lock was requested through (`file_lock->fl_file->f_path.dentry`).
-/// What cannot be read stays zero.
-#[inline(always)]
-fn name_file(inode: *const u8, lock: *const u8, file: &mut FileName) {
-    let (generation, nlink) = (config!(btf.inode_generation), config!(btf.inode_nlink));
-    let (lock_file, file_dentry) = (config!(btf.lock_file), config!(btf.file_dentry));
-    let (name, parent) = (config!(btf.dentry_name), config!(btf.dentry_parent));
-    let hash_len = config!(btf.dentry_hash_len);
-    let (dentry_inode, inode_ino) = (config!(btf.dentry_inode), config!(btf.inode_ino));
-    // SAFETY: kernel pointers from the tracepoint's arguments and the structs they lead to,
-    // read through the fault-safe helpers at offsets taken from this kernel's BTF.
-    unsafe {
-        file.generation = load::<u32>(inode, generation);
-        file.nlink = load::<u32>(inode, nlink);
-        let filp = load::<*const u8>(lock, lock_file);
-        if filp.is_null() {
-            return;
-        }
-        let dentry = load::<*const u8>(filp, file_dentry);
-        if dentry.is_null() {
-            return;
-        }
-        // The name's hash, salted with the parent directory (`qstr.hash`, first in `hash_len`).
-        let hash_len = u64::from(load::<u32>(dentry, hash_len));
-        let Some(last) = LAST_NAMED.get_ptr_mut(0) else {
-            return;
-        };
-        if (*last).dentry == dentry as u64 && (*last).hash_len == hash_len {
-            file.name = (*last).name;
-            file.parent_ino = (*last).parent_ino;
-            return;
-        }
-        let name = load::<*const u8>(dentry, name);
-        if !name.is_null() {
-            // A string: the one read left to a helper.
-            let _ = bpf_probe_read_kernel_str_bytes(name, &mut file.name);
-        }
-        let parent = load::<*const u8>(dentry, parent);
-        if !parent.is_null() {
-            let parent_inode = load::<*const u8>(parent, dentry_inode);
-            if !parent_inode.is_null() {
-                file.parent_ino = load::<u64>(parent_inode, inode_ino);
+impl LastContext {
+    #[inline(always)]
+    fn same(&self, other: &Self) -> bool {
+        self.pid == other.pid
+            && self.start_boottime == other.start_boottime
+            && self.comm[0] == other.comm[0]
+            && self.comm[1] == other.comm[1]
+            && self.ino == other.ino
+            && self.generation == other.generation
+            && self.dentry == other.dentry
+            && self.hash_len == other.hash_len
+    }
+}
+
+/// What a lock record says of the lock: members of its `struct file_lock`.
+struct LockOf {
+    owner: u64,
+    start: i64,
+    end: i64,
+    flags: u32,
+    fl_pid: i32,
+    lock_type: u8,
+}
+
+impl LockOf {
+    #[inline(always)]
+    fn read(lock: *const u8) -> Self {
+        let (owner, start) = (config!(btf.lock_owner), config!(btf.lock_start));
+        let (end, flags) = (config!(btf.lock_end), config!(btf.lock_flags));
+        let (fl_pid, lock_type) = (config!(btf.lock_pid), config!(btf.lock_type));
+        // SAFETY: a BTF pointer from the tracepoint's arguments, and members of `struct
+        // file_lock` at their BTF offsets.
+        unsafe {
+            Self {
+                owner: load::<u64>(lock, owner),
+                start: load::<i64>(lock, start),
+                end: load::<i64>(lock, end),
+                flags: load::<u32>(lock, flags),
+                fl_pid: load::<i32>(lock, fl_pid),
+                lock_type: load::<u8>(lock, lock_type),
             }
         }
-        (*last).dentry = dentry as u64;
-        (*last).hash_len = hash_len;
-        (*last).name = file.name;
-        (*last).parent_ino = file.parent_ino;
+    }
+}
+
+/// Which file a lock is on, beyond its inode number: the inode's generation and link count, and
+/// the dentry the lock was requested through (`file_lock->fl_file->f_path.dentry`, null when
+/// unreadable) with its name's hash and length.
+struct FileOf {
+    generation: u32,
+    nlink: u32,
+    dentry: *const u8,
+    hash_len: u64,
+}
+
+impl FileOf {
+    #[inline(always)]
+    fn read(inode: *const u8, lock: *const u8) -> Self {
+        let (generation, nlink) = (config!(btf.inode_generation), config!(btf.inode_nlink));
+        let (lock_file, file_dentry) = (config!(btf.lock_file), config!(btf.file_dentry));
+        let hash_len = config!(btf.dentry_hash_len);
+        // SAFETY: kernel pointers from the tracepoint's arguments and the structs they lead to,
+        // at offsets taken from this kernel's BTF.
+        unsafe {
+            let mut file = Self {
+                generation: load::<u32>(inode, generation),
+                nlink: load::<u32>(inode, nlink),
+                dentry: core::ptr::null(),
+                hash_len: 0,
+            };
+            let filp = load::<*const u8>(lock, lock_file);
+            if filp.is_null() {
+                return file;
+            }
+            file.dentry = load::<*const u8>(filp, file_dentry);
+            if !file.dentry.is_null() {
+                // The name's hash, salted with the parent directory (`qstr.hash`, first).
+                file.hash_len = u64::from(load::<u32>(file.dentry, hash_len));
+            }
+            file
+        }
+    }
+}
+
+/// Writes the dentry's name into `name` (empty when unreadable) and returns the inode number of
+/// its parent directory (0 when unreadable).
+#[inline(always)]
+fn name_dentry(dentry: *const u8, name: &mut [u8; NAME_LEN]) -> u64 {
+    name[0] = 0;
+    if dentry.is_null() {
+        return 0;
+    }
+    let (name_off, parent_off) = (config!(btf.dentry_name), config!(btf.dentry_parent));
+    let (dentry_inode, inode_ino) = (config!(btf.dentry_inode), config!(btf.inode_ino));
+    // SAFETY: a dentry read from the traced lock and the structs it leads to, at offsets taken
+    // from this kernel's BTF.
+    unsafe {
+        let chars = load::<*const u8>(dentry, name_off);
+        if !chars.is_null() {
+            // A string: the one read left to a helper.
+            let _ = bpf_probe_read_kernel_str_bytes(chars, name);
+        }
+        let parent = load::<*const u8>(dentry, parent_off);
+        if parent.is_null() {
+            return 0;
+        }
+        let parent_inode = load::<*const u8>(parent, dentry_inode);
+        if parent_inode.is_null() {
+            return 0;
+        }
+        load::<u64>(parent_inode, inode_ino)
     }
 }
 
@@ -708,16 +861,18 @@ fn inode_wanted(dev: u32, ino: u64) -> bool {
     config!(filter_inode) == 0 || unsafe { INODES.get(key) }.is_some()
 }
 
-/// Applies the `--comm` filter, then writes one record whose payload `fill` writes, or counts
-/// a drop when the ring is full. Returns whether the record passed the filter.
+/// What every record says of the running process.
+struct Process {
+    comm: [u8; 16],
+    ns_pid: u32,
+    start_boottime: u64,
+}
+
+/// The running process's command name, its pid in its own namespace and its start time (the
+/// last two read from its group leader, where the kernel allows direct loads from the current
+/// task; 0 elsewhere).
 #[inline(always)]
-fn submit(
-    pid_tgid: u64,
-    source: Source,
-    fill: impl FnOnce(&mut [u8; PAYLOAD_LEN]),
-    name: impl FnOnce(&mut FileName),
-) -> bool {
-    // The group leader is read where the kernel allows direct loads from the current task.
+fn current_process() -> Process {
     let (comm, leader) = if config!(btf.comm_direct) != 0 {
         let task = unsafe { bpf_get_current_task_btf() } as *const u8;
         let (comm_off, leader_off) = (config!(btf.task_comm), config!(btf.task_group_leader));
@@ -735,10 +890,6 @@ fn submit(
             core::ptr::null(),
         )
     };
-    // SAFETY: the value is only tested for presence.
-    if config!(filter_comm) != 0 && unsafe { COMMS.get(comm) }.is_none() {
-        return false;
-    }
     let start_off = config!(btf.task_start_boottime);
     let (ns_pid, start_boottime) = if leader.is_null() {
         (0, 0)
@@ -750,6 +901,33 @@ fn submit(
             load::<u64>(leader, start_off)
         })
     };
+    Process {
+        comm,
+        ns_pid,
+        start_boottime,
+    }
+}
+
+/// The `--comm` filter.
+#[inline(always)]
+fn comm_wanted(comm: &[u8; 16]) -> bool {
+    // SAFETY: the value is only tested for presence.
+    config!(filter_comm) == 0 || unsafe { COMMS.get(*comm) }.is_some()
+}
+
+/// Applies the `--comm` filter, then writes one [`Record`] whose payload `fill` writes, or
+/// counts a drop when the ring is full. Returns whether the record passed the filter.
+#[inline(always)]
+fn submit(
+    pid_tgid: u64,
+    source: Source,
+    fill: impl FnOnce(&mut [u8; PAYLOAD_LEN]),
+    name: impl FnOnce(&mut FileName),
+) -> bool {
+    let process = current_process();
+    if !comm_wanted(&process.comm) {
+        return false;
+    }
     if matches!(source, Source::Flock | Source::Posix | Source::LeaseAdd) {
         mark_holder((pid_tgid >> 32) as u32);
     }
@@ -768,11 +946,11 @@ fn submit(
         (*record).tid = pid_tgid as u32;
         (*record).source = source as u8;
         (*record)._pad = [0; 3];
-        (*record).ns_pid = ns_pid;
-        (*record).comm = comm;
+        (*record).ns_pid = process.ns_pid;
+        (*record).comm = process.comm;
         fill(&mut (*record).payload);
         name(&mut (*record).file);
-        (*record).start_boottime = start_boottime;
+        (*record).start_boottime = process.start_boottime;
     }
     entry.submit(wakeup_flags(now));
     true

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use aimlock_tests::{
-    TempDir, TraceToFile, Tracer, Workload, inode, kinds, of_kind, on_inode, run_aimlock, write_log,
+    TempDir, TraceToFile, Tracer, Workload, inode, kinds, of_kind, on_inode, proc_start_time,
+    run_aimlock, write_log,
 };
 use serde_json::Value;
 
@@ -804,4 +805,116 @@ fn the_tracer_drains_the_ring_at_a_raised_priority() {
         assert_eq!(nice_of(tracer.pid()), expected, "{options:?}");
         tracer.stop();
     }
+}
+
+/// A lock record names its process and file through the last context its CPU wrote (a new one
+/// whenever either changes). Two processes that look alike (one program, one name, started
+/// 30 ms apart), locking different files, one of which is renamed midway, share one CPU; every
+/// lock event must keep its own process's start time and its own file's path, however the
+/// scheduler interleaves them.
+#[test]
+fn processes_and_files_taking_turns_on_one_cpu_keep_their_own_names() {
+    const PAIRS: usize = 20_000;
+    let dir = TempDir::new("turns");
+    let workload = dir.path().join("lw-turns");
+    std::fs::copy(aimlock_tests::lockwork_bin(), &workload).expect("copy lockwork");
+    let (a, renamed, b, c) = (
+        dir.file("a"),
+        dir.file("a-renamed"),
+        dir.file("b"),
+        dir.file("c"),
+    );
+    let (ino_a, ino_b, ino_c) = (inode(&a), inode(&b), inode(&c));
+    // A ring that holds every record, so that nothing depends on how fast the tracer reads.
+    let tracer = Tracer::start(&["--comm", "lw-turns", "--ring-size", "32M"]);
+    // The workloads inherit this thread's CPU.
+    let mut cpu = nix::sched::CpuSet::new();
+    cpu.set(0).expect("CPU 0");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).expect("pin to CPU 0");
+    let pairs = format!("loop:{PAIRS}:flock");
+    let first = Workload::start_as(
+        &workload,
+        &[
+            &format!("open:{}", a.display()),
+            &pairs,
+            &format!("rename:{}:{}", a.display(), renamed.display()),
+            &pairs,
+            &format!("open:{}", b.display()),
+            &format!("loop:{PAIRS}:posix"),
+        ],
+    );
+    let first_started = proc_start_time(first.pid()).expect("the first's start time");
+    // Three clock ticks later: another start time.
+    std::thread::sleep(Duration::from_millis(30));
+    let second = Workload::start_as(
+        &workload,
+        &[
+            &format!("open:{}", b.display()),
+            &pairs,
+            &format!("open:{}", c.display()),
+            &format!("loop:{PAIRS}:ofd"),
+        ],
+    );
+    let second_started = proc_start_time(second.pid()).expect("the second's start time");
+    assert_ne!(first_started, second_started);
+    let (first_pid, second_pid) = (first.pid(), second.pid());
+    first.finish();
+    second.finish();
+    let is_lock = |e: &Value| matches!(e["event"].as_str(), Some("acquire" | "release"));
+    aimlock_tests::eventually("every lock event", SETTLE, || {
+        let seen = tracer.events().iter().filter(|e| is_lock(e)).count();
+        (seen >= 10 * PAIRS).then_some(())
+    });
+    let events = tracer.stop();
+    assert_eq!(
+        events.last().unwrap()["lost"],
+        0,
+        "{}",
+        events.last().unwrap()
+    );
+    let locks: Vec<&Value> = events.iter().filter(|e| is_lock(e)).collect();
+    let expected = [
+        (first_pid, first_started, ino_a, 2 * PAIRS),
+        (first_pid, first_started, ino_b, PAIRS),
+        (second_pid, second_started, ino_b, PAIRS),
+        (second_pid, second_started, ino_c, PAIRS),
+    ];
+    let named = |file: &std::path::Path| file.display().to_string();
+    for (pid, started, ino, pairs) in expected {
+        let mine: Vec<&&Value> = locks
+            .iter()
+            .filter(|e| e["pid"] == pid && e["ino"] == ino)
+            .collect();
+        assert_eq!(mine.len(), 2 * pairs, "{pid} on {ino}");
+        for event in &mine {
+            assert_eq!(
+                (&event["comm"], &event["start_time"]),
+                (&Value::from("lw-turns"), &Value::from(started)),
+                "{event}"
+            );
+        }
+        let paths: Vec<&str> = mine
+            .iter()
+            .map(|event| event["path"].as_str().unwrap_or_default())
+            .collect();
+        if ino == ino_a {
+            // Named a, then a-renamed from the rename on, never back.
+            let switch = paths.iter().position(|p| *p == named(&renamed));
+            let switch = switch.expect("events after the rename name the new path");
+            assert!(paths[..switch].iter().all(|p| *p == named(&a)), "{paths:?}");
+            assert!(paths[switch..].iter().all(|p| *p == named(&renamed)));
+        } else {
+            let file = if ino == ino_b { &b } else { &c };
+            assert!(paths.iter().all(|p| *p == named(file)), "{pid}: {paths:?}");
+        }
+    }
+    // The two took turns on the CPU: the lock events' pids change more than once.
+    let turns = locks
+        .windows(2)
+        .filter(|pair| pair[0]["pid"] != pair[1]["pid"])
+        .count();
+    assert!(
+        turns >= 2,
+        "the processes never took turns ({turns} changes)"
+    );
 }

@@ -1,9 +1,11 @@
-//! Turns the kernel's raw [`Record`]s into the tracker's typed [`Input`]s, reading each field
-//! at the offset the loader found in the tracepoint's `format` file.
+//! Turns the kernel's records into the tracker's typed [`Input`]s. A [`Record`] carries a
+//! tracepoint's own record, whose fields are read at the offsets the loader found in the
+//! tracepoint's `format` file; a [`LockRecord`] from a BTF program carries its fields as such,
+//! and names its process and file through the last [`ContextRecord`] of its CPU.
 
 use aimlock_common::{
-    ABSENT, Config, FileName, LockFields, PASSED_FDS, PAYLOAD_LEN, PassedFds, Record, Source,
-    fl_flags,
+    ABSENT, Config, ContextRecord, FileName, LockFields, LockRecord, NAME_LEN, PASSED_FDS,
+    PAYLOAD_LEN, PassedFds, Record, Source, fl_flags,
 };
 use smallvec::SmallVec;
 
@@ -95,25 +97,117 @@ impl Input {
     }
 }
 
-/// Decodes records with the field offsets of the running kernel.
+/// What a record turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Input(Input),
+    /// A CPU's new context, kept for the lock records that follow it.
+    Context,
+    /// A record of unknown size or source, or a lock record whose CPU has told no context yet
+    /// (either would mean a kernel program and this binary disagree).
+    Unreadable,
+}
+
+/// What a CPU's last [`ContextRecord`] said.
+#[derive(Clone, Copy)]
+struct Context {
+    comm: [u8; 16],
+    ns_pid: u32,
+    start_boottime: u64,
+    generation: u32,
+    parent_ino: u64,
+    name: [u8; NAME_LEN],
+}
+
+/// Decodes records with the field offsets of the running kernel, in the ring's order.
 pub struct Decoder {
     config: Config,
+    /// Indexed by CPU.
+    contexts: Vec<Option<Context>>,
 }
 
 impl Decoder {
     pub fn new(config: Config) -> Self {
-        Self { config }
+        Self {
+            config,
+            contexts: Vec::new(),
+        }
     }
 
-    /// Reads a record copied out of the ring. `None` for a record too short or of unknown source
-    /// (which would mean a kernel program and this binary disagree).
-    pub fn decode(&self, bytes: &[u8]) -> Option<Input> {
-        if bytes.len() < Record::SIZE {
-            return None;
+    /// Reads a record copied out of the ring. Records are told apart by their size.
+    pub fn decode(&mut self, bytes: &[u8]) -> Decoded {
+        match bytes.len() {
+            LockRecord::SIZE => self.lock_record(bytes),
+            ContextRecord::SIZE => self.context_record(bytes),
+            Record::SIZE => self
+                .record(bytes)
+                .map_or(Decoded::Unreadable, Decoded::Input),
+            _ => Decoded::Unreadable,
         }
-        // SAFETY: Record is plain old data valid for any bit pattern, and the length is checked.
+    }
+
+    fn context_record(&mut self, bytes: &[u8]) -> Decoded {
+        // SAFETY: ContextRecord is plain old data valid for any bit pattern; the length matches.
+        let record: ContextRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        if record.source != Source::Context as u8 {
+            return Decoded::Unreadable;
+        }
+        let cpu = usize::from(record.cpu);
+        if self.contexts.len() <= cpu {
+            self.contexts.resize(cpu + 1, None);
+        }
+        self.contexts[cpu] = Some(Context {
+            comm: record.comm,
+            ns_pid: record.ns_pid,
+            start_boottime: record.start_boottime,
+            generation: record.generation,
+            parent_ino: record.parent_ino,
+            name: record.name,
+        });
+        Decoded::Context
+    }
+
+    fn lock_record(&self, bytes: &[u8]) -> Decoded {
+        // SAFETY: LockRecord is plain old data valid for any bit pattern; the length matches.
+        let record: LockRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let Some(Some(context)) = self.contexts.get(usize::from(record.cpu)) else {
+            return Decoded::Unreadable;
+        };
+        let op = LockOp {
+            ts_ns: record.ts_ns,
+            pid: record.pid,
+            tid: record.tid,
+            comm: context.comm,
+            kind: lock_kind(record.flags),
+            dev: record.dev,
+            ino: record.ino,
+            owner: record.owner,
+            lock_type: record.lock_type,
+            flags: record.flags,
+            start: record.start,
+            end: record.end,
+            ret: record.ret,
+            ns_pid: context.ns_pid,
+            file: FileName {
+                generation: context.generation,
+                nlink: record.nlink,
+                parent_ino: context.parent_ino,
+                name: context.name,
+            },
+            start_time: procfs::start_time_from_boottime(context.start_boottime),
+        };
+        Decoded::Input(match Source::from_u8(record.source) {
+            Some(Source::Flock | Source::Posix) => Input::Lock(op),
+            Some(Source::FcntlFailure) => Input::FcntlFailure(op),
+            _ => return Decoded::Unreadable,
+        })
+    }
+
+    fn record(&self, bytes: &[u8]) -> Option<Input> {
+        // SAFETY: Record is plain old data valid for any bit pattern; the length matches.
         let record: Record = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         Some(match Source::from_u8(record.source)? {
+            Source::Context => return None,
             Source::Flock => Input::Lock(self.lock_op(&record, &self.config.flock, None)),
             Source::Posix => Input::Lock(self.lock_op(&record, &self.config.posix, None)),
             Source::FcntlFailure => {
@@ -174,15 +268,7 @@ impl Decoder {
         let payload = &record.payload;
         let mut lock_type = read_u64(payload, fields.lock_type, 1) as u8;
         let flags = read_u64(payload, fields.flags, 4) as u32;
-        let kind = kind.unwrap_or(if flags & fl_flags::FLOCK != 0 {
-            LockKind::Flock
-        } else if flags & fl_flags::OFDLCK != 0 {
-            LockKind::Ofd
-        } else if flags & fl_flags::LEASE != 0 {
-            LockKind::Lease
-        } else {
-            LockKind::Posix
-        });
+        let kind = kind.unwrap_or_else(|| lock_kind(flags));
         if record.source == Source::LeaseDelete as u8 {
             lock_type = aimlock_common::fl_type::UNLCK;
         }
@@ -212,6 +298,19 @@ impl Decoder {
             ns_pid: record.ns_pid,
             start_time: procfs::start_time_from_boottime(record.start_boottime),
         }
+    }
+}
+
+/// Which kind of lock `fl_flags` says a lock is.
+fn lock_kind(flags: u32) -> LockKind {
+    if flags & fl_flags::FLOCK != 0 {
+        LockKind::Flock
+    } else if flags & fl_flags::OFDLCK != 0 {
+        LockKind::Ofd
+    } else if flags & fl_flags::LEASE != 0 {
+        LockKind::Lease
+    } else {
+        LockKind::Posix
     }
 }
 
@@ -298,7 +397,7 @@ mod tests {
         let bytes = unsafe {
             std::slice::from_raw_parts((&record as *const Record).cast::<u8>(), Record::SIZE)
         };
-        let Some(Input::Lock(op)) = Decoder::new(config).decode(bytes) else {
+        let Decoded::Input(Input::Lock(op)) = Decoder::new(config).decode(bytes) else {
             panic!("not a lock op");
         };
         assert_eq!(op.kind, LockKind::Posix);
@@ -310,7 +409,10 @@ mod tests {
         assert_eq!(comm_str(&op.comm), "lckr");
         // At the clock tick /proc/PID/stat counts in (USER_HZ, 100 on Linux).
         assert_eq!(op.start_time, 12_340_000_000);
-        assert_eq!(Decoder::new(config).decode(&bytes[..10]), None);
+        assert_eq!(
+            Decoder::new(config).decode(&bytes[..10]),
+            Decoded::Unreadable
+        );
     }
 
     fn record(source: Source, payload: [u8; PAYLOAD_LEN]) -> Vec<u8> {
@@ -341,10 +443,10 @@ mod tests {
             },
             ..Config::DEFAULT
         };
-        let decoder = Decoder::new(config);
+        let mut decoder = Decoder::new(config);
         let mut payload = [0u8; PAYLOAD_LEN];
         put(&mut payload, 8, &4242u32.to_ne_bytes());
-        let Some(Input::Fork {
+        let Decoded::Input(Input::Fork {
             pid,
             child,
             start_time,
@@ -366,7 +468,7 @@ mod tests {
         let mut payload = [0u8; PAYLOAD_LEN];
         // SAFETY: PassedFds is plain old data that fits the payload.
         unsafe { std::ptr::write_unaligned(payload.as_mut_ptr().cast::<PassedFds>(), passed) };
-        let Some(Input::Passed {
+        let Decoded::Input(Input::Passed {
             received,
             files,
             start_time,
@@ -378,5 +480,96 @@ mod tests {
         assert!(received);
         assert_eq!(start_time, 2_500_000_000);
         assert_eq!(files.as_slice(), [0xf1, 0xf3]);
+    }
+
+    fn bytes_of<T>(value: &T) -> Vec<u8> {
+        // SAFETY: the records are plain old data.
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    fn context(cpu: u16, comm: &[u8], name: &[u8]) -> Vec<u8> {
+        let mut record = ContextRecord {
+            ts_ns: 7,
+            pid: 100,
+            tid: 101,
+            source: Source::Context as u8,
+            _pad: 0,
+            cpu,
+            ns_pid: 5,
+            // 2.5 s after boot.
+            start_boottime: 2_500_000_000,
+            comm: [0; 16],
+            generation: 9,
+            _pad2: 0,
+            parent_ino: 77,
+            name: [0; NAME_LEN],
+        };
+        record.comm[..comm.len()].copy_from_slice(comm);
+        record.name[..name.len()].copy_from_slice(name);
+        bytes_of(&record)
+    }
+
+    fn lock(cpu: u16, ts_ns: u64) -> Vec<u8> {
+        bytes_of(&LockRecord {
+            ts_ns,
+            pid: 100,
+            tid: 101,
+            source: Source::Flock as u8,
+            lock_type: fl_type::WRLCK,
+            cpu,
+            ret: 0,
+            ino: 4242,
+            dev: 3,
+            fl_pid: 100,
+            owner: 0xf11e,
+            flags: fl_flags::FLOCK,
+            nlink: 1,
+            start: 0,
+            end: i64::MAX,
+        })
+    }
+
+    fn op(decoded: Decoded) -> LockOp {
+        match decoded {
+            Decoded::Input(Input::Lock(op)) => op,
+            other => panic!("not a lock op: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lock_record_is_named_by_the_last_context_of_its_cpu() {
+        let mut decoder = Decoder::new(Config::DEFAULT);
+        // No context told yet on that CPU: nothing is made up.
+        assert_eq!(decoder.decode(&lock(1, 10)), Decoded::Unreadable);
+        assert_eq!(
+            decoder.decode(&context(1, b"old", b"a.lock")),
+            Decoded::Context
+        );
+        assert_eq!(
+            decoder.decode(&context(3, b"other", b"b.lock")),
+            Decoded::Context
+        );
+        let first = op(decoder.decode(&lock(1, 11)));
+        assert_eq!(comm_str(&first.comm), "old");
+        assert_eq!(&first.file.name[..7], b"a.lock\0");
+        assert_eq!((first.file.generation, first.file.nlink), (9, 1));
+        assert_eq!((first.file.parent_ino, first.ns_pid), (77, 5));
+        assert_eq!(
+            (first.kind, first.ino, first.dev),
+            (LockKind::Flock, 4242, 3)
+        );
+        assert_eq!((first.start, first.end, first.owner), (0, i64::MAX, 0xf11e));
+        assert_eq!(first.start_time, 2_500_000_000);
+        // The next lock record of that CPU, without a context of its own, keeps it.
+        assert_eq!(comm_str(&op(decoder.decode(&lock(1, 12))).comm), "old");
+        // Another CPU's context is its own.
+        assert_eq!(comm_str(&op(decoder.decode(&lock(3, 13))).comm), "other");
+        // A new context replaces the CPU's last.
+        decoder.decode(&context(1, b"new", b"c.lock"));
+        let after = op(decoder.decode(&lock(1, 14)));
+        assert_eq!(comm_str(&after.comm), "new");
+        assert_eq!(&after.file.name[..7], b"c.lock\0");
+        assert_eq!(decoder.decode(&lock(2, 15)), Decoded::Unreadable);
     }
 }

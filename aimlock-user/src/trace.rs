@@ -16,7 +16,7 @@ use tokio::{
 use crate::{
     cli,
     clock::Clock,
-    decode::{Decoder, Input},
+    decode::{Decoded, Decoder, Input},
     enrich::Enricher,
     events::{EventKind, EventLine, LockKind, SCHEMA_VERSION, rfc3339, this_host},
     followed_paths::{Changes, FollowedPaths},
@@ -141,7 +141,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         mut inode_filter,
         ..
     } = tracer;
-    let decoder = Decoder::new(decode);
+    let mut decoder = Decoder::new(decode);
     if let Some(logger) = logger {
         spawn_kernel_logger(logger)?;
     }
@@ -205,7 +205,13 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             let Some(batch) = arrived.take().or_else(|| ring.try_next()) else {
                 break;
             };
-            records += take(&batch, &decoder, &mut tracker, &mut enricher, &mut fd_locks);
+            records += take(
+                &batch,
+                &mut decoder,
+                &mut tracker,
+                &mut enricher,
+                &mut fd_locks,
+            );
             ring.done(batch);
             tracker.advance(clock.monotonic_now(), &mut outputs);
             written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
@@ -227,7 +233,13 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     drop(attached);
     ring.stop();
     while let Some(batch) = ring.next().await {
-        records += take(&batch, &decoder, &mut tracker, &mut enricher, &mut fd_locks);
+        records += take(
+            &batch,
+            &mut decoder,
+            &mut tracker,
+            &mut enricher,
+            &mut fd_locks,
+        );
         ring.done(batch);
     }
     if let Some(view) = views.done().await {
@@ -276,20 +288,21 @@ const STOP_LINE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Batches (of up to 256 KiB of records) handled between two looks at signals and views.
 const BATCHES_PER_PASS: usize = 16;
 
-/// Moves a batch of records into the tracker; returns how many. Paths are looked up now, while
-/// the process that locked the file is most likely still alive.
+/// Moves a batch of records into the tracker; returns how many events they held (a context
+/// record is part of the lock records that follow it). Paths are looked up now, while the
+/// process that locked the file is most likely still alive.
 fn take(
     batch: &Batch,
-    decoder: &Decoder,
+    decoder: &mut Decoder,
     tracker: &mut Tracker,
     enricher: &mut Enricher,
     fd_locks: &mut FdLocks,
 ) -> u64 {
     let mut count = 0;
     for item in batch.records() {
-        count += 1;
         match decoder.decode(item) {
-            Some(mut input) => {
+            Decoded::Context => continue,
+            Decoded::Input(mut input) => {
                 if let Input::Exec { pid, locked, .. } = &mut input {
                     *locked = fd_locks.description_locks(*pid);
                 }
@@ -319,11 +332,12 @@ fn take(
                 }
                 tracker.push(input);
             }
-            None => log::warn!(
+            Decoded::Unreadable => log::warn!(
                 "skipped a record of {} bytes this binary cannot read",
                 item.len()
             ),
         }
+        count += 1;
     }
     if let Some(emptied_at) = batch.emptied_at {
         // Every record timestamped before then has been read (a program commits its record
