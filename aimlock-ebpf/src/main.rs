@@ -621,16 +621,27 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
         hash_len: file.hash_len,
     };
     // SAFETY: a helper without arguments.
-    let (now, cpu) = unsafe { (bpf_ktime_get_ns(), bpf_get_smp_processor_id() as u16) };
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u16;
     // SAFETY: a per-CPU slot, only used by this CPU: a tracepoint's programs run with
     // preemption disabled.
-    if unsafe { !(*last).same(&context) } {
-        let Some(mut entry) = EVENTS.reserve::<ContextRecord>(0) else {
+    let context_entry = if unsafe { (*last).same(&context) } {
+        None
+    } else {
+        let Some(entry) = EVENTS.reserve::<ContextRecord>(0) else {
             // SAFETY: as above. The next lock record writes its context again.
             unsafe { (*last).pid = 0 };
             count(&DROPS);
             return true;
         };
+        Some(entry)
+    };
+    let lock_entry = EVENTS.reserve::<LockRecord>(0);
+    // The clock is read once both records are reserved, as in `submit`: a reader that finds the
+    // ring empty at some time has read every record timestamped before it.
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(mut entry) = context_entry {
         let record = entry.as_mut_ptr();
         // SAFETY: `record` points to reserved ring memory the size of a ContextRecord; every
         // field is written before the entry is submitted.
@@ -653,7 +664,7 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
         // SAFETY: as above.
         unsafe { *last = context };
     }
-    let Some(mut entry) = EVENTS.reserve::<LockRecord>(0) else {
+    let Some(mut entry) = lock_entry else {
         count(&DROPS);
         return true;
     };
