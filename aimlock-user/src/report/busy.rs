@@ -2,12 +2,14 @@
 //! span, and from when to when their lines are needed, found from the lines' heads and a few
 //! fields, so that the second read parses only those lines.
 //!
-//! Each lock's acquires, releases, waits and refusals are replayed as the timeline folds them,
-//! keeping only which holds and waits are open. A lock is wanted when a line about it is in the
-//! span, or when a hold or a wait was open as the span began; its lines are needed from the last
-//! moment before the span when nothing was open (what came before was over, and cannot be under
-//! way in the span) to the first such moment after it. Whatever the replay cannot follow
-//! exactly has all of its lock's lines read: POSIX locks, orphans, `held` lines, several locks
+//! Each lock's acquires, releases, waits, refusals and orphans are replayed as the timeline
+//! folds them, keeping only which holds and waits are open. A lock is wanted when a line about
+//! it is in the span, or when a hold or a wait was open as the span began; its lines are needed
+//! from the last moment before the span when nothing was open (what came before was over, and
+//! cannot be under way in the span) to the first such moment after it: the memory a query
+//! needs is bounded by the locks busy in the span, not by the log. Whatever the replay cannot
+//! follow exactly has all of its lock's lines read: POSIX locks, an orphan line without its
+//! taker's open hold or an orphan's end not just after its release, `held` lines, several locks
 //! or paths under one inode and host, lines out of time order or repeated, the tracer's own
 //! locks, a hold or a wait after the span told as begun before its end (a release whose acquire
 //! is not in the logs, a wait told only by `wait_ns`), and lines not in the tracer's own shape
@@ -21,7 +23,7 @@ use super::{
     BadInput,
     input::{self, Source},
     line::{Names, Nanos, Origin, Parsed, head, parse},
-    scan::{Candidates, line_host, line_ino, string_from},
+    scan::{Candidates, line_host, line_ino},
 };
 use crate::events::EventKind;
 
@@ -117,8 +119,40 @@ enum Step {
     Fail {
         pid: u32,
     },
+    /// The taker of a hold exited and other processes still hold it.
+    Orphan {
+        taker: Taker,
+    },
+    /// An orphaned hold was released (just after its release line).
+    OrphanEnd {
+        taker: Taker,
+    },
     /// Anything the replay does not follow: all the lock's lines are read.
     Other,
+}
+
+/// A process as the timeline tells processes apart (pid, start time and command), from the
+/// bytes of its line: equal bytes are the same process, whatever other lines fill in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Taker {
+    pid: u32,
+    start_time: Option<u64>,
+    comm: [u8; 16],
+    comm_len: u8,
+}
+
+impl Taker {
+    /// None for a command longer than the kernel's (an escaped one).
+    fn new(pid: u32, start_time: Option<u64>, comm: &[u8]) -> Option<Self> {
+        let mut bytes = [0; 16];
+        bytes.get_mut(..comm.len())?.copy_from_slice(comm);
+        Some(Self {
+            pid,
+            start_time,
+            comm: bytes,
+            comm_len: comm.len() as u8,
+        })
+    }
 }
 
 /// What, besides the inode and host, makes a lock line's lock, and its path: one lock and one
@@ -147,6 +181,14 @@ struct OwnedIdentity {
 }
 
 impl Identity<'_> {
+    fn same(&self, other: &Identity<'_>) -> bool {
+        same_bytes(self.kind, other.kind)
+            && same_bytes(self.dev, other.dev)
+            && same_text(self.path, other.path)
+            && same_text(self.host_path, other.host_path)
+            && (self.generation, self.start, self.end) == (other.generation, other.start, other.end)
+    }
+
     fn owned(&self) -> OwnedIdentity {
         OwnedIdentity {
             kind: self.kind.into(),
@@ -250,7 +292,13 @@ struct Piece {
 
 impl Piece {
     fn read(bytes: &[u8], fields: &Fields) -> Self {
-        let mut piece = Piece::default();
+        // Sized for lines of a few hundred bytes: the lists do not grow line by line.
+        let lines = bytes.len() / 256;
+        let mut piece = Piece {
+            locks: Vec::with_capacity(lines),
+            facts: Vec::with_capacity(lines),
+            ..Piece::default()
+        };
         // Each inode's locks in `piece.locks`, told apart by host, with their first line's
         // host and identity.
         let mut places: FxHashMap<u64, SmallVec<[FirstLine<'_>; 2]>> = FxHashMap::default();
@@ -263,7 +311,7 @@ impl Piece {
             if line.is_empty() {
                 continue;
             }
-            match read_line(line, fields) {
+            match read_line(line, fields, &mut names) {
                 Read::NotALock => {}
                 Read::Lock {
                     ino,
@@ -274,10 +322,13 @@ impl Piece {
                 } => {
                     let locks = &mut piece.locks;
                     let same_inode = places.entry(ino).or_default();
-                    let index = match same_inode.iter().find(|(_, known, _)| **known == *host) {
+                    let index = match same_inode
+                        .iter()
+                        .find(|(_, known, _)| same_bytes(known, host))
+                    {
                         Some((index, _, first)) => {
                             let lock = &mut locks[*index as usize];
-                            if !lock.mixed && *first != identity {
+                            if !lock.mixed && !first.same(&identity) {
                                 lock.mixed = true;
                             }
                             *index
@@ -309,13 +360,41 @@ impl Piece {
 }
 
 fn same_identity(owned: &OwnedIdentity, identity: &Identity<'_>) -> bool {
-    *owned.kind == *identity.kind
-        && *owned.dev == *identity.dev
-        && owned.path.as_deref() == identity.path
-        && owned.host_path.as_deref() == identity.host_path
-        && owned.generation == identity.generation
-        && owned.start == identity.start
-        && owned.end == identity.end
+    Identity {
+        kind: &owned.kind,
+        dev: &owned.dev,
+        path: owned.path.as_deref(),
+        host_path: owned.host_path.as_deref(),
+        generation: owned.generation,
+        start: owned.start,
+        end: owned.end,
+    }
+    .same(identity)
+}
+
+/// Equal bytes, compared inline: the replay compares a few short strings on every line, where
+/// a call to `memcmp` for each would cost more than the comparison.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut words_a, mut words_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let word = |bytes: &[u8]| u64::from_ne_bytes(bytes.try_into().expect("8 bytes"));
+    if (&mut words_a)
+        .zip(&mut words_b)
+        .any(|(x, y)| word(x) != word(y))
+    {
+        return false;
+    }
+    let (rest_a, rest_b) = (words_a.remainder(), words_b.remainder());
+    (0..rest_a.len()).all(|index| rest_a[index] == rest_b[index])
+}
+
+fn same_text(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same_bytes(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
 }
 
 enum Read<'a> {
@@ -334,7 +413,7 @@ enum Read<'a> {
     Parse,
 }
 
-fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
+fn read_line<'a>(line: &'a [u8], fields: &Fields, names: &mut Names) -> Read<'a> {
     let Some(head) = head(line) else {
         return Read::Parse;
     };
@@ -352,24 +431,26 @@ fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
     let host = line_host(line);
     let whole = || Read::Whole(ino, host);
     // Flat, whole and text, as the tracer writes the lines the replay follows: not two lines
-    // run together (a torn write), no zeroed bytes.
-    if memchr::memchr2(b'{', 0, &line[1..]).is_some()
+    // run together (a torn write), no zeroed bytes. An orphan's lines name processes in
+    // objects of their own: they are followed when the parse vouches for them.
+    let nested = memchr::memchr2(b'{', 0, &line[1..]).is_some();
+    let orphan = matches!(head.event, EventKind::Orphan | EventKind::OrphanEnd);
+    if (nested && !(orphan && parses(line, names)))
         || (!line.is_ascii() && std::str::from_utf8(line).is_err())
     {
         return whole();
     }
-    let Some(flat) = FlatLine::read(line) else {
+    let Some(flat) = FlatLine::read(line, nested) else {
         return whole();
     };
     let Some(identity) = flat.identity() else {
         return whole();
     };
-    let known = |value: Option<&[u8]>, names: &[&[u8]]| value.is_none_or(|v| names.contains(&v));
     if !matches!(identity.kind, b"flock" | b"ofd" | b"lease")
-        || !known(flat.mode, &[b"read", b"write", b"unlock"])
-        || !known(
+        || !matches!(flat.mode, None | Some(b"read" | b"write" | b"unlock"))
+        || !matches!(
             flat.reason,
-            &[b"unlock", b"close", b"exit", b"convert", b"lost"],
+            None | Some(b"unlock" | b"close" | b"exit" | b"convert" | b"lost")
         )
         || flat.comm == Some(b"aimlock")
     {
@@ -389,6 +470,19 @@ fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
         },
         EventKind::Wait => Step::Wait { pid },
         EventKind::Fail => Step::Fail { pid },
+        EventKind::Orphan | EventKind::OrphanEnd => {
+            let Some(taker) = flat
+                .comm
+                .and_then(|comm| Taker::new(pid, flat.start_time, comm))
+            else {
+                return whole();
+            };
+            if head.event == EventKind::Orphan {
+                Step::Orphan { taker }
+            } else {
+                Step::OrphanEnd { taker }
+            }
+        }
         _ => Step::Other,
     };
     Read::Lock {
@@ -400,8 +494,14 @@ fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
     }
 }
 
-/// The fields the replay reads from a flat line (no object or array inside), each read once
-/// in one pass over the line.
+/// Whether the full parse reads the line as a lock line (not two run together).
+fn parses(line: &[u8], names: &mut Names) -> bool {
+    let origin = Origin { source: 0, line: 0 };
+    matches!(parse(line, origin, names), Ok(Parsed::Lock(..)))
+}
+
+/// The fields the replay reads from a flat line (no object or array inside, but for an
+/// orphan's lines), each read once in one pass over the line.
 #[derive(Default)]
 struct FlatLine<'a> {
     kind: Option<&'a [u8]>,
@@ -415,17 +515,93 @@ struct FlatLine<'a> {
     reason: Option<&'a [u8]>,
     comm: Option<&'a [u8]>,
     pid: Option<u64>,
+    start_time: Option<u64>,
     wait_ns: Option<u64>,
     held_ns: Option<u64>,
 }
 
+/// The keys the replay reads, each with its bit in `FlatLine::read`'s keys seen.
+fn key_bit(key: &[u8]) -> u32 {
+    // By length first: a comparison of a few bytes each, not a call.
+    match key.len() {
+        3 if key == b"dev" => 1,
+        3 if key == b"end" => 5,
+        3 if key == b"ino" => 12,
+        3 if key == b"pid" => 9,
+        4 if key == b"kind" => 0,
+        4 if key == b"path" => 2,
+        4 if key == b"mode" => 6,
+        4 if key == b"comm" => 8,
+        4 if key == b"host" => 13,
+        5 if key == b"start" => 4,
+        6 if key == b"reason" => 7,
+        7 if key == b"wait_ns" => 10,
+        7 if key == b"held_ns" => 11,
+        9 if key == b"host_path" => 14,
+        10 if key == b"generation" => 3,
+        10 if key == b"start_time" => 15,
+        _ => OTHER_KEY,
+    }
+}
+
+const OTHER_KEY: u32 = 16;
+
+/// A JSON number in plain digits that fits in 19 of them.
+fn plain_number(value: &[u8]) -> Option<u64> {
+    if !(1..=19).contains(&value.len()) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |number, &byte| {
+        byte.is_ascii_digit()
+            .then(|| number * 10 + u64::from(byte - b'0'))
+    })
+}
+
+/// The string that starts at `from`, up to its closing quote, still escaped.
+fn quoted_from(line: &[u8], from: usize) -> Option<&[u8]> {
+    let mut at = from;
+    loop {
+        at += memchr::memchr2(b'"', b'\\', &line[at..])?;
+        if line[at] == b'"' {
+            return Some(&line[from..at]);
+        }
+        at += 2;
+        if at > line.len() {
+            return None;
+        }
+    }
+}
+
+/// Where the object or array that starts at `from` ends (just after it); strings inside are
+/// passed over whole.
+fn nested_end(line: &[u8], from: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut at = from;
+    while at < line.len() {
+        match line[at] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(at + 1);
+                }
+            }
+            b'"' => at += quoted_from(line, at + 1)?.len() + 1,
+            _ => {}
+        }
+        at += 1;
+    }
+    None
+}
+
 impl<'a> FlatLine<'a> {
-    /// None for anything but `{"key":value,...}` with string, number and null values, each
-    /// key once, a number in plain digits.
-    fn read(line: &'a [u8]) -> Option<Self> {
+    /// None for anything but `{"key":value,...}` with string, number and null values (and,
+    /// if `nested`, objects and arrays, passed over), each key once, a number in plain
+    /// digits.
+    fn read(line: &'a [u8], nested: bool) -> Option<Self> {
         let mut flat = FlatLine::default();
         // Keys seen, by their bit: the full parse refuses a key given twice.
-        let mut seen = 0u16;
+        let mut seen = 0u32;
         let mut at = 1;
         loop {
             let key_start = at + 1;
@@ -438,36 +614,26 @@ impl<'a> FlatLine<'a> {
             }
             let key = &line[key_start..key_end];
             let value_start = key_end + 2;
-            let (value, quoted, value_end) = if line.get(value_start) == Some(&b'"') {
-                let string = string_from(line, value_start + 1)?;
-                (string, true, value_start + 1 + string.len() + 1)
-            } else {
-                let len = memchr::memchr2(b',', b'}', &line[value_start..])?;
-                (
-                    &line[value_start..value_start + len],
-                    false,
-                    value_start + len,
-                )
+            let (value, quoted, value_end) = match line.get(value_start) {
+                Some(b'"') => {
+                    let string = quoted_from(line, value_start + 1)?;
+                    (string, true, value_start + 1 + string.len() + 1)
+                }
+                Some(b'{' | b'[') if nested => {
+                    let end = nested_end(line, value_start)?;
+                    (&line[value_start..end], false, end)
+                }
+                _ => {
+                    let len = memchr::memchr2(b',', b'}', &line[value_start..])?;
+                    (
+                        &line[value_start..value_start + len],
+                        false,
+                        value_start + len,
+                    )
+                }
             };
-            let bit = match key {
-                b"kind" => 0,
-                b"dev" => 1,
-                b"path" => 2,
-                b"generation" => 3,
-                b"start" => 4,
-                b"end" => 5,
-                b"mode" => 6,
-                b"reason" => 7,
-                b"comm" => 8,
-                b"pid" => 9,
-                b"wait_ns" => 10,
-                b"held_ns" => 11,
-                b"ino" => 12,
-                b"host" => 13,
-                b"host_path" => 14,
-                _ => 15,
-            };
-            if bit < 15 {
+            let bit = key_bit(key);
+            if bit < OTHER_KEY {
                 if seen & (1 << bit) != 0 {
                     return None;
                 }
@@ -479,12 +645,10 @@ impl<'a> FlatLine<'a> {
                 if null {
                     return Some(None);
                 }
-                let plain = !quoted
-                    && (1..=19).contains(&value.len())
-                    && value.iter().all(u8::is_ascii_digit);
-                plain
-                    .then(|| std::str::from_utf8(value).ok()?.parse().ok())?
-                    .map(Some)
+                if quoted {
+                    return None;
+                }
+                plain_number(value).map(Some)
             };
             let text = || -> Option<Option<&'a [u8]>> {
                 if null { Some(None) } else { string().map(Some) }
@@ -503,6 +667,7 @@ impl<'a> FlatLine<'a> {
                 10 => flat.wait_ns = number()?,
                 11 => flat.held_ns = number()?,
                 14 => flat.host_path = text()?,
+                15 => flat.start_time = number()?,
                 _ => {}
             }
             match line.get(value_end) {
@@ -551,10 +716,23 @@ struct Lock {
     window: Window,
     /// The last line's time, event and source.
     last: Option<(Nanos, Step, u32)>,
-    /// Unreleased holds, in the order taken: the taker's pid and when.
-    holds: SmallVec<[(u32, Nanos); 2]>,
+    /// Unreleased holds, in the order taken.
+    holds: SmallVec<[OpenHold; 2]>,
+    /// The hold the line before released, at the same instant or earlier: the orphan line's
+    /// taker, if it had one.
+    released: Option<Option<Taker>>,
     /// Open waits' pids, in the order begun.
     waits: SmallVec<[u32; 2]>,
+}
+
+/// A hold taken and not yet released.
+#[derive(Clone, Copy, Debug)]
+struct OpenHold {
+    /// The taker's pid.
+    pid: u32,
+    taken: Nanos,
+    /// Who an orphan line said took it: the timeline's taker from then on.
+    orphan_taker: Option<Taker>,
 }
 
 impl Replay {
@@ -587,7 +765,7 @@ impl Replay {
 
     /// The lock of this inode and host, new with this identity if not seen before.
     fn place(&mut self, ino: u64, host: &[u8], identity: impl FnOnce() -> OwnedIdentity) -> usize {
-        let host_index = match self.hosts.iter().position(|known| **known == *host) {
+        let host_index = match self.hosts.iter().position(|known| same_bytes(known, host)) {
             Some(index) => index,
             None => {
                 self.hosts.push(host.into());
@@ -610,6 +788,7 @@ impl Replay {
                 },
                 last: None,
                 holds: SmallVec::new(),
+                released: None,
                 waits: SmallVec::new(),
             });
         }
@@ -668,6 +847,7 @@ impl Lock {
             self.window.from = Some(at);
         }
         self.last = Some((at, fact.step, source));
+        let released = self.released.take();
         let past = span.after(at);
         if past && !self.past {
             self.past = true;
@@ -685,6 +865,21 @@ impl Lock {
             Step::Fail { pid } => {
                 self.end_wait(pid);
             }
+            // The timeline marks the taker's latest open hold orphaned; with none, it would
+            // open one.
+            Step::Orphan { taker } => {
+                match self.holds.iter().rposition(|hold| hold.pid == taker.pid) {
+                    Some(index) => self.holds[index].orphan_taker = Some(taker),
+                    None => self.whole = true,
+                }
+            }
+            // The timeline finds the hold released at the same instant by the same taker; with
+            // none, it would end another.
+            Step::OrphanEnd { taker } => {
+                if later || released != Some(Some(taker)) {
+                    self.whole = true;
+                }
+            }
             Step::Acquire { pid, wait_ns } => {
                 // A wait its own line did not tell, from `wait_ns`.
                 let wait_ns = wait_ns.filter(|&ns| ns > 0);
@@ -695,7 +890,11 @@ impl Lock {
                 {
                     self.whole = true;
                 }
-                self.holds.push((pid, at));
+                self.holds.push(OpenHold {
+                    pid,
+                    taken: at,
+                    orphan_taker: None,
+                });
             }
             Step::Release { pid, held_ns } => {
                 let acquired = held_ns.map(|held| at.saturating_sub(held));
@@ -704,13 +903,13 @@ impl Lock {
                         .holds
                         .iter()
                         .enumerate()
-                        .min_by_key(|(_, (taker, taken))| (taken.abs_diff(acquired), *taker != pid))
+                        .min_by_key(|(_, hold)| (hold.taken.abs_diff(acquired), hold.pid != pid))
                         .map(|(index, _)| index),
-                    None => self.holds.iter().rposition(|(taker, _)| *taker == pid),
+                    None => self.holds.iter().rposition(|hold| hold.pid == pid),
                 };
                 match open {
                     Some(index) => {
-                        self.holds.remove(index);
+                        self.released = Some(self.holds.remove(index).orphan_taker);
                     }
                     // A hold taken before the logs, released here.
                     None => {

@@ -215,10 +215,14 @@ pub fn line_ino(finder: &memmem::Finder<'_>, line: &[u8]) -> Option<u64> {
         .iter()
         .take_while(|byte| byte.is_ascii_digit())
         .count();
-    std::str::from_utf8(&line[from..from + digits])
-        .ok()?
-        .parse()
-        .ok()
+    if digits == 0 {
+        return None;
+    }
+    line[from..from + digits]
+        .iter()
+        .try_fold(0u64, |number, &digit| {
+            number.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        })
 }
 
 /// The lines of one lock, in file order, and the paths it was seen under.
