@@ -98,7 +98,11 @@ pub fn locks(sources: &[Source], span: Span, jobs: usize) -> Result<Busy, BadInp
 /// What one lock line says, as far as the replay needs it.
 #[derive(Clone, Copy, Debug)]
 struct Fact {
-    lock: u32,
+    ino: u64,
+    /// Its host's index in the piece's `hosts`.
+    host: u32,
+    /// Where its identity is in the piece's `identities`.
+    identity: Place,
     at: Nanos,
     step: Step,
 }
@@ -168,37 +172,33 @@ struct Identity<'a> {
     end: Option<u64>,
 }
 
-/// An identity kept across pieces.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-struct OwnedIdentity {
-    kind: Box<[u8]>,
-    dev: Box<[u8]>,
-    path: Option<Box<[u8]>>,
-    host_path: Option<Box<[u8]>>,
-    generation: Option<u64>,
-    start: Option<u64>,
-    end: Option<u64>,
-}
+/// An identity as bytes, compared whole: each string ends in 0xff, an absent one is 0xfe (the
+/// lines are UTF-8, which has neither), a number is 0xfd and its 8 bytes, an absent one 0xfe.
+type IdentityBytes = SmallVec<[u8; 64]>;
 
 impl Identity<'_> {
-    fn same(&self, other: &Identity<'_>) -> bool {
-        same_bytes(self.kind, other.kind)
-            && same_bytes(self.dev, other.dev)
-            && same_text(self.path, other.path)
-            && same_text(self.host_path, other.host_path)
-            && (self.generation, self.start, self.end) == (other.generation, other.start, other.end)
-    }
-
-    fn owned(&self) -> OwnedIdentity {
-        OwnedIdentity {
-            kind: self.kind.into(),
-            dev: self.dev.into(),
-            path: self.path.map(Box::from),
-            host_path: self.host_path.map(Box::from),
-            generation: self.generation,
-            start: self.start,
-            end: self.end,
-        }
+    fn write_to(&self, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, text: Option<&[u8]>| {
+            match text {
+                Some(text) => out.extend_from_slice(text),
+                None => out.push(0xfe),
+            }
+            out.push(0xff);
+        };
+        let number = |out: &mut Vec<u8>, number: Option<u64>| match number {
+            Some(number) => {
+                out.push(0xfd);
+                out.extend_from_slice(&number.to_le_bytes());
+            }
+            None => out.push(0xfe),
+        };
+        text(out, Some(self.kind));
+        text(out, Some(self.dev));
+        text(out, self.path);
+        text(out, self.host_path);
+        number(out, self.generation);
+        number(out, self.start);
+        number(out, self.end);
     }
 }
 
@@ -213,22 +213,6 @@ impl Fields {
             ino: memmem::Finder::new(br#""ino":"#).into_owned(),
         }
     }
-}
-
-/// A lock a piece's lines are about; its host and identity are those of its first line, at
-/// `line` in the chunk.
-struct PieceLock {
-    ino: u64,
-    host: Place,
-    kind: Place,
-    dev: Place,
-    path: Option<Place>,
-    host_path: Option<Place>,
-    generation: Option<u64>,
-    start: Option<u64>,
-    end: Option<u64>,
-    /// Its lines gave more than one identity.
-    mixed: bool,
 }
 
 /// Where bytes are in a chunk: offset and length.
@@ -246,43 +230,14 @@ fn bytes_at(chunk: &[u8], (offset, len): Place) -> &[u8] {
     &chunk[offset as usize..offset as usize + len as usize]
 }
 
-impl PieceLock {
-    fn new(chunk: &[u8], ino: u64, host: &[u8], identity: &Identity<'_>) -> Self {
-        Self {
-            ino,
-            host: place_in(chunk, host),
-            kind: place_in(chunk, identity.kind),
-            dev: place_in(chunk, identity.dev),
-            path: identity.path.map(|path| place_in(chunk, path)),
-            host_path: identity.host_path.map(|path| place_in(chunk, path)),
-            generation: identity.generation,
-            start: identity.start,
-            end: identity.end,
-            mixed: false,
-        }
-    }
-
-    fn identity<'a>(&self, chunk: &'a [u8]) -> Identity<'a> {
-        Identity {
-            kind: bytes_at(chunk, self.kind),
-            dev: bytes_at(chunk, self.dev),
-            path: self.path.map(|path| bytes_at(chunk, path)),
-            host_path: self.host_path.map(|path| bytes_at(chunk, path)),
-            generation: self.generation,
-            start: self.start,
-            end: self.end,
-        }
-    }
-}
-
-/// A piece's lock: its index, and its first line's host and identity.
-type FirstLine<'a> = (u32, &'a [u8], Identity<'a>);
-
 /// A piece's lock lines, in order.
 #[derive(Default)]
 struct Piece {
-    locks: Vec<PieceLock>,
+    /// The hosts its lines name, as they write them, where each is first named in the chunk.
+    hosts: Vec<Place>,
     facts: Vec<Fact>,
+    /// The facts' identities, end to end.
+    identities: Vec<u8>,
     /// Locks of lines the replay cannot follow.
     whole: Vec<(u64, Box<[u8]>)>,
     /// Inodes of lock lines whose inode only a parse finds, read on every host (as the second
@@ -295,13 +250,10 @@ impl Piece {
         // Sized for lines of a few hundred bytes: the lists do not grow line by line.
         let lines = bytes.len() / 256;
         let mut piece = Piece {
-            locks: Vec::with_capacity(lines),
             facts: Vec::with_capacity(lines),
+            identities: Vec::with_capacity(lines * 48),
             ..Piece::default()
         };
-        // Each inode's locks in `piece.locks`, told apart by host, with their first line's
-        // host and identity.
-        let mut places: FxHashMap<u64, SmallVec<[FirstLine<'_>; 2]>> = FxHashMap::default();
         let mut names = Names::default();
         let mut from = 0;
         while from < bytes.len() {
@@ -320,28 +272,23 @@ impl Piece {
                     at,
                     step,
                 } => {
-                    let locks = &mut piece.locks;
-                    let same_inode = places.entry(ino).or_default();
-                    let index = match same_inode
+                    let hosts = &mut piece.hosts;
+                    let host = match hosts
                         .iter()
-                        .find(|(_, known, _)| same_bytes(known, host))
+                        .position(|&known| same_bytes(bytes_at(bytes, known), host))
                     {
-                        Some((index, _, first)) => {
-                            let lock = &mut locks[*index as usize];
-                            if !lock.mixed && !first.same(&identity) {
-                                lock.mixed = true;
-                            }
-                            *index
-                        }
+                        Some(index) => index,
                         None => {
-                            locks.push(PieceLock::new(bytes, ino, host, &identity));
-                            let index = locks.len() as u32 - 1;
-                            same_inode.push((index, host, identity));
-                            index
+                            hosts.push(place_in(bytes, host));
+                            hosts.len() - 1
                         }
-                    };
+                    } as u32;
+                    let start = piece.identities.len();
+                    identity.write_to(&mut piece.identities);
                     piece.facts.push(Fact {
-                        lock: index,
+                        ino,
+                        host,
+                        identity: (start as u32, (piece.identities.len() - start) as u32),
                         at,
                         step,
                     });
@@ -357,19 +304,6 @@ impl Piece {
         }
         piece
     }
-}
-
-fn same_identity(owned: &OwnedIdentity, identity: &Identity<'_>) -> bool {
-    Identity {
-        kind: &owned.kind,
-        dev: &owned.dev,
-        path: owned.path.as_deref(),
-        host_path: owned.host_path.as_deref(),
-        generation: owned.generation,
-        start: owned.start,
-        end: owned.end,
-    }
-    .same(identity)
 }
 
 /// Equal bytes, compared inline: the replay compares a few short strings on every line, where
@@ -388,13 +322,6 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     }
     let (rest_a, rest_b) = (words_a.remainder(), words_b.remainder());
     (0..rest_a.len()).all(|index| rest_a[index] == rest_b[index])
-}
-
-fn same_text(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => same_bytes(a, b),
-        (a, b) => a.is_none() && b.is_none(),
-    }
 }
 
 enum Read<'a> {
@@ -694,18 +621,17 @@ impl<'a> FlatLine<'a> {
 /// Each lock's state as its lines are replayed in log order.
 #[derive(Default)]
 struct Replay {
-    /// Each inode's locks in `locks`, told apart by host.
-    places: FxHashMap<(u64, u32), usize>,
-    /// The hosts met, as lines write them: a lock is placed by its inode and its host's index.
+    /// The hosts met, as lines write them.
     hosts: Vec<Box<[u8]>>,
-    locks: Vec<Lock>,
+    /// By inode and host's index in `hosts`; kept in the table itself, so that a line costs
+    /// one look-up in memory.
+    locks: FxHashMap<(u64, u32), Lock>,
     parsed: FxHashSet<u64>,
 }
 
 struct Lock {
-    ino: u64,
-    host: Box<[u8]>,
-    identity: OwnedIdentity,
+    /// Its first line's; a line of another makes it whole.
+    identity: IdentityBytes,
     /// All its lines are read.
     whole: bool,
     /// Something of it was under way in the span.
@@ -715,84 +641,79 @@ struct Lock {
     /// Its lines needed, if wanted.
     window: Window,
     /// The last line's time, event and source.
-    last: Option<(Nanos, Step, u32)>,
+    last: Option<(Nanos, std::mem::Discriminant<Step>, u32)>,
     /// Unreleased holds, in the order taken.
     holds: SmallVec<[OpenHold; 2]>,
     /// The hold the line before released, at the same instant or earlier: the orphan line's
     /// taker, if it had one.
-    released: Option<Option<Taker>>,
+    released: Option<Option<Box<Taker>>>,
     /// Open waits' pids, in the order begun.
     waits: SmallVec<[u32; 2]>,
 }
 
 /// A hold taken and not yet released.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct OpenHold {
     /// The taker's pid.
     pid: u32,
     taken: Nanos,
-    /// Who an orphan line said took it: the timeline's taker from then on.
-    orphan_taker: Option<Taker>,
+    /// Who an orphan line said took it: the timeline's taker from then on (rare: out of the
+    /// way).
+    orphan_taker: Option<Box<Taker>>,
 }
 
 impl Replay {
     fn merge(&mut self, chunk: &[u8], piece: Piece, source: u32, span: Span) {
         self.parsed.extend(piece.parsed);
-        let places: Vec<usize> = piece
-            .locks
+        let hosts: Vec<u32> = piece
+            .hosts
             .iter()
-            .map(|lock| {
-                let (host, identity) = (bytes_at(chunk, lock.host), lock.identity(chunk));
-                let place = self.place(lock.ino, host, || identity.owned());
-                let known = &mut self.locks[place];
-                if lock.mixed || !same_identity(&known.identity, &identity) {
-                    known.whole = true;
-                }
-                place
-            })
+            .map(|&host| self.host_index(bytes_at(chunk, host)))
             .collect();
         for fact in piece.facts {
-            let lock = &mut self.locks[places[fact.lock as usize]];
-            if !lock.whole {
+            let identity = bytes_at(&piece.identities, fact.identity);
+            let lock = self.lock(fact.ino, hosts[fact.host as usize], || identity.into());
+            if lock.whole {
+                continue;
+            }
+            if same_bytes(&lock.identity, identity) {
                 lock.replay(fact, source, span);
+            } else {
+                lock.whole = true;
             }
         }
         for (ino, host) in piece.whole {
-            let place = self.place(ino, &host, OwnedIdentity::default);
-            self.locks[place].whole = true;
+            let host = self.host_index(&host);
+            self.lock(ino, host, IdentityBytes::new).whole = true;
         }
     }
 
-    /// The lock of this inode and host, new with this identity if not seen before.
-    fn place(&mut self, ino: u64, host: &[u8], identity: impl FnOnce() -> OwnedIdentity) -> usize {
-        let host_index = match self.hosts.iter().position(|known| same_bytes(known, host)) {
+    fn host_index(&mut self, host: &[u8]) -> u32 {
+        (match self.hosts.iter().position(|known| same_bytes(known, host)) {
             Some(index) => index,
             None => {
                 self.hosts.push(host.into());
                 self.hosts.len() - 1
             }
-        } as u32;
-        let next = self.locks.len();
-        let place = *self.places.entry((ino, host_index)).or_insert(next);
-        if place == next {
-            self.locks.push(Lock {
-                ino,
-                host: host.into(),
-                identity: identity(),
-                whole: false,
-                wanted: false,
-                past: false,
-                window: Window {
-                    from: None,
-                    to: None,
-                },
-                last: None,
-                holds: SmallVec::new(),
-                released: None,
-                waits: SmallVec::new(),
-            });
-        }
-        place
+        }) as u32
+    }
+
+    /// The lock of this inode and host, new with this identity if not seen before.
+    fn lock(&mut self, ino: u64, host: u32, identity: impl FnOnce() -> IdentityBytes) -> &mut Lock {
+        self.locks.entry((ino, host)).or_insert_with(|| Lock {
+            identity: identity(),
+            whole: false,
+            wanted: false,
+            past: false,
+            window: Window {
+                from: None,
+                to: None,
+            },
+            last: None,
+            holds: SmallVec::new(),
+            released: None,
+            waits: SmallVec::new(),
+        })
     }
 
     fn finish(self) -> Busy {
@@ -800,20 +721,21 @@ impl Replay {
             inodes: Candidates::default(),
             windows: Windows::default(),
         };
-        for lock in self.locks {
-            if self.parsed.contains(&lock.ino) {
+        for ((ino, host), lock) in self.locks {
+            if self.parsed.contains(&ino) {
                 continue;
             }
             // Still open at the end of the logs, with no line after the span.
             let wanted = lock.wanted || (!lock.past && !lock.idle());
             if !lock.whole && wanted {
                 busy.windows
-                    .entry(lock.ino)
+                    .entry(ino)
                     .or_default()
-                    .push((lock.host.clone(), lock.window));
+                    .push((self.hosts[host as usize].clone(), lock.window));
             }
             if lock.whole || wanted {
-                busy.inodes.entry(lock.ino).or_default().push(lock.host);
+                let host = self.hosts[host as usize].clone();
+                busy.inodes.entry(ino).or_default().push(host);
             }
         }
         for ino in self.parsed {
@@ -831,8 +753,8 @@ impl Lock {
         let later = match self.last {
             // The timeline sorts by time and drops a line repeated at the same instant: lines
             // out of order, or the same event twice at one instant, are left to it.
-            Some((last, step, last_source)) => {
-                let same_kind = std::mem::discriminant(&step) == std::mem::discriminant(&fact.step);
+            Some((last, kind, last_source)) => {
+                let same_kind = kind == std::mem::discriminant(&fact.step);
                 if at < last || (at == last && (same_kind || source != last_source)) {
                     self.whole = true;
                     return;
@@ -846,7 +768,7 @@ impl Lock {
         if span.before(at) && self.idle() && later {
             self.window.from = Some(at);
         }
-        self.last = Some((at, fact.step, source));
+        self.last = Some((at, std::mem::discriminant(&fact.step), source));
         let released = self.released.take();
         let past = span.after(at);
         if past && !self.past {
@@ -869,14 +791,14 @@ impl Lock {
             // open one.
             Step::Orphan { taker } => {
                 match self.holds.iter().rposition(|hold| hold.pid == taker.pid) {
-                    Some(index) => self.holds[index].orphan_taker = Some(taker),
+                    Some(index) => self.holds[index].orphan_taker = Some(Box::new(taker)),
                     None => self.whole = true,
                 }
             }
             // The timeline finds the hold released at the same instant by the same taker; with
             // none, it would end another.
             Step::OrphanEnd { taker } => {
-                if later || released != Some(Some(taker)) {
+                if later || released.flatten().is_none_or(|released| *released != taker) {
                     self.whole = true;
                 }
             }
