@@ -352,22 +352,30 @@ fn read_line<'a>(line: &'a [u8], fields: &Fields, names: &mut Names) -> Read<'a>
         | EventKind::Inherit => return Read::NotALock,
         _ => {}
     }
-    let Some(ino) = line_ino(&fields.ino, line) else {
-        return Read::Parse;
-    };
-    let host = line_host(line);
-    let whole = || Read::Whole(ino, host);
     // Flat, whole and text, as the tracer writes the lines the replay follows: not two lines
     // run together (a torn write), no zeroed bytes. An orphan's lines name processes in
     // objects of their own: they are followed when the parse vouches for them.
     let nested = memchr::memchr2(b'{', 0, &line[1..]).is_some();
     let orphan = matches!(head.event, EventKind::Orphan | EventKind::OrphanEnd);
-    if (nested && !(orphan && parses(line, names)))
-        || (!line.is_ascii() && std::str::from_utf8(line).is_err())
-    {
-        return whole();
-    }
-    let Some(flat) = FlatLine::read(line, nested) else {
+    let followed = !(nested && !(orphan && parses(line, names)))
+        && (line.is_ascii() || std::str::from_utf8(line).is_ok());
+    let flat = followed.then(|| FlatLine::read(line, nested)).flatten();
+    // A flat line's first `"ino":` and `"host":"` are its keys (a string holds no bare
+    // quote): read with the rest, rather than searched for.
+    let (ino, host) = match &flat {
+        Some(flat) if !nested => (
+            flat.ino
+                .and_then(plain_number)
+                .or_else(|| line_ino(&fields.ino, line)),
+            flat.host.unwrap_or_default(),
+        ),
+        _ => (line_ino(&fields.ino, line), line_host(line)),
+    };
+    let Some(ino) = ino else {
+        return Read::Parse;
+    };
+    let whole = || Read::Whole(ino, host);
+    let Some(flat) = flat else {
         return whole();
     };
     let Some(identity) = flat.identity() else {
@@ -445,6 +453,10 @@ struct FlatLine<'a> {
     start_time: Option<u64>,
     wait_ns: Option<u64>,
     held_ns: Option<u64>,
+    /// The inode's digits, if not quoted.
+    ino: Option<&'a [u8]>,
+    /// The host, if a string.
+    host: Option<&'a [u8]>,
 }
 
 /// The keys the replay reads, each with its bit in `FlatLine::read`'s keys seen.
@@ -484,11 +496,17 @@ fn plain_number(value: &[u8]) -> Option<u64> {
     })
 }
 
+/// Where the first of two bytes is, a few bytes on: a line's keys and values are short, and
+/// a loop over them costs less than a vector search set up for each.
+fn short_find(bytes: &[u8], one: u8, other: u8) -> Option<usize> {
+    bytes.iter().position(|&byte| byte == one || byte == other)
+}
+
 /// The string that starts at `from`, up to its closing quote, still escaped.
 fn quoted_from(line: &[u8], from: usize) -> Option<&[u8]> {
     let mut at = from;
     loop {
-        at += memchr::memchr2(b'"', b'\\', &line[at..])?;
+        at += short_find(&line[at..], b'"', b'\\')?;
         if line[at] == b'"' {
             return Some(&line[from..at]);
         }
@@ -535,7 +553,7 @@ impl<'a> FlatLine<'a> {
             if line.get(at) != Some(&b'"') {
                 return None;
             }
-            let key_end = key_start + memchr::memchr2(b'"', b'\\', &line[key_start..])?;
+            let key_end = key_start + short_find(&line[key_start..], b'"', b'\\')?;
             if line[key_end] != b'"' || line.get(key_end + 1) != Some(&b':') {
                 return None;
             }
@@ -551,7 +569,7 @@ impl<'a> FlatLine<'a> {
                     (&line[value_start..end], false, end)
                 }
                 _ => {
-                    let len = memchr::memchr2(b',', b'}', &line[value_start..])?;
+                    let len = short_find(&line[value_start..], b',', b'}')?;
                     (
                         &line[value_start..value_start + len],
                         false,
@@ -593,6 +611,8 @@ impl<'a> FlatLine<'a> {
                 9 => flat.pid = number()?,
                 10 => flat.wait_ns = number()?,
                 11 => flat.held_ns = number()?,
+                12 => flat.ino = (!quoted).then_some(value),
+                13 => flat.host = string(),
                 14 => flat.host_path = text()?,
                 15 => flat.start_time = number()?,
                 _ => {}
