@@ -638,14 +638,34 @@ impl<'a> FlatLine<'a> {
     }
 }
 
+/// How many lines ahead the merge asks for a lock's state.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Asks for the memory of `value` to be brought into the cache.
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let start = (value as *const T).cast::<i8>();
+        for offset in (0..size_of::<T>()).step_by(64) {
+            // SAFETY: a prefetch reads nothing; the address is within `value`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 /// Each lock's state as its lines are replayed in log order.
 #[derive(Default)]
 struct Replay {
     /// The hosts met, as lines write them.
     hosts: Vec<Box<[u8]>>,
-    /// By inode and host's index in `hosts`; kept in the table itself, so that a line costs
-    /// one look-up in memory.
-    locks: FxHashMap<(u64, u32), Lock>,
+    /// Each lock's index in `locks`, by inode and host's index in `hosts`: a small table,
+    /// which stays in the cache.
+    places: FxHashMap<(u64, u32), u32>,
+    keys: Vec<(u64, u32)>,
+    locks: Vec<Lock>,
     parsed: FxHashSet<u64>,
 }
 
@@ -690,9 +710,22 @@ impl Replay {
             .iter()
             .map(|&host| self.host_index(bytes_at(chunk, host)))
             .collect();
-        for fact in piece.facts {
+        let places: Vec<u32> = piece
+            .facts
+            .iter()
+            .map(|fact| {
+                let identity = bytes_at(&piece.identities, fact.identity);
+                self.place(fact.ino, hosts[fact.host as usize], || identity.into())
+            })
+            .collect();
+        for (index, fact) in piece.facts.into_iter().enumerate() {
+            // The locks are met in no order: each would be a wait for memory, unless asked for
+            // a few lines ahead.
+            if let Some(&ahead) = places.get(index + PREFETCH_AHEAD) {
+                prefetch(&self.locks[ahead as usize]);
+            }
             let identity = bytes_at(&piece.identities, fact.identity);
-            let lock = self.lock(fact.ino, hosts[fact.host as usize], || identity.into());
+            let lock = &mut self.locks[places[index] as usize];
             if lock.whole {
                 continue;
             }
@@ -704,7 +737,8 @@ impl Replay {
         }
         for (ino, host) in piece.whole {
             let host = self.host_index(&host);
-            self.lock(ino, host, IdentityBytes::new).whole = true;
+            let place = self.place(ino, host, IdentityBytes::new);
+            self.locks[place as usize].whole = true;
         }
     }
 
@@ -718,22 +752,29 @@ impl Replay {
         }) as u32
     }
 
-    /// The lock of this inode and host, new with this identity if not seen before.
-    fn lock(&mut self, ino: u64, host: u32, identity: impl FnOnce() -> IdentityBytes) -> &mut Lock {
-        self.locks.entry((ino, host)).or_insert_with(|| Lock {
-            identity: identity(),
-            whole: false,
-            wanted: false,
-            past: false,
-            window: Window {
-                from: None,
-                to: None,
-            },
-            last: None,
-            holds: SmallVec::new(),
-            released: None,
-            waits: SmallVec::new(),
-        })
+    /// The index of the lock of this inode and host, new with this identity if not seen
+    /// before.
+    fn place(&mut self, ino: u64, host: u32, identity: impl FnOnce() -> IdentityBytes) -> u32 {
+        let next = self.locks.len() as u32;
+        let place = *self.places.entry((ino, host)).or_insert(next);
+        if place == next {
+            self.keys.push((ino, host));
+            self.locks.push(Lock {
+                identity: identity(),
+                whole: false,
+                wanted: false,
+                past: false,
+                window: Window {
+                    from: None,
+                    to: None,
+                },
+                last: None,
+                holds: SmallVec::new(),
+                released: None,
+                waits: SmallVec::new(),
+            });
+        }
+        place
     }
 
     fn finish(self) -> Busy {
@@ -741,7 +782,7 @@ impl Replay {
             inodes: Candidates::default(),
             windows: Windows::default(),
         };
-        for ((ino, host), lock) in self.locks {
+        for ((ino, host), lock) in self.keys.into_iter().zip(self.locks) {
             if self.parsed.contains(&ino) {
                 continue;
             }
