@@ -359,7 +359,9 @@ fn read_line<'a>(line: &'a [u8], fields: &Fields, names: &mut Names) -> Read<'a>
     let orphan = matches!(head.event, EventKind::Orphan | EventKind::OrphanEnd);
     let followed = !(nested && !(orphan && parses(line, names)))
         && (line.is_ascii() || std::str::from_utf8(line).is_ok());
-    let flat = followed.then(|| FlatLine::read(line, nested)).flatten();
+    let flat = followed
+        .then(|| FlatLine::read(line, nested, head.end))
+        .flatten();
     // A flat line's first `"ino":` and `"host":"` are its keys (a string holds no bare
     // quote): read with the rest, rather than searched for.
     let (ino, host) = match &flat {
@@ -543,11 +545,17 @@ impl<'a> FlatLine<'a> {
     /// None for anything but `{"key":value,...}` with string, number and null values (and,
     /// if `nested`, objects and arrays, passed over), each key once, a number in plain
     /// digits.
-    fn read(line: &'a [u8], nested: bool) -> Option<Self> {
+    /// `from`: where the line goes on after its head (`{"event":"NAME","ts":"TIME"`), read
+    /// already.
+    fn read(line: &'a [u8], nested: bool, from: usize) -> Option<Self> {
         let mut flat = FlatLine::default();
         // Keys seen, by their bit: the full parse refuses a key given twice.
         let mut seen = 0u32;
-        let mut at = 1;
+        let mut at = match line.get(from) {
+            Some(b',') => from + 1,
+            Some(b'}') if from + 1 == line.len() => return Some(flat),
+            _ => return None,
+        };
         loop {
             let key_start = at + 1;
             if line.get(at) != Some(&b'"') {
