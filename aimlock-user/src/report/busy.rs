@@ -23,7 +23,7 @@ use super::{
     BadInput,
     input::{self, Source},
     line::{Names, Nanos, Origin, Parsed, head, parse},
-    scan::{Candidates, line_host, line_ino},
+    scan::{Candidates, line_host, line_ino, same_bytes},
 };
 use crate::events::EventKind;
 
@@ -304,24 +304,6 @@ impl Piece {
         }
         piece
     }
-}
-
-/// Equal bytes, compared inline: the replay compares a few short strings on every line, where
-/// a call to `memcmp` for each would cost more than the comparison.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (mut words_a, mut words_b) = (a.chunks_exact(8), b.chunks_exact(8));
-    let word = |bytes: &[u8]| u64::from_ne_bytes(bytes.try_into().expect("8 bytes"));
-    if (&mut words_a)
-        .zip(&mut words_b)
-        .any(|(x, y)| word(x) != word(y))
-    {
-        return false;
-    }
-    let (rest_a, rest_b) = (words_a.remainder(), words_b.remainder());
-    (0..rest_a.len()).all(|index| rest_a[index] == rest_b[index])
 }
 
 enum Read<'a> {

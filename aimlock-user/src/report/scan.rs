@@ -121,7 +121,7 @@ impl Selection {
         windows.get(&ino).is_none_or(|hosts| {
             hosts
                 .iter()
-                .find(|(known, _)| **known == *host)
+                .find(|(known, _)| same_bytes(known, host))
                 .is_none_or(|(_, window)| window.contains(at))
         })
     }
@@ -187,6 +187,24 @@ pub fn line_host(line: &[u8]) -> &[u8] {
         .find(line)
         .and_then(|at| string_from(line, at + HOST_FIELD.len()))
         .unwrap_or_default()
+}
+
+/// Equal bytes, compared inline: a few short strings (hosts, paths) are compared on every
+/// line, where a call to `memcmp` for each would cost more than the comparison.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut words_a, mut words_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let word = |bytes: &[u8]| u64::from_ne_bytes(bytes.try_into().expect("8 bytes"));
+    if (&mut words_a)
+        .zip(&mut words_b)
+        .any(|(x, y)| word(x) != word(y))
+    {
+        return false;
+    }
+    let (rest_a, rest_b) = (words_a.remainder(), words_b.remainder());
+    (0..rest_a.len()).all(|index| rest_a[index] == rest_b[index])
 }
 
 /// The string after a line's first `field` (`"name":"`), between the quotes, still escaped.
@@ -630,7 +648,7 @@ impl Piece {
                     (None, _) => true,
                     (Some(inodes), Some(number)) => inodes.get(&number).is_some_and(|hosts| {
                         let host = line_host(line);
-                        (hosts.is_empty() || hosts.iter().any(|known| **known == *host))
+                        (hosts.is_empty() || hosts.iter().any(|known| same_bytes(known, host)))
                             && selection.in_window(number, host, head.at)
                     }),
                     // Not a line the tracer writes: the parse tells why.
