@@ -2,12 +2,14 @@
 //! span, and from when to when their lines are needed, found from the lines' heads and a few
 //! fields, so that the second read parses only those lines.
 //!
-//! Each lock's acquires, releases, waits and refusals are replayed as the timeline folds them,
-//! keeping only which holds and waits are open. A lock is wanted when a line about it is in the
-//! span, or when a hold or a wait was open as the span began; its lines are needed from the last
-//! moment before the span when nothing was open (what came before was over, and cannot be under
-//! way in the span) to the first such moment after it. Whatever the replay cannot follow
-//! exactly has all of its lock's lines read: POSIX locks, orphans, `held` lines, several locks
+//! Each lock's acquires, releases, waits, refusals and orphans are replayed as the timeline
+//! folds them, keeping only which holds and waits are open. A lock is wanted when a line about
+//! it is in the span, or when a hold or a wait was open as the span began; its lines are needed
+//! from the last moment before the span when nothing was open (what came before was over, and
+//! cannot be under way in the span) to the first such moment after it: the memory a query
+//! needs is bounded by the locks busy in the span, not by the log. Whatever the replay cannot
+//! follow exactly has all of its lock's lines read: POSIX locks, an orphan line without its
+//! taker's open hold or an orphan's end not just after its release, `held` lines, several locks
 //! or paths under one inode and host, lines out of time order or repeated, the tracer's own
 //! locks, a hold or a wait after the span told as begun before its end (a release whose acquire
 //! is not in the logs, a wait told only by `wait_ns`), and lines not in the tracer's own shape
@@ -21,7 +23,7 @@ use super::{
     BadInput,
     input::{self, Source},
     line::{Names, Nanos, Origin, Parsed, head, parse},
-    scan::{Candidates, line_host, line_ino, string_from},
+    scan::{Candidates, line_host, line_ino, same_bytes},
 };
 use crate::events::EventKind;
 
@@ -96,7 +98,11 @@ pub fn locks(sources: &[Source], span: Span, jobs: usize) -> Result<Busy, BadInp
 /// What one lock line says, as far as the replay needs it.
 #[derive(Clone, Copy, Debug)]
 struct Fact {
-    lock: u32,
+    ino: u64,
+    /// Its host's index in the piece's `hosts`.
+    host: u32,
+    /// Where its identity is in the piece's `identities`.
+    identity: Place,
     at: Nanos,
     step: Step,
 }
@@ -117,8 +123,40 @@ enum Step {
     Fail {
         pid: u32,
     },
+    /// The taker of a hold exited and other processes still hold it.
+    Orphan {
+        taker: Taker,
+    },
+    /// An orphaned hold was released (just after its release line).
+    OrphanEnd {
+        taker: Taker,
+    },
     /// Anything the replay does not follow: all the lock's lines are read.
     Other,
+}
+
+/// A process as the timeline tells processes apart (pid, start time and command), from the
+/// bytes of its line: equal bytes are the same process, whatever other lines fill in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Taker {
+    pid: u32,
+    start_time: Option<u64>,
+    comm: [u8; 16],
+    comm_len: u8,
+}
+
+impl Taker {
+    /// None for a command longer than the kernel's (an escaped one).
+    fn new(pid: u32, start_time: Option<u64>, comm: &[u8]) -> Option<Self> {
+        let mut bytes = [0; 16];
+        bytes.get_mut(..comm.len())?.copy_from_slice(comm);
+        Some(Self {
+            pid,
+            start_time,
+            comm: bytes,
+            comm_len: comm.len() as u8,
+        })
+    }
 }
 
 /// What, besides the inode and host, makes a lock line's lock, and its path: one lock and one
@@ -134,29 +172,33 @@ struct Identity<'a> {
     end: Option<u64>,
 }
 
-/// An identity kept across pieces.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-struct OwnedIdentity {
-    kind: Box<[u8]>,
-    dev: Box<[u8]>,
-    path: Option<Box<[u8]>>,
-    host_path: Option<Box<[u8]>>,
-    generation: Option<u64>,
-    start: Option<u64>,
-    end: Option<u64>,
-}
+/// An identity as bytes, compared whole: each string ends in 0xff, an absent one is 0xfe (the
+/// lines are UTF-8, which has neither), a number is 0xfd and its 8 bytes, an absent one 0xfe.
+type IdentityBytes = SmallVec<[u8; 64]>;
 
 impl Identity<'_> {
-    fn owned(&self) -> OwnedIdentity {
-        OwnedIdentity {
-            kind: self.kind.into(),
-            dev: self.dev.into(),
-            path: self.path.map(Box::from),
-            host_path: self.host_path.map(Box::from),
-            generation: self.generation,
-            start: self.start,
-            end: self.end,
-        }
+    fn write_to(&self, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, text: Option<&[u8]>| {
+            match text {
+                Some(text) => out.extend_from_slice(text),
+                None => out.push(0xfe),
+            }
+            out.push(0xff);
+        };
+        let number = |out: &mut Vec<u8>, number: Option<u64>| match number {
+            Some(number) => {
+                out.push(0xfd);
+                out.extend_from_slice(&number.to_le_bytes());
+            }
+            None => out.push(0xfe),
+        };
+        text(out, Some(self.kind));
+        text(out, Some(self.dev));
+        text(out, self.path);
+        text(out, self.host_path);
+        number(out, self.generation);
+        number(out, self.start);
+        number(out, self.end);
     }
 }
 
@@ -171,22 +213,6 @@ impl Fields {
             ino: memmem::Finder::new(br#""ino":"#).into_owned(),
         }
     }
-}
-
-/// A lock a piece's lines are about; its host and identity are those of its first line, at
-/// `line` in the chunk.
-struct PieceLock {
-    ino: u64,
-    host: Place,
-    kind: Place,
-    dev: Place,
-    path: Option<Place>,
-    host_path: Option<Place>,
-    generation: Option<u64>,
-    start: Option<u64>,
-    end: Option<u64>,
-    /// Its lines gave more than one identity.
-    mixed: bool,
 }
 
 /// Where bytes are in a chunk: offset and length.
@@ -204,43 +230,14 @@ fn bytes_at(chunk: &[u8], (offset, len): Place) -> &[u8] {
     &chunk[offset as usize..offset as usize + len as usize]
 }
 
-impl PieceLock {
-    fn new(chunk: &[u8], ino: u64, host: &[u8], identity: &Identity<'_>) -> Self {
-        Self {
-            ino,
-            host: place_in(chunk, host),
-            kind: place_in(chunk, identity.kind),
-            dev: place_in(chunk, identity.dev),
-            path: identity.path.map(|path| place_in(chunk, path)),
-            host_path: identity.host_path.map(|path| place_in(chunk, path)),
-            generation: identity.generation,
-            start: identity.start,
-            end: identity.end,
-            mixed: false,
-        }
-    }
-
-    fn identity<'a>(&self, chunk: &'a [u8]) -> Identity<'a> {
-        Identity {
-            kind: bytes_at(chunk, self.kind),
-            dev: bytes_at(chunk, self.dev),
-            path: self.path.map(|path| bytes_at(chunk, path)),
-            host_path: self.host_path.map(|path| bytes_at(chunk, path)),
-            generation: self.generation,
-            start: self.start,
-            end: self.end,
-        }
-    }
-}
-
-/// A piece's lock: its index, and its first line's host and identity.
-type FirstLine<'a> = (u32, &'a [u8], Identity<'a>);
-
 /// A piece's lock lines, in order.
 #[derive(Default)]
 struct Piece {
-    locks: Vec<PieceLock>,
+    /// The hosts its lines name, as they write them, where each is first named in the chunk.
+    hosts: Vec<Place>,
     facts: Vec<Fact>,
+    /// The facts' identities, end to end.
+    identities: Vec<u8>,
     /// Locks of lines the replay cannot follow.
     whole: Vec<(u64, Box<[u8]>)>,
     /// Inodes of lock lines whose inode only a parse finds, read on every host (as the second
@@ -250,10 +247,13 @@ struct Piece {
 
 impl Piece {
     fn read(bytes: &[u8], fields: &Fields) -> Self {
-        let mut piece = Piece::default();
-        // Each inode's locks in `piece.locks`, told apart by host, with their first line's
-        // host and identity.
-        let mut places: FxHashMap<u64, SmallVec<[FirstLine<'_>; 2]>> = FxHashMap::default();
+        // Sized for lines of a few hundred bytes: the lists do not grow line by line.
+        let lines = bytes.len() / 256;
+        let mut piece = Piece {
+            facts: Vec::with_capacity(lines),
+            identities: Vec::with_capacity(lines * 48),
+            ..Piece::default()
+        };
         let mut names = Names::default();
         let mut from = 0;
         while from < bytes.len() {
@@ -263,7 +263,7 @@ impl Piece {
             if line.is_empty() {
                 continue;
             }
-            match read_line(line, fields) {
+            match read_line(line, fields, &mut names) {
                 Read::NotALock => {}
                 Read::Lock {
                     ino,
@@ -272,25 +272,23 @@ impl Piece {
                     at,
                     step,
                 } => {
-                    let locks = &mut piece.locks;
-                    let same_inode = places.entry(ino).or_default();
-                    let index = match same_inode.iter().find(|(_, known, _)| **known == *host) {
-                        Some((index, _, first)) => {
-                            let lock = &mut locks[*index as usize];
-                            if !lock.mixed && *first != identity {
-                                lock.mixed = true;
-                            }
-                            *index
-                        }
+                    let hosts = &mut piece.hosts;
+                    let host = match hosts
+                        .iter()
+                        .position(|&known| same_bytes(bytes_at(bytes, known), host))
+                    {
+                        Some(index) => index,
                         None => {
-                            locks.push(PieceLock::new(bytes, ino, host, &identity));
-                            let index = locks.len() as u32 - 1;
-                            same_inode.push((index, host, identity));
-                            index
+                            hosts.push(place_in(bytes, host));
+                            hosts.len() - 1
                         }
-                    };
+                    } as u32;
+                    let start = piece.identities.len();
+                    identity.write_to(&mut piece.identities);
                     piece.facts.push(Fact {
-                        lock: index,
+                        ino,
+                        host,
+                        identity: (start as u32, (piece.identities.len() - start) as u32),
                         at,
                         step,
                     });
@@ -306,16 +304,6 @@ impl Piece {
         }
         piece
     }
-}
-
-fn same_identity(owned: &OwnedIdentity, identity: &Identity<'_>) -> bool {
-    *owned.kind == *identity.kind
-        && *owned.dev == *identity.dev
-        && owned.path.as_deref() == identity.path
-        && owned.host_path.as_deref() == identity.host_path
-        && owned.generation == identity.generation
-        && owned.start == identity.start
-        && owned.end == identity.end
 }
 
 enum Read<'a> {
@@ -334,7 +322,7 @@ enum Read<'a> {
     Parse,
 }
 
-fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
+fn read_line<'a>(line: &'a [u8], fields: &Fields, names: &mut Names) -> Read<'a> {
     let Some(head) = head(line) else {
         return Read::Parse;
     };
@@ -346,30 +334,42 @@ fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
         | EventKind::Inherit => return Read::NotALock,
         _ => {}
     }
-    let Some(ino) = line_ino(&fields.ino, line) else {
+    // Flat, whole and text, as the tracer writes the lines the replay follows: not two lines
+    // run together (a torn write), no zeroed bytes. An orphan's lines name processes in
+    // objects of their own: they are followed when the parse vouches for them.
+    let nested = memchr::memchr2(b'{', 0, &line[1..]).is_some();
+    let orphan = matches!(head.event, EventKind::Orphan | EventKind::OrphanEnd);
+    let followed = !(nested && !(orphan && parses(line, names)))
+        && (line.is_ascii() || std::str::from_utf8(line).is_ok());
+    let flat = followed
+        .then(|| FlatLine::read(line, nested, head.end))
+        .flatten();
+    // A flat line's first `"ino":` and `"host":"` are its keys (a string holds no bare
+    // quote): read with the rest, rather than searched for.
+    let (ino, host) = match &flat {
+        Some(flat) if !nested => (
+            flat.ino
+                .and_then(plain_number)
+                .or_else(|| line_ino(&fields.ino, line)),
+            flat.host.unwrap_or_default(),
+        ),
+        _ => (line_ino(&fields.ino, line), line_host(line)),
+    };
+    let Some(ino) = ino else {
         return Read::Parse;
     };
-    let host = line_host(line);
     let whole = || Read::Whole(ino, host);
-    // Flat, whole and text, as the tracer writes the lines the replay follows: not two lines
-    // run together (a torn write), no zeroed bytes.
-    if memchr::memchr2(b'{', 0, &line[1..]).is_some()
-        || (!line.is_ascii() && std::str::from_utf8(line).is_err())
-    {
-        return whole();
-    }
-    let Some(flat) = FlatLine::read(line) else {
+    let Some(flat) = flat else {
         return whole();
     };
     let Some(identity) = flat.identity() else {
         return whole();
     };
-    let known = |value: Option<&[u8]>, names: &[&[u8]]| value.is_none_or(|v| names.contains(&v));
     if !matches!(identity.kind, b"flock" | b"ofd" | b"lease")
-        || !known(flat.mode, &[b"read", b"write", b"unlock"])
-        || !known(
+        || !matches!(flat.mode, None | Some(b"read" | b"write" | b"unlock"))
+        || !matches!(
             flat.reason,
-            &[b"unlock", b"close", b"exit", b"convert", b"lost"],
+            None | Some(b"unlock" | b"close" | b"exit" | b"convert" | b"lost")
         )
         || flat.comm == Some(b"aimlock")
     {
@@ -389,6 +389,19 @@ fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
         },
         EventKind::Wait => Step::Wait { pid },
         EventKind::Fail => Step::Fail { pid },
+        EventKind::Orphan | EventKind::OrphanEnd => {
+            let Some(taker) = flat
+                .comm
+                .and_then(|comm| Taker::new(pid, flat.start_time, comm))
+            else {
+                return whole();
+            };
+            if head.event == EventKind::Orphan {
+                Step::Orphan { taker }
+            } else {
+                Step::OrphanEnd { taker }
+            }
+        }
         _ => Step::Other,
     };
     Read::Lock {
@@ -400,8 +413,14 @@ fn read_line<'a>(line: &'a [u8], fields: &Fields) -> Read<'a> {
     }
 }
 
-/// The fields the replay reads from a flat line (no object or array inside), each read once
-/// in one pass over the line.
+/// Whether the full parse reads the line as a lock line (not two run together).
+fn parses(line: &[u8], names: &mut Names) -> bool {
+    let origin = Origin { source: 0, line: 0 };
+    matches!(parse(line, origin, names), Ok(Parsed::Lock(..)))
+}
+
+/// The fields the replay reads from a flat line (no object or array inside, but for an
+/// orphan's lines), each read once in one pass over the line.
 #[derive(Default)]
 struct FlatLine<'a> {
     kind: Option<&'a [u8]>,
@@ -415,59 +434,141 @@ struct FlatLine<'a> {
     reason: Option<&'a [u8]>,
     comm: Option<&'a [u8]>,
     pid: Option<u64>,
+    start_time: Option<u64>,
     wait_ns: Option<u64>,
     held_ns: Option<u64>,
+    /// The inode's digits, if not quoted.
+    ino: Option<&'a [u8]>,
+    /// The host, if a string.
+    host: Option<&'a [u8]>,
+}
+
+/// The keys the replay reads, each with its bit in `FlatLine::read`'s keys seen.
+fn key_bit(key: &[u8]) -> u32 {
+    // By length first: a comparison of a few bytes each, not a call.
+    match key.len() {
+        3 if key == b"dev" => 1,
+        3 if key == b"end" => 5,
+        3 if key == b"ino" => 12,
+        3 if key == b"pid" => 9,
+        4 if key == b"kind" => 0,
+        4 if key == b"path" => 2,
+        4 if key == b"mode" => 6,
+        4 if key == b"comm" => 8,
+        4 if key == b"host" => 13,
+        5 if key == b"start" => 4,
+        6 if key == b"reason" => 7,
+        7 if key == b"wait_ns" => 10,
+        7 if key == b"held_ns" => 11,
+        9 if key == b"host_path" => 14,
+        10 if key == b"generation" => 3,
+        10 if key == b"start_time" => 15,
+        _ => OTHER_KEY,
+    }
+}
+
+const OTHER_KEY: u32 = 16;
+
+/// A JSON number in plain digits that fits in 19 of them.
+fn plain_number(value: &[u8]) -> Option<u64> {
+    if !(1..=19).contains(&value.len()) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |number, &byte| {
+        byte.is_ascii_digit()
+            .then(|| number * 10 + u64::from(byte - b'0'))
+    })
+}
+
+/// Where the first of two bytes is, a few bytes on: a line's keys and values are short, and
+/// a loop over them costs less than a vector search set up for each.
+fn short_find(bytes: &[u8], one: u8, other: u8) -> Option<usize> {
+    bytes.iter().position(|&byte| byte == one || byte == other)
+}
+
+/// The string that starts at `from`, up to its closing quote, still escaped.
+fn quoted_from(line: &[u8], from: usize) -> Option<&[u8]> {
+    let mut at = from;
+    loop {
+        at += short_find(&line[at..], b'"', b'\\')?;
+        if line[at] == b'"' {
+            return Some(&line[from..at]);
+        }
+        at += 2;
+        if at > line.len() {
+            return None;
+        }
+    }
+}
+
+/// Where the object or array that starts at `from` ends (just after it); strings inside are
+/// passed over whole.
+fn nested_end(line: &[u8], from: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut at = from;
+    while at < line.len() {
+        match line[at] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(at + 1);
+                }
+            }
+            b'"' => at += quoted_from(line, at + 1)?.len() + 1,
+            _ => {}
+        }
+        at += 1;
+    }
+    None
 }
 
 impl<'a> FlatLine<'a> {
-    /// None for anything but `{"key":value,...}` with string, number and null values, each
-    /// key once, a number in plain digits.
-    fn read(line: &'a [u8]) -> Option<Self> {
+    /// None for anything but `{"key":value,...}` with string, number and null values (and,
+    /// if `nested`, objects and arrays, passed over), each key once, a number in plain
+    /// digits.
+    /// `from`: where the line goes on after its head (`{"event":"NAME","ts":"TIME"`), read
+    /// already.
+    fn read(line: &'a [u8], nested: bool, from: usize) -> Option<Self> {
         let mut flat = FlatLine::default();
         // Keys seen, by their bit: the full parse refuses a key given twice.
-        let mut seen = 0u16;
-        let mut at = 1;
+        let mut seen = 0u32;
+        let mut at = match line.get(from) {
+            Some(b',') => from + 1,
+            Some(b'}') if from + 1 == line.len() => return Some(flat),
+            _ => return None,
+        };
         loop {
             let key_start = at + 1;
             if line.get(at) != Some(&b'"') {
                 return None;
             }
-            let key_end = key_start + memchr::memchr2(b'"', b'\\', &line[key_start..])?;
+            let key_end = key_start + short_find(&line[key_start..], b'"', b'\\')?;
             if line[key_end] != b'"' || line.get(key_end + 1) != Some(&b':') {
                 return None;
             }
             let key = &line[key_start..key_end];
             let value_start = key_end + 2;
-            let (value, quoted, value_end) = if line.get(value_start) == Some(&b'"') {
-                let string = string_from(line, value_start + 1)?;
-                (string, true, value_start + 1 + string.len() + 1)
-            } else {
-                let len = memchr::memchr2(b',', b'}', &line[value_start..])?;
-                (
-                    &line[value_start..value_start + len],
-                    false,
-                    value_start + len,
-                )
+            let (value, quoted, value_end) = match line.get(value_start) {
+                Some(b'"') => {
+                    let string = quoted_from(line, value_start + 1)?;
+                    (string, true, value_start + 1 + string.len() + 1)
+                }
+                Some(b'{' | b'[') if nested => {
+                    let end = nested_end(line, value_start)?;
+                    (&line[value_start..end], false, end)
+                }
+                _ => {
+                    let len = short_find(&line[value_start..], b',', b'}')?;
+                    (
+                        &line[value_start..value_start + len],
+                        false,
+                        value_start + len,
+                    )
+                }
             };
-            let bit = match key {
-                b"kind" => 0,
-                b"dev" => 1,
-                b"path" => 2,
-                b"generation" => 3,
-                b"start" => 4,
-                b"end" => 5,
-                b"mode" => 6,
-                b"reason" => 7,
-                b"comm" => 8,
-                b"pid" => 9,
-                b"wait_ns" => 10,
-                b"held_ns" => 11,
-                b"ino" => 12,
-                b"host" => 13,
-                b"host_path" => 14,
-                _ => 15,
-            };
-            if bit < 15 {
+            let bit = key_bit(key);
+            if bit < OTHER_KEY {
                 if seen & (1 << bit) != 0 {
                     return None;
                 }
@@ -479,12 +580,10 @@ impl<'a> FlatLine<'a> {
                 if null {
                     return Some(None);
                 }
-                let plain = !quoted
-                    && (1..=19).contains(&value.len())
-                    && value.iter().all(u8::is_ascii_digit);
-                plain
-                    .then(|| std::str::from_utf8(value).ok()?.parse().ok())?
-                    .map(Some)
+                if quoted {
+                    return None;
+                }
+                plain_number(value).map(Some)
             };
             let text = || -> Option<Option<&'a [u8]>> {
                 if null { Some(None) } else { string().map(Some) }
@@ -502,7 +601,10 @@ impl<'a> FlatLine<'a> {
                 9 => flat.pid = number()?,
                 10 => flat.wait_ns = number()?,
                 11 => flat.held_ns = number()?,
+                12 => flat.ino = (!quoted).then_some(value),
+                13 => flat.host = string(),
                 14 => flat.host_path = text()?,
+                15 => flat.start_time = number()?,
                 _ => {}
             }
             match line.get(value_end) {
@@ -526,21 +628,40 @@ impl<'a> FlatLine<'a> {
     }
 }
 
+/// How many lines ahead the merge asks for a lock's state.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Asks for the memory of `value` to be brought into the cache.
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let start = (value as *const T).cast::<i8>();
+        for offset in (0..size_of::<T>()).step_by(64) {
+            // SAFETY: a prefetch reads nothing; the address is within `value`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 /// Each lock's state as its lines are replayed in log order.
 #[derive(Default)]
 struct Replay {
-    /// Each inode's locks in `locks`, told apart by host.
-    places: FxHashMap<(u64, u32), usize>,
-    /// The hosts met, as lines write them: a lock is placed by its inode and its host's index.
+    /// The hosts met, as lines write them.
     hosts: Vec<Box<[u8]>>,
+    /// Each lock's index in `locks`, by inode and host's index in `hosts`: a small table,
+    /// which stays in the cache.
+    places: FxHashMap<(u64, u32), u32>,
+    keys: Vec<(u64, u32)>,
     locks: Vec<Lock>,
     parsed: FxHashSet<u64>,
 }
 
 struct Lock {
-    ino: u64,
-    host: Box<[u8]>,
-    identity: OwnedIdentity,
+    /// Its first line's; a line of another makes it whole.
+    identity: IdentityBytes,
     /// All its lines are read.
     whole: bool,
     /// Something of it was under way in the span.
@@ -550,56 +671,85 @@ struct Lock {
     /// Its lines needed, if wanted.
     window: Window,
     /// The last line's time, event and source.
-    last: Option<(Nanos, Step, u32)>,
-    /// Unreleased holds, in the order taken: the taker's pid and when.
-    holds: SmallVec<[(u32, Nanos); 2]>,
+    last: Option<(Nanos, std::mem::Discriminant<Step>, u32)>,
+    /// Unreleased holds, in the order taken.
+    holds: SmallVec<[OpenHold; 2]>,
+    /// The hold the line before released, at the same instant or earlier: the orphan line's
+    /// taker, if it had one.
+    released: Option<Option<Box<Taker>>>,
     /// Open waits' pids, in the order begun.
     waits: SmallVec<[u32; 2]>,
+}
+
+/// A hold taken and not yet released.
+#[derive(Clone, Debug)]
+struct OpenHold {
+    /// The taker's pid.
+    pid: u32,
+    taken: Nanos,
+    /// Who an orphan line said took it: the timeline's taker from then on (rare: out of the
+    /// way).
+    orphan_taker: Option<Box<Taker>>,
 }
 
 impl Replay {
     fn merge(&mut self, chunk: &[u8], piece: Piece, source: u32, span: Span) {
         self.parsed.extend(piece.parsed);
-        let places: Vec<usize> = piece
-            .locks
+        let hosts: Vec<u32> = piece
+            .hosts
             .iter()
-            .map(|lock| {
-                let (host, identity) = (bytes_at(chunk, lock.host), lock.identity(chunk));
-                let place = self.place(lock.ino, host, || identity.owned());
-                let known = &mut self.locks[place];
-                if lock.mixed || !same_identity(&known.identity, &identity) {
-                    known.whole = true;
-                }
-                place
+            .map(|&host| self.host_index(bytes_at(chunk, host)))
+            .collect();
+        let places: Vec<u32> = piece
+            .facts
+            .iter()
+            .map(|fact| {
+                let identity = bytes_at(&piece.identities, fact.identity);
+                self.place(fact.ino, hosts[fact.host as usize], || identity.into())
             })
             .collect();
-        for fact in piece.facts {
-            let lock = &mut self.locks[places[fact.lock as usize]];
-            if !lock.whole {
+        for (index, fact) in piece.facts.into_iter().enumerate() {
+            // The locks are met in no order: each would be a wait for memory, unless asked for
+            // a few lines ahead.
+            if let Some(&ahead) = places.get(index + PREFETCH_AHEAD) {
+                prefetch(&self.locks[ahead as usize]);
+            }
+            let identity = bytes_at(&piece.identities, fact.identity);
+            let lock = &mut self.locks[places[index] as usize];
+            if lock.whole {
+                continue;
+            }
+            if same_bytes(&lock.identity, identity) {
                 lock.replay(fact, source, span);
+            } else {
+                lock.whole = true;
             }
         }
         for (ino, host) in piece.whole {
-            let place = self.place(ino, &host, OwnedIdentity::default);
-            self.locks[place].whole = true;
+            let host = self.host_index(&host);
+            let place = self.place(ino, host, IdentityBytes::new);
+            self.locks[place as usize].whole = true;
         }
     }
 
-    /// The lock of this inode and host, new with this identity if not seen before.
-    fn place(&mut self, ino: u64, host: &[u8], identity: impl FnOnce() -> OwnedIdentity) -> usize {
-        let host_index = match self.hosts.iter().position(|known| **known == *host) {
+    fn host_index(&mut self, host: &[u8]) -> u32 {
+        (match self.hosts.iter().position(|known| same_bytes(known, host)) {
             Some(index) => index,
             None => {
                 self.hosts.push(host.into());
                 self.hosts.len() - 1
             }
-        } as u32;
-        let next = self.locks.len();
-        let place = *self.places.entry((ino, host_index)).or_insert(next);
+        }) as u32
+    }
+
+    /// The index of the lock of this inode and host, new with this identity if not seen
+    /// before.
+    fn place(&mut self, ino: u64, host: u32, identity: impl FnOnce() -> IdentityBytes) -> u32 {
+        let next = self.locks.len() as u32;
+        let place = *self.places.entry((ino, host)).or_insert(next);
         if place == next {
+            self.keys.push((ino, host));
             self.locks.push(Lock {
-                ino,
-                host: host.into(),
                 identity: identity(),
                 whole: false,
                 wanted: false,
@@ -610,6 +760,7 @@ impl Replay {
                 },
                 last: None,
                 holds: SmallVec::new(),
+                released: None,
                 waits: SmallVec::new(),
             });
         }
@@ -621,20 +772,21 @@ impl Replay {
             inodes: Candidates::default(),
             windows: Windows::default(),
         };
-        for lock in self.locks {
-            if self.parsed.contains(&lock.ino) {
+        for ((ino, host), lock) in self.keys.into_iter().zip(self.locks) {
+            if self.parsed.contains(&ino) {
                 continue;
             }
             // Still open at the end of the logs, with no line after the span.
             let wanted = lock.wanted || (!lock.past && !lock.idle());
             if !lock.whole && wanted {
                 busy.windows
-                    .entry(lock.ino)
+                    .entry(ino)
                     .or_default()
-                    .push((lock.host.clone(), lock.window));
+                    .push((self.hosts[host as usize].clone(), lock.window));
             }
             if lock.whole || wanted {
-                busy.inodes.entry(lock.ino).or_default().push(lock.host);
+                let host = self.hosts[host as usize].clone();
+                busy.inodes.entry(ino).or_default().push(host);
             }
         }
         for ino in self.parsed {
@@ -652,8 +804,8 @@ impl Lock {
         let later = match self.last {
             // The timeline sorts by time and drops a line repeated at the same instant: lines
             // out of order, or the same event twice at one instant, are left to it.
-            Some((last, step, last_source)) => {
-                let same_kind = std::mem::discriminant(&step) == std::mem::discriminant(&fact.step);
+            Some((last, kind, last_source)) => {
+                let same_kind = kind == std::mem::discriminant(&fact.step);
                 if at < last || (at == last && (same_kind || source != last_source)) {
                     self.whole = true;
                     return;
@@ -667,7 +819,8 @@ impl Lock {
         if span.before(at) && self.idle() && later {
             self.window.from = Some(at);
         }
-        self.last = Some((at, fact.step, source));
+        self.last = Some((at, std::mem::discriminant(&fact.step), source));
+        let released = self.released.take();
         let past = span.after(at);
         if past && !self.past {
             self.past = true;
@@ -685,6 +838,21 @@ impl Lock {
             Step::Fail { pid } => {
                 self.end_wait(pid);
             }
+            // The timeline marks the taker's latest open hold orphaned; with none, it would
+            // open one.
+            Step::Orphan { taker } => {
+                match self.holds.iter().rposition(|hold| hold.pid == taker.pid) {
+                    Some(index) => self.holds[index].orphan_taker = Some(Box::new(taker)),
+                    None => self.whole = true,
+                }
+            }
+            // The timeline finds the hold released at the same instant by the same taker; with
+            // none, it would end another.
+            Step::OrphanEnd { taker } => {
+                if later || released.flatten().is_none_or(|released| *released != taker) {
+                    self.whole = true;
+                }
+            }
             Step::Acquire { pid, wait_ns } => {
                 // A wait its own line did not tell, from `wait_ns`.
                 let wait_ns = wait_ns.filter(|&ns| ns > 0);
@@ -695,7 +863,11 @@ impl Lock {
                 {
                     self.whole = true;
                 }
-                self.holds.push((pid, at));
+                self.holds.push(OpenHold {
+                    pid,
+                    taken: at,
+                    orphan_taker: None,
+                });
             }
             Step::Release { pid, held_ns } => {
                 let acquired = held_ns.map(|held| at.saturating_sub(held));
@@ -704,13 +876,13 @@ impl Lock {
                         .holds
                         .iter()
                         .enumerate()
-                        .min_by_key(|(_, (taker, taken))| (taken.abs_diff(acquired), *taker != pid))
+                        .min_by_key(|(_, hold)| (hold.taken.abs_diff(acquired), hold.pid != pid))
                         .map(|(index, _)| index),
-                    None => self.holds.iter().rposition(|(taker, _)| *taker == pid),
+                    None => self.holds.iter().rposition(|hold| hold.pid == pid),
                 };
                 match open {
                     Some(index) => {
-                        self.holds.remove(index);
+                        self.released = Some(self.holds.remove(index).orphan_taker);
                     }
                     // A hold taken before the logs, released here.
                     None => {

@@ -494,6 +494,8 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
 pub struct Head {
     pub event: EventKind,
     pub at: Nanos,
+    /// Where the line goes on after the time's closing quote.
+    pub end: usize,
 }
 
 /// The event and time of a trimmed line that starts and ends as the tracer writes lines, read
@@ -514,7 +516,8 @@ pub fn head(line: &[u8]) -> Option<Head> {
     let rest = rest[name_len..].strip_prefix(TS)?;
     let ts_len = memchr::memchr(b'"', &rest[..rest.len().min(40)])?;
     let at = tracer_ts(&rest[..ts_len])?;
-    Some(Head { event, at })
+    let end = line.len() - rest.len() + ts_len + 1;
+    Some(Head { event, at, end })
 }
 
 /// The `ts` of a line found by a byte search, without parsing the rest of it.
@@ -618,13 +621,9 @@ mod tests {
         assert_eq!(names.get(record.others[0].comm), "sleep");
         assert_eq!(record.others[0].ns_pid, Some(3));
         assert_eq!(line_ts(&json), Some(record.at));
-        assert_eq!(
-            head(&json),
-            Some(Head {
-                event: EventKind::OrphanEnd,
-                at: record.at
-            })
-        );
+        let head = head(&json).unwrap();
+        assert_eq!((head.event, head.at), (EventKind::OrphanEnd, record.at));
+        assert_eq!(&json[head.end..head.end + 2], b",\"");
     }
 
     #[test]

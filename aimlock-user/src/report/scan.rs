@@ -121,7 +121,7 @@ impl Selection {
         windows.get(&ino).is_none_or(|hosts| {
             hosts
                 .iter()
-                .find(|(known, _)| **known == *host)
+                .find(|(known, _)| same_bytes(known, host))
                 .is_none_or(|(_, window)| window.contains(at))
         })
     }
@@ -189,6 +189,24 @@ pub fn line_host(line: &[u8]) -> &[u8] {
         .unwrap_or_default()
 }
 
+/// Equal bytes, compared inline: a few short strings (hosts, paths) are compared on every
+/// line, where a call to `memcmp` for each would cost more than the comparison.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut words_a, mut words_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let word = |bytes: &[u8]| u64::from_ne_bytes(bytes.try_into().expect("8 bytes"));
+    if (&mut words_a)
+        .zip(&mut words_b)
+        .any(|(x, y)| word(x) != word(y))
+    {
+        return false;
+    }
+    let (rest_a, rest_b) = (words_a.remainder(), words_b.remainder());
+    (0..rest_a.len()).all(|index| rest_a[index] == rest_b[index])
+}
+
 /// The string after a line's first `field` (`"name":"`), between the quotes, still escaped.
 pub fn string_value<'a>(line: &'a [u8], field: &[u8]) -> Option<&'a [u8]> {
     string_from(line, memmem::find(line, field)? + field.len())
@@ -215,10 +233,14 @@ pub fn line_ino(finder: &memmem::Finder<'_>, line: &[u8]) -> Option<u64> {
         .iter()
         .take_while(|byte| byte.is_ascii_digit())
         .count();
-    std::str::from_utf8(&line[from..from + digits])
-        .ok()?
-        .parse()
-        .ok()
+    if digits == 0 {
+        return None;
+    }
+    line[from..from + digits]
+        .iter()
+        .try_fold(0u64, |number, &digit| {
+            number.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        })
 }
 
 /// The lines of one lock, in file order, and the paths it was seen under.
@@ -626,7 +648,7 @@ impl Piece {
                     (None, _) => true,
                     (Some(inodes), Some(number)) => inodes.get(&number).is_some_and(|hosts| {
                         let host = line_host(line);
-                        (hosts.is_empty() || hosts.iter().any(|known| **known == *host))
+                        (hosts.is_empty() || hosts.iter().any(|known| same_bytes(known, host)))
                             && selection.in_window(number, host, head.at)
                     }),
                     // Not a line the tracer writes: the parse tells why.

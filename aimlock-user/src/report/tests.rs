@@ -1115,6 +1115,59 @@ fn span_story(host: &str, shift: u64) -> Vec<(u64, String)> {
             ts(9 + shift)
         ),
     ));
+    // Orphans the replay follows, and those it leaves to the full read: across the span; of a
+    // hold taken before the logs; told at its end by a process that is not the orphan line's
+    // (another command); whose release line is lost.
+    let orphan = |at: u64, pid: u32, ino: u64, exited: u64, holder: u32| {
+        line(
+            "orphan",
+            at,
+            pid,
+            ino,
+            &format!(
+                r#","taker_exit":"{}","holders":[{{"pid":{holder},"comm":"sleep","fd":3}}]"#,
+                ts(exited + shift)
+            ),
+        )
+    };
+    let orphan_end = |at: u64, pid: u32, ino: u64, held: u64, exited: u64, holder: u32| {
+        line(
+            "orphan_end",
+            at,
+            pid,
+            ino,
+            &format!(
+                r#","held_ns":{held}000000000,"reason":"exit","orphan_ns":{}000000000,"taker_exit":"{}","by":{{"pid":{holder},"comm":"sleep"}}"#,
+                at - exited,
+                ts(exited + shift)
+            ),
+        )
+    };
+    let released_by = |at: u64, holder: u32, ino: u64, held: u64| {
+        line(
+            "release",
+            at,
+            holder,
+            ino,
+            &format!(r#","held_ns":{held}000000000,"reason":"exit""#),
+        )
+    };
+    lines.push(line("acquire", 40, 820, 118, ""));
+    lines.push((45 + shift, exit(45, 820)));
+    lines.push(orphan(45, 820, 118, 45, 841));
+    lines.push(released_by(65, 841, 118, 25));
+    lines.push(orphan_end(65, 820, 118, 25, 45, 841));
+    lines.push(orphan(52, 830, 119, 50, 842));
+    lines.push(released_by(57, 842, 119, 10));
+    lines.push(orphan_end(57, 830, 119, 10, 50, 842));
+    lines.push(line("acquire", 22, 822, 121, ""));
+    lines.push(orphan(24, 822, 121, 24, 843));
+    lines.push(released_by(33, 843, 121, 11));
+    let (at, text) = orphan_end(33, 822, 121, 11, 24, 843);
+    lines.push((at, text.replace(r#""comm":"job""#, r#""comm":"job2""#)));
+    lines.push(line("acquire", 11, 823, 122, ""));
+    lines.push(orphan(12, 823, 122, 12, 844));
+    lines.push(orphan_end(35, 823, 122, 24, 12, 844));
     // OFD ranges of one file, and POSIX ranges that merge, split and end at an exit.
     let ranged =
         |event: &str, at: u64, pid: u32, kind: &str, mode: &str, ino, range, extra: &str| {
@@ -1280,6 +1333,28 @@ fn spans_read_selectively_report_what_a_full_read_reports() {
     );
     let third = logs.write("trace.log", &last.as_bytes()[..70]);
     let second = logs.write("trace.log.2.gz", &second);
+    // An orphan's lines are followed: its lock needs only the lines of its window (from the
+    // acquire before the span to the release after it), not every line.
+    let sources = input::expand(&[first.clone(), second.clone(), third.clone()]).unwrap();
+    let at = |seconds: u64| line::parse_ts(&ts(seconds)).unwrap();
+    let span = busy::Span {
+        since: Some(at(50)),
+        until: Some(at(50)),
+    };
+    let busy = busy::locks(&sources, span, 2).unwrap();
+    let window = |ino: u64, host: &str| {
+        busy.windows[&ino]
+            .iter()
+            .find(|(known, _)| **known == *host.as_bytes())
+            .map(|(_, window)| *window)
+    };
+    assert_eq!(
+        window(118, "web-1"),
+        Some(busy::Window {
+            from: Some(at(40)),
+            to: Some(at(65)),
+        })
+    );
     let points = [
         0, 3, 5, 6, 9, 10, 20, 30, 45, 50, 51, 55, 60, 61, 66, 70, 85, 89, 90, 96, 99, 200,
     ];
