@@ -141,7 +141,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         mut inode_filter,
         ..
     } = tracer;
-    let mut decoder = Decoder::new(decode);
+    let mut intake = Intake {
+        decoder: Decoder::new(decode),
+        fd_locks: FdLocks::default(),
+    };
     if let Some(logger) = logger {
         spawn_kernel_logger(logger)?;
     }
@@ -180,7 +183,6 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut outputs = Vec::new();
     let mut written = 0u64;
     let mut records = 0u64;
-    let mut fd_locks = FdLocks::default();
     loop {
         let mut arrived = None;
         tokio::select! {
@@ -205,13 +207,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             let Some(batch) = arrived.take().or_else(|| ring.try_next()) else {
                 break;
             };
-            records += take(
-                &batch,
-                &mut decoder,
-                &mut tracker,
-                &mut enricher,
-                &mut fd_locks,
-            );
+            records += intake.take(&batch, &mut tracker, &mut enricher);
             ring.done(batch);
             tracker.advance(clock.monotonic_now(), &mut outputs);
             written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
@@ -233,13 +229,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     drop(attached);
     ring.stop();
     while let Some(batch) = ring.next().await {
-        records += take(
-            &batch,
-            &mut decoder,
-            &mut tracker,
-            &mut enricher,
-            &mut fd_locks,
-        );
+        records += intake.take(&batch, &mut tracker, &mut enricher);
         ring.done(batch);
     }
     if let Some(view) = views.done().await {
@@ -288,63 +278,65 @@ const STOP_LINE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Batches (of up to 256 KiB of records) handled between two looks at signals and views.
 const BATCHES_PER_PASS: usize = 16;
 
-/// Moves a batch of records into the tracker; returns how many events they held (a context
-/// record is part of the lock records that follow it). Paths are looked up now, while the
-/// process that locked the file is most likely still alive.
-fn take(
-    batch: &Batch,
-    decoder: &mut Decoder,
-    tracker: &mut Tracker,
-    enricher: &mut Enricher,
-    fd_locks: &mut FdLocks,
-) -> u64 {
-    let mut count = 0;
-    for item in batch.records() {
-        match decoder.decode(item) {
-            Decoded::Context => continue,
-            Decoded::Input(mut input) => {
-                if let Input::Exec { pid, locked, .. } = &mut input {
-                    *locked = fd_locks.description_locks(*pid);
+/// What turns the ring's records into the tracker's inputs.
+struct Intake {
+    decoder: Decoder,
+    fd_locks: FdLocks,
+}
+
+impl Intake {
+    /// Moves a batch of records into the tracker; returns how many events they held (a context
+    /// record is part of the lock records that follow it). Paths are looked up now, while the
+    /// process that locked the file is most likely still alive.
+    fn take(&mut self, batch: &Batch, tracker: &mut Tracker, enricher: &mut Enricher) -> u64 {
+        let mut count = 0;
+        for item in batch.records() {
+            match self.decoder.decode(item) {
+                Decoded::Context => continue,
+                Decoded::Input(mut input) => {
+                    if let Input::Exec { pid, locked, .. } = &mut input {
+                        *locked = self.fd_locks.description_locks(*pid);
+                    }
+                    match &mut input {
+                        Input::Lock(op) | Input::FcntlFailure(op) | Input::FlockWaitEnd(op) => {
+                            // The process first: a short-lived one may be gone by the time its
+                            // fds have been looked through.
+                            enricher.process_of(op);
+                            enricher.learn_file(op);
+                        }
+                        Input::Exit {
+                            pid, start_time, ..
+                        } if *start_time == 0 => {
+                            *start_time = enricher.start_time_of(*pid);
+                            enricher.exited(*pid);
+                        }
+                        Input::Fork {
+                            pid, start_time, ..
+                        }
+                        | Input::Exec {
+                            pid, start_time, ..
+                        }
+                        | Input::Passed {
+                            pid, start_time, ..
+                        } if *start_time == 0 => *start_time = enricher.start_time_of(*pid),
+                        _ => {}
+                    }
+                    tracker.push(input);
                 }
-                match &mut input {
-                    Input::Lock(op) | Input::FcntlFailure(op) | Input::FlockWaitEnd(op) => {
-                        // The process first: a short-lived one may be gone by the time its
-                        // fds have been looked through.
-                        enricher.process_of(op);
-                        enricher.learn_file(op);
-                    }
-                    Input::Exit {
-                        pid, start_time, ..
-                    } if *start_time == 0 => {
-                        *start_time = enricher.start_time_of(*pid);
-                        enricher.exited(*pid);
-                    }
-                    Input::Fork {
-                        pid, start_time, ..
-                    }
-                    | Input::Exec {
-                        pid, start_time, ..
-                    }
-                    | Input::Passed {
-                        pid, start_time, ..
-                    } if *start_time == 0 => *start_time = enricher.start_time_of(*pid),
-                    _ => {}
-                }
-                tracker.push(input);
+                Decoded::Unreadable => log::warn!(
+                    "skipped a record of {} bytes this binary cannot read",
+                    item.len()
+                ),
             }
-            Decoded::Unreadable => log::warn!(
-                "skipped a record of {} bytes this binary cannot read",
-                item.len()
-            ),
+            count += 1;
         }
-        count += 1;
+        if let Some(emptied_at) = batch.emptied_at {
+            // Every record timestamped before then has been read (a program commits its record
+            // within the run that took its timestamp).
+            tracker.ring_read_until(emptied_at);
+        }
+        count
     }
-    if let Some(emptied_at) = batch.emptied_at {
-        // Every record timestamped before then has been read (a program commits its record
-        // within the run that took its timestamp).
-        tracker.ring_read_until(emptied_at);
-    }
-    count
 }
 
 /// Puts the files `--path` follows now into the kernel's filter.
