@@ -461,13 +461,15 @@ fn sigterm_mid_burst_drains_and_writes_the_stop_line() {
     let file = dir.file("lock");
     let ino = inode(&file);
     // Every line is parsed as it arrives: a torn line fails the test. The burst outruns the
-    // tracker and fills the backlog, which the stop drains: 4 MiB of it (20,000 records) keeps
-    // the lines this test holds within a small VM's memory.
+    // tracker and fills the ring and the backlog, which the stop drains: 2 MiB of each (about
+    // 55,000 lock records in all) keeps the lines this test holds within a small VM's memory.
     let tracer = Tracer::start(&[
         "--path",
         &file.display().to_string(),
+        "--ring-size",
+        "2M",
         "--backlog-size",
-        "4M",
+        "2M",
     ]);
     let burst = Workload::start(&[&format!("open:{}", file.display()), "loop:1000000:flock"]);
     tracer.wait_for("the burst", SETTLE, |e| e["ino"] == ino);
@@ -815,12 +817,12 @@ fn the_tracer_drains_the_ring_at_a_raised_priority() {
 
 /// A lock record names its process and file through the last context its CPU wrote (a new one
 /// whenever either changes). Two processes that look alike (one program, one name, started
-/// 30 ms apart), locking different files, one of which is renamed midway, share one CPU; every
-/// lock event must keep its own process's start time and its own file's path, however the
-/// scheduler interleaves them.
+/// 30 ms apart), locking different files, one of which is renamed midway, take turns on one
+/// CPU (each runs a loop, then waits for the test to let the other run); every lock event must
+/// keep its own process's start time and its own file's path.
 #[test]
 fn processes_and_files_taking_turns_on_one_cpu_keep_their_own_names() {
-    const PAIRS: usize = 4_000;
+    const PAIRS: usize = 2_000;
     let dir = TempDir::new("turns");
     let workload = dir.path().join("lw-turns");
     std::fs::copy(aimlock_tests::lockwork_bin(), &workload).expect("copy lockwork");
@@ -831,25 +833,30 @@ fn processes_and_files_taking_turns_on_one_cpu_keep_their_own_names() {
         dir.file("c"),
     );
     let (ino_a, ino_b, ino_c) = (inode(&a), inode(&b), inode(&c));
-    // The default ring (8 MiB) holds every record (40,000 lock events on three files), so that
+    // The default ring (8 MiB) holds every record (20,000 lock events on three files), so that
     // nothing depends on how fast the tracer reads.
     let tracer = Tracer::start(&["--comm", "lw-turns"]);
     // The workloads inherit this thread's CPU.
     let mut cpu = nix::sched::CpuSet::new();
     cpu.set(0).expect("CPU 0");
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).expect("pin to CPU 0");
-    let pairs = format!("loop:{PAIRS}:flock");
-    // Each waits for the other to have started.
+    let (flock, posix, ofd) = (
+        format!("loop:{PAIRS}:flock"),
+        format!("loop:{PAIRS}:posix"),
+        format!("loop:{PAIRS}:ofd"),
+    );
     let mut first = Workload::start_as(
         &workload,
         &[
             &format!("open:{}", a.display()),
             "wait-stdin",
-            &pairs,
+            &flock,
+            "wait-stdin",
             &format!("rename:{}:{}", a.display(), renamed.display()),
-            &pairs,
+            &flock,
+            "wait-stdin",
             &format!("open:{}", b.display()),
-            &format!("loop:{PAIRS}:posix"),
+            &posix,
         ],
     );
     let first_started = proc_start_time(first.pid()).expect("the first's start time");
@@ -860,15 +867,27 @@ fn processes_and_files_taking_turns_on_one_cpu_keep_their_own_names() {
         &[
             &format!("open:{}", b.display()),
             "wait-stdin",
-            &pairs,
+            &flock,
+            "wait-stdin",
             &format!("open:{}", c.display()),
-            &format!("loop:{PAIRS}:ofd"),
+            &ofd,
         ],
     );
     let second_started = proc_start_time(second.pid()).expect("the second's start time");
     assert_ne!(first_started, second_started);
-    first.proceed();
-    second.proceed();
+    // Turns: the first on a, the second on b, the first on a-renamed, the second on c, the
+    // first on b.
+    for (the_first, step) in [
+        (true, &flock),
+        (false, &flock),
+        (true, &flock),
+        (false, &ofd),
+        (true, &posix),
+    ] {
+        let workload = if the_first { &mut first } else { &mut second };
+        workload.proceed();
+        workload.wait_step(step);
+    }
     let (first_pid, second_pid) = (first.pid(), second.pid());
     first.finish();
     second.finish();
@@ -917,13 +936,10 @@ fn processes_and_files_taking_turns_on_one_cpu_keep_their_own_names() {
             assert!(paths.iter().all(|p| *p == named(file)), "{pid}: {paths:?}");
         }
     }
-    // The two took turns on the CPU: the lock events' pids change more than once.
+    // The two took turns on the CPU: the lock events' pids change at least four times.
     let turns = locks
         .windows(2)
         .filter(|pair| pair[0]["pid"] != pair[1]["pid"])
         .count();
-    assert!(
-        turns >= 2,
-        "the processes never took turns ({turns} changes)"
-    );
+    assert!(turns >= 4, "the processes took {turns} turns");
 }
