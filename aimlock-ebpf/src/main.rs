@@ -69,7 +69,6 @@ static FLOCK_WAITERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_FIL
 static LAST_CONTEXT: PerCpuArray<LastContext> = PerCpuArray::with_max_entries(1, 0);
 
 #[repr(C)]
-#[derive(PartialEq, Eq)]
 struct LastContext {
     /// 0: none, or the record was refused by a full ring.
     pid: u64,
@@ -620,7 +619,6 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
         dentry: file.dentry as u64,
         hash_len: file.hash_len,
     };
-    // SAFETY: a helper without arguments.
     // SAFETY: a helper without arguments.
     let cpu = unsafe { bpf_get_smp_processor_id() } as u16;
     // SAFETY: a per-CPU slot, only used by this CPU: a tracepoint's programs run with
