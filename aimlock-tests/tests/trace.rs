@@ -913,10 +913,13 @@ fn processes_and_files_taking_turns_on_one_cpu_keep_their_own_names() {
             .collect();
         assert_eq!(mine.len(), 2 * pairs, "{pid} on {ino}");
         for event in &mine {
-            assert_eq!(
-                (&event["comm"], &event["start_time"]),
-                (&Value::from("lw-turns"), &Value::from(started)),
-                "{event}"
+            assert_eq!(event["comm"], "lw-turns", "{event}");
+            // Before 5.11 the programs cannot read a start time, and the tracer may not always
+            // find one in /proc: none is told then, but never another process's.
+            let start_time = &event["start_time"];
+            assert!(
+                start_time.is_null() || *start_time == started,
+                "{event}: not {started}"
             );
         }
         let paths: Vec<&str> = mine
