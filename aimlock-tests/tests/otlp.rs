@@ -279,12 +279,11 @@ fn a_slow_collector_does_not_slow_the_tracer() {
         &["--otlp", &collector.url, "--path", file.to_str().unwrap()],
     );
     let ino = inode(&file);
-    // Each answer takes 5 s for the next 10 s: two or three requests in all (answered one at a
+    // Each answer takes 2 s for the next 4 s: two or three requests in all (answered one at a
     // time, within the tracer's 10 s request timeout). A log that waited for the collector would
     // wait at least one answer; the workload is short enough to be logged well within one,
-    // even in a VM with one CPU that is slow at times (3 s once).
-    let answer = Duration::from_secs(5);
-    collector.slow_for(2 * answer, answer);
+    // even in an emulated arm64 VM.
+    collector.slow_for(Duration::from_secs(4), Duration::from_secs(2));
     let started = std::time::Instant::now();
     Workload::start(&[&format!("open:{}", file.display()), "loop:500:flock"]).finish();
     eventually("the workload in the log", Duration::from_secs(10), || {
@@ -292,13 +291,13 @@ fn a_slow_collector_does_not_slow_the_tracer() {
     });
     let logged_after = started.elapsed();
     assert!(
-        logged_after < answer,
-        "the log took {logged_after:?} while the collector took {answer:?} to answer"
+        logged_after < Duration::from_secs(2),
+        "the log took {logged_after:?} while the collector was slow"
     );
     // Once the collector keeps up again, everything arrives.
     eventually(
         "every record at the collector",
-        Duration::from_secs(30),
+        Duration::from_secs(20),
         || (on_inode(&collector, ino).len() == 1000).then_some(()),
     );
     tracer.stop();
