@@ -393,10 +393,7 @@ mod tests {
             // 12.345678901 s after boot.
             start_boottime: 12_345_678_901,
         };
-        // SAFETY: Record is plain old data.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&record as *const Record).cast::<u8>(), Record::SIZE)
-        };
+        let bytes = &bytes_of(&record)[..];
         let Decoded::Input(Input::Lock(op)) = Decoder::new(config).decode(bytes) else {
             panic!("not a lock op");
         };
@@ -429,9 +426,7 @@ mod tests {
             // 2.5 s after boot.
             start_boottime: 2_500_000_000,
         };
-        // SAFETY: Record is plain old data.
-        unsafe { std::slice::from_raw_parts((&record as *const Record).cast::<u8>(), Record::SIZE) }
-            .to_vec()
+        bytes_of(&record)
     }
 
     #[test]
