@@ -2,7 +2,9 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, hash_map::Entry},
+    fmt::{self, Write as _},
     io::Write,
+    ops::Range,
     time::Duration,
 };
 
@@ -11,7 +13,7 @@ use serde::Serialize;
 use crate::events::{LockKind, Mode, ReleaseReason};
 
 use super::{
-    line::{Actor, ByteRange, Name, Names, Nanos, system_time},
+    line::{Actor, ByteRange, Name, Names, Nanos, SeenPath, system_time},
     timeline::{Blocker, Hold, Lock, Refusal, Release, Wait, WaitOutcome},
 };
 
@@ -67,18 +69,22 @@ pub fn waits_by_process(locks: &[Lock]) -> WaitsByProcess {
 }
 
 impl Renderer<'_> {
-    fn actor(&self, actor: Actor) -> String {
-        let mut about = self.names.get(actor.comm).to_owned();
-        if let Some(start_time) = actor
-            .start_time
-            .filter(|_| self.reused_pids.contains(&actor.pid))
-        {
-            about.push_str(&format!(", started {}", since_boot(start_time)));
-        }
-        if let Some(ns_pid) = actor.ns_pid {
-            about.push_str(&format!(", pid {ns_pid} in its namespace"));
-        }
-        format!("pid {} ({about})", actor.pid)
+    /// `pid 812 (python3)`, with its start time when the pid was reused and its pid in its
+    /// namespace when it has another.
+    fn actor(&self, actor: Actor) -> impl fmt::Display {
+        fmt::from_fn(move |f| {
+            write!(f, "pid {} ({}", actor.pid, self.names.get(actor.comm))?;
+            if let Some(start_time) = actor
+                .start_time
+                .filter(|_| self.reused_pids.contains(&actor.pid))
+            {
+                write!(f, ", started {}", since_boot(start_time))?;
+            }
+            if let Some(ns_pid) = actor.ns_pid {
+                write!(f, ", pid {ns_pid} in its namespace")?;
+            }
+            f.write_str(")")
+        })
     }
 
     fn held_ns(&self, hold: &Hold) -> Option<u64> {
@@ -150,74 +156,88 @@ impl Renderer<'_> {
         }
     }
 
-    fn title(&self, lock: &Lock) -> String {
+    /// A path the lock's file had, with the host that named it when hosts named it apart.
+    fn seen_path(&self, seen: &SeenPath) -> impl fmt::Display {
+        fmt::from_fn(move |f| match seen.host {
+            Some(host) => write!(
+                f,
+                "{} (host: {})",
+                self.names.get(seen.path),
+                self.names.get(host)
+            ),
+            None => f.write_str(self.names.get(seen.path)),
+        })
+    }
+
+    fn title(&self, out: &mut String, lock: &Lock) -> fmt::Result {
         let key = &lock.key;
-        let dev = self.names.get(key.dev);
         let kind = match key.kind {
             LockKind::Flock => "flock",
             LockKind::Posix => "POSIX lock",
             LockKind::Ofd => "OFD lock",
             LockKind::Lease => "lease",
         };
-        let range = match key.range {
-            ByteRange::WHOLE_FILE => "whole file".to_owned(),
-            range => bytes(range),
-        };
-        let mut paths = lock.paths.iter().map(|seen| match seen.host {
-            Some(host) => format!(
-                "{} (host: {})",
-                self.names.get(seen.path),
-                self.names.get(host)
-            ),
-            None => self.names.get(seen.path).to_owned(),
-        });
-        let name = match paths.next() {
-            Some(first) => {
-                let others: Vec<String> = paths.collect();
-                if others.is_empty() {
-                    first
-                } else {
-                    format!("{first} (also {})", others.join(", "))
-                }
-            }
-            None => "(path not logged)".to_owned(),
-        };
-        let generation = match key.generation {
-            0 => String::new(),
-            generation => format!(", generation {generation}"),
-        };
-        let host = match self.names.get(key.host) {
-            host if self.several_hosts => format!("host {}, ", self.host_name_of(host)),
-            _ => String::new(),
-        };
-        format!(
-            "{name}: {kind}, {range} ({host}dev {dev}, inode {}{generation})",
-            key.ino
-        )
+        match lock.paths.split_first() {
+            Some((first, [])) => write!(out, "{}", self.seen_path(first))?,
+            Some((first, others)) => write!(
+                out,
+                "{} (also {})",
+                self.seen_path(first),
+                joined(others, ", ", |seen| self.seen_path(seen))
+            )?,
+            None => out.push_str("(path not logged)"),
+        }
+        write!(out, ": {kind}, ")?;
+        match key.range {
+            ByteRange::WHOLE_FILE => out.push_str("whole file"),
+            range => write!(out, "{}", bytes(range))?,
+        }
+        out.push_str(" (");
+        if self.several_hosts {
+            write!(
+                out,
+                "host {}, ",
+                self.host_name_of(self.names.get(key.host))
+            )?;
+        }
+        write!(out, "dev {}, inode {}", self.names.get(key.dev), key.ino)?;
+        if key.generation != 0 {
+            write!(out, ", generation {}", key.generation)?;
+        }
+        out.push(')');
+        Ok(())
     }
 
     /// The narrative of one lock: its events in time order, then totals.
     pub fn text(&self, out: &mut impl Write, lock: &Lock) -> std::io::Result<()> {
-        writeln!(out, "{}", self.title(lock))?;
-        let mut lines: Vec<(Nanos, String)> = Vec::new();
+        let mut text = String::with_capacity(4096);
+        self.narrative(&mut text, lock)
+            .map_err(std::io::Error::other)?;
+        out.write_all(text.as_bytes())
+    }
+
+    fn narrative(&self, out: &mut String, lock: &Lock) -> fmt::Result {
+        self.title(out, lock)?;
+        out.push('\n');
+        let mut lines = Lines::default();
         let holds = self.notable(&lock.holds, |hold| hold_score(hold, self.end));
         let posix = lock.key.kind == LockKind::Posix;
         for hold in &holds {
-            self.hold_lines(hold, posix, &mut lines);
+            self.hold_lines(hold, posix, &mut lines)?;
         }
         let waits = self.notable(&lock.waits, |wait| {
             (wait.outcome == WaitOutcome::Waiting, self.wait_ns(wait))
         });
         for wait in &waits {
-            self.wait_lines(lock, wait, posix, &mut lines);
+            self.wait_lines(lock, wait, posix, &mut lines)?;
         }
-        self.refusal_lines(lock, posix, &mut lines);
+        self.refusal_lines(lock, posix, &mut lines)?;
         if let (true, Some(at)) = (posix, self.at) {
-            self.held_at_lines(lock, at, &mut lines);
+            self.held_at_lines(lock, at, &mut lines)?;
         }
-        lines.sort_by_key(|(at, _)| *at);
-        for (at, line) in lines {
-            writeln!(out, "  {}  {line}", time(at))?;
+        lines.ends.sort_by_key(|(at, _)| *at);
+        for (at, range) in &lines.ends {
+            writeln!(out, "  {}  {}", time(*at), &lines.text[range.clone()])?;
         }
         for (kind, shown, all) in [
             ("holds", holds.len(), lock.holds.len() + lock.left_out.holds),
@@ -231,8 +251,10 @@ impl Renderer<'_> {
                 )?;
             }
         }
-        writeln!(out, "  totals: {}", self.totals_text(&self.totals(lock)))?;
-        writeln!(out)
+        out.push_str("  totals: ");
+        self.totals_text(out, &self.totals(lock))?;
+        out.push_str("\n\n");
+        Ok(())
     }
 
     /// Up to SHOWN items, notable and longest first, back in time order.
@@ -243,207 +265,223 @@ impl Renderer<'_> {
             .collect()
     }
 
-    fn hold_lines(&self, hold: &Hold, posix: bool, lines: &mut Vec<(Nanos, String)>) {
-        let lock = match (hold.mode.and_then(lock_mode), posix) {
-            (Some(mode), true) => Some(format!("{mode} on {}", bytes(hold.range))),
-            (Some(mode), false) => Some(mode.to_owned()),
-            (None, _) => None,
-        };
-        let mode = lock
-            .as_ref()
-            .map_or("the lock".to_owned(), |lock| format!("a {lock}"));
+    fn hold_lines(&self, hold: &Hold, posix: bool, lines: &mut Lines) -> fmt::Result {
+        // `write lock on bytes 0-9` in a POSIX section, `write lock` otherwise.
+        let lock = hold.mode.and_then(lock_mode).map(|mode| {
+            fmt::from_fn(move |f| match posix {
+                true => write!(f, "{mode} on {}", bytes(hold.range)),
+                false => f.write_str(mode),
+            })
+        });
+        let mode = fmt::from_fn(|f| match &lock {
+            Some(lock) => write!(f, "a {lock}"),
+            None => f.write_str("the lock"),
+        });
         let taker = hold.taker.map(|taker| self.actor(taker));
         if let Some(acquired) = hold.acquired {
-            let who = taker
-                .as_deref()
-                .unwrap_or("a process these logs do not name");
-            let mut line = format!("{who} took {mode}");
+            let who = or(taker.as_ref(), "a process these logs do not name");
+            write!(lines.text, "{who} took {mode}")?;
             if let Some(wait_ns) = hold.wait_ns {
-                line += &format!(" after waiting {}", duration(wait_ns));
+                write!(lines.text, " after waiting {}", duration(wait_ns))?;
             }
             if !hold.acquire_logged {
-                line += " (before these logs start)";
+                lines.text.push_str(" (before these logs start)");
             }
-            lines.push((acquired, line));
+            lines.end(acquired);
         } else if let Some(found) = hold.found_held {
-            let who = taker
-                .as_deref()
-                .unwrap_or("a process the kernel does not name");
-            lines.push((
-                found,
-                format!("{who} held {mode} when the tracer looked (taken before these logs)"),
-            ));
+            let who = or(taker.as_ref(), "a process the kernel does not name");
+            write!(
+                lines.text,
+                "{who} held {mode} when the tracer looked (taken before these logs)"
+            )?;
+            lines.end(found);
         }
         let orphan_ns = self.orphan_ns(hold);
         if let (true, Some(exit)) = (hold.orphaned, hold.taker_exit) {
-            let who = hold
-                .taker
-                .map_or("its taker".to_owned(), |taker| format!("pid {}", taker.pid));
-            let mut line = format!("{who} exited");
+            match hold.taker {
+                Some(taker) => write!(lines.text, "pid {} exited", taker.pid)?,
+                None => lines.text.push_str("its taker exited"),
+            }
             if hold.acquired.is_none() {
-                line += &format!(" (it took {mode} before these logs start)");
+                write!(lines.text, " (it took {mode} before these logs start)")?;
             }
-            let holders: Vec<String> = hold
-                .holders
-                .iter()
-                .map(|&holder| self.actor(holder))
-                .collect();
-            let survival = orphan_ns.map_or(String::new(), |ns| format!(" for {}", duration(ns)));
-            if holders.is_empty() {
-                line += &format!("; the lock outlived it{survival}");
+            if hold.holders.is_empty() {
+                lines.text.push_str("; the lock outlived it");
             } else {
-                line += &format!("; the lock survived in {}{survival}", holders.join(", "));
+                write!(
+                    lines.text,
+                    "; the lock survived in {}",
+                    self.actors(&hold.holders)
+                )?;
             }
-            lines.push((exit, line));
+            if let Some(ns) = orphan_ns {
+                write!(lines.text, " for {}", duration(ns))?;
+            }
+            lines.end(exit);
         } else if let (true, None, Some(found)) = (hold.orphaned, hold.taker_exit, hold.found_held)
         {
-            let holders: Vec<String> = hold
-                .holders
-                .iter()
-                .map(|&holder| self.actor(holder))
-                .collect();
-            lines.push((
-                found,
-                format!(
-                    "its taker had exited before these logs; the lock survived in {}",
-                    if holders.is_empty() {
-                        "no process the tracer could see".to_owned()
-                    } else {
-                        holders.join(", ")
-                    }
-                ),
-            ));
+            lines
+                .text
+                .push_str("its taker had exited before these logs; the lock survived in ");
+            if hold.holders.is_empty() {
+                lines.text.push_str("no process the tracer could see");
+            } else {
+                write!(lines.text, "{}", self.actors(&hold.holders))?;
+            }
+            lines.end(found);
         }
-        let held = self
-            .held_ns(hold)
-            .map_or(String::new(), |ns| format!("; held {}", duration(ns)));
         // In a POSIX section several holds end alike: say which.
-        let posix_lock = lock.as_deref().filter(|_| posix);
+        let posix_lock = lock.as_ref().filter(|_| posix);
         if let Some(lock) = posix_lock {
             for part in &hold.partial_releases {
-                let what = format!("{} of its {lock}", bytes(part.range));
-                lines.push((part.release.at, self.posix_release(part.release, &what)));
+                let what = format_args!("{} of its {lock}", bytes(part.range));
+                self.posix_release(&mut lines.text, part.release, what)?;
+                lines.end(part.release.at);
             }
         }
-        match hold.release {
+        let end = match hold.release {
             Some(release) => {
-                let mut line = match posix_lock {
+                match posix_lock {
                     Some(lock) if hold.partial_releases.is_empty() => {
-                        self.posix_release(release, &format!("its {lock}"))
+                        self.posix_release(&mut lines.text, release, format_args!("its {lock}"))?;
                     }
-                    Some(lock) => self.posix_release(release, &format!("the rest of its {lock}")),
-                    None => format!("released when {}", self.how_released(release)),
-                };
-                if let Some(ns) = orphan_ns {
-                    line += &format!(", {} after its taker exited", duration(ns));
+                    Some(lock) => self.posix_release(
+                        &mut lines.text,
+                        release,
+                        format_args!("the rest of its {lock}"),
+                    )?,
+                    None => write!(lines.text, "released when {}", self.how_released(release))?,
                 }
-                lines.push((release.at, line + &held));
+                release.at
             }
             None => {
-                let mut line = match (posix_lock, hold.taker) {
-                    (Some(lock), Some(taker)) => {
-                        format!("pid {}'s {lock} still held when the logs end", taker.pid)
-                    }
-                    _ => "still held when the logs end".to_owned(),
-                };
-                if let Some(ns) = orphan_ns {
-                    line += &format!(", {} after its taker exited", duration(ns));
+                match (posix_lock, hold.taker) {
+                    (Some(lock), Some(taker)) => write!(
+                        lines.text,
+                        "pid {}'s {lock} still held when the logs end",
+                        taker.pid
+                    )?,
+                    _ => lines.text.push_str("still held when the logs end"),
                 }
-                lines.push((self.end, line + &held));
+                self.end
             }
+        };
+        if let Some(ns) = orphan_ns {
+            write!(lines.text, ", {} after its taker exited", duration(ns))?;
         }
+        if let Some(ns) = self.held_ns(hold) {
+            write!(lines.text, "; held {}", duration(ns))?;
+        }
+        lines.end(end);
+        Ok(())
     }
 
-    fn how_released(&self, release: Release) -> String {
+    fn how_released(&self, release: Release) -> impl fmt::Display {
         let by = self.actor(release.by);
-        match release.reason {
-            Some(ReleaseReason::Unlock) => format!("{by} unlocked it"),
-            Some(ReleaseReason::Close) => format!("{by} closed the file"),
-            Some(ReleaseReason::Exit) => format!("{by} exited"),
-            Some(ReleaseReason::Convert) => format!("{by} converted it"),
+        fmt::from_fn(move |f| match release.reason {
+            Some(ReleaseReason::Unlock) => write!(f, "{by} unlocked it"),
+            Some(ReleaseReason::Close) => write!(f, "{by} closed the file"),
+            Some(ReleaseReason::Exit) => write!(f, "{by} exited"),
+            Some(ReleaseReason::Convert) => write!(f, "{by} converted it"),
             Some(ReleaseReason::Lost) => {
-                "the tracer lost the record (the kernel no longer held it)".to_owned()
+                f.write_str("the tracer lost the record (the kernel no longer held it)")
             }
-            None => format!("by {by}"),
-        }
+            None => write!(f, "by {by}"),
+        })
     }
 
     /// A POSIX release, by the owner: `what` is `its write lock on bytes 0-9`, or a part of it.
-    fn posix_release(&self, release: Release, what: &str) -> String {
+    fn posix_release(
+        &self,
+        out: &mut String,
+        release: Release,
+        what: impl fmt::Display,
+    ) -> fmt::Result {
         let by = self.actor(release.by);
         match release.reason {
-            Some(ReleaseReason::Unlock) => format!("{by} unlocked {what}"),
-            Some(ReleaseReason::Close) => format!("{by} closed the file, releasing {what}"),
-            Some(ReleaseReason::Exit) => format!("{by} exited, releasing {what}"),
-            Some(ReleaseReason::Convert) => format!("{by} converted {what}"),
-            Some(ReleaseReason::Lost) => format!(
+            Some(ReleaseReason::Unlock) => write!(out, "{by} unlocked {what}"),
+            Some(ReleaseReason::Close) => write!(out, "{by} closed the file, releasing {what}"),
+            Some(ReleaseReason::Exit) => write!(out, "{by} exited, releasing {what}"),
+            Some(ReleaseReason::Convert) => write!(out, "{by} converted {what}"),
+            Some(ReleaseReason::Lost) => write!(
+                out,
                 "the tracer lost the release of {} (the kernel no longer held it)",
-                what.replacen("its", &format!("pid {}'s", release.by.pid), 1)
+                what.to_string()
+                    .replacen("its", &format!("pid {}'s", release.by.pid), 1)
             ),
-            None => format!("{by} released {what}"),
+            None => write!(out, "{by} released {what}"),
         }
     }
 
     /// Who held what, in the way of a POSIX request.
-    fn blockers_text(&self, blockers: &[Blocker]) -> String {
-        if blockers.is_empty() {
-            return "no lock these logs show was in the way".to_owned();
-        }
-        let held: Vec<String> = blockers
-            .iter()
-            .map(|blocker| {
-                format!(
-                    "{} held a {} on {}",
-                    self.actor(blocker.holder),
-                    lock_mode(blocker.mode).unwrap_or("lock"),
-                    bytes(blocker.range)
-                )
-            })
-            .collect();
-        held.join(", ")
+    fn blockers<'b>(&'b self, blockers: &'b [Blocker]) -> impl fmt::Display {
+        fmt::from_fn(move |f| {
+            if blockers.is_empty() {
+                return f.write_str("no lock these logs show was in the way");
+            }
+            let blocker = |blocker: &'b Blocker| {
+                fmt::from_fn(move |f| {
+                    write!(
+                        f,
+                        "{} held a {} on {}",
+                        self.actor(blocker.holder),
+                        lock_mode(blocker.mode).unwrap_or("lock"),
+                        bytes(blocker.range)
+                    )
+                })
+            };
+            write!(f, "{}", joined(blockers, ", ", blocker))
+        })
     }
 
-    fn wait_lines(&self, lock: &Lock, wait: &Wait, posix: bool, lines: &mut Vec<(Nanos, String)>) {
+    /// `pid 812 (python3), pid 813 (sh)`.
+    fn actors<'b>(&'b self, actors: &'b [Actor]) -> impl fmt::Display {
+        joined(actors, ", ", |&actor| self.actor(actor))
+    }
+
+    fn wait_lines(&self, lock: &Lock, wait: &Wait, posix: bool, lines: &mut Lines) -> fmt::Result {
         let waiter = self.actor(wait.waiter);
-        let queued = match wait.mode.and_then(lock_mode).filter(|_| posix) {
-            Some(mode) => format!(
+        match wait.mode.and_then(lock_mode).filter(|_| posix) {
+            Some(mode) => write!(
+                lines.text,
                 "{waiter} queued for a {mode} on {}: {}",
                 bytes(wait.range),
-                self.blockers_text(&wait.blockers)
-            ),
+                self.blockers(&wait.blockers)
+            )?,
             None => {
+                write!(lines.text, "{waiter} queued for the lock")?;
                 let mut seen = vec![wait.waiter.pid];
-                match self.held_by(lock, wait.since, 0, &mut seen) {
-                    Some(held) => format!("{waiter} queued for the lock, {held}"),
-                    None => format!("{waiter} queued for the lock"),
-                }
+                self.held_by(&mut lines.text, lock, wait.since, 0, &mut seen)?;
             }
-        };
-        lines.push((wait.since, queued));
+        }
+        lines.end(wait.since);
         match wait.outcome {
             // The acquire line says how long it waited.
             WaitOutcome::Acquired(_) => {}
             WaitOutcome::Failed(at, errno) => {
                 let errno = errno.map_or("", |errno| self.names.get(errno));
                 let waited = duration(at.saturating_sub(wait.since));
-                lines.push((
-                    at,
-                    format!("{waiter} gave up after waiting {waited} ({errno})"),
-                ));
+                write!(
+                    lines.text,
+                    "{waiter} gave up after waiting {waited} ({errno})"
+                )?;
+                lines.end(at);
             }
             WaitOutcome::Waiting => {
                 let waited = duration(self.end.saturating_sub(wait.since));
-                lines.push((
-                    self.end,
-                    format!("{waiter} still waiting when the logs end, for {waited}"),
-                ));
+                write!(
+                    lines.text,
+                    "{waiter} still waiting when the logs end, for {waited}"
+                )?;
+                lines.end(self.end);
             }
         }
+        Ok(())
     }
 
     /// One line per refused process (for POSIX locks: per process, request and the locks in
     /// its way): polling loops make thousands. Past REFUSED_SHOWN of them, one line.
-    fn refusal_lines(&self, lock: &Lock, posix: bool, lines: &mut Vec<(Nanos, String)>) {
+    fn refusal_lines(&self, lock: &Lock, posix: bool, lines: &mut Lines) -> fmt::Result {
         struct Group<'r> {
             first: &'r Refusal,
             last: Nanos,
@@ -495,13 +533,14 @@ impl Renderer<'_> {
                 .collect();
             errnos.sort_unstable();
             errnos.dedup();
-            let mut line = format!(
+            write!(
+                lines.text,
                 "{} processes were refused the lock {} times ({}), the last at {}",
                 processes.len(),
                 lock.refusals.len(),
-                errnos.join(", "),
+                joined(&errnos, ", ", |errno| errno),
                 time(last)
-            );
+            )?;
             if posix {
                 let mut holders: Vec<Actor> = lock
                     .refusals
@@ -510,116 +549,122 @@ impl Renderer<'_> {
                     .collect();
                 holders.sort_unstable_by_key(|holder| holder.pid);
                 holders.dedup();
-                let holders: Vec<String> = holders
-                    .into_iter()
-                    .map(|holder| self.actor(holder))
-                    .collect();
                 if !holders.is_empty() {
-                    line += &format!("; the locks in the way were held by {}", holders.join(", "));
+                    write!(
+                        lines.text,
+                        "; the locks in the way were held by {}",
+                        self.actors(&holders)
+                    )?;
                 }
             }
-            lines.push((first, line));
-            return;
+            lines.end(first);
+            return Ok(());
         }
         for group in groups {
             let refusal = group.first;
             let actor = self.actor(refusal.actor);
-            let what = match refusal.mode.and_then(lock_mode).filter(|_| posix) {
-                Some(mode) => format!("a {mode} on {}", bytes(refusal.range)),
-                None => "the lock".to_owned(),
-            };
-            let errnos = group.errnos.join(", ");
-            let mut line = if group.count == 1 {
-                format!("{actor} was refused {what} ({errnos})")
+            let what = fmt::from_fn(
+                |f| match refusal.mode.and_then(lock_mode).filter(|_| posix) {
+                    Some(mode) => write!(f, "a {mode} on {}", bytes(refusal.range)),
+                    None => f.write_str("the lock"),
+                },
+            );
+            let errnos = joined(&group.errnos, ", ", |errno| errno);
+            if group.count == 1 {
+                write!(lines.text, "{actor} was refused {what} ({errnos})")?;
             } else {
-                format!(
+                write!(
+                    lines.text,
                     "{actor} was refused {what} {} times ({errnos}), the last at {}",
                     group.count,
                     time(group.last)
-                )
-            };
+                )?;
+            }
             if posix {
-                line += &format!(": {}", self.blockers_text(&refusal.blockers));
+                write!(lines.text, ": {}", self.blockers(&refusal.blockers))?;
             } else {
                 let mut seen = vec![refusal.actor.pid];
-                if let Some(held) = self.held_by(lock, refusal.at, 0, &mut seen) {
-                    line += &format!(", {held}");
-                }
+                self.held_by(&mut lines.text, lock, refusal.at, 0, &mut seen)?;
             }
-            lines.push((refusal.at, line));
+            lines.end(refusal.at);
         }
+        Ok(())
     }
 
-    /// Who held a (whole-file) lock at `at`: "held by pid 812 (python3), an orphan of pid 640
-    /// (update.sh)", and, when a holder was itself waiting for another lock then, for which
-    /// and held by whom, `depth` locks on at most. `seen`: the processes already named, where a
-    /// chain that comes back stops.
-    fn held_by(&self, lock: &Lock, at: Nanos, depth: usize, seen: &mut Vec<u32>) -> Option<String> {
-        let mut named = Vec::new();
+    /// Who held a (whole-file) lock at `at`, if anyone: ", held by pid 812 (python3), an
+    /// orphan of pid 640 (update.sh)", and, when a holder was itself waiting for another lock
+    /// then, for which and held by whom, `depth` locks on at most. `seen`: the processes
+    /// already named, where a chain that comes back stops.
+    fn held_by(
+        &self,
+        out: &mut String,
+        lock: &Lock,
+        at: Nanos,
+        depth: usize,
+        seen: &mut Vec<u32>,
+    ) -> fmt::Result {
+        let mut first = true;
         for hold in lock.holds.iter().filter(|hold| held_then(hold, at)) {
             let orphaned = hold.orphaned
                 && !hold.holders.is_empty()
                 && hold.taker_exit.is_none_or(|exit| exit <= at);
             let (holders, orphan_of) = if orphaned {
-                (hold.holders.clone(), hold.taker)
+                (&hold.holders[..], hold.taker)
             } else {
-                (hold.taker.into_iter().collect(), None)
+                (hold.taker.as_slice(), None)
             };
-            for holder in holders {
-                let mut text = self.actor(holder);
+            for &holder in holders {
+                out.push_str(if first { ", held by " } else { " and " });
+                first = false;
+                write!(out, "{}", self.actor(holder))?;
                 if let Some(taker) = orphan_of {
-                    text += &format!(", an orphan of {}", self.actor(taker));
+                    write!(out, ", an orphan of {}", self.actor(taker))?;
                 }
                 if depth + 1 < CHAIN_DEPTH && !seen.contains(&holder.pid) {
                     seen.push(holder.pid);
-                    if let Some(waiting) =
-                        self.waiting_then(lock.key.host, holder.pid, at, depth, seen)
-                    {
-                        text += &format!(", itself waiting for {waiting}");
-                    }
+                    self.waiting_then(out, lock.key.host, holder.pid, at, depth, seen)?;
                 }
-                named.push(text);
             }
         }
-        (!named.is_empty()).then(|| format!("held by {}", named.join(" and ")))
+        Ok(())
     }
 
-    /// The lock `pid` was waiting for at `at`, and who held it.
+    /// ", itself waiting for" the lock `pid` was waiting for at `at`, and who held it; nothing
+    /// if it was not waiting.
     fn waiting_then(
         &self,
+        out: &mut String,
         host: Name,
         pid: u32,
         at: Nanos,
         depth: usize,
         seen: &mut Vec<u32>,
-    ) -> Option<String> {
-        let (lock, _) = self
-            .waits_by_process
-            .get(&(host, pid))?
-            .iter()
-            .map(|&(lock, wait)| (&self.locks[lock], &self.locks[lock].waits[wait]))
-            .find(|(_, wait)| wait.since <= at && wait.until().is_none_or(|until| until > at))?;
-        let mut text = self.file(lock);
-        if let Some(held) = self.held_by(lock, at, depth + 1, seen) {
-            text += &format!(", {held}");
-        }
-        Some(text)
+    ) -> fmt::Result {
+        let Some((lock, _)) = self.waits_by_process.get(&(host, pid)).and_then(|waits| {
+            waits
+                .iter()
+                .map(|&(lock, wait)| (&self.locks[lock], &self.locks[lock].waits[wait]))
+                .find(|(_, wait)| wait.since <= at && wait.until().is_none_or(|until| until > at))
+        }) else {
+            return Ok(());
+        };
+        write!(out, ", itself waiting for {}", self.file(lock))?;
+        self.held_by(out, lock, at, depth + 1, seen)
     }
 
     /// Who held which POSIX locks at `at`, by process and mode, as the kernel merges them.
-    fn held_at_lines(&self, lock: &Lock, at: Nanos, lines: &mut Vec<(Nanos, String)>) {
+    fn held_at_lines(&self, lock: &Lock, at: Nanos, lines: &mut Lines) -> fmt::Result {
         for (holder, mode, ranges) in held_at(lock, at) {
-            let ranges: Vec<String> = ranges.into_iter().map(bytes).collect();
-            let mode = lock_mode(mode).unwrap_or("lock");
-            lines.push((
-                at,
-                format!(
-                    "at that instant {} held a {mode} on {}",
-                    self.actor(holder),
-                    ranges.join(", ")
-                ),
-            ));
+            write!(
+                lines.text,
+                "at that instant {} held a {} on {}",
+                self.actor(holder),
+                lock_mode(mode).unwrap_or("lock"),
+                joined(&ranges, ", ", |&range| bytes(range))
+            )?;
+            lines.end(at);
         }
+        Ok(())
     }
 
     /// The first screen when many locks match: the orphans, what is still held, the longest
@@ -844,55 +889,55 @@ impl Renderer<'_> {
         }
     }
 
-    fn totals_text(&self, totals: &Totals) -> String {
-        let mut parts = vec![format!(
+    fn totals_text(&self, out: &mut String, totals: &Totals) -> fmt::Result {
+        write!(
+            out,
             "held {} in {} {}",
             duration(totals.held_ns),
             totals.holds,
             plural(totals.holds, "hold", "holds")
-        )];
+        )?;
         if totals.still_held > 0 {
-            parts[0] += &format!(" ({} still held)", totals.still_held);
+            write!(out, " ({} still held)", totals.still_held)?;
         }
         if let Some(longest) = totals.longest_orphan_ns {
-            parts.push(format!(
-                "{} outlived {} taker, the longest by {}",
+            write!(
+                out,
+                "; {} outlived {} taker, the longest by {}",
                 totals.orphans,
                 plural(totals.orphans, "its", "their"),
                 duration(longest)
-            ));
+            )?;
         }
         if totals.waiters > 0 {
-            let longest: Vec<String> = totals
-                .longest_waits
-                .iter()
-                .map(|wait| {
-                    format!(
+            write!(
+                out,
+                "; {} {}, longest waits {}",
+                totals.waiters,
+                plural(totals.waiters, "waiter", "waiters"),
+                joined(&totals.longest_waits, ", ", |wait| fmt::from_fn(move |f| {
+                    write!(
+                        f,
                         "{} by pid {} ({})",
                         duration(wait.wait_ns),
                         wait.process.pid,
                         wait.process.comm
                     )
-                })
-                .collect();
-            parts.push(format!(
-                "{} {}, longest waits {}",
-                totals.waiters,
-                plural(totals.waiters, "waiter", "waiters"),
-                longest.join(", ")
-            ));
+                }))
+            )?;
         }
         if totals.still_waiting > 0 {
-            parts.push(format!("{} still waiting", totals.still_waiting));
+            write!(out, "; {} still waiting", totals.still_waiting)?;
         }
         if totals.refusals > 0 {
-            parts.push(format!(
-                "{} {}",
+            write!(
+                out,
+                "; {} {}",
                 totals.refusals,
                 plural(totals.refusals, "refusal", "refusals")
-            ));
+            )?;
         }
-        parts.join("; ")
+        Ok(())
     }
 
     pub fn json(&self, lock: &Lock) -> LockJson<'_> {
@@ -921,11 +966,11 @@ impl Renderer<'_> {
                 .map(|hold| HoldJson {
                     taker: hold.taker.map(|taker| self.proc(taker)),
                     mode: hold.mode,
-                    acquired: hold.acquired.map(time),
+                    acquired: hold.acquired.map(json_time),
                     acquire_logged: hold.acquire_logged,
-                    found_held: hold.found_held.map(time),
+                    found_held: hold.found_held.map(json_time),
                     wait_ns: hold.wait_ns,
-                    taker_exit: hold.taker_exit.map(time),
+                    taker_exit: hold.taker_exit.map(json_time),
                     orphaned: hold.orphaned,
                     holders: hold
                         .holders
@@ -941,12 +986,12 @@ impl Renderer<'_> {
                         .map(|part| PartialReleaseJson {
                             start: part.range.start,
                             end: part.range.logged_end(),
-                            at: time(part.release.at),
+                            at: json_time(part.release.at),
                             by: self.proc(part.release.by),
                             reason: part.release.reason,
                         })
                         .collect(),
-                    released: hold.release.map(|release| time(release.at)),
+                    released: hold.release.map(|release| json_time(release.at)),
                     released_by: hold.release.map(|release| self.proc(release.by)),
                     reason: hold.release.and_then(|release| release.reason),
                     still_held: hold.release.is_none(),
@@ -963,8 +1008,8 @@ impl Renderer<'_> {
                     start: wait.range.start,
                     end: wait.range.logged_end(),
                     blockers: self.blockers_json(&wait.blockers),
-                    since: time(wait.since),
-                    until: wait.until().map(time),
+                    since: json_time(wait.since),
+                    until: wait.until().map(json_time),
                     wait_ns: self.wait_ns(wait),
                     outcome: match wait.outcome {
                         WaitOutcome::Acquired(_) => "acquired",
@@ -981,7 +1026,7 @@ impl Renderer<'_> {
                 .refusals
                 .iter()
                 .map(|refusal| RefusalJson {
-                    at: time(refusal.at),
+                    at: json_time(refusal.at),
                     process: self.proc(refusal.actor),
                     errno: refusal.errno.map(|errno| self.names.get(errno)),
                     mode: refusal.mode,
@@ -991,7 +1036,7 @@ impl Renderer<'_> {
                 })
                 .collect(),
             totals: self.totals(lock),
-            logs_end: time(self.end),
+            logs_end: json_time(self.end),
             held_at: self
                 .at
                 .filter(|_| lock.key.kind == LockKind::Posix)
@@ -1316,13 +1361,55 @@ fn lock_mode(mode: Mode) -> Option<&'static str> {
 }
 
 /// `bytes 0-9`, `byte 7`, `bytes 100 to the end`, `the whole file`.
-pub fn bytes(range: ByteRange) -> String {
-    match (range.start, range.logged_end()) {
-        (0, None) => "the whole file".to_owned(),
-        (start, None) => format!("bytes {start} to the end"),
-        (start, Some(end)) if start == end => format!("byte {start}"),
-        (start, Some(end)) => format!("bytes {start}-{end}"),
+pub fn bytes(range: ByteRange) -> impl fmt::Display {
+    fmt::from_fn(move |f| match (range.start, range.logged_end()) {
+        (0, None) => f.write_str("the whole file"),
+        (start, None) => write!(f, "bytes {start} to the end"),
+        (start, Some(end)) if start == end => write!(f, "byte {start}"),
+        (start, Some(end)) => write!(f, "bytes {start}-{end}"),
+    })
+}
+
+/// A lock's narrative lines, written end to end into one string: one allocation per lock
+/// rather than several per line (the jobs that render share one malloc arena).
+#[derive(Default)]
+struct Lines {
+    text: String,
+    /// Each line's time and where it is in `text`.
+    ends: Vec<(Nanos, Range<usize>)>,
+}
+
+impl Lines {
+    /// Ends the line written since the last one ended: it is told at `at`.
+    fn end(&mut self, at: Nanos) {
+        let start = self.ends.last().map_or(0, |(_, range)| range.end);
+        self.ends.push((at, start..self.text.len()));
     }
+}
+
+/// `value`, or `otherwise` when there is none.
+fn or<T: fmt::Display>(value: Option<T>, otherwise: &str) -> impl fmt::Display {
+    fmt::from_fn(move |f| match &value {
+        Some(value) => value.fmt(f),
+        None => f.write_str(otherwise),
+    })
+}
+
+/// `items`, each as `show` writes it, separated by `separator`.
+fn joined<'i, T, D: fmt::Display>(
+    items: &'i [T],
+    separator: &'i str,
+    show: impl Fn(&'i T) -> D,
+) -> impl fmt::Display {
+    fmt::from_fn(move |f| {
+        for (index, item) in items.iter().enumerate() {
+            if index > 0 {
+                f.write_str(separator)?;
+            }
+            show(item).fmt(f)?;
+        }
+        Ok(())
+    })
 }
 
 fn plural<'a>(count: usize, one: &'a str, many: &'a str) -> &'a str {
@@ -1330,22 +1417,27 @@ fn plural<'a>(count: usize, one: &'a str, many: &'a str) -> &'a str {
 }
 
 /// RFC 3339, UTC, milliseconds: what `--at` and `--since` accept back.
-pub fn time(at: Nanos) -> String {
-    humantime::format_rfc3339_millis(system_time(at)).to_string()
+pub fn time(at: Nanos) -> impl fmt::Display {
+    humantime::format_rfc3339_millis(system_time(at))
+}
+
+/// `time` for the JSON report.
+fn json_time(at: Nanos) -> String {
+    time(at).to_string()
 }
 
 /// Milliseconds from a second up, microseconds below.
 /// A process's start time as the report tells it: `1234.56 s after boot`.
-fn since_boot(start_time: u64) -> String {
+fn since_boot(start_time: u64) -> impl fmt::Display {
     let centis = start_time / 10_000_000;
-    format!("{}.{:02} s after boot", centis / 100, centis % 100)
+    fmt::from_fn(move |f| write!(f, "{}.{:02} s after boot", centis / 100, centis % 100))
 }
 
-pub fn duration(ns: u64) -> String {
+pub fn duration(ns: u64) -> impl fmt::Display {
     let rounded = if ns >= 1_000_000_000 {
         ns / 1_000_000 * 1_000_000
     } else {
         ns / 1_000 * 1_000
     };
-    humantime::format_duration(Duration::from_nanos(rounded)).to_string()
+    humantime::format_duration(Duration::from_nanos(rounded))
 }
