@@ -878,13 +878,14 @@ struct Process {
 }
 
 /// The running process's command name, its pid in its own namespace and its start time (the
-/// last two read from its group leader, where the kernel allows direct loads from the current
-/// task; 0 elsewhere).
+/// last two read from its group leader: with direct loads from the current task where the
+/// kernel has `bpf_get_current_task_btf` (5.11 on), through the fault-safe helper before).
 #[inline(always)]
 fn current_process() -> Process {
-    let (comm, leader) = if config!(btf.comm_direct) != 0 {
+    let direct = config!(btf.comm_direct) != 0;
+    let (comm_off, leader_off) = (config!(btf.task_comm), config!(btf.task_group_leader));
+    let (comm, leader) = if direct {
         let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        let (comm_off, leader_off) = (config!(btf.task_comm), config!(btf.task_group_leader));
         // SAFETY: the current task, a BTF pointer, and its `comm` array and `group_leader`
         // pointer at their BTF offsets.
         unsafe {
@@ -894,21 +895,26 @@ fn current_process() -> Process {
             )
         }
     } else {
+        // SAFETY: a helper without arguments; the task it gives is only read through the
+        // fault-safe helper, at the BTF offset of `group_leader`.
+        let leader = unsafe {
+            let task = bpf_get_current_task() as *const u8;
+            member::<*const u8>(task, leader_off, false)
+        };
         (
             bpf_get_current_comm().unwrap_or_default(),
-            core::ptr::null(),
+            leader.unwrap_or(core::ptr::null()),
         )
     };
     let start_off = config!(btf.task_start_boottime);
     let (ns_pid, start_boottime) = if leader.is_null() {
         (0, 0)
     } else if start_off == 0 {
-        (namespace_pid(leader), 0)
+        (namespace_pid(leader, direct), 0)
     } else {
-        // SAFETY: the group leader, a BTF pointer, and its `start_boottime` at its BTF offset.
-        (namespace_pid(leader), unsafe {
-            load::<u64>(leader, start_off)
-        })
+        // SAFETY: the group leader, and its `start_boottime` at its BTF offset.
+        let start = unsafe { member::<u64>(leader, start_off, direct) };
+        (namespace_pid(leader, direct), start.unwrap_or(0))
     };
     Process {
         comm,
@@ -986,20 +992,23 @@ fn mark_holder(pid: u32) {
 /// The current process's pid in its own PID namespace, 0 in the initial one: its group
 /// leader's `thread_pid->numbers[level].nr`, read while the process surely runs (user space may
 /// find it gone). Only a process in a namespace pays for the two helper reads an index into
-/// `numbers` needs (the verifier allows no variable offset in a direct load).
+/// `numbers` needs (the verifier allows no variable offset in a direct load). `direct`: whether
+/// `leader` is a BTF pointer (see [`member`]).
 #[inline(always)]
-fn namespace_pid(leader: *const u8) -> u32 {
+fn namespace_pid(leader: *const u8, direct: bool) -> u32 {
     let thread_pid_off = config!(btf.task_thread_pid);
     let (level_off, numbers_off) = (config!(btf.pid_level), config!(btf.pid_numbers));
     let upid_size = u64::from(config!(btf.upid_size));
-    // SAFETY: BTF pointers and members at their BTF offsets; the last two reads go through the
-    // fault-safe helper.
+    // SAFETY: kernel pointers and members at their BTF offsets, read as `member` allows; the
+    // last two reads go through the fault-safe helper.
     unsafe {
-        let pid = load::<*const u8>(leader, thread_pid_off);
+        let Some(pid) = member::<*const u8>(leader, thread_pid_off, direct) else {
+            return 0;
+        };
         if pid.is_null() {
             return 0;
         }
-        let level = load::<u32>(pid, level_off);
+        let level = member::<u32>(pid, level_off, direct).unwrap_or(0);
         if level == 0 {
             return 0;
         }
@@ -1013,6 +1022,25 @@ fn namespace_pid(leader: *const u8) -> u32 {
         };
         let nr = pid + u64::from(numbers_off) + u64::from(level.min(32)) * upid_size;
         bpf_probe_read_kernel(nr as *const i32).map_or(0, |nr| nr as u32)
+    }
+}
+
+/// Reads the member of type `T` at `offset` bytes into the kernel struct at `base`: with a
+/// direct [`load`] where `direct` says `base` is a BTF pointer, through
+/// `bpf_probe_read_kernel` otherwise (a task from `bpf_get_current_task`, before 5.11). `direct`
+/// comes from the frozen configuration, so the verifier only follows the branch taken.
+///
+/// # Safety
+/// `base` must point to a kernel struct with a member of type `T` at `offset`, and be a BTF
+/// pointer when `direct` is true.
+#[inline(always)]
+unsafe fn member<T>(base: *const u8, offset: u16, direct: bool) -> Option<T> {
+    if direct {
+        // SAFETY: see above.
+        Some(unsafe { load::<T>(base, offset) })
+    } else {
+        // SAFETY: the helper reads any kernel address without faulting.
+        unsafe { bpf_probe_read_kernel(base.wrapping_add(usize::from(offset)).cast::<T>()) }.ok()
     }
 }
 
