@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 use super::{
     BadInput,
     input::{self, Source},
-    line::{Names, Nanos, Origin, Parsed, head, parse},
+    line::{Head, Names, Nanos, Origin, Parsed, head, parse},
     scan::{Candidates, line_host, line_ino, same_bytes},
 };
 use crate::events::EventKind;
@@ -78,17 +78,38 @@ pub type Windows = FxHashMap<u64, SmallVec<[(Box<[u8]>, Window); 2]>>;
 pub struct Busy {
     pub inodes: Candidates,
     pub windows: Windows,
+    /// Per source, the chunks the second read need not look into (see [`Quiet`]).
+    pub cold: Vec<ColdChunks>,
+}
+
+/// Chunks of a source by where they start: their length, and the times the second read would
+/// have found in them (the first line's, the latest).
+pub type ColdChunks = FxHashMap<u64, (usize, Nanos, Nanos)>;
+
+/// A chunk in which no line asks the second read for more than its time: every line is the
+/// tracer's (a head, an inode where a lock line has one, whole objects or none), no exit line
+/// is damaged, and no deadlock or inheritance is told. Such a chunk, when its times are outside
+/// every window and no lock is read whole (exits, which end POSIX locks, are then of no use),
+/// is cold: the second read takes its lines' count and times as they are, unread.
+#[derive(Clone, Copy, Debug)]
+struct Quiet {
+    start: u64,
+    len: usize,
+    first: Nanos,
+    earliest: Nanos,
+    latest: Nanos,
 }
 
 pub fn locks(sources: &[Source], span: Span, jobs: usize) -> Result<Busy, BadInput> {
     let fields = Fields::new();
     let mut replay = Replay::default();
     for (index, source) in sources.iter().enumerate() {
+        replay.quiet.push(Vec::new());
         input::read_pieces(
             source,
             PIECE,
             jobs,
-            |bytes| Piece::read(bytes, &fields),
+            |bytes, start| Piece::read(bytes, start, &fields),
             |chunk, piece| replay.merge(chunk, piece, index as u32, span),
         )?;
     }
@@ -243,10 +264,12 @@ struct Piece {
     /// Inodes of lock lines whose inode only a parse finds, read on every host (as the second
     /// read keeps such lines).
     parsed: FxHashSet<u64>,
+    /// The chunk, if it is quiet.
+    quiet: Option<Quiet>,
 }
 
 impl Piece {
-    fn read(bytes: &[u8], fields: &Fields) -> Self {
+    fn read(bytes: &[u8], start: u64, fields: &Fields) -> Self {
         // Sized for lines of a few hundred bytes: the lists do not grow line by line.
         let lines = bytes.len() / 256;
         let mut piece = Piece {
@@ -255,6 +278,9 @@ impl Piece {
             ..Piece::default()
         };
         let mut names = Names::default();
+        // The first line's time, the earliest and the latest, while the chunk is quiet.
+        let mut times: Option<(Nanos, Nanos, Nanos)> = None;
+        let mut quiet = true;
         let mut from = 0;
         while from < bytes.len() {
             let end = memchr::memchr(b'\n', &bytes[from..]).map_or(bytes.len(), |at| from + at);
@@ -263,7 +289,20 @@ impl Piece {
             if line.is_empty() {
                 continue;
             }
-            match read_line(line, fields, &mut names) {
+            let head = head(line);
+            let read = read_line(line, head, fields, &mut names);
+            if quiet {
+                match head.filter(|&head| quiet_line(line, head, &read, &mut names)) {
+                    Some(head) => {
+                        let at = head.at;
+                        times = Some(times.map_or((at, at, at), |(first, earliest, latest)| {
+                            (first, earliest.min(at), latest.max(at))
+                        }));
+                    }
+                    None => quiet = false,
+                }
+            }
+            match read {
                 Read::NotALock => {}
                 Read::Lock {
                     ino,
@@ -302,7 +341,31 @@ impl Piece {
                 }
             }
         }
+        piece.quiet = times
+            .filter(|_| quiet)
+            .map(|(first, earliest, latest)| Quiet {
+                start,
+                len: bytes.len(),
+                first,
+                earliest,
+                latest,
+            });
         piece
+    }
+}
+
+/// Whether the second read would only take the line's time from it (see [`Quiet`]).
+fn quiet_line(line: &[u8], head: Head, read: &Read, names: &mut Names) -> bool {
+    match head.event {
+        EventKind::Start | EventKind::Stop => true,
+        EventKind::Exit => {
+            let origin = Origin { source: 0, line: 0 };
+            matches!(parse(line, origin, names), Ok(Parsed::Exit(_)))
+        }
+        EventKind::Deadlock | EventKind::Inherit => false,
+        // A line the replay follows is flat, or an orphan's line that parses; a lock read
+        // whole makes no chunk cold.
+        _ => matches!(read, Read::Lock { .. }),
     }
 }
 
@@ -322,8 +385,13 @@ enum Read<'a> {
     Parse,
 }
 
-fn read_line<'a>(line: &'a [u8], fields: &Fields, names: &mut Names) -> Read<'a> {
-    let Some(head) = head(line) else {
+fn read_line<'a>(
+    line: &'a [u8],
+    head: Option<Head>,
+    fields: &Fields,
+    names: &mut Names,
+) -> Read<'a> {
+    let Some(head) = head else {
         return Read::Parse;
     };
     match head.event {
@@ -657,6 +725,8 @@ struct Replay {
     keys: Vec<(u64, u32)>,
     locks: Vec<Lock>,
     parsed: FxHashSet<u64>,
+    /// Per source, its quiet chunks.
+    quiet: Vec<Vec<Quiet>>,
 }
 
 struct Lock {
@@ -695,6 +765,7 @@ struct OpenHold {
 impl Replay {
     fn merge(&mut self, chunk: &[u8], piece: Piece, source: u32, span: Span) {
         self.parsed.extend(piece.parsed);
+        self.quiet[source as usize].extend(piece.quiet);
         let hosts: Vec<u32> = piece
             .hosts
             .iter()
@@ -771,7 +842,12 @@ impl Replay {
         let mut busy = Busy {
             inodes: Candidates::default(),
             windows: Windows::default(),
+            cold: Vec::new(),
         };
+        // Exits are kept for POSIX locks, always read whole: with none read whole, a quiet
+        // chunk outside every window holds nothing the second read needs.
+        let every_lock_in_windows =
+            self.parsed.is_empty() && self.locks.iter().all(|lock| !lock.whole);
         for ((ino, host), lock) in self.keys.into_iter().zip(self.locks) {
             if self.parsed.contains(&ino) {
                 continue;
@@ -792,6 +868,28 @@ impl Replay {
         for ino in self.parsed {
             busy.inodes.insert(ino, Vec::new());
         }
+        let windows: Vec<Window> = busy
+            .windows
+            .values()
+            .flat_map(|hosts| hosts.iter().map(|(_, window)| *window))
+            .collect();
+        busy.cold = self
+            .quiet
+            .into_iter()
+            .map(|chunks| {
+                chunks
+                    .into_iter()
+                    .filter(|chunk| {
+                        every_lock_in_windows
+                            && !windows.iter().any(|window| {
+                                window.from.is_none_or(|from| from <= chunk.latest)
+                                    && window.to.is_none_or(|to| to >= chunk.earliest)
+                            })
+                    })
+                    .map(|chunk| (chunk.start, (chunk.len, chunk.first, chunk.latest)))
+                    .collect()
+            })
+            .collect();
         busy
     }
 }

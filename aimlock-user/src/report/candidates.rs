@@ -92,7 +92,7 @@ pub fn inodes(
             source,
             PIECE,
             jobs,
-            |piece| {
+            |piece, _| {
                 searches
                     .iter()
                     .map(|search| search.inodes(piece, &ino))

@@ -120,17 +120,20 @@ pub struct ReadEnd {
 struct Chunk {
     buffer: Vec<u8>,
     len: usize,
+    /// Where its first byte is in the source (as read: after decompression).
+    start: u64,
 }
 
 /// Reads a source in chunks of about `size` bytes of whole lines (a longer line grows its
 /// chunk), has `jobs` threads `work` on them as they come, and hands each chunk with what
-/// `work` made of it to `merge`, in order. Reading, working and merging overlap; at most
+/// `work` made of it to `merge`, in order. `work` is also told where the chunk starts in the
+/// source: the same source read again in chunks of the same size is cut at the same places. Reading, working and merging overlap; at most
 /// `jobs + 2` chunks are in memory.
 pub fn read_pieces<T: Send>(
     source: &Source,
     size: usize,
     jobs: usize,
-    work: impl Fn(&[u8]) -> T + Sync,
+    work: impl Fn(&[u8], u64) -> T + Sync,
     mut merge: impl FnMut(&[u8], T),
 ) -> Result<ReadEnd, BadInput> {
     let mut reader = open(source)?;
@@ -155,7 +158,7 @@ pub fn read_pieces<T: Send>(
                     let Some((chunk, number)) = next else {
                         break;
                     };
-                    let made = work(&chunk.buffer[..chunk.len]);
+                    let made = work(&chunk.buffer[..chunk.len], chunk.start);
                     if done_tx.send((number, chunk, made)).is_err() {
                         break;
                     }
@@ -191,6 +194,7 @@ fn fill_chunks(
     let mut end = ReadEnd::default();
     // The start of a line that the previous chunk ended in.
     let mut carry: Vec<u8> = Vec::new();
+    let mut start = 0;
     let mut eof = false;
     while !eof {
         let Ok(mut buffer) = free.recv() else {
@@ -241,9 +245,10 @@ fn fill_chunks(
             carry.extend_from_slice(&buffer[complete..filled]);
             complete
         };
-        if full.send(Chunk { buffer, len }).is_err() {
+        if full.send(Chunk { buffer, len, start }).is_err() {
             break;
         }
+        start += len as u64;
     }
     Ok(end)
 }

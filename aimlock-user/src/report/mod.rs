@@ -189,6 +189,7 @@ fn selection(args: &ReportArgs, sources: &[input::Source], jobs: usize) -> Resul
     };
     let mut inodes = args.inode.map(|inode| on_any_host(inode.ino));
     let mut windows = None;
+    let mut cold = Vec::new();
     if wanted.any() && sources.iter().all(input::Source::rereadable) {
         let mut found = candidates::inodes(sources, &wanted, jobs)?.unwrap_or_default();
         if let Some(inode) = args.inode {
@@ -206,6 +207,7 @@ fn selection(args: &ReportArgs, sources: &[input::Source], jobs: usize) -> Resul
             None => busy.inodes,
         });
         windows = Some(busy.windows);
+        cold = busy.cold;
     }
     Ok(Selection::new(
         inodes,
@@ -213,7 +215,8 @@ fn selection(args: &ReportArgs, sources: &[input::Source], jobs: usize) -> Resul
         args.host.clone(),
         args.inode.as_ref().map(|inode| inode.ino),
     )
-    .within(windows))
+    .within(windows)
+    .skipping(cold))
 }
 
 /// The time span the query narrows to, if any.

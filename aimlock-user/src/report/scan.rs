@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 
 use super::{
     BadInput,
-    busy::Windows,
+    busy::{ColdChunks, Windows},
     input::{self, Source},
     line::{
         ByteRange, Exit, LockKey, Name, Names, Nanos, Origin, Parsed, SeenPath, Skip, head,
@@ -49,6 +49,8 @@ pub struct Selection {
     /// Of some inodes on some hosts, only the lines of a window of time (`--since`,
     /// `--until`).
     windows: Option<Windows>,
+    /// Per source, the chunks whose lines are only counted (see `busy::ColdChunks`).
+    cold: Vec<ColdChunks>,
     /// Bytes each job parses at a time.
     piece_bytes: usize,
 }
@@ -101,6 +103,7 @@ impl Selection {
             hosts,
             reading,
             windows: None,
+            cold: Vec::new(),
             piece_bytes: PIECE,
         }
     }
@@ -110,6 +113,22 @@ impl Selection {
     pub fn within(mut self, windows: Option<Windows>) -> Self {
         self.windows = windows;
         self
+    }
+
+    /// The same selection, in which the lines of these chunks of each source are only counted.
+    pub fn skipping(mut self, cold: Vec<ColdChunks>) -> Self {
+        self.cold = cold;
+        self
+    }
+
+    /// The first line's time and the latest of the chunk of `source` at `start`, `len` bytes
+    /// long, if its lines are only counted.
+    fn cold_chunk(&self, source: usize, start: u64, len: usize) -> Option<(Nanos, Nanos)> {
+        if !matches!(self.reading, Reading::Heads { .. }) {
+            return None;
+        }
+        let &(cold_len, first, latest) = self.cold.get(source)?.get(&start)?;
+        (cold_len == len).then_some((first, latest))
     }
 
     /// Whether a line of this inode and host (as the line writes it), at this time, is in the
@@ -486,9 +505,16 @@ pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Sc
             source,
             selection.piece_bytes,
             jobs,
-            |bytes| {
-                let spare = spare.lock().expect("no job panics").pop();
-                Piece::scan(spare.unwrap_or_default(), bytes, index as u32, selection)
+            |bytes, start| {
+                let spare = spare
+                    .lock()
+                    .expect("no job panics")
+                    .pop()
+                    .unwrap_or_default();
+                match selection.cold_chunk(index, start, bytes.len()) {
+                    Some((first, latest)) => Piece::cold(spare, bytes, first, latest),
+                    None => Piece::scan(spare, bytes, index as u32, selection),
+                }
             },
             |chunk, mut piece| {
                 if lines_before == 0
@@ -610,6 +636,15 @@ impl Piece {
             lines += 1;
         }
         piece.lines = lines;
+        piece
+    }
+
+    /// A chunk whose lines the first read found to need no more than their count and times.
+    fn cold(spare: Piece, bytes: &[u8], first: Nanos, latest: Nanos) -> Self {
+        let mut piece = spare;
+        piece.lines = count_newlines(bytes) + u64::from(!bytes.ends_with(b"\n"));
+        piece.first_time = Some(first);
+        piece.last_time = Some(latest);
         piece
     }
 

@@ -1423,6 +1423,158 @@ fn spans_read_selectively_report_what_a_full_read_reports() {
     }
 }
 
+/// The second read of a span only counts the lines of a chunk that the first read found to be
+/// all the tracer's and outside every lock's window; the report and what is said of each file
+/// are the full read's. A chunk with a damaged line, or any chunk when a lock is read whole,
+/// is read.
+#[test]
+fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
+    let logs = Logs::new("cold");
+    let pair = |at: u64, pid: u32, ino: u64| {
+        let held = r#","held_ns":1000000,"reason":"unlock""#;
+        [
+            tracer_line(
+                "acquire",
+                at,
+                "web-1",
+                pid,
+                "flock",
+                "write",
+                ino,
+                (0, None),
+                "",
+            ),
+            tracer_line(
+                "release",
+                at,
+                "web-1",
+                pid,
+                "flock",
+                "write",
+                ino,
+                (0, None),
+                held,
+            ),
+        ]
+        .concat()
+    };
+    // Short holds long before the span, in files of their own (one a chunk each)...
+    let early: String = (0..30)
+        .map(|at| pair(at, 10 + at as u32, 100 + at % 3))
+        .collect();
+    let damaged = format!("{}\x00 garbage\n", pair(31, 50, 100));
+    // ...then the span's file, a lock held across it.
+    let late = [
+        tracer_line(
+            "acquire",
+            60,
+            "web-1",
+            70,
+            "flock",
+            "write",
+            100,
+            (0, None),
+            "",
+        ),
+        pair(65, 71, 101),
+        tracer_line(
+            "release",
+            80,
+            "web-1",
+            70,
+            "flock",
+            "write",
+            100,
+            (0, None),
+            r#","held_ns":20000000000,"reason":"unlock""#,
+        ),
+    ]
+    .concat();
+    let early = logs.write("trace.log.3", early.as_bytes());
+    let damaged = logs.write("trace.log.2", damaged.as_bytes());
+    let late = logs.write("trace.log.1", late.as_bytes());
+    let posix = logs.write(
+        "posix.log",
+        tracer_line(
+            "acquire",
+            2,
+            "web-1",
+            90,
+            "posix",
+            "write",
+            200,
+            (0, Some(9)),
+            "",
+        )
+        .as_bytes(),
+    );
+    let at = |seconds: u64| line::parse_ts(&ts(seconds)).unwrap();
+    let span = busy::Span {
+        since: Some(at(66)),
+        until: Some(at(70)),
+    };
+    let cold = |paths: &[&String]| {
+        let paths: Vec<String> = paths.iter().map(|path| (*path).clone()).collect();
+        let sources = input::expand(&paths).unwrap();
+        busy::locks(&sources, span, 2).unwrap().cold
+    };
+    let cold_files = cold(&[&early, &damaged, &late]);
+    assert_eq!(
+        cold_files
+            .iter()
+            .map(|chunks| chunks.len())
+            .collect::<Vec<_>>(),
+        [1, 0, 0],
+        "only the early file is left unread"
+    );
+    assert!(
+        cold(&[&early, &late, &posix])
+            .iter()
+            .all(|chunks| chunks.is_empty())
+    );
+    for files in [vec![&early, &damaged, &late], vec![&early, &late, &posix]] {
+        for query in [
+            vec![
+                "--since",
+                "2026-11-27T03:01:06Z",
+                "--until",
+                "2026-11-27T03:01:10Z",
+            ],
+            vec!["--at", "2026-11-27T03:01:06Z"],
+            vec!["--since", "2026-11-27T03:01:06Z", "--json"],
+        ] {
+            let args: Vec<&str> = query
+                .iter()
+                .copied()
+                .chain(files.iter().map(|file| file.as_str()))
+                .collect();
+            let cli =
+                Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied())).unwrap();
+            let (mut fast, mut full) = (Vec::new(), Vec::new());
+            let fast_scan = report_reading(&cli.args, Reading::Selective, &mut fast).unwrap();
+            let full_scan = report_reading(&cli.args, Reading::Everything, &mut full).unwrap();
+            let fast = String::from_utf8(fast).unwrap();
+            assert_eq!(fast, String::from_utf8(full).unwrap(), "{args:?}");
+            assert!(
+                fast.contains("pid 70") || fast.contains(r#""pid":70"#),
+                "{fast}"
+            );
+            let counts = |source: &scan::SourceSummary| {
+                (
+                    source.lines,
+                    source.unreadable,
+                    source.first_skipped_line,
+                    source.first_ts,
+                )
+            };
+            for (fast, full) in fast_scan.sources.iter().zip(&full_scan.sources) {
+                assert_eq!(counts(fast), counts(full), "{args:?} {}", fast.name);
+            }
+            assert_eq!(fast_scan.end, full_scan.end, "{args:?}");
+        }
+    }
+}
+
 #[test]
 fn a_containers_file_is_named_as_the_container_saw_it_and_as_the_host_does() {
     let logs = Logs::new("host-path");
