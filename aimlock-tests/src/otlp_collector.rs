@@ -25,8 +25,10 @@ struct State {
     metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
     refuse_until: Mutex<Option<Instant>>,
     refused: AtomicU64,
-    /// Until then, each answer is held back by this long.
-    slow_until: Mutex<Option<(Instant, Duration)>>,
+    /// The next answer is held back by this long.
+    hold_next: Mutex<Option<Duration>>,
+    /// An answer is being held back.
+    holding: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -62,9 +64,15 @@ impl Collector {
         *self.state.refuse_until.lock().unwrap() = Some(Instant::now() + span);
     }
 
-    /// For `span` from now, holds each answer back by `delay`, as an overloaded collector does.
-    pub fn slow_for(&self, span: Duration, delay: Duration) {
-        *self.state.slow_until.lock().unwrap() = Some((Instant::now() + span, delay));
+    /// Holds the answer to the next request back by `delay`, as a collector that stalls does
+    /// (it answers one request at a time: every other waits too).
+    pub fn hold_next(&self, delay: Duration) {
+        *self.state.hold_next.lock().unwrap() = Some(delay);
+    }
+
+    /// Whether an answer is being held back now.
+    pub fn holding(&self) -> bool {
+        self.state.holding.load(Ordering::Relaxed)
     }
 
     /// Requests answered 503 so far.
@@ -92,11 +100,11 @@ impl Drop for Collector {
 }
 
 fn answer(state: &State, mut request: tiny_http::Request) {
-    let slow = *state.slow_until.lock().unwrap();
-    if let Some((until, delay)) = slow
-        && Instant::now() < until
-    {
+    let hold = state.hold_next.lock().unwrap().take();
+    if let Some(delay) = hold {
+        state.holding.store(true, Ordering::Relaxed);
         thread::sleep(delay);
+        state.holding.store(false, Ordering::Relaxed);
     }
     let mut body = Vec::new();
     let read = request.as_reader().read_to_end(&mut body);

@@ -279,26 +279,31 @@ fn a_slow_collector_does_not_slow_the_tracer() {
         &["--otlp", &collector.url, "--path", file.to_str().unwrap()],
     );
     let ino = inode(&file);
-    // Each answer takes 2 s for the next 4 s: two or three requests in all (answered one at a
-    // time, within the tracer's 10 s request timeout). A log that waited for the collector would
-    // wait at least one answer; the workload is short enough to be logged well within one,
-    // even in an emulated arm64 VM.
-    collector.slow_for(Duration::from_secs(4), Duration::from_secs(2));
+    let open = format!("open:{}", file.display());
+    // The collector stalls on its next request (the export of one lock pair, or metrics) for
+    // 8 s (within the tracer's 10 s request timeout), and every request after it waits too.
+    collector.hold_next(Duration::from_secs(8));
+    Workload::start(&[&open, "loop:1:flock"]).finish();
+    eventually("a request held back", Duration::from_secs(10), || {
+        collector.holding().then_some(())
+    });
+    // While it stalls, a workload is logged: a log that waited for the collector would wait
+    // until the answer.
     let started = std::time::Instant::now();
-    Workload::start(&[&format!("open:{}", file.display()), "loop:500:flock"]).finish();
-    eventually("the workload in the log", Duration::from_secs(10), || {
-        (aimlock_tests::on_inode(&tracer.lines(), ino).len() == 1000).then_some(())
+    Workload::start(&[&open, "loop:500:flock"]).finish();
+    eventually("the workload in the log", Duration::from_secs(20), || {
+        (aimlock_tests::on_inode(&tracer.lines(), ino).len() == 1002).then_some(())
     });
     let logged_after = started.elapsed();
     assert!(
-        logged_after < Duration::from_secs(2),
-        "the log took {logged_after:?} while the collector was slow"
+        collector.holding(),
+        "the log took {logged_after:?}: the collector had answered by then"
     );
     // Once the collector keeps up again, everything arrives.
     eventually(
         "every record at the collector",
-        Duration::from_secs(20),
-        || (on_inode(&collector, ino).len() == 1000).then_some(()),
+        Duration::from_secs(40),
+        || (on_inode(&collector, ino).len() == 1002).then_some(()),
     );
     tracer.stop();
     let stop = collector.logs().last().unwrap().1.clone();
