@@ -86,11 +86,12 @@ pub struct Busy {
 /// have found in them (the first line's, the latest).
 pub type ColdChunks = FxHashMap<u64, (usize, Nanos, Nanos)>;
 
-/// A chunk in which no line asks the second read for more than its time: every line is the
-/// tracer's (a head, an inode where a lock line has one, whole objects or none), no exit line
-/// is damaged, and no deadlock or inheritance is told. Such a chunk, when its times are outside
-/// every window and no lock is read whole (exits, which end POSIX locks, are then of no use),
-/// is cold: the second read takes its lines' count and times as they are, unread.
+/// A chunk in which no line asks the second read for more than its time, or is an exit: every
+/// line is the tracer's (a head, an inode where a lock line has one, whole objects or none) and
+/// one the replay follows, no exit line is damaged, and no deadlock or inheritance is told.
+/// Such a chunk, when its times are outside every window and no lock it may have lines of is
+/// read whole, is cold: the second read only parses its exits (they end POSIX locks), and takes
+/// its lines' count and times as they are.
 #[derive(Clone, Copy, Debug)]
 struct Quiet {
     start: u64,
@@ -734,6 +735,8 @@ struct Lock {
     identity: IdentityBytes,
     /// All its lines are read.
     whole: bool,
+    /// Some of its lines are the replay's (rather than all read whole from the start).
+    followed: bool,
     /// Something of it was under way in the span.
     wanted: bool,
     /// A line after the span has been replayed.
@@ -787,6 +790,7 @@ impl Replay {
             }
             let identity = bytes_at(&piece.identities, fact.identity);
             let lock = &mut self.locks[places[index] as usize];
+            lock.followed = true;
             if lock.whole {
                 continue;
             }
@@ -823,6 +827,7 @@ impl Replay {
             self.locks.push(Lock {
                 identity: identity(),
                 whole: false,
+                followed: false,
                 wanted: false,
                 past: false,
                 window: Window {
@@ -844,10 +849,11 @@ impl Replay {
             windows: Windows::default(),
             cold: Vec::new(),
         };
-        // Exits are kept for POSIX locks, always read whole: with none read whole, a quiet
-        // chunk outside every window holds nothing the second read needs.
+        // A lock read whole needs every line: those of a lock whose every line the replay
+        // refused (a POSIX lock) are in chunks that are not quiet; a lock the replay followed
+        // for a while, or an inode only a parse finds, may have lines anywhere.
         let every_lock_in_windows =
-            self.parsed.is_empty() && self.locks.iter().all(|lock| !lock.whole);
+            self.parsed.is_empty() && !self.locks.iter().any(|lock| lock.whole && lock.followed);
         for ((ino, host), lock) in self.keys.into_iter().zip(self.locks) {
             if self.parsed.contains(&ino) {
                 continue;

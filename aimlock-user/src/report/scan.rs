@@ -197,6 +197,8 @@ pub type Candidates = FxHashMap<u64, Vec<Box<[u8]>>>;
 
 const HOST_FIELD: &[u8] = br#""host":""#;
 
+static EXIT_FINDER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(EXIT_NEEDLE));
 static HOST_FINDER: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(HOST_FIELD));
 
@@ -512,7 +514,7 @@ pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Sc
                     .pop()
                     .unwrap_or_default();
                 match selection.cold_chunk(index, start, bytes.len()) {
-                    Some((first, latest)) => Piece::cold(spare, bytes, first, latest),
+                    Some(times) => Piece::cold(spare, bytes, index as u32, selection, times),
                     None => Piece::scan(spare, bytes, index as u32, selection),
                 }
             },
@@ -639,10 +641,35 @@ impl Piece {
         piece
     }
 
-    /// A chunk whose lines the first read found to need no more than their count and times.
-    fn cold(spare: Piece, bytes: &[u8], first: Nanos, latest: Nanos) -> Self {
+    /// A chunk whose lines the first read found to need no more than their count and times,
+    /// but for its exits.
+    fn cold(
+        spare: Piece,
+        bytes: &[u8],
+        source: u32,
+        selection: &Selection,
+        (first, latest): (Nanos, Nanos),
+    ) -> Self {
         let mut piece = spare;
-        piece.lines = count_newlines(bytes) + u64::from(!bytes.ends_with(b"\n"));
+        // Newlines before `counted` are in `lines`.
+        let (mut lines, mut counted, mut from) = (0, 0, 0);
+        while let Some(found) = EXIT_FINDER.find(&bytes[from..]).map(|at| from + at) {
+            let start = memchr::memrchr(b'\n', &bytes[..found]).map_or(0, |i| i + 1);
+            let end = memchr::memchr(b'\n', &bytes[found..]).map_or(bytes.len(), |i| found + i);
+            lines += count_newlines(&bytes[counted..start]);
+            counted = start;
+            let line = bytes[start..end].trim_ascii();
+            if head(line).is_some_and(|head| head.event == EventKind::Exit) {
+                let origin = Origin {
+                    source,
+                    line: lines + 1,
+                };
+                piece.line(line, origin, selection);
+            }
+            from = end;
+        }
+        lines += count_newlines(&bytes[counted..]);
+        piece.lines = lines + u64::from(!bytes.ends_with(b"\n"));
         piece.first_time = Some(first);
         piece.last_time = Some(latest);
         piece
