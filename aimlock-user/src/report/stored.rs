@@ -258,6 +258,10 @@ impl StoredLines {
         self.lines.len == 0
     }
 
+    pub fn len(&self) -> usize {
+        self.lines.len
+    }
+
     /// Adds a line; its range if it is a POSIX lock's (every line of the lock, or none, has
     /// one).
     pub fn push(&mut self, line: Stored, range: Option<ByteRange>) {

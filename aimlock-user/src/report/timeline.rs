@@ -264,8 +264,13 @@ pub fn build(
     rank: &[u32],
     exits: &FxHashMap<(Name, u32), Vec<Exit>>,
 ) -> Vec<Lock> {
-    let LockLines { records, paths } = lines;
-    let mut records: Vec<Record> = records.into_records(key.range).collect();
+    let LockLines {
+        records: stored,
+        paths,
+    } = lines;
+    // Its room taken at once: grown a line at a time, it would be copied again and again.
+    let mut records: Vec<Record> = Vec::with_capacity(stored.len());
+    records.extend(stored.into_records(key.range));
     let order = |at: Nanos, origin: Origin| (at, rank[origin.source as usize], origin.line);
     // No two lines have the same source and line number: unstable is stable here, and needs
     // no room of its own.
@@ -280,10 +285,15 @@ pub fn build(
             && a.duration_ns == b.duration_ns
             && a.reason == b.reason
     });
+    // Most holds begin with an acquire line; one more for a hold taken before the logs.
+    let acquires = records
+        .iter()
+        .filter(|record| record.event == EventKind::Acquire)
+        .count();
     let mut lock = Lock {
         key,
         paths,
-        holds: Vec::new(),
+        holds: Vec::with_capacity(acquires + 1),
         waits: Vec::new(),
         refusals: Vec::new(),
         left_out: LeftOut::default(),
