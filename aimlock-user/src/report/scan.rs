@@ -20,7 +20,7 @@ use super::{
     busy::Windows,
     input::{self, Source},
     line::{
-        ByteRange, Exit, LockKey, Name, Names, Nanos, Origin, Parsed, SeenPath, Skip, head,
+        ByteRange, Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Paths, SeenPath, Skip, head,
         is_text_line, line_ts, parse,
     },
     stored::{Stored, StoredLines},
@@ -247,7 +247,7 @@ pub fn line_ino(finder: &memmem::Finder<'_>, line: &[u8]) -> Option<u64> {
 #[derive(Debug, Default)]
 pub struct LockLines {
     pub records: StoredLines,
-    pub paths: Vec<SeenPath>,
+    pub paths: Paths,
 }
 
 impl LockLines {
@@ -298,11 +298,18 @@ pub struct Scan {
     /// that a piece's lines are added with one look-up per lock, not per line.
     places: FxHashMap<LockKey, usize>,
     lines: Vec<LockLines>,
-    /// The latest generation of each inode, for the lines that do not say theirs (found in the
-    /// kernel's table: `held`, releases the ring lost) and the keys such lines made before a
-    /// line said it.
-    generations: FxHashMap<InodeId, u32>,
-    untagged: FxHashMap<InodeId, Vec<LockKey>>,
+    /// Of each inode, what the lines that do not say their generation need (see
+    /// [`Generations`]).
+    generations: FxHashMap<InodeId, Generations>,
+}
+
+/// The latest generation of an inode, for the lines that do not say theirs (found in the
+/// kernel's table: `held`, releases the ring lost), and the keys such lines made before a line
+/// said one. One look-up finds both: the merge makes one for each lock of each piece.
+#[derive(Debug, Default)]
+struct Generations {
+    latest: Option<u32>,
+    untagged: SmallVec<[LockKey; 1]>,
 }
 
 impl Scan {
@@ -361,40 +368,43 @@ impl Scan {
         let mut places = Vec::with_capacity(piece.locks.len());
         for lock in piece.locks.iter().filter(|lock| lock.key.generation == 0) {
             let key = rekey(lock.key);
-            let inode = inode_of(&key);
-            let target = match self.generations.get(&inode) {
-                Some(&generation) => LockKey { generation, ..key },
+            let inode = self.generations.entry(inode_of(&key)).or_default();
+            let target = match inode.latest {
+                Some(generation) => LockKey { generation, ..key },
                 None => {
-                    let keys = self.untagged.entry(inode).or_default();
-                    if !keys.contains(&key) {
-                        keys.push(key);
+                    if !inode.untagged.contains(&key) {
+                        inode.untagged.push(key);
                     }
                     key
                 }
             };
             places.push(self.place(target));
         }
-        let mut said = Vec::with_capacity(piece.generations.len());
         for ((host, dev, ino), (first, last)) in piece.generations.drain() {
-            let inode = (name(host), name(dev), ino);
-            if !self.generations.contains_key(&inode) {
-                for old in self.untagged.remove(&inode).unwrap_or_default() {
-                    if let Some(place) = self.places.remove(&old) {
-                        let lines = std::mem::take(&mut self.lines[place]);
-                        let claimed = LockKey {
-                            generation: first,
-                            ..old
-                        };
-                        let target = self.place(claimed);
-                        self.lines[target].absorb(lines);
-                        // The untagged lines of this piece go where the claimed ones went.
-                        for same in places.iter_mut().filter(|same| **same == place) {
-                            *same = target;
-                        }
+            let inode = self
+                .generations
+                .entry((name(host), name(dev), ino))
+                .or_default();
+            // The first generation said claims the keys of the lines before it.
+            let claimed = match inode.latest {
+                None => std::mem::take(&mut inode.untagged),
+                Some(_) => SmallVec::new(),
+            };
+            inode.latest = Some(last);
+            for old in claimed {
+                if let Some(place) = self.places.remove(&old) {
+                    let lines = std::mem::take(&mut self.lines[place]);
+                    let target = self.place(LockKey {
+                        generation: first,
+                        ..old
+                    });
+                    self.lines[target].absorb(lines);
+                    // The untagged lines of this piece go where the claimed ones went.
+                    for same in places.iter_mut().filter(|same| **same == place) {
+                        *same = target;
                     }
                 }
             }
-            said.push((inode, last));
         }
         // `places` follows the untagged locks, then the tagged ones, each in piece order.
         let mut untagged = places.into_iter();
@@ -425,7 +435,6 @@ impl Scan {
                 .records
                 .push(record, posix.then_some(range));
         }
-        self.generations.extend(said);
         for mut exit in piece.exits.drain(..) {
             exit.host = name(exit.host);
             exit.actor.comm = name(exit.actor.comm);
@@ -544,7 +553,7 @@ struct Piece {
 /// A lock a piece's lines are about, and the paths they name it by.
 struct PieceLock {
     key: LockKey,
-    paths: SmallVec<[SeenPath; 1]>,
+    paths: Paths,
 }
 
 impl Piece {
@@ -684,7 +693,7 @@ impl Piece {
                     Entry::Vacant(new) => {
                         self.locks.push(PieceLock {
                             key,
-                            paths: SmallVec::new(),
+                            paths: Paths::new(),
                         });
                         *new.insert(self.locks.len() as u32 - 1)
                     }

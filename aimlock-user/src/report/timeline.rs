@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 use crate::events::{EventKind, LockKind, Mode, ReleaseReason};
 
 use super::{
-    line::{Actor, ByteRange, Exit, LockKey, Name, Nanos, Origin, Record, SeenPath},
+    line::{Actor, ByteRange, Exit, LockKey, Name, Nanos, Origin, Paths, Record},
     posix, render,
     scan::LockLines,
 };
@@ -16,7 +16,7 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct Lock {
     pub key: LockKey,
-    pub paths: Vec<SeenPath>,
+    pub paths: Paths,
     pub holds: Vec<Hold>,
     pub waits: Vec<Wait>,
     pub refusals: Vec<Refusal>,
