@@ -29,6 +29,8 @@ use crate::events::{EventKind, LockKind};
 
 /// Bytes each job parses at a time.
 const PIECE: usize = 8 << 20;
+/// How many lines ahead the merge asks for the memory of the lock a line goes to.
+const FETCH_AHEAD: usize = 8;
 /// How many lines at the start or end of a chunk may be damaged before its first or last
 /// timestamp is given up.
 const TS_PROBES: usize = 64;
@@ -305,11 +307,12 @@ pub struct Scan {
 
 /// The latest generation of an inode, for the lines that do not say theirs (found in the
 /// kernel's table: `held`, releases the ring lost), and the keys such lines made before a line
-/// said one. One look-up finds both: the merge makes one for each lock of each piece.
+/// said one, with their places. One look-up finds them all: the merge makes one for each lock
+/// of each piece.
 #[derive(Debug, Default)]
 struct Generations {
     latest: Option<u32>,
-    untagged: SmallVec<[LockKey; 1]>,
+    untagged: SmallVec<[(LockKey, usize); 1]>,
 }
 
 impl Scan {
@@ -369,16 +372,22 @@ impl Scan {
         for lock in piece.locks.iter().filter(|lock| lock.key.generation == 0) {
             let key = rekey(lock.key);
             let inode = self.generations.entry(inode_of(&key)).or_default();
-            let target = match inode.latest {
-                Some(generation) => LockKey { generation, ..key },
-                None => {
-                    if !inode.untagged.contains(&key) {
-                        inode.untagged.push(key);
+            let place = match inode.latest {
+                Some(generation) => place_in(
+                    &mut self.places,
+                    &mut self.lines,
+                    LockKey { generation, ..key },
+                ),
+                None => match inode.untagged.iter().find(|(known, _)| *known == key) {
+                    Some(&(_, place)) => place,
+                    None => {
+                        let place = place_in(&mut self.places, &mut self.lines, key);
+                        inode.untagged.push((key, place));
+                        place
                     }
-                    key
-                }
+                },
             };
-            places.push(self.place(target));
+            places.push(place);
         }
         for ((host, dev, ino), (first, last)) in piece.generations.drain() {
             let inode = self
@@ -391,7 +400,7 @@ impl Scan {
                 Some(_) => SmallVec::new(),
             };
             inode.latest = Some(last);
-            for old in claimed {
+            for (old, _) in claimed {
                 if let Some(place) = self.places.remove(&old) {
                     let lines = std::mem::take(&mut self.lines[place]);
                     let target = self.place(LockKey {
@@ -428,10 +437,23 @@ impl Scan {
                 }
             }
         }
-        for (lock, mut record, range) in piece.records.drain(..) {
+        // Each line goes to another lock than the one before, whose memory the caches seldom
+        // hold: a lock is fetched a few lines ahead, then where its next line goes.
+        let targets: Vec<usize> = piece
+            .records
+            .iter()
+            .map(|&(lock, ..)| piece_places[lock as usize])
+            .collect();
+        for (index, (lock, mut record, range)) in piece.records.drain(..).enumerate() {
+            if let Some(&ahead) = targets.get(index + 2 * FETCH_AHEAD) {
+                self.lines[ahead].records.prefetch();
+            }
+            if let Some(&ahead) = targets.get(index + FETCH_AHEAD) {
+                self.lines[ahead].records.prefetch_next();
+            }
             record.read_after(lines_before, name);
             let posix = piece.locks[lock as usize].key.kind == LockKind::Posix;
-            self.lines[piece_places[lock as usize]]
+            self.lines[targets[index]]
                 .records
                 .push(record, posix.then_some(range));
         }
@@ -461,13 +483,7 @@ impl Scan {
 
     /// Where a lock's lines are kept; a new place for a lock not seen before.
     fn place(&mut self, key: LockKey) -> usize {
-        match self.places.entry(key) {
-            Entry::Occupied(known) => *known.get(),
-            Entry::Vacant(new) => {
-                self.lines.push(LockLines::default());
-                *new.insert(self.lines.len() - 1)
-            }
-        }
+        place_in(&mut self.places, &mut self.lines, key)
     }
 
     /// Every lock's lines, by lock, once every source is read.
@@ -478,6 +494,21 @@ impl Scan {
             .map(|(key, place)| (key, std::mem::take(&mut lines[place])))
             .collect();
         self.lines = Vec::new();
+    }
+}
+
+/// Where a lock's lines are kept in `lines`; a new place for a lock not seen before.
+fn place_in(
+    places: &mut FxHashMap<LockKey, usize>,
+    lines: &mut Vec<LockLines>,
+    key: LockKey,
+) -> usize {
+    match places.entry(key) {
+        Entry::Occupied(known) => *known.get(),
+        Entry::Vacant(new) => {
+            lines.push(LockLines::default());
+            *new.insert(lines.len() - 1)
+        }
     }
 }
 
