@@ -312,14 +312,17 @@ pub fn build(
         file_exits.dedup_by_key(|exit| (exit.at, exit.actor.pid));
         return posix::fold(lock, &records, &file_exits);
     }
+    let mut released_before = 0;
     for record in &records {
-        lock.apply(record);
+        lock.apply(record, &mut released_before);
     }
     vec![lock]
 }
 
 impl Lock {
-    fn apply(&mut self, record: &Record) {
+    /// Folds in the next line. `released_before`: every hold before it is released (see
+    /// [`Lock::open_hold`]).
+    fn apply(&mut self, record: &Record, released_before: &mut usize) {
         let actor = record.actor;
         match record.event {
             EventKind::Wait => {
@@ -348,7 +351,7 @@ impl Lock {
                     .map(|held| record.at.saturating_sub(held));
                 // Who took a lock first seen at its release is unknown: any process sharing
                 // the open file description may release it.
-                let hold = self.open_hold(Some(actor.pid), acquired, record, None);
+                let hold = self.open_hold(released_before, Some(actor.pid), acquired, record, None);
                 if record.reason == Some(ReleaseReason::Exit)
                     && hold.taker == Some(actor)
                     && hold.taker_exit.is_none()
@@ -362,7 +365,8 @@ impl Lock {
                 });
             }
             EventKind::Orphan => {
-                let hold = self.open_hold(Some(actor.pid), None, record, Some(actor));
+                let hold =
+                    self.open_hold(released_before, Some(actor.pid), None, record, Some(actor));
                 hold.orphaned = true;
                 hold.taker = Some(actor);
                 hold.taker_exit = record.taker_exit.or(hold.taker_exit);
@@ -381,7 +385,8 @@ impl Lock {
                         let acquired = record
                             .duration_ns
                             .map(|held| record.at.saturating_sub(held));
-                        let hold = self.open_hold(None, acquired, record, Some(actor));
+                        let hold =
+                            self.open_hold(released_before, None, acquired, record, Some(actor));
                         hold.release = by.map(|by| Release {
                             at: record.at,
                             by,
@@ -397,7 +402,13 @@ impl Lock {
             EventKind::Held => {
                 // A restarted tracer picks up the hold its predecessor saw taken, if any.
                 let taker = (actor.pid != 0).then_some(actor);
-                let hold = self.open_hold(taker.map(|taker| taker.pid), None, record, taker);
+                let hold = self.open_hold(
+                    released_before,
+                    taker.map(|taker| taker.pid),
+                    None,
+                    record,
+                    taker,
+                );
                 if !hold.acquire_logged && hold.found_held.is_none() {
                     hold.found_held = Some(record.at);
                 }
@@ -449,18 +460,28 @@ impl Lock {
 
     /// The unreleased hold a line is about: the one taken at `acquired` if known (a release's
     /// `held_ns` tells), else the latest taken by `taker`, else a new hold begun before the
-    /// logs, taken by `new_taker`.
+    /// logs, taken by `new_taker`. Holds are released and never opened again: those before
+    /// `released_before`, which it moves on, are not looked at (a busy lock has thousands).
     fn open_hold(
         &mut self,
+        released_before: &mut usize,
         taker: Option<u32>,
         acquired: Option<Nanos>,
         record: &Record,
         new_taker: Option<Actor>,
     ) -> &mut Hold {
+        while self
+            .holds
+            .get(*released_before)
+            .is_some_and(|hold| hold.release.is_some())
+        {
+            *released_before += 1;
+        }
         let open = self
             .holds
             .iter()
             .enumerate()
+            .skip(*released_before)
             .filter(|(_, hold)| hold.release.is_none());
         let best = match acquired {
             Some(acquired) => open
