@@ -119,6 +119,26 @@ impl Stored {
         self.at
     }
 
+    pub fn origin(&self) -> Origin {
+        Origin {
+            source: self.source,
+            line: self.line,
+        }
+    }
+
+    /// Whether `other` is this line read twice (from overlapping rotated copies), as far as a
+    /// lock whose lines all have one range can tell: the same time, event, process, mode,
+    /// duration and reason.
+    pub fn repeats(&self, other: &Stored) -> bool {
+        let duration = |line: &Stored| (line.flags & DURATION != 0).then_some(line.duration_ns);
+        self.at == other.at
+            && self.event == other.event
+            && self.actor() == other.actor()
+            && self.mode == other.mode
+            && duration(self) == duration(other)
+            && self.reason == other.reason
+    }
+
     pub fn event(&self) -> EventKind {
         self.event
     }
@@ -330,6 +350,12 @@ impl StoredLines {
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Stored> {
         self.lines.iter_mut()
+    }
+
+    /// The lines of a lock other than POSIX, whose lines have no range of their own.
+    pub fn into_lines(self) -> impl Iterator<Item = Stored> {
+        debug_assert_eq!(self.ranges.len, 0, "a POSIX lock's lines have their ranges");
+        self.lines.into_iter()
     }
 
     /// The lines as read: those without a range of their own have `range`, their lock's.

@@ -9,6 +9,7 @@ use super::{
     line::{Actor, ByteRange, Exit, LockKey, Name, Nanos, Origin, Paths, Record},
     posix, render,
     scan::LockLines,
+    stored::Stored,
 };
 
 /// One lock's history: for POSIX locks, one section of a file (bytes that overlapping locks,
@@ -268,37 +269,32 @@ pub fn build(
         records: stored,
         paths,
     } = lines;
-    // Its room taken at once: grown a line at a time, it would be copied again and again.
-    let mut records: Vec<Record> = Vec::with_capacity(stored.len());
-    records.extend(stored.into_records(key.range));
     let order = |at: Nanos, origin: Origin| (at, rank[origin.source as usize], origin.line);
-    // No two lines have the same source and line number: unstable is stable here, and needs
-    // no room of its own.
-    records.sort_unstable_by_key(|r| order(r.at, r.origin));
-    // The same line read twice (overlapping rotated copies) counts once.
-    records.dedup_by(|a, b| {
-        a.at == b.at
-            && a.event == b.event
-            && a.actor == b.actor
-            && a.range == b.range
-            && a.mode == b.mode
-            && a.duration_ns == b.duration_ns
-            && a.reason == b.reason
-    });
-    // Most holds begin with an acquire line; one more for a hold taken before the logs.
-    let acquires = records
-        .iter()
-        .filter(|record| record.event == EventKind::Acquire)
-        .count();
     let mut lock = Lock {
         key,
         paths,
-        holds: Vec::with_capacity(acquires + 1),
+        holds: Vec::new(),
         waits: Vec::new(),
         refusals: Vec::new(),
         left_out: LeftOut::default(),
     };
+    // Each vector's room is taken at once: grown a line at a time, it would be copied again
+    // and again. No two lines have the same source and line number: unstable sorting is
+    // stable here, and needs no room of its own. The same line read twice (overlapping
+    // rotated copies) counts once.
     if key.kind == LockKind::Posix {
+        let mut records: Vec<Record> = Vec::with_capacity(stored.len());
+        records.extend(stored.into_records(key.range));
+        records.sort_unstable_by_key(|r| order(r.at, r.origin));
+        records.dedup_by(|a, b| {
+            a.at == b.at
+                && a.event == b.event
+                && a.actor == b.actor
+                && a.range == b.range
+                && a.mode == b.mode
+                && a.duration_ns == b.duration_ns
+                && a.reason == b.reason
+        });
         let mut pids: Vec<u32> = records.iter().map(|record| record.actor.pid).collect();
         pids.sort_unstable();
         pids.dedup();
@@ -312,9 +308,21 @@ pub fn build(
         file_exits.dedup_by_key(|exit| (exit.at, exit.actor.pid));
         return posix::fold(lock, &records, &file_exits);
     }
+    // The lines of another lock all have its range: they are sorted as kept (a record is twice
+    // their size) and read one at a time.
+    let mut kept: Vec<Stored> = Vec::with_capacity(stored.len());
+    kept.extend(stored.into_lines());
+    kept.sort_unstable_by_key(|line| order(line.at(), line.origin()));
+    kept.dedup_by(|a, b| a.repeats(b));
+    // Most holds begin with an acquire line; one more for a hold taken before the logs.
+    let acquires = kept
+        .iter()
+        .filter(|line| line.event() == EventKind::Acquire)
+        .count();
+    lock.holds.reserve_exact(acquires + 1);
     let mut released_before = 0;
-    for record in &records {
-        lock.apply(record, &mut released_before);
+    for line in kept {
+        lock.apply(&line.into_record(key.range), &mut released_before);
     }
     vec![lock]
 }
