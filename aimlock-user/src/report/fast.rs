@@ -46,70 +46,70 @@ pub fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
     let mut has_ts = false;
     cursor.object(|cursor, key| {
         let bit = match key {
-            "event" => 0,
-            "ts" => 1,
-            "host" => 2,
-            "pid" => 3,
-            "ns_pid" => 4,
-            "comm" => 5,
-            "kind" => 6,
-            "mode" => 7,
-            "dev" => 8,
-            "ino" => 9,
-            "path" => 10,
-            "start" => 11,
-            "end" => 12,
-            "wait_ns" => 13,
-            "held_ns" => 14,
-            "orphan_ns" => 15,
-            "reason" => 16,
-            "errno" => 17,
-            "holders" => 18,
-            "by" => 19,
-            "taker_exit" => 20,
-            "orphan" => 21,
-            "generation" => 22,
-            "start_time" => 23,
-            "host_path" => 24,
-            _ => return cursor.skip(0),
+            b"event" => 0,
+            b"ts" => 1,
+            b"host" => 2,
+            b"pid" => 3,
+            b"ns_pid" => 4,
+            b"comm" => 5,
+            b"kind" => 6,
+            b"mode" => 7,
+            b"dev" => 8,
+            b"ino" => 9,
+            b"path" => 10,
+            b"start" => 11,
+            b"end" => 12,
+            b"wait_ns" => 13,
+            b"held_ns" => 14,
+            b"orphan_ns" => 15,
+            b"reason" => 16,
+            b"errno" => 17,
+            b"holders" => 18,
+            b"by" => 19,
+            b"taker_exit" => 20,
+            b"orphan" => 21,
+            b"generation" => 22,
+            b"start_time" => 23,
+            b"host_path" => 24,
+            _ => return cursor.skip_field(key, 0),
         };
         if seen & (1 << bit) != 0 {
             return None;
         }
         seen |= 1 << bit;
         match key {
-            "event" => {
+            b"event" => {
                 raw.event = cursor.nullable(|c| {
                     c.string()
                         .map(|name| super::line::event_kind(name.as_bytes()))
                 })?
             }
-            "ts" => {
+            b"ts" => {
                 raw.ts = cursor.string()?;
                 has_ts = true;
             }
-            "host" => raw.host = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
-            "pid" => raw.pid = cursor.nullable(Cursor::u32)?,
-            "ns_pid" => raw.ns_pid = cursor.nullable(Cursor::u32)?,
-            "comm" => raw.comm = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
-            "kind" => raw.kind = cursor.nullable(|c| c.string().and_then(kind))?,
-            "mode" => raw.mode = cursor.nullable(|c| c.string().and_then(mode))?,
-            "dev" => raw.dev = cursor.nullable(Cursor::string)?,
-            "ino" => raw.ino = cursor.nullable(Cursor::u64)?,
-            "path" => raw.path = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
-            "host_path" => raw.host_path = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
-            "start" => raw.start = cursor.nullable(Cursor::u64)?,
-            "end" => raw.end = cursor.nullable(Cursor::u64)?,
-            "wait_ns" => raw.wait_ns = cursor.nullable(Cursor::u64)?,
-            "held_ns" => raw.held_ns = cursor.nullable(Cursor::u64)?,
-            "orphan_ns" => raw.orphan_ns = cursor.nullable(Cursor::u64)?,
-            "reason" => raw.reason = cursor.nullable(|c| c.string().and_then(reason))?,
-            "errno" => raw.errno = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
-            "holders" => raw.holders = cursor.nullable(Cursor::procs)?,
-            "by" => raw.by = cursor.nullable(Cursor::proc)?,
-            "taker_exit" => raw.taker_exit = cursor.nullable(Cursor::string)?,
-            "orphan" => raw.orphan = cursor.nullable(Cursor::bool)?,
-            "generation" => raw.generation = cursor.nullable(Cursor::u32)?,
+            b"host" => raw.host = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
+            b"pid" => raw.pid = cursor.nullable(Cursor::u32)?,
+            b"ns_pid" => raw.ns_pid = cursor.nullable(Cursor::u32)?,
+            b"comm" => raw.comm = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
+            b"kind" => raw.kind = cursor.nullable(|c| c.string().and_then(kind))?,
+            b"mode" => raw.mode = cursor.nullable(|c| c.string().and_then(mode))?,
+            b"dev" => raw.dev = cursor.nullable(Cursor::string)?,
+            b"ino" => raw.ino = cursor.nullable(Cursor::u64)?,
+            b"path" => raw.path = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
+            b"host_path" => raw.host_path = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
+            b"start" => raw.start = cursor.nullable(Cursor::u64)?,
+            b"end" => raw.end = cursor.nullable(Cursor::u64)?,
+            b"wait_ns" => raw.wait_ns = cursor.nullable(Cursor::u64)?,
+            b"held_ns" => raw.held_ns = cursor.nullable(Cursor::u64)?,
+            b"orphan_ns" => raw.orphan_ns = cursor.nullable(Cursor::u64)?,
+            b"reason" => raw.reason = cursor.nullable(|c| c.string().and_then(reason))?,
+            b"errno" => raw.errno = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
+            b"holders" => raw.holders = cursor.nullable(Cursor::procs)?,
+            b"by" => raw.by = cursor.nullable(Cursor::proc)?,
+            b"taker_exit" => raw.taker_exit = cursor.nullable(Cursor::string)?,
+            b"orphan" => raw.orphan = cursor.nullable(Cursor::bool)?,
+            b"generation" => raw.generation = cursor.nullable(Cursor::u32)?,
             _ => raw.start_time = cursor.nullable(Cursor::u64)?,
         }
         Some(())
@@ -177,14 +177,15 @@ impl<'a> Cursor<'a> {
         read(self).map(Some)
     }
 
-    /// `{"key":value,...}`, each value read by `field`.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    /// `{"key":value,...}`, each value read by `field`. A key the caller knows is ASCII: it
+    /// is checked to be UTF-8 only when `field` passes over it (see [`Cursor::skip`]).
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
         if self.eat(b'}').is_some() {
             return Some(());
         }
         loop {
-            let key = self.string()?;
+            let key = self.bytes()?;
             self.eat(b':')?;
             field(self, key)?;
             if self.eat(b',').is_none() {
@@ -195,15 +196,19 @@ impl<'a> Cursor<'a> {
 
     /// A string without escapes or control characters.
     fn string(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+
+    /// A string without escapes or control characters, not yet checked to be UTF-8.
+    fn bytes(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let rest = &self.bytes[self.at..];
         let len = memchr::memchr2(b'"', b'\\', rest)?;
         if rest[len] != b'"' || rest[..len].iter().any(|&byte| byte < 0x20) {
             return None;
         }
-        let text = std::str::from_utf8(&rest[..len]).ok()?;
         self.at += len + 1;
-        Some(text)
+        Some(&rest[..len])
     }
 
     /// Digits without a leading zero, a sign, a fraction or an exponent.
@@ -255,20 +260,20 @@ impl<'a> Cursor<'a> {
         let mut seen = 0u8;
         self.object(|cursor, key| {
             let bit = match key {
-                "pid" => 0,
-                "ns_pid" => 1,
-                "comm" => 2,
-                "start_time" => 3,
-                _ => return cursor.skip(0),
+                b"pid" => 0,
+                b"ns_pid" => 1,
+                b"comm" => 2,
+                b"start_time" => 3,
+                _ => return cursor.skip_field(key, 0),
             };
             if seen & (1 << bit) != 0 {
                 return None;
             }
             seen |= 1 << bit;
             match key {
-                "pid" => pid = Some(cursor.u32()?),
-                "ns_pid" => ns_pid = cursor.nullable(Cursor::u32)?,
-                "start_time" => start_time = cursor.nullable(Cursor::u64)?,
+                b"pid" => pid = Some(cursor.u32()?),
+                b"ns_pid" => ns_pid = cursor.nullable(Cursor::u32)?,
+                b"start_time" => start_time = cursor.nullable(Cursor::u64)?,
                 _ => comm = Some(cursor.string()?),
             }
             Some(())
@@ -281,6 +286,13 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    /// Passes over a field the report does not use: its key, which serde_json reads as UTF-8,
+    /// and its value.
+    fn skip_field(&mut self, key: &[u8], depth: usize) -> Option<()> {
+        std::str::from_utf8(key).ok()?;
+        self.skip(depth)
+    }
+
     /// Passes over a value of a field the report does not use.
     fn skip(&mut self, depth: usize) -> Option<()> {
         if depth > MAX_DEPTH {
@@ -288,7 +300,7 @@ impl<'a> Cursor<'a> {
         }
         match self.peek()? {
             b'"' => self.string().map(drop),
-            b'{' => self.object(|cursor, _| cursor.skip(depth + 1)),
+            b'{' => self.object(|cursor, key| cursor.skip_field(key, depth + 1)),
             b'[' => {
                 self.at += 1;
                 if self.eat(b']').is_some() {

@@ -160,6 +160,10 @@ pub struct SeenPath {
     pub host: Option<Name>,
 }
 
+/// The paths a lock was seen under: nearly always one, kept inline (a lock's lines are added
+/// to thousands of locks in turn, and a look at a list elsewhere in memory costs each).
+pub type Paths = smallvec::SmallVec<[SeenPath; 1]>;
+
 impl SeenPath {
     /// Whether `paths` lacks this one; a host's path it gives is filled in where a line of the
     /// same path did not give it.

@@ -22,7 +22,7 @@ mod stored;
 mod timeline;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io::{BufWriter, Write},
     num::NonZeroUsize,
 };
@@ -160,8 +160,8 @@ fn report_reading(args: &ReportArgs, reading: Reading, out: &mut impl Write) -> 
     let mut scan = scan::scan(&sources, &selection, jobs)?;
     let end = tell_what_was_skipped(&scan)?;
     leave_out_own_locks(&mut scan);
-    share_ns_pids(&mut scan);
-    share_start_times(&mut scan);
+    let processes = Processes::of(&scan);
+    processes.share(&mut scan);
     for pid in args.pid.iter().filter(|&&pid| !scan.names_pid(pid)) {
         eprintln!("aimlock: pid {pid} appears in no lock line read");
     }
@@ -170,7 +170,15 @@ fn report_reading(args: &ReportArgs, reading: Reading, out: &mut impl Write) -> 
     let every_hold = args.json || reading == Reading::Everything;
     #[cfg(not(test))]
     let every_hold = args.json;
-    write_report(args, &mut scan, end, every_hold, jobs, out)?;
+    write_report(
+        args,
+        &mut scan,
+        end,
+        every_hold,
+        processes.reused_pids,
+        jobs,
+        out,
+    )?;
     Ok(scan)
 }
 
@@ -238,12 +246,11 @@ fn write_report(
     scan: &mut Scan,
     end: Nanos,
     every_hold: bool,
+    reused_pids: HashSet<u32>,
     jobs: usize,
     out: &mut impl Write,
 ) -> Result<()> {
     let pool = scan::thread_pool(jobs)?;
-    // Before the timelines take the lines.
-    let reused_pids = reused_pids(scan);
     let untold_left_out = (!every_hold).then_some(end);
     let locks = pool.install(|| select(args, scan, untold_left_out));
     let several_hosts = locks.iter().any(|lock| lock.key.host != locks[0].key.host);
@@ -373,88 +380,71 @@ fn leave_out_own_locks(scan: &mut Scan) {
     });
 }
 
-/// Not every line about a process carries its `ns_pid` (an orphan line names a taker that has
-/// exited): each mention of the process gets the one any line gave.
-fn share_ns_pids(scan: &mut Scan) {
-    let mut known: HashMap<(Name, u32, Name), u32> = HashMap::new();
-    for (key, lines) in &scan.locks {
-        for record in lines.records.iter() {
-            for actor in record.actors() {
-                if let Some(ns_pid) = actor.ns_pid {
-                    known.insert((key.host, actor.pid, actor.comm), ns_pid);
-                }
-            }
-        }
-    }
-    if known.is_empty() {
-        return;
-    }
-    for (key, lines) in &mut scan.locks {
-        for record in lines.records.iter_mut() {
-            record.update_actors(|actor| {
-                actor.ns_pid = actor
-                    .ns_pid
-                    .or_else(|| known.get(&(key.host, actor.pid, actor.comm)).copied());
-            });
-        }
-    }
+/// What the lines tell of the processes, gathered in one walk over every line kept.
+#[derive(Default)]
+struct Processes {
+    /// Not every line about a process carries its `ns_pid` (an orphan line names a taker that
+    /// has exited): each mention of the process gets the one any line gave.
+    ns_pids: HashMap<(Name, u32, Name), u32>,
+    /// Nor its start time (an orphan line names a taker that had exited before the tracer
+    /// could read it): a mention without one gets the start time the other lines gave the
+    /// same pid and command on the same host, where they gave only one (None: more than one
+    /// process had that pid and command).
+    start_times: HashMap<(Name, u32, Name), Option<u64>>,
+    /// Pids that named more than one process (by start time) on one host.
+    reused_pids: HashSet<u32>,
 }
 
-/// Not every line about a process carries its start time (an orphan line names a taker that
-/// had exited before the tracer could read it): a mention without one gets the start time the
-/// other lines gave the same pid and command on the same host, where they gave only one.
-fn share_start_times(scan: &mut Scan) {
-    // None: more than one process had that pid and command.
-    let mut known: HashMap<(Name, u32, Name), Option<u64>> = HashMap::new();
-    for (key, lines) in &scan.locks {
-        for record in lines.records.iter() {
-            for actor in record.actors() {
-                if let Some(start_time) = actor.start_time {
-                    known
-                        .entry((key.host, actor.pid, actor.comm))
+impl Processes {
+    fn of(scan: &Scan) -> Self {
+        let mut processes = Self::default();
+        let mut starts: HashMap<(Name, u32), u64> = HashMap::new();
+        for (key, lines) in &scan.locks {
+            for record in lines.records.iter() {
+                for actor in record.actors() {
+                    let process = (key.host, actor.pid, actor.comm);
+                    if let Some(ns_pid) = actor.ns_pid {
+                        processes.ns_pids.insert(process, ns_pid);
+                    }
+                    let Some(start_time) = actor.start_time else {
+                        continue;
+                    };
+                    processes
+                        .start_times
+                        .entry(process)
                         .and_modify(|seen| {
                             if *seen != Some(start_time) {
                                 *seen = None;
                             }
                         })
                         .or_insert(Some(start_time));
+                    if *starts.entry((key.host, actor.pid)).or_insert(start_time) != start_time {
+                        processes.reused_pids.insert(actor.pid);
+                    }
                 }
             }
         }
+        processes
     }
-    if known.is_empty() {
-        return;
-    }
-    for (key, lines) in &mut scan.locks {
-        for record in lines.records.iter_mut() {
-            record.update_actors(|actor| {
-                if actor.start_time.is_none() {
-                    actor.start_time = known
-                        .get(&(key.host, actor.pid, actor.comm))
-                        .copied()
-                        .flatten();
-                }
-            });
-        }
-    }
-}
 
-/// Pids that named more than one process (by start time) on one host.
-fn reused_pids(scan: &Scan) -> std::collections::HashSet<u32> {
-    let mut starts: HashMap<(Name, u32), u64> = HashMap::new();
-    let mut reused = std::collections::HashSet::new();
-    for (key, lines) in &scan.locks {
-        for record in lines.records.iter() {
-            for actor in record.actors() {
-                if let Some(start_time) = actor.start_time
-                    && *starts.entry((key.host, actor.pid)).or_insert(start_time) != start_time
-                {
-                    reused.insert(actor.pid);
-                }
+    /// Gives each mention of a process the `ns_pid` and start time other lines gave it. (A
+    /// start time shared is one the process's other lines gave: no pid is reused by it.)
+    fn share(&self, scan: &mut Scan) {
+        if self.ns_pids.is_empty() && self.start_times.is_empty() {
+            return;
+        }
+        for (key, lines) in &mut scan.locks {
+            for record in lines.records.iter_mut() {
+                record.update_actors(|actor| {
+                    let process = (key.host, actor.pid, actor.comm);
+                    actor.ns_pid = actor.ns_pid.or_else(|| self.ns_pids.get(&process).copied());
+                    if actor.start_time.is_none() {
+                        actor.start_time = self.start_times.get(&process).copied().flatten();
+                    }
+                });
             }
         }
     }
-    reused
 }
 
 /// Builds the timelines and keeps the locks the query asks for, oldest first. With the end of

@@ -20,7 +20,7 @@ use super::{
     busy::{ColdChunks, Windows},
     input::{self, Source},
     line::{
-        ByteRange, Exit, LockKey, Name, Names, Nanos, Origin, Parsed, SeenPath, Skip, head,
+        ByteRange, Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Paths, SeenPath, Skip, head,
         is_text_line, line_ts, parse,
     },
     stored::{Stored, StoredLines},
@@ -29,6 +29,8 @@ use crate::events::{EventKind, LockKind};
 
 /// Bytes each job parses at a time.
 const PIECE: usize = 8 << 20;
+/// How many lines ahead the merge asks for the memory of the lock a line goes to.
+const FETCH_AHEAD: usize = 8;
 /// How many lines at the start or end of a chunk may be damaged before its first or last
 /// timestamp is given up.
 const TS_PROBES: usize = 64;
@@ -268,7 +270,7 @@ pub fn line_ino(finder: &memmem::Finder<'_>, line: &[u8]) -> Option<u64> {
 #[derive(Debug, Default)]
 pub struct LockLines {
     pub records: StoredLines,
-    pub paths: Vec<SeenPath>,
+    pub paths: Paths,
 }
 
 impl LockLines {
@@ -319,11 +321,19 @@ pub struct Scan {
     /// that a piece's lines are added with one look-up per lock, not per line.
     places: FxHashMap<LockKey, usize>,
     lines: Vec<LockLines>,
-    /// The latest generation of each inode, for the lines that do not say theirs (found in the
-    /// kernel's table: `held`, releases the ring lost) and the keys such lines made before a
-    /// line said it.
-    generations: FxHashMap<InodeId, u32>,
-    untagged: FxHashMap<InodeId, Vec<LockKey>>,
+    /// Of each inode, what the lines that do not say their generation need (see
+    /// [`Generations`]).
+    generations: FxHashMap<InodeId, Generations>,
+}
+
+/// The latest generation of an inode, for the lines that do not say theirs (found in the
+/// kernel's table: `held`, releases the ring lost), and the keys such lines made before a line
+/// said one, with their places. One look-up finds them all: the merge makes one for each lock
+/// of each piece.
+#[derive(Debug, Default)]
+struct Generations {
+    latest: Option<u32>,
+    untagged: SmallVec<[(LockKey, usize); 1]>,
 }
 
 impl Scan {
@@ -382,40 +392,49 @@ impl Scan {
         let mut places = Vec::with_capacity(piece.locks.len());
         for lock in piece.locks.iter().filter(|lock| lock.key.generation == 0) {
             let key = rekey(lock.key);
-            let inode = inode_of(&key);
-            let target = match self.generations.get(&inode) {
-                Some(&generation) => LockKey { generation, ..key },
-                None => {
-                    let keys = self.untagged.entry(inode).or_default();
-                    if !keys.contains(&key) {
-                        keys.push(key);
+            let inode = self.generations.entry(inode_of(&key)).or_default();
+            let place = match inode.latest {
+                Some(generation) => place_in(
+                    &mut self.places,
+                    &mut self.lines,
+                    LockKey { generation, ..key },
+                ),
+                None => match inode.untagged.iter().find(|(known, _)| *known == key) {
+                    Some(&(_, place)) => place,
+                    None => {
+                        let place = place_in(&mut self.places, &mut self.lines, key);
+                        inode.untagged.push((key, place));
+                        place
                     }
-                    key
-                }
+                },
             };
-            places.push(self.place(target));
+            places.push(place);
         }
-        let mut said = Vec::with_capacity(piece.generations.len());
         for ((host, dev, ino), (first, last)) in piece.generations.drain() {
-            let inode = (name(host), name(dev), ino);
-            if !self.generations.contains_key(&inode) {
-                for old in self.untagged.remove(&inode).unwrap_or_default() {
-                    if let Some(place) = self.places.remove(&old) {
-                        let lines = std::mem::take(&mut self.lines[place]);
-                        let claimed = LockKey {
-                            generation: first,
-                            ..old
-                        };
-                        let target = self.place(claimed);
-                        self.lines[target].absorb(lines);
-                        // The untagged lines of this piece go where the claimed ones went.
-                        for same in places.iter_mut().filter(|same| **same == place) {
-                            *same = target;
-                        }
+            let inode = self
+                .generations
+                .entry((name(host), name(dev), ino))
+                .or_default();
+            // The first generation said claims the keys of the lines before it.
+            let claimed = match inode.latest {
+                None => std::mem::take(&mut inode.untagged),
+                Some(_) => SmallVec::new(),
+            };
+            inode.latest = Some(last);
+            for (old, _) in claimed {
+                if let Some(place) = self.places.remove(&old) {
+                    let lines = std::mem::take(&mut self.lines[place]);
+                    let target = self.place(LockKey {
+                        generation: first,
+                        ..old
+                    });
+                    self.lines[target].absorb(lines);
+                    // The untagged lines of this piece go where the claimed ones went.
+                    for same in places.iter_mut().filter(|same| **same == place) {
+                        *same = target;
                     }
                 }
             }
-            said.push((inode, last));
         }
         // `places` follows the untagged locks, then the tagged ones, each in piece order.
         let mut untagged = places.into_iter();
@@ -439,14 +458,26 @@ impl Scan {
                 }
             }
         }
-        for (lock, mut record, range) in piece.records.drain(..) {
+        // Each line goes to another lock than the one before, whose memory the caches seldom
+        // hold: a lock is fetched a few lines ahead, then where its next line goes.
+        let targets: Vec<usize> = piece
+            .records
+            .iter()
+            .map(|&(lock, ..)| piece_places[lock as usize])
+            .collect();
+        for (index, (lock, mut record, range)) in piece.records.drain(..).enumerate() {
+            if let Some(&ahead) = targets.get(index + 2 * FETCH_AHEAD) {
+                self.lines[ahead].records.prefetch();
+            }
+            if let Some(&ahead) = targets.get(index + FETCH_AHEAD) {
+                self.lines[ahead].records.prefetch_next();
+            }
             record.read_after(lines_before, name);
             let posix = piece.locks[lock as usize].key.kind == LockKind::Posix;
-            self.lines[piece_places[lock as usize]]
+            self.lines[targets[index]]
                 .records
                 .push(record, posix.then_some(range));
         }
-        self.generations.extend(said);
         for mut exit in piece.exits.drain(..) {
             exit.host = name(exit.host);
             exit.actor.comm = name(exit.actor.comm);
@@ -473,13 +504,7 @@ impl Scan {
 
     /// Where a lock's lines are kept; a new place for a lock not seen before.
     fn place(&mut self, key: LockKey) -> usize {
-        match self.places.entry(key) {
-            Entry::Occupied(known) => *known.get(),
-            Entry::Vacant(new) => {
-                self.lines.push(LockLines::default());
-                *new.insert(self.lines.len() - 1)
-            }
-        }
+        place_in(&mut self.places, &mut self.lines, key)
     }
 
     /// Every lock's lines, by lock, once every source is read.
@@ -490,6 +515,21 @@ impl Scan {
             .map(|(key, place)| (key, std::mem::take(&mut lines[place])))
             .collect();
         self.lines = Vec::new();
+    }
+}
+
+/// Where a lock's lines are kept in `lines`; a new place for a lock not seen before.
+fn place_in(
+    places: &mut FxHashMap<LockKey, usize>,
+    lines: &mut Vec<LockLines>,
+    key: LockKey,
+) -> usize {
+    match places.entry(key) {
+        Entry::Occupied(known) => *known.get(),
+        Entry::Vacant(new) => {
+            lines.push(LockLines::default());
+            *new.insert(lines.len() - 1)
+        }
     }
 }
 
@@ -572,7 +612,7 @@ struct Piece {
 /// A lock a piece's lines are about, and the paths they name it by.
 struct PieceLock {
     key: LockKey,
-    paths: SmallVec<[SeenPath; 1]>,
+    paths: Paths,
 }
 
 impl Piece {
@@ -746,7 +786,7 @@ impl Piece {
                     Entry::Vacant(new) => {
                         self.locks.push(PieceLock {
                             key,
-                            paths: SmallVec::new(),
+                            paths: Paths::new(),
                         });
                         *new.insert(self.locks.len() as u32 - 1)
                     }

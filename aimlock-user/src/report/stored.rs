@@ -119,6 +119,26 @@ impl Stored {
         self.at
     }
 
+    pub fn origin(&self) -> Origin {
+        Origin {
+            source: self.source,
+            line: self.line,
+        }
+    }
+
+    /// Whether `other` is this line read twice (from overlapping rotated copies), as far as a
+    /// lock whose lines all have one range can tell: the same time, event, process, mode,
+    /// duration and reason.
+    pub fn repeats(&self, other: &Stored) -> bool {
+        let duration = |line: &Stored| (line.flags & DURATION != 0).then_some(line.duration_ns);
+        self.at == other.at
+            && self.event == other.event
+            && self.actor() == other.actor()
+            && self.mode == other.mode
+            && duration(self) == duration(other)
+            && self.reason == other.reason
+    }
+
     pub fn event(&self) -> EventKind {
         self.event
     }
@@ -179,14 +199,29 @@ impl Stored {
     }
 }
 
+/// Asks the CPU to bring the memory at `at` into its caches, for a look soon after.
+fn prefetch<T>(at: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: every x86_64 CPU has SSE; a prefetch reads nothing and faults on no address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// Things in the order added, in blocks that are never moved or grown: the read adds lines to
 /// thousands of locks in turn, and a vector each, copied to ever larger places, would leave the
 /// heap full of holes too small for the next. Each new block is as large as the things so far,
 /// then from `QUARTERS_FROM` on a quarter of them (at most `BLOCK_MAX`): a lock of a few lines
-/// takes little room, and of a long history at most a quarter more than its lines.
+/// takes little room, and of a long history at most a quarter more than its lines. The block
+/// being filled is kept apart, so that adding to it looks nowhere but at it.
 #[derive(Debug)]
 struct Blocks<T> {
-    blocks: Vec<Vec<T>>,
+    /// The blocks filled, in order.
+    full: Vec<Vec<T>>,
+    /// The block things are added to, after those.
+    last: Vec<T>,
     len: usize,
 }
 
@@ -197,7 +232,8 @@ const BLOCK_MAX: usize = 4096;
 impl<T> Default for Blocks<T> {
     fn default() -> Self {
         Self {
-            blocks: Vec::new(),
+            full: Vec::new(),
+            last: Vec::new(),
             len: 0,
         }
     }
@@ -205,43 +241,53 @@ impl<T> Default for Blocks<T> {
 
 impl<T> Blocks<T> {
     fn push(&mut self, thing: T) {
-        let full = self
-            .blocks
-            .last()
-            .is_none_or(|block| block.len() == block.capacity());
-        if full {
+        if self.last.len() == self.last.capacity() {
             let size = match self.len {
                 small if small < QUARTERS_FROM => small.max(BLOCK_MIN),
                 len => (len / 4).min(BLOCK_MAX),
             };
-            self.blocks.push(Vec::with_capacity(size));
+            let filled = std::mem::replace(&mut self.last, Vec::with_capacity(size));
+            if !filled.is_empty() {
+                self.full.push(filled);
+            }
         }
-        self.blocks
-            .last_mut()
-            .expect("a block with room")
-            .push(thing);
+        self.last.push(thing);
         self.len += 1;
     }
 
     fn append(&mut self, other: Blocks<T>) {
         self.len += other.len;
-        self.blocks.extend(other.blocks);
+        let last = std::mem::replace(&mut self.last, other.last);
+        if !last.is_empty() {
+            self.full.push(last);
+        }
+        self.full.extend(other.full);
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
-        for block in &mut self.blocks {
+        for block in &mut self.full {
             block.retain(&mut keep);
         }
-        self.blocks.retain(|block| !block.is_empty());
-        self.len = self.blocks.iter().map(Vec::len).sum();
+        self.full.retain(|block| !block.is_empty());
+        self.last.retain(keep);
+        self.len = self.full.iter().map(Vec::len).sum::<usize>() + self.last.len();
+    }
+
+    /// Fetches into the caches where the next thing goes.
+    fn prefetch_next(&self) {
+        prefetch(self.last.as_ptr().wrapping_add(self.last.len()));
     }
 
     fn iter(&self) -> impl Iterator<Item = &T> {
-        self.blocks.iter().flatten()
+        self.full.iter().flatten().chain(&self.last)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.full.iter_mut().flatten().chain(&mut self.last)
     }
 
     fn into_iter(self) -> impl Iterator<Item = T> {
-        self.blocks.into_iter().flatten()
+        self.full.into_iter().flatten().chain(self.last)
     }
 }
 
@@ -256,6 +302,10 @@ pub struct StoredLines {
 impl StoredLines {
     pub fn is_empty(&self) -> bool {
         self.lines.len == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len
     }
 
     /// Adds a line; its range if it is a POSIX lock's (every line of the lock, or none, has
@@ -284,12 +334,28 @@ impl StoredLines {
         self.ranges.retain(|_| *ranges.next().expect("a range"));
     }
 
+    /// Fetches into the caches what adding a line looks at first.
+    pub fn prefetch(&self) {
+        prefetch(&self.lines.last);
+    }
+
+    /// Fetches into the caches where the next line goes.
+    pub fn prefetch_next(&self) {
+        self.lines.prefetch_next();
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Stored> {
         self.lines.iter()
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Stored> {
-        self.lines.blocks.iter_mut().flatten()
+        self.lines.iter_mut()
+    }
+
+    /// The lines of a lock other than POSIX, whose lines have no range of their own.
+    pub fn into_lines(self) -> impl Iterator<Item = Stored> {
+        debug_assert_eq!(self.ranges.len, 0, "a POSIX lock's lines have their ranges");
+        self.lines.into_iter()
     }
 
     /// The lines as read: those without a range of their own have `range`, their lock's.
@@ -403,10 +469,11 @@ mod tests {
             for at in 0..1000 {
                 add(&mut lines, at);
             }
-            let unused: usize = lines
-                .lines
-                .blocks
+            let blocks = &lines.lines;
+            let unused: usize = blocks
+                .full
                 .iter()
+                .chain([&blocks.last])
                 .map(|block| block.capacity() - block.len())
                 .sum();
             assert!(unused <= 1000 / 4, "{unused} unused");

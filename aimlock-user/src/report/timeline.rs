@@ -6,9 +6,10 @@ use rustc_hash::FxHashMap;
 use crate::events::{EventKind, LockKind, Mode, ReleaseReason};
 
 use super::{
-    line::{Actor, ByteRange, Exit, LockKey, Name, Nanos, Origin, Record, SeenPath},
+    line::{Actor, ByteRange, Exit, LockKey, Name, Nanos, Origin, Paths, Record},
     posix, render,
     scan::LockLines,
+    stored::Stored,
 };
 
 /// One lock's history: for POSIX locks, one section of a file (bytes that overlapping locks,
@@ -16,7 +17,7 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct Lock {
     pub key: LockKey,
-    pub paths: Vec<SeenPath>,
+    pub paths: Paths,
     pub holds: Vec<Hold>,
     pub waits: Vec<Wait>,
     pub refusals: Vec<Refusal>,
@@ -264,22 +265,11 @@ pub fn build(
     rank: &[u32],
     exits: &FxHashMap<(Name, u32), Vec<Exit>>,
 ) -> Vec<Lock> {
-    let LockLines { records, paths } = lines;
-    let mut records: Vec<Record> = records.into_records(key.range).collect();
+    let LockLines {
+        records: stored,
+        paths,
+    } = lines;
     let order = |at: Nanos, origin: Origin| (at, rank[origin.source as usize], origin.line);
-    // No two lines have the same source and line number: unstable is stable here, and needs
-    // no room of its own.
-    records.sort_unstable_by_key(|r| order(r.at, r.origin));
-    // The same line read twice (overlapping rotated copies) counts once.
-    records.dedup_by(|a, b| {
-        a.at == b.at
-            && a.event == b.event
-            && a.actor == b.actor
-            && a.range == b.range
-            && a.mode == b.mode
-            && a.duration_ns == b.duration_ns
-            && a.reason == b.reason
-    });
     let mut lock = Lock {
         key,
         paths,
@@ -288,7 +278,23 @@ pub fn build(
         refusals: Vec::new(),
         left_out: LeftOut::default(),
     };
+    // Each vector's room is taken at once: grown a line at a time, it would be copied again
+    // and again. No two lines have the same source and line number: unstable sorting is
+    // stable here, and needs no room of its own. The same line read twice (overlapping
+    // rotated copies) counts once.
     if key.kind == LockKind::Posix {
+        let mut records: Vec<Record> = Vec::with_capacity(stored.len());
+        records.extend(stored.into_records(key.range));
+        records.sort_unstable_by_key(|r| order(r.at, r.origin));
+        records.dedup_by(|a, b| {
+            a.at == b.at
+                && a.event == b.event
+                && a.actor == b.actor
+                && a.range == b.range
+                && a.mode == b.mode
+                && a.duration_ns == b.duration_ns
+                && a.reason == b.reason
+        });
         let mut pids: Vec<u32> = records.iter().map(|record| record.actor.pid).collect();
         pids.sort_unstable();
         pids.dedup();
@@ -302,14 +308,29 @@ pub fn build(
         file_exits.dedup_by_key(|exit| (exit.at, exit.actor.pid));
         return posix::fold(lock, &records, &file_exits);
     }
-    for record in &records {
-        lock.apply(record);
+    // The lines of another lock all have its range: they are sorted as kept (a record is twice
+    // their size) and read one at a time.
+    let mut kept: Vec<Stored> = Vec::with_capacity(stored.len());
+    kept.extend(stored.into_lines());
+    kept.sort_unstable_by_key(|line| order(line.at(), line.origin()));
+    kept.dedup_by(|a, b| a.repeats(b));
+    // Most holds begin with an acquire line; one more for a hold taken before the logs.
+    let acquires = kept
+        .iter()
+        .filter(|line| line.event() == EventKind::Acquire)
+        .count();
+    lock.holds.reserve_exact(acquires + 1);
+    let mut released_before = 0;
+    for line in kept {
+        lock.apply(&line.into_record(key.range), &mut released_before);
     }
     vec![lock]
 }
 
 impl Lock {
-    fn apply(&mut self, record: &Record) {
+    /// Folds in the next line. `released_before`: every hold before it is released (see
+    /// [`Lock::open_hold`]).
+    fn apply(&mut self, record: &Record, released_before: &mut usize) {
         let actor = record.actor;
         match record.event {
             EventKind::Wait => {
@@ -338,7 +359,7 @@ impl Lock {
                     .map(|held| record.at.saturating_sub(held));
                 // Who took a lock first seen at its release is unknown: any process sharing
                 // the open file description may release it.
-                let hold = self.open_hold(Some(actor.pid), acquired, record, None);
+                let hold = self.open_hold(released_before, Some(actor.pid), acquired, record, None);
                 if record.reason == Some(ReleaseReason::Exit)
                     && hold.taker == Some(actor)
                     && hold.taker_exit.is_none()
@@ -352,7 +373,8 @@ impl Lock {
                 });
             }
             EventKind::Orphan => {
-                let hold = self.open_hold(Some(actor.pid), None, record, Some(actor));
+                let hold =
+                    self.open_hold(released_before, Some(actor.pid), None, record, Some(actor));
                 hold.orphaned = true;
                 hold.taker = Some(actor);
                 hold.taker_exit = record.taker_exit.or(hold.taker_exit);
@@ -371,7 +393,8 @@ impl Lock {
                         let acquired = record
                             .duration_ns
                             .map(|held| record.at.saturating_sub(held));
-                        let hold = self.open_hold(None, acquired, record, Some(actor));
+                        let hold =
+                            self.open_hold(released_before, None, acquired, record, Some(actor));
                         hold.release = by.map(|by| Release {
                             at: record.at,
                             by,
@@ -387,7 +410,13 @@ impl Lock {
             EventKind::Held => {
                 // A restarted tracer picks up the hold its predecessor saw taken, if any.
                 let taker = (actor.pid != 0).then_some(actor);
-                let hold = self.open_hold(taker.map(|taker| taker.pid), None, record, taker);
+                let hold = self.open_hold(
+                    released_before,
+                    taker.map(|taker| taker.pid),
+                    None,
+                    record,
+                    taker,
+                );
                 if !hold.acquire_logged && hold.found_held.is_none() {
                     hold.found_held = Some(record.at);
                 }
@@ -439,18 +468,28 @@ impl Lock {
 
     /// The unreleased hold a line is about: the one taken at `acquired` if known (a release's
     /// `held_ns` tells), else the latest taken by `taker`, else a new hold begun before the
-    /// logs, taken by `new_taker`.
+    /// logs, taken by `new_taker`. Holds are released and never opened again: those before
+    /// `released_before`, which it moves on, are not looked at (a busy lock has thousands).
     fn open_hold(
         &mut self,
+        released_before: &mut usize,
         taker: Option<u32>,
         acquired: Option<Nanos>,
         record: &Record,
         new_taker: Option<Actor>,
     ) -> &mut Hold {
+        while self
+            .holds
+            .get(*released_before)
+            .is_some_and(|hold| hold.release.is_some())
+        {
+            *released_before += 1;
+        }
         let open = self
             .holds
             .iter()
             .enumerate()
+            .skip(*released_before)
             .filter(|(_, hold)| hold.release.is_none());
         let best = match acquired {
             Some(acquired) => open
