@@ -279,13 +279,12 @@ fn write_report(
             batch
                 .par_iter()
                 .map(|lock| -> Result<Vec<u8>> {
-                    let mut text = Vec::new();
-                    if args.json {
-                        serde_json::to_writer(&mut text, &renderer.json(lock))?;
-                        writeln!(text)?;
-                    } else {
-                        renderer.text(&mut text, lock)?;
+                    if !args.json {
+                        return Ok(renderer.text(lock)?.into_bytes());
                     }
+                    let mut text = Vec::new();
+                    serde_json::to_writer(&mut text, &renderer.json(lock))?;
+                    writeln!(text)?;
                     Ok(text)
                 })
                 .collect::<Result<_>>()

@@ -209,17 +209,19 @@ impl Renderer<'_> {
     }
 
     /// The narrative of one lock: its events in time order, then totals.
-    pub fn text(&self, out: &mut impl Write, lock: &Lock) -> std::io::Result<()> {
-        let mut text = String::with_capacity(4096);
-        self.narrative(&mut text, lock)
-            .map_err(std::io::Error::other)?;
-        out.write_all(text.as_bytes())
+    pub fn text(&self, lock: &Lock) -> Result<String, fmt::Error> {
+        let mut text = String::with_capacity(NARRATIVE_BYTES);
+        self.narrative(&mut text, lock)?;
+        Ok(text)
     }
 
     fn narrative(&self, out: &mut String, lock: &Lock) -> fmt::Result {
         self.title(out, lock)?;
         out.push('\n');
-        let mut lines = Lines::default();
+        let mut lines = Lines {
+            text: String::with_capacity(NARRATIVE_BYTES),
+            ends: Vec::with_capacity(2 * SHOWN),
+        };
         let holds = self.notable(&lock.holds, |hold| hold_score(hold, self.end));
         let posix = lock.key.kind == LockKind::Posix;
         for hold in &holds {
@@ -1370,9 +1372,12 @@ pub fn bytes(range: ByteRange) -> impl fmt::Display {
     })
 }
 
+/// Room for a lock's narrative, most of which fit: the jobs that render share one malloc
+/// arena, and each time a string grows they wait for each other.
+const NARRATIVE_BYTES: usize = 4096;
+
 /// A lock's narrative lines, written end to end into one string: one allocation per lock
-/// rather than several per line (the jobs that render share one malloc arena).
-#[derive(Default)]
+/// rather than several per line.
 struct Lines {
     text: String,
     /// Each line's time and where it is in `text`.
