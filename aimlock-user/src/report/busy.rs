@@ -88,7 +88,7 @@ pub type ColdChunks = FxHashMap<u64, (usize, Nanos, Nanos)>;
 
 /// A chunk in which no line asks the second read for more than its time, or is an exit: every
 /// line is the tracer's (a head, an inode where a lock line has one, whole objects or none) and
-/// one the replay follows, no exit line is damaged, and no deadlock or inheritance is told.
+/// one the replay follows, and no deadlock or inheritance is told.
 /// Such a chunk, when its times are outside every window and no lock it may have lines of is
 /// read whole, is cold: the second read only parses its exits (they end POSIX locks), and takes
 /// its lines' count and times as they are.
@@ -293,7 +293,7 @@ impl Piece {
             let head = head(line);
             let read = read_line(line, head, fields, &mut names);
             if quiet {
-                match head.filter(|&head| quiet_line(line, head, &read, &mut names)) {
+                match head.filter(|&head| quiet_line(head, &read)) {
                     Some(head) => {
                         let at = head.at;
                         times = Some(times.map_or((at, at, at), |(first, earliest, latest)| {
@@ -356,13 +356,10 @@ impl Piece {
 }
 
 /// Whether the second read would only take the line's time from it (see [`Quiet`]).
-fn quiet_line(line: &[u8], head: Head, read: &Read, names: &mut Names) -> bool {
+fn quiet_line(head: Head, read: &Read) -> bool {
     match head.event {
-        EventKind::Start | EventKind::Stop => true,
-        EventKind::Exit => {
-            let origin = Origin { source: 0, line: 0 };
-            matches!(parse(line, origin, names), Ok(Parsed::Exit(_)))
-        }
+        // The second read parses a cold chunk's exits as it parses any chunk's.
+        EventKind::Start | EventKind::Stop | EventKind::Exit => true,
         EventKind::Deadlock | EventKind::Inherit => false,
         // A line the replay follows is flat, or an orphan's line that parses; a lock read
         // whole makes no chunk cold.

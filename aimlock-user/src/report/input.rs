@@ -127,8 +127,8 @@ struct Chunk {
 /// Reads a source in chunks of about `size` bytes of whole lines (a longer line grows its
 /// chunk), has `jobs` threads `work` on them as they come, and hands each chunk with what
 /// `work` made of it to `merge`, in order. `work` is also told where the chunk starts in the
-/// source: the same source read again in chunks of the same size is cut at the same places. Reading, working and merging overlap; at most
-/// `jobs + 2` chunks are in memory.
+/// source: the same source read again in chunks of the same size is cut at the same places.
+/// Reading, working and merging overlap; at most `jobs + 2` chunks are in memory.
 pub fn read_pieces<T: Send>(
     source: &Source,
     size: usize,

@@ -653,9 +653,7 @@ impl Piece {
                         (Some(at), None) | (None, Some(at)) => at,
                         (None, None) => break,
                     };
-                    let start = memchr::memrchr(b'\n', &bytes[..found]).map_or(0, |i| i + 1);
-                    let end =
-                        memchr::memchr(b'\n', &bytes[found..]).map_or(bytes.len(), |i| found + i);
+                    let (start, end) = line_around(bytes, found);
                     lines += count_newlines(&bytes[counted..start]);
                     counted = start;
                     let line = bytes[start..end].trim_ascii();
@@ -694,8 +692,7 @@ impl Piece {
         // Newlines before `counted` are in `lines`.
         let (mut lines, mut counted, mut from) = (0, 0, 0);
         while let Some(found) = EXIT_FINDER.find(&bytes[from..]).map(|at| from + at) {
-            let start = memchr::memrchr(b'\n', &bytes[..found]).map_or(0, |i| i + 1);
-            let end = memchr::memchr(b'\n', &bytes[found..]).map_or(bytes.len(), |i| found + i);
+            let (start, end) = line_around(bytes, found);
             lines += count_newlines(&bytes[counted..start]);
             counted = start;
             let line = bytes[start..end].trim_ascii();
@@ -846,6 +843,13 @@ impl Piece {
         }
         self.first_skipped_line.get_or_insert(line);
     }
+}
+
+/// Where the line that the byte at `at` is in starts and ends (at its newline, or the end).
+fn line_around(bytes: &[u8], at: usize) -> (usize, usize) {
+    let start = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |i| i + 1);
+    let end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
+    (start, end)
 }
 
 /// Where the next `"ino":N` at or after `from` is (not the start of a longer number).

@@ -825,32 +825,12 @@ fn queries_read_selectively_report_what_a_full_read_reports() {
                 args.push("--json");
             }
             args.extend([one.as_str(), two.as_str()]);
-            let cli =
-                Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied())).unwrap();
-            let (mut fast, mut full) = (Vec::new(), Vec::new());
-            let fast_scan = report_reading(&cli.args, Reading::Selective, &mut fast).unwrap();
-            let full_scan = report_reading(&cli.args, Reading::Everything, &mut full).unwrap();
-            assert_eq!(
-                String::from_utf8(fast).unwrap(),
-                String::from_utf8(full).unwrap(),
-                "{args:?}"
-            );
+            let (_, fast, full) = reported_both_ways(&args);
             if query[0] == "--inode" {
                 // --inode looks only at the lines that name the inode.
                 continue;
             }
-            for (fast, full) in fast_scan.sources.iter().zip(&full_scan.sources) {
-                let counts = |source: &scan::SourceSummary| {
-                    (
-                        source.lines,
-                        source.unreadable,
-                        source.unknown_events,
-                        source.first_skipped_line,
-                        source.first_ts,
-                    )
-                };
-                assert_eq!(counts(fast), counts(full), "{args:?} {}", fast.name);
-            }
+            assert_same_counts(&args, &fast, &full);
         }
     }
 }
@@ -1261,6 +1241,34 @@ fn span_story(host: &str, shift: u64) -> Vec<(u64, String)> {
     lines
 }
 
+/// Reports `args` twice, passing over the lines the query cannot need and parsing every line:
+/// the two must tell the same. The text, and what each read kept.
+fn reported_both_ways(args: &[&str]) -> (String, Scan, Scan) {
+    let cli = Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied())).unwrap();
+    let (mut fast, mut full) = (Vec::new(), Vec::new());
+    let fast_scan = report_reading(&cli.args, Reading::Selective, &mut fast).unwrap();
+    let full_scan = report_reading(&cli.args, Reading::Everything, &mut full).unwrap();
+    let text = String::from_utf8(fast).unwrap();
+    assert_eq!(text, String::from_utf8(full).unwrap(), "{args:?}");
+    (text, fast_scan, full_scan)
+}
+
+/// Both reads said the same of each file: its lines, what was skipped, its first time.
+fn assert_same_counts(args: &[&str], fast: &Scan, full: &Scan) {
+    let counts = |source: &scan::SourceSummary| {
+        (
+            source.lines,
+            source.unreadable,
+            source.unknown_events,
+            source.first_skipped_line,
+            source.first_ts,
+        )
+    };
+    for (fast, full) in fast.sources.iter().zip(&full.sources) {
+        assert_eq!(counts(fast), counts(full), "{args:?} {}", fast.name);
+    }
+}
+
 /// `--since`, `--until` and `--at` read two ways give the report a full parse gives, for spans
 /// starting and ending everywhere: before, inside and after holds, waits, orphans and ranges;
 /// on hosts interleaved line by line, across two files (one of two gzip members), with torn,
@@ -1398,28 +1406,8 @@ fn spans_read_selectively_report_what_a_full_read_reports() {
             args.push("--json");
         }
         args.extend([first.as_str(), second.as_str(), third.as_str()]);
-        let cli =
-            Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied())).unwrap();
-        let (mut fast, mut full) = (Vec::new(), Vec::new());
-        let fast_scan = report_reading(&cli.args, Reading::Selective, &mut fast).unwrap();
-        let full_scan = report_reading(&cli.args, Reading::Everything, &mut full).unwrap();
-        assert_eq!(
-            String::from_utf8(fast).unwrap(),
-            String::from_utf8(full).unwrap(),
-            "{args:?}"
-        );
-        for (fast, full) in fast_scan.sources.iter().zip(&full_scan.sources) {
-            let counts = |source: &scan::SourceSummary| {
-                (
-                    source.lines,
-                    source.unreadable,
-                    source.unknown_events,
-                    source.first_skipped_line,
-                    source.first_ts,
-                )
-            };
-            assert_eq!(counts(fast), counts(full), "{args:?} {}", fast.name);
-        }
+        let (_, fast, full) = reported_both_ways(&args);
+        assert_same_counts(&args, &fast, &full);
     }
 }
 
@@ -1433,31 +1421,21 @@ fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
     let logs = Logs::new("cold");
     let pair = |at: u64, pid: u32, ino: u64| {
         let held = r#","held_ns":1000000,"reason":"unlock""#;
-        [
-            tracer_line(
-                "acquire",
-                at,
-                "web-1",
-                pid,
-                "flock",
-                "write",
-                ino,
-                (0, None),
-                "",
-            ),
-            tracer_line(
-                "release",
-                at,
-                "web-1",
-                pid,
-                "flock",
-                "write",
-                ino,
-                (0, None),
-                held,
-            ),
-        ]
-        .concat()
+        [("acquire", ""), ("release", held)]
+            .map(|(event, extra)| {
+                tracer_line(
+                    event,
+                    at,
+                    "web-1",
+                    pid,
+                    "flock",
+                    "write",
+                    ino,
+                    (0, None),
+                    extra,
+                )
+            })
+            .concat()
     };
     // Short holds long before the span, in files of their own (one a chunk each), and the exit
     // of a POSIX lock's holder...
@@ -1465,9 +1443,14 @@ fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
         r#"{{"event":"exit","ts":"{}","host":"web-1","pid":90,"comm":"job","locks":1}}"#,
         ts(20)
     ) + "\n";
+    // An exit line the parse refuses is counted as the full read counts it.
+    let damaged_exit = format!(
+        r#"{{"event":"exit","ts":"{}","host":"web-1","pid":"ninety"}}"#,
+        ts(21)
+    ) + "\n";
     let early: String = (0..30)
         .map(|at| pair(at, 10 + at as u32, 100 + at % 3))
-        .chain([exit])
+        .chain([exit, damaged_exit])
         .collect();
     let damaged = format!("{}\x00 garbage\n", pair(31, 50, 100));
     // ...then the span's file, a lock held across it.
@@ -1556,26 +1539,11 @@ fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
                 .copied()
                 .chain(files.iter().map(|file| file.as_str()))
                 .collect();
-            let cli =
-                Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied())).unwrap();
-            let (mut fast, mut full) = (Vec::new(), Vec::new());
-            let fast_scan = report_reading(&cli.args, Reading::Selective, &mut fast).unwrap();
-            let full_scan = report_reading(&cli.args, Reading::Everything, &mut full).unwrap();
-            let fast = String::from_utf8(fast).unwrap();
-            assert_eq!(fast, String::from_utf8(full).unwrap(), "{args:?}");
-            assert!(!fast.contains("no lock in these logs matches"), "{args:?}");
-            let counts = |source: &scan::SourceSummary| {
-                (
-                    source.lines,
-                    source.unreadable,
-                    source.first_skipped_line,
-                    source.first_ts,
-                )
-            };
-            for (fast, full) in fast_scan.sources.iter().zip(&full_scan.sources) {
-                assert_eq!(counts(fast), counts(full), "{args:?} {}", fast.name);
-            }
-            assert_eq!(fast_scan.end, full_scan.end, "{args:?}");
+            let (text, fast, full) = reported_both_ways(&args);
+            assert!(!text.contains("no lock in these logs matches"), "{args:?}");
+            assert_same_counts(&args, &fast, &full);
+            assert_eq!(fast.sources[0].unreadable, 1, "{args:?}: the damaged exit");
+            assert_eq!(fast.end, full.end, "{args:?}");
         }
     }
 }
