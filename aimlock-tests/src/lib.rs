@@ -9,7 +9,7 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::{Arc, Condvar, Mutex, RwLock, RwLockWriteGuard},
+    sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockWriteGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -138,9 +138,92 @@ impl Lines {
     }
 }
 
+/// How the tests of one binary share the machine: any number of tracers at once, or one test
+/// alone (see [`alone_on_the_machine`]).
+struct MachineUse {
+    tracers: usize,
+    alone: bool,
+}
+
+static MACHINE: (Mutex<MachineUse>, Condvar) = (
+    Mutex::new(MachineUse {
+        tracers: 0,
+        alone: false,
+    }),
+    Condvar::new(),
+);
+
+fn machine_use() -> MutexGuard<'static, MachineUse> {
+    MACHINE
+        .0
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A tracer's share of the machine, taken when it starts (unless its test runs alone) and given
+/// back when it is dropped.
+struct SharedMachine {
+    counted: bool,
+}
+
+impl SharedMachine {
+    fn take() -> Self {
+        if ALONE.get() {
+            return Self { counted: false };
+        }
+        let mut using = machine_use();
+        while using.alone {
+            using = MACHINE.1.wait(using).unwrap();
+        }
+        using.tracers += 1;
+        Self { counted: true }
+    }
+}
+
+impl Drop for SharedMachine {
+    fn drop(&mut self) {
+        if self.counted {
+            machine_use().tracers -= 1;
+            MACHINE.1.notify_all();
+        }
+    }
+}
+
+thread_local! {
+    static ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The machine to one test while the guard lives: no other test of the binary runs a tracer
+/// meanwhile.
+pub struct Alone(());
+
+/// Waits until no other test of this binary runs a tracer, and keeps them from starting one
+/// until the guard is dropped. For a test that asks whether the tracer keeps pace with a burst
+/// on the machine's CPUs: other tests' bursts, which load every CPU on purpose, would decide
+/// that instead. A waiting test lets tracers start meanwhile, so that a test running two never
+/// waits for itself.
+pub fn alone_on_the_machine() -> Alone {
+    let mut using = machine_use();
+    while using.alone || using.tracers > 0 {
+        using = MACHINE.1.wait(using).unwrap();
+    }
+    using.alone = true;
+    ALONE.set(true);
+    Alone(())
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        ALONE.set(false);
+        machine_use().alone = false;
+        MACHINE.1.notify_all();
+    }
+}
+
 /// A running `aimlock trace --format json --output -`.
 pub struct Tracer {
     child: Child,
+    _machine: SharedMachine,
     lines: Lines,
     /// Its stderr so far (also passed on to the test's stderr).
     stderr: Arc<Mutex<String>>,
@@ -156,6 +239,7 @@ impl Tracer {
     /// once every program is attached.
     pub fn start(extra: &[&str]) -> Self {
         require_root();
+        let machine = SharedMachine::take();
         let mut child = Command::new(aimlock_bin())
             .args(["trace", "--format", "json", "--output", "-"])
             .args(extra)
@@ -181,6 +265,7 @@ impl Tracer {
         });
         let tracer = Self {
             child,
+            _machine: machine,
             lines,
             stderr,
             stderr_reader: Some(stderr_reader),
@@ -257,6 +342,7 @@ impl Drop for Tracer {
 /// `aimlock trace` writing its log to a file, as in production.
 pub struct TraceToFile {
     child: Child,
+    _machine: SharedMachine,
     log: PathBuf,
 }
 
@@ -272,6 +358,7 @@ impl TraceToFile {
                 .count()
         };
         let before = starts(log);
+        let machine = SharedMachine::take();
         let child = Command::new(aimlock_bin())
             .args(["trace", "--format", "json", "--output"])
             .arg(log)
@@ -281,6 +368,7 @@ impl TraceToFile {
             .expect("spawn aimlock trace");
         let tracer = Self {
             child,
+            _machine: machine,
             log: log.to_owned(),
         };
         eventually("the start line", Duration::from_secs(60), || {

@@ -24,7 +24,7 @@ use std::{
     io::{BufRead as _, BufReader, BufWriter, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{Mutex, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -138,45 +138,65 @@ pub struct Options {
 }
 
 /// `cargo xtask vm-test`: setup, the release (`cargo xtask dist`), then the kernel matrix.
-pub fn vm_test(options: &Options) -> Result<()> {
+pub fn vm_test(options: &Options, jobs: usize) -> Result<()> {
     crate::setup::setup()?;
     crate::dist::build()?;
-    matrix(options)
+    matrix(std::slice::from_ref(options), jobs)
 }
 
 /// Boots every requested kernel with the integration suite and the release's static binary
-/// (built before), one after the other, and prints a pass/fail line per kernel.
-pub fn matrix(options: &Options) -> Result<()> {
-    let arch = options.arch;
-    let series = requested_series(arch, &options.kernels)?;
-    let suite = build_suite(arch)?.only(&options.only)?;
-    let initramfs = write_initramfs(arch, &suite, options)?;
-    let mut verdicts = Vec::new();
-    for name in series {
-        let verdict =
-            fetch_kernel(arch, name).and_then(|kernel| boot(arch, name, &kernel, &initramfs));
-        let line = match &verdict {
-            Ok(run) => run.summary(arch, name),
-            Err(err) => format!("vm-test {}: FAIL: {err:#}", label(arch, name)),
-        };
-        println!("{line}");
-        verdicts.push((name, line, verdict.map(|run| run.passed).unwrap_or(false)));
+/// (built before), `jobs` VMs at a time, and prints a pass/fail line per kernel.
+///
+/// Each VM has one emulated CPU and keeps one host core busy, so as many run at once as the
+/// host has cores: the slowest (arm64, emulated instruction by instruction) start first.
+pub fn matrix(runs: &[Options], jobs: usize) -> Result<()> {
+    let mut boots = Vec::new();
+    for options in runs {
+        let arch = options.arch;
+        let series = requested_series(arch, &options.kernels)?;
+        let suite = build_suite(arch)?.only(&options.only)?;
+        let initramfs = write_initramfs(arch, &suite, options)?;
+        for name in series {
+            // Fetched one after the other: the package lists and downloads share a cache.
+            let kernel = fetch_kernel(arch, name);
+            boots.push((arch, name, kernel, initramfs.clone()));
+        }
     }
-    println!("==> kernel matrix ({})", arch.name());
-    for (_, line, _) in &verdicts {
+    boots.sort_by_key(|(arch, ..)| *arch == Arch::X86_64);
+    let next = Mutex::new(0..boots.len());
+    let verdicts: Mutex<Vec<Option<(String, bool)>>> = Mutex::new(vec![None; boots.len()]);
+    let workers = jobs.clamp(1, boots.len().max(1));
+    thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while let Some(index) = next.lock().unwrap().next() {
+                    let (arch, name, kernel, initramfs) = &boots[index];
+                    let verdict = match kernel {
+                        Ok(kernel) => boot(*arch, name, kernel, initramfs),
+                        Err(err) => Err(anyhow!("{err:#}")),
+                    };
+                    let line = match &verdict {
+                        Ok(run) => run.summary(*arch, name),
+                        Err(err) => format!("vm-test {}: FAIL: {err:#}", label(*arch, name)),
+                    };
+                    println!("{line}");
+                    let passed = verdict.is_ok_and(|run| run.passed);
+                    verdicts.lock().unwrap()[index] = Some((line, passed));
+                }
+            });
+        }
+    });
+    println!("==> kernel matrix");
+    let mut failed = Vec::new();
+    for ((arch, name, ..), verdict) in boots.iter().zip(verdicts.into_inner().unwrap()) {
+        let (line, passed) = verdict.expect("every boot has a verdict");
         println!("{line}");
+        if !passed {
+            failed.push(label(*arch, name));
+        }
     }
-    let failed: Vec<&str> = verdicts
-        .iter()
-        .filter(|(_, _, passed)| !passed)
-        .map(|(name, _, _)| *name)
-        .collect();
     if !failed.is_empty() {
-        bail!(
-            "step 'vm-test': the suite failed on {} {}",
-            arch.name(),
-            failed.join(", ")
-        );
+        bail!("step 'vm-test': the suite failed on {}", failed.join(", "));
     }
     Ok(())
 }
@@ -1128,6 +1148,8 @@ fn wait_or_kill(child: &mut Child, grace: Duration) -> Result<Option<std::proces
 fn print_failures(log: &Path, had_verdict: bool) {
     let text = fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
+    // In one piece: other VMs print their lines meanwhile.
+    let _whole = std::io::stdout().lock();
     println!("---- {} ----", log.display());
     if had_verdict {
         let mut in_panic_message = false;
