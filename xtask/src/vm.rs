@@ -169,7 +169,10 @@ pub fn matrix(runs: &[Options], jobs: usize) -> Result<()> {
     thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
-                while let Some(index) = next.lock().unwrap().next() {
+                loop {
+                    // Taken in a statement of its own: the lock is let go before the boot.
+                    let taken = next.lock().unwrap().next();
+                    let Some(index) = taken else { break };
                     let (arch, name, kernel, initramfs) = &boots[index];
                     let verdict = match kernel {
                         Ok(kernel) => boot(*arch, name, kernel, initramfs),
