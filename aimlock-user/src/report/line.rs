@@ -2,7 +2,7 @@
 
 use std::{
     borrow::Cow,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use hashbrown::HashTable;
@@ -146,10 +146,6 @@ fn tracer_ts(text: &[u8]) -> Option<Nanos> {
 pub fn nanos(time: SystemTime) -> Nanos {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos().min(u128::from(u64::MAX)) as u64)
-}
-
-pub fn system_time(at: Nanos) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(at)
 }
 
 /// A path a line named a file by, and the host's path of the file where the line gave one (the

@@ -5,7 +5,6 @@ use std::{
     fmt::{self, Write as _},
     io::Write,
     ops::Range,
-    time::Duration,
 };
 
 use serde::Serialize;
@@ -13,7 +12,7 @@ use serde::Serialize;
 use crate::events::{LockKind, Mode, ReleaseReason};
 
 use super::{
-    line::{Actor, ByteRange, Name, Names, Nanos, SeenPath, system_time},
+    line::{Actor, ByteRange, Name, Names, Nanos, SeenPath},
     timeline::{Blocker, Hold, Lock, Refusal, Release, Wait, WaitOutcome},
 };
 
@@ -1421,9 +1420,97 @@ fn plural<'a>(count: usize, one: &'a str, many: &'a str) -> &'a str {
     if count == 1 { one } else { many }
 }
 
-/// RFC 3339, UTC, milliseconds: what `--at` and `--since` accept back.
+/// RFC 3339, UTC, milliseconds: what `--at` and `--since` accept back. Written as humantime's
+/// `format_rfc3339_millis` writes it (a test holds them side by side), in one piece: a report
+/// writes a time on most of its lines.
 pub fn time(at: Nanos) -> impl fmt::Display {
-    humantime::format_rfc3339_millis(system_time(at))
+    fmt::from_fn(move |f| {
+        let seconds = at / 1_000_000_000;
+        let (year, month, day) = civil_date(seconds / 86_400);
+        let of_day = seconds % 86_400;
+        let mut text = Short::default();
+        text.digits(year, 4);
+        text.push(b"-");
+        text.digits(month, 2);
+        text.push(b"-");
+        text.digits(day, 2);
+        text.push(b"T");
+        text.digits(of_day / 3600, 2);
+        text.push(b":");
+        text.digits(of_day / 60 % 60, 2);
+        text.push(b":");
+        text.digits(of_day % 60, 2);
+        text.push(b".");
+        text.digits(at / 1_000_000 % 1000, 3);
+        text.push(b"Z");
+        f.write_str(text.as_str())
+    })
+}
+
+/// The year, month and day of a day counted from 1970-01-01 (Howard Hinnant's
+/// civil_from_days).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A short text made on the stack: a time or a duration.
+struct Short {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Default for Short {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl Short {
+    /// A few bytes, one at a time: shorter than a call to copy them.
+    fn push(&mut self, text: &[u8]) {
+        for &byte in text {
+            self.bytes[self.len] = byte;
+            self.len += 1;
+        }
+    }
+
+    /// `value` in `width` digits, zeros first (`value` has no more).
+    fn digits(&mut self, mut value: u64, width: usize) {
+        for at in (self.len..self.len + width).rev() {
+            self.bytes[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+        self.len += width;
+    }
+
+    /// `value` in as many digits as it has.
+    fn number(&mut self, value: u64) {
+        self.digits(
+            value,
+            value.checked_ilog10().map_or(1, |log| log as usize + 1),
+        );
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("only ASCII is pushed")
+    }
 }
 
 /// `time` for the JSON report.
@@ -1444,5 +1531,99 @@ pub fn duration(ns: u64) -> impl fmt::Display {
     } else {
         ns / 1_000 * 1_000
     };
-    humantime::format_duration(Duration::from_nanos(rounded))
+    fmt::from_fn(move |f| f.write_str(humane_duration(rounded).as_str()))
+}
+
+/// A duration as humantime's `format_duration` writes it (a test holds them side by side), in
+/// one piece: a report writes one on most of its lines.
+fn humane_duration(ns: u64) -> Short {
+    const YEAR: u64 = 31_557_600;
+    const MONTH: u64 = 2_630_016;
+    let mut text = Short::default();
+    if ns == 0 {
+        text.push(b"0s");
+        return text;
+    }
+    let (seconds, below) = (ns / 1_000_000_000, ns % 1_000_000_000);
+    let (in_year, in_month) = (seconds % YEAR, seconds % YEAR % MONTH);
+    let in_day = in_month % 86_400;
+    let parts: [(u64, &str, bool); 9] = [
+        (seconds / YEAR, "year", true),
+        (in_year / MONTH, "month", true),
+        (in_month / 86_400, "day", true),
+        (in_day / 3600, "h", false),
+        (in_day % 3600 / 60, "m", false),
+        (in_day % 60, "s", false),
+        (below / 1_000_000, "ms", false),
+        (below / 1000 % 1000, "us", false),
+        (below % 1000, "ns", false),
+    ];
+    for (value, unit, plural) in parts {
+        if value == 0 {
+            continue;
+        }
+        if text.len > 0 {
+            text.push(b" ");
+        }
+        text.number(value);
+        text.push(unit.as_bytes());
+        if plural && value > 1 {
+            text.push(b"s");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    /// Values spread over the whole range, and the edges where a field rolls over.
+    fn samples() -> impl Iterator<Item = u64> {
+        let edges = [
+            0,
+            1,
+            999,
+            1000,
+            999_999,
+            1_000_000,
+            999_999_999,
+            1_000_000_000,
+            86_399_999_999_999,
+            86_400_000_000_000,
+            // 2000-02-29 and 2000-03-01, 2100-02-28 and 2100-03-01.
+            951_782_400_000_000_000,
+            951_868_800_000_000_000,
+            4_107_456_000_000_000_000,
+            4_107_542_400_000_000_000,
+            u64::MAX,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let spread = std::iter::repeat_with(move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Every scale, from nanoseconds to centuries.
+            state >> (state % 64)
+        });
+        edges.into_iter().chain(spread.take(200_000))
+    }
+
+    #[test]
+    fn times_and_durations_read_as_humantime_writes_them() {
+        for at in samples() {
+            assert_eq!(
+                time(at).to_string(),
+                humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(at)).to_string(),
+                "{at}"
+            );
+            assert_eq!(
+                humane_duration(at).as_str(),
+                humantime::format_duration(Duration::from_nanos(at)).to_string(),
+                "{at}"
+            );
+        }
+    }
 }
