@@ -71,19 +71,26 @@ impl Renderer<'_> {
     /// `pid 812 (python3)`, with its start time when the pid was reused and its pid in its
     /// namespace when it has another.
     fn actor(&self, actor: Actor) -> impl fmt::Display {
-        fmt::from_fn(move |f| {
-            write!(f, "pid {} ({}", actor.pid, self.names.get(actor.comm))?;
-            if let Some(start_time) = actor
-                .start_time
-                .filter(|_| self.reused_pids.contains(&actor.pid))
-            {
-                write!(f, ", started {}", since_boot(start_time))?;
-            }
-            if let Some(ns_pid) = actor.ns_pid {
-                write!(f, ", pid {ns_pid} in its namespace")?;
-            }
-            f.write_str(")")
-        })
+        fmt::from_fn(move |f| self.write_actor(f, actor))
+    }
+
+    /// [`Renderer::actor`], written in pieces rather than by a format: most lines name a
+    /// process.
+    fn write_actor(&self, out: &mut impl fmt::Write, actor: Actor) -> fmt::Result {
+        out.write_str("pid ")?;
+        out.write_str(itoa::Buffer::new().format(actor.pid))?;
+        out.write_str(" (")?;
+        out.write_str(self.names.get(actor.comm))?;
+        if let Some(start_time) = actor
+            .start_time
+            .filter(|_| self.reused_pids.contains(&actor.pid))
+        {
+            write!(out, ", started {}", since_boot(start_time))?;
+        }
+        if let Some(ns_pid) = actor.ns_pid {
+            write!(out, ", pid {ns_pid} in its namespace")?;
+        }
+        out.write_str(")")
     }
 
     fn held_ns(&self, hold: &Hold) -> Option<u64> {
@@ -238,7 +245,11 @@ impl Renderer<'_> {
         }
         lines.ends.sort_by_key(|(at, _)| *at);
         for (at, range) in &lines.ends {
-            writeln!(out, "  {}  {}", time(*at), &lines.text[range.clone()])?;
+            out.push_str("  ");
+            out.push_str(time_text(*at).as_str());
+            out.push_str("  ");
+            out.push_str(&lines.text[range.clone()]);
+            out.push('\n');
         }
         for (kind, shown, all) in [
             ("holds", holds.len(), lock.holds.len() + lock.left_out.holds),
@@ -283,7 +294,8 @@ impl Renderer<'_> {
             let who = or(taker.as_ref(), "a process these logs do not name");
             write!(lines.text, "{who} took {mode}")?;
             if let Some(wait_ns) = hold.wait_ns {
-                write!(lines.text, " after waiting {}", duration(wait_ns))?;
+                lines.text.push_str(" after waiting ");
+                lines.text.push_str(duration_text(wait_ns).as_str());
             }
             if !hold.acquire_logged {
                 lines.text.push_str(" (before these logs start)");
@@ -316,7 +328,8 @@ impl Renderer<'_> {
                 )?;
             }
             if let Some(ns) = orphan_ns {
-                write!(lines.text, " for {}", duration(ns))?;
+                lines.text.push_str(" for ");
+                lines.text.push_str(duration_text(ns).as_str());
             }
             lines.end(exit);
         } else if let (true, None, Some(found)) = (hold.orphaned, hold.taker_exit, hold.found_held)
@@ -351,7 +364,10 @@ impl Renderer<'_> {
                         release,
                         format_args!("the rest of its {lock}"),
                     )?,
-                    None => write!(lines.text, "released when {}", self.how_released(release))?,
+                    None => {
+                        lines.text.push_str("released when ");
+                        self.write_how_released(&mut lines.text, release)?;
+                    }
                 }
                 release.at
             }
@@ -371,24 +387,31 @@ impl Renderer<'_> {
             write!(lines.text, ", {} after its taker exited", duration(ns))?;
         }
         if let Some(ns) = self.held_ns(hold) {
-            write!(lines.text, "; held {}", duration(ns))?;
+            lines.text.push_str("; held ");
+            lines.text.push_str(duration_text(ns).as_str());
         }
         lines.end(end);
         Ok(())
     }
 
-    fn how_released(&self, release: Release) -> impl fmt::Display {
-        let by = self.actor(release.by);
-        fmt::from_fn(move |f| match release.reason {
-            Some(ReleaseReason::Unlock) => write!(f, "{by} unlocked it"),
-            Some(ReleaseReason::Close) => write!(f, "{by} closed the file"),
-            Some(ReleaseReason::Exit) => write!(f, "{by} exited"),
-            Some(ReleaseReason::Convert) => write!(f, "{by} converted it"),
+    fn write_how_released(&self, out: &mut String, release: Release) -> fmt::Result {
+        let what = match release.reason {
+            Some(ReleaseReason::Unlock) => " unlocked it",
+            Some(ReleaseReason::Close) => " closed the file",
+            Some(ReleaseReason::Exit) => " exited",
+            Some(ReleaseReason::Convert) => " converted it",
             Some(ReleaseReason::Lost) => {
-                f.write_str("the tracer lost the record (the kernel no longer held it)")
+                out.push_str("the tracer lost the record (the kernel no longer held it)");
+                return Ok(());
             }
-            None => write!(f, "by {by}"),
-        })
+            None => {
+                out.push_str("by ");
+                return self.write_actor(out, release.by);
+            }
+        };
+        self.write_actor(out, release.by)?;
+        out.push_str(what);
+        Ok(())
     }
 
     /// A POSIX release, by the owner: `what` is `its write lock on bytes 0-9`, or a part of it.
@@ -891,13 +914,12 @@ impl Renderer<'_> {
     }
 
     fn totals_text(&self, out: &mut String, totals: &Totals) -> fmt::Result {
-        write!(
-            out,
-            "held {} in {} {}",
-            duration(totals.held_ns),
-            totals.holds,
-            plural(totals.holds, "hold", "holds")
-        )?;
+        out.push_str("held ");
+        out.push_str(duration_text(totals.held_ns).as_str());
+        out.push_str(" in ");
+        out.push_str(itoa::Buffer::new().format(totals.holds));
+        out.push(' ');
+        out.push_str(plural(totals.holds, "hold", "holds"));
         if totals.still_held > 0 {
             write!(out, " ({} still held)", totals.still_held)?;
         }
@@ -1424,27 +1446,30 @@ fn plural<'a>(count: usize, one: &'a str, many: &'a str) -> &'a str {
 /// `format_rfc3339_millis` writes it (a test holds them side by side), in one piece: a report
 /// writes a time on most of its lines.
 pub fn time(at: Nanos) -> impl fmt::Display {
-    fmt::from_fn(move |f| {
-        let seconds = at / 1_000_000_000;
-        let (year, month, day) = civil_date(seconds / 86_400);
-        let of_day = seconds % 86_400;
-        let mut text = Short::default();
-        text.digits(year, 4);
-        text.push(b"-");
-        text.digits(month, 2);
-        text.push(b"-");
-        text.digits(day, 2);
-        text.push(b"T");
-        text.digits(of_day / 3600, 2);
-        text.push(b":");
-        text.digits(of_day / 60 % 60, 2);
-        text.push(b":");
-        text.digits(of_day % 60, 2);
-        text.push(b".");
-        text.digits(at / 1_000_000 % 1000, 3);
-        text.push(b"Z");
-        f.write_str(text.as_str())
-    })
+    fmt::from_fn(move |f| f.write_str(time_text(at).as_str()))
+}
+
+/// [`time`], as a short text.
+fn time_text(at: Nanos) -> Short {
+    let seconds = at / 1_000_000_000;
+    let (year, month, day) = civil_date(seconds / 86_400);
+    let of_day = seconds % 86_400;
+    let mut text = Short::default();
+    text.digits(year, 4);
+    text.push("-");
+    text.digits(month, 2);
+    text.push("-");
+    text.digits(day, 2);
+    text.push("T");
+    text.digits(of_day / 3600, 2);
+    text.push(":");
+    text.digits(of_day / 60 % 60, 2);
+    text.push(":");
+    text.digits(of_day % 60, 2);
+    text.push(".");
+    text.digits(at / 1_000_000 % 1000, 3);
+    text.push("Z");
+    text
 }
 
 /// The year, month and day of a day counted from 1970-01-01 (Howard Hinnant's
@@ -1484,8 +1509,8 @@ impl Default for Short {
 
 impl Short {
     /// A few bytes, one at a time: shorter than a call to copy them.
-    fn push(&mut self, text: &[u8]) {
-        for &byte in text {
+    fn push(&mut self, text: &str) {
+        for &byte in text.as_bytes() {
             self.bytes[self.len] = byte;
             self.len += 1;
         }
@@ -1509,7 +1534,8 @@ impl Short {
     }
 
     fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len]).expect("only ASCII is pushed")
+        // SAFETY: every byte written is an ASCII digit or part of a whole `str` pushed.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..self.len]) }
     }
 }
 
@@ -1526,12 +1552,17 @@ fn since_boot(start_time: u64) -> impl fmt::Display {
 }
 
 pub fn duration(ns: u64) -> impl fmt::Display {
+    fmt::from_fn(move |f| f.write_str(duration_text(ns).as_str()))
+}
+
+/// [`duration`], as a short text.
+fn duration_text(ns: u64) -> Short {
     let rounded = if ns >= 1_000_000_000 {
         ns / 1_000_000 * 1_000_000
     } else {
         ns / 1_000 * 1_000
     };
-    fmt::from_fn(move |f| f.write_str(humane_duration(rounded).as_str()))
+    humane_duration(rounded)
 }
 
 /// A duration as humantime's `format_duration` writes it (a test holds them side by side), in
@@ -1541,7 +1572,7 @@ fn humane_duration(ns: u64) -> Short {
     const MONTH: u64 = 2_630_016;
     let mut text = Short::default();
     if ns == 0 {
-        text.push(b"0s");
+        text.push("0s");
         return text;
     }
     let (seconds, below) = (ns / 1_000_000_000, ns % 1_000_000_000);
@@ -1563,12 +1594,12 @@ fn humane_duration(ns: u64) -> Short {
             continue;
         }
         if text.len > 0 {
-            text.push(b" ");
+            text.push(" ");
         }
         text.number(value);
-        text.push(unit.as_bytes());
+        text.push(unit);
         if plural && value > 1 {
-            text.push(b"s");
+            text.push("s");
         }
     }
     text
