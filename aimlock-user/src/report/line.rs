@@ -191,33 +191,60 @@ pub struct Names {
     text: String,
     /// Where each name's string ends in `text`; it starts where the one before ends.
     ends: Vec<usize>,
-    /// The names, found by their strings' hashes.
-    ids: HashTable<Name>,
+    /// The names, found by their strings' hashes, each with where its string is: a look-up
+    /// compares strings without a look at `ends` first (thousands of paths do not stay in the
+    /// cache).
+    ids: HashTable<Interned>,
+}
+
+#[derive(Debug)]
+struct Interned {
+    name: Name,
+    len: u32,
+    start: usize,
+}
+
+impl Interned {
+    fn text<'a>(&self, text: &'a str) -> &'a [u8] {
+        &text.as_bytes()[self.start..self.start + self.len as usize]
+    }
 }
 
 impl Names {
     pub fn intern(&mut self, text: &str) -> Name {
         let hash = hash_str(text);
-        if let Some(&name) = self.ids.find(hash, |&name| self.get(name) == text) {
-            return name;
+        let Self {
+            text: all,
+            ends,
+            ids,
+        } = self;
+        if let Some(known) = ids.find(hash, |known| known.text(all) == text.as_bytes()) {
+            return known.name;
         }
-        let name = Name(self.ends.len() as u32);
-        self.text.push_str(text);
-        self.ends.push(self.text.len());
-        let Self { text, ends, ids } = self;
-        ids.insert_unique(hash, name, |&name| hash_str(span(text, ends, name)));
+        let name = Name(ends.len() as u32);
+        let start = all.len();
+        all.push_str(text);
+        ends.push(all.len());
+        let len = u32::try_from(text.len()).expect("a name is shorter than 4 GiB");
+        ids.insert_unique(hash, Interned { name, len, start }, |known| {
+            hash_bytes(known.text(all))
+        });
         name
     }
 
     /// The name of a string the logs hold, without storing it.
     pub fn find(&self, text: &str) -> Option<Name> {
         self.ids
-            .find(hash_str(text), |&name| self.get(name) == text)
-            .copied()
+            .find(hash_str(text), |known| {
+                known.text(&self.text) == text.as_bytes()
+            })
+            .map(|known| known.name)
     }
 
     pub fn get(&self, name: Name) -> &str {
-        span(&self.text, &self.ends, name)
+        let index = name.0 as usize;
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.text[start..self.ends[index]]
     }
 
     /// Forgets every string, keeping the room they took.
@@ -236,15 +263,13 @@ impl Names {
     }
 }
 
-fn span<'a>(text: &'a str, ends: &[usize], name: Name) -> &'a str {
-    let index = name.0 as usize;
-    let start = index.checked_sub(1).map_or(0, |before| ends[before]);
-    &text[start..ends[index]]
+fn hash_str(text: &str) -> u64 {
+    hash_bytes(text.as_bytes())
 }
 
-fn hash_str(text: &str) -> u64 {
+fn hash_bytes(bytes: &[u8]) -> u64 {
     use std::hash::BuildHasher as _;
-    rustc_hash::FxBuildHasher.hash_one(text)
+    rustc_hash::FxBuildHasher.hash_one(bytes)
 }
 
 impl Name {

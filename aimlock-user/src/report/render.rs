@@ -1575,23 +1575,9 @@ fn humane_duration(ns: u64) -> Short {
         text.push("0s");
         return text;
     }
-    let (seconds, below) = (ns / 1_000_000_000, ns % 1_000_000_000);
-    let (in_year, in_month) = (seconds % YEAR, seconds % YEAR % MONTH);
-    let in_day = in_month % 86_400;
-    let parts: [(u64, &str, bool); 9] = [
-        (seconds / YEAR, "year", true),
-        (in_year / MONTH, "month", true),
-        (in_month / 86_400, "day", true),
-        (in_day / 3600, "h", false),
-        (in_day % 3600 / 60, "m", false),
-        (in_day % 60, "s", false),
-        (below / 1_000_000, "ms", false),
-        (below / 1000 % 1000, "us", false),
-        (below % 1000, "ns", false),
-    ];
-    for (value, unit, plural) in parts {
+    let mut part = |value: u64, unit: &str, plural: bool| {
         if value == 0 {
-            continue;
+            return;
         }
         if text.len > 0 {
             text.push(" ");
@@ -1601,7 +1587,25 @@ fn humane_duration(ns: u64) -> Short {
         if plural && value > 1 {
             text.push("s");
         }
-    }
+    };
+    let (seconds, below) = (ns / 1_000_000_000, ns % 1_000_000_000);
+    // Most durations are under a minute: their larger parts are all zero.
+    let in_day = if seconds < 60 {
+        seconds
+    } else {
+        let (in_year, in_month) = (seconds % YEAR, seconds % YEAR % MONTH);
+        let in_day = in_month % 86_400;
+        part(seconds / YEAR, "year", true);
+        part(in_year / MONTH, "month", true);
+        part(in_month / 86_400, "day", true);
+        part(in_day / 3600, "h", false);
+        part(in_day % 3600 / 60, "m", false);
+        in_day
+    };
+    part(in_day % 60, "s", false);
+    part(below / 1_000_000, "ms", false);
+    part(below / 1000 % 1000, "us", false);
+    part(below % 1000, "ns", false);
     text
 }
 
