@@ -82,6 +82,9 @@ pub struct ReportArgs {
 
 /// Locks told at a time, by all jobs, before their text is written.
 const RENDER_BATCH: usize = 1024;
+/// Locks whose narratives one job writes into one text: a few dozen, so that the jobs share a
+/// batch evenly.
+const LOCKS_PER_TEXT: usize = 32;
 
 /// Logs that cannot be reported on at all: none given, none found, empty or unreadable.
 /// `aimlock` exits 2 for it.
@@ -276,12 +279,15 @@ fn write_report(
     // Told by every job, a batch at a time, and written in order.
     for batch in locks.chunks(RENDER_BATCH) {
         let told: Vec<Vec<u8>> = pool.install(|| {
+            if !args.json {
+                return batch
+                    .par_chunks(LOCKS_PER_TEXT)
+                    .map(|locks| Ok(renderer.texts(locks)?.into_bytes()))
+                    .collect::<Result<_>>();
+            }
             batch
                 .par_iter()
                 .map(|lock| -> Result<Vec<u8>> {
-                    if !args.json {
-                        return Ok(renderer.text(lock)?.into_bytes());
-                    }
                     let mut text = Vec::new();
                     serde_json::to_writer(&mut text, &renderer.json(lock))?;
                     writeln!(text)?;

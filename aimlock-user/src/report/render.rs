@@ -214,34 +214,40 @@ impl Renderer<'_> {
         Ok(())
     }
 
-    /// The narrative of one lock: its events in time order, then totals.
-    pub fn text(&self, lock: &Lock) -> Result<String, fmt::Error> {
-        let mut text = String::with_capacity(NARRATIVE_BYTES);
-        self.narrative(&mut text, lock)?;
-        Ok(text)
-    }
-
-    fn narrative(&self, out: &mut String, lock: &Lock) -> fmt::Result {
-        self.title(out, lock)?;
-        out.push('\n');
+    /// The narratives of `locks`, one after the other: each lock's events in time order, then
+    /// its totals. Written into one string, its lines made in one place: most narratives are a
+    /// few lines, and a string each would cost more to allocate than to write.
+    pub fn texts(&self, locks: &[Lock]) -> Result<String, fmt::Error> {
+        let mut text = String::with_capacity(locks.len() * NARRATIVE_BYTES);
         let mut lines = Lines {
             text: String::with_capacity(NARRATIVE_BYTES),
             ends: Vec::with_capacity(2 * SHOWN),
         };
+        for lock in locks {
+            lines.text.clear();
+            lines.ends.clear();
+            self.narrative(&mut text, &mut lines, lock)?;
+        }
+        Ok(text)
+    }
+
+    fn narrative(&self, out: &mut String, lines: &mut Lines, lock: &Lock) -> fmt::Result {
+        self.title(out, lock)?;
+        out.push('\n');
         let holds = self.notable(&lock.holds, |hold| hold_score(hold, self.end));
         let posix = lock.key.kind == LockKind::Posix;
         for hold in &holds {
-            self.hold_lines(hold, posix, &mut lines)?;
+            self.hold_lines(hold, posix, lines)?;
         }
         let waits = self.notable(&lock.waits, |wait| {
             (wait.outcome == WaitOutcome::Waiting, self.wait_ns(wait))
         });
         for wait in &waits {
-            self.wait_lines(lock, wait, posix, &mut lines)?;
+            self.wait_lines(lock, wait, posix, lines)?;
         }
-        self.refusal_lines(lock, posix, &mut lines)?;
+        self.refusal_lines(lock, posix, lines)?;
         if let (true, Some(at)) = (posix, self.at) {
-            self.held_at_lines(lock, at, &mut lines)?;
+            self.held_at_lines(lock, at, lines)?;
         }
         lines.ends.sort_by_key(|(at, _)| *at);
         for (at, range) in &lines.ends {
