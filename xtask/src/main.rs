@@ -286,9 +286,9 @@ fn test() -> Result<()> {
 /// just passed on it, natively and with the same static binary. `cargo xtask vm-test` boots it too.
 const X86_64_CI_KERNELS: &[&str] = &["5.10", "6.1", "6.12"];
 
-/// The arm64 kernels CI boots: both that Debian 12 ships. Emulated on x86_64 the suite takes 3.5
-/// to 6.5 minutes per kernel, the x86_64 ones about 5 each: five VMs one after the other took
-/// CI to 39 minutes, two at a time bring it well under its 40.
+/// The arm64 kernels CI boots: both that Debian 12 ships. Emulated on x86_64 the suite takes
+/// about 6 minutes per kernel, the x86_64 ones about 5 each: five VMs one after the other took
+/// CI to 39 minutes, two at a time to 26.
 const ARM64_CI_KERNELS: &[&str] = &["6.1", "6.12"];
 
 /// The host's cores: how many VMs run at once, each keeping one busy.
