@@ -376,8 +376,8 @@ impl<'a> Cursor<'a> {
             let key = self.bytes()?;
             self.eat(b':')?;
             field(self, key)?;
-            if self.eat(b',').is_none() {
-                return self.eat(b'}');
+            if !self.next_field()? {
+                return Some(());
             }
         }
     }

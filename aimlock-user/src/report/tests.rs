@@ -942,18 +942,7 @@ fn logs_parsed_in_pieces_report_what_one_piece_reports() {
             let whole = String::from_utf8(whole).unwrap();
             assert!(!whole.is_empty(), "{args:?}");
             assert_eq!(whole, String::from_utf8(pieces).unwrap(), "{args:?}");
-            for (one, many) in whole_scan.sources.iter().zip(&piece_scan.sources) {
-                let counts = |source: &scan::SourceSummary| {
-                    (
-                        source.lines,
-                        source.unreadable,
-                        source.unknown_events,
-                        source.first_skipped_line,
-                        source.first_ts,
-                    )
-                };
-                assert_eq!(counts(one), counts(many), "{args:?} {}", one.name);
-            }
+            assert_same_counts(&args, &whole_scan, &piece_scan);
         }
     }
     // The generations are told apart, the untagged lines given to theirs.
