@@ -496,13 +496,18 @@ fn select(args: &ReportArgs, scan: &mut Scan, untold_left_out: Option<Nanos>) ->
             lock
         })
         .collect();
+    // Hosts by name, each named by its place: a few, against a lock each.
+    let hosts: HashSet<Name> = locks.iter().map(|lock| lock.key.host).collect();
+    let mut hosts: Vec<Name> = hosts.into_iter().collect();
+    hosts.sort_by_key(|&host| names.get(host));
+    let host_rank: HashMap<Name, usize> = hosts.into_iter().zip(0..).collect();
     locks.par_sort_by_cached_key(|lock| {
         let key = &lock.key;
         (
             lock.first_time(),
             key.ino,
             key.range.start,
-            names.get(key.host).to_owned(),
+            host_rank[&key.host],
         )
     });
     locks

@@ -289,6 +289,15 @@ impl<T> Blocks<T> {
     fn into_iter(self) -> impl Iterator<Item = T> {
         self.full.into_iter().flatten().chain(self.last)
     }
+
+    /// Moves the things, in order, to the end of `to`: a block at a time, as one copy each.
+    fn move_into(self, to: &mut Vec<T>) {
+        to.reserve(self.len);
+        for mut block in self.full {
+            to.append(&mut block);
+        }
+        to.extend(self.last);
+    }
 }
 
 /// A lock's lines, in the order added, and for a POSIX lock the range of each.
@@ -352,10 +361,11 @@ impl StoredLines {
         self.lines.iter_mut()
     }
 
-    /// The lines of a lock other than POSIX, whose lines have no range of their own.
-    pub fn into_lines(self) -> impl Iterator<Item = Stored> {
+    /// Moves the lines of a lock other than POSIX, whose lines have no range of their own, to
+    /// the end of `to`.
+    pub fn move_lines_into(self, to: &mut Vec<Stored>) {
         debug_assert_eq!(self.ranges.len, 0, "a POSIX lock's lines have their ranges");
-        self.lines.into_iter()
+        self.lines.move_into(to);
     }
 
     /// The lines as read: those without a range of their own have `range`, their lock's.

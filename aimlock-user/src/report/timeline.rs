@@ -256,6 +256,11 @@ impl Refusal {
     }
 }
 
+thread_local! {
+    /// Each job's room for sorting a lock's lines, kept from lock to lock.
+    static SORTED_LINES: std::cell::Cell<Vec<Stored>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Puts the lines in time order (equal times in the order of their files, then lines) and
 /// folds them: one lock, or for POSIX locks the sections of the file. `rank` orders the
 /// sources; `exits` are every process's exits.
@@ -310,8 +315,8 @@ pub fn build(
     }
     // The lines of another lock all have its range: they are sorted as kept (a record is twice
     // their size) and read one at a time.
-    let mut kept: Vec<Stored> = Vec::with_capacity(stored.len());
-    kept.extend(stored.into_lines());
+    let mut kept = SORTED_LINES.take();
+    stored.move_lines_into(&mut kept);
     kept.sort_unstable_by_key(|line| order(line.at(), line.origin()));
     kept.dedup_by(|a, b| a.repeats(b));
     // Most holds begin with an acquire line; one more for a hold taken before the logs.
@@ -321,9 +326,10 @@ pub fn build(
         .count();
     lock.holds.reserve_exact(acquires + 1);
     let mut released_before = 0;
-    for line in kept {
+    for line in kept.drain(..) {
         lock.apply(&line.into_record(key.range), &mut released_before);
     }
+    SORTED_LINES.set(kept);
     vec![lock]
 }
 
