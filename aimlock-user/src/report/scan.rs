@@ -8,7 +8,7 @@
 
 use std::{
     collections::hash_map::Entry,
-    sync::{LazyLock, Mutex},
+    sync::{Arc, LazyLock, Mutex},
 };
 
 use memchr::memmem;
@@ -23,6 +23,7 @@ use super::{
         ByteRange, Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Paths, SeenPath, Skip, head,
         is_text_line, line_ts, parse,
     },
+    shards::Shards,
     stored::{Stored, StoredLines},
 };
 use crate::events::{EventKind, LockKind};
@@ -308,15 +309,29 @@ fn inode_of(key: &LockKey) -> InodeId {
 }
 
 /// Everything kept from the logs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Scan {
     pub names: Names,
-    pub locks: FxHashMap<LockKey, LockLines>,
+    /// Every lock's lines, each kept by the thread of its inode (see [`shard_of`]).
+    pub shards: Shards<LockShard>,
     /// Every process exit, by host and pid, in file order.
     pub exits: FxHashMap<(Name, u32), Vec<Exit>>,
     pub sources: Vec<SourceSummary>,
     /// The last time any log speaks of.
     pub end: Option<Nanos>,
+}
+
+/// The shard that keeps the lines of this inode number: the lines of one file, of every
+/// generation, on every host, are kept together.
+fn shard_of(ino: u64, shards: usize) -> usize {
+    (ino % shards as u64) as usize
+}
+
+/// The locks of some inodes, kept by one thread from the read to the fold.
+#[derive(Debug, Default)]
+pub struct LockShard {
+    /// Every lock's lines, once the logs are read.
+    pub locks: FxHashMap<LockKey, LockLines>,
     /// While reading: each lock's place in `lines` (`locks` is filled from them at the end), so
     /// that a piece's lines are added with one look-up per lock, not per line.
     places: FxHashMap<LockKey, usize>,
@@ -336,7 +351,23 @@ struct Generations {
     untagged: SmallVec<[(LockKey, usize); 1]>,
 }
 
-impl Scan {
+/// A line kept, with its lock's index in its piece's locks.
+type PieceLine = (u32, Stored, ByteRange);
+
+/// Lists of lines the shards have emptied.
+type Emptied = Arc<Mutex<Vec<Vec<PieceLine>>>>;
+
+/// What every shard needs of a piece to add its lines: its locks and generations, and what its
+/// names are among the report's.
+struct PieceLocks {
+    names: Vec<Name>,
+    locks: Vec<PieceLock>,
+    generations: FxHashMap<InodeId, (u32, u32)>,
+    /// The lines of the source before the piece's first.
+    lines_before: u64,
+}
+
+impl LockShard {
     /// Whether any lock line kept names the process.
     pub fn names_pid(&self, pid: u32) -> bool {
         self.locks
@@ -345,6 +376,145 @@ impl Scan {
             .any(|record| record.actors().any(|actor| actor.pid == pid))
     }
 
+    /// Adds this shard's lines of a piece, the next in log order; `mine` tells its inodes.
+    /// Gives back their list, emptied.
+    fn merge(
+        &mut self,
+        piece: &PieceLocks,
+        mut records: Vec<PieceLine>,
+        mine: impl Fn(u64) -> bool,
+    ) -> Vec<PieceLine> {
+        let name = |name: Name| piece.names[name.index()];
+        let rekey = |key: LockKey| LockKey {
+            host: name(key.host),
+            dev: name(key.dev),
+            ..key
+        };
+        // Lines that did not say their generation before any line of the piece did: they
+        // belong to the latest generation seen before the piece, or, if none, to the first one
+        // said (see `with_generation`).
+        let mut places = Vec::new();
+        let untagged_locks = piece
+            .locks
+            .iter()
+            .filter(|lock| lock.key.generation == 0 && mine(lock.key.ino));
+        for lock in untagged_locks {
+            let key = rekey(lock.key);
+            let inode = self.generations.entry(inode_of(&key)).or_default();
+            let place = match inode.latest {
+                Some(generation) => place_in(
+                    &mut self.places,
+                    &mut self.lines,
+                    LockKey { generation, ..key },
+                ),
+                None => match inode.untagged.iter().find(|(known, _)| *known == key) {
+                    Some(&(_, place)) => place,
+                    None => {
+                        let place = place_in(&mut self.places, &mut self.lines, key);
+                        inode.untagged.push((key, place));
+                        place
+                    }
+                },
+            };
+            places.push(place);
+        }
+        let said = piece
+            .generations
+            .iter()
+            .filter(|((_, _, ino), _)| mine(*ino));
+        for (&(host, dev, ino), &(first, last)) in said {
+            let inode = self
+                .generations
+                .entry((name(host), name(dev), ino))
+                .or_default();
+            // The first generation said claims the keys of the lines before it.
+            let claimed = match inode.latest {
+                None => std::mem::take(&mut inode.untagged),
+                Some(_) => SmallVec::new(),
+            };
+            inode.latest = Some(last);
+            for (old, _) in claimed {
+                if let Some(place) = self.places.remove(&old) {
+                    let lines = std::mem::take(&mut self.lines[place]);
+                    let target = self.place(LockKey {
+                        generation: first,
+                        ..old
+                    });
+                    self.lines[target].absorb(lines);
+                    // The untagged lines of this piece go where the claimed ones went.
+                    for same in places.iter_mut().filter(|same| **same == place) {
+                        *same = target;
+                    }
+                }
+            }
+        }
+        // `places` follows the untagged locks, then the tagged ones, each in piece order; the
+        // locks of other shards have none.
+        let mut untagged = places.into_iter();
+        let piece_places: Vec<usize> = piece
+            .locks
+            .iter()
+            .map(|lock| match lock.key.generation {
+                _ if !mine(lock.key.ino) => usize::MAX,
+                0 => untagged.next().expect("a place for each untagged lock"),
+                _ => self.place(rekey(lock.key)),
+            })
+            .collect();
+        for (lock, &place) in piece.locks.iter().zip(&piece_places) {
+            if place == usize::MAX {
+                continue;
+            }
+            let paths = &mut self.lines[place].paths;
+            let seen = lock.paths.iter().map(|seen| SeenPath {
+                path: name(seen.path),
+                host: seen.host.map(name),
+            });
+            for path in seen {
+                if path.is_new_in(paths) {
+                    paths.push(path);
+                }
+            }
+        }
+        // Each line goes to another lock than the one before, whose memory the caches seldom
+        // hold: a lock is fetched a few lines ahead, then where its next line goes.
+        let targets: Vec<usize> = records
+            .iter()
+            .map(|&(lock, ..)| piece_places[lock as usize])
+            .collect();
+        for (index, (lock, mut record, range)) in records.drain(..).enumerate() {
+            if let Some(&ahead) = targets.get(index + 2 * FETCH_AHEAD) {
+                self.lines[ahead].records.prefetch();
+            }
+            if let Some(&ahead) = targets.get(index + FETCH_AHEAD) {
+                self.lines[ahead].records.prefetch_next();
+            }
+            record.read_after(piece.lines_before, name);
+            let posix = piece.locks[lock as usize].key.kind == LockKind::Posix;
+            self.lines[targets[index]]
+                .records
+                .push(record, posix.then_some(range));
+        }
+        records
+    }
+
+    /// Where a lock's lines are kept; a new place for a lock not seen before.
+    fn place(&mut self, key: LockKey) -> usize {
+        place_in(&mut self.places, &mut self.lines, key)
+    }
+
+    /// Every lock's lines, by lock, once every source is read.
+    fn gather(&mut self) {
+        let lines = &mut self.lines;
+        self.locks = std::mem::take(&mut self.places)
+            .into_iter()
+            .map(|(key, place)| (key, std::mem::take(&mut lines[place])))
+            .collect();
+        self.lines = Vec::new();
+        self.generations = FxHashMap::default();
+    }
+}
+
+impl Scan {
     fn note_time(&mut self, at: Nanos) {
         self.end = self.end.max(Some(at));
         let summary = self.summary();
@@ -377,115 +547,32 @@ impl Scan {
     }
 
     /// Adds a piece scanned on its own, the next in log order, whose first line is line
-    /// `lines_before + 1` of its source.
-    fn merge(&mut self, piece: &mut Piece, lines_before: u64) {
+    /// `lines_before + 1` of its source: its names, exits and counts here, its lock lines on
+    /// the shards' threads.
+    fn merge(&mut self, piece: &mut Piece, lines_before: u64, emptied: &Emptied) {
         let map = self.names.absorb(&piece.names);
-        let name = |name: Name| map[name.index()];
-        let rekey = |key: LockKey| LockKey {
-            host: name(key.host),
-            dev: name(key.dev),
-            ..key
-        };
-        // Lines that did not say their generation before any line of the piece did: they
-        // belong to the latest generation seen before the piece, or, if none, to the first one
-        // said (see `with_generation`).
-        let mut places = Vec::with_capacity(piece.locks.len());
-        for lock in piece.locks.iter().filter(|lock| lock.key.generation == 0) {
-            let key = rekey(lock.key);
-            let inode = self.generations.entry(inode_of(&key)).or_default();
-            let place = match inode.latest {
-                Some(generation) => place_in(
-                    &mut self.places,
-                    &mut self.lines,
-                    LockKey { generation, ..key },
-                ),
-                None => match inode.untagged.iter().find(|(known, _)| *known == key) {
-                    Some(&(_, place)) => place,
-                    None => {
-                        let place = place_in(&mut self.places, &mut self.lines, key);
-                        inode.untagged.push((key, place));
-                        place
-                    }
-                },
-            };
-            places.push(place);
-        }
-        for ((host, dev, ino), (first, last)) in piece.generations.drain() {
-            let inode = self
-                .generations
-                .entry((name(host), name(dev), ino))
-                .or_default();
-            // The first generation said claims the keys of the lines before it.
-            let claimed = match inode.latest {
-                None => std::mem::take(&mut inode.untagged),
-                Some(_) => SmallVec::new(),
-            };
-            inode.latest = Some(last);
-            for (old, _) in claimed {
-                if let Some(place) = self.places.remove(&old) {
-                    let lines = std::mem::take(&mut self.lines[place]);
-                    let target = self.place(LockKey {
-                        generation: first,
-                        ..old
-                    });
-                    self.lines[target].absorb(lines);
-                    // The untagged lines of this piece go where the claimed ones went.
-                    for same in places.iter_mut().filter(|same| **same == place) {
-                        *same = target;
-                    }
-                }
-            }
-        }
-        // `places` follows the untagged locks, then the tagged ones, each in piece order.
-        let mut untagged = places.into_iter();
-        let piece_places: Vec<usize> = piece
-            .locks
-            .iter()
-            .map(|lock| match lock.key.generation {
-                0 => untagged.next().expect("a place for each untagged lock"),
-                _ => self.place(rekey(lock.key)),
-            })
-            .collect();
-        for (lock, &place) in piece.locks.iter().zip(&piece_places) {
-            let paths = &mut self.lines[place].paths;
-            let seen = lock.paths.iter().map(|seen| SeenPath {
-                path: name(seen.path),
-                host: seen.host.map(name),
-            });
-            for path in seen {
-                if path.is_new_in(paths) {
-                    paths.push(path);
-                }
-            }
-        }
-        // Each line goes to another lock than the one before, whose memory the caches seldom
-        // hold: a lock is fetched a few lines ahead, then where its next line goes.
-        let targets: Vec<usize> = piece
-            .records
-            .iter()
-            .map(|&(lock, ..)| piece_places[lock as usize])
-            .collect();
-        for (index, (lock, mut record, range)) in piece.records.drain(..).enumerate() {
-            if let Some(&ahead) = targets.get(index + 2 * FETCH_AHEAD) {
-                self.lines[ahead].records.prefetch();
-            }
-            if let Some(&ahead) = targets.get(index + FETCH_AHEAD) {
-                self.lines[ahead].records.prefetch_next();
-            }
-            record.read_after(lines_before, name);
-            let posix = piece.locks[lock as usize].key.kind == LockKind::Posix;
-            self.lines[targets[index]]
-                .records
-                .push(record, posix.then_some(range));
-        }
         for mut exit in piece.exits.drain(..) {
-            exit.host = name(exit.host);
-            exit.actor.comm = name(exit.actor.comm);
+            exit.host = map[exit.host.index()];
+            exit.actor.comm = map[exit.actor.comm.index()];
             exit.origin.line += lines_before;
             self.exits
                 .entry((exit.host, exit.actor.pid))
                 .or_default()
                 .push(exit);
+        }
+        let shared = Arc::new(PieceLocks {
+            names: map,
+            locks: std::mem::take(&mut piece.locks),
+            generations: std::mem::take(&mut piece.generations),
+            lines_before,
+        });
+        let shards = self.shards.count();
+        for (index, records) in piece.records.drain(..).enumerate() {
+            let (piece, emptied) = (Arc::clone(&shared), Arc::clone(emptied));
+            self.shards.send(index, move |shard| {
+                let records = shard.merge(&piece, records, |ino| shard_of(ino, shards) == index);
+                emptied.lock().expect("no job panics").push(records);
+            });
         }
         if let Some(first) = piece.first_time {
             self.note_time(first);
@@ -500,21 +587,6 @@ impl Scan {
             summary.first_skipped_line = piece.first_skipped_line.map(|line| line + lines_before);
         }
         summary.lines = lines_before + piece.lines;
-    }
-
-    /// Where a lock's lines are kept; a new place for a lock not seen before.
-    fn place(&mut self, key: LockKey) -> usize {
-        place_in(&mut self.places, &mut self.lines, key)
-    }
-
-    /// Every lock's lines, by lock, once every source is read.
-    fn gather(&mut self) {
-        let lines = &mut self.lines;
-        self.locks = std::mem::take(&mut self.places)
-            .into_iter()
-            .map(|(key, place)| (key, std::mem::take(&mut lines[place])))
-            .collect();
-        self.lines = Vec::new();
     }
 }
 
@@ -535,8 +607,19 @@ fn place_in(
 
 /// Reads every source and keeps the lines the selection picks, with `jobs` threads.
 pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Scan, BadInput> {
-    let mut scan = Scan::default();
+    let shards = Shards::start(jobs)
+        .map_err(|err| BadInput(format!("cannot start {jobs} threads: {err}")))?;
+    let mut scan = Scan {
+        names: Names::default(),
+        shards,
+        exits: FxHashMap::default(),
+        sources: Vec::new(),
+        end: None,
+    };
     let spare = Mutex::new(Vec::new());
+    // The lists of lines the shards have added, emptied, for the next pieces to fill: taken
+    // and given back, they are not freed.
+    let emptied: Emptied = Arc::default();
     for (index, source) in sources.iter().enumerate() {
         scan.sources.push(SourceSummary {
             name: source.name.clone(),
@@ -548,11 +631,16 @@ pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Sc
             selection.piece_bytes,
             jobs,
             |bytes, start| {
-                let spare = spare
+                let mut spare: Piece = spare
                     .lock()
                     .expect("no job panics")
                     .pop()
                     .unwrap_or_default();
+                let mut refill = emptied.lock().expect("no job panics");
+                spare
+                    .records
+                    .resize_with(jobs, || refill.pop().unwrap_or_default());
+                drop(refill);
                 match selection.cold_chunk(index, start, bytes.len()) {
                     Some(times) => Piece::cold(spare, bytes, index as u32, selection, times),
                     None => Piece::scan(spare, bytes, index as u32, selection),
@@ -568,7 +656,7 @@ pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Sc
                 }
                 scan.note_bounds(chunk);
                 let lines = piece.lines;
-                scan.merge(&mut piece, lines_before);
+                scan.merge(&mut piece, lines_before, &emptied);
                 lines_before += lines;
                 spare.lock().expect("no job panics").push(piece.cleared());
             },
@@ -577,7 +665,7 @@ pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Sc
         summary.bytes = end.bytes;
         summary.cut_short = end.cut_short;
     }
-    scan.gather();
+    scan.shards.each(|_, shard| shard.gather());
     Ok(scan)
 }
 
@@ -595,9 +683,9 @@ struct Piece {
     /// The locks its lines are about, in the order first met.
     locks: Vec<PieceLock>,
     places: FxHashMap<LockKey, u32>,
-    /// Each line kept, with its lock's index in `locks`, in line order: made compact here, by
-    /// the job, rather than by the merge, which one thread does for all.
-    records: Vec<(u32, Stored, ByteRange)>,
+    /// Each line kept, with its lock's index in `locks`, in line order, by the shard that keeps
+    /// its lock: made compact here, by the job, rather than by the shard.
+    records: Vec<Vec<PieceLine>>,
     exits: Vec<Exit>,
     /// Per inode: the first and the latest generation its lines said.
     generations: FxHashMap<InodeId, (u32, u32)>,
@@ -717,7 +805,7 @@ impl Piece {
         self.names.clear();
         self.locks.clear();
         self.places.clear();
-        self.records.clear();
+        self.records.iter_mut().for_each(Vec::clear);
         self.exits.clear();
         self.generations.clear();
         Self {
@@ -789,7 +877,8 @@ impl Piece {
                     }
                 };
                 let (record, range) = Stored::new(record);
-                self.records.push((index, record, range));
+                let shard = shard_of(key.ino, self.records.len());
+                self.records[shard].push((index, record, range));
                 let paths = &mut self.locks[index as usize].paths;
                 if let Some(path) = path
                     && path.is_new_in(paths)

@@ -1717,7 +1717,9 @@ fn holds_left_out_of_the_narrative_change_nothing_it_tells() {
     let sources = input::expand(&cli.args.logs).unwrap();
     let mut scan = scan::scan(&sources, &Selection::new(None, None, Vec::new(), None), 1).unwrap();
     let end = scan.end.unwrap();
-    let locks = select(&cli.args, &mut scan, Some(end));
+    let names = Arc::new(std::mem::take(&mut scan.names));
+    let pool = scan::thread_pool(1).unwrap();
+    let locks = select(&cli.args, &mut scan, &names, Some(end), &pool);
     let busy = locks.iter().find(|lock| lock.key.ino == 40).unwrap();
     let kept: Vec<u32> = busy
         .holds
