@@ -1,7 +1,8 @@
 //! Telling each lock's history: a short narrative, or the same as JSON.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, hash_map::Entry},
+    borrow::Cow,
+    collections::{HashMap, HashSet, hash_map::Entry},
     fmt::{self, Write as _},
     io::Write,
     ops::Range,
@@ -715,10 +716,10 @@ impl Renderer<'_> {
         let mut waits = Vec::new();
         let mut refused: Vec<(usize, Actor, &Lock)> = Vec::new();
         for lock in locks {
-            let totals = self.totals(lock);
-            if totals.orphans > 0 {
-                let by = totals.longest_orphan_ns.unwrap_or(0);
-                orphans.push((by, lock, totals.orphans));
+            let orphaned = lock.holds.iter().filter(|hold| hold.orphaned).count();
+            if orphaned > 0 {
+                let by = lock.holds.iter().filter_map(|hold| self.orphan_ns(hold));
+                orphans.push((by.max().unwrap_or(0), lock, orphaned));
             }
             for hold in lock.holds.iter().filter(|hold| hold.release.is_none()) {
                 held.push((self.held_ns(hold).unwrap_or(0), hold.taker, lock));
@@ -829,14 +830,14 @@ impl Renderer<'_> {
     }
 
     /// A lock's file: its path, or its inode when no line gave the path.
-    fn file(&self, lock: &Lock) -> String {
+    fn file(&self, lock: &Lock) -> Cow<'_, str> {
         match lock.paths.first() {
-            Some(seen) => self.names.get(seen.path).to_owned(),
-            None => format!(
+            Some(seen) => Cow::Borrowed(self.names.get(seen.path)),
+            None => Cow::Owned(format!(
                 "dev {} inode {}",
                 self.names.get(lock.key.dev),
                 lock.key.ino
-            ),
+            )),
         }
     }
 
@@ -847,7 +848,7 @@ impl Renderer<'_> {
         let mut hosts: Vec<&str> = locks.iter().map(|lock| self.host_name(lock)).collect();
         hosts.sort_unstable();
         hosts.dedup();
-        let mut files: BTreeMap<String, FleetFile> = BTreeMap::new();
+        let mut files: HashMap<Cow<str>, FleetFile> = HashMap::new();
         for lock in locks {
             let host = self.host_name(lock);
             let file = files.entry(self.file(lock)).or_default();
@@ -874,10 +875,12 @@ impl Renderer<'_> {
                 file.refusals.note(host, Some(refusal.at), 0);
             }
         }
-        let mut files: Vec<(String, FleetFile)> = files
+        let mut files: Vec<(Cow<str>, FleetFile)> = files
             .into_iter()
             .filter(|(_, file)| !file.is_quiet())
             .collect();
+        // By path, then (stable) by the hosts it troubled.
+        files.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         files.sort_by_key(|(_, file)| {
             std::cmp::Reverse((
                 file.orphans.hosts.len(),
