@@ -4,10 +4,10 @@
 //! a pid or orphans first finds, by a byte search, the inodes whose lines can match; one that
 //! names a time span first replays each lock's holds and waits from a few fields of each line
 //! to find the locks busy in it, and the stretch of their lines that tells it; with those (or
-//! `--inode`, `--host`), only their lines are parsed and kept. Each lock's lines are
-//! then put in time order across files and folded into holds, waits and refusals (a file's
-//! POSIX locks by their byte ranges, as the kernel keeps them), which the query narrows and
-//! the renderer tells.
+//! `--inode`, `--host`), only their lines are parsed and kept, each lock's by the shard thread of
+//! its inode. Each lock's lines are then put in time order across files and folded by that
+//! thread into holds, waits and refusals (a file's POSIX locks by their byte ranges, as the
+//! kernel keeps them), which the query narrows and the renderer tells.
 
 mod busy;
 mod candidates;
