@@ -220,8 +220,9 @@ pub fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
         match field {
             Field::Event => {
                 raw.event = cursor.nullable(|c| {
-                    c.string()
-                        .map(|name| super::line::event_kind(name.as_bytes()))
+                    c.usual_string(&["acquire", "release", "wait", "fail"], |name| {
+                        Some(super::line::event_kind(name.as_bytes()))
+                    })
                 })?
             }
             Field::Ts => {
@@ -232,8 +233,12 @@ pub fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
             Field::Pid => raw.pid = cursor.nullable(Cursor::u32)?,
             Field::NsPid => raw.ns_pid = cursor.nullable(Cursor::u32)?,
             Field::Comm => raw.comm = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
-            Field::Kind => raw.kind = cursor.nullable(|c| c.string().and_then(kind))?,
-            Field::Mode => raw.mode = cursor.nullable(|c| c.string().and_then(mode))?,
+            Field::Kind => {
+                raw.kind = cursor.nullable(|c| c.usual_string(&["flock", "posix", "ofd"], kind))?
+            }
+            Field::Mode => {
+                raw.mode = cursor.nullable(|c| c.usual_string(&["write", "read"], mode))?
+            }
             Field::Dev => raw.dev = cursor.nullable(Cursor::string)?,
             Field::Ino => raw.ino = cursor.nullable(Cursor::u64)?,
             Field::Path => raw.path = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
@@ -245,7 +250,10 @@ pub fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
             Field::WaitNs => raw.wait_ns = cursor.nullable(Cursor::u64)?,
             Field::HeldNs => raw.held_ns = cursor.nullable(Cursor::u64)?,
             Field::OrphanNs => raw.orphan_ns = cursor.nullable(Cursor::u64)?,
-            Field::Reason => raw.reason = cursor.nullable(|c| c.string().and_then(reason))?,
+            Field::Reason => {
+                raw.reason =
+                    cursor.nullable(|c| c.usual_string(&["unlock", "close", "exit"], reason))?
+            }
             Field::Errno => raw.errno = cursor.nullable(|c| c.string().map(Cow::Borrowed))?,
             Field::Holders => raw.holders = cursor.nullable(Cursor::procs)?,
             Field::By => raw.by = cursor.nullable(Cursor::proc)?,
@@ -400,6 +408,27 @@ impl<'a> Cursor<'a> {
         std::str::from_utf8(bytes).ok()
     }
 
+    /// A string that is usually one of a few `words`, read by `read`: each word is compared in
+    /// place, quotes included, before the string is scanned for its end as any other.
+    fn usual_string<T>(
+        &mut self,
+        words: &[&'static str],
+        read: impl Fn(&'a str) -> Option<T>,
+    ) -> Option<T> {
+        let rest = &self.bytes[self.at..];
+        for word in words {
+            let len = word.len();
+            if rest.get(len + 1) == Some(&b'"')
+                && rest[0] == b'"'
+                && &rest[1..=len] == word.as_bytes()
+            {
+                self.at += len + 2;
+                return read(word);
+            }
+        }
+        self.string().and_then(read)
+    }
+
     /// A string without escapes or control characters, not yet checked to be UTF-8.
     fn bytes(&mut self) -> Option<&'a [u8]> {
         self.string_bytes().map(|(bytes, _)| bytes)
@@ -431,20 +460,23 @@ impl<'a> Cursor<'a> {
     /// Digits without a leading zero, a sign, a fraction or an exponent.
     fn u64(&mut self) -> Option<u64> {
         let rest = &self.bytes[self.at..];
-        let len = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
+        // Digits are read and added up in one pass; nineteen cannot overflow, more are checked.
+        let mut value = 0u64;
+        let mut len = 0;
+        while let Some(digit) = rest.get(len).map(|byte| byte.wrapping_sub(b'0'))
+            && digit <= 9
+        {
+            value = if len < 19 {
+                value * 10 + u64::from(digit)
+            } else {
+                value.checked_mul(10)?.checked_add(u64::from(digit))?
+            };
+            len += 1;
+        }
         let next = rest.get(len).copied();
         if len == 0 || (len > 1 && rest[0] == b'0') || matches!(next, Some(b'.' | b'e' | b'E')) {
             return None;
         }
-        let mut digits = rest[..len].iter().map(|&digit| u64::from(digit - b'0'));
-        // Nineteen digits cannot overflow; more are checked.
-        let value = if len <= 19 {
-            digits.fold(0, |value, digit| value * 10 + digit)
-        } else {
-            digits.try_fold(0u64, |value, digit| {
-                value.checked_mul(10)?.checked_add(digit)
-            })?
-        };
         self.at += len;
         Some(value)
     }
@@ -558,6 +590,8 @@ mod tests {
         r#"{"event":"fail","ts":"2026-11-27T05:04:50Z","pid":5,"comm":"c","kind":"posix","mode":"write","dev":"8:1","ino":9,"errno":"EAGAIN","reason":"lost"}"#,
         "{\"event\":\"acquire\",\"ts\":\"2026-11-27T05:04:50Z\",\"pid\":3,\"comm\":\"caf\u{e9} \u{7f}\",\"kind\":\"flock\",\"dev\":\"8:1\",\"ino\":1,\"path\":\"/tmp/\u{1F512}/a-path-longer-than-a-word\"}",
         r#"{}"#,
+        r#"{"event":"release","ts":"2026-11-27T05:04:50Z","pid":4294967295,"start_time":18446744073709551615,"comm":"c","kind":"flock","mode":"read","dev":"8:1","ino":1234567890123456789,"held_ns":9999999999999999999,"reason":"close"}"#,
+        r#"{"event":"wait","ts":"2026-11-27T05:04:50Z","pid":18446744073709551616,"kind":"ofd","mode":"unlock","ino":00,"held_ns":1.5,"wait_ns":1e3,"reason":"unlocked"}"#,
     ];
 
     /// Every line the fast reader reads, serde_json reads the same; on the lines above, and on
@@ -600,5 +634,10 @@ mod tests {
         }
         let twice = br#"{"event":"stop","ts":"2026-11-27T05:04:50Z","pid":1,"pid":2}"#;
         assert!(raw_line(twice).is_none());
+        let most = LINES[LINES.len() - 2];
+        assert_eq!(
+            raw_line(most.as_bytes()).and_then(|raw| raw.start_time),
+            Some(u64::MAX)
+        );
     }
 }

@@ -424,15 +424,15 @@ fn leave_out_locks_of(own: Name, locks: &mut FxHashMap<LockKey, LockLines>) {
 #[derive(Default)]
 struct Processes {
     /// The first start time any line gave each pid on each host.
-    starts: HashMap<(Name, u32), u64>,
+    starts: FxHashMap<(Name, u32), u64>,
     /// Not every line about a process carries its `ns_pid` (an orphan line names a taker that
     /// has exited): each mention of the process gets the one any line gave.
-    ns_pids: HashMap<(Name, u32, Name), u32>,
+    ns_pids: FxHashMap<(Name, u32, Name), u32>,
     /// Nor its start time (an orphan line names a taker that had exited before the tracer
     /// could read it): a mention without one gets the start time the other lines gave the
     /// same pid and command on the same host, where they gave only one (None: more than one
     /// process had that pid and command).
-    start_times: HashMap<(Name, u32, Name), Option<u64>>,
+    start_times: FxHashMap<(Name, u32, Name), Option<u64>>,
     /// Pids that named more than one process (by start time) on one host.
     reused_pids: HashSet<u32>,
 }
