@@ -2,6 +2,7 @@
 
 use std::{
     borrow::Cow,
+    cell::Cell,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -72,8 +73,45 @@ pub fn parse_ts(text: &str) -> Option<Nanos> {
 
 /// The tracer's own form, `2026-11-27T05:04:50.603984745Z`, read without a general parser:
 /// every line has one. None for anything else (which the general parser then reads or
-/// rejects).
+/// rejects). Lines come in time order, many to a minute: the seconds since the epoch at the
+/// start of the last minute read are kept, and a time in the same minute only reads its
+/// seconds and fraction.
 fn tracer_ts(text: &[u8]) -> Option<Nanos> {
+    thread_local! {
+        /// The last minute read (`2026-11-27T05:04`, as one number), and its seconds.
+        static LAST_MINUTE: Cell<Option<(u128, u64)>> = const { Cell::new(None) };
+    }
+    let (minute, rest) = text.split_first_chunk::<16>()?;
+    let key = u128::from_le_bytes(*minute);
+    let minute_seconds = match LAST_MINUTE.get() {
+        Some((known, seconds)) if known == key => seconds,
+        _ => {
+            let seconds = minute_seconds(minute)?;
+            LAST_MINUTE.set(Some((key, seconds)));
+            seconds
+        }
+    };
+    let &[b':', s0, s1, b'.', ref rest @ ..] = rest else {
+        return None;
+    };
+    let (&b'Z', fraction) = rest.split_last()? else {
+        return None;
+    };
+    if fraction.is_empty() || fraction.len() > 9 {
+        return None;
+    }
+    let second = digits(&[s0, s1])?;
+    if second > 59 {
+        return None;
+    }
+    let nanos = digits(fraction)? * 10u64.pow(9 - fraction.len() as u32);
+    (minute_seconds + second)
+        .checked_mul(1_000_000_000)?
+        .checked_add(nanos)
+}
+
+/// `2026-11-27T05:04`: the seconds from the epoch to that minute.
+fn minute_seconds(minute: &[u8; 16]) -> Option<u64> {
     let &[
         y0,
         y1,
@@ -91,32 +129,14 @@ fn tracer_ts(text: &[u8]) -> Option<Nanos> {
         b':',
         i0,
         i1,
-        b':',
-        s0,
-        s1,
-        b'.',
-        ref rest @ ..,
-    ] = text
+    ] = minute
     else {
         return None;
-    };
-    let (&b'Z', fraction) = rest.split_last()? else {
-        return None;
-    };
-    if fraction.is_empty() || fraction.len() > 9 {
-        return None;
-    }
-    let digits = |bytes: &[u8]| -> Option<u64> {
-        bytes.iter().try_fold(0u64, |value, &byte| {
-            byte.is_ascii_digit()
-                .then(|| value * 10 + u64::from(byte - b'0'))
-        })
     };
     let year = digits(&[y0, y1, y2, y3])?;
     let month = digits(&[m0, m1])?;
     let day = digits(&[d0, d1])?;
-    let (hour, minute, second) = (digits(&[h0, h1])?, digits(&[i0, i1])?, digits(&[s0, s1])?);
-    let nanos = digits(fraction)? * 10u64.pow(9 - fraction.len() as u32);
+    let (hour, minute) = (digits(&[h0, h1])?, digits(&[i0, i1])?);
     let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
     let month_days = match month {
         2 if leap => 29,
@@ -125,7 +145,7 @@ fn tracer_ts(text: &[u8]) -> Option<Nanos> {
         1..=12 => 31,
         _ => return None,
     };
-    if year < 1970 || day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+    if year < 1970 || day == 0 || day > month_days || hour > 23 || minute > 59 {
         return None;
     }
     // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
@@ -139,8 +159,15 @@ fn tracer_ts(text: &[u8]) -> Option<Nanos> {
     let day_of_year = (153 * m + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     let days = (era * 146_097 + day_of_era).checked_sub(719_468)?;
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
-    seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
+    Some(days * 86_400 + hour * 3600 + minute * 60)
+}
+
+/// Decimal digits, and nothing else.
+fn digits(bytes: &[u8]) -> Option<u64> {
+    bytes.iter().try_fold(0u64, |value, &byte| {
+        byte.is_ascii_digit()
+            .then(|| value * 10 + u64::from(byte - b'0'))
+    })
 }
 
 pub fn nanos(time: SystemTime) -> Nanos {
@@ -670,7 +697,13 @@ mod tests {
             "2026-11-27T05:04:50Z",
             "2026-11-27T05:04:50.1234567890Z",
             "2026-11-27T05:04:50.6+01:00",
+            // After a valid time in the same minute, what follows its minute is still checked.
+            "2026-11-27T05:04:60.0Z",
+            "2026-11-27T05:04:5x.0Z",
+            "2026-11-27T05:04:50.0",
         ] {
+            let minute = nanos(humantime::parse_rfc3339("2026-11-27T05:04:00Z").unwrap());
+            assert_eq!(tracer_ts(b"2026-11-27T05:04:00.0Z"), Some(minute));
             assert_eq!(tracer_ts(text.as_bytes()), None, "{text}");
         }
     }
