@@ -552,11 +552,32 @@ fn short_find(bytes: &[u8], one: u8, other: u8) -> Option<usize> {
     bytes.iter().position(|&byte| byte == one || byte == other)
 }
 
+/// Where the first quote or backslash is: eight bytes at a time, as one word each (strings
+/// are longer than most keys and numbers, and still too short for a vector search).
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    // A byte's high bit set where the byte is zero. Carries only run upwards from a zero byte,
+    // so the lowest one flagged is always a zero byte.
+    let zeros = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    for (index, chunk) in chunks.by_ref().enumerate() {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let found =
+            zeros(word ^ (ONES * u64::from(b'"'))) | zeros(word ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            return Some(index * 8 + found.trailing_zeros() as usize / 8);
+        }
+    }
+    let read = bytes.len() - chunks.remainder().len();
+    short_find(chunks.remainder(), b'"', b'\\').map(|at| read + at)
+}
+
 /// The string that starts at `from`, up to its closing quote, still escaped.
 fn quoted_from(line: &[u8], from: usize) -> Option<&[u8]> {
     let mut at = from;
     loop {
-        at += short_find(&line[at..], b'"', b'\\')?;
+        at += quote_or_backslash(&line[at..])?;
         if line[at] == b'"' {
             return Some(&line[from..at]);
         }
@@ -609,7 +630,7 @@ impl<'a> FlatLine<'a> {
             if line.get(at) != Some(&b'"') {
                 return None;
             }
-            let key_end = key_start + short_find(&line[key_start..], b'"', b'\\')?;
+            let key_end = key_start + quote_or_backslash(&line[key_start..])?;
             if line[key_end] != b'"' || line.get(key_end + 1) != Some(&b':') {
                 return None;
             }
