@@ -1037,3 +1037,31 @@ impl Lock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-at-a-time search finds what a byte-at-a-time one finds, wherever the quote or
+    /// backslash is, next to any other byte.
+    #[test]
+    fn quotes_and_backslashes_are_found_where_a_byte_search_finds_them() {
+        for len in 0..24 {
+            for at in 0..=len {
+                for special in [b'"', b'\\'] {
+                    for filler in [b'a', 0, 0x80, 0xff, b'"' ^ 1, b'\\' + 1, b'!'] {
+                        let mut bytes = vec![filler; len];
+                        if at < len {
+                            bytes[at] = special;
+                        }
+                        assert_eq!(
+                            quote_or_backslash(&bytes),
+                            short_find(&bytes, b'"', b'\\'),
+                            "{bytes:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
