@@ -180,16 +180,27 @@ fn report_reading(args: &ReportArgs, reading: Reading, out: &mut impl Write) -> 
     let processes = Arc::new(Processes::of(&scan));
     Arc::clone(&processes).share(&scan);
     tell_pids_unnamed(&scan, &args.pid);
-    // The full read tells every hold, to check that leaving out the untold changes nothing.
+    // The full read tells every hold, to check that leaving out the untold changes nothing;
+    // reading line by line also gathers the first screens a lock at a time, to check that
+    // putting the jobs' runs of locks together changes nothing.
     #[cfg(test)]
-    let every_hold = args.json || reading == Reading::Everything;
+    let telling = Telling {
+        every_hold: args.json || reading == Reading::Everything,
+        locks_per_job: match reading {
+            Reading::LineByLine => 1,
+            _ => render::LOCKS_PER_JOB,
+        },
+    };
     #[cfg(not(test))]
-    let every_hold = args.json;
+    let telling = Telling {
+        every_hold: args.json,
+        locks_per_job: render::LOCKS_PER_JOB,
+    };
     write_report(
         args,
         &mut scan,
         end,
-        every_hold,
+        telling,
         processes.reused_pids.clone(),
         jobs,
         out,
@@ -256,21 +267,30 @@ fn span(args: &ReportArgs) -> Option<busy::Span> {
     }
 }
 
+/// How much the report tells, and how.
+#[derive(Clone, Copy)]
+struct Telling {
+    /// Every hold (`--json`), or only those a narrative tells.
+    every_hold: bool,
+    /// Locks each job goes through at a time for the first screens.
+    locks_per_job: usize,
+}
+
 fn write_report(
     args: &ReportArgs,
     scan: &mut Scan,
     end: Nanos,
-    every_hold: bool,
+    telling: Telling,
     reused_pids: HashSet<u32>,
     jobs: usize,
     out: &mut impl Write,
 ) -> Result<()> {
     let pool = scan::thread_pool(jobs)?;
-    let untold_left_out = (!every_hold).then_some(end);
+    let untold_left_out = (!telling.every_hold).then_some(end);
     let names = Arc::new(std::mem::take(&mut scan.names));
     let locks = select(args, scan, &names, untold_left_out, &pool);
     let several_hosts = locks.iter().any(|lock| lock.key.host != locks[0].key.host);
-    let waits_by_process = render::waits_by_process(&locks);
+    let waits_by_process = pool.install(|| render::waits_by_process(&locks, telling.locks_per_job));
     let renderer = Renderer {
         names: &names,
         end,
@@ -279,15 +299,21 @@ fn write_report(
         reused_pids,
         locks: &locks,
         waits_by_process: &waits_by_process,
+        locks_per_job: telling.locks_per_job,
     };
     if locks.is_empty() && !args.json {
         writeln!(out, "no lock in these logs matches")?;
     }
+    // The first screens are gathered by every job, and written once told.
     if several_hosts && !args.json {
-        renderer.fleet(out, &locks)?;
+        let mut text = Vec::new();
+        pool.install(|| renderer.fleet(&mut text, &locks))?;
+        out.write_all(&text)?;
     }
     if locks.len() >= render::SUMMARY_FROM && !args.json {
-        renderer.summary(out, &locks)?;
+        let mut text = Vec::new();
+        pool.install(|| renderer.summary(&mut text, &locks))?;
+        out.write_all(&text)?;
     }
     // Told by every job, a batch at a time, and written in order.
     for batch in locks.chunks(RENDER_BATCH) {

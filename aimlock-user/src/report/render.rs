@@ -8,6 +8,7 @@ use std::{
     ops::Range,
 };
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::events::{LockKind, Mode, ReleaseReason};
@@ -49,24 +50,41 @@ pub struct Renderer<'a> {
     /// Every lock told, and the waits of each process among them, for wait chains.
     pub locks: &'a [Lock],
     pub waits_by_process: &'a WaitsByProcess,
+    /// Locks each job goes through at a time, for the first screens.
+    pub locks_per_job: usize,
 }
 
 /// The waits of each process (by host and pid): (index of the lock, index of the wait).
 pub type WaitsByProcess = HashMap<(Name, u32), Vec<(usize, usize)>>;
 
 /// Indexes the waits of `locks` by process.
-pub fn waits_by_process(locks: &[Lock]) -> WaitsByProcess {
-    let mut index = WaitsByProcess::new();
-    for (at, lock) in locks.iter().enumerate() {
-        for (wait, waiting) in lock.waits.iter().enumerate() {
+/// Gathered by the jobs, a run of locks each, and put together in the locks' order.
+pub fn waits_by_process(locks: &[Lock], locks_per_job: usize) -> WaitsByProcess {
+    locks
+        .par_chunks(locks_per_job)
+        .enumerate()
+        .map(|(run, locks)| {
+            let mut index = WaitsByProcess::new();
+            for (at, lock) in locks.iter().enumerate() {
+                for (wait, waiting) in lock.waits.iter().enumerate() {
+                    index
+                        .entry((lock.key.host, waiting.waiter.pid))
+                        .or_default()
+                        .push((run * locks_per_job + at, wait));
+                }
+            }
             index
-                .entry((lock.key.host, waiting.waiter.pid))
-                .or_default()
-                .push((at, wait));
-        }
-    }
-    index
+        })
+        .reduce(WaitsByProcess::new, |mut before, after| {
+            for (process, waits) in after {
+                before.entry(process).or_default().extend(waits);
+            }
+            before
+        })
 }
+
+/// Locks each job goes through at a time, for what is gathered across all of them.
+pub const LOCKS_PER_JOB: usize = 4096;
 
 impl Renderer<'_> {
     /// `pid 812 (python3)`, with its start time when the pid was reused and its pid in its
@@ -711,36 +729,15 @@ impl Renderer<'_> {
                 false => file,
             }
         };
-        let mut orphans = Vec::new();
-        let mut held = Vec::new();
-        let mut waits = Vec::new();
-        let mut refused: Vec<(usize, Actor, &Lock)> = Vec::new();
-        for lock in locks {
-            let orphaned = lock.holds.iter().filter(|hold| hold.orphaned).count();
-            if orphaned > 0 {
-                let by = lock.holds.iter().filter_map(|hold| self.orphan_ns(hold));
-                orphans.push((by.max().unwrap_or(0), lock, orphaned));
-            }
-            for hold in lock.holds.iter().filter(|hold| hold.release.is_none()) {
-                held.push((self.held_ns(hold).unwrap_or(0), hold.taker, lock));
-            }
-            waits.extend(
-                lock.waits
-                    .iter()
-                    .map(|wait| (self.wait_ns(wait), wait.waiter, lock)),
-            );
-            // Each process refused this lock: its place in `refused`.
-            let mut refused_here: HashMap<Actor, usize> = HashMap::new();
-            for refusal in &lock.refusals {
-                match refused_here.entry(refusal.actor) {
-                    Entry::Occupied(known) => refused[*known.get()].0 += 1,
-                    Entry::Vacant(new) => {
-                        new.insert(refused.len());
-                        refused.push((1, refusal.actor, lock));
-                    }
-                }
-            }
-        }
+        let Notable {
+            mut orphans,
+            mut held,
+            mut waits,
+            mut refused,
+        } = locks
+            .par_chunks(self.locks_per_job)
+            .map(|locks| self.notable_of(locks))
+            .reduce(Notable::default, Notable::and);
         orphans.sort_by_key(|&(by, ..)| std::cmp::Reverse(by));
         held.sort_by_key(|&(ns, ..)| std::cmp::Reverse(ns));
         waits.sort_by_key(|&(ns, ..)| std::cmp::Reverse(ns));
@@ -829,6 +826,41 @@ impl Renderer<'_> {
         writeln!(out)
     }
 
+    /// What the summary picks from, of a run of locks, in their order.
+    fn notable_of<'l>(&self, locks: &'l [Lock]) -> Notable<'l> {
+        let mut notable = Notable::default();
+        for lock in locks {
+            let orphaned = lock.holds.iter().filter(|hold| hold.orphaned).count();
+            if orphaned > 0 {
+                let by = lock.holds.iter().filter_map(|hold| self.orphan_ns(hold));
+                notable
+                    .orphans
+                    .push((by.max().unwrap_or(0), lock, orphaned));
+            }
+            for hold in lock.holds.iter().filter(|hold| hold.release.is_none()) {
+                let held = (self.held_ns(hold).unwrap_or(0), hold.taker, lock);
+                notable.held.push(held);
+            }
+            notable.waits.extend(
+                lock.waits
+                    .iter()
+                    .map(|wait| (self.wait_ns(wait), wait.waiter, lock)),
+            );
+            // Each process refused this lock: its place in `refused`.
+            let mut refused_here: HashMap<Actor, usize> = HashMap::new();
+            for refusal in &lock.refusals {
+                match refused_here.entry(refusal.actor) {
+                    Entry::Occupied(known) => notable.refused[*known.get()].0 += 1,
+                    Entry::Vacant(new) => {
+                        new.insert(notable.refused.len());
+                        notable.refused.push((1, refusal.actor, lock));
+                    }
+                }
+            }
+        }
+        notable
+    }
+
     /// A lock's file: its path, or its inode when no line gave the path.
     fn file(&self, lock: &Lock) -> Cow<'_, str> {
         match lock.paths.first() {
@@ -848,33 +880,15 @@ impl Renderer<'_> {
         let mut hosts: Vec<&str> = locks.iter().map(|lock| self.host_name(lock)).collect();
         hosts.sort_unstable();
         hosts.dedup();
-        let mut files: HashMap<Cow<str>, FleetFile> = HashMap::new();
-        for lock in locks {
-            let host = self.host_name(lock);
-            let file = files.entry(self.file(lock)).or_default();
-            for hold in lock.holds.iter().filter(|hold| hold.orphaned) {
-                let since = hold.taker_exit.or(hold.acquired).or(hold.found_held);
-                file.orphans
-                    .note(host, since, self.orphan_ns(hold).unwrap_or(0));
-                let holders = if hold.holders.is_empty() {
-                    hold.taker.iter().copied().collect()
-                } else {
-                    hold.holders.clone()
-                };
-                for holder in holders {
-                    let comm = self.names.get(holder.comm);
-                    if !file.commands.contains(&comm) {
-                        file.commands.push(comm);
-                    }
+        let files = locks
+            .par_chunks(self.locks_per_job)
+            .map(|locks| self.fleet_files(locks))
+            .reduce(HashMap::new, |mut before, after| {
+                for (path, file) in after {
+                    before.entry(path).or_default().absorb(file);
                 }
-            }
-            for wait in &lock.waits {
-                file.waits.note(host, Some(wait.since), self.wait_ns(wait));
-            }
-            for refusal in &lock.refusals {
-                file.refusals.note(host, Some(refusal.at), 0);
-            }
-        }
+                before
+            });
         let mut files: Vec<(Cow<str>, FleetFile)> = files
             .into_iter()
             .filter(|(_, file)| !file.is_quiet())
@@ -909,6 +923,35 @@ impl Renderer<'_> {
             writeln!(out, "  (and {} more files)", files.len() - FLEET_FILES)?;
         }
         writeln!(out)
+    }
+
+    /// The fleet summary's files, of a run of locks.
+    fn fleet_files(&self, locks: &[Lock]) -> HashMap<Cow<'_, str>, FleetFile<'_>> {
+        let mut files: HashMap<Cow<str>, FleetFile> = HashMap::new();
+        for lock in locks {
+            let host = self.host_name(lock);
+            let file = files.entry(self.file(lock)).or_default();
+            for hold in lock.holds.iter().filter(|hold| hold.orphaned) {
+                let since = hold.taker_exit.or(hold.acquired).or(hold.found_held);
+                file.orphans
+                    .note(host, since, self.orphan_ns(hold).unwrap_or(0));
+                let holders = if hold.holders.is_empty() {
+                    hold.taker.iter().copied().collect()
+                } else {
+                    hold.holders.clone()
+                };
+                for holder in holders {
+                    file.note_command(self.names.get(holder.comm));
+                }
+            }
+            for wait in &lock.waits {
+                file.waits.note(host, Some(wait.since), self.wait_ns(wait));
+            }
+            for refusal in &lock.refusals {
+                file.refusals.note(host, Some(refusal.at), 0);
+            }
+        }
+        files
     }
 
     fn host_name(&self, lock: &Lock) -> &str {
@@ -1111,9 +1154,46 @@ struct FleetFile<'a> {
     commands: Vec<&'a str>,
 }
 
-impl FleetFile<'_> {
+impl<'a> FleetFile<'a> {
     fn is_quiet(&self) -> bool {
         self.orphans.count + self.waits.count + self.refusals.count == 0
+    }
+
+    fn note_command(&mut self, comm: &'a str) {
+        if !self.commands.contains(&comm) {
+            self.commands.push(comm);
+        }
+    }
+
+    /// What the locks after these say of the same file.
+    fn absorb(&mut self, after: Self) {
+        self.orphans.absorb(after.orphans);
+        self.waits.absorb(after.waits);
+        self.refusals.absorb(after.refusals);
+        for comm in after.commands {
+            self.note_command(comm);
+        }
+    }
+}
+
+/// What the summary picks from: orphaned locks (by how long, with how many), holds still held
+/// (by how long), waits (by how long) and refusals (by how many, per process and lock).
+#[derive(Default)]
+struct Notable<'l> {
+    orphans: Vec<(u64, &'l Lock, usize)>,
+    held: Vec<(u64, Option<Actor>, &'l Lock)>,
+    waits: Vec<(u64, Actor, &'l Lock)>,
+    refused: Vec<(usize, Actor, &'l Lock)>,
+}
+
+impl Notable<'_> {
+    /// These, then those of the locks after them.
+    fn and(mut self, after: Self) -> Self {
+        self.orphans.extend(after.orphans);
+        self.held.extend(after.held);
+        self.waits.extend(after.waits);
+        self.refused.extend(after.refused);
+        self
     }
 }
 
@@ -1129,15 +1209,38 @@ struct FleetEvents<'a> {
 impl<'a> FleetEvents<'a> {
     fn note(&mut self, host: &'a str, at: Option<Nanos>, ns: u64) {
         self.count += 1;
-        if !self.hosts.contains(&host) {
-            self.hosts.push(host);
-        }
+        self.note_host(host);
         if let Some(at) = at
             && self.first.is_none_or(|(first, _)| at < first)
         {
             self.first = Some((at, host));
         }
         if self.longest.is_none_or(|(longest, _)| ns > longest) {
+            self.longest = Some((ns, host));
+        }
+    }
+
+    fn note_host(&mut self, host: &'a str) {
+        if !self.hosts.contains(&host) {
+            self.hosts.push(host);
+        }
+    }
+
+    /// What later locks say after what these said: the first and the longest stay the
+    /// earliest told when others tie with them.
+    fn absorb(&mut self, after: Self) {
+        self.count += after.count;
+        for host in after.hosts {
+            self.note_host(host);
+        }
+        if let Some((at, host)) = after.first
+            && self.first.is_none_or(|(first, _)| at < first)
+        {
+            self.first = Some((at, host));
+        }
+        if let Some((ns, host)) = after.longest
+            && self.longest.is_none_or(|(longest, _)| ns > longest)
+        {
             self.longest = Some((ns, host));
         }
     }

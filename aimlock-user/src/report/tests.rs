@@ -1691,14 +1691,16 @@ fn holds_left_out_of_the_narrative_change_nothing_it_tells() {
         args.push(&log);
         let cli =
             Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied())).unwrap();
-        let (mut told, mut every) = (Vec::new(), Vec::new());
+        let (mut told, mut every, mut by_line) = (Vec::new(), Vec::new(), Vec::new());
         report_reading(&cli.args, Reading::Selective, &mut told).unwrap();
         report_reading(&cli.args, Reading::Everything, &mut every).unwrap();
+        report_reading(&cli.args, Reading::LineByLine, &mut by_line).unwrap();
         let (told, every) = (
             String::from_utf8(told).unwrap(),
             String::from_utf8(every).unwrap(),
         );
         assert_eq!(told, every, "{args:?}");
+        assert_eq!(told, String::from_utf8(by_line).unwrap(), "{args:?}");
         if query.is_empty() {
             for said in [
                 "pid 950 (cron) queued for the lock, held by pid 1040 (job)",
