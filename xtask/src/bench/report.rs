@@ -360,7 +360,9 @@ pub fn report_against_jq(tools: &Tools, runs: usize) -> Result<Outcome> {
                      spinning threads did {parallelism:.2}x the work of one)"
                 )
             } else {
-                "the merge of the parsed pieces, the fold and the output are partly serial".into()
+                "two jobs spend more CPU time on the same work than one (the parse and the shards' merge \
+                 are bound by memory, which the two cores share), and the strings' merge and the \
+                 output's writing stay on one thread".into()
             }
         }),
     });
