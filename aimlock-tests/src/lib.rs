@@ -93,9 +93,20 @@ pub fn inode(path: &Path) -> u64 {
     std::fs::metadata(path).expect("stat").ino()
 }
 
-/// Lines read from a child's stdout, shared with a reader thread.
+/// Lines read from a child's stdout, shared with a reader thread. The reader only keeps each
+/// line as it comes, so that the child never waits on a full pipe while a slow (emulated)
+/// machine parses; they are parsed as JSON when looked at, a torn line failing the test then.
 #[derive(Clone, Default)]
-struct Lines(Arc<(Mutex<Vec<Value>>, Condvar)>);
+struct Lines(Arc<SharedLines>);
+
+#[derive(Default)]
+struct SharedLines {
+    /// Lines read and not yet parsed.
+    arrived: Mutex<Vec<String>>,
+    changed: Condvar,
+    /// Every line parsed so far, in order.
+    parsed: Mutex<Vec<Value>>,
+}
 
 impl Lines {
     fn follow(&self, stdout: impl std::io::Read + Send + 'static) {
@@ -103,37 +114,48 @@ impl Lines {
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| panic!("not a JSON line: {line:?}"));
-                let (list, changed) = &*lines.0;
-                list.lock().unwrap().push(value);
-                changed.notify_all();
+                lines.0.arrived.lock().unwrap().push(line);
+                lines.0.changed.notify_all();
             }
         });
     }
 
+    /// Every line so far, the new ones parsed (outside the reader's lock).
+    fn parsed(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
+        let mut parsed = self.0.parsed.lock().unwrap();
+        let arrived = std::mem::take(&mut *self.0.arrived.lock().unwrap());
+        parsed.extend(arrived.into_iter().map(|line| {
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON line: {line:?}"))
+        }));
+        parsed
+    }
+
     fn snapshot(&self) -> Vec<Value> {
-        self.0.0.lock().unwrap().clone()
+        self.parsed().clone()
     }
 
     /// Waits until a line matches; panics with what was seen after `timeout`.
     fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + timeout;
-        let (list, changed) = &*self.0;
-        let mut guard = list.lock().unwrap();
         // Only the lines that came since the last look: a burst's tens of thousands of lines
         // are each looked at once.
         let mut looked = 0;
         loop {
-            if let Some(found) = guard[looked..].iter().find(|value| pred(value)) {
-                return found.clone();
+            {
+                let parsed = self.parsed();
+                if let Some(found) = parsed[looked..].iter().find(|value| pred(value)) {
+                    return found.clone();
+                }
+                looked = parsed.len();
+                if Instant::now() >= deadline {
+                    panic!("timed out waiting for {what}; saw {:#?}", *parsed);
+                }
             }
-            looked = guard.len();
-            let now = Instant::now();
-            if now >= deadline {
-                panic!("timed out waiting for {what}; saw {:#?}", *guard);
+            let arrived = self.0.arrived.lock().unwrap();
+            if arrived.is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                drop(self.0.changed.wait_timeout(arrived, left).unwrap());
             }
-            guard = changed.wait_timeout(guard, deadline - now).unwrap().0;
         }
     }
 }
