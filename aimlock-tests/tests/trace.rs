@@ -461,7 +461,7 @@ fn sigterm_mid_burst_drains_and_writes_the_stop_line() {
     let dir = TempDir::new("sigterm");
     let file = dir.file("lock");
     let ino = inode(&file);
-    // Every line is parsed as it arrives: a torn line fails the test. The burst outruns the
+    // Every line is parsed: a torn line fails the test. The burst outruns the
     // tracker and fills the ring and the backlog, which the stop drains: 2 MiB of each (about
     // 55,000 lock records in all) keeps the lines this test holds within a small VM's memory.
     let tracer = Tracer::start(&[
