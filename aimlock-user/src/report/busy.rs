@@ -21,6 +21,7 @@ use smallvec::SmallVec;
 
 use super::{
     BadInput,
+    fast::{ONES, first_flagged, zero_bytes},
     input::{self, Source},
     line::{Head, Names, Nanos, Origin, Parsed, head, parse},
     scan::{Candidates, line_host, line_ino, same_bytes},
@@ -552,25 +553,13 @@ fn short_find(bytes: &[u8], one: u8, other: u8) -> Option<usize> {
     bytes.iter().position(|&byte| byte == one || byte == other)
 }
 
-/// Where the first quote or backslash is: eight bytes at a time, as one word each (strings
-/// are longer than most keys and numbers, and still too short for a vector search).
+/// Where the first quote or backslash is: eight bytes at a time (strings are longer than most
+/// keys and numbers, and still too short for a vector search).
 fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES * 0x80;
-    // A byte's high bit set where the byte is zero. Carries only run upwards from a zero byte,
-    // so the lowest one flagged is always a zero byte.
-    let zeros = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
-    let mut chunks = bytes.chunks_exact(8);
-    for (index, chunk) in chunks.by_ref().enumerate() {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let found =
-            zeros(word ^ (ONES * u64::from(b'"'))) | zeros(word ^ (ONES * u64::from(b'\\')));
-        if found != 0 {
-            return Some(index * 8 + found.trailing_zeros() as usize / 8);
-        }
-    }
-    let read = bytes.len() - chunks.remainder().len();
-    short_find(chunks.remainder(), b'"', b'\\').map(|at| read + at)
+    let either = |word: u64| {
+        zero_bytes(word ^ (ONES * u64::from(b'"'))) | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+    };
+    first_flagged(bytes, either, |byte| byte == b'"' || byte == b'\\')
 }
 
 /// The string that starts at `from`, up to its closing quote, still escaped.

@@ -299,31 +299,46 @@ fn reason(name: &str) -> Option<ReleaseReason> {
 }
 
 /// How many bytes at the start of `bytes` are printable ASCII other than a quote or a
-/// backslash: read eight at a time, as one word each.
+/// backslash.
 fn plain_ascii_len(bytes: &[u8]) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES * 0x80;
-    // A byte's high bit set where the byte is zero. Carries only run upwards from a zero
-    // byte, so the lowest one flagged is always a zero byte.
-    let zeros = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
+    let special = |word: u64| {
+        (word.wrapping_sub(ONES * 0x20) & !word & HIGH)
+            | zero_bytes(word ^ (ONES * u64::from(b'"')))
+            | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+            | zero_bytes(word ^ (ONES * 0x7f))
+            | (word & HIGH)
+    };
+    let special_byte = |byte: u8| !(0x20..0x7f).contains(&byte) || byte == b'"' || byte == b'\\';
+    first_flagged(bytes, special, special_byte).unwrap_or(bytes.len())
+}
+
+pub(super) const ONES: u64 = u64::from_ne_bytes([1; 8]);
+const HIGH: u64 = ONES * 0x80;
+
+/// A byte's high bit set where the byte is zero. Carries only run upwards from a zero byte,
+/// so the lowest one flagged is always a zero byte.
+pub(super) fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(ONES) & !word & HIGH
+}
+
+/// Where the first byte is that `flags` marks, read eight at a time, as one word each:
+/// `flags` sets the high bit of the bytes it marks in a little-endian word (the lowest set one
+/// always a byte marked), `flagged` tells the same of each byte of the tail.
+pub(super) fn first_flagged(
+    bytes: &[u8],
+    flags: impl Fn(u64) -> u64,
+    flagged: impl Fn(u8) -> bool,
+) -> Option<usize> {
     let mut chunks = bytes.chunks_exact(8);
     for (index, chunk) in chunks.by_ref().enumerate() {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let special = (word.wrapping_sub(ONES * 0x20) & !word & HIGH)
-            | zeros(word ^ (ONES * u64::from(b'"')))
-            | zeros(word ^ (ONES * u64::from(b'\\')))
-            | zeros(word ^ (ONES * 0x7f))
-            | (word & HIGH);
-        if special != 0 {
-            return index * 8 + special.trailing_zeros() as usize / 8;
+        let found = flags(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+        if found != 0 {
+            return Some(index * 8 + found.trailing_zeros() as usize / 8);
         }
     }
     let read = bytes.len() - chunks.remainder().len();
-    read + chunks
-        .remainder()
-        .iter()
-        .position(|&byte| !(0x20..0x7f).contains(&byte) || byte == b'"' || byte == b'\\')
-        .unwrap_or(chunks.remainder().len())
+    let tail = chunks.remainder().iter().position(|&byte| flagged(byte));
+    tail.map(|at| read + at)
 }
 
 struct Cursor<'a> {
