@@ -79,10 +79,39 @@ pub fn start_time(pid: u32) -> Option<u64> {
 
 /// Field 22 (`starttime`, in clock ticks since boot) of a /proc/PID/stat line, in nanoseconds.
 fn start_time_in_stat(stat: &str) -> Option<u64> {
+    let ticks: u64 = stat_field(stat, 22)?.parse().ok()?;
+    Some(ticks * tick_ns())
+}
+
+/// Field `number` (counted from 1, as proc(5) does) of a /proc/PID/stat line, from field 3 on.
+fn stat_field(stat: &str, number: usize) -> Option<&str> {
     // The command (field 2) is in parentheses and may hold spaces and parentheses itself.
     let after_comm = &stat[stat.rfind(')')? + 1..];
-    let ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
-    Some(ticks * tick_ns())
+    after_comm.split_whitespace().nth(number.checked_sub(3)?)
+}
+
+/// `PF_EXITING` in `task_struct.flags`: set by `exit_signals()` at the start of `do_exit()`,
+/// before `exit_files()` closes the process's descriptors.
+const PF_EXITING: u64 = 0x4;
+
+/// Whether the process `pid` (started at `start_time`, 0 when not known) is alive and has not
+/// begun to exit. Asked after reading its descriptors, a yes says they were read before its
+/// exit closed them: an exiting process's empty descriptor table says nothing about the locks
+/// it held.
+pub fn running_as(pid: u32, start_time: u64) -> bool {
+    let Ok(stat) = read_small(&format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    running_in_stat(&stat, start_time)
+}
+
+fn running_in_stat(stat: &str, start_time: u64) -> bool {
+    let state = stat_field(stat, 3);
+    let flags = stat_field(stat, 9).and_then(|flags| flags.parse::<u64>().ok());
+    let same_process = start_time == 0 || start_time_in_stat(stat) == Some(start_time);
+    !matches!(state, None | Some("Z" | "X" | "x"))
+        && flags.is_some_and(|flags| flags & PF_EXITING == 0)
+        && same_process
 }
 
 /// The kernel's `task_struct.start_boottime` (nanoseconds) at the precision /proc gives it;
@@ -478,6 +507,26 @@ mod tests {
         // This process's own reading, through /proc and through the kernel's clock, agree.
         let mine = start_time(std::process::id()).expect("this process runs");
         assert!(mine > 0 && mine.is_multiple_of(tick_ns()));
+    }
+
+    #[test]
+    fn a_process_that_began_to_exit_or_is_another_is_not_running_as_asked() {
+        let stat = |state: &str, flags: u64| {
+            format!(
+                "4242 (a (b) c) {state} 1 4242 4242 0 -1 {flags} 95 0 0 0 0 0 0 0 20 0 1 0 \
+                 123456 2310144 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0"
+            )
+        };
+        let started = 123_456 * tick_ns();
+        assert!(running_in_stat(&stat("S", 0x40_0100), started));
+        assert!(running_in_stat(&stat("R", 0x40_0100), 0));
+        // do_exit() has set PF_EXITING: its descriptors may already be closed.
+        assert!(!running_in_stat(&stat("R", 0x40_0104), started));
+        assert!(!running_in_stat(&stat("Z", 0x40_0100), started));
+        // The pid now names a later process.
+        assert!(!running_in_stat(&stat("S", 0x40_0100), started + tick_ns()));
+        assert!(!running_in_stat("4242 (gone", 0));
+        assert!(running_as(std::process::id(), 0));
     }
 
     #[test]

@@ -294,8 +294,14 @@ impl Intake {
             match self.decoder.decode(item) {
                 Decoded::Context => continue,
                 Decoded::Input(mut input) => {
-                    if let Input::Exec { pid, locked, .. } = &mut input {
-                        *locked = self.fd_locks.description_locks(*pid);
+                    if let Input::Exec {
+                        pid,
+                        start_time,
+                        locked,
+                        ..
+                    } = &mut input
+                    {
+                        *locked = self.fd_locks.description_locks(*pid, *start_time);
                     }
                     match &mut input {
                         Input::Lock(op) | Input::FcntlFailure(op) | Input::FlockWaitEnd(op) => {
@@ -378,10 +384,18 @@ struct FdLocks {
 }
 
 impl FdLocks {
-    /// `None` when the process's descriptors cannot be read (it is gone).
-    fn description_locks(&mut self, pid: u32) -> Option<SmallVec<[(u32, u64); 2]>> {
+    /// `None` when the process's descriptors cannot be read as they were before its exit: it
+    /// is gone, exiting (its table may be empty already), or the pid names a later process.
+    fn description_locks(
+        &mut self,
+        pid: u32,
+        start_time: u64,
+    ) -> Option<SmallVec<[(u32, u64); 2]>> {
         self.found.clear();
         procfs::read_fd_locks(pid, &mut self.found, &mut self.buf).ok()?;
+        if !procfs::running_as(pid, start_time) {
+            return None;
+        }
         Some(
             self.found
                 .iter()
