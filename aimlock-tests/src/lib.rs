@@ -136,19 +136,30 @@ impl Lines {
 
     /// Waits until a line matches; panics with what was seen after `timeout`.
     fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        // Only the lines that came since the last look: a burst's tens of thousands of lines
-        // are each looked at once.
         let mut looked = 0;
+        self.find_within(&mut looked, timeout, pred)
+            .unwrap_or_else(|| panic!("timed out waiting for {what}; saw {:#?}", *self.parsed()))
+    }
+
+    /// The first line from `looked` on that matches, waiting up to `timeout` for it; `looked`
+    /// moves past the lines seen, so that a burst's tens of thousands of lines are each looked
+    /// at once over several calls.
+    fn find_within(
+        &self,
+        looked: &mut usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
         loop {
             {
                 let parsed = self.parsed();
-                if let Some(found) = parsed[looked..].iter().find(|value| pred(value)) {
-                    return found.clone();
+                if let Some(found) = parsed[*looked..].iter().find(|value| pred(value)) {
+                    return Some(found.clone());
                 }
-                looked = parsed.len();
+                *looked = parsed.len();
                 if Instant::now() >= deadline {
-                    panic!("timed out waiting for {what}; saw {:#?}", *parsed);
+                    return None;
                 }
             }
             let arrived = self.0.arrived.lock().unwrap();
@@ -285,17 +296,45 @@ impl Tracer {
                 }
             }
         });
-        let tracer = Self {
+        let mut tracer = Self {
             child,
             _machine: machine,
             lines,
             stderr,
             stderr_reader: Some(stderr_reader),
         };
-        tracer.wait_for("the start line", Duration::from_secs(60), |e| {
-            e["event"] == "start"
-        });
+        tracer.wait_for_start(Duration::from_secs(60));
         tracer
+    }
+
+    /// Waits for the `start` line; a tracer that exits first fails the test at once, with
+    /// its stderr.
+    fn wait_for_start(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut looked = 0;
+        while Instant::now() < deadline {
+            let start = self
+                .lines
+                .find_within(&mut looked, Duration::from_millis(200), |e| {
+                    e["event"] == "start"
+                });
+            if start.is_some() {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("wait for aimlock trace") {
+                if let Some(reader) = self.stderr_reader.take() {
+                    reader.join().expect("the stderr reader");
+                }
+                panic!(
+                    "aimlock trace exited with {status} before its start line: {}",
+                    self.stderr.lock().unwrap().trim_end()
+                );
+            }
+        }
+        panic!(
+            "timed out waiting for the start line; saw {:#?}",
+            self.lines.snapshot()
+        );
     }
 
     pub fn events(&self) -> Vec<Value> {
