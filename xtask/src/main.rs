@@ -26,7 +26,8 @@ enum Task {
     /// Install what building and testing need: rust-src, the musl targets, bpf-linker, Debian
     /// packages (the aarch64 cross compiler, qemu), tracefs.
     Setup,
-    /// Release build of the `aimlock` binary (target/release/aimlock).
+    /// Release build of the `aimlock` binary (target/release/aimlock), after installing what the
+    /// kernel programs' build needs (rust-src, bpf-linker).
     Build,
     /// Setup, then the release under target/dist/: static binaries (musl), `aimlock` for x86_64
     /// and `aarch64/aimlock` for arm64, and the Debian packages aimlock_<version>_amd64.deb and
@@ -164,6 +165,7 @@ pub fn capture(command: &mut Command) -> Result<String> {
 }
 
 fn build() -> Result<()> {
+    setup::ebpf_build_tools()?;
     run_step(
         Step("build aimlock (release)"),
         cargo().args([

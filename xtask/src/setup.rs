@@ -47,14 +47,19 @@ const PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub fn setup() -> Result<()> {
-    rust_src()?;
+    ebpf_build_tools()?;
     for arch in Arch::ALL {
         musl_target(arch)?;
     }
-    bpf_linker()?;
     packages()?;
     tracefs()?;
     Ok(())
+}
+
+/// What building the kernel programs needs: the nightly's rust-src and bpf-linker.
+pub fn ebpf_build_tools() -> Result<()> {
+    rust_src()?;
+    bpf_linker()
 }
 
 fn rust_src() -> Result<()> {
