@@ -632,7 +632,14 @@ fn a_wait_chain_is_told_down_to_the_orphan_at_its_end() {
     let logs = Logs::new("chain");
     let frontend = json!({"path": "/var/lib/dpkg/lock-frontend"});
     let cache = json!({"path": "/var/cache/apt/archives/lock"});
+    let triggers = json!({"path": "/var/lib/dpkg/triggers/Lock"});
     let text = [
+        // apt waited for another lock before, told after lock-frontend: its waits are on two
+        // locks, which the index of waits gathers from different jobs' runs when each job
+        // takes one lock.
+        lock_line("wait", 1, 700, "apt", 35, triggers.clone()),
+        lock_line("acquire", 2, 700, "apt", 35, triggers.clone()),
+        lock_line("release", 3, 700, "apt", 35, triggers.clone()),
         // update.sh takes lock-frontend and leaves it to its child python3.
         lock_line("acquire", 1, 640, "update.sh", 30, frontend.clone()),
         json!({"event": "exit", "ts": ts(2), "pid": 640, "comm": "update.sh", "locks": 1})
@@ -660,6 +667,10 @@ fn a_wait_chain_is_told_down_to_the_orphan_at_its_end() {
     .concat();
     let log = logs.write("trace.log", text.as_bytes());
     let (text, _) = report(&[&log]).unwrap();
+    let cli = Cli::try_parse_from(["report", log.as_str()]).unwrap();
+    let mut by_line = Vec::new();
+    report_reading(&cli.args, Reading::LineByLine, &mut by_line).unwrap();
+    assert_eq!(String::from_utf8(by_line).unwrap(), text);
     assert!(
         text.contains(
             "pid 900 (apt-get) queued for the lock, held by pid 700 (apt), itself waiting for \
