@@ -81,6 +81,18 @@ pub mod fl_type {
     pub const UNLCK: u8 = 2;
 }
 
+/// What a record says of the task that ran its program, read from `task_struct.flags`.
+pub mod task_state {
+    /// The task's flags were read: without it, [`EXITING`] means nothing.
+    pub const READ: u8 = 1;
+    /// `PF_EXITING`: the task is in `do_exit()`, which set it (in `exit_signals()`) before the
+    /// exit tracepoint and `exit_files()`. A close then is the exit's.
+    pub const EXITING: u8 = 2;
+}
+
+/// `PF_EXITING` in `task_struct.flags` (include/linux/sched.h).
+pub const PF_EXITING: u32 = 0x4;
+
 /// `ret` of a queued blocking request (`FILE_LOCK_DEFERRED` in include/linux/filelock.h).
 pub const FILE_LOCK_DEFERRED: i32 = 1;
 
@@ -103,7 +115,9 @@ pub struct Record {
     pub tid: u32,
     /// A [`Source`] value.
     pub source: u8,
-    pub _pad: [u8; 3],
+    /// [`task_state`] bits of the running task.
+    pub task_state: u8,
+    pub _pad: [u8; 2],
     /// The process's pid in its own PID namespace, where that is not the initial one; 0 when
     /// it is, or where the kernel does not tell (before 5.11). User space reads /proc too, but
     /// a process may be gone by then.
@@ -205,7 +219,9 @@ pub struct ContextRecord {
     pub tid: u32,
     /// `Source::Context`, at the same place as in [`Record`].
     pub source: u8,
-    pub _pad: u8,
+    /// [`task_state`] bits of the running task: a task that begins to exit writes a new
+    /// context.
+    pub task_state: u8,
     /// The CPU whose lock records it applies to.
     pub cpu: u16,
     /// As in [`Record`].
@@ -340,6 +356,8 @@ pub struct BtfOffsets {
     /// `task_struct.start_boottime`: when the process started (read from its group leader);
     /// 0 where the kernel's BTF has no such member (it is never a task's first member).
     pub task_start_boottime: u16,
+    /// `task_struct.flags` (of the running task, not its leader), for [`PF_EXITING`].
+    pub task_flags: u16,
 }
 
 /// Layout of a record's payload written by a BTF tracepoint program: each field read from the
@@ -457,6 +475,7 @@ impl Config {
             pid_numbers: 0,
             upid_size: 0,
             task_start_boottime: 0,
+            task_flags: 0,
         },
         filter_pid: 0,
         filter_comm: 0,

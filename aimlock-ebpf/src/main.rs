@@ -10,8 +10,8 @@
 
 use aimlock_common::{
     ABSENT, CLONE_THREAD, Config, ContextRecord, FileName, InodeKey, LockRecord,
-    MAX_FILTER_ENTRIES, MAX_HOLDERS, NAME_LEN, PASSED_FDS, PAYLOAD_LEN, PassedFds, Record,
-    SCM_RIGHTS, SOL_SOCKET, Source, btf_payload,
+    MAX_FILTER_ENTRIES, MAX_HOLDERS, NAME_LEN, PASSED_FDS, PAYLOAD_LEN, PF_EXITING, PassedFds,
+    Record, SCM_RIGHTS, SOL_SOCKET, Source, btf_payload, task_state,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -73,6 +73,7 @@ struct LastContext {
     /// 0: none, or the record was refused by a full ring.
     pid: u64,
     start_boottime: u64,
+    task_state: u64,
     comm: [u64; 2],
     ino: u64,
     generation: u64,
@@ -612,6 +613,7 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
     let context = LastContext {
         pid: u64::from(pid),
         start_boottime: process.start_boottime,
+        task_state: u64::from(process.task_state),
         // SAFETY: 16 bytes as two words, compared without a call to memcmp.
         comm: unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(process.comm) },
         ino,
@@ -648,7 +650,7 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
             (*record).pid = pid;
             (*record).tid = pid_tgid as u32;
             (*record).source = Source::Context as u8;
-            (*record)._pad = 0;
+            (*record).task_state = process.task_state;
             (*record).cpu = cpu;
             (*record).ns_pid = process.ns_pid;
             (*record).start_boottime = process.start_boottime;
@@ -695,6 +697,7 @@ impl LastContext {
     fn same(&self, other: &Self) -> bool {
         self.pid == other.pid
             && self.start_boottime == other.start_boottime
+            && self.task_state == other.task_state
             && self.comm[0] == other.comm[0]
             && self.comm[1] == other.comm[1]
             && self.ino == other.ino
@@ -875,36 +878,56 @@ struct Process {
     comm: [u8; 16],
     ns_pid: u32,
     start_boottime: u64,
+    /// `aimlock_common::task_state` bits of the running task.
+    task_state: u8,
 }
 
 /// The running process's command name, its pid in its own namespace and its start time (the
 /// last two read from its group leader: with direct loads from the current task where the
-/// kernel has `bpf_get_current_task_btf` (5.11 on), through the fault-safe helper before).
+/// kernel has `bpf_get_current_task_btf` (5.11 on), through the fault-safe helper before), and
+/// whether the running task is exiting.
 #[inline(always)]
 fn current_process() -> Process {
     let direct = config!(btf.comm_direct) != 0;
     let (comm_off, leader_off) = (config!(btf.task_comm), config!(btf.task_group_leader));
-    let (comm, leader) = if direct {
+    let flags_off = config!(btf.task_flags);
+    let (comm, leader, flags) = if direct {
         let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        // SAFETY: the current task, a BTF pointer, and its `comm` array and `group_leader`
-        // pointer at their BTF offsets.
+        // SAFETY: the current task, a BTF pointer, and its `comm` array, `group_leader`
+        // pointer and `flags` at their BTF offsets.
         unsafe {
             (
                 load::<[u8; 16]>(task, comm_off),
                 load::<*const u8>(task, leader_off),
+                Some(load::<u32>(task, flags_off)),
             )
         }
     } else {
         // SAFETY: a helper without arguments; the task it gives is only read through the
-        // fault-safe helper, at the BTF offset of `group_leader`.
-        let leader = unsafe {
+        // fault-safe helper, at the BTF offsets of `group_leader` and `flags`.
+        let (leader, flags) = unsafe {
             let task = bpf_get_current_task() as *const u8;
-            member::<*const u8>(task, leader_off, false)
+            (
+                member::<*const u8>(task, leader_off, false),
+                member::<u32>(task, flags_off, false),
+            )
         };
         (
             bpf_get_current_comm().unwrap_or_default(),
             leader.unwrap_or(core::ptr::null()),
+            flags,
         )
+    };
+    let task_state = match flags {
+        Some(flags) if flags_off != 0 => {
+            let exiting = if flags & PF_EXITING != 0 {
+                task_state::EXITING
+            } else {
+                0
+            };
+            task_state::READ | exiting
+        }
+        _ => 0,
     };
     let start_off = config!(btf.task_start_boottime);
     let (ns_pid, start_boottime) = if leader.is_null() {
@@ -920,6 +943,7 @@ fn current_process() -> Process {
         comm,
         ns_pid,
         start_boottime,
+        task_state,
     }
 }
 
@@ -960,7 +984,8 @@ fn submit(
         (*record).pid = (pid_tgid >> 32) as u32;
         (*record).tid = pid_tgid as u32;
         (*record).source = source as u8;
-        (*record)._pad = [0; 3];
+        (*record).task_state = process.task_state;
+        (*record)._pad = [0; 2];
         (*record).ns_pid = process.ns_pid;
         (*record).comm = process.comm;
         fill(&mut (*record).payload);

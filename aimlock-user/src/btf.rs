@@ -49,6 +49,7 @@ pub fn lock_layout() -> Result<LockLayout> {
     let task_start_boottime = layout
         .offset("task_struct", &["start_boottime"])
         .unwrap_or(0);
+    let task_flags = layout.offset("task_struct", &["flags"])?;
     let sb_dev = layout.offset("super_block", &["s_dev"])?;
     // From 6.9 the common fields live in `struct file_lock_core c`.
     let lock = |core: &str, old: &str| {
@@ -95,6 +96,7 @@ pub fn lock_layout() -> Result<LockLayout> {
             pid_numbers: narrow(pid_numbers)?,
             upid_size: narrow(upid_size)?,
             task_start_boottime: narrow(task_start_boottime)?,
+            task_flags: narrow(task_flags)?,
         },
         fields: LockFields {
             ino: btf_payload::INO,
@@ -246,6 +248,9 @@ mod tests {
         );
         assert_ne!(layout.offsets.inode_ino, layout.offsets.inode_sb);
         assert_ne!(offsets.task_start_boottime, 0, "a process's start time");
+        // Past `thread_info` (whose own `flags` come first where it is in the task) and the
+        // task's state: never at the start.
+        assert!(offsets.task_flags > 0, "{offsets:?}");
     }
 
     #[test]

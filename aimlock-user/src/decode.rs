@@ -5,7 +5,7 @@
 
 use aimlock_common::{
     ABSENT, Config, ContextRecord, FileName, LockFields, LockRecord, NAME_LEN, PASSED_FDS,
-    PAYLOAD_LEN, PassedFds, Record, Source, fl_flags,
+    PAYLOAD_LEN, PassedFds, Record, Source, fl_flags, task_state,
 };
 use smallvec::SmallVec;
 
@@ -36,6 +36,9 @@ pub struct LockOp {
     pub file: FileName,
     /// When the process started ([`crate::procfs::start_time`]'s measure); 0 until known.
     pub start_time: u64,
+    /// Whether the task that ran the program was exiting (`PF_EXITING`); `None` where the
+    /// program could not read its flags.
+    pub exiting: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +115,7 @@ pub enum Decoded {
 #[derive(Clone, Copy)]
 struct Context {
     comm: [u8; 16],
+    task_state: u8,
     ns_pid: u32,
     start_boottime: u64,
     generation: u32,
@@ -158,6 +162,7 @@ impl Decoder {
         }
         self.contexts[cpu] = Some(Context {
             comm: record.comm,
+            task_state: record.task_state,
             ns_pid: record.ns_pid,
             start_boottime: record.start_boottime,
             generation: record.generation,
@@ -195,6 +200,7 @@ impl Decoder {
                 name: context.name,
             },
             start_time: procfs::start_time_from_boottime(context.start_boottime),
+            exiting: exiting(context.task_state),
         };
         Decoded::Input(match Source::from_u8(record.source) {
             Some(Source::Flock | Source::Posix) => Input::Lock(op),
@@ -297,8 +303,14 @@ impl Decoder {
             file: record.file,
             ns_pid: record.ns_pid,
             start_time: procfs::start_time_from_boottime(record.start_boottime),
+            exiting: exiting(record.task_state),
         }
     }
+}
+
+/// What a record's [`task_state`] bits say of the task's exit.
+fn exiting(state: u8) -> Option<bool> {
+    (state & task_state::READ != 0).then_some(state & task_state::EXITING != 0)
 }
 
 /// Which kind of lock `fl_flags` says a lock is.
@@ -382,7 +394,8 @@ mod tests {
             pid: 100,
             tid: 101,
             source: Source::Posix as u8,
-            _pad: [0; 3],
+            task_state: task_state::READ | task_state::EXITING,
+            _pad: [0; 2],
             ns_pid: 0,
             comm,
             payload,
@@ -403,6 +416,7 @@ mod tests {
         assert_eq!(op.file.generation, 9);
         assert_eq!(op.owner, 0xffff_8880_dead_beef);
         assert_eq!(op.lock_type, fl_type::WRLCK);
+        assert_eq!(op.exiting, Some(true));
         assert_eq!(comm_str(&op.comm), "lckr");
         // At the clock tick /proc/PID/stat counts in (USER_HZ, 100 on Linux).
         assert_eq!(op.start_time, 12_340_000_000);
@@ -418,7 +432,8 @@ mod tests {
             pid: 100,
             tid: 100,
             source: source as u8,
-            _pad: [0; 3],
+            task_state: 0,
+            _pad: [0; 2],
             ns_pid: 0,
             comm: [0; 16],
             payload,
@@ -489,7 +504,7 @@ mod tests {
             pid: 100,
             tid: 101,
             source: Source::Context as u8,
-            _pad: 0,
+            task_state: 0,
             cpu,
             ns_pid: 5,
             // 2.5 s after boot.
@@ -503,6 +518,24 @@ mod tests {
         record.comm[..comm.len()].copy_from_slice(comm);
         record.name[..name.len()].copy_from_slice(name);
         bytes_of(&record)
+    }
+
+    #[test]
+    fn a_lock_record_tells_whether_its_task_was_exiting_as_its_context_says() {
+        let mut decoder = Decoder::new(Config::DEFAULT);
+        let in_state = |state: u8| {
+            let mut bytes = context(0, b"holder", b"a.lock");
+            bytes[std::mem::offset_of!(ContextRecord, task_state)] = state;
+            bytes
+        };
+        for (state, exiting) in [
+            (0, None),
+            (task_state::READ, Some(false)),
+            (task_state::READ | task_state::EXITING, Some(true)),
+        ] {
+            assert_eq!(decoder.decode(&in_state(state)), Decoded::Context);
+            assert_eq!(op(decoder.decode(&lock(0, 10))).exiting, exiting);
+        }
     }
 
     fn lock(cpu: u16, ts_ns: u64) -> Vec<u8> {

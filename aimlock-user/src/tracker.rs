@@ -656,13 +656,16 @@ impl Tracker {
         }
         if mode == Mode::Unlock {
             if op.ret == 0 {
+                // The kernel says whether the closing task was in its exit, however long after
+                // the exit event; where it could not, a close in the exit's grace period is its.
+                let at_exit = op.exiting.unwrap_or_else(|| {
+                    self.exiting
+                        .get(&op.pid)
+                        .is_some_and(|exiting| exiting.actor.same_process(&actor))
+                });
                 let reason = if op.flags & fl_flags::CLOSE == 0 {
                     ReleaseReason::Unlock
-                } else if self
-                    .exiting
-                    .get(&op.pid)
-                    .is_some_and(|exiting| exiting.actor.same_process(&actor))
-                {
+                } else if at_exit {
                     ReleaseReason::Exit
                 } else {
                     ReleaseReason::Close
@@ -1777,6 +1780,7 @@ mod tests {
                 file: aimlock_common::FileName::NONE,
                 ns_pid: 0,
                 start_time: 0,
+                exiting: None,
             })
         }
 
@@ -2180,6 +2184,48 @@ mod tests {
             unreachable!()
         };
         assert_eq!(reason, ReleaseReason::Exit);
+    }
+
+    /// An exit that closes thousands of files (or waits for a CPU) can take longer than its
+    /// grace: the kernel's word that the closing task was exiting makes its releases the exit's
+    /// however late they come; without it, a close past the grace is a plain close.
+    #[test]
+    fn a_close_by_a_task_the_kernel_saw_exiting_is_a_release_at_exit_however_late() {
+        let late_close = |exiting: Option<bool>| {
+            let (_, out) = run([
+                Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+                exit(50, 10),
+                Input::Lock(LockOp {
+                    exiting,
+                    ..Op::flock(50 + 3 * EXIT_GRACE_NS / MS, 10, FILE_A, fl_type::UNLCK, 0)
+                        .flags(fl_flags::CLOSE)
+                        .0
+                }),
+            ]);
+            out.iter()
+                .find_map(|output| match output {
+                    Output::Release { reason, .. } => Some(*reason),
+                    _ => None,
+                })
+                .expect("a release")
+        };
+        assert_eq!(late_close(Some(true)), ReleaseReason::Exit);
+        assert_eq!(late_close(None), ReleaseReason::Close);
+        // A close the kernel saw outside any exit is a close, even within an exit's grace.
+        let (_, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            exit(50, 10),
+            Input::Lock(LockOp {
+                exiting: Some(false),
+                ..Op::flock(51, 10, FILE_A, fl_type::UNLCK, 0)
+                    .flags(fl_flags::CLOSE)
+                    .0
+            }),
+        ]);
+        let Output::Release { reason, .. } = out[2] else {
+            unreachable!()
+        };
+        assert_eq!(reason, ReleaseReason::Close);
     }
 
     /// The closes of an exit can reach the tracker seconds after it, when a burst of them waits
