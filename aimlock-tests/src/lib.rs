@@ -9,7 +9,10 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockWriteGuard},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockWriteGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -106,6 +109,8 @@ struct SharedLines {
     changed: Condvar,
     /// Every line parsed so far, in order.
     parsed: Mutex<Vec<Value>>,
+    /// The child's stdout has ended: every line has arrived.
+    ended: AtomicBool,
 }
 
 impl Lines {
@@ -117,7 +122,21 @@ impl Lines {
                 lines.0.arrived.lock().unwrap().push(line);
                 lines.0.changed.notify_all();
             }
+            lines.0.ended.store(true, Ordering::Release);
         });
+    }
+
+    /// Waits until the child's stdout has ended (every line read, none parsed meanwhile: on an
+    /// emulated machine the parse of a burst's lines alone can take longer than the wait).
+    fn wait_for_end(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.0.ended.load(Ordering::Acquire) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// Every line so far, the new ones parsed (outside the reader's lock).
@@ -378,18 +397,14 @@ impl Tracer {
         let status = wait_within(&mut self.child, "aimlock trace", PROCESS_DEADLINE);
         assert!(status.success(), "aimlock trace exited with {status}");
         // The reader thread ends at EOF; give it a moment to push the last lines.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let events = self.lines.snapshot();
-            if events.last().is_some_and(|e| e["event"] == "stop") {
-                return events;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no stop line at the end: {events:#?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        let ended = self.lines.wait_for_end(Duration::from_secs(10));
+        let events = self.lines.snapshot();
+        assert!(ended, "stdout did not end: {events:#?}");
+        assert!(
+            events.last().is_some_and(|e| e["event"] == "stop"),
+            "no stop line at the end: {events:#?}"
+        );
+        events
     }
 }
 
