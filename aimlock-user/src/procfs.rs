@@ -90,10 +90,6 @@ fn stat_field(stat: &str, number: usize) -> Option<&str> {
     after_comm.split_whitespace().nth(number.checked_sub(3)?)
 }
 
-/// `PF_EXITING` in `task_struct.flags`: set by `exit_signals()` at the start of `do_exit()`,
-/// before `exit_files()` closes the process's descriptors.
-const PF_EXITING: u64 = 0x4;
-
 /// Whether the process `pid` (started at `start_time`, 0 when not known) is alive and has not
 /// begun to exit. Asked after reading its descriptors, a yes says they were read before its
 /// exit closed them: an exiting process's empty descriptor table says nothing about the locks
@@ -110,7 +106,9 @@ fn running_in_stat(stat: &str, start_time: u64) -> bool {
     let flags = stat_field(stat, 9).and_then(|flags| flags.parse::<u64>().ok());
     let same_process = start_time == 0 || start_time_in_stat(stat) == Some(start_time);
     !matches!(state, None | Some("Z" | "X" | "x"))
-        && flags.is_some_and(|flags| flags & PF_EXITING == 0)
+        // `PF_EXITING` is set by `exit_signals()` at the start of `do_exit()`, before
+        // `exit_files()` closes the process's descriptors.
+        && flags.is_some_and(|flags| flags & u64::from(aimlock_common::PF_EXITING) == 0)
         && same_process
 }
 
