@@ -11,8 +11,9 @@
 //! (`-accel tcg`: KVM does not work on the machines this runs on; arm64 runs on qemu's `virt`
 //! machine); its init mounts proc, sys, devtmpfs, tracefs, debugfs, bpffs and a tmpfs on /tmp,
 //! runs each test binary and prints a verdict line on the serial console. The host reads the
-//! console into `target/vm/logs/<series>.log` (x86_64) or `target/vm/logs/arm64-<series>.log`;
-//! no verdict line within [`SUITE_TIMEOUT`] is a failure.
+//! console into `target/vm/logs/<series>.log` (x86_64) or `target/vm/logs/arm64-<series>.log`,
+//! each line after the seconds since qemu started, so that a slow test shows as the gap before
+//! its `ok`; no verdict line within [`SUITE_TIMEOUT`] is a failure.
 //!
 //! `--fail-inside` runs the suite with `AIMLOCK_BIN` pointing at a missing file, so that every
 //! tracer test fails inside the VM: it checks that such a failure makes vm-test fail.
@@ -846,7 +847,8 @@ run_binary() {{
 }}
 echo "{INIT_MARKER}"
 echo "{RELEASE_MARKER}$(uname -r)"
-export AIMLOCK_BIN={aimlock} LOCKWORK_BIN={VM_LOCKWORK} RUST_BACKTRACE=1
+# Burst tests take smaller bursts under software emulation (aimlock_tests::burst_size).
+export AIMLOCK_BIN={aimlock} LOCKWORK_BIN={VM_LOCKWORK} RUST_BACKTRACE=1 AIMLOCK_TEST_EMULATED=1
 "#
     );
     for _ in 0..options.repeat {
@@ -1090,6 +1092,9 @@ struct Console {
     finished: Option<Instant>,
 }
 
+/// Between a console line's arrival time and its text in the log.
+const CONSOLE_SEPARATOR: &str = " | ";
+
 /// Copies the console into the log until the verdict line, qemu's exit, or the timeout.
 fn read_console(child: &mut Child, log: fs::File, started: Instant) -> Result<Console> {
     let (lines, received) = mpsc::channel();
@@ -1118,7 +1123,11 @@ fn read_console(child: &mut Child, log: fs::File, started: Instant) -> Result<Co
             Ok(line) => line,
             Err(_) => break,
         };
-        writeln!(log, "{line}")?;
+        writeln!(
+            log,
+            "{:>8.1}{CONSOLE_SEPARATOR}{line}",
+            started.elapsed().as_secs_f64()
+        )?;
         if line.contains(INIT_MARKER) {
             console.booted = Some(Instant::now());
         } else if let Some((_, release)) = line.split_once(RELEASE_MARKER) {
@@ -1146,11 +1155,19 @@ fn wait_or_kill(child: &mut Child, grace: Duration) -> Result<Option<std::proces
     Ok(None)
 }
 
+/// A log line without its arrival time (qemu's own messages have none).
+fn console_text(line: &str) -> &str {
+    match line.split_once(CONSOLE_SEPARATOR) {
+        Some((time, text)) if time.trim_start().parse::<f64>().is_ok() => text,
+        _ => line,
+    }
+}
+
 /// What went wrong, from the console log: with a verdict, the failed tests and their panic
 /// messages; without one (a kernel that did not boot, a hang), the log's last lines.
 fn print_failures(log: &Path, had_verdict: bool) {
     let text = fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<&str> = text.lines().map(console_text).collect();
     // In one piece: other VMs print their lines meanwhile.
     let _whole = std::io::stdout().lock();
     println!("---- {} ----", log.display());
