@@ -53,6 +53,18 @@ pub fn lockwork_bin() -> PathBuf {
         .expect("lockwork not found beside the test binary; set LOCKWORK_BIN")
 }
 
+/// A burst's size: `native` on a real CPU, `emulated` in `cargo xtask vm-test`'s software
+/// emulated machines (`$AIMLOCK_TEST_EMULATED`), which run about 25 times slower. A burst test
+/// keeps its proportions there (twice what the ring holds, more threads than the filter),
+/// only not its absolute size.
+pub fn burst_size<T>(native: T, emulated: T) -> T {
+    if std::env::var_os("AIMLOCK_TEST_EMULATED").is_some() {
+        emulated
+    } else {
+        native
+    }
+}
+
 /// These tests load eBPF programs and drive other users' locks: they need root. They fail,
 /// rather than skip, when they cannot run.
 pub fn require_root() {

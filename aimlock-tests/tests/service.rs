@@ -140,7 +140,7 @@ fn rotation_under_a_burst_loses_and_tears_nothing() {
         ],
         &log,
     );
-    let pairs = 20_000;
+    let pairs = aimlock_tests::burst_size(20_000, 5_000);
     let status = Command::new(&workload)
         .args([
             &format!("open:{}", file.display()),
@@ -387,7 +387,7 @@ fn metrics_count_a_scripted_scenario() {
 #[test]
 fn scrapes_during_a_burst_hold_up_no_record_and_count_the_held_locks() {
     // About a second of 10 lock/unlock pairs a millisecond, when nothing holds it up.
-    const BURST_BATCHES: u64 = 1000;
+    let burst_batches = aimlock_tests::burst_size(1000, 250);
     let dir = TempDir::new("metrics-burst");
     let file = dir.file("lock");
     let log = dir.path().join("trace.log");
@@ -396,7 +396,7 @@ fn scrapes_during_a_burst_hold_up_no_record_and_count_the_held_locks() {
     // milliseconds that must not be spent on the thread that drains the ring.
     let many = dir.path().join("many");
     std::fs::create_dir(&many).unwrap();
-    let per_kind = 3000;
+    let per_kind = aimlock_tests::burst_size(3000, 750);
     let hold_many = format!("hold-many:{}:{}", many.display(), 3 * per_kind);
     let mut holding = Workload::start(&[&hold_many, "wait-stdin"]);
     holding.wait_step(&hold_many);
@@ -434,7 +434,7 @@ fn scrapes_during_a_burst_hold_up_no_record_and_count_the_held_locks() {
     // Paced by sleeps rather than by the clock: reading /proc/locks holds up lock calls for a
     // moment, and a workload that caught up afterwards would overflow any ring by itself.
     let mut steps = vec![format!("open:{}", file.display())];
-    for _ in 0..BURST_BATCHES {
+    for _ in 0..burst_batches {
         steps.extend(["loop:10:flock".to_owned(), "sleep:0.001".to_owned()]);
     }
     let burst = Command::new(&workload)
@@ -465,7 +465,7 @@ fn scrapes_during_a_burst_hold_up_no_record_and_count_the_held_locks() {
             );
         }
     }
-    let pairs = 10 * BURST_BATCHES;
+    let pairs = 10 * burst_batches;
     let events = parse_lines(&std::fs::read_to_string(&log).unwrap(), &log);
     let stop = events.last().unwrap();
     assert_eq!(stop["event"], "stop", "{stop}");

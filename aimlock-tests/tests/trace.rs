@@ -375,7 +375,7 @@ fn a_full_ring_is_counted_in_the_stop_line() {
         "--backlog-size",
         "4096",
     ]);
-    let pairs = 100_000;
+    let pairs = aimlock_tests::burst_size(100_000, 25_000);
     let status = std::process::Command::new(&workload)
         .args([
             &format!("open:{}", file.display()),
@@ -406,18 +406,18 @@ fn a_full_ring_is_counted_in_the_stop_line() {
 fn releases_of_holders_exiting_together_outgrow_the_ring_without_loss() {
     let _alone = aimlock_tests::alone_on_the_machine();
     const HOLDERS: usize = 4;
-    const PER_HOLDER: usize = 8_000;
+    // The ring holds about 5,000 records a MiB: 20,000 of the 32,000 releases (natively).
+    let (per_holder, ring_size) = aimlock_tests::burst_size((8_000, "4M"), (2_000, "1M"));
     for round in 0..2 {
         let dir = TempDir::new("exit-burst");
         let workload = dir.path().join("lw-exit-burst");
         std::fs::copy(aimlock_tests::lockwork_bin(), &workload).expect("copy lockwork");
-        // 4 MiB: about 20,000 records, of the 32,000 releases.
-        let tracer = Tracer::start(&["--comm", "lw-exit-burst", "--ring-size", "4M"]);
+        let tracer = Tracer::start(&["--comm", "lw-exit-burst", "--ring-size", ring_size]);
         let holders: Vec<Workload> = (0..HOLDERS)
             .map(|index| {
                 let held = dir.path().join(format!("held-{index}"));
                 std::fs::create_dir(&held).expect("create the holder's directory");
-                let step = format!("hold-many:{}:{PER_HOLDER}", held.display());
+                let step = format!("hold-many:{}:{per_holder}", held.display());
                 let holder = Workload::start_as(&workload, &[&step, "wait-stdin"]);
                 holder.wait_step(&step);
                 holder
@@ -449,7 +449,7 @@ fn releases_of_holders_exiting_together_outgrow_the_ring_without_loss() {
         }
         assert_eq!(
             (of_kind(&events, "acquire").len(), releases),
-            (HOLDERS * PER_HOLDER, HOLDERS * PER_HOLDER),
+            (HOLDERS * per_holder, HOLDERS * per_holder),
             "round {round}: acquires and releases at exit; events said: {said:?}; {stop}; \
              the tracer's stderr: {stderr}"
         );
@@ -724,7 +724,8 @@ fn pid_threads_do_not_fill_the_filter() {
     let ino = inode(&file);
     let mut work = Workload::start(&[
         "wait-stdin",
-        "threads:10000",
+        // More than the filter's 4096 entries.
+        aimlock_tests::burst_size("threads:10000", "threads:5000"),
         "fork",
         &format!("open:{}", file.display()),
         "flock:ex",
