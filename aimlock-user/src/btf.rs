@@ -1,7 +1,11 @@
 //! Struct layouts from the running kernel's BTF, for the BTF tracepoint programs.
 //!
 //! aimlock's programs are built without CO-RE relocations, so the offsets of the few fields
-//! they read are looked up here at load time and handed to them (and to the decoder).
+//! they read are looked up here at load time and handed to them (and to the decoder). The BTF
+//! is opened once and each struct looked up once: in the mapped form, a look-up by name scans
+//! every type, and an emulated test machine spends seconds on each tracer start doing so.
+
+use std::{cell::RefCell, collections::HashMap};
 
 use aimlock_common::{BtfOffsets, Config, LineageFields, LockFields, btf_payload};
 use anyhow::{Context as _, Result, anyhow};
@@ -20,13 +24,7 @@ pub struct LockLayout {
 
 /// Reads the layout of `struct inode`, `struct super_block`, `struct file_lock`, `struct file`,
 /// `struct dentry` and `struct task_struct`.
-pub fn lock_layout() -> Result<LockLayout> {
-    // Mapped rather than parsed whole: only five structs are looked up. Kernels before 6.x
-    // (5.10 here) cannot map their BTF file (ENODEV): there it is read whole.
-    let btf = Btf::from_file_with_backend(VMLINUX, Backend::Mmap)
-        .or_else(|_| Btf::from_file_with_backend(VMLINUX, Backend::Cache))
-        .with_context(|| format!("cannot read {VMLINUX}"))?;
-    let layout = Layout { btf: &btf };
+pub fn lock_layout(layout: &KernelStructs) -> Result<LockLayout> {
     let inode_ino = layout.offset("inode", &["i_ino"])?;
     let inode_sb = layout.offset("inode", &["i_sb"])?;
     let inode_generation = layout.offset("inode", &["i_generation"])?;
@@ -116,11 +114,7 @@ pub fn lock_layout() -> Result<LockLayout> {
 /// Offsets the descriptor-passing programs read: the user's `struct user_msghdr` and
 /// `struct cmsghdr`, and the path from a task to its open files. The syscall tracepoints'
 /// own fields are left to the loader.
-pub fn lineage_layout() -> Result<LineageFields> {
-    let btf = Btf::from_file_with_backend(VMLINUX, Backend::Mmap)
-        .or_else(|_| Btf::from_file_with_backend(VMLINUX, Backend::Cache))
-        .with_context(|| format!("cannot read {VMLINUX}"))?;
-    let layout = Layout { btf: &btf };
+pub fn lineage_layout(layout: &KernelStructs) -> Result<LineageFields> {
     let narrow = |offset: u32| {
         u16::try_from(offset).map_err(|_| anyhow!("offset {offset} does not fit a record"))
     };
@@ -146,17 +140,39 @@ fn has_current_task_btf() -> bool {
     aya::util::KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(5, 11, 0))
 }
 
-struct Layout<'a> {
-    btf: &'a Btf,
+/// The running kernel's BTF, and the structs looked up in it so far.
+pub struct KernelStructs {
+    btf: Btf,
+    found: RefCell<HashMap<String, Type>>,
 }
 
-impl Layout<'_> {
+impl KernelStructs {
+    /// Mapped rather than parsed whole: only a dozen structs are looked up. Kernels before 6.x
+    /// (5.10 here) cannot map their BTF file (ENODEV): there it is read whole.
+    pub fn open() -> Result<Self> {
+        let btf = Btf::from_file_with_backend(VMLINUX, Backend::Mmap)
+            .or_else(|_| Btf::from_file_with_backend(VMLINUX, Backend::Cache))
+            .with_context(|| format!("cannot read {VMLINUX}"))?;
+        Ok(Self {
+            btf,
+            found: RefCell::default(),
+        })
+    }
+
     fn named_struct(&self, name: &str) -> Result<Type> {
-        self.btf
+        if let Some(found) = self.found.borrow().get(name) {
+            return Ok(found.clone());
+        }
+        let found = self
+            .btf
             .resolve_types_by_name(name)
             .ok()
             .and_then(|types| types.into_iter().find(|t| matches!(t, Type::Struct(_))))
-            .ok_or_else(|| anyhow!("the kernel's BTF has no struct {name}"))
+            .ok_or_else(|| anyhow!("the kernel's BTF has no struct {name}"))?;
+        self.found
+            .borrow_mut()
+            .insert(name.to_string(), found.clone());
+        Ok(found)
     }
 
     /// Size in bytes of `struct name`.
@@ -227,7 +243,8 @@ mod tests {
     /// Reads the running kernel's BTF, as the tracer does (readable without privileges).
     #[test]
     fn the_running_kernel_describes_every_field_the_programs_read() {
-        let layout = lock_layout().expect("this kernel's BTF describes struct file_lock");
+        let structs = KernelStructs::open().expect("this kernel's BTF");
+        let layout = lock_layout(&structs).expect("this kernel's BTF describes struct file_lock");
         let offsets = layout.offsets;
         let mut in_lock = [
             offsets.lock_owner,
@@ -255,7 +272,9 @@ mod tests {
 
     #[test]
     fn the_running_kernel_describes_the_descriptor_passing_structs() {
-        let fields = lineage_layout().expect("this kernel's BTF describes struct user_msghdr");
+        let structs = KernelStructs::open().expect("this kernel's BTF");
+        let fields =
+            lineage_layout(&structs).expect("this kernel's BTF describes struct user_msghdr");
         // The user ABI on 64-bit Linux.
         assert_eq!((fields.msghdr_control, fields.msghdr_controllen), (32, 40));
         assert_eq!(

@@ -174,17 +174,21 @@ impl Tracer {
 
         let mut config = Config::DEFAULT;
         let mut missing = Vec::new();
-        let passing_hooks = match follow_unix_sockets.then(crate::btf::lineage_layout) {
-            None => &[],
-            Some(Ok(fields)) => {
-                config.lineage = fields;
-                PASSING_HOOKS
-            }
-            Some(Err(err)) => {
-                missing.push(format!("descriptors passed over unix sockets ({err:#})"));
-                &[]
-            }
-        };
+        // Opened once for both layouts; its error, if any, said for each.
+        let kernel_structs = crate::btf::KernelStructs::open().map_err(|err| format!("{err:#}"));
+        let structs = || kernel_structs.as_ref().map_err(|err| anyhow!("{err}"));
+        let passing_hooks =
+            match follow_unix_sockets.then(|| structs().and_then(crate::btf::lineage_layout)) {
+                None => &[],
+                Some(Ok(fields)) => {
+                    config.lineage = fields;
+                    PASSING_HOOKS
+                }
+                Some(Err(err)) => {
+                    missing.push(format!("descriptors passed over unix sockets ({err:#})"));
+                    &[]
+                }
+            };
         let hooks: Vec<&Hook> = HOOKS
             .iter()
             .chain(PROCESS_HOOKS)
@@ -236,7 +240,7 @@ impl Tracer {
         config.filter_inode = u8::from(!filters.inodes.is_empty());
         // The lock hooks run as BTF tracepoints where the kernel's BTF describes the structs
         // they read, as classic tracepoints otherwise.
-        let btf_layout = match crate::btf::lock_layout() {
+        let btf_layout = match structs().and_then(crate::btf::lock_layout) {
             Ok(_) if classic_lock_hooks => None,
             Ok(layout) => {
                 config.btf = layout.offsets;
