@@ -10,10 +10,12 @@
 //! (musl) binaries, and busybox is Debian's arm64 build. qemu boots it under software emulation
 //! (`-accel tcg`: KVM does not work on the machines this runs on; arm64 runs on qemu's `virt`
 //! machine); its init mounts proc, sys, devtmpfs, tracefs, debugfs, bpffs and a tmpfs on /tmp,
-//! runs each test binary and prints a verdict line on the serial console. The host reads the
-//! console into `target/vm/logs/<series>.log` (x86_64) or `target/vm/logs/arm64-<series>.log`,
-//! each line after the seconds since qemu started, so that a slow test shows as the gap before
-//! its `ok`; no verdict line within [`SUITE_TIMEOUT`] is a failure.
+//! runs the test binaries its kernel command line names and prints a verdict line on the serial
+//! console. Each kernel boots twice, each boot with half of the suite ([`FIRST_HALF`]). The host
+//! reads the console into `target/vm/logs/<series>-<half>.log` (x86_64) or
+//! `target/vm/logs/arm64-<series>-<half>.log`, each line after the seconds since qemu started, so
+//! that a slow test shows as the gap before its `ok`; no verdict line within [`SUITE_TIMEOUT`] is
+//! a failure.
 //!
 //! `--fail-inside` runs the suite with `AIMLOCK_BIN` pointing at a missing file, so that every
 //! tracer test fails inside the VM: it checks that such a failure makes vm-test fail.
@@ -25,7 +27,7 @@ use std::{
     io::{BufRead as _, BufReader, BufWriter, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Mutex, mpsc},
+    sync::{Arc, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -77,6 +79,12 @@ const HOST_ONLY_TESTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The test binaries of a kernel's first boot; its second runs the others. Five kernels' whole
+/// suites on two host cores left one VM running alone at the end (about 500 s); ten halves of
+/// 180-300 s each share the cores evenly. These are the tracer's own suites, the rest those of
+/// its subcommands and sinks.
+const FIRST_HALF: &[&str] = &["trace", "kernel_truth", "lineage"];
+
 /// Integration test binaries that run on the host only, with what they need: the VM leaves them
 /// out whole.
 const HOST_ONLY_SUITES: &[(&str, &str)] = &[(
@@ -119,6 +127,10 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 /// whose code qemu translates to x86_64, is the slower: up to 8 min against 4.5 for x86_64).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// The kernel command line's parameter that names the test binaries a boot runs. Its dot makes
+/// the kernel take it for a module's parameter: it is left to /proc/cmdline, not given to init.
+const TESTS_PARAMETER: &str = "aimlock.tests=";
+
 /// Marker lines the VM's init prints; the host looks for them on the serial console.
 const INIT_MARKER: &str = "AIMLOCK-VM-INIT";
 const RELEASE_MARKER: &str = "AIMLOCK-VM-KERNEL: ";
@@ -157,13 +169,21 @@ pub fn matrix(runs: &[Options], jobs: usize) -> Result<()> {
         let series = requested_series(arch, &options.kernels)?;
         let suite = build_suite(arch)?.only(&options.only)?;
         let initramfs = write_initramfs(arch, &suite, options)?;
+        let halves = suite.halves();
         for name in series {
             // Fetched one after the other: the package lists and downloads share a cache.
-            let kernel = fetch_kernel(arch, name);
-            boots.push((arch, name, kernel, initramfs.clone()));
+            let kernel = Arc::new(fetch_kernel(arch, name));
+            for (index, tests) in halves.iter().enumerate() {
+                let run = Run {
+                    arch,
+                    series: name,
+                    half: (halves.len() > 1).then_some(index + 1),
+                };
+                boots.push((run, Arc::clone(&kernel), initramfs.clone(), tests.clone()));
+            }
         }
     }
-    boots.sort_by_key(|(arch, ..)| *arch == Arch::X86_64);
+    boots.sort_by_key(|(run, ..)| run.arch == Arch::X86_64);
     let next = Mutex::new(0..boots.len());
     let verdicts: Mutex<Vec<Option<(String, bool)>>> = Mutex::new(vec![None; boots.len()]);
     let workers = jobs.clamp(1, boots.len().max(1));
@@ -174,14 +194,14 @@ pub fn matrix(runs: &[Options], jobs: usize) -> Result<()> {
                     // Taken in a statement of its own: the lock is let go before the boot.
                     let taken = next.lock().unwrap().next();
                     let Some(index) = taken else { break };
-                    let (arch, name, kernel, initramfs) = &boots[index];
-                    let verdict = match kernel {
-                        Ok(kernel) => boot(*arch, name, kernel, initramfs),
+                    let (run, kernel, initramfs, tests) = &boots[index];
+                    let verdict = match kernel.as_ref() {
+                        Ok(kernel) => boot(run, kernel, initramfs, tests),
                         Err(err) => Err(anyhow!("{err:#}")),
                     };
                     let line = match &verdict {
-                        Ok(run) => run.summary(*arch, name),
-                        Err(err) => format!("vm-test {}: FAIL: {err:#}", label(*arch, name)),
+                        Ok(vm) => vm.summary(run),
+                        Err(err) => format!("vm-test {}: FAIL: {err:#}", run.label()),
                     };
                     println!("{line}");
                     let passed = verdict.is_ok_and(|run| run.passed);
@@ -192,11 +212,11 @@ pub fn matrix(runs: &[Options], jobs: usize) -> Result<()> {
     });
     println!("==> kernel matrix");
     let mut failed = Vec::new();
-    for ((arch, name, ..), verdict) in boots.iter().zip(verdicts.into_inner().unwrap()) {
+    for ((run, ..), verdict) in boots.iter().zip(verdicts.into_inner().unwrap()) {
         let (line, passed) = verdict.expect("every boot has a verdict");
         println!("{line}");
         if !passed {
-            failed.push(label(*arch, name));
+            failed.push(run.label());
         }
     }
     if !failed.is_empty() {
@@ -227,11 +247,25 @@ fn requested_series(arch: Arch, kernels: &[String]) -> Result<Vec<&'static str>>
         .collect()
 }
 
-/// How a run is named in pass lines and log files: the series alone on x86_64, as it always was.
-fn label(arch: Arch, series: &str) -> String {
-    match arch {
-        Arch::X86_64 => series.to_string(),
-        Arch::Arm64 => format!("{}-{series}", arch.name()),
+/// One boot: a kernel, and which half of the suite it runs (None: the whole of what was asked).
+struct Run {
+    arch: Arch,
+    series: &'static str,
+    half: Option<usize>,
+}
+
+impl Run {
+    /// How it is named in pass lines and log files: the series alone on x86_64, as it always
+    /// was, then the half.
+    fn label(&self) -> String {
+        let kernel = match self.arch {
+            Arch::X86_64 => self.series.to_string(),
+            Arch::Arm64 => format!("{}-{}", self.arch.name(), self.series),
+        };
+        match self.half {
+            Some(half) => format!("{kernel}-{half}"),
+            None => kernel,
+        }
     }
 }
 
@@ -599,6 +633,21 @@ impl Suite {
         }
         Ok(self)
     }
+
+    /// The test binaries of each boot: [`FIRST_HALF`] and the others, or one boot when either
+    /// is empty.
+    fn halves(&self) -> Vec<Vec<String>> {
+        let (first, second): (Vec<String>, Vec<String>) = self
+            .tests
+            .iter()
+            .map(|(name, _)| name.clone())
+            .partition(|name| FIRST_HALF.contains(&name.as_str()));
+        if first.is_empty() || second.is_empty() {
+            vec![[first, second].concat()]
+        } else {
+            vec![first, second]
+        }
+    }
 }
 
 /// On x86_64 the host's own builds; on arm64 static builds for Rust's aarch64 musl target, so
@@ -845,6 +894,12 @@ run_binary() {{
         verdict=fail
     fi
 }}
+# The test binaries this boot runs, from the kernel's command line ({TESTS_PARAMETER}a,b).
+tests=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^{TESTS_PARAMETER}//p')
+wanted() {{
+    case ",$tests," in *",$1,"*) return 0 ;; esac
+    return 1
+}}
 echo "{INIT_MARKER}"
 echo "{RELEASE_MARKER}$(uname -r)"
 # Burst tests take smaller bursts under software emulation (aimlock_tests::burst_size).
@@ -860,7 +915,7 @@ export AIMLOCK_BIN={aimlock} LOCKWORK_BIN={VM_LOCKWORK} RUST_BACKTRACE=1 AIMLOCK
                 .collect();
             let exact = if skips.is_empty() { "" } else { " --exact" };
             script.push_str(&format!(
-                "run_binary {name} {VM_TESTS}/{name} --test-threads=1{exact}{skips}\n"
+                "wanted {name} && run_binary {name} {VM_TESTS}/{name} --test-threads=1{exact}{skips}\n"
             ));
         }
     }
@@ -972,14 +1027,14 @@ struct VmRun {
 }
 
 impl VmRun {
-    fn summary(&self, arch: Arch, series: &str) -> String {
+    fn summary(&self, run: &Run) -> String {
         let seconds = |duration: Option<Duration>| {
             duration.map_or("-".to_string(), |d| format!("{:.0} s", d.as_secs_f64()))
         };
         let verdict = if self.passed { "pass" } else { "FAIL" };
         let mut line = format!(
             "vm-test {}: {verdict}: booted {} ({}); boot {}, suite {}",
-            label(arch, series),
+            run.label(),
             self.release.as_deref().unwrap_or("?"),
             self.origin,
             seconds(self.boot),
@@ -995,8 +1050,9 @@ impl VmRun {
     }
 }
 
-fn boot(arch: Arch, series: &str, kernel: &Fetched, initramfs: &Path) -> Result<VmRun> {
-    let series = label(arch, series);
+/// Boots `kernel` with the initramfs, whose init runs the test binaries `tests`.
+fn boot(run: &Run, kernel: &Fetched, initramfs: &Path, tests: &[String]) -> Result<VmRun> {
+    let (arch, series) = (run.arch, run.label());
     let logs = vm_dir().join("logs");
     fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let log_path = logs.join(format!("{series}.log"));
@@ -1019,7 +1075,11 @@ fn boot(arch: Arch, series: &str, kernel: &Fetched, initramfs: &Path) -> Result<
         .arg("-initrd")
         .arg(initramfs)
         .arg("-append")
-        .arg(format!("console={} panic=-1", console_device(arch)))
+        .arg(format!(
+            "console={} panic=-1 {TESTS_PARAMETER}{}",
+            console_device(arch),
+            tests.join(",")
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log.try_clone()?);
