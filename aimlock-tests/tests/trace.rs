@@ -464,15 +464,18 @@ fn sigterm_mid_burst_drains_and_writes_the_stop_line() {
     // Every line is parsed: a torn line fails the test. The burst outruns the
     // tracker and fills the ring and the backlog, which the stop drains: 2 MiB of each (about
     // 55,000 lock records in all) keeps the lines this test holds within a small VM's memory.
+    let buffer = aimlock_tests::burst_size("2M", "512K");
     let tracer = Tracer::start(&[
         "--path",
         &file.display().to_string(),
         "--ring-size",
-        "2M",
+        buffer,
         "--backlog-size",
-        "2M",
+        buffer,
     ]);
     let burst = Workload::start(&[&format!("open:{}", file.display()), "loop:1000000:flock"]);
+    // Signalled as soon as the test sees the burst, rather than when the burst lets it run.
+    burst.only_on_spare_cpu();
     tracer.wait_for("the burst", SETTLE, |e| e["ino"] == ino);
     let events = tracer.stop_with(nix::sys::signal::Signal::SIGTERM);
     drop(burst);
