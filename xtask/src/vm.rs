@@ -834,9 +834,10 @@ fn shared_libraries<'a>(binaries: impl Iterator<Item = &'a Path>) -> Result<BTre
 }
 
 /// How long one test binary may run in the VM, by default, before its watchdog shows what its
-/// processes are doing and kills them: the slowest binary takes 70 s under arm64 emulation,
-/// and a hang must fail that binary with evidence rather than run into [`SUITE_TIMEOUT`].
-pub const BINARY_DEADLINE_SECS: u32 = 300;
+/// processes are doing and kills them: the slowest binary (`trace`) takes 130-290 s under
+/// emulation, and a hang must fail that binary with evidence rather than run into
+/// [`SUITE_TIMEOUT`].
+pub const BINARY_DEADLINE_SECS: u32 = 600;
 
 /// The VM's /init: mounts what the tracer and the tests need, runs every test binary, prints
 /// the verdict and powers off. Tests run one at a time: emulation is slow enough that
