@@ -217,17 +217,7 @@ fn an_orphan_made_while_the_ring_overflows_is_still_reported() {
         &format!("open:{}", burst_file.display()),
         "loop:3000000:flock",
     ]);
-    // The burst only needs the CPU that the scenario leaves: a CPU it shares with the scenario,
-    // in an emulated machine's single one, would otherwise slow the scenario down threefold.
-    // It still overflows the ring whenever it runs.
-    // SAFETY: a plain system call on a pid this test started.
-    let reniced = unsafe { libc::setpriority(libc::PRIO_PROCESS, burst.pid(), 19) };
-    assert_eq!(
-        reniced,
-        0,
-        "renice the burst: {}",
-        std::io::Error::last_os_error()
-    );
+    burst.only_on_spare_cpu();
     let burst_ino = inode(&burst_file);
     tracer.wait_for("the burst", SETTLE, |e| e["ino"] == burst_ino);
     let work = Workload::start(&[
