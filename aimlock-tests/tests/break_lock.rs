@@ -462,7 +462,8 @@ fn a_break_by_proc_locks_inode_is_reported_without_its_probe() {
     let path = file.to_str().unwrap();
     let ino = inode(&file);
     let log = dir.path().join("trace.log");
-    let tracer = TraceToFile::start(&log, &["--path", path]);
+    // The break's probe is a short uncontended hold: a summary unless every event is written.
+    let tracer = TraceToFile::start(&log, &["--path", path, "--every-event"]);
     let (taker, holder) = orphan(&[&format!("open:{path}"), "flock:ex"]);
     tracer.wait_for("the orphan", |line| {
         line["event"] == "orphan" && line["ino"] == ino

@@ -198,6 +198,7 @@ fn refused_for_two_seconds(name: &str, pairs: u32, queue: u32) -> (Vec<LogRecord
             &queue.to_string(),
             "--path",
             file.to_str().unwrap(),
+            "--every-event",
         ],
     );
     let ino = inode(&file);
@@ -276,7 +277,13 @@ fn a_slow_collector_does_not_slow_the_tracer() {
     let collector = Collector::start();
     let tracer = TraceToFile::start(
         &log,
-        &["--otlp", &collector.url, "--path", file.to_str().unwrap()],
+        &[
+            "--otlp",
+            &collector.url,
+            "--path",
+            file.to_str().unwrap(),
+            "--every-event",
+        ],
     );
     let ino = inode(&file);
     let open = format!("open:{}", file.display());

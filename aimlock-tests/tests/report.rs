@@ -203,8 +203,9 @@ fn many_locks_open_with_a_summary_and_the_command_line_reads_proc_locks_inodes()
         .map(|name| dir.file(name).display().to_string())
         .collect();
     let log = dir.path().join("trace.log");
-    let paths: Vec<&str> = files.iter().flat_map(|file| ["--path", file]).collect();
-    let tracer = TraceToFile::start(&log, &paths);
+    let mut args: Vec<&str> = files.iter().flat_map(|file| ["--path", file]).collect();
+    args.push("--every-event");
+    let tracer = TraceToFile::start(&log, &args);
     let holder = Workload::start(&[&format!("open:{}", files[0]), "flock:ex", "wait-stdin"]);
     holder.wait_step("flock:ex");
     let refused = Workload::start(&[&format!("open:{}", files[0]), "flock:ex:nb"]);

@@ -359,6 +359,77 @@ fn refused_nonblocking_flock_is_a_failure_with_eagain() {
     tracer.stop();
 }
 
+/// By default a tight loop's holds are counted in `summary` lines: each hold exactly once, in a
+/// summary's count or, when it lasted 100 us or more, as its own acquire and release; nothing
+/// lost. With `--every-event` each is its own pair of lines. Three rounds, since which holds
+/// fold depends on timing; alone on the machine, since no loss is part of the claim.
+#[test]
+fn short_holds_are_counted_in_summaries_each_once() {
+    let _alone = aimlock_tests::alone_on_the_machine();
+    let pairs = aimlock_tests::burst_size(200_000u64, 20_000);
+    for round in 0..3 {
+        let dir = TempDir::new("fold");
+        let file = dir.file("lock");
+        let ino = inode(&file);
+        let path = file.display().to_string();
+        let tracer = Tracer::start(&["--path", &path]);
+        let looper = Workload::start(&[&format!("open:{path}"), &format!("loop:{pairs}:flock")]);
+        let pid = looper.pid();
+        looper.finish();
+        let events = tracer.stop();
+        let stop = events.last().unwrap();
+        assert_eq!(stop["lost"], 0, "round {round}: {stop}");
+        let mine = lock_events(&events, ino, pid);
+        let summaries = of_kind(&mine, "summary");
+        assert!(!summaries.is_empty(), "round {round}: no summary");
+        let mut folded = 0;
+        for summary in &summaries {
+            assert_eq!(summary["path"], path.as_str(), "{summary}");
+            assert_eq!(summary["comm"], "lockwork", "{summary}");
+            assert_eq!(
+                (&summary["kind"], &summary["mode"]),
+                (&"flock".into(), &"write".into())
+            );
+            let holds = summary["holds"].as_u64().unwrap();
+            let longest = summary["longest_ns"].as_u64().unwrap();
+            assert!(longest < 100_000, "{summary}");
+            assert!(
+                summary["held_ns"].as_u64().unwrap() <= holds * longest,
+                "{summary}"
+            );
+            assert!(summary.get("start").is_none(), "{summary}");
+            folded += holds;
+        }
+        let acquires = of_kind(&mine, "acquire");
+        let releases = of_kind(&mine, "release");
+        assert_eq!(acquires.len(), releases.len(), "round {round}");
+        for release in &releases {
+            assert_eq!(release["reason"], "unlock", "{release}");
+            assert!(release["held_ns"].as_u64().unwrap() >= 100_000, "{release}");
+        }
+        assert_eq!(
+            folded + acquires.len() as u64,
+            pairs,
+            "round {round}: {folded} holds in {} summaries, {} written",
+            summaries.len(),
+            acquires.len()
+        );
+    }
+
+    let dir = TempDir::new("every-event");
+    let file = dir.file("lock");
+    let path = file.display().to_string();
+    let tracer = Tracer::start(&["--path", &path, "--every-event"]);
+    let looper = Workload::start(&[&format!("open:{path}"), "loop:2000:flock"]);
+    let pid = looper.pid();
+    looper.finish();
+    let events = tracer.stop();
+    let mine = lock_events(&events, inode(&file), pid);
+    assert_eq!(of_kind(&mine, "acquire").len(), 2000);
+    assert_eq!(of_kind(&mine, "release").len(), 2000);
+    assert!(of_kind(&mine, "summary").is_empty());
+}
+
 #[test]
 fn a_full_ring_is_counted_in_the_stop_line() {
     let dir = TempDir::new("overflow");
@@ -711,7 +782,7 @@ fn pid_follows_a_child_forked_by_a_thread_that_does_not_lead_its_process() {
         "flock:un",
     ]);
     work.wait_step("in-thread");
-    let tracer = Tracer::start(&["--pid", &work.pid().to_string()]);
+    let tracer = Tracer::start(&["--pid", &work.pid().to_string(), "--every-event"]);
     work.proceed();
     let child = forked_pid(&work);
     work.finish();
@@ -734,7 +805,7 @@ fn pid_threads_do_not_fill_the_filter() {
         "flock:ex",
         "flock:un",
     ]);
-    let tracer = Tracer::start(&["--pid", &work.pid().to_string()]);
+    let tracer = Tracer::start(&["--pid", &work.pid().to_string(), "--every-event"]);
     work.proceed();
     let child = forked_pid(&work);
     work.finish();
@@ -762,7 +833,13 @@ fn pid_exited_processes_leave_the_filter() {
         "flock:un".to_owned(),
     ]);
     let mut work = Workload::start(&steps.iter().map(String::as_str).collect::<Vec<_>>());
-    let tracer = Tracer::start(&["--pid", &work.pid().to_string(), "--pid-filter-size", "16"]);
+    let tracer = Tracer::start(&[
+        "--pid",
+        &work.pid().to_string(),
+        "--pid-filter-size",
+        "16",
+        "--every-event",
+    ]);
     work.proceed();
     let child = forked_pid(&work);
     work.finish();
@@ -841,7 +918,7 @@ fn processes_and_files_taking_turns_on_one_cpu_keep_their_own_names() {
     let (ino_a, ino_b, ino_c) = (inode(&a), inode(&b), inode(&c));
     // The default ring (8 MiB) holds every record (20,000 lock events), so that
     // nothing depends on how fast the tracer reads.
-    let tracer = Tracer::start(&["--comm", "lw-turns"]);
+    let tracer = Tracer::start(&["--comm", "lw-turns", "--every-event"]);
     // The workloads inherit this thread's CPU.
     let mut cpu = nix::sched::CpuSet::new();
     cpu.set(0).expect("CPU 0");

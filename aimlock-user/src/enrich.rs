@@ -11,6 +11,7 @@ use crate::{
         UnknownWhy, this_host,
     },
     file_paths::{FileKey, FilePaths, PathOf, Viewer},
+    fold::Summary,
     lock_table::{self, Taker},
     procfs::{self, MountView, ProcessInfo},
     tracker::{Actor, Blocker, CycleStep, END_OF_FILE, LockId, Output, Step, Via, Why},
@@ -371,6 +372,30 @@ impl Enricher {
             // Written whole above.
             Output::Deadlock { .. } => {}
         }
+        line
+    }
+
+    /// A `summary` line: its first hold's acquire, with the count and durations of its holds.
+    pub fn summary_line(&mut self, summary: &Summary, clock: &Clock) -> EventLine {
+        let mut line = self.line(
+            &Output::Acquire {
+                at: summary.at,
+                actor: summary.actor,
+                lock: summary.lock,
+                mode: summary.mode,
+                start: 0,
+                end: END_OF_FILE,
+                wait_ns: None,
+                file: summary.file,
+            },
+            clock,
+        );
+        line.event = Some(EventKind::Summary);
+        // Its holds may have had different ranges.
+        (line.start, line.end) = (None, None);
+        line.holds = Some(summary.holds);
+        line.held_ns = Some(summary.held_ns);
+        line.longest_ns = Some(summary.longest_ns);
         line
     }
 

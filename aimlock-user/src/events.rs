@@ -42,6 +42,9 @@ pub enum EventKind {
     /// A process came to reference the open file description of a flock or OFD lock another
     /// process holds (a ghost being born).
     Inherit,
+    /// Short holds of one file by one process within a second, each released by an explicit
+    /// unlock with nobody waiting: counted, not written one by one.
+    Summary,
     /// An event type from a newer schema.
     #[serde(other)]
     Unknown,
@@ -275,8 +278,15 @@ pub struct EventLine {
     // What happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ns: Option<u64>,
+    /// `summary`: the holds' durations, summed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_ns: Option<u64>,
+    /// `summary`: how many holds it counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds: Option<u64>,
+    /// `summary`: the longest of its holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<ReleaseReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,7 +344,7 @@ wire_names! {
         Start => "start", Stop => "stop", Acquire => "acquire", Wait => "wait",
         Release => "release", Fail => "fail", Exit => "exit", Orphan => "orphan",
         OrphanEnd => "orphan_end", Held => "held", Deadlock => "deadlock", Inherit => "inherit",
-        Unknown => "unknown",
+        Summary => "summary", Unknown => "unknown",
     }
     Via { Fork => "fork", Exec => "exec", UnixSocket => "unix-socket", Unknown => "unknown" }
     UnknownWhy { BeforeStart => "before_start", NotSeen => "not_seen" }
@@ -392,6 +402,8 @@ impl EventLine {
         }
         object.opt_u64("wait_ns", self.wait_ns);
         object.opt_u64("held_ns", self.held_ns);
+        object.opt_u64("holds", self.holds);
+        object.opt_u64("longest_ns", self.longest_ns);
         object.opt_plain("reason", self.reason.map(ReleaseReason::name));
         object.opt_str("errno", self.errno.as_deref());
         object.opt_u64("locks", self.locks);
@@ -695,6 +707,8 @@ pub fn every_field() -> EventLine {
         end: Some(Some(9)),
         wait_ns: Some(10),
         held_ns: Some(11),
+        holds: Some(12),
+        longest_ns: Some(13),
         reason: Some(ReleaseReason::Convert),
         errno: Some("EAGAIN".to_owned()),
         locks: Some(12),
@@ -828,6 +842,7 @@ mod tests {
             EventKind::Held,
             EventKind::Deadlock,
             EventKind::Inherit,
+            EventKind::Summary,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
         }

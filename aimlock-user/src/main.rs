@@ -8,6 +8,7 @@ mod decode;
 mod enrich;
 mod events;
 mod file_paths;
+mod fold;
 mod followed_paths;
 mod host_paths;
 mod kernel_views;

@@ -19,6 +19,7 @@ use crate::{
     decode::{Decoded, Decoder, Input},
     enrich::Enricher,
     events::{EventKind, EventLine, LockKind, SCHEMA_VERSION, rfc3339, this_host},
+    fold::{Folder, Line},
     followed_paths::{Changes, FollowedPaths},
     kernel_views::KernelViews,
     loader::{Batch, Filters, InodeFilter, RingReader, Tracer},
@@ -70,6 +71,13 @@ pub struct TraceArgs {
     /// holders exit in bulk, outgrow the ring without loss.
     #[arg(long, default_value = "64M", value_parser = parse_backlog_size)]
     backlog_size: u32,
+    /// Write every acquire and release. By default a hold released by its owner within 100 us,
+    /// that nobody waited for or was refused, is counted in a `summary` line (one per process,
+    /// file, mode and second) instead: what keeps a tight lock loop from costing the tracer two
+    /// lines per call. Waits, failures, releases on close or exit, exits and orphans are always
+    /// lines of their own.
+    #[arg(long)]
+    every_event: bool,
 }
 
 fn parse_size(text: &str) -> Result<u32, String> {
@@ -181,6 +189,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut views = KernelViews::new(&filters);
     views.look(&mut tracker, &clock);
     let mut outputs = Vec::new();
+    let mut emitter = Emitter {
+        folder: Folder::new(!args.every_event),
+        lines: Vec::new(),
+    };
     let mut written = 0u64;
     let mut records = 0u64;
     loop {
@@ -210,10 +222,22 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             records += intake.take(&batch, &mut tracker, &mut enricher);
             ring.done(batch);
             tracker.advance(clock.monotonic_now(), &mut outputs);
-            written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
+            written += emitter.emit(
+                &mut outputs,
+                tracker.settled_until(),
+                &clock,
+                &mut enricher,
+                &mut sink,
+            );
         }
         tracker.advance(clock.monotonic_now(), &mut outputs);
-        written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
+        written += emitter.emit(
+            &mut outputs,
+            tracker.settled_until(),
+            &clock,
+            &mut enricher,
+            &mut sink,
+        );
         if let Some(changes) = followed.check(|| tracker.files()) {
             follow(&changes, &mut inode_filter);
             views.rescope(followed.inodes());
@@ -243,7 +267,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         }
     }
     tracker.finish(&mut outputs);
-    written += emit(&mut outputs, &clock, &mut enricher, &mut sink);
+    written += emitter.finish(&mut outputs, &clock, &mut enricher, &mut sink);
     let lost = drops.total().unwrap_or_else(|err| {
         log::warn!("{err:#}");
         0
@@ -407,31 +431,73 @@ impl FdLocks {
 }
 
 /// Writes the tracker's outputs; returns how many lines that was.
-fn emit(
-    outputs: &mut Vec<Output>,
-    clock: &Clock,
-    enricher: &mut Enricher,
-    sink: &mut Sinks,
-) -> u64 {
-    let mut count = 0;
-    for output in outputs.drain(..) {
-        if let Output::Exit {
-            actor,
-            took_locks: false,
-            ..
-        } = output
-        {
-            // Exits only matter to the log for processes that had locks.
-            enricher.forget(actor.pid);
-            continue;
+/// The way from the tracker's outputs to the sinks: short holds folded, lines enriched.
+struct Emitter {
+    folder: Folder,
+    lines: Vec<Line>,
+}
+
+impl Emitter {
+    /// Writes what the tracker said, up to what `settled` lets go; returns the lines written.
+    fn emit(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        settled: u64,
+        clock: &Clock,
+        enricher: &mut Enricher,
+        sink: &mut Sinks,
+    ) -> u64 {
+        for output in outputs.drain(..) {
+            self.folder.push(output);
         }
-        sink.write(&enricher.line(&output, clock));
-        count += 1;
-        if let Output::Exit { actor, .. } = output {
-            enricher.forget(actor.pid);
-        }
+        self.folder.ready(settled, &mut self.lines);
+        self.write(clock, enricher, sink)
     }
-    count
+
+    /// Writes everything left: the end of a trace.
+    fn finish(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        clock: &Clock,
+        enricher: &mut Enricher,
+        sink: &mut Sinks,
+    ) -> u64 {
+        for output in outputs.drain(..) {
+            self.folder.push(output);
+        }
+        self.folder.finish(&mut self.lines);
+        self.write(clock, enricher, sink)
+    }
+
+    fn write(&mut self, clock: &Clock, enricher: &mut Enricher, sink: &mut Sinks) -> u64 {
+        let mut count = 0;
+        for line in self.lines.drain(..) {
+            let output = match line {
+                Line::Summary(summary) => {
+                    sink.write(&enricher.summary_line(&summary, clock));
+                    count += 1;
+                    continue;
+                }
+                Line::Event(output) => output,
+            };
+            if let Output::Exit {
+                actor,
+                took_locks: false,
+                ..
+            } = output
+            {
+                // Exits only matter to the log for processes that had locks.
+                enricher.forget(actor.pid);
+                continue;
+            }
+            sink.write(&enricher.line(&output, clock));
+            count += 1;
+            if let Output::Exit { actor, .. } = output {
+                enricher.forget(actor.pid);
+            }
+        }
+        count
+    }
 }
 
 fn start_line(clock: &Clock, lock_hooks: &str) -> EventLine {

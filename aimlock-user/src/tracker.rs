@@ -474,6 +474,8 @@ pub struct Tracker {
     /// reader behind under load) would otherwise meet a table the view already changed, as a
     /// lost exit or a lost release. `None`: no reader says, and views apply in time order alone.
     read_until: Option<u64>,
+    /// Every input timestamped up to this has been applied.
+    applied_until: u64,
 }
 
 impl Tracker {
@@ -537,6 +539,14 @@ impl Tracker {
     pub fn finish(&mut self, out: &mut Vec<Output>) {
         self.read_until = None;
         self.apply_until(u64::MAX, out);
+    }
+
+    /// Every input timestamped up to this has been read and applied: no output to come is about
+    /// an earlier event, but for exits whose grace period ends later. A reader behind (a burst
+    /// in the backlog) may still hold records older than what was applied.
+    pub fn settled_until(&self) -> u64 {
+        self.read_until
+            .map_or(self.applied_until, |read| read.min(self.applied_until))
     }
 
     /// The files the table has locks on.
@@ -623,6 +633,7 @@ impl Tracker {
         // reader behind (a burst in the backlog) still holds the closes of the exit.
         let read = self.read_until.map_or(until, |read| read.min(until));
         self.end_exits(read.saturating_sub(EXIT_GRACE_NS), out);
+        self.applied_until = self.applied_until.max(until);
     }
 
     fn apply_lock(&mut self, op: LockOp, out: &mut Vec<Output>) {

@@ -139,6 +139,10 @@ impl Recorder {
 
     pub fn observe(&mut self, event: &EventLine) {
         let Some(kind) = event.event else { return };
+        if kind == EventKind::Summary {
+            self.observe_summary(event);
+            return;
+        }
         if let Some(index) = EVENT_KINDS.iter().position(|known| *known == kind) {
             self.counts.events[index] += 1;
         }
@@ -176,6 +180,29 @@ impl Recorder {
                 counts.orphans_held = counts.orphans_held.saturating_sub(1);
             }
             _ => {}
+        }
+    }
+
+    /// A summary's holds, as their acquires and releases would have been counted: each was
+    /// shorter than the first hold bucket's bound.
+    fn observe_summary(&mut self, summary: &EventLine) {
+        let (Some(holds), Some(lock)) = (
+            summary.holds,
+            summary.kind.and_then(|lock| index_of(&LOCK_KINDS, lock)),
+        ) else {
+            return;
+        };
+        let counts = &mut self.counts;
+        for kind in [EventKind::Acquire, EventKind::Release] {
+            if let Some(index) = index_of(&EVENT_KINDS, kind) {
+                counts.events[index] += holds;
+            }
+        }
+        let hold = &mut counts.holds[lock];
+        hold.buckets[0] += holds;
+        hold.sum_ns = hold.sum_ns.saturating_add(summary.held_ns.unwrap_or(0));
+        if let Some(unlock) = index_of(&REASONS, ReleaseReason::Unlock) {
+            counts.releases[lock][unlock] += holds;
         }
     }
 
@@ -453,6 +480,13 @@ mod tests {
             ..line(EventKind::Fail, LockKind::Posix)
         });
         recorder.observe(&line(EventKind::Orphan, LockKind::Flock));
+        // 1000 short holds: 1000 acquires and unlocks, each in the first hold bucket.
+        recorder.observe(&EventLine {
+            holds: Some(1000),
+            held_ns: Some(5_000_000),
+            longest_ns: Some(90_000),
+            ..line(EventKind::Summary, LockKind::Flock)
+        });
         let families = recorder.counts.families(&[0; 4]);
         let family = |name: &str| families.iter().find(|f| f.name == name).unwrap();
         let with = |name: &str, labels: &[(&str, &str)]| {
@@ -478,6 +512,23 @@ mod tests {
             panic!("not a histogram")
         };
         assert_eq!(holds.buckets[5], 1, "2 s falls in the 10 s bucket");
+        assert_eq!((holds.buckets[0], holds.count()), (1000, 1001));
+        assert_eq!(holds.sum_ns, 2_005_000_000);
+        assert_eq!(
+            with("aimlock_events_total", &[("event", "acquire")]),
+            Value::Number(1001)
+        );
+        assert_eq!(
+            with("aimlock_events_total", &[("event", "release")]),
+            Value::Number(1001)
+        );
+        assert_eq!(
+            with(
+                "aimlock_releases_total",
+                &[("kind", "flock"), ("reason", "unlock")]
+            ),
+            Value::Number(1000)
+        );
         assert_eq!(
             with(
                 "aimlock_releases_total",

@@ -127,6 +127,8 @@ fn attributes(event: &EventLine) -> Vec<KeyValue> {
     opt_int(&mut out, "aimlock.lock.end", event.end.flatten());
     opt_int(&mut out, "aimlock.lock.wait_ns", event.wait_ns);
     opt_int(&mut out, "aimlock.lock.held_ns", event.held_ns);
+    opt_int(&mut out, "aimlock.lock.holds", event.holds);
+    opt_int(&mut out, "aimlock.lock.longest_ns", event.longest_ns);
     opt_str(
         &mut out,
         "aimlock.lock.reason",

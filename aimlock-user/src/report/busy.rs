@@ -360,7 +360,7 @@ impl Piece {
 fn quiet_line(head: Head, read: &Read) -> bool {
     match head.event {
         // The second read parses a cold chunk's exits as it parses any chunk's.
-        EventKind::Start | EventKind::Stop | EventKind::Exit => true,
+        EventKind::Start | EventKind::Stop | EventKind::Exit | EventKind::Summary => true,
         EventKind::Deadlock | EventKind::Inherit => false,
         // A line the replay follows is flat, or an orphan's line that parses; a lock read
         // whole makes no chunk cold.
@@ -369,7 +369,8 @@ fn quiet_line(head: Head, read: &Read) -> bool {
 }
 
 enum Read<'a> {
-    /// Not a lock line (a start, stop or exit, a deadlock, an inheritance), or none at all.
+    /// Not a lock line (a start, stop or exit, a deadlock, an inheritance, a summary), or none
+    /// at all.
     NotALock,
     Lock {
         ino: u64,
@@ -398,7 +399,8 @@ fn read_line<'a>(
         | EventKind::Stop
         | EventKind::Exit
         | EventKind::Deadlock
-        | EventKind::Inherit => return Read::NotALock,
+        | EventKind::Inherit
+        | EventKind::Summary => return Read::NotALock,
         _ => {}
     }
     // Flat, whole and text, as the tracer writes the lines the replay follows: not two lines

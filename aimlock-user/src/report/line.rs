@@ -462,8 +462,12 @@ pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, 
     match event {
         EventKind::Unknown => return Ok(Parsed::UnknownEvent),
         // A deadlock's locks are in its waits' own lines; an inheritance is told by the
-        // orphan's lineage.
-        EventKind::Start | EventKind::Stop | EventKind::Deadlock | EventKind::Inherit => {
+        // orphan's lineage; a summary's holds were short, uncontended and released.
+        EventKind::Start
+        | EventKind::Stop
+        | EventKind::Deadlock
+        | EventKind::Inherit
+        | EventKind::Summary => {
             return Ok(Parsed::Other(at));
         }
         EventKind::Exit => {
@@ -606,6 +610,7 @@ pub(super) fn event_kind(name: &[u8]) -> EventKind {
         b"held" => EventKind::Held,
         b"deadlock" => EventKind::Deadlock,
         b"inherit" => EventKind::Inherit,
+        b"summary" => EventKind::Summary,
         b"start" => EventKind::Start,
         b"stop" => EventKind::Stop,
         _ => EventKind::Unknown,

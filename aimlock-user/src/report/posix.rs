@@ -167,6 +167,7 @@ impl Fold {
             | EventKind::Exit
             | EventKind::Deadlock
             | EventKind::Inherit
+            | EventKind::Summary
             | EventKind::Unknown => {}
         }
     }

@@ -436,6 +436,7 @@ impl Lock {
             | EventKind::Exit
             | EventKind::Deadlock
             | EventKind::Inherit
+            | EventKind::Summary
             | EventKind::Unknown => {}
         }
     }

@@ -108,6 +108,8 @@ fn encode(out: &mut Vec<u8>, event: &EventLine, text: &[u8]) {
     optional(out, "LOCK_ERRNO", event.errno.as_deref());
     optional_number(out, "LOCK_WAIT_NS", event.wait_ns);
     optional_number(out, "LOCK_HELD_NS", event.held_ns);
+    optional_number(out, "LOCK_HOLDS", event.holds);
+    optional_number(out, "LOCK_LONGEST_NS", event.longest_ns);
     optional_number(out, "LOCK_LOCKS", event.locks);
     optional_bool(out, "LOCK_ORPHAN", event.orphan);
     optional_number(out, "LOCK_ORPHAN_NS", event.orphan_ns);
@@ -236,6 +238,8 @@ pub const LINE_FIELDS: &[LineField] = &[
     line_field("LOCK_ERRNO", "errno", Form::Text),
     line_field("LOCK_WAIT_NS", "wait_ns", Form::Number),
     line_field("LOCK_HELD_NS", "held_ns", Form::Number),
+    line_field("LOCK_HOLDS", "holds", Form::Number),
+    line_field("LOCK_LONGEST_NS", "longest_ns", Form::Number),
     line_field("LOCK_LOCKS", "locks", Form::Number),
     line_field("LOCK_ORPHAN", "orphan", Form::Bool),
     line_field("LOCK_ORPHAN_NS", "orphan_ns", Form::Number),

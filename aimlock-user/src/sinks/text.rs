@@ -43,9 +43,13 @@ pub fn text_line(out: &mut Vec<u8>, event: &EventLine, colour: bool) {
             _ => words.push(format!("[{start}-EOF]")),
         }
     }
+    if let Some(holds) = event.holds {
+        words.push(format!("holds={holds}"));
+    }
     for (label, value) in [
         ("wait", event.wait_ns),
         ("held", event.held_ns),
+        ("longest", event.longest_ns),
         ("orphaned", event.orphan_ns),
     ] {
         if let Some(ns) = value {
