@@ -58,11 +58,12 @@ pub fn lockwork_bin() -> PathBuf {
 /// keeps its proportions there (twice what the ring holds, more threads than the filter),
 /// only not its absolute size.
 pub fn burst_size<T>(native: T, emulated: T) -> T {
-    if std::env::var_os("AIMLOCK_TEST_EMULATED").is_some() {
-        emulated
-    } else {
-        native
-    }
+    if emulated_machine() { emulated } else { native }
+}
+
+/// Whether the tests run in `cargo xtask vm-test`'s software emulated machines.
+pub fn emulated_machine() -> bool {
+    std::env::var_os("AIMLOCK_TEST_EMULATED").is_some()
 }
 
 /// These tests load eBPF programs and drive other users' locks: they need root. They fail,

@@ -381,7 +381,11 @@ fn short_holds_are_counted_in_summaries_each_once() {
         assert_eq!(stop["lost"], 0, "round {round}: {stop}");
         let mine = lock_events(&events, ino, pid);
         let summaries = of_kind(&mine, "summary");
-        assert!(!summaries.is_empty(), "round {round}: no summary");
+        // An emulated CPU may take 100 us over every pair.
+        assert!(
+            !summaries.is_empty() || aimlock_tests::emulated_machine(),
+            "round {round}: no summary"
+        );
         let mut folded = 0;
         for summary in &summaries {
             assert_eq!(summary["path"], path.as_str(), "{summary}");
@@ -536,6 +540,7 @@ fn sigterm_mid_burst_drains_and_writes_the_stop_line() {
     // tracker and fills the ring and the backlog, which the stop drains: 2 MiB of each (about
     // 55,000 lock records in all) keeps the lines this test holds within a small VM's memory.
     let buffer = aimlock_tests::burst_size("2M", "512K");
+    // Every event: a loop's short holds would otherwise fold, and the burst not outrun anything.
     let tracer = Tracer::start(&[
         "--path",
         &file.display().to_string(),
@@ -543,6 +548,7 @@ fn sigterm_mid_burst_drains_and_writes_the_stop_line() {
         buffer,
         "--backlog-size",
         buffer,
+        "--every-event",
     ]);
     let burst = Workload::start(&[&format!("open:{}", file.display()), "loop:1000000:flock"]);
     // Signalled as soon as the test sees the burst, rather than when the burst lets it run.

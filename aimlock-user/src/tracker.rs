@@ -1083,12 +1083,12 @@ impl Tracker {
 
     /// Removes [start, end] from `lock`'s ranges; returns the removed pieces (each clipped to
     /// [start, end], with its original mode, time and taker).
-    fn cut(&mut self, lock: LockId, start: i64, end: i64) -> Vec<Held> {
+    fn cut(&mut self, lock: LockId, start: i64, end: i64) -> Ranges {
         let Entry::Occupied(mut entry) = self.locks.entry(lock) else {
-            return Vec::new();
+            return Ranges::new();
         };
         let ranges = entry.get_mut();
-        let mut removed = Vec::new();
+        let mut removed = Ranges::new();
         let mut kept = Ranges::new();
         for held in ranges.drain(..) {
             if held.end < start || held.start > end {

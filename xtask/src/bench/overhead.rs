@@ -435,7 +435,10 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
     )?;
     writeln!(
         out,
-        "- aimlock: `aimlock trace --output FILE`, JSON to a file on the same disk, no filter;"
+        "- aimlock: `aimlock trace --output FILE`, JSON to a file on the same disk, no filter, \
+         as run by default: the loop's short uncontended holds are counted in `summary` lines \
+         (the lines written below), each still two records from the kernel that the tracer \
+         reads, tracks and folds;"
     )?;
     writeln!(
         out,
