@@ -135,6 +135,49 @@ fn tells_who_held_an_orphan_and_for_how_long() {
     assert_eq!(locks[0]["refusals"][0]["errno"], "EAGAIN");
 }
 
+/// A `summary` line counts short uncontended holds: every query passes over it as it would over
+/// a log without it, and it is no unknown event.
+#[test]
+fn summaries_of_short_holds_change_no_query() {
+    let logs = Logs::new("summary");
+    let (first, second) = orphan_story(78);
+    let plain = logs.write("plain.log", format!("{first}{second}").as_bytes());
+    let summary = lock_line(
+        "summary",
+        1000,
+        812,
+        "orchestrator",
+        78,
+        json!({"holds": 40, "held_ns": 400_000, "longest_ns": 30_000, "path": "/var/lock/job.lock"}),
+    );
+    let summary = summary.replace(r#","start":0,"end":null"#, "");
+    let folded = logs.write("folded.log", format!("{first}{summary}{second}").as_bytes());
+    for query in [
+        &[][..],
+        &["--json"],
+        &["--inode", "254:0:78"],
+        &["--path", "/var/lock/job.lock"],
+        &["--pid", "812"],
+        &["--orphans"],
+        &["--since", &ts(500), "--until", &ts(1500)],
+    ] {
+        let with = |log: &str| {
+            let mut args = query.to_vec();
+            args.push(log);
+            report(&args).unwrap()
+        };
+        let (expected, _) = with(&plain);
+        let (text, scan) = with(&folded);
+        assert_eq!(text, expected, "{query:?}");
+        let source = &scan.sources[0];
+        assert_eq!(
+            (source.unreadable, source.unknown_events),
+            (0, 0),
+            "{query:?}"
+        );
+    }
+}
+
 #[test]
 fn damaged_and_newer_lines_are_skipped_and_counted() {
     let logs = Logs::new("damage");
