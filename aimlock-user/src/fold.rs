@@ -9,8 +9,8 @@
 //! anything else touched: what a post-mortem needs.
 //!
 //! Outputs pass through in the tracker's order. An acquire that may fold waits until the
-//! tracker has applied [`SHORT_HOLD_NS`] past it, with the lines behind it: by then its release,
-//! if it came in time, has been seen.
+//! tracker has read and applied [`SHORT_HOLD_NS`] past it, with the lines behind it: by then
+//! its release, if it came in time, has been seen.
 
 use std::collections::VecDeque;
 
@@ -60,25 +60,13 @@ pub struct Folder {
     queue: VecDeque<Option<Line>>,
     /// The sequence number of `queue[0]`.
     queue_base: u64,
-    /// The acquire in the queue that may still fold, by file: at most one, since any other
-    /// line about the file ends a file's candidate.
-    candidates: HashMap<(u32, u64), Candidate>,
+    /// The acquire in the queue that may still fold, by file, as its sequence number: at most
+    /// one, since any other line about the file ends a file's candidate.
+    candidates: HashMap<(u32, u64), u64>,
     /// Summaries still gathering holds, by pid.
     summaries: HashMap<u32, SmallVec<[Summary; 1]>>,
-    /// The earliest time a summary is complete: what the tracker must have applied.
+    /// The earliest time a summary is complete: what the tracker must have settled.
     next_summary_due: u64,
-}
-
-#[derive(Clone, Copy)]
-struct Candidate {
-    seq: u64,
-    at: u64,
-    actor: Actor,
-    lock: LockId,
-    mode: Mode,
-    start: i64,
-    end: i64,
-    file: FileName,
 }
 
 impl Folder {
@@ -112,38 +100,22 @@ impl Folder {
         }
         let seq = self.queue_base + self.queue.len() as u64;
         if let Output::Acquire {
-            at,
-            actor,
             lock,
-            mode,
-            start,
-            end,
             wait_ns: None,
-            file,
+            ..
         } = &output
             && lock.kind != LockKind::Lease
         {
-            self.candidates.insert(
-                (lock.dev, lock.ino),
-                Candidate {
-                    seq,
-                    at: *at,
-                    actor: *actor,
-                    lock: *lock,
-                    mode: *mode,
-                    start: *start,
-                    end: *end,
-                    file: *file,
-                },
-            );
+            self.candidates.insert((lock.dev, lock.ino), seq);
         }
         self.queue.push_back(Some(Line::Event(output)));
     }
 
-    /// The lines ready to go out, once the tracker has applied every input up to `applied`.
-    pub fn ready(&mut self, applied: u64, out: &mut Vec<Line>) {
-        if applied >= self.next_summary_due {
-            self.summarize_until(applied);
+    /// Gives `out` the lines ready to go out, once every input up to `settled` has been read
+    /// and applied.
+    pub fn ready(&mut self, settled: u64, mut out: impl FnMut(Line)) {
+        if settled >= self.next_summary_due {
+            self.summarize_until(settled);
         }
         while let Some(front) = self.queue.front() {
             if let Some(Line::Event(Output::Acquire { at, lock, .. })) = front {
@@ -151,9 +123,9 @@ impl Folder {
                 let waiting = self
                     .candidates
                     .get(&file)
-                    .is_some_and(|candidate| candidate.seq == self.queue_base);
+                    .is_some_and(|&seq| seq == self.queue_base);
                 if waiting {
-                    if at.saturating_add(SHORT_HOLD_NS) > applied {
+                    if at.saturating_add(SHORT_HOLD_NS) > settled {
                         break;
                     }
                     self.candidates.remove(&file);
@@ -161,13 +133,13 @@ impl Folder {
             }
             self.queue_base += 1;
             if let Some(Some(line)) = self.queue.pop_front() {
-                out.push(line);
+                out(line);
             }
         }
     }
 
     /// Everything: the end of a trace.
-    pub fn finish(&mut self, out: &mut Vec<Line>) {
+    pub fn finish(&mut self, out: impl FnMut(Line)) {
         self.candidates.clear();
         self.summarize_until(u64::MAX);
         self.ready(u64::MAX, out);
@@ -192,31 +164,58 @@ impl Folder {
         let Some(held_ns) = held.since_ns.map(|since| at.saturating_sub(since)) else {
             return false;
         };
-        let releases_it = |candidate: &Candidate| {
-            candidate.lock == *lock
-                && candidate.actor.same_process(actor)
-                && Some(candidate.at) == held.since_ns
-                && (candidate.mode, candidate.start, candidate.end)
-                    == (held.mode, held.start, held.end)
-                && (*start, *end) == (held.start, held.end)
-        };
-        if held_ns >= SHORT_HOLD_NS || !self.candidates.get(&file).is_some_and(releases_it) {
-            return false;
-        }
-        let Some(candidate) = self.candidates.remove(&file) else {
+        let Some(&seq) = self.candidates.get(&file) else {
             return false;
         };
-        if let Some(slot) = self
-            .queue
-            .get_mut((candidate.seq - self.queue_base) as usize)
-        {
-            *slot = None;
+        let index = (seq - self.queue_base) as usize;
+        let Some(Some(Line::Event(Output::Acquire {
+            at: taken_at,
+            actor: taker,
+            lock: taken,
+            mode,
+            start: taken_start,
+            end: taken_end,
+            ..
+        }))) = self.queue.get(index)
+        else {
+            return false;
+        };
+        let releases_it = taken == lock
+            && taker.same_process(actor)
+            && Some(*taken_at) == held.since_ns
+            && (*mode, *taken_start, *taken_end) == (held.mode, held.start, held.end)
+            && (*start, *end) == (held.start, held.end);
+        if held_ns >= SHORT_HOLD_NS || !releases_it {
+            return false;
         }
-        self.add_to_summary(&candidate, held_ns);
+        self.candidates.remove(&file);
+        let Some(Line::Event(Output::Acquire {
+            at,
+            actor,
+            lock,
+            mode,
+            file,
+            ..
+        })) = self.queue[index].take()
+        else {
+            unreachable!("the slot was matched as an acquire just above");
+        };
+        self.add_to_summary(Summary {
+            at,
+            actor,
+            lock,
+            mode,
+            file,
+            holds: 1,
+            held_ns,
+            longest_ns: held_ns,
+        });
         true
     }
 
-    fn add_to_summary(&mut self, hold: &Candidate, held_ns: u64) {
+    /// Counts one hold (`hold`, a summary of it alone) in its process's summary for its file,
+    /// mode and second.
+    fn add_to_summary(&mut self, hold: Summary) {
         let second = hold.at / SECOND_NS;
         let summaries = self.summaries.entry(hold.actor.pid).or_default();
         let same = summaries.iter_mut().find(|summary| {
@@ -237,33 +236,24 @@ impl Folder {
         });
         match same {
             Some(summary) => {
-                summary.holds += 1;
-                summary.held_ns = summary.held_ns.saturating_add(held_ns);
-                summary.longest_ns = summary.longest_ns.max(held_ns);
+                summary.holds += hold.holds;
+                summary.held_ns = summary.held_ns.saturating_add(hold.held_ns);
+                summary.longest_ns = summary.longest_ns.max(hold.longest_ns);
             }
             None => {
-                summaries.push(Summary {
-                    at: hold.at,
-                    actor: hold.actor,
-                    lock: hold.lock,
-                    mode: hold.mode,
-                    file: hold.file,
-                    holds: 1,
-                    held_ns,
-                    longest_ns: held_ns,
-                });
                 self.next_summary_due = self.next_summary_due.min(due(hold.at));
+                summaries.push(hold);
             }
         }
     }
 
-    /// Queues the summaries no hold can join any more once `applied` is applied.
-    fn summarize_until(&mut self, applied: u64) {
+    /// Queues the summaries no hold can join any more once `settled` is settled.
+    fn summarize_until(&mut self, settled: u64) {
         let mut next_due = u64::MAX;
         let mut complete = Vec::new();
         self.summaries.retain(|_, summaries| {
             summaries.retain(|summary| {
-                if due(summary.at) <= applied {
+                if due(summary.at) <= settled {
                     complete.push(summary.clone());
                     false
                 } else {
@@ -380,7 +370,7 @@ mod tests {
     /// What goes out: "acquire@T", "release@T", "exit@T", "summary@T×N".
     fn drain(folder: &mut Folder, applied: u64) -> Vec<String> {
         let mut lines = Vec::new();
-        folder.ready(applied, &mut lines);
+        folder.ready(applied, |line| lines.push(line));
         lines.iter().map(describe).collect()
     }
 
@@ -417,7 +407,7 @@ mod tests {
             ["summary@10000x2:25000:20000"]
         );
         let mut lines = Vec::new();
-        folder.finish(&mut lines);
+        folder.finish(|line| lines.push(line));
         assert_eq!(
             lines.iter().map(describe).collect::<Vec<_>>(),
             ["summary@1000001000x1:3000:3000"]
@@ -466,7 +456,7 @@ mod tests {
         folder.push(acquire(10 * US, 1, file));
         folder.push(release(10 * US, 15 * US, 3, file, ReleaseReason::Unlock));
         let mut lines = Vec::new();
-        folder.finish(&mut lines);
+        folder.finish(|line| lines.push(line));
         assert_eq!(
             lines.iter().map(describe).collect::<Vec<_>>(),
             [

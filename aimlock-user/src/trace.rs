@@ -188,10 +188,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     // Every log is self-contained from its start line: what the kernel holds now comes first.
     let mut views = KernelViews::new(&filters);
     views.look(&mut tracker, &clock);
-    let mut outputs = Vec::new();
     let mut emitter = Emitter {
+        outputs: Vec::new(),
         folder: Folder::new(!args.every_event),
-        lines: Vec::new(),
     };
     let mut written = 0u64;
     let mut records = 0u64;
@@ -221,23 +220,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             };
             records += intake.take(&batch, &mut tracker, &mut enricher);
             ring.done(batch);
-            tracker.advance(clock.monotonic_now(), &mut outputs);
-            written += emitter.emit(
-                &mut outputs,
-                tracker.settled_until(),
-                &clock,
-                &mut enricher,
-                &mut sink,
-            );
+            written += emitter.advance(&mut tracker, &clock, &mut enricher, &mut sink);
         }
-        tracker.advance(clock.monotonic_now(), &mut outputs);
-        written += emitter.emit(
-            &mut outputs,
-            tracker.settled_until(),
-            &clock,
-            &mut enricher,
-            &mut sink,
-        );
+        written += emitter.advance(&mut tracker, &clock, &mut enricher, &mut sink);
         if let Some(changes) = followed.check(|| tracker.files()) {
             follow(&changes, &mut inode_filter);
             views.rescope(followed.inodes());
@@ -259,15 +244,14 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     if let Some(view) = views.done().await {
         tracker.push_view(view);
     }
-    tracker.advance(clock.monotonic_now(), &mut outputs);
+    written += emitter.advance(&mut tracker, &clock, &mut enricher, &mut sink);
     if tracker.scan_wanted() == Some(ScanWanted::Orphans) {
         views.look(&mut tracker, &clock);
         if let Some(view) = views.done().await {
             tracker.push_view(view);
         }
     }
-    tracker.finish(&mut outputs);
-    written += emitter.finish(&mut outputs, &clock, &mut enricher, &mut sink);
+    written += emitter.finish(&mut tracker, &clock, &mut enricher, &mut sink);
     let lost = drops.total().unwrap_or_else(|err| {
         log::warn!("{err:#}");
         0
@@ -430,74 +414,78 @@ impl FdLocks {
     }
 }
 
-/// Writes the tracker's outputs; returns how many lines that was.
-/// The way from the tracker's outputs to the sinks: short holds folded, lines enriched.
+/// The way from the tracker to the sinks: short holds folded, lines enriched.
 struct Emitter {
+    outputs: Vec<Output>,
     folder: Folder,
-    lines: Vec<Line>,
 }
 
 impl Emitter {
-    /// Writes what the tracker said, up to what `settled` lets go; returns the lines written.
-    fn emit(
+    /// Applies what the tracker can apply by now and writes the lines that lets go; returns how
+    /// many.
+    fn advance(
         &mut self,
-        outputs: &mut Vec<Output>,
-        settled: u64,
+        tracker: &mut Tracker,
         clock: &Clock,
         enricher: &mut Enricher,
         sink: &mut Sinks,
     ) -> u64 {
-        for output in outputs.drain(..) {
-            self.folder.push(output);
-        }
-        self.folder.ready(settled, &mut self.lines);
-        self.write(clock, enricher, sink)
+        tracker.advance(clock.monotonic_now(), &mut self.outputs);
+        self.fold();
+        let mut written = 0;
+        self.folder.ready(tracker.settled_until(), |line| {
+            written += write_line(line, clock, enricher, sink);
+        });
+        written
     }
 
-    /// Writes everything left: the end of a trace.
+    /// Applies and writes everything left: the end of a trace.
     fn finish(
         &mut self,
-        outputs: &mut Vec<Output>,
+        tracker: &mut Tracker,
         clock: &Clock,
         enricher: &mut Enricher,
         sink: &mut Sinks,
     ) -> u64 {
-        for output in outputs.drain(..) {
-            self.folder.push(output);
-        }
-        self.folder.finish(&mut self.lines);
-        self.write(clock, enricher, sink)
+        tracker.finish(&mut self.outputs);
+        self.fold();
+        let mut written = 0;
+        self.folder
+            .finish(|line| written += write_line(line, clock, enricher, sink));
+        written
     }
 
-    fn write(&mut self, clock: &Clock, enricher: &mut Enricher, sink: &mut Sinks) -> u64 {
-        let mut count = 0;
-        for line in self.lines.drain(..) {
-            let output = match line {
-                Line::Summary(summary) => {
-                    sink.write(&enricher.summary_line(&summary, clock));
-                    count += 1;
-                    continue;
-                }
-                Line::Event(output) => output,
-            };
-            if let Output::Exit {
-                actor,
-                took_locks: false,
-                ..
-            } = output
-            {
-                // Exits only matter to the log for processes that had locks.
-                enricher.forget(actor.pid);
-                continue;
-            }
-            sink.write(&enricher.line(&output, clock));
-            count += 1;
-            if let Output::Exit { actor, .. } = output {
-                enricher.forget(actor.pid);
-            }
+    fn fold(&mut self) {
+        for output in self.outputs.drain(..) {
+            self.folder.push(output);
         }
-        count
     }
+}
+
+/// Writes a line to the sinks; returns 1 if it did, 0 for an exit the log has no use for.
+fn write_line(line: Line, clock: &Clock, enricher: &mut Enricher, sink: &mut Sinks) -> u64 {
+    let output = match line {
+        Line::Summary(summary) => {
+            sink.write(&enricher.summary_line(&summary, clock));
+            return 1;
+        }
+        Line::Event(output) => output,
+    };
+    if let Output::Exit {
+        actor,
+        took_locks: false,
+        ..
+    } = output
+    {
+        // Exits only matter to the log for processes that had locks.
+        enricher.forget(actor.pid);
+        return 0;
+    }
+    sink.write(&enricher.line(&output, clock));
+    if let Output::Exit { actor, .. } = output {
+        enricher.forget(actor.pid);
+    }
+    1
 }
 
 fn start_line(clock: &Clock, lock_hooks: &str) -> EventLine {
