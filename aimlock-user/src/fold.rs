@@ -112,7 +112,7 @@ impl Folder {
     }
 
     /// Gives `out` the lines ready to go out, once every input up to `settled` has been read
-    /// and applied.
+    /// and applied (`u64::MAX`: everything, at the end of a trace).
     pub fn ready(&mut self, settled: u64, mut out: impl FnMut(Line)) {
         if settled >= self.next_summary_due {
             self.summarize_until(settled);
@@ -136,13 +136,6 @@ impl Folder {
                 out(line);
             }
         }
-    }
-
-    /// Everything: the end of a trace.
-    pub fn finish(&mut self, out: impl FnMut(Line)) {
-        self.candidates.clear();
-        self.summarize_until(u64::MAX);
-        self.ready(u64::MAX, out);
     }
 
     /// Folds `output` if it releases a candidate: true when it did.
@@ -407,7 +400,7 @@ mod tests {
             ["summary@10000x2:25000:20000"]
         );
         let mut lines = Vec::new();
-        folder.finish(|line| lines.push(line));
+        folder.ready(u64::MAX, |line| lines.push(line));
         assert_eq!(
             lines.iter().map(describe).collect::<Vec<_>>(),
             ["summary@1000001000x1:3000:3000"]
@@ -456,7 +449,7 @@ mod tests {
         folder.push(acquire(10 * US, 1, file));
         folder.push(release(10 * US, 15 * US, 3, file, ReleaseReason::Unlock));
         let mut lines = Vec::new();
-        folder.finish(|line| lines.push(line));
+        folder.ready(u64::MAX, |line| lines.push(line));
         assert_eq!(
             lines.iter().map(describe).collect::<Vec<_>>(),
             [

@@ -431,12 +431,7 @@ impl Emitter {
         sink: &mut Sinks,
     ) -> u64 {
         tracker.advance(clock.monotonic_now(), &mut self.outputs);
-        self.fold();
-        let mut written = 0;
-        self.folder.ready(tracker.settled_until(), |line| {
-            written += write_line(line, clock, enricher, sink);
-        });
-        written
+        self.write(tracker.settled_until(), clock, enricher, sink)
     }
 
     /// Applies and writes everything left: the end of a trace.
@@ -448,17 +443,25 @@ impl Emitter {
         sink: &mut Sinks,
     ) -> u64 {
         tracker.finish(&mut self.outputs);
-        self.fold();
-        let mut written = 0;
-        self.folder
-            .finish(|line| written += write_line(line, clock, enricher, sink));
-        written
+        self.write(u64::MAX, clock, enricher, sink)
     }
 
-    fn fold(&mut self) {
+    /// Folds the tracker's outputs and writes what `settled` lets go.
+    fn write(
+        &mut self,
+        settled: u64,
+        clock: &Clock,
+        enricher: &mut Enricher,
+        sink: &mut Sinks,
+    ) -> u64 {
         for output in self.outputs.drain(..) {
             self.folder.push(output);
         }
+        let mut written = 0;
+        self.folder.ready(settled, |line| {
+            written += write_line(line, clock, enricher, sink);
+        });
+        written
     }
 }
 
