@@ -15,6 +15,7 @@ mod fast;
 mod input;
 mod journal;
 mod line;
+mod mapped;
 mod posix;
 mod render;
 mod scan;
