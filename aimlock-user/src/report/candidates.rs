@@ -16,6 +16,9 @@ use super::{
 const PIECE: usize = 8 << 20;
 const PATH_FIELD: &[u8] = br#""path":""#;
 const HOST_PATH_FIELD: &[u8] = br#""host_path":""#;
+/// Searched for without its quotes: memchr's search starts from the needle's two rarest bytes
+/// in common text, and in JSON lines a quote is on every line many times over.
+const ORPHAN: &[u8] = b"orphan";
 
 /// What the query names, each to be found in the lines.
 pub struct Wanted<'a> {
@@ -41,7 +44,9 @@ enum Check {
     Path(glob::Pattern),
     /// The needle is not the start of a longer number (`"pid":12` in `"pid":123`).
     WholeNumber,
-    Nothing,
+    /// The needle, `orphan`, is an orphan's event (`"event":"orphan"`, `"event":"orphan_end"`)
+    /// or an orphan flag that is set (`"orphan":true`).
+    Orphan,
 }
 
 /// The inodes, each on the hosts whose lines name it, that the lines naming what is wanted are
@@ -75,11 +80,8 @@ pub fn inodes(
     }
     if wanted.orphans {
         searches.push(Search {
-            needles: [&br#""event":"orphan"#[..], br#""orphan":true"#]
-                .into_iter()
-                .map(|needle| memmem::Finder::new(needle).into_owned())
-                .collect(),
-            check: Check::Nothing,
+            needles: vec![memmem::Finder::new(ORPHAN).into_owned()],
+            check: Check::Orphan,
         });
     }
     if searches.is_empty() {
@@ -164,7 +166,11 @@ impl Search {
                         })
                     }),
                     Check::WholeNumber => !bytes.get(after).is_some_and(u8::is_ascii_digit),
-                    Check::Nothing => true,
+                    Check::Orphan => {
+                        bytes[..at].ends_with(br#""event":""#)
+                            || bytes[..at].ends_with(b"\"")
+                                && bytes[after..].starts_with(br#"":true"#)
+                    }
                 };
                 if hit && let Some(number) = line_ino(ino, line) {
                     let hosts = inodes.entry(number).or_default();
@@ -257,6 +263,28 @@ mod tests {
         assert_eq!(longest_literal("[!]]/srv/data*"), Some("/srv/data"));
         assert_eq!(longest_literal("*"), None);
         assert_eq!(longest_literal("/tmp/\"odd\"*"), None);
+    }
+
+    #[test]
+    fn orphans_are_found_by_their_events_and_set_flags_only() {
+        let lines = [
+            r#"{"event":"orphan","ts":"T","pid":1,"ino":11,"holders":[{"pid":2}]}"#,
+            r#"{"event":"orphan_end","ts":"T","pid":1,"ino":12,"orphan_ns":5}"#,
+            r#"{"event":"held","ts":"T","pid":0,"ino":13,"orphan":true,"holders":[]}"#,
+            r#"{"event":"held","ts":"T","pid":0,"ino":14,"orphan":false,"holders":[]}"#,
+            r#"{"event":"acquire","ts":"T","pid":3,"ino":15,"path":"/var/lock/orphan.lock"}"#,
+            r#"{"event":"release","ts":"T","pid":3,"ino":16,"path":"/srv/\"orphan\":true"}"#,
+            r#"{"event":"acquire","ts":"T","pid":3,"ino":17,"path":"/orphans/orphan_end"}"#,
+        ];
+        let bytes = lines.join("\n");
+        let search = Search {
+            needles: vec![memmem::Finder::new(ORPHAN).into_owned()],
+            check: Check::Orphan,
+        };
+        let ino = memmem::Finder::new(br#""ino":"#).into_owned();
+        let mut found: Vec<u64> = search.inodes(bytes.as_bytes(), &ino).into_keys().collect();
+        found.sort_unstable();
+        assert_eq!(found, [11, 12, 13]);
     }
 
     #[test]
