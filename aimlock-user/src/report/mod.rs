@@ -633,6 +633,10 @@ impl Query {
         rank: &[u32],
         exits: &FxHashMap<(Name, u32), Vec<Exit>>,
     ) -> Vec<Lock> {
+        // A span narrows the holds before the untold are left out: then none goes early.
+        let pruning =
+            (self.untold_left_out.is_some() && self.since.is_none() && self.until.is_none())
+                .then_some(timeline::Pruning { pids: &self.pids });
         locks
             .into_iter()
             .filter(|(key, _)| {
@@ -646,7 +650,7 @@ impl Query {
                     .any(|path| glob.matches(names.get(path))),
                 None => true,
             })
-            .flat_map(|(key, lines)| timeline::build(key, lines, rank, exits))
+            .flat_map(|(key, lines)| timeline::build(key, lines, rank, exits, pruning))
             .filter_map(|lock| lock.narrow(self.since, self.until))
             .filter(|lock| self.pids.is_empty() || self.pids.iter().any(|&pid| lock.involves(pid)))
             .filter(|lock| !self.orphans || lock.holds.iter().any(|hold| hold.orphaned))

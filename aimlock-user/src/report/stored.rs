@@ -143,6 +143,11 @@ impl Stored {
         self.event
     }
 
+    /// How long the process waited (an acquire) or held the lock (a release), if told.
+    pub fn duration_ns(&self) -> Option<u64> {
+        (self.flags & DURATION != 0).then_some(self.duration_ns)
+    }
+
     /// The process the line is about.
     pub fn actor(&self) -> Actor {
         let has = |flag: u8| self.flags & flag != 0;

@@ -67,6 +67,13 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// Whether a process took it, held it or released it.
+    fn involves(&self, pid: u32) -> bool {
+        self.taker.is_some_and(|taker| taker.pid == pid)
+            || self.holders.iter().any(|holder| holder.pid == pid)
+            || self.release.is_some_and(|release| release.by.pid == pid)
+    }
+
     /// When its story starts, for ordering locks.
     fn first_time(&self) -> Option<Nanos> {
         self.acquired.or(self.found_held).or(self.taker_exit)
@@ -261,6 +268,19 @@ thread_local! {
     static SORTED_LINES: std::cell::Cell<Vec<Stored>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// What a fold may leave out as it goes: the holds of a flock, OFD lock or lease that no
+/// narrative will tell, whatever lines come after (see [`Lock::leave_out_outranked`]), so that
+/// a lock of a long history never has all its holds at once. Only for a narrative of the
+/// whole history (not `--json`, not a span): `pids` are those the query asks about, whose
+/// holds decide whether the lock is told.
+#[derive(Clone, Copy)]
+pub struct Pruning<'a> {
+    pub pids: &'a [u32],
+}
+
+/// Holds a lock has before the first look for those to leave out; then each time they double.
+const PRUNE_FROM: usize = 4 * render::SHOWN;
+
 /// Puts the lines in time order (equal times in the order of their files, then lines) and
 /// folds them: one lock, or for POSIX locks the sections of the file. `rank` orders the
 /// sources; `exits` are every process's exits.
@@ -269,6 +289,7 @@ pub fn build(
     lines: LockLines,
     rank: &[u32],
     exits: &FxHashMap<(Name, u32), Vec<Exit>>,
+    pruning: Option<Pruning>,
 ) -> Vec<Lock> {
     let LockLines {
         records: stored,
@@ -319,18 +340,50 @@ pub fn build(
     stored.move_lines_into(&mut kept);
     kept.sort_unstable_by_key(|line| order(line.at(), line.origin()));
     kept.dedup_by(|a, b| a.repeats(b));
-    // Most holds begin with an acquire line; one more for a hold taken before the logs.
-    let acquires = kept
-        .iter()
-        .filter(|line| line.event() == EventKind::Acquire)
-        .count();
-    lock.holds.reserve_exact(acquires + 1);
+    let asked_from = pruning.map(|_| earliest_asked_from(&kept));
+    if asked_from.is_none() {
+        // Most holds begin with an acquire line; one more for a hold taken before the logs.
+        let acquires = kept
+            .iter()
+            .filter(|line| line.event() == EventKind::Acquire)
+            .count();
+        lock.holds.reserve_exact(acquires + 1);
+    }
     let mut released_before = 0;
-    for line in kept.drain(..) {
+    let mut prune_at = PRUNE_FROM;
+    for (index, line) in kept.drain(..).enumerate() {
+        if let (Some(pruning), Some(asked_from)) = (pruning, &asked_from)
+            && lock.holds.len() >= prune_at
+        {
+            lock.leave_out_outranked(line.at(), asked_from[index], pruning.pids);
+            released_before = 0;
+            prune_at = (lock.holds.len() * 2).max(PRUNE_FROM);
+        }
         lock.apply(&line.into_record(key.range), &mut released_before);
     }
     SORTED_LINES.set(kept);
     vec![lock]
+}
+
+/// For each line, the earliest moment it or a later line can ask who held the lock (see
+/// [`AskedAbout`]): a wait or a refusal from its own time on, a wait told only by an acquire's
+/// `wait_ns` from when that wait began.
+fn earliest_asked_from(lines: &[Stored]) -> Vec<Nanos> {
+    let mut earliest = Nanos::MAX;
+    let mut from: Vec<Nanos> = lines
+        .iter()
+        .rev()
+        .map(|line| {
+            let waited = match line.event() {
+                EventKind::Acquire => line.duration_ns().unwrap_or(0),
+                _ => 0,
+            };
+            earliest = earliest.min(line.at().saturating_sub(waited));
+            earliest
+        })
+        .collect();
+    from.reverse();
+    from
 }
 
 impl Lock {
@@ -575,6 +628,49 @@ impl Lock {
         self.holds.shrink_to_fit();
     }
 
+    /// Leaves out, while the lock is folded, the holds its narrative will not tell whatever the
+    /// lines after `at` say, counted as [`Lock::leave_out_untold_holds`] counts them: released
+    /// before `at` (a later line can end only an open hold, or orphan one released at its own
+    /// time) and by `asked_from` (no later wait or refusal asks who held the lock then), not
+    /// orphaned, held while no wait or refusal so far was under way, taken, held and released
+    /// by none of `pids`, and outranked by `SHOWN` released holds already. Those rank above it
+    /// for good (a released hold's length is fixed; an orphaned one ranks first): it cannot be
+    /// among the `SHOWN` most notable at the end.
+    fn leave_out_outranked(&mut self, at: Nanos, asked_from: Nanos, pids: &[u32]) {
+        let mut ranked: Vec<usize> = (0..self.holds.len())
+            .filter(|&index| {
+                let hold = &self.holds[index];
+                hold.release.is_some() && !hold.orphaned
+            })
+            .collect();
+        // As `render::notable` ranks them: longer first, equal ones in the order taken.
+        ranked.sort_by_key(|&index| {
+            std::cmp::Reverse(render::held_ns(&self.holds[index], at).unwrap_or(u64::MAX))
+        });
+        let mut outranked = vec![false; self.holds.len()];
+        for &index in ranked.iter().skip(render::SHOWN) {
+            outranked[index] = true;
+        }
+        let asked = AskedAbout::new(self);
+        let mut index = 0;
+        let left_out = &mut self.left_out;
+        self.holds.retain(|hold| {
+            let leave = outranked[index]
+                && hold
+                    .release
+                    .is_some_and(|release| release.at < at && release.at <= asked_from)
+                && !asked.while_held(hold)
+                && !pids.iter().any(|&pid| hold.involves(pid));
+            index += 1;
+            if leave {
+                left_out.holds += 1;
+                left_out.held_ns += render::held_ns(hold, at).unwrap_or(0);
+                left_out.first = left_out.first.into_iter().chain(hold.first_time()).min();
+            }
+            !leave
+        });
+    }
+
     /// Keeps what overlaps [since, until]: holds and waits that were under way in it,
     /// refusals that happened in it. None when nothing is left.
     pub fn narrow(mut self, since: Option<Nanos>, until: Option<Nanos>) -> Option<Self> {
@@ -594,11 +690,229 @@ impl Lock {
 
     /// Whether a process took, held, released, waited for or was refused this lock.
     pub fn involves(&self, pid: u32) -> bool {
-        self.holds.iter().any(|hold| {
-            hold.taker.is_some_and(|taker| taker.pid == pid)
-                || hold.holders.iter().any(|holder| holder.pid == pid)
-                || hold.release.is_some_and(|release| release.by.pid == pid)
-        }) || self.waits.iter().any(|wait| wait.waiter.pid == pid)
+        self.holds.iter().any(|hold| hold.involves(pid))
+            || self.waits.iter().any(|wait| wait.waiter.pid == pid)
             || self.refusals.iter().any(|refusal| refusal.actor.pid == pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::line::Names;
+
+    /// Adds a write lock's line of the whole file.
+    fn line(records: &mut Vec<Record>, at: Nanos, event: EventKind, actor: Actor) -> &mut Record {
+        records.push(Record {
+            at,
+            origin: Origin { source: 0, line: 0 },
+            event,
+            actor,
+            mode: Some(Mode::Write),
+            range: ByteRange::WHOLE_FILE,
+            reason: None,
+            duration_ns: None,
+            taker_exit: None,
+            errno: None,
+            others: Box::new([]),
+            orphan: false,
+        });
+        records.last_mut().expect("just added")
+    }
+
+    /// A flock's long history, in time order: holds of lengths that often tie, waits ended by
+    /// an acquire, acquires whose `wait_ns` reaches back over earlier holds (their wait line in
+    /// no log), refusals, overlapping read holds, orphans ended at the instant of their
+    /// release (if `orphans`), a few holds by pid 4242, and one hold never released (if
+    /// `orphans`: else the most notable holds are the longest released).
+    fn long_history(names: &mut Names, seed: u64, orphans: bool) -> Vec<Record> {
+        let comm = names.intern("job");
+        let child = names.intern("sleep");
+        let eagain = names.intern("EAGAIN");
+        let actor = |pid: u32, comm: Name| Actor {
+            pid,
+            comm,
+            start_time: None,
+            ns_pid: None,
+        };
+        let mut records = Vec::new();
+        let mut random = 0x9e37_79b9_7f4a_7c15_u64 ^ seed;
+        let mut next = move || {
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            random
+        };
+        let mut at: Nanos = 1_000_000_000;
+        for round in 0..2_000u32 {
+            let pid = if round % 97 == 0 { 4242 } else { 1000 + round };
+            let held = 1_000 * (1 + next() % 10);
+            match next() % 10 {
+                5 => {
+                    line(&mut records, at, EventKind::Wait, actor(pid, comm));
+                    let acquired =
+                        line(&mut records, at + 500, EventKind::Acquire, actor(pid, comm));
+                    acquired.duration_ns = Some(500);
+                    let released = line(
+                        &mut records,
+                        at + 500 + held,
+                        EventKind::Release,
+                        actor(pid, comm),
+                    );
+                    released.reason = Some(ReleaseReason::Unlock);
+                    released.duration_ns = Some(held);
+                }
+                6 => {
+                    let acquired = line(&mut records, at, EventKind::Acquire, actor(pid, comm));
+                    acquired.duration_ns = Some(if next() % 8 == 0 { 600_000 } else { 40_000 });
+                    let released = line(
+                        &mut records,
+                        at + held,
+                        EventKind::Release,
+                        actor(pid, comm),
+                    );
+                    released.reason = Some(ReleaseReason::Close);
+                }
+                7 => {
+                    let refused = line(&mut records, at, EventKind::Fail, actor(pid, comm));
+                    refused.errno = Some(eagain);
+                }
+                8 => {
+                    line(&mut records, at, EventKind::Acquire, actor(pid, comm)).mode =
+                        Some(Mode::Read);
+                    line(
+                        &mut records,
+                        at + 1,
+                        EventKind::Acquire,
+                        actor(pid + 1, comm),
+                    )
+                    .mode = Some(Mode::Read);
+                    let first = line(
+                        &mut records,
+                        at + held,
+                        EventKind::Release,
+                        actor(pid, comm),
+                    );
+                    first.reason = Some(ReleaseReason::Unlock);
+                    let second = line(
+                        &mut records,
+                        at + 2 * held,
+                        EventKind::Release,
+                        actor(pid + 1, comm),
+                    );
+                    second.reason = Some(ReleaseReason::Unlock);
+                }
+                4 if orphans => {
+                    // Taken in a log that is not here: first seen as its holder exits.
+                    let released =
+                        line(&mut records, at, EventKind::Release, actor(pid + 1, child));
+                    released.reason = Some(ReleaseReason::Exit);
+                    released.duration_ns = Some(held);
+                    let end = line(&mut records, at, EventKind::OrphanEnd, actor(pid, comm));
+                    end.taker_exit = Some(at - 1);
+                    end.duration_ns = Some(held);
+                    end.others = Box::new([actor(pid + 1, child)]);
+                }
+                9 if orphans => {
+                    line(&mut records, at, EventKind::Acquire, actor(pid, comm));
+                    let orphan = line(&mut records, at + 10, EventKind::Orphan, actor(pid, comm));
+                    orphan.taker_exit = Some(at + 10);
+                    orphan.others = Box::new([actor(pid + 1, child)]);
+                    let released = line(
+                        &mut records,
+                        at + 10 + held,
+                        EventKind::Release,
+                        actor(pid + 1, child),
+                    );
+                    released.reason = Some(ReleaseReason::Exit);
+                    let end = line(
+                        &mut records,
+                        at + 10 + held,
+                        EventKind::OrphanEnd,
+                        actor(pid, comm),
+                    );
+                    end.taker_exit = Some(at + 10);
+                    end.others = Box::new([actor(pid + 1, child)]);
+                }
+                _ => {
+                    line(&mut records, at, EventKind::Acquire, actor(pid, comm));
+                    let released = line(
+                        &mut records,
+                        at + held,
+                        EventKind::Release,
+                        actor(pid, comm),
+                    );
+                    released.reason = Some(ReleaseReason::Unlock);
+                }
+            }
+            at += 30_000;
+        }
+        if orphans {
+            line(&mut records, at, EventKind::Acquire, actor(7, comm));
+        }
+        for (index, record) in records.iter_mut().enumerate() {
+            record.origin.line = index as u64 + 1;
+        }
+        records
+    }
+
+    fn fold(records: &[Record], key: LockKey, pruning: Option<Pruning>) -> Lock {
+        let mut lines = LockLines::default();
+        for record in records {
+            let (stored, _) = Stored::new(record.clone());
+            lines.records.push(stored, None);
+        }
+        let mut built = build(key, lines, &[0], &FxHashMap::default(), pruning);
+        assert_eq!(built.len(), 1);
+        built.pop().expect("one lock")
+    }
+
+    #[test]
+    fn holds_left_out_as_a_lock_is_folded_are_those_left_out_after() {
+        for seed in 0..40 {
+            let mut names = Names::default();
+            let records = long_history(&mut names, seed, seed % 2 == 0);
+            let key = LockKey {
+                host: names.intern(""),
+                dev: names.intern("254:0"),
+                ino: 7,
+                generation: 0,
+                kind: LockKind::Flock,
+                range: ByteRange::WHOLE_FILE,
+            };
+            let end = records.last().expect("lines").at + 1;
+            for pids in [&[][..], &[4242]] {
+                let mut whole = fold(&records, key, None);
+                let mut pruned = fold(&records, key, Some(Pruning { pids }));
+                assert!(
+                    pruned.holds.len() * 4 < whole.holds.len() * 3,
+                    "{} of {} holds kept while folding",
+                    pruned.holds.len(),
+                    whole.holds.len()
+                );
+                for pid in pids {
+                    assert_eq!(
+                        pruned
+                            .holds
+                            .iter()
+                            .filter(|hold| hold.involves(*pid))
+                            .count(),
+                        whole
+                            .holds
+                            .iter()
+                            .filter(|hold| hold.involves(*pid))
+                            .count()
+                    );
+                }
+                whole.leave_out_untold_holds(end);
+                pruned.leave_out_untold_holds(end);
+                assert_eq!(
+                    format!("{pruned:?}"),
+                    format!("{whole:?}"),
+                    "seed {seed}, pids {pids:?}"
+                );
+                assert!(whole.left_out.holds > 0);
+            }
+        }
     }
 }
