@@ -35,6 +35,15 @@ pub struct LeftOut {
     pub first: Option<Nanos>,
 }
 
+impl LeftOut {
+    /// Counts a hold left out; `end`: when the logs end, for one never released.
+    fn count(&mut self, hold: &Hold, end: Nanos) {
+        self.holds += 1;
+        self.held_ns += render::held_ns(hold, end).unwrap_or(0);
+        self.first = self.first.into_iter().chain(hold.first_time()).min();
+    }
+}
+
 /// A lock from the moment it was taken until it was released.
 #[derive(Debug, Clone, Default)]
 pub struct Hold {
@@ -340,6 +349,8 @@ pub fn build(
     stored.move_lines_into(&mut kept);
     kept.sort_unstable_by_key(|line| order(line.at(), line.origin()));
     kept.dedup_by(|a, b| a.repeats(b));
+    // A lock of fewer lines than that never has that many holds: nothing to look for.
+    let pruning = pruning.filter(|_| kept.len() >= PRUNE_FROM);
     let asked_from = pruning.map(|_| earliest_asked_from(&kept));
     if asked_from.is_none() {
         // Most holds begin with an acquire line; one more for a hold taken before the logs.
@@ -619,9 +630,7 @@ impl Lock {
                 told[index] || hold.orphaned || hold.release.is_none() || asked.while_held(hold);
             index += 1;
             if !keep {
-                left_out.holds += 1;
-                left_out.held_ns += render::held_ns(hold, end).unwrap_or(0);
-                left_out.first = left_out.first.into_iter().chain(hold.first_time()).min();
+                left_out.count(hold, end);
             }
             keep
         });
@@ -663,9 +672,7 @@ impl Lock {
                 && !pids.iter().any(|&pid| hold.involves(pid));
             index += 1;
             if leave {
-                left_out.holds += 1;
-                left_out.held_ns += render::held_ns(hold, at).unwrap_or(0);
-                left_out.first = left_out.first.into_iter().chain(hold.first_time()).min();
+                left_out.count(hold, at);
             }
             !leave
         });
