@@ -90,15 +90,15 @@ pub type ColdChunks = FxHashMap<u64, (usize, Nanos, Nanos)>;
 /// A chunk in which no line asks the second read for more than its time, or is an exit: every
 /// line is the tracer's (a head, an inode where a lock line has one, whole objects or none) and
 /// one the replay follows, and no deadlock or inheritance is told.
-/// Such a chunk, when its times are outside every window and no lock it may have lines of is
-/// read whole, is cold: the second read only parses its exits (they end POSIX locks), and takes
-/// its lines' count and times as they are.
+/// Such a chunk, when none of its lines is in its own lock's window and no lock it may have
+/// lines of is read whole, is cold: the second read only parses its exits (they end POSIX
+/// locks), and takes its lines' count and times as they are. A lock held for hours has a window
+/// of hours, but only the chunks its own lines are in are kept from being cold by it.
 #[derive(Clone, Copy, Debug)]
 struct Quiet {
     start: u64,
     len: usize,
     first: Nanos,
-    earliest: Nanos,
     latest: Nanos,
 }
 
@@ -280,8 +280,8 @@ impl Piece {
             ..Piece::default()
         };
         let mut names = Names::default();
-        // The first line's time, the earliest and the latest, while the chunk is quiet.
-        let mut times: Option<(Nanos, Nanos, Nanos)> = None;
+        // The first line's time and the latest, while the chunk is quiet.
+        let mut times: Option<(Nanos, Nanos)> = None;
         let mut quiet = true;
         let mut from = 0;
         while from < bytes.len() {
@@ -297,9 +297,8 @@ impl Piece {
                 match head.filter(|&head| quiet_line(head, &read)) {
                     Some(head) => {
                         let at = head.at;
-                        times = Some(times.map_or((at, at, at), |(first, earliest, latest)| {
-                            (first, earliest.min(at), latest.max(at))
-                        }));
+                        times =
+                            Some(times.map_or((at, at), |(first, latest)| (first, latest.max(at))));
                     }
                     None => quiet = false,
                 }
@@ -343,15 +342,12 @@ impl Piece {
                 }
             }
         }
-        piece.quiet = times
-            .filter(|_| quiet)
-            .map(|(first, earliest, latest)| Quiet {
-                start,
-                len: bytes.len(),
-                first,
-                earliest,
-                latest,
-            });
+        piece.quiet = times.filter(|_| quiet).map(|(first, latest)| Quiet {
+            start,
+            len: bytes.len(),
+            first,
+            latest,
+        });
         piece
     }
 }
@@ -735,8 +731,10 @@ struct Replay {
     keys: Vec<(u64, u32)>,
     locks: Vec<Lock>,
     parsed: FxHashSet<u64>,
-    /// Per source, its quiet chunks.
-    quiet: Vec<Vec<Quiet>>,
+    /// Per source, its quiet chunks, each with its place among all chunks merged.
+    quiet: Vec<Vec<(u32, Quiet)>>,
+    /// The chunks merged so far, all sources together.
+    chunks: u32,
 }
 
 struct Lock {
@@ -752,6 +750,9 @@ struct Lock {
     past: bool,
     /// Its lines needed, if wanted.
     window: Window,
+    /// The chunks (by their place among all chunks merged) that its lines in its window are in,
+    /// so far.
+    chunks_in_window: SmallVec<[u32; 2]>,
     /// The last line's time, event and source.
     last: Option<(Nanos, std::mem::Discriminant<Step>, u32)>,
     /// Unreleased holds, in the order taken.
@@ -776,8 +777,10 @@ struct OpenHold {
 
 impl Replay {
     fn merge(&mut self, chunk: &[u8], piece: Piece, source: u32, span: Span) {
+        let chunk_place = self.chunks;
+        self.chunks += 1;
         self.parsed.extend(piece.parsed);
-        self.quiet[source as usize].extend(piece.quiet);
+        self.quiet[source as usize].extend(piece.quiet.map(|quiet| (chunk_place, quiet)));
         let hosts: Vec<u32> = piece
             .hosts
             .iter()
@@ -804,7 +807,7 @@ impl Replay {
                 continue;
             }
             if same_bytes(&lock.identity, identity) {
-                lock.replay(fact, source, span);
+                lock.replay(fact, source, chunk_place, span);
             } else {
                 lock.whole = true;
             }
@@ -843,6 +846,7 @@ impl Replay {
                     from: None,
                     to: None,
                 },
+                chunks_in_window: SmallVec::new(),
                 last: None,
                 holds: SmallVec::new(),
                 released: None,
@@ -863,6 +867,7 @@ impl Replay {
         // for a while, or an inode only a parse finds, may have lines anywhere.
         let every_lock_in_windows =
             self.parsed.is_empty() && !self.locks.iter().any(|lock| lock.whole && lock.followed);
+        let mut in_a_window = vec![false; self.chunks as usize];
         for ((ino, host), lock) in self.keys.into_iter().zip(self.locks) {
             if self.parsed.contains(&ino) {
                 continue;
@@ -870,6 +875,9 @@ impl Replay {
             // Still open at the end of the logs, with no line after the span.
             let wanted = lock.wanted || (!lock.past && !lock.idle());
             if !lock.whole && wanted {
+                for &chunk in &lock.chunks_in_window {
+                    in_a_window[chunk as usize] = true;
+                }
                 busy.windows
                     .entry(ino)
                     .or_default()
@@ -883,25 +891,14 @@ impl Replay {
         for ino in self.parsed {
             busy.inodes.insert(ino, Vec::new());
         }
-        let windows: Vec<Window> = busy
-            .windows
-            .values()
-            .flat_map(|hosts| hosts.iter().map(|(_, window)| *window))
-            .collect();
         busy.cold = self
             .quiet
             .into_iter()
             .map(|chunks| {
                 chunks
                     .into_iter()
-                    .filter(|chunk| {
-                        every_lock_in_windows
-                            && !windows.iter().any(|window| {
-                                window.from.is_none_or(|from| from <= chunk.latest)
-                                    && window.to.is_none_or(|to| to >= chunk.earliest)
-                            })
-                    })
-                    .map(|chunk| (chunk.start, (chunk.len, chunk.first, chunk.latest)))
+                    .filter(|&(place, _)| every_lock_in_windows && !in_a_window[place as usize])
+                    .map(|(_, chunk)| (chunk.start, (chunk.len, chunk.first, chunk.latest)))
                     .collect()
             })
             .collect();
@@ -912,7 +909,7 @@ impl Replay {
 impl Lock {
     /// Folds one line as the timeline would, as far as which holds and waits are open; marks
     /// the lock wanted when something of it was under way in the span, and moves its window.
-    fn replay(&mut self, fact: Fact, source: u32, span: Span) {
+    fn replay(&mut self, fact: Fact, source: u32, chunk: u32, span: Span) {
         let at = fact.at;
         let later = match self.last {
             // The timeline sorts by time and drops a line repeated at the same instant: lines
@@ -931,6 +928,13 @@ impl Lock {
         // before was over, and nothing of it was under way in the span.
         if span.before(at) && self.idle() && later {
             self.window.from = Some(at);
+            self.chunks_in_window.clear();
+        }
+        // `to` is set by the line that ends the window, after this; a line at its instant is
+        // in it.
+        if self.window.to.is_none_or(|to| at <= to) && self.chunks_in_window.last() != Some(&chunk)
+        {
+            self.chunks_in_window.push(chunk);
         }
         self.last = Some((at, std::mem::discriminant(&fact.step), source));
         let released = self.released.take();

@@ -1591,6 +1591,86 @@ fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
     }
 }
 
+/// A lock held from long before the span to after it has a window as long, but keeps from
+/// being cold only the chunks its own lines are in: the chunks between, of other locks' short
+/// holds, are counted unread, and the report is the full read's.
+#[test]
+fn a_long_window_keeps_only_the_chunks_of_its_own_lines_read() {
+    let logs = Logs::new("long-window");
+    let line = |event: &str, at: u64, pid: u32, ino: u64, extra: &str| {
+        tracer_line(
+            event,
+            at,
+            "web-1",
+            pid,
+            "flock",
+            "write",
+            ino,
+            (0, None),
+            extra,
+        )
+    };
+    let pairs = |from: u64, to: u64| -> String {
+        (from..to)
+            .flat_map(|at| {
+                let pid = 10 + at as u32;
+                let ino = 100 + at % 3;
+                let held = r#","held_ns":1000000,"reason":"unlock""#;
+                [
+                    line("acquire", at, pid, ino, ""),
+                    line("release", at, pid, ino, held),
+                ]
+            })
+            .collect()
+    };
+    // One chunk a file: the long hold begins in the first, ends in the last.
+    let first = pairs(0, 10) + &line("acquire", 11, 70, 300, "");
+    let between = [pairs(20, 30), pairs(40, 50)];
+    let last = pairs(65, 66)
+        + &line(
+            "release",
+            80,
+            70,
+            300,
+            r#","held_ns":69000000000,"reason":"unlock""#,
+        );
+    let files = [
+        logs.write("first.log", first.as_bytes()),
+        logs.write("second.log", between[0].as_bytes()),
+        logs.write("third.log", between[1].as_bytes()),
+        logs.write("last.log", last.as_bytes()),
+    ];
+    let at = |seconds: u64| line::parse_ts(&ts(seconds)).unwrap();
+    let span = busy::Span {
+        since: Some(at(66)),
+        until: Some(at(70)),
+    };
+    let sources = input::expand(&files).unwrap();
+    let busy = busy::locks(&sources, span, 2).unwrap();
+    let window = busy.windows[&300][0].1;
+    assert_eq!((window.from, window.to), (Some(at(11)), Some(at(80))));
+    let cold: Vec<usize> = busy.cold.iter().map(|chunks| chunks.len()).collect();
+    assert_eq!(cold, [0, 1, 1, 0]);
+    for query in [
+        vec![
+            "--since",
+            "2026-11-27T03:01:06Z",
+            "--until",
+            "2026-11-27T03:01:10Z",
+        ],
+        vec!["--at", "2026-11-27T03:01:06Z", "--json"],
+    ] {
+        let args: Vec<&str> = query
+            .into_iter()
+            .chain(files.iter().map(String::as_str))
+            .collect();
+        let (text, fast, full) = reported_both_ways(&args);
+        assert!(text.contains("/run/lock/300.lock"), "{args:?}: {text}");
+        assert_same_counts(&args, &fast, &full);
+        assert_eq!(fast.end, full.end, "{args:?}");
+    }
+}
+
 #[test]
 fn a_containers_file_is_named_as_the_container_saw_it_and_as_the_host_does() {
     let logs = Logs::new("host-path");
