@@ -26,7 +26,8 @@ use std::{
 use aimlock_common::{FILE_LOCK_DEFERRED, FileName, fl_flags, fl_type};
 // The tracker sits on the hot path of every event: FxHash, not SipHash. Its keys are kernel
 // values, not attacker-chosen strings.
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use indexmap::{IndexMap, map::Entry as TableEntry};
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap, FxHashSet as HashSet};
 use smallvec::SmallVec;
 
 use crate::{
@@ -307,6 +308,12 @@ pub enum Output {
 /// files), so it is kept inline rather than in an allocation of its own.
 type Ranges = SmallVec<[Held; 1]>;
 
+/// The held ranges of each lock. Its entries are kept in a vector beside a table of their
+/// indices, rather than in the hash table's own slots: when the table grows, what is rehashed
+/// and briefly held twice is 8 bytes a lock, not a lock's key and ranges, which is most of the
+/// tracker's memory with many locks held.
+type LockTable = IndexMap<LockId, Ranges, FxBuildHasher>;
+
 #[derive(Clone, Copy)]
 struct Waiting {
     since_ns: u64,
@@ -433,7 +440,7 @@ pub struct Tracker {
     /// ring delivers them nearly in order, so an insertion from the back is almost always a
     /// push.
     pending: VecDeque<Pending>,
-    locks: HashMap<LockId, Ranges>,
+    locks: LockTable,
     /// The keys of `locks` by file, for the conflicts of a request.
     by_file: HashMap<(u32, u64), SmallVec<[FileLock; 1]>>,
     /// The processes the kernel's table showed holding a lock that its taker no longer holds
@@ -952,7 +959,7 @@ impl Tracker {
                         });
                     }
                     if ranges.is_empty() {
-                        self.locks.remove(&id);
+                        self.locks.swap_remove(&id);
                         self.forget_lock(id);
                     }
                     continue;
@@ -1084,7 +1091,7 @@ impl Tracker {
     /// Removes [start, end] from `lock`'s ranges; returns the removed pieces (each clipped to
     /// [start, end], with its original mode, time and taker).
     fn cut(&mut self, lock: LockId, start: i64, end: i64) -> Ranges {
-        let Entry::Occupied(mut entry) = self.locks.entry(lock) else {
+        let TableEntry::Occupied(mut entry) = self.locks.entry(lock) else {
             return Ranges::new();
         };
         let ranges = entry.get_mut();
@@ -1114,7 +1121,7 @@ impl Tracker {
             });
         }
         if kept.is_empty() {
-            entry.remove();
+            entry.swap_remove();
             self.forget_lock(lock);
             if lock.owner <= SEEDED_OWNERS {
                 self.forget_seed(lock);
@@ -1172,7 +1179,7 @@ impl Tracker {
     /// The lock found in a view as `seed` is `lock`, whose owner a record has just named.
     fn adopt(&mut self, seed: LockId, lock: LockId) {
         self.forget_seed(seed);
-        let Some(ranges) = self.locks.remove(&seed) else {
+        let Some(ranges) = self.locks.swap_remove(&seed) else {
             return;
         };
         let holders = self.holders.remove(&seed);
@@ -1338,8 +1345,8 @@ impl Tracker {
     /// Adds a range to the table.
     fn hold(&mut self, id: LockId, held: Held) {
         match self.locks.entry(id) {
-            Entry::Occupied(mut entry) => entry.get_mut().push(held),
-            Entry::Vacant(entry) => {
+            TableEntry::Occupied(mut entry) => entry.get_mut().push(held),
+            TableEntry::Vacant(entry) => {
                 entry.insert(smallvec::smallvec![held]);
                 self.by_file
                     .entry((id.dev, id.ino))
