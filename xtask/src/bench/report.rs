@@ -6,7 +6,7 @@
 //! exits, orphans), a gzip copy, and a 4 GiB one. Each query runs pinned to one core
 //! (`taskset -c 0`) against `jq -c SELECT` on the same lines; the whole report also on two
 //! cores; peak memory (`/usr/bin/time`'s maximum resident set) at 1 and 4 GiB; and the gzip
-//! copy against inflating it alone.
+//! copy against inflating it alone, on one core and on two.
 
 use std::{
     fmt::Write as _,
@@ -223,9 +223,11 @@ pub fn report_against_jq(tools: &Tools, runs: usize) -> Result<Outcome> {
     let (one_core, two_cores) = (Stats::of(&one_core), Stats::of(&two_cores));
     let load_after_cores = load_average()?;
 
-    // gzip: inflating alone (the same zlib-rs backend), against each read of the copy.
+    // gzip: inflating alone (the same zlib-rs backend), against each read of the copy: on one
+    // core, and on two, where the reader inflates on one while the other parses.
     let mut inflate = Vec::new();
     let mut gz_inode = Vec::new();
+    let mut gz_inode_cores = Vec::new();
     let mut gz_path_query = Vec::new();
     let path_arg = format!("/var/lib/jobs/job-{HOT_INODE}.lock");
     for _ in 0..runs {
@@ -233,12 +235,22 @@ pub fn report_against_jq(tools: &Tools, runs: usize) -> Result<Outcome> {
         gz_inode.push(
             timed_quiet(report(aimlock, &["--inode", &inode_arg], &gz_path, 1))?.as_secs_f64(),
         );
+        gz_inode_cores.push(
+            timed_quiet(report(
+                aimlock,
+                &["--inode", &inode_arg],
+                &gz_path,
+                2.min(cores),
+            ))?
+            .as_secs_f64(),
+        );
         gz_path_query
             .push(timed_quiet(report(aimlock, &["--path", &path_arg], &gz_path, 1))?.as_secs_f64());
     }
-    let (inflate, gz_inode, gz_path_query) = (
+    let (inflate, gz_inode, gz_inode_cores, gz_path_query) = (
         Stats::of(&inflate),
         Stats::of(&gz_inode),
+        Stats::of(&gz_inode_cores),
         Stats::of(&gz_path_query),
     );
 
@@ -371,22 +383,33 @@ pub fn report_against_jq(tools: &Tools, runs: usize) -> Result<Outcome> {
     writeln!(out)?;
     writeln!(
         out,
-        "gzip: the same log compressed ({:.2} GB) is inflated alone (zlib-rs, as aimlock does) in {:.2} s ({:.0} MB/s of log); \
-         `report --inode` on it takes {:.2} s ({:.2}x inflating), `report --path` (two reads) {:.2} s ({:.2}x).",
+        "gzip: the same log compressed ({:.2} GB) is inflated alone on one thread (zlib-rs with its \
+         CPU's CRC and copy instructions, as aimlock does) in {:.2} s ({:.0} MB/s of log). \
+         `report --inode` on it takes {:.2} s on {} cores, where the reader inflates on one while \
+         the other parses ({:.2}x inflating), and {:.2} s on one core, where it can be no faster \
+         than inflating and parsing one after the other ({:.2}x); `report --path` (two reads) \
+         {:.2} s on one core ({:.2}x).",
         gz_bytes as f64 / 1e9,
         inflate.median,
         mb(log.bytes, inflate.median),
+        gz_inode_cores.median,
+        2.min(cores),
+        gz_inode_cores.median / inflate.median,
         gz_inode.median,
         gz_inode.median / inflate.median,
         gz_path_query.median,
         gz_path_query.median / inflate.median,
     )?;
-    let gz_ratio = gz_inode.median / inflate.median;
+    let gz_ratio = gz_inode_cores.median / inflate.median;
     goals.push(Goal {
         goal: "gzip input at the speed of decompression".into(),
-        figure: format!("`--inode` on gzip {gz_ratio:.2}x the time of inflating alone"),
+        figure: format!(
+            "`--inode` on gzip {gz_ratio:.2}x the time of inflating alone on {} cores, {:.2}x on one",
+            2.min(cores),
+            gz_inode.median / inflate.median
+        ),
         met: gz_ratio <= 1.25,
-        why: (gz_ratio > 1.25).then(|| "parsing on the same core as inflating".into()),
+        why: (gz_ratio > 1.25).then(|| "the parse does not keep up with the inflating".into()),
     });
     Ok(Outcome {
         markdown: out,
