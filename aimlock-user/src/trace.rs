@@ -105,14 +105,15 @@ fn parse_backlog_size(text: &str) -> Result<u32, String> {
     Ok(size)
 }
 
-/// The tracer runs for months: a block of 128 KiB or more (a lock table as it grows, a burst's
-/// backlog) is mapped on its own and unmapped when freed, and grows in place by `mremap`,
-/// rather than glibc's default, which raises that threshold to the largest block freed so far,
-/// so that later blocks below it come from the heap and stay resident once freed.
+/// The tracer runs for months: a block of 1 MiB or more (a lock table as it grows) is mapped on
+/// its own, unmapped when freed, and grows in place by `mremap`. glibc's default raises that
+/// threshold to the largest block freed so far, so that later blocks below it come from the heap
+/// and stay resident once freed. The ring reader's batches (256 KiB at most) stay below it, on
+/// the heap, reused from one to the next rather than mapped and zeroed each time.
 #[cfg(target_env = "gnu")]
 fn release_large_blocks_when_freed() {
     // SAFETY: mallopt only sets an allocator parameter; 0 (refused) leaves the default.
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
 }
 
 #[cfg(not(target_env = "gnu"))]
