@@ -1034,6 +1034,36 @@ fn tracer_line(
     ) + "\n"
 }
 
+/// The span from `ts(66)` to `ts(70)`, as arguments.
+const SPAN_66_TO_70: [&str; 4] = [
+    "--since",
+    "2026-11-27T03:01:06Z",
+    "--until",
+    "2026-11-27T03:01:10Z",
+];
+
+/// A flock write lock's line on host web-1.
+fn web1_flock_line(event: &str, seconds: u64, pid: u32, ino: u64, extra: &str) -> String {
+    tracer_line(
+        event,
+        seconds,
+        "web-1",
+        pid,
+        "flock",
+        "write",
+        ino,
+        (0, None),
+        extra,
+    )
+}
+
+/// A hold of a millisecond at `seconds`: its acquire and release lines.
+fn short_hold(seconds: u64, pid: u32, ino: u64) -> String {
+    let held = r#","held_ns":1000000,"reason":"unlock""#;
+    web1_flock_line("acquire", seconds, pid, ino, "")
+        + &web1_flock_line("release", seconds, pid, ino, held)
+}
+
 /// One host's log, `shift` seconds later than the others', as (seconds, line): holds and
 /// waits across any span, shared holds, releases and waits told only by a later line's
 /// `held_ns` or `wait_ns`, a release by another process, lines out of order and repeated, an
@@ -1462,24 +1492,7 @@ fn spans_read_selectively_report_what_a_full_read_reports() {
 #[test]
 fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
     let logs = Logs::new("cold");
-    let pair = |at: u64, pid: u32, ino: u64| {
-        let held = r#","held_ns":1000000,"reason":"unlock""#;
-        [("acquire", ""), ("release", held)]
-            .map(|(event, extra)| {
-                tracer_line(
-                    event,
-                    at,
-                    "web-1",
-                    pid,
-                    "flock",
-                    "write",
-                    ino,
-                    (0, None),
-                    extra,
-                )
-            })
-            .concat()
-    };
+    let pair = short_hold;
     // Short holds long before the span, in files of their own (one a chunk each), and the exit
     // of a POSIX lock's holder...
     let exit = format!(
@@ -1567,12 +1580,7 @@ fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
         vec![&early, &late, &disorder],
     ] {
         for query in [
-            vec![
-                "--since",
-                "2026-11-27T03:01:06Z",
-                "--until",
-                "2026-11-27T03:01:10Z",
-            ],
+            SPAN_66_TO_70.to_vec(),
             vec!["--at", "2026-11-27T03:01:06Z"],
             vec!["--since", "2026-11-27T03:01:06Z", "--json"],
             vec!["--until", "2026-11-27T03:00:10Z"],
@@ -1597,30 +1605,10 @@ fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
 #[test]
 fn a_long_window_keeps_only_the_chunks_of_its_own_lines_read() {
     let logs = Logs::new("long-window");
-    let line = |event: &str, at: u64, pid: u32, ino: u64, extra: &str| {
-        tracer_line(
-            event,
-            at,
-            "web-1",
-            pid,
-            "flock",
-            "write",
-            ino,
-            (0, None),
-            extra,
-        )
-    };
+    let line = web1_flock_line;
     let pairs = |from: u64, to: u64| -> String {
         (from..to)
-            .flat_map(|at| {
-                let pid = 10 + at as u32;
-                let ino = 100 + at % 3;
-                let held = r#","held_ns":1000000,"reason":"unlock""#;
-                [
-                    line("acquire", at, pid, ino, ""),
-                    line("release", at, pid, ino, held),
-                ]
-            })
+            .map(|at| short_hold(at, 10 + at as u32, 100 + at % 3))
             .collect()
     };
     // One chunk a file: the long hold begins in the first, ends in the last.
@@ -1652,12 +1640,7 @@ fn a_long_window_keeps_only_the_chunks_of_its_own_lines_read() {
     let cold: Vec<usize> = busy.cold.iter().map(|chunks| chunks.len()).collect();
     assert_eq!(cold, [0, 1, 1, 0]);
     for query in [
-        vec![
-            "--since",
-            "2026-11-27T03:01:06Z",
-            "--until",
-            "2026-11-27T03:01:10Z",
-        ],
+        SPAN_66_TO_70.to_vec(),
         vec!["--at", "2026-11-27T03:01:06Z", "--json"],
     ] {
         let args: Vec<&str> = query
