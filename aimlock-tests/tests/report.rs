@@ -1185,3 +1185,68 @@ fn a_three_process_wait_chain_is_narrated_down_to_its_end() {
         "{told}"
     );
 }
+
+/// A log of more lines than the report keeps in memory (2^20): 1,000 locks, each taken and
+/// released 550 times by one process, a millisecond apart.
+fn log_of_many_lines(path: &Path) {
+    let mut text = String::with_capacity(200 << 20);
+    for turn in 0..550u64 {
+        for lock in 0..1000u64 {
+            for (step, event) in ["acquire", "release"].iter().enumerate() {
+                let ms = (turn * 1000 + lock) * 2 + step as u64;
+                let (seconds, ms) = (ms / 1000, ms % 1000);
+                text += &format!(
+                    r#"{{"event":"{event}","ts":"2026-11-27T03:{:02}:{:02}.{ms:03}Z","host":"web-1","pid":{},"comm":"job","kind":"flock","mode":"write","dev":"254:0","ino":{},"path":"/var/lock/many-{lock}.lock","start":0,"end":null}}"#,
+                    seconds / 60,
+                    seconds % 60,
+                    10_000 + lock,
+                    1_000 + lock,
+                );
+                text.push('\n');
+            }
+        }
+    }
+    std::fs::write(path, text).expect("write the log");
+}
+
+#[test]
+fn lines_beyond_what_memory_keeps_go_to_tmpdir_and_a_tmpdir_that_takes_none_fails_in_one_line() {
+    let dir = TempDir::new("report-spill");
+    let log = dir.file("trace.log");
+    log_of_many_lines(&log);
+    let log = log.display().to_string();
+    let run = |tmpdir: &Path| {
+        Command::new(aimlock_bin())
+            .args(["report", &log])
+            .env("TMPDIR", tmpdir)
+            .output()
+            .expect("run aimlock report")
+    };
+    let spills = dir.path().join("spill");
+    std::fs::create_dir(&spills).expect("make the directory");
+    let output = run(&spills);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains("totals: held 550ms in 550 holds"),
+        "{stdout}"
+    );
+    // The file the lines went to was removed as soon as it was made.
+    let left: Vec<_> = std::fs::read_dir(&spills)
+        .expect("read the directory")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    let output = run(Path::new("/proc"));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "aimlock: cannot create a file in /proc to keep the lines read (set TMPDIR to another \
+             directory): "
+        ),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}

@@ -303,6 +303,11 @@ impl Name {
     pub fn index(self) -> usize {
         self.0 as usize
     }
+
+    /// The name of this index in the same table (as [`Name::index`] gave it).
+    pub fn from_index(index: u32) -> Self {
+        Self(index)
+    }
 }
 
 /// Bytes of a file, both ends included.

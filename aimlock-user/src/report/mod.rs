@@ -5,9 +5,10 @@
 //! names a time span first replays each lock's holds and waits from a few fields of each line
 //! to find the locks busy in it, and the stretch of their lines that tells it; with those (or
 //! `--inode`, `--host`), only their lines are parsed and kept, each lock's by the shard thread of
-//! its inode. Each lock's lines are then put in time order across files and folded by that
-//! thread into holds, waits and refusals (a file's POSIX locks by their byte ranges, as the
-//! kernel keeps them), which the query narrows and the renderer tells.
+//! its inode (beyond 2^20 lines, in a temporary file: see [`spill`]). Each lock's lines are then
+//! put in time order across files and folded by that thread into holds, waits and refusals (a
+//! file's POSIX locks by their byte ranges, as the kernel keeps them), which the query narrows
+//! and the renderer tells.
 
 mod busy;
 mod candidates;
@@ -20,6 +21,7 @@ mod posix;
 mod render;
 mod scan;
 mod shards;
+mod spill;
 mod stored;
 mod timeline;
 
@@ -144,7 +146,7 @@ fn keep_freed_memory(jobs: usize) {
 
 /// Reads the logs and writes the report; returns what was read.
 fn report_into(args: &ReportArgs, out: &mut impl Write) -> Result<Scan> {
-    report_reading(args, Reading::Selective, out)
+    report_reading(args, Reading::Selective, spill::KEPT_LINES, out)
 }
 
 /// Whether the lines a query cannot match are passed over (as always), or every line is
@@ -159,7 +161,13 @@ enum Reading {
     LineByLine,
 }
 
-fn report_reading(args: &ReportArgs, reading: Reading, out: &mut impl Write) -> Result<Scan> {
+/// `keep_lines`: lines kept in memory before they are written out (see [`spill`]).
+fn report_reading(
+    args: &ReportArgs,
+    reading: Reading,
+    keep_lines: usize,
+    out: &mut impl Write,
+) -> Result<Scan> {
     let sources = input::expand(&args.logs)?;
     let jobs = jobs(args);
     let selection = match reading {
@@ -175,12 +183,15 @@ fn report_reading(args: &ReportArgs, reading: Reading, out: &mut impl Write) -> 
         #[cfg(test)]
         Reading::LineByLine => selection(args, &sources, jobs)?.in_pieces_of(1),
     };
-    let mut scan = scan::scan(&sources, &selection, jobs)?;
+    let mut scan = scan::scan(&sources, &selection, jobs, keep_lines)?;
     let end = tell_what_was_skipped(&scan)?;
-    leave_out_own_locks(&scan);
-    let processes = Arc::new(Processes::of(&scan));
-    Arc::clone(&processes).share(&scan);
-    tell_pids_unnamed(&scan, &args.pid);
+    for failed in scan.shards.each(|_, shard| shard.spill_failed()) {
+        failed.map_or(Ok(()), Err)?;
+    }
+    let own = scan.names.find("aimlock");
+    let (processes, pids_named) = Processes::of(&scan, own, &args.pid)?;
+    tell_pids_unnamed(&args.pid, &pids_named);
+    let before_fold = Arc::new(BeforeFold { own, processes });
     // The full read tells every hold, to check that leaving out the untold changes nothing;
     // reading line by line also gathers the first screens a lock at a time, to check that
     // putting the jobs' runs of locks together changes nothing.
@@ -197,15 +208,7 @@ fn report_reading(args: &ReportArgs, reading: Reading, out: &mut impl Write) -> 
         every_hold: args.json,
         locks_per_job: render::LOCKS_PER_JOB,
     };
-    write_report(
-        args,
-        &mut scan,
-        end,
-        telling,
-        processes.reused_pids.clone(),
-        jobs,
-        out,
-    )?;
+    write_report(args, &mut scan, &before_fold, end, telling, jobs, out)?;
     Ok(scan)
 }
 
@@ -280,16 +283,16 @@ struct Telling {
 fn write_report(
     args: &ReportArgs,
     scan: &mut Scan,
+    before_fold: &Arc<BeforeFold>,
     end: Nanos,
     telling: Telling,
-    reused_pids: HashSet<u32>,
     jobs: usize,
     out: &mut impl Write,
 ) -> Result<()> {
     let pool = scan::thread_pool(jobs)?;
     let untold_left_out = (!telling.every_hold).then_some(end);
     let names = Arc::new(std::mem::take(&mut scan.names));
-    let locks = select(args, scan, &names, untold_left_out, &pool);
+    let locks = select(args, scan, before_fold, &names, untold_left_out, &pool)?;
     let several_hosts = locks.iter().any(|lock| lock.key.host != locks[0].key.host);
     let waits_by_process = pool.install(|| render::waits_by_process(&locks, telling.locks_per_job));
     let renderer = Renderer {
@@ -297,7 +300,7 @@ fn write_report(
         end,
         at: args.at,
         several_hosts,
-        reused_pids,
+        reused_pids: before_fold.processes.reused_pids.clone(),
         locks: &locks,
         waits_by_process: &waits_by_process,
         locks_per_job: telling.locks_per_job,
@@ -390,60 +393,55 @@ fn tell_what_was_skipped(scan: &Scan) -> Result<Nanos, BadInput> {
 }
 
 /// Says on stderr which of the pids asked for no lock line kept names.
-fn tell_pids_unnamed(scan: &Scan, pids: &[u32]) {
-    let asked = pids.to_vec();
-    let named = scan.shards.each(move |_, shard| {
-        asked
-            .iter()
-            .map(|&pid| shard.names_pid(pid))
-            .collect::<Vec<bool>>()
-    });
-    for (index, pid) in pids.iter().enumerate() {
-        if !named.iter().any(|shard| shard[index]) {
-            eprintln!("aimlock: pid {pid} appears in no lock line read");
+fn tell_pids_unnamed(pids: &[u32], named: &[bool]) {
+    for (pid, _) in pids.iter().zip(named).filter(|(_, named)| !**named) {
+        eprintln!("aimlock: pid {pid} appears in no lock line read");
+    }
+}
+
+/// What is done to each lock's lines before they are folded.
+#[derive(Default)]
+struct BeforeFold {
+    /// aimlock's command name, if a line names it (see [`leave_out_own_lines`]).
+    own: Option<Name>,
+    processes: Processes,
+}
+
+impl BeforeFold {
+    fn apply(&self, key: &LockKey, lines: &mut LockLines) {
+        if let Some(own) = self.own {
+            leave_out_own_lines(own, lines);
         }
+        self.processes.share_with(key, lines);
     }
 }
 
 /// `aimlock` takes locks of its own: `trace` on the file it writes, `break` on the file it has
 /// just freed, to probe whether it is free. Neither contends for anything: their lines are left
 /// out, but not `break`'s release of another process's lock, which it took before it probed.
-fn leave_out_own_locks(scan: &Scan) {
-    let Some(own) = scan.names.find("aimlock") else {
-        return;
-    };
-    scan.shards
-        .each(move |_, shard| leave_out_locks_of(own, &mut shard.locks));
-}
-
-/// Leaves out the lines of the locks `own` (aimlock's command name) took for itself.
-fn leave_out_locks_of(own: Name, locks: &mut FxHashMap<LockKey, LockLines>) {
-    locks.retain(|_, lines| {
-        // When each aimlock process first took the lock.
-        let mut took: HashMap<u32, Nanos> = HashMap::new();
-        for record in lines.records.iter() {
-            if record.actor().comm == own
-                && matches!(record.event(), EventKind::Acquire | EventKind::Held)
-            {
-                let first = took.entry(record.actor().pid).or_insert(record.at());
-                *first = (*first).min(record.at());
-            }
+/// `own`: aimlock's command name.
+fn leave_out_own_lines(own: Name, lines: &mut LockLines) {
+    // When each aimlock process first took the lock.
+    let mut took: HashMap<u32, Nanos> = HashMap::new();
+    for record in lines.records.iter() {
+        if record.actor().comm == own
+            && matches!(record.event(), EventKind::Acquire | EventKind::Held)
+        {
+            let first = took.entry(record.actor().pid).or_insert(record.at());
+            *first = (*first).min(record.at());
         }
-        lines.records.retain(|record| {
-            let actor = record.actor();
-            let own_lock = actor.comm == own
-                && match record.event() {
-                    EventKind::Acquire | EventKind::Held | EventKind::Fail | EventKind::Wait => {
-                        true
-                    }
-                    EventKind::Release => took
-                        .get(&actor.pid)
-                        .is_some_and(|&first| record.at() >= first),
-                    _ => false,
-                };
-            !own_lock
-        });
-        !lines.records.is_empty()
+    }
+    lines.records.retain(|record| {
+        let actor = record.actor();
+        let own_lock = actor.comm == own
+            && match record.event() {
+                EventKind::Acquire | EventKind::Held | EventKind::Fail | EventKind::Wait => true,
+                EventKind::Release => took
+                    .get(&actor.pid)
+                    .is_some_and(|&first| record.at() >= first),
+                _ => false,
+            };
+        !own_lock
     });
 }
 
@@ -465,47 +463,68 @@ struct Processes {
 }
 
 impl Processes {
-    /// Gathered by each shard of its own lines, then put together.
-    fn of(scan: &Scan) -> Self {
-        scan.shards
-            .each(|_, shard| Self::of_locks(&shard.locks))
-            .into_iter()
-            .reduce(Self::and)
-            .unwrap_or_default()
+    /// Gathered by each shard of its own lines, without those of aimlock's own locks (`own`:
+    /// its command name), then put together; with whether any line names each of `pids`.
+    fn of(scan: &Scan, own: Option<Name>, pids: &[u32]) -> Result<(Self, Vec<bool>)> {
+        let asked = pids.to_vec();
+        let gathered = scan.shards.each(move |_, shard| {
+            let mut processes = Self::default();
+            let mut named = vec![false; asked.len()];
+            shard.visit(|key, lines| {
+                if let Some(own) = own {
+                    leave_out_own_lines(own, lines);
+                }
+                processes.add(key, lines);
+                for (named, &pid) in named.iter_mut().zip(&asked) {
+                    *named = *named
+                        || lines
+                            .records
+                            .iter()
+                            .any(|record| record.actors().any(|actor| actor.pid == pid));
+                }
+            })?;
+            Ok::<_, std::io::Error>((processes, named))
+        });
+        let mut all = Self::default();
+        let mut named = vec![false; pids.len()];
+        for shard in gathered {
+            let (processes, shard_named) = shard?;
+            all = all.and(processes);
+            for (named, shard_named) in named.iter_mut().zip(shard_named) {
+                *named |= shard_named;
+            }
+        }
+        Ok((all, named))
     }
 
-    fn of_locks(locks: &FxHashMap<LockKey, LockLines>) -> Self {
-        let mut processes = Self::default();
-        for (key, lines) in locks {
-            for record in lines.records.iter() {
-                for actor in record.actors() {
-                    let process = (key.host, actor.pid, actor.comm);
-                    if let Some(ns_pid) = actor.ns_pid {
-                        processes.ns_pids.insert(process, ns_pid);
-                    }
-                    let Some(start_time) = actor.start_time else {
-                        continue;
-                    };
-                    processes
-                        .start_times
-                        .entry(process)
-                        .and_modify(|seen| {
-                            if *seen != Some(start_time) {
-                                *seen = None;
-                            }
-                        })
-                        .or_insert(Some(start_time));
-                    let first = processes
-                        .starts
-                        .entry((key.host, actor.pid))
-                        .or_insert(start_time);
-                    if *first != start_time {
-                        processes.reused_pids.insert(actor.pid);
-                    }
+    /// What a lock's lines tell.
+    fn add(&mut self, key: &LockKey, lines: &LockLines) {
+        for record in lines.records.iter() {
+            for actor in record.actors() {
+                let process = (key.host, actor.pid, actor.comm);
+                if let Some(ns_pid) = actor.ns_pid {
+                    self.ns_pids.insert(process, ns_pid);
+                }
+                let Some(start_time) = actor.start_time else {
+                    continue;
+                };
+                self.start_times
+                    .entry(process)
+                    .and_modify(|seen| {
+                        if *seen != Some(start_time) {
+                            *seen = None;
+                        }
+                    })
+                    .or_insert(Some(start_time));
+                let first = self
+                    .starts
+                    .entry((key.host, actor.pid))
+                    .or_insert(start_time);
+                if *first != start_time {
+                    self.reused_pids.insert(actor.pid);
                 }
             }
         }
-        processes
     }
 
     /// What two shards' lines tell together.
@@ -532,27 +551,21 @@ impl Processes {
         self
     }
 
-    /// Gives each mention of a process the `ns_pid` and start time other lines gave it. (A
-    /// start time shared is one the process's other lines gave: no pid is reused by it.)
-    fn share(self: Arc<Self>, scan: &Scan) {
+    /// Gives each mention of a process in a lock's lines the `ns_pid` and start time other
+    /// lines gave it. (A start time shared is one the process's other lines gave: no pid is
+    /// reused by it.)
+    fn share_with(&self, key: &LockKey, lines: &mut LockLines) {
         if self.ns_pids.is_empty() && self.start_times.is_empty() {
             return;
         }
-        scan.shards
-            .each(move |_, shard| self.share_with(&mut shard.locks));
-    }
-
-    fn share_with(&self, locks: &mut FxHashMap<LockKey, LockLines>) {
-        for (key, lines) in locks {
-            for record in lines.records.iter_mut() {
-                record.update_actors(|actor| {
-                    let process = (key.host, actor.pid, actor.comm);
-                    actor.ns_pid = actor.ns_pid.or_else(|| self.ns_pids.get(&process).copied());
-                    if actor.start_time.is_none() {
-                        actor.start_time = self.start_times.get(&process).copied().flatten();
-                    }
-                });
-            }
+        for record in lines.records.iter_mut() {
+            record.update_actors(|actor| {
+                let process = (key.host, actor.pid, actor.comm);
+                actor.ns_pid = actor.ns_pid.or_else(|| self.ns_pids.get(&process).copied());
+                if actor.start_time.is_none() {
+                    actor.start_time = self.start_times.get(&process).copied().flatten();
+                }
+            });
         }
     }
 }
@@ -563,10 +576,11 @@ impl Processes {
 fn select(
     args: &ReportArgs,
     scan: &mut Scan,
+    before_fold: &Arc<BeforeFold>,
     names: &Arc<Names>,
     untold_left_out: Option<Nanos>,
     pool: &rayon::ThreadPool,
-) -> Vec<Lock> {
+) -> Result<Vec<Lock>> {
     // Files in the order of their first timestamps, so that rotated logs given in any order
     // read as one.
     let mut order: Vec<usize> = (0..scan.sources.len()).collect();
@@ -590,10 +604,21 @@ fn select(
     };
     let exits = Arc::new(std::mem::take(&mut scan.exits));
     let names_here = Arc::clone(names);
+    let before_fold = Arc::clone(before_fold);
     let built = scan.shards.each(move |_, shard| {
-        query.keep(std::mem::take(&mut shard.locks), &names_here, &rank, &exits)
+        let mut kept = Vec::new();
+        shard.drain(|key, mut lines| {
+            before_fold.apply(&key, &mut lines);
+            if !lines.records.is_empty() {
+                kept.extend(query.keep(key, lines, &names_here, &rank, &exits));
+            }
+        })?;
+        Ok::<_, std::io::Error>(kept)
     });
-    let mut locks: Vec<Lock> = built.into_iter().flatten().collect();
+    let mut locks = Vec::new();
+    for shard in built {
+        locks.extend(shard?);
+    }
     // Hosts by name, each named by its place: a few, against a lock each.
     let hosts: HashSet<Name> = locks.iter().map(|lock| lock.key.host).collect();
     let mut hosts: Vec<Name> = hosts.into_iter().collect();
@@ -610,7 +635,7 @@ fn select(
             )
         });
     });
-    locks
+    Ok(locks)
 }
 
 /// What a query keeps of the locks, for the threads of the shards.
@@ -625,32 +650,34 @@ struct Query {
 }
 
 impl Query {
-    /// The timelines of the locks asked for, in no order.
+    /// The timelines of a lock's lines the query asks for.
     fn keep(
         &self,
-        locks: FxHashMap<LockKey, LockLines>,
+        key: LockKey,
+        lines: LockLines,
         names: &Names,
         rank: &[u32],
         exits: &FxHashMap<(Name, u32), Vec<Exit>>,
     ) -> Vec<Lock> {
+        let on_host =
+            self.hosts.is_empty() || self.hosts.iter().any(|host| names.get(key.host) == host);
+        let on_path = match &self.path {
+            Some(glob) => lines
+                .paths
+                .iter()
+                .flat_map(|seen| std::iter::once(seen.path).chain(seen.host))
+                .any(|path| glob.matches(names.get(path))),
+            None => true,
+        };
+        if !on_host || !on_path {
+            return Vec::new();
+        }
         // A span narrows the holds before the untold are left out: then none goes early.
         let pruning =
             (self.untold_left_out.is_some() && self.since.is_none() && self.until.is_none())
                 .then_some(timeline::Pruning { pids: &self.pids });
-        locks
+        timeline::build(key, lines, rank, exits, pruning)
             .into_iter()
-            .filter(|(key, _)| {
-                self.hosts.is_empty() || self.hosts.iter().any(|host| names.get(key.host) == host)
-            })
-            .filter(|(_, lines)| match &self.path {
-                Some(glob) => lines
-                    .paths
-                    .iter()
-                    .flat_map(|seen| std::iter::once(seen.path).chain(seen.host))
-                    .any(|path| glob.matches(names.get(path))),
-                None => true,
-            })
-            .flat_map(|(key, lines)| timeline::build(key, lines, rank, exits, pruning))
             .filter_map(|lock| lock.narrow(self.since, self.until))
             .filter(|lock| self.pids.is_empty() || self.pids.iter().any(|&pid| lock.involves(pid)))
             .filter(|lock| !self.orphans || lock.holds.iter().any(|hold| hold.orphaned))

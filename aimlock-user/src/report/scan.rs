@@ -8,6 +8,7 @@
 
 use std::{
     collections::hash_map::Entry,
+    io,
     sync::{Arc, LazyLock, Mutex},
 };
 
@@ -24,6 +25,7 @@ use super::{
         is_text_line, line_ts, parse,
     },
     shards::Shards,
+    spill::Spill,
     stored::{Stored, StoredLines},
 };
 use crate::events::{EventKind, LockKind};
@@ -330,8 +332,11 @@ fn shard_of(ino: u64, shards: usize) -> usize {
 /// The locks of some inodes, kept by one thread from the read to the fold.
 #[derive(Debug, Default)]
 pub struct LockShard {
-    /// Every lock's lines, once the logs are read.
-    pub locks: FxHashMap<LockKey, LockLines>,
+    /// Every lock's lines once the logs are read, in the order of their places (see
+    /// [`LockShard::visit`]). If lines were written out, only their paths are kept here.
+    locks: Vec<(LockKey, LockLines)>,
+    /// If lines were written out: the place of each of `locks`.
+    places_kept: Vec<usize>,
     /// While reading: each lock's place in `lines` (`locks` is filled from them at the end), so
     /// that a piece's lines are added with one look-up per lock, not per line.
     places: FxHashMap<LockKey, usize>,
@@ -339,6 +344,12 @@ pub struct LockShard {
     /// Of each inode, what the lines that do not say their generation need (see
     /// [`Generations`]).
     generations: FxHashMap<InodeId, Generations>,
+    /// Lines kept in memory before they are written out (none: never).
+    keep_at_most: Option<usize>,
+    kept: usize,
+    spill: Option<Spill>,
+    /// Why lines could not be written out or read back.
+    spill_failed: Option<io::Error>,
 }
 
 /// The latest generation of an inode, for the lines that do not say theirs (found in the
@@ -368,12 +379,72 @@ struct PieceLocks {
 }
 
 impl LockShard {
-    /// Whether any lock line kept names the process.
-    pub fn names_pid(&self, pid: u32) -> bool {
-        self.locks
-            .values()
-            .flat_map(|lines| lines.records.iter())
-            .any(|record| record.actors().any(|actor| actor.pid == pid))
+    /// Hands each lock's lines to `visit`, in the order of their places; those written out are
+    /// read back for it, and dropped after. A lock whose lines `visit` leaves empty is gone.
+    pub fn visit(&mut self, mut visit: impl FnMut(&LockKey, &mut LockLines)) -> io::Result<()> {
+        let Some(spill) = &self.spill else {
+            self.locks.retain_mut(|(key, lines)| {
+                visit(key, lines);
+                !lines.records.is_empty()
+            });
+            return Ok(());
+        };
+        let mut read_back = spill.read_back();
+        for ((key, lines), &place) in self.locks.iter_mut().zip(&self.places_kept) {
+            read_back.lines_of(place, &mut lines.records)?;
+            visit(key, lines);
+            lines.records = StoredLines::default();
+        }
+        Ok(())
+    }
+
+    /// Gives each lock's lines to `take`, in the order of their places; those written out are
+    /// read back for it. The shard keeps no lock after.
+    pub fn drain(&mut self, mut take: impl FnMut(LockKey, LockLines)) -> io::Result<()> {
+        let locks = std::mem::take(&mut self.locks);
+        let Some(spill) = self.spill.take() else {
+            locks.into_iter().for_each(|(key, lines)| take(key, lines));
+            return Ok(());
+        };
+        let mut read_back = spill.read_back();
+        for ((key, mut lines), &place) in locks.into_iter().zip(&self.places_kept) {
+            read_back.lines_of(place, &mut lines.records)?;
+            take(key, lines);
+        }
+        Ok(())
+    }
+
+    /// Why lines could not be written out, if they could not: the report cannot be made.
+    pub fn spill_failed(&mut self) -> Option<io::Error> {
+        self.spill_failed.take()
+    }
+
+    /// Writes out every line kept in memory, if there are more than the shard may keep (or,
+    /// with `all`, any and some were written out before).
+    fn spill_if_over(&mut self, all: bool) {
+        let over = self.keep_at_most.is_some_and(|most| self.kept > most);
+        if !(over || all && self.spill.is_some() && self.kept > 0) {
+            return;
+        }
+        let spill = match self.spill.take() {
+            Some(spill) => Ok(spill),
+            None => Spill::create(),
+        };
+        let written = spill.and_then(|mut spill| {
+            spill.write_run(self.lines.iter_mut().map(|lock| &mut lock.records))?;
+            Ok(spill)
+        });
+        match written {
+            Ok(spill) => {
+                self.spill = Some(spill);
+                self.kept = 0;
+            }
+            // Some lines may be lost: the report stops once the logs are read.
+            Err(err) => {
+                self.spill_failed = Some(err);
+                self.keep_at_most = None;
+            }
+        }
     }
 
     /// Adds this shard's lines of a piece, the next in log order; `mine` tells its inodes.
@@ -440,6 +511,9 @@ impl LockShard {
                         generation: first,
                         ..old
                     });
+                    if let Some(spill) = &mut self.spill {
+                        spill.moved(place, target);
+                    }
                     self.lines[target].absorb(lines);
                     // The untagged lines of this piece go where the claimed ones went.
                     for same in places.iter_mut().filter(|same| **same == place) {
@@ -494,6 +568,8 @@ impl LockShard {
                 .records
                 .push(record, posix.then_some(range));
         }
+        self.kept += targets.len();
+        self.spill_if_over(false);
         records
     }
 
@@ -504,11 +580,20 @@ impl LockShard {
 
     /// Every lock's lines, by lock, once every source is read.
     fn gather(&mut self) {
-        let lines = &mut self.lines;
-        self.locks = std::mem::take(&mut self.places)
+        self.spill_if_over(true);
+        let mut places: Vec<(usize, LockKey)> = std::mem::take(&mut self.places)
             .into_iter()
-            .map(|(key, place)| (key, std::mem::take(&mut lines[place])))
+            .map(|(key, place)| (place, key))
             .collect();
+        places.sort_unstable_by_key(|&(place, _)| place);
+        let lines = &mut self.lines;
+        self.locks = places
+            .iter()
+            .map(|&(place, key)| (key, std::mem::take(&mut lines[place])))
+            .collect();
+        if self.spill.is_some() {
+            self.places_kept = places.into_iter().map(|(place, _)| place).collect();
+        }
         self.lines = Vec::new();
         self.generations = FxHashMap::default();
     }
@@ -606,9 +691,17 @@ fn place_in(
 }
 
 /// Reads every source and keeps the lines the selection picks, with `jobs` threads.
-pub fn scan(sources: &[Source], selection: &Selection, jobs: usize) -> Result<Scan, BadInput> {
-    let shards = Shards::start(jobs)
+/// The shards keep at most `keep_lines` lines in memory together (see [`Spill`]).
+pub fn scan(
+    sources: &[Source],
+    selection: &Selection,
+    jobs: usize,
+    keep_lines: usize,
+) -> Result<Scan, BadInput> {
+    let shards: Shards<LockShard> = Shards::start(jobs)
         .map_err(|err| BadInput(format!("cannot start {jobs} threads: {err}")))?;
+    let keep_at_most = keep_lines / jobs;
+    shards.each(move |_, shard| shard.keep_at_most = Some(keep_at_most));
     let mut scan = Scan {
         names: Names::default(),
         shards,

@@ -204,6 +204,206 @@ impl Stored {
     }
 }
 
+/// The event types, modes and release reasons by the number a line written out gives them:
+/// their order of declaration, as `as u8` numbers them.
+const EVENTS: [EventKind; 14] = [
+    EventKind::Start,
+    EventKind::Stop,
+    EventKind::Acquire,
+    EventKind::Wait,
+    EventKind::Release,
+    EventKind::Fail,
+    EventKind::Exit,
+    EventKind::Orphan,
+    EventKind::OrphanEnd,
+    EventKind::Held,
+    EventKind::Deadlock,
+    EventKind::Inherit,
+    EventKind::Summary,
+    EventKind::Unknown,
+];
+const MODES: [Mode; 3] = [Mode::Read, Mode::Write, Mode::Unlock];
+const REASONS: [ReleaseReason; 5] = [
+    ReleaseReason::Unlock,
+    ReleaseReason::Close,
+    ReleaseReason::Exit,
+    ReleaseReason::Convert,
+    ReleaseReason::Lost,
+];
+
+/// What follows a line written out: its range, what few lines say.
+const WITH_RANGE: u8 = 1;
+const WITH_RARE: u8 = 2;
+
+/// Writes numbers in this machine's byte order: only this process reads them back.
+struct Out<'a>(&'a mut Vec<u8>);
+
+impl Out<'_> {
+    fn u64(&mut self, number: u64) {
+        self.0.extend_from_slice(&number.to_ne_bytes());
+    }
+
+    fn u32(&mut self, number: u32) {
+        self.0.extend_from_slice(&number.to_ne_bytes());
+    }
+
+    fn u8(&mut self, number: u8) {
+        self.0.push(number);
+    }
+
+    fn optional_u64(&mut self, number: Option<u64>) {
+        self.u8(u8::from(number.is_some()));
+        self.u64(number.unwrap_or(0));
+    }
+
+    /// 0 for none, else one more than the variant's number.
+    fn optional_variant(&mut self, variant: Option<u8>) {
+        self.u8(variant.map_or(0, |number| number + 1));
+    }
+
+    fn actor(&mut self, actor: &Actor) {
+        self.u32(actor.pid);
+        self.u32(actor.comm.index() as u32);
+        self.optional_u64(actor.start_time);
+        self.optional_u64(actor.ns_pid.map(u64::from));
+    }
+}
+
+/// Reads back what [`Out`] wrote; None where the bytes end too soon or hold no such value.
+struct In<'a>(&'a [u8]);
+
+impl In<'_> {
+    fn bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (bytes, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.bytes().map(u64::from_ne_bytes)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.bytes().map(u32::from_ne_bytes)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.bytes::<1>().map(|[byte]| byte)
+    }
+
+    fn optional_u64(&mut self) -> Option<Option<u64>> {
+        let some = self.u8()? != 0;
+        let number = self.u64()?;
+        Some(some.then_some(number))
+    }
+
+    fn optional_variant<T: Copy>(&mut self, variants: &[T]) -> Option<Option<T>> {
+        match self.u8()? {
+            0 => Some(None),
+            number => variants.get(usize::from(number) - 1).copied().map(Some),
+        }
+    }
+
+    fn actor(&mut self) -> Option<Actor> {
+        Some(Actor {
+            pid: self.u32()?,
+            comm: Name::from_index(self.u32()?),
+            start_time: self.optional_u64()?,
+            ns_pid: match self.optional_u64()? {
+                Some(ns_pid) => Some(u32::try_from(ns_pid).ok()?),
+                None => None,
+            },
+        })
+    }
+}
+
+impl Stored {
+    /// Writes the line, with its range if it has one of its own, for [`Stored::read_back`].
+    fn write_out(&self, range: Option<ByteRange>, out: &mut Out) {
+        let with = |set: bool, part: u8| if set { part } else { 0 };
+        out.u8(with(range.is_some(), WITH_RANGE) | with(self.rare.is_some(), WITH_RARE));
+        for number in [self.at, self.line, self.start_time, self.duration_ns] {
+            out.u64(number);
+        }
+        for number in [
+            self.source,
+            self.pid,
+            self.comm.index() as u32,
+            self.ns_pid,
+            self.errno.index() as u32,
+        ] {
+            out.u32(number);
+        }
+        out.u8(self.event as u8);
+        out.optional_variant(self.mode.map(|mode| mode as u8));
+        out.optional_variant(self.reason.map(|reason| reason as u8));
+        out.u8(self.flags);
+        if let Some(range) = range {
+            out.u64(range.start);
+            out.u64(range.end);
+        }
+        if let Some(rare) = &self.rare {
+            out.optional_u64(rare.taker_exit);
+            out.u32(rare.others.len() as u32);
+            for other in &rare.others {
+                out.actor(other);
+            }
+        }
+    }
+
+    /// A line [`Stored::write_out`] wrote, and its range if it had one of its own.
+    fn read_back(from: &mut In) -> Option<(Self, Option<ByteRange>)> {
+        let parts = from.u8()?;
+        let [at, line, start_time, duration_ns] =
+            [from.u64()?, from.u64()?, from.u64()?, from.u64()?];
+        let [source, pid, comm, ns_pid, errno] = [
+            from.u32()?,
+            from.u32()?,
+            from.u32()?,
+            from.u32()?,
+            from.u32()?,
+        ];
+        let event = *EVENTS.get(usize::from(from.u8()?))?;
+        let mode = from.optional_variant(&MODES)?;
+        let reason = from.optional_variant(&REASONS)?;
+        let flags = from.u8()?;
+        let range = match parts & WITH_RANGE {
+            0 => None,
+            _ => Some(ByteRange {
+                start: from.u64()?,
+                end: from.u64()?,
+            }),
+        };
+        let rare = match parts & WITH_RARE {
+            0 => None,
+            _ => {
+                let taker_exit = from.optional_u64()?;
+                let others = (0..from.u32()?)
+                    .map(|_| from.actor())
+                    .collect::<Option<Box<[Actor]>>>()?;
+                Some(Box::new(Rare { taker_exit, others }))
+            }
+        };
+        let stored = Self {
+            at,
+            line,
+            start_time,
+            duration_ns,
+            source,
+            pid,
+            comm: Name::from_index(comm),
+            ns_pid,
+            errno: Name::from_index(errno),
+            event,
+            mode,
+            reason,
+            flags,
+            rare,
+        };
+        Some((stored, range))
+    }
+}
+
 /// Asks the CPU to bring the memory at `at` into its caches, for a look soon after.
 fn prefetch<T>(at: *const T) {
     #[cfg(target_arch = "x86_64")]
@@ -331,6 +531,28 @@ impl StoredLines {
         }
     }
 
+    /// Writes every line out, in the order added, to be read back by
+    /// [`StoredLines::read_back`]; the list is left empty.
+    pub fn write_out(&mut self, out: &mut Vec<u8>) {
+        let StoredLines { lines, ranges } = std::mem::take(self);
+        let mut ranges = ranges.into_iter();
+        let mut out = Out(out);
+        for line in lines.into_iter() {
+            line.write_out(ranges.next(), &mut out);
+        }
+    }
+
+    /// Adds the lines [`StoredLines::write_out`] wrote to `bytes`, in their order; None if
+    /// `bytes` are not such lines.
+    pub fn read_back(&mut self, bytes: &[u8]) -> Option<()> {
+        let mut from = In(bytes);
+        while !from.0.is_empty() {
+            let (line, range) = Stored::read_back(&mut from)?;
+            self.push(line, range);
+        }
+        Some(())
+    }
+
     /// Adds `other`'s lines after these.
     pub fn append(&mut self, other: StoredLines) {
         self.lines.append(other.lines);
@@ -446,6 +668,60 @@ mod tests {
         };
         assert!(Stored::new(plain.clone()).0.rare.is_none());
         assert_eq!(kept(&plain), plain);
+    }
+
+    #[test]
+    fn lines_written_out_are_read_back_as_they_were() {
+        for (number, &event) in EVENTS.iter().enumerate() {
+            assert_eq!(event as usize, number, "{event:?}");
+        }
+        for (number, &mode) in MODES.iter().enumerate() {
+            assert_eq!(mode as usize, number, "{mode:?}");
+        }
+        for (number, &reason) in REASONS.iter().enumerate() {
+            assert_eq!(reason as usize, number, "{reason:?}");
+        }
+        let mut names = super::super::line::Names::default();
+        let full = record(&mut names);
+        let plain = Record {
+            event: EventKind::Release,
+            mode: None,
+            reason: Some(ReleaseReason::Lost),
+            duration_ns: None,
+            taker_exit: None,
+            errno: None,
+            others: Box::new([]),
+            orphan: false,
+            ..full.clone()
+        };
+        let lock_range = ByteRange { start: 1, end: 2 };
+        for posix in [false, true] {
+            let records = [full.clone(), plain.clone(), full.clone()];
+            let mut lines = StoredLines::default();
+            for record in records.clone() {
+                let (stored, range) = Stored::new(record);
+                lines.push(stored, posix.then_some(range));
+            }
+            let mut bytes = Vec::new();
+            lines.write_out(&mut bytes);
+            assert!(lines.is_empty());
+            let mut read = StoredLines::default();
+            read.read_back(&bytes).unwrap();
+            let read: Vec<Record> = read.into_records(lock_range).collect();
+            let expected: Vec<Record> = records
+                .into_iter()
+                .map(|record| Record {
+                    range: if posix { record.range } else { lock_range },
+                    ..record
+                })
+                .collect();
+            assert_eq!(read, expected);
+            assert!(
+                StoredLines::default()
+                    .read_back(&bytes[..bytes.len() - 1])
+                    .is_none()
+            );
+        }
     }
 
     #[test]

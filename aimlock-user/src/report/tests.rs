@@ -87,10 +87,19 @@ fn orphan_story(ino: u64) -> (String, String) {
 }
 
 /// Runs the report as `aimlock report ARGS` would, without the exit: (stdout, scan).
+/// Reports `args`; and again with every piece's lines written out as they are read, which must
+/// tell the same.
 fn report(args: &[&str]) -> Result<(String, Scan)> {
     let cli = Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied()))?;
     let mut out = Vec::new();
     let scan = report_into(&cli.args, &mut out)?;
+    let mut spilled = Vec::new();
+    report_reading(&cli.args, Reading::Selective, 0, &mut spilled)?;
+    assert_eq!(
+        String::from_utf8_lossy(&spilled),
+        String::from_utf8_lossy(&out),
+        "written out and read back: {args:?}"
+    );
     Ok((String::from_utf8(out).unwrap(), scan))
 }
 
@@ -712,7 +721,7 @@ fn a_wait_chain_is_told_down_to_the_orphan_at_its_end() {
     let (text, _) = report(&[&log]).unwrap();
     let cli = Cli::try_parse_from(["report", log.as_str()]).unwrap();
     let mut by_line = Vec::new();
-    report_reading(&cli.args, Reading::LineByLine, &mut by_line).unwrap();
+    report_reading(&cli.args, Reading::LineByLine, 0, &mut by_line).unwrap();
     assert_eq!(String::from_utf8(by_line).unwrap(), text);
     assert!(
         text.contains(
@@ -990,8 +999,13 @@ fn logs_parsed_in_pieces_report_what_one_piece_reports() {
                 Cli::try_parse_from(std::iter::once("report").chain(with_jobs)).unwrap()
             };
             let (mut whole, mut pieces) = (Vec::new(), Vec::new());
-            let whole_scan = report_reading(&parse("1").args, Reading::Selective, &mut whole);
-            let piece_scan = report_reading(&parse("3").args, Reading::LineByLine, &mut pieces);
+            let whole_scan = report_reading(
+                &parse("1").args,
+                Reading::Selective,
+                spill::KEPT_LINES,
+                &mut whole,
+            );
+            let piece_scan = report_reading(&parse("3").args, Reading::LineByLine, 0, &mut pieces);
             let (whole_scan, piece_scan) = (whole_scan.unwrap(), piece_scan.unwrap());
             let whole = String::from_utf8(whole).unwrap();
             assert!(!whole.is_empty(), "{args:?}");
@@ -1319,8 +1333,9 @@ fn span_story(host: &str, shift: u64) -> Vec<(u64, String)> {
 fn reported_both_ways(args: &[&str]) -> (String, Scan, Scan) {
     let cli = Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied())).unwrap();
     let (mut fast, mut full) = (Vec::new(), Vec::new());
-    let fast_scan = report_reading(&cli.args, Reading::Selective, &mut fast).unwrap();
-    let full_scan = report_reading(&cli.args, Reading::Everything, &mut full).unwrap();
+    let fast_scan =
+        report_reading(&cli.args, Reading::Selective, spill::KEPT_LINES, &mut fast).unwrap();
+    let full_scan = report_reading(&cli.args, Reading::Everything, 0, &mut full).unwrap();
     let text = String::from_utf8(fast).unwrap();
     assert_eq!(text, String::from_utf8(full).unwrap(), "{args:?}");
     (text, fast_scan, full_scan)
@@ -1809,9 +1824,15 @@ fn holds_left_out_of_the_narrative_change_nothing_it_tells() {
         let cli =
             Cli::try_parse_from(std::iter::once("report").chain(args.iter().copied())).unwrap();
         let (mut told, mut every, mut by_line) = (Vec::new(), Vec::new(), Vec::new());
-        report_reading(&cli.args, Reading::Selective, &mut told).unwrap();
-        report_reading(&cli.args, Reading::Everything, &mut every).unwrap();
-        report_reading(&cli.args, Reading::LineByLine, &mut by_line).unwrap();
+        report_reading(&cli.args, Reading::Selective, spill::KEPT_LINES, &mut told).unwrap();
+        report_reading(
+            &cli.args,
+            Reading::Everything,
+            spill::KEPT_LINES,
+            &mut every,
+        )
+        .unwrap();
+        report_reading(&cli.args, Reading::LineByLine, 0, &mut by_line).unwrap();
         let (told, every) = (
             String::from_utf8(told).unwrap(),
             String::from_utf8(every).unwrap(),
@@ -1834,11 +1855,18 @@ fn holds_left_out_of_the_narrative_change_nothing_it_tells() {
     // The lock as the narrative keeps it: its untold holds left out, counted.
     let cli = Cli::try_parse_from(["report", log.as_str()]).unwrap();
     let sources = input::expand(&cli.args.logs).unwrap();
-    let mut scan = scan::scan(&sources, &Selection::new(None, None, Vec::new(), None), 1).unwrap();
+    let mut scan = scan::scan(
+        &sources,
+        &Selection::new(None, None, Vec::new(), None),
+        1,
+        spill::KEPT_LINES,
+    )
+    .unwrap();
     let end = scan.end.unwrap();
     let names = Arc::new(std::mem::take(&mut scan.names));
     let pool = scan::thread_pool(1).unwrap();
-    let locks = select(&cli.args, &mut scan, &names, Some(end), &pool);
+    let before_fold = Arc::new(BeforeFold::default());
+    let locks = select(&cli.args, &mut scan, &before_fold, &names, Some(end), &pool).unwrap();
     let busy = locks.iter().find(|lock| lock.key.ino == 40).unwrap();
     let kept: Vec<u32> = busy
         .holds

@@ -335,11 +335,12 @@ pub fn report_against_jq(tools: &Tools, runs: usize) -> Result<Outcome> {
             ),
             met: bounded,
             why: (!bounded).then(|| {
-                "the report keeps every line of the locks it tells until the logs are read (their \
-                 lines may come from any file, in any order), about 70 bytes a line: on the \
-                 longer log the locks it matches have a longer history, and for some queries \
-                 there are more of them; its output grows with them. The mapped windows of the \
-                 log (up to 24 MiB) are most of a selective query's peak on the shorter log"
+                "the report keeps the lines of the locks it tells until the logs are read \
+                 (their lines may come from any file, in any order), in memory up to 2^20 lines \
+                 and beyond on disk: a query whose locks have fewer lines keeps them all in \
+                 memory, and on the longer log they have a longer history; for some queries \
+                 there are more locks, and its output grows with them. The mapped windows of \
+                 the log (up to 24 MiB) are most of a selective query's peak on the shorter log"
                     .into()
             }),
         });

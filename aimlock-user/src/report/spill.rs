@@ -1,0 +1,246 @@
+//! A shard's lines kept on disk rather than in memory, so that a report's memory is bounded by
+//! its locks and what it tells of them, not by the lines of the logs.
+//!
+//! Each time a shard keeps more lines than its share of [`KEPT_LINES`], it writes them all out,
+//! lock after lock in the order of their places, as one run, to a temporary file that is
+//! already unlinked (in `$TMPDIR`, else `/var/tmp`: a disk rather than memory on most systems).
+//! Folding then reads each lock's lines back, in the same order of places, from every run at
+//! once: one cursor per run, each a short buffer, however many locks there are. A lock's lines
+//! come back in another order than read, which the fold does not see: it puts them in time
+//! order itself.
+
+use std::{
+    fs::File,
+    io,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+};
+
+use rustc_hash::FxHashMap;
+
+use super::stored::StoredLines;
+
+/// Lines the shards keep in memory together before writing them out: 64 bytes each, 64 MiB.
+pub const KEPT_LINES: usize = 1 << 20;
+
+/// What a cursor reads at a time.
+const READ_SIZE: usize = 64 << 10;
+/// What is written at a time.
+const WRITE_SIZE: usize = 1 << 20;
+
+/// A lock's lines in a run: its place, and the length of what follows.
+const HEADER: usize = 4 + 8;
+
+/// The runs a shard wrote.
+pub struct Spill {
+    file: File,
+    dir: PathBuf,
+    written: u64,
+    /// Where each run starts and ends in the file.
+    runs: Vec<(u64, u64)>,
+    /// Places whose lines were added to another's (a lock whose lines said their generation
+    /// only after some lines had been kept) after some were written out: their lines, read
+    /// back, go to that other place. It comes later in the order of places.
+    moved: FxHashMap<u32, u32>,
+    buffer: Vec<u8>,
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Spill({} runs, {} bytes)", self.runs.len(), self.written)
+    }
+}
+
+/// Where the runs are written.
+fn temporary_dir() -> PathBuf {
+    std::env::var_os("TMPDIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from)
+}
+
+impl Spill {
+    pub fn create() -> io::Result<Self> {
+        let dir = temporary_dir();
+        let file = tempfile::tempfile_in(&dir).map_err(|err| in_dir(&dir, "create a file", err))?;
+        Ok(Self {
+            file,
+            dir,
+            written: 0,
+            runs: Vec::new(),
+            moved: FxHashMap::default(),
+            buffer: Vec::with_capacity(WRITE_SIZE + READ_SIZE),
+        })
+    }
+
+    /// Writes out the lines of every lock (`locks`, by place) as one run, and empties them.
+    pub fn write_run<'a>(
+        &mut self,
+        locks: impl Iterator<Item = &'a mut StoredLines>,
+    ) -> io::Result<()> {
+        let start = self.written;
+        for (place, lines) in locks.enumerate() {
+            if lines.is_empty() {
+                continue;
+            }
+            let header = self.buffer.len();
+            self.buffer.resize(header + HEADER, 0);
+            lines.write_out(&mut self.buffer);
+            let len = (self.buffer.len() - header - HEADER) as u64;
+            self.buffer[header..header + 4].copy_from_slice(&(place as u32).to_ne_bytes());
+            self.buffer[header + 4..header + HEADER].copy_from_slice(&len.to_ne_bytes());
+            if self.buffer.len() >= WRITE_SIZE {
+                self.flush()?;
+            }
+        }
+        self.flush()?;
+        if self.written > start {
+            self.runs.push((start, self.written));
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file
+            .write_all_at(&self.buffer, self.written)
+            .map_err(|err| in_dir(&self.dir, "write to a file", err))?;
+        self.written += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// The lines of place `from`, from now on added to place `to`'s, a later one.
+    pub fn moved(&mut self, from: usize, to: usize) {
+        assert!(from < to, "a lock's lines move to a later place");
+        self.moved.insert(from as u32, to as u32);
+    }
+
+    /// Reads the lines back, a place at a time, in the order of places.
+    pub fn read_back(&self) -> ReadBack<'_> {
+        ReadBack {
+            spill: self,
+            cursors: self
+                .runs
+                .iter()
+                .map(|&(start, end)| Cursor {
+                    next: start,
+                    end,
+                    buffer: Vec::new(),
+                    at: 0,
+                })
+                .collect(),
+            moved_here: FxHashMap::default(),
+        }
+    }
+}
+
+/// An I/O error, with what was being done and where.
+fn in_dir(dir: &Path, doing: &str, err: io::Error) -> io::Error {
+    io::Error::new(
+        err.kind(),
+        format!(
+            "cannot {doing} in {} to keep the lines read (set TMPDIR to another directory): {err}",
+            dir.display()
+        ),
+    )
+}
+
+/// Lines written out, read back a place at a time.
+pub struct ReadBack<'a> {
+    spill: &'a Spill,
+    cursors: Vec<Cursor>,
+    /// The lines of moved places read so far, by the place they went to.
+    moved_here: FxHashMap<u32, StoredLines>,
+}
+
+impl ReadBack<'_> {
+    /// Adds to `lines` those written out for `place`. Places are asked for in increasing order;
+    /// the lines of those not asked for are passed over.
+    pub fn lines_of(&mut self, place: usize, lines: &mut StoredLines) -> io::Result<()> {
+        let place = place as u32;
+        let file = &self.spill.file;
+        let broken = || {
+            in_dir(
+                &self.spill.dir,
+                "read back a file",
+                io::Error::new(io::ErrorKind::InvalidData, "its lines are not as written"),
+            )
+        };
+        for cursor in &mut self.cursors {
+            while let Some(next) = cursor.next_place(file)? {
+                if next > place {
+                    break;
+                }
+                let bytes = cursor.take(file)?;
+                let into = match self.spill.moved.get(&next) {
+                    Some(&to) => self.moved_here.entry(to).or_default(),
+                    None if next == place => &mut *lines,
+                    // A place not asked for.
+                    None => continue,
+                };
+                into.read_back(bytes).ok_or_else(broken)?;
+            }
+        }
+        if let Some(moved) = self.moved_here.remove(&place) {
+            lines.append(moved);
+        }
+        Ok(())
+    }
+}
+
+/// Where a run is read up to, and what was read of it ahead.
+struct Cursor {
+    /// Where the file's next bytes to read are.
+    next: u64,
+    end: u64,
+    buffer: Vec<u8>,
+    /// Where the buffer's next bytes are.
+    at: usize,
+}
+
+impl Cursor {
+    /// Whether `want` more bytes could be had in the buffer.
+    fn fill(&mut self, file: &File, want: usize) -> io::Result<bool> {
+        if self.buffer.len() - self.at >= want {
+            return Ok(true);
+        }
+        self.buffer.drain(..self.at);
+        self.at = 0;
+        let room = (want - self.buffer.len()).max(READ_SIZE) as u64;
+        let read = room.min(self.end - self.next) as usize;
+        let old = self.buffer.len();
+        self.buffer.resize(old + read, 0);
+        file.read_exact_at(&mut self.buffer[old..], self.next)?;
+        self.next += read as u64;
+        Ok(self.buffer.len() >= want)
+    }
+
+    /// The place of the next lock in the run, if any.
+    fn next_place(&mut self, file: &File) -> io::Result<Option<u32>> {
+        if !self.fill(file, HEADER)? {
+            return match self.buffer.len() - self.at {
+                0 => Ok(None),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "a run ends within a header",
+                )),
+            };
+        }
+        let bytes = &self.buffer[self.at..self.at + 4];
+        Ok(Some(u32::from_ne_bytes(bytes.try_into().expect("4 bytes"))))
+    }
+
+    /// The lines of the next lock in the run, written out.
+    fn take(&mut self, file: &File) -> io::Result<&[u8]> {
+        let len_bytes = &self.buffer[self.at + 4..self.at + HEADER];
+        let len = u64::from_ne_bytes(len_bytes.try_into().expect("8 bytes")) as usize;
+        if !self.fill(file, HEADER + len)? {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a run ends within a lock's lines",
+            ));
+        }
+        let start = self.at + HEADER;
+        self.at = start + len;
+        Ok(&self.buffer[start..start + len])
+    }
+}
