@@ -67,6 +67,11 @@ pub enum Mode {
     Unlock,
 }
 
+impl Mode {
+    /// Every mode, in the order declared.
+    pub const ALL: [Mode; 3] = [Mode::Read, Mode::Write, Mode::Unlock];
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseReason {
@@ -82,6 +87,17 @@ pub enum ReleaseReason {
     /// the ring lost it, or a lock held before the tracer started was released through a
     /// description the tracer could not tie to it.
     Lost,
+}
+
+impl ReleaseReason {
+    /// Every reason, in the order declared.
+    pub const ALL: [ReleaseReason; 5] = [
+        ReleaseReason::Unlock,
+        ReleaseReason::Close,
+        ReleaseReason::Exit,
+        ReleaseReason::Convert,
+        ReleaseReason::Lost,
+    ];
 }
 
 /// A process that still references an orphaned lock's open file description.

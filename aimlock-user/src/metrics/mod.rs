@@ -42,15 +42,9 @@ const LOCK_KINDS: [LockKind; 4] = [
     LockKind::Lease,
 ];
 
-const MODES: [Mode; 3] = [Mode::Read, Mode::Write, Mode::Unlock];
+const MODES: [Mode; 3] = Mode::ALL;
 
-const REASONS: [ReleaseReason; 5] = [
-    ReleaseReason::Unlock,
-    ReleaseReason::Close,
-    ReleaseReason::Exit,
-    ReleaseReason::Convert,
-    ReleaseReason::Lost,
-];
+const REASONS: [ReleaseReason; 5] = ReleaseReason::ALL;
 
 /// Upper bounds of the wait and hold histograms' buckets: in nanoseconds, as Prometheus
 /// writes them, and in seconds. A last bucket, +Inf, follows.

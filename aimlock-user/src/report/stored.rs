@@ -222,14 +222,8 @@ const EVENTS: [EventKind; 14] = [
     EventKind::Summary,
     EventKind::Unknown,
 ];
-const MODES: [Mode; 3] = [Mode::Read, Mode::Write, Mode::Unlock];
-const REASONS: [ReleaseReason; 5] = [
-    ReleaseReason::Unlock,
-    ReleaseReason::Close,
-    ReleaseReason::Exit,
-    ReleaseReason::Convert,
-    ReleaseReason::Lost,
-];
+const MODES: [Mode; 3] = Mode::ALL;
+const REASONS: [ReleaseReason; 5] = ReleaseReason::ALL;
 
 /// What follows a line written out: its range, what few lines say.
 const WITH_RANGE: u8 = 1;
