@@ -50,6 +50,26 @@ pub enum EventKind {
     Unknown,
 }
 
+impl EventKind {
+    /// Every event type, in the order declared.
+    pub const ALL: [EventKind; 14] = [
+        EventKind::Start,
+        EventKind::Stop,
+        EventKind::Acquire,
+        EventKind::Wait,
+        EventKind::Release,
+        EventKind::Fail,
+        EventKind::Exit,
+        EventKind::Orphan,
+        EventKind::OrphanEnd,
+        EventKind::Held,
+        EventKind::Deadlock,
+        EventKind::Inherit,
+        EventKind::Summary,
+        EventKind::Unknown,
+    ];
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LockKind {

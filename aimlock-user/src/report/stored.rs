@@ -206,22 +206,7 @@ impl Stored {
 
 /// The event types, modes and release reasons by the number a line written out gives them:
 /// their order of declaration, as `as u8` numbers them.
-const EVENTS: [EventKind; 14] = [
-    EventKind::Start,
-    EventKind::Stop,
-    EventKind::Acquire,
-    EventKind::Wait,
-    EventKind::Release,
-    EventKind::Fail,
-    EventKind::Exit,
-    EventKind::Orphan,
-    EventKind::OrphanEnd,
-    EventKind::Held,
-    EventKind::Deadlock,
-    EventKind::Inherit,
-    EventKind::Summary,
-    EventKind::Unknown,
-];
+const EVENTS: [EventKind; 14] = EventKind::ALL;
 const MODES: [Mode; 3] = Mode::ALL;
 const REASONS: [ReleaseReason; 5] = ReleaseReason::ALL;
 
