@@ -44,6 +44,7 @@ use line::{Exit, LockKey, Name, Names, Nanos};
 use render::Renderer;
 use rustc_hash::FxHashMap;
 use scan::{LockLines, Scan, Selection};
+use stored::Stored;
 use timeline::Lock;
 
 #[derive(Debug, clap::Args)]
@@ -189,7 +190,7 @@ fn report_reading(
         failed.map_or(Ok(()), Err)?;
     }
     let own = scan.names.find("aimlock");
-    let (processes, pids_named) = Processes::of(&scan, own, &args.pid)?;
+    let (processes, pids_named) = Processes::of(&scan, own, &args.pid);
     tell_pids_unnamed(&args.pid, &pids_named);
     let before_fold = Arc::new(BeforeFold { own, processes });
     // The full read tells every hold, to check that leaving out the untold changes nothing;
@@ -446,7 +447,7 @@ fn leave_out_own_lines(own: Name, lines: &mut LockLines) {
 }
 
 /// What the lines tell of the processes, gathered in one walk over every line kept.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Processes {
     /// The first start time any line gave each pid on each host.
     starts: FxHashMap<(Name, u32), u64>,
@@ -465,7 +466,7 @@ struct Processes {
 impl Processes {
     /// Gathered by each shard of its own lines, without those of aimlock's own locks (`own`:
     /// its command name), then put together; with whether any line names each of `pids`.
-    fn of(scan: &Scan, own: Option<Name>, pids: &[u32]) -> Result<(Self, Vec<bool>)> {
+    fn of(scan: &Scan, own: Option<Name>, pids: &[u32]) -> (Self, Vec<bool>) {
         let asked = pids.to_vec();
         let gathered = scan.shards.each(move |_, shard| {
             let mut processes = Self::default();
@@ -474,55 +475,51 @@ impl Processes {
                 if let Some(own) = own {
                     leave_out_own_lines(own, lines);
                 }
-                processes.add(key, lines);
-                for (named, &pid) in named.iter_mut().zip(&asked) {
-                    *named = *named
-                        || lines
-                            .records
-                            .iter()
-                            .any(|record| record.actors().any(|actor| actor.pid == pid));
+                for line in lines.records.iter() {
+                    processes.add_line(key.host, line);
+                    for (named, &pid) in named.iter_mut().zip(&asked) {
+                        *named = *named || line.actors().any(|actor| actor.pid == pid);
+                    }
                 }
-            })?;
-            Ok::<_, std::io::Error>((processes, named))
+            });
+            let written = shard.written();
+            for (named, pid) in named.iter_mut().zip(&asked) {
+                *named = *named || written.pids.contains(pid);
+            }
+            (processes.and(written.processes), named)
         });
         let mut all = Self::default();
         let mut named = vec![false; pids.len()];
-        for shard in gathered {
-            let (processes, shard_named) = shard?;
+        for (processes, shard_named) in gathered {
             all = all.and(processes);
             for (named, shard_named) in named.iter_mut().zip(shard_named) {
                 *named |= shard_named;
             }
         }
-        Ok((all, named))
+        (all, named)
     }
 
-    /// What a lock's lines tell.
-    fn add(&mut self, key: &LockKey, lines: &LockLines) {
-        for record in lines.records.iter() {
-            for actor in record.actors() {
-                let process = (key.host, actor.pid, actor.comm);
-                if let Some(ns_pid) = actor.ns_pid {
-                    self.ns_pids.insert(process, ns_pid);
-                }
-                let Some(start_time) = actor.start_time else {
-                    continue;
-                };
-                self.start_times
-                    .entry(process)
-                    .and_modify(|seen| {
-                        if *seen != Some(start_time) {
-                            *seen = None;
-                        }
-                    })
-                    .or_insert(Some(start_time));
-                let first = self
-                    .starts
-                    .entry((key.host, actor.pid))
-                    .or_insert(start_time);
-                if *first != start_time {
-                    self.reused_pids.insert(actor.pid);
-                }
+    /// What a lock line tells; `host`: its lock's.
+    fn add_line(&mut self, host: Name, line: &Stored) {
+        for actor in line.actors() {
+            let process = (host, actor.pid, actor.comm);
+            if let Some(ns_pid) = actor.ns_pid {
+                self.ns_pids.insert(process, ns_pid);
+            }
+            let Some(start_time) = actor.start_time else {
+                continue;
+            };
+            self.start_times
+                .entry(process)
+                .and_modify(|seen| {
+                    if *seen != Some(start_time) {
+                        *seen = None;
+                    }
+                })
+                .or_insert(Some(start_time));
+            let first = self.starts.entry((host, actor.pid)).or_insert(start_time);
+            if *first != start_time {
+                self.reused_pids.insert(actor.pid);
             }
         }
     }

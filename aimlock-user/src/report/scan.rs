@@ -13,11 +13,11 @@ use std::{
 };
 
 use memchr::memmem;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 use super::{
-    BadInput,
+    BadInput, Processes,
     busy::{ColdChunks, Windows},
     input::{self, Source},
     line::{
@@ -348,8 +348,19 @@ pub struct LockShard {
     keep_at_most: Option<usize>,
     kept: usize,
     spill: Option<Spill>,
-    /// Why lines could not be written out or read back.
+    /// Why lines could not be written out.
     spill_failed: Option<io::Error>,
+    /// aimlock's command name, once a line names it: the lines it is the actor of stay in
+    /// memory (see [`LockShard::visit`]).
+    own: Option<Name>,
+    written: Written,
+}
+
+/// What the lines written out tell: of the processes, and which pids they name.
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    pub(super) processes: Processes,
+    pub(super) pids: FxHashSet<u32>,
 }
 
 /// The latest generation of an inode, for the lines that do not say theirs (found in the
@@ -372,6 +383,8 @@ type Emptied = Arc<Mutex<Vec<Vec<PieceLine>>>>;
 /// names are among the report's.
 struct PieceLocks {
     names: Vec<Name>,
+    /// aimlock's command name among the report's, if a line so far names it.
+    own: Option<Name>,
     locks: Vec<PieceLock>,
     generations: FxHashMap<InodeId, (u32, u32)>,
     /// The lines of the source before the piece's first.
@@ -379,27 +392,30 @@ struct PieceLocks {
 }
 
 impl LockShard {
-    /// Hands each lock's lines to `visit`, in the order of their places; those written out are
-    /// read back for it, and dropped after. A lock whose lines `visit` leaves empty is gone.
-    pub fn visit(&mut self, mut visit: impl FnMut(&LockKey, &mut LockLines)) -> io::Result<()> {
-        let Some(spill) = &self.spill else {
-            self.locks.retain_mut(|(key, lines)| {
+    /// Hands each lock's lines kept in memory to `visit`, in the order of their places. A lock
+    /// whose lines it leaves empty, and none written out, is gone. What the lines written out
+    /// tell was gathered as they were written (see [`LockShard::written`]): they are never
+    /// aimlock's own (their actor is not aimlock), which is all `visit` may leave out.
+    pub fn visit(&mut self, mut visit: impl FnMut(&LockKey, &mut LockLines)) {
+        if self.spill.is_some() {
+            for (key, lines) in &mut self.locks {
                 visit(key, lines);
-                !lines.records.is_empty()
-            });
-            return Ok(());
-        };
-        let mut read_back = spill.read_back();
-        for ((key, lines), &place) in self.locks.iter_mut().zip(&self.places_kept) {
-            read_back.lines_of(place, &mut lines.records)?;
-            visit(key, lines);
-            lines.records = StoredLines::default();
+            }
+            return;
         }
-        Ok(())
+        self.locks.retain_mut(|(key, lines)| {
+            visit(key, lines);
+            !lines.records.is_empty()
+        });
     }
 
-    /// Gives each lock's lines to `take`, in the order of their places; those written out are
-    /// read back for it. The shard keeps no lock after.
+    /// What the lines written out tell.
+    pub(super) fn written(&mut self) -> Written {
+        std::mem::take(&mut self.written)
+    }
+
+    /// Gives each lock's lines to `take`, in the order of their places, those written out read
+    /// back after those kept in memory. The shard keeps no lock after.
     pub fn drain(&mut self, mut take: impl FnMut(LockKey, LockLines)) -> io::Result<()> {
         let locks = std::mem::take(&mut self.locks);
         let Some(spill) = self.spill.take() else {
@@ -419,25 +435,40 @@ impl LockShard {
         self.spill_failed.take()
     }
 
-    /// Writes out every line kept in memory, if there are more than the shard may keep (or,
-    /// with `all`, any and some were written out before).
-    fn spill_if_over(&mut self, all: bool) {
-        let over = self.keep_at_most.is_some_and(|most| self.kept > most);
-        if !(over || all && self.spill.is_some() && self.kept > 0) {
+    /// Writes out the lines kept in memory, if there are more than the shard may keep, but
+    /// those aimlock is the actor of.
+    fn spill_if_over(&mut self) {
+        if self.keep_at_most.is_none_or(|most| self.kept <= most) {
             return;
         }
         let spill = match self.spill.take() {
             Some(spill) => Ok(spill),
             None => Spill::create(),
         };
+        let mut hosts = vec![None; self.lines.len()];
+        for (key, &place) in &self.places {
+            hosts[place] = Some(key.host);
+        }
+        let (own, written) = (self.own, &mut self.written);
+        let mut stayed = 0;
+        let records = self.lines.iter_mut().map(|lock| &mut lock.records);
         let written = spill.and_then(|mut spill| {
-            spill.write_run(self.lines.iter_mut().map(|lock| &mut lock.records))?;
+            spill.write_run(records, |place, line| {
+                if own.is_some_and(|own| line.actor().comm == own) {
+                    stayed += 1;
+                    return true;
+                }
+                let host = hosts[place].expect("a lock with lines has a key");
+                written.processes.add_line(host, line);
+                written.pids.extend(line.actors().map(|actor| actor.pid));
+                false
+            })?;
             Ok(spill)
         });
         match written {
             Ok(spill) => {
                 self.spill = Some(spill);
-                self.kept = 0;
+                self.kept = stayed;
             }
             // Some lines may be lost: the report stops once the logs are read.
             Err(err) => {
@@ -568,8 +599,9 @@ impl LockShard {
                 .records
                 .push(record, posix.then_some(range));
         }
+        self.own = piece.own;
         self.kept += targets.len();
-        self.spill_if_over(false);
+        self.spill_if_over();
         records
     }
 
@@ -580,7 +612,6 @@ impl LockShard {
 
     /// Every lock's lines, by lock, once every source is read.
     fn gather(&mut self) {
-        self.spill_if_over(true);
         let mut places: Vec<(usize, LockKey)> = std::mem::take(&mut self.places)
             .into_iter()
             .map(|(key, place)| (place, key))
@@ -647,6 +678,7 @@ impl Scan {
         }
         let shared = Arc::new(PieceLocks {
             names: map,
+            own: self.names.find("aimlock"),
             locks: std::mem::take(&mut piece.locks),
             generations: std::mem::take(&mut piece.generations),
             lines_before,

@@ -1,13 +1,15 @@
 //! A shard's lines kept on disk rather than in memory, so that a report's memory is bounded by
 //! its locks and what it tells of them, not by the lines of the logs.
 //!
-//! Each time a shard keeps more lines than its share of [`KEPT_LINES`], it writes them all out,
+//! Each time a shard keeps more lines than its share of [`KEPT_LINES`], it writes them out,
 //! lock after lock in the order of their places, as one run, to a temporary file that is
 //! already unlinked (in `$TMPDIR`, else `/var/tmp`: a disk rather than memory on most systems).
-//! Folding then reads each lock's lines back, in the same order of places, from every run at
-//! once: one cursor per run, each a short buffer, however many locks there are. A lock's lines
-//! come back in another order than read, which the fold does not see: it puts them in time
-//! order itself.
+//! What they tell of processes is gathered as they are written, so that only the fold reads
+//! them back; the few lines aimlock itself is the actor of stay in memory, as what is left out
+//! of them depends on a lock's other lines of aimlock's. Folding reads each lock's lines back,
+//! in the same order of places, from every run at once: one cursor per run, each a short
+//! buffer, however many locks there are. A lock's lines come back in another order than read,
+//! which the fold does not see: it puts them in time order itself.
 
 use std::{
     fs::File,
@@ -18,7 +20,7 @@ use std::{
 
 use rustc_hash::FxHashMap;
 
-use super::stored::StoredLines;
+use super::stored::{Stored, StoredLines};
 
 /// Lines the shards keep in memory together before writing them out: 64 bytes each, 64 MiB.
 pub const KEPT_LINES: usize = 1 << 20;
@@ -72,10 +74,12 @@ impl Spill {
         })
     }
 
-    /// Writes out the lines of every lock (`locks`, by place) as one run, and empties them.
+    /// Writes out the lines of every lock (`locks`, by place) as one run, but those `stays`
+    /// picks (given each line's place), which stay.
     pub fn write_run<'a>(
         &mut self,
         locks: impl Iterator<Item = &'a mut StoredLines>,
+        mut stays: impl FnMut(usize, &Stored) -> bool,
     ) -> io::Result<()> {
         let start = self.written;
         for (place, lines) in locks.enumerate() {
@@ -84,8 +88,12 @@ impl Spill {
             }
             let header = self.buffer.len();
             self.buffer.resize(header + HEADER, 0);
-            lines.write_out(&mut self.buffer);
+            lines.write_out(&mut self.buffer, |line| stays(place, line));
             let len = (self.buffer.len() - header - HEADER) as u64;
+            if len == 0 {
+                self.buffer.truncate(header);
+                continue;
+            }
             self.buffer[header..header + 4].copy_from_slice(&(place as u32).to_ne_bytes());
             self.buffer[header + 4..header + HEADER].copy_from_slice(&len.to_ne_bytes());
             if self.buffer.len() >= WRITE_SIZE {

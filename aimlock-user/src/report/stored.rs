@@ -510,14 +510,19 @@ impl StoredLines {
         }
     }
 
-    /// Writes every line out, in the order added, to be read back by
-    /// [`StoredLines::read_back`]; the list is left empty.
-    pub fn write_out(&mut self, out: &mut Vec<u8>) {
+    /// Writes the lines out, in the order added, to be read back by [`StoredLines::read_back`],
+    /// but those `stays` picks, which stay.
+    pub fn write_out(&mut self, out: &mut Vec<u8>, mut stays: impl FnMut(&Stored) -> bool) {
         let StoredLines { lines, ranges } = std::mem::take(self);
         let mut ranges = ranges.into_iter();
         let mut out = Out(out);
         for line in lines.into_iter() {
-            line.write_out(ranges.next(), &mut out);
+            let range = ranges.next();
+            if stays(&line) {
+                self.push(line, range);
+            } else {
+                line.write_out(range, &mut out);
+            }
         }
     }
 
@@ -675,26 +680,23 @@ mod tests {
         };
         let lock_range = ByteRange { start: 1, end: 2 };
         for posix in [false, true] {
-            let records = [full.clone(), plain.clone(), full.clone()];
             let mut lines = StoredLines::default();
-            for record in records.clone() {
+            for record in [full.clone(), plain.clone(), full.clone()] {
                 let (stored, range) = Stored::new(record);
                 lines.push(stored, posix.then_some(range));
             }
             let mut bytes = Vec::new();
-            lines.write_out(&mut bytes);
-            assert!(lines.is_empty());
+            lines.write_out(&mut bytes, |line| line.event() == EventKind::Release);
+            let as_read = |record: Record| Record {
+                range: if posix { record.range } else { lock_range },
+                ..record
+            };
+            let stayed: Vec<Record> = lines.into_records(lock_range).collect();
+            assert_eq!(stayed, [as_read(plain.clone())]);
             let mut read = StoredLines::default();
             read.read_back(&bytes).unwrap();
             let read: Vec<Record> = read.into_records(lock_range).collect();
-            let expected: Vec<Record> = records
-                .into_iter()
-                .map(|record| Record {
-                    range: if posix { record.range } else { lock_range },
-                    ..record
-                })
-                .collect();
-            assert_eq!(read, expected);
+            assert_eq!(read, [as_read(full.clone()), as_read(full.clone())]);
             assert!(
                 StoredLines::default()
                     .read_back(&bytes[..bytes.len() - 1])

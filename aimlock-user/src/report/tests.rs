@@ -1879,3 +1879,76 @@ fn holds_left_out_of_the_narrative_change_nothing_it_tells() {
     assert_eq!(busy.holds.len() + busy.left_out.holds, 62);
     assert!(busy.left_out.holds >= 30, "{:?}", busy.left_out);
 }
+
+/// aimlock's own locks (the tracer's on its log, `break`'s probe) are left out, but not
+/// `break`'s release of an orphan, whether the lines were written out or kept in memory
+/// (`report` reads both ways); the pid of a process named only in lines written out is found.
+#[test]
+fn aimlock_s_own_locks_are_left_out_of_lines_written_out_and_kept() {
+    let logs = Logs::new("own-locks");
+    let job = |event: &str, second: u64, extra: Value| {
+        let mut extra = extra;
+        extra["start_time"] = json!(5_000_000);
+        lock_line(event, second, 812, "job", 51, extra)
+    };
+    let text = [
+        json!({"event": "start", "ts": ts(0), "schema": 2}).to_string() + "\n",
+        lock_line(
+            "acquire",
+            1,
+            700,
+            "aimlock",
+            50,
+            json!({"path": "/var/log/aimlock.log"}),
+        ),
+        job("acquire", 2, json!({"path": "/var/lock/job.lock"})),
+        json!({"event": "exit", "ts": ts(3), "pid": 812, "comm": "job", "locks": 1}).to_string()
+            + "\n",
+        lock_line(
+            "orphan",
+            3,
+            812,
+            "job",
+            51,
+            json!({
+                "taker_exit": ts(3), "holders": [{"pid": 840, "comm": "sleep", "fd": 3}],
+            }),
+        ),
+        lock_line(
+            "release",
+            50,
+            701,
+            "aimlock",
+            51,
+            json!({"held_ns": 48_000_000_000u64, "reason": "unlock"}),
+        ),
+        lock_line("acquire", 51, 701, "aimlock", 51, json!({})),
+        lock_line(
+            "release",
+            51,
+            701,
+            "aimlock",
+            51,
+            json!({"held_ns": 1_000, "reason": "unlock"}),
+        ),
+        lock_line(
+            "release",
+            100,
+            700,
+            "aimlock",
+            50,
+            json!({"held_ns": 99_000_000_000u64, "reason": "close"}),
+        ),
+    ]
+    .concat();
+    let log = logs.write("trace.log", text.as_bytes());
+    let (told, _) = report(&[&log]).unwrap();
+    assert!(!told.contains("aimlock.log"), "{told}");
+    // Neither the probe that followed the release nor the tracer's lock on its log.
+    assert!(!told.contains("03:00:51"), "{told}");
+    assert!(!told.contains("inode 50"), "{told}");
+    assert!(told.contains("pid 701 (aimlock)"), "{told}");
+    assert_eq!(told.matches("pid 701 (aimlock)").count(), 1, "{told}");
+    let (told, _) = report(&["--pid", "840", &log]).unwrap();
+    assert!(told.contains("pid 840 (sleep)"), "{told}");
+}
