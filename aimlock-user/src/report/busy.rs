@@ -436,7 +436,7 @@ fn read_line<'a>(
             flat.reason,
             None | Some(b"unlock" | b"close" | b"exit" | b"convert" | b"lost")
         )
-        || flat.comm == Some(b"aimlock")
+        || flat.comm == Some(super::OWN_COMMAND.as_bytes())
     {
         return whole();
     }

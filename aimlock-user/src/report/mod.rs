@@ -93,6 +93,9 @@ const RENDER_BATCH: usize = 1024;
 /// batch evenly.
 const LOCKS_PER_TEXT: usize = 32;
 
+/// The command name aimlock's own lines carry (see [`leave_out_own_lines`]).
+const OWN_COMMAND: &str = "aimlock";
+
 /// Logs that cannot be reported on at all: none given, none found, empty or unreadable.
 /// `aimlock` exits 2 for it.
 #[derive(Debug)]
@@ -189,7 +192,7 @@ fn report_reading(
     for failed in scan.shards.each(|_, shard| shard.spill_failed()) {
         failed.map_or(Ok(()), Err)?;
     }
-    let own = scan.names.find("aimlock");
+    let own = scan.names.find(OWN_COMMAND);
     let (processes, pids_named) = Processes::of(&scan, own, &args.pid);
     tell_pids_unnamed(&args.pid, &pids_named);
     let before_fold = Arc::new(BeforeFold { own, processes });

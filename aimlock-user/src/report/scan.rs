@@ -17,7 +17,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 use super::{
-    BadInput, Processes,
+    BadInput, OWN_COMMAND, Processes,
     busy::{ColdChunks, Windows},
     input::{self, Source},
     line::{
@@ -678,7 +678,7 @@ impl Scan {
         }
         let shared = Arc::new(PieceLocks {
             names: map,
-            own: self.names.find("aimlock"),
+            own: self.names.find(OWN_COMMAND),
             locks: std::mem::take(&mut piece.locks),
             generations: std::mem::take(&mut piece.generations),
             lines_before,
