@@ -449,6 +449,26 @@ pub struct Exit {
     pub actor: Actor,
 }
 
+/// Every process exit, by host and pid (in file order for each).
+#[derive(Debug, Default)]
+pub struct Exits(Vec<Exit>);
+
+impl Exits {
+    pub fn new(mut exits: Vec<Exit>) -> Self {
+        exits.sort_by_key(|exit| (exit.host.index(), exit.actor.pid));
+        Self(exits)
+    }
+
+    /// The exits of a pid on a host.
+    pub fn of(&self, host: Name, pid: u32) -> &[Exit] {
+        let process = |exit: &Exit| (exit.host.index(), exit.actor.pid);
+        let asked = (host.index(), pid);
+        let start = self.0.partition_point(|exit| process(exit) < asked);
+        let len = self.0[start..].partition_point(|exit| process(exit) == asked);
+        &self.0[start..start + len]
+    }
+}
+
 /// Why a line was skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skip {

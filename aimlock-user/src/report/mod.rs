@@ -40,10 +40,11 @@ use crate::{
     cli::{self, Inode},
     events::EventKind,
 };
-use line::{Exit, LockKey, Name, Names, Nanos};
+use line::{Exits, LockKey, Name, Names, Nanos};
 use render::Renderer;
 use rustc_hash::FxHashMap;
 use scan::{LockLines, Scan, Selection};
+use spill::SortedLines;
 use stored::Stored;
 use timeline::Lock;
 
@@ -559,14 +560,19 @@ impl Processes {
             return;
         }
         for record in lines.records.iter_mut() {
-            record.update_actors(|actor| {
-                let process = (key.host, actor.pid, actor.comm);
-                actor.ns_pid = actor.ns_pid.or_else(|| self.ns_pids.get(&process).copied());
-                if actor.start_time.is_none() {
-                    actor.start_time = self.start_times.get(&process).copied().flatten();
-                }
-            });
+            self.share_with_line(key, record);
         }
+    }
+
+    /// As [`Processes::share_with`], for one line.
+    fn share_with_line(&self, key: &LockKey, line: &mut Stored) {
+        line.update_actors(|actor| {
+            let process = (key.host, actor.pid, actor.comm);
+            actor.ns_pid = actor.ns_pid.or_else(|| self.ns_pids.get(&process).copied());
+            if actor.start_time.is_none() {
+                actor.start_time = self.start_times.get(&process).copied().flatten();
+            }
+        });
     }
 }
 
@@ -601,17 +607,21 @@ fn select(
         since,
         until,
         untold_left_out,
+        names: Arc::clone(names),
+        rank,
     };
-    let exits = Arc::new(std::mem::take(&mut scan.exits));
-    let names_here = Arc::clone(names);
+    let exits = Arc::new(Exits::new(std::mem::take(&mut scan.exits)));
     let before_fold = Arc::clone(before_fold);
     let built = scan.shards.each(move |_, shard| {
         let mut kept = Vec::new();
-        shard.drain(|key, mut lines| {
+        shard.drain(|key, mut lines, sorted| {
             before_fold.apply(&key, &mut lines);
-            if !lines.records.is_empty() {
-                kept.extend(query.keep(key, lines, &names_here, &rank, &exits));
+            if !lines.records.is_empty() || sorted.is_some() {
+                let prepare = |line: &mut Stored| before_fold.processes.share_with_line(&key, line);
+                let told = query.keep(key, lines, sorted, prepare, &exits)?;
+                kept.extend(told);
             }
+            Ok(())
         })?;
         Ok::<_, std::io::Error>(kept)
     });
@@ -647,18 +657,23 @@ struct Query {
     since: Option<Nanos>,
     until: Option<Nanos>,
     untold_left_out: Option<Nanos>,
+    names: Arc<Names>,
+    /// Of each source, its place in time order.
+    rank: Vec<u32>,
 }
 
 impl Query {
-    /// The timelines of a lock's lines the query asks for.
+    /// The timelines of a lock's lines the query asks for; `sorted`, its lines written out in
+    /// time order, each made ready by `prepare`.
     fn keep(
         &self,
         key: LockKey,
         lines: LockLines,
-        names: &Names,
-        rank: &[u32],
-        exits: &FxHashMap<(Name, u32), Vec<Exit>>,
-    ) -> Vec<Lock> {
+        sorted: Option<SortedLines>,
+        prepare: impl Fn(&mut Stored),
+        exits: &Exits,
+    ) -> std::io::Result<Vec<Lock>> {
+        let names = &self.names;
         let on_host =
             self.hosts.is_empty() || self.hosts.iter().any(|host| names.get(key.host) == host);
         let on_path = match &self.path {
@@ -670,13 +685,14 @@ impl Query {
             None => true,
         };
         if !on_host || !on_path {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         // A span narrows the holds before the untold are left out: then none goes early.
         let pruning =
             (self.untold_left_out.is_some() && self.since.is_none() && self.until.is_none())
                 .then_some(timeline::Pruning { pids: &self.pids });
-        timeline::build(key, lines, rank, exits, pruning)
+        let built = timeline::build(key, lines, sorted, prepare, &self.rank, exits, pruning)?;
+        let told = built
             .into_iter()
             .filter_map(|lock| lock.narrow(self.since, self.until))
             .filter(|lock| self.pids.is_empty() || self.pids.iter().any(|&pid| lock.involves(pid)))
@@ -687,7 +703,8 @@ impl Query {
                 }
                 lock
             })
-            .collect()
+            .collect();
+        Ok(told)
     }
 }
 

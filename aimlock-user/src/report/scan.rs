@@ -25,7 +25,7 @@ use super::{
         is_text_line, line_ts, parse,
     },
     shards::Shards,
-    spill::Spill,
+    spill::{LOCK_KEPT_LINES, SortedLines, Spill},
     stored::{Stored, StoredLines},
 };
 use crate::events::{EventKind, LockKind};
@@ -316,8 +316,9 @@ pub struct Scan {
     pub names: Names,
     /// Every lock's lines, each kept by the thread of its inode (see [`shard_of`]).
     pub shards: Shards<LockShard>,
-    /// Every process exit, by host and pid, in file order.
-    pub exits: FxHashMap<(Name, u32), Vec<Exit>>,
+    /// Every process exit, in file order: one vector rather than one per process, whose
+    /// overhead would double their memory.
+    pub exits: Vec<Exit>,
     pub sources: Vec<SourceSummary>,
     /// The last time any log speaks of.
     pub end: Option<Nanos>,
@@ -361,6 +362,19 @@ pub struct LockShard {
 pub(super) struct Written {
     pub(super) processes: Processes,
     pub(super) pids: FxHashSet<u32>,
+}
+
+impl Written {
+    /// Whether a line of a lock on `host` stays in memory: those aimlock (`own`) is the actor
+    /// of do. What the others tell is noted, as they are written out.
+    fn note(&mut self, host: Name, own: Option<Name>, line: &Stored) -> bool {
+        if own.is_some_and(|own| line.actor().comm == own) {
+            return true;
+        }
+        self.processes.add_line(host, line);
+        self.pids.extend(line.actors().map(|actor| actor.pid));
+        false
+    }
 }
 
 /// The latest generation of an inode, for the lines that do not say theirs (found in the
@@ -414,18 +428,26 @@ impl LockShard {
         std::mem::take(&mut self.written)
     }
 
-    /// Gives each lock's lines to `take`, in the order of their places, those written out read
-    /// back after those kept in memory. The shard keeps no lock after.
-    pub fn drain(&mut self, mut take: impl FnMut(LockKey, LockLines)) -> io::Result<()> {
+    /// Gives each lock's lines to `take`, in the order of their places: those kept in memory,
+    /// with those of runs read back after them, and the lock's sorted runs if it has some. The
+    /// shard keeps no lock after.
+    pub fn drain(
+        &mut self,
+        mut take: impl FnMut(LockKey, LockLines, Option<SortedLines<'_>>) -> io::Result<()>,
+    ) -> io::Result<()> {
         let locks = std::mem::take(&mut self.locks);
-        let Some(spill) = self.spill.take() else {
-            locks.into_iter().for_each(|(key, lines)| take(key, lines));
+        let Some(mut spill) = self.spill.take() else {
+            for (key, lines) in locks {
+                take(key, lines, None)?;
+            }
             return Ok(());
         };
+        let mut sorted = spill.take_sorted();
         let mut read_back = spill.read_back();
         for ((key, mut lines), &place) in locks.into_iter().zip(&self.places_kept) {
             read_back.lines_of(place, &mut lines.records)?;
-            take(key, lines);
+            let runs = sorted.remove(&(place as u32));
+            take(key, lines, runs.map(|runs| spill.sorted_lines(runs)))?;
         }
         Ok(())
     }
@@ -435,16 +457,41 @@ impl LockShard {
         self.spill_failed.take()
     }
 
+    /// Writes out, in time order, the lines of each of `locks` (places, with their keys) other
+    /// than POSIX that keeps more in memory than a lock may, but those aimlock is the actor of.
+    fn spill_long_histories(&mut self, locks: impl Iterator<Item = (usize, LockKey)>) {
+        let Some(most) = self.keep_at_most.map(|most| most.min(LOCK_KEPT_LINES)) else {
+            return;
+        };
+        for (place, key) in locks {
+            let lines = &mut self.lines[place].records;
+            if key.kind == LockKind::Posix || lines.len() <= most {
+                continue;
+            }
+            let before = lines.len();
+            let (own, written) = (self.own, &mut self.written);
+            let result = self
+                .spill
+                .take()
+                .map_or_else(Spill::create, Ok)
+                .and_then(|mut spill| {
+                    spill.write_sorted(place, lines, |line| written.note(key.host, own, line))?;
+                    Ok(spill)
+                });
+            let after = self.lines[place].records.len();
+            if !self.keep(result) {
+                return;
+            }
+            self.kept -= before - after;
+        }
+    }
+
     /// Writes out the lines kept in memory, if there are more than the shard may keep, but
     /// those aimlock is the actor of.
     fn spill_if_over(&mut self) {
         if self.keep_at_most.is_none_or(|most| self.kept <= most) {
             return;
         }
-        let spill = match self.spill.take() {
-            Some(spill) => Ok(spill),
-            None => Spill::create(),
-        };
         let mut hosts = vec![None; self.lines.len()];
         for (key, &place) in &self.places {
             hosts[place] = Some(key.host);
@@ -452,28 +499,36 @@ impl LockShard {
         let (own, written) = (self.own, &mut self.written);
         let mut stayed = 0;
         let records = self.lines.iter_mut().map(|lock| &mut lock.records);
-        let written = spill.and_then(|mut spill| {
-            spill.write_run(records, |place, line| {
-                if own.is_some_and(|own| line.actor().comm == own) {
-                    stayed += 1;
-                    return true;
-                }
-                let host = hosts[place].expect("a lock with lines has a key");
-                written.processes.add_line(host, line);
-                written.pids.extend(line.actors().map(|actor| actor.pid));
-                false
-            })?;
-            Ok(spill)
-        });
+        let result = self
+            .spill
+            .take()
+            .map_or_else(Spill::create, Ok)
+            .and_then(|mut spill| {
+                spill.write_run(records, |place, line| {
+                    let host = hosts[place].expect("a lock with lines has a key");
+                    let stays = written.note(host, own, line);
+                    stayed += usize::from(stays);
+                    stays
+                })?;
+                Ok(spill)
+            });
+        if self.keep(result) {
+            self.kept = stayed;
+        }
+    }
+
+    /// Keeps the spill lines were written to, or why they could not be: then some may be
+    /// lost, and the report stops once the logs are read. Whether they were written.
+    fn keep(&mut self, written: io::Result<Spill>) -> bool {
         match written {
             Ok(spill) => {
                 self.spill = Some(spill);
-                self.kept = stayed;
+                true
             }
-            // Some lines may be lost: the report stops once the logs are read.
             Err(err) => {
                 self.spill_failed = Some(err);
                 self.keep_at_most = None;
+                false
             }
         }
     }
@@ -601,6 +656,12 @@ impl LockShard {
         }
         self.own = piece.own;
         self.kept += targets.len();
+        let mine = piece.locks.iter().zip(&piece_places);
+        let locks: Vec<(usize, LockKey)> = mine
+            .filter(|&(_, &place)| place != usize::MAX)
+            .map(|(lock, &place)| (place, rekey(lock.key)))
+            .collect();
+        self.spill_long_histories(locks.into_iter());
         self.spill_if_over();
         records
     }
@@ -671,10 +732,7 @@ impl Scan {
             exit.host = map[exit.host.index()];
             exit.actor.comm = map[exit.actor.comm.index()];
             exit.origin.line += lines_before;
-            self.exits
-                .entry((exit.host, exit.actor.pid))
-                .or_default()
-                .push(exit);
+            self.exits.push(exit);
         }
         let shared = Arc::new(PieceLocks {
             names: map,
@@ -737,7 +795,7 @@ pub fn scan(
     let mut scan = Scan {
         names: Names::default(),
         shards,
-        exits: FxHashMap::default(),
+        exits: Vec::new(),
         sources: Vec::new(),
         end: None,
     };

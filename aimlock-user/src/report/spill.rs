@@ -10,6 +10,11 @@
 //! in the same order of places, from every run at once: one cursor per run, each a short
 //! buffer, however many locks there are. A lock's lines come back in another order than read,
 //! which the fold does not see: it puts them in time order itself.
+//!
+//! A lock other than POSIX whose lines in memory grow past [`LOCK_KEPT_LINES`] writes them out
+//! on its own, in time order: a sorted run. The fold merges its sorted runs, read a line at a
+//! time, with its lines in memory, so that one lock of a long history (a lock every job takes,
+//! for months) never has all its lines in memory at once.
 
 use std::{
     fs::File,
@@ -20,13 +25,23 @@ use std::{
 
 use rustc_hash::FxHashMap;
 
-use super::stored::{Stored, StoredLines};
+use super::{
+    line::{Nanos, Origin},
+    stored::{Stored, StoredLines, read_back_one, write_out_one},
+};
+use crate::events::EventKind;
 
 /// Lines the shards keep in memory together before writing them out: 64 bytes each, 64 MiB.
 pub const KEPT_LINES: usize = 1 << 20;
 
+/// Lines of one lock other than POSIX kept in memory before they are written out in time
+/// order: 512 KiB. (A POSIX lock is folded per file with all its lines at once.)
+pub const LOCK_KEPT_LINES: usize = 1 << 13;
+
 /// What a cursor reads at a time.
 const READ_SIZE: usize = 64 << 10;
+/// What a cursor of a sorted run reads at a time: a lock of a long history has many.
+const SORTED_READ_SIZE: usize = 16 << 10;
 /// What is written at a time.
 const WRITE_SIZE: usize = 1 << 20;
 
@@ -44,7 +59,49 @@ pub struct Spill {
     /// only after some lines had been kept) after some were written out: their lines, read
     /// back, go to that other place. It comes later in the order of places.
     moved: FxHashMap<u32, u32>,
+    /// The sorted runs of each place that has some.
+    sorted: FxHashMap<u32, SortedRuns>,
     buffer: Vec<u8>,
+}
+
+/// An acquire that waited first, among a lock's lines written out in time order: the fold
+/// needs to know when each wait began before it reads them (see `timeline::AskedFrom`).
+#[derive(Clone, Copy, Debug)]
+pub struct Waited {
+    pub at: Nanos,
+    pub origin: Origin,
+    pub began: Nanos,
+}
+
+impl Waited {
+    /// The wait before an acquire, if it had one.
+    pub fn of(line: &Stored) -> Option<Self> {
+        let waited = line.duration_ns().filter(|&waited| waited > 0)?;
+        (line.event() == EventKind::Acquire).then(|| Self {
+            at: line.at(),
+            origin: line.origin(),
+            began: line.at().saturating_sub(waited),
+        })
+    }
+}
+
+/// A lock's sorted runs: each its lines in the order of their times, sources and lines.
+#[derive(Debug, Default)]
+pub struct SortedRuns {
+    runs: Vec<(u64, u64)>,
+    /// Lines in them, and how many are acquires.
+    pub lines: usize,
+    pub acquires: usize,
+    pub waited: Vec<Waited>,
+}
+
+impl SortedRuns {
+    fn absorb(&mut self, other: SortedRuns) {
+        self.runs.extend(other.runs);
+        self.lines += other.lines;
+        self.acquires += other.acquires;
+        self.waited.extend(other.waited);
+    }
 }
 
 impl std::fmt::Debug for Spill {
@@ -70,6 +127,7 @@ impl Spill {
             written: 0,
             runs: Vec::new(),
             moved: FxHashMap::default(),
+            sorted: FxHashMap::default(),
             buffer: Vec::with_capacity(WRITE_SIZE + READ_SIZE),
         })
     }
@@ -107,6 +165,43 @@ impl Spill {
         Ok(())
     }
 
+    /// Writes out the lines of the lock at `place`, other than POSIX, in time order as a sorted
+    /// run of its own, but those `stays` picks, which stay.
+    pub fn write_sorted(
+        &mut self,
+        place: usize,
+        lines: &mut StoredLines,
+        stays: impl FnMut(&Stored) -> bool,
+    ) -> io::Result<()> {
+        let mut taken = lines.take_out(stays);
+        if taken.is_empty() {
+            return Ok(());
+        }
+        taken.sort_unstable_by_key(|line| {
+            let origin = line.origin();
+            (line.at(), origin.source, origin.line)
+        });
+        let start = self.written;
+        let mut run = SortedRuns {
+            lines: taken.len(),
+            ..SortedRuns::default()
+        };
+        for line in &taken {
+            if line.event() == EventKind::Acquire {
+                run.acquires += 1;
+                run.waited.extend(Waited::of(line));
+            }
+            write_out_one(line, &mut self.buffer);
+            if self.buffer.len() >= WRITE_SIZE {
+                self.flush()?;
+            }
+        }
+        self.flush()?;
+        run.runs.push((start, self.written));
+        self.sorted.entry(place as u32).or_default().absorb(run);
+        Ok(())
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.file
             .write_all_at(&self.buffer, self.written)
@@ -120,6 +215,51 @@ impl Spill {
     pub fn moved(&mut self, from: usize, to: usize) {
         assert!(from < to, "a lock's lines move to a later place");
         self.moved.insert(from as u32, to as u32);
+        if let Some(runs) = self.sorted.remove(&(from as u32)) {
+            self.sorted.entry(to as u32).or_default().absorb(runs);
+        }
+    }
+
+    /// Every place's sorted runs, to be read with [`Spill::sorted_lines`].
+    pub fn take_sorted(&mut self) -> FxHashMap<u32, SortedRuns> {
+        std::mem::take(&mut self.sorted)
+    }
+
+    /// A lock's sorted runs, each to be read a line at a time.
+    pub fn sorted_lines(&self, runs: SortedRuns) -> SortedLines<'_> {
+        let SortedRuns {
+            runs,
+            lines,
+            acquires,
+            waited,
+        } = runs;
+        SortedLines {
+            runs: runs
+                .into_iter()
+                .map(|(start, end)| RunLines {
+                    spill: self,
+                    cursor: Cursor {
+                        next: start,
+                        end,
+                        buffer: Vec::new(),
+                        at: 0,
+                        read_size: SORTED_READ_SIZE,
+                    },
+                })
+                .collect(),
+            lines,
+            acquires,
+            waited,
+        }
+    }
+
+    /// What is said when lines read back are not as written.
+    fn broken(&self) -> io::Error {
+        in_dir(
+            &self.dir,
+            "read back a file",
+            io::Error::new(io::ErrorKind::InvalidData, "its lines are not as written"),
+        )
     }
 
     /// Reads the lines back, a place at a time, in the order of places.
@@ -134,6 +274,7 @@ impl Spill {
                     end,
                     buffer: Vec::new(),
                     at: 0,
+                    read_size: READ_SIZE,
                 })
                 .collect(),
             moved_here: FxHashMap::default(),
@@ -166,13 +307,7 @@ impl ReadBack<'_> {
     pub fn lines_of(&mut self, place: usize, lines: &mut StoredLines) -> io::Result<()> {
         let place = place as u32;
         let file = &self.spill.file;
-        let broken = || {
-            in_dir(
-                &self.spill.dir,
-                "read back a file",
-                io::Error::new(io::ErrorKind::InvalidData, "its lines are not as written"),
-            )
-        };
+        let broken = || self.spill.broken();
         for cursor in &mut self.cursors {
             while let Some(next) = cursor.next_place(file)? {
                 if next > place {
@@ -195,6 +330,44 @@ impl ReadBack<'_> {
     }
 }
 
+/// A lock's lines written out in time order: its sorted runs, and what the fold needs to know
+/// of them before it reads them.
+pub struct SortedLines<'a> {
+    pub runs: Vec<RunLines<'a>>,
+    pub lines: usize,
+    pub acquires: usize,
+    pub waited: Vec<Waited>,
+}
+
+/// A sorted run, read a line at a time.
+pub struct RunLines<'a> {
+    spill: &'a Spill,
+    cursor: Cursor,
+}
+
+impl RunLines<'_> {
+    /// The run's next line; None once it is read.
+    pub fn next_line(&mut self) -> io::Result<Option<Stored>> {
+        let file = &self.spill.file;
+        let cursor = &mut self.cursor;
+        loop {
+            let ahead = &cursor.buffer[cursor.at..];
+            if ahead.is_empty() && cursor.next == cursor.end {
+                return Ok(None);
+            }
+            if let Some((line, len)) = read_back_one(ahead) {
+                cursor.at += len;
+                return Ok(Some(line));
+            }
+            // The line goes on past what was read, or is not a line.
+            let want = ahead.len() + 1;
+            if !cursor.fill(file, want)? {
+                return Err(self.spill.broken());
+            }
+        }
+    }
+}
+
 /// Where a run is read up to, and what was read of it ahead.
 struct Cursor {
     /// Where the file's next bytes to read are.
@@ -203,6 +376,8 @@ struct Cursor {
     buffer: Vec<u8>,
     /// Where the buffer's next bytes are.
     at: usize,
+    /// What it reads at a time, at least.
+    read_size: usize,
 }
 
 impl Cursor {
@@ -213,7 +388,7 @@ impl Cursor {
         }
         self.buffer.drain(..self.at);
         self.at = 0;
-        let room = (want - self.buffer.len()).max(READ_SIZE) as u64;
+        let room = (want - self.buffer.len()).max(self.read_size) as u64;
         let read = room.min(self.end - self.next) as usize;
         let old = self.buffer.len();
         self.buffer.resize(old + read, 0);

@@ -383,6 +383,21 @@ impl Stored {
     }
 }
 
+/// Writes out a line of a lock other than POSIX, for [`read_back_one`].
+pub fn write_out_one(line: &Stored, out: &mut Vec<u8>) {
+    line.write_out(None, &mut Out(out));
+}
+
+/// The first line [`write_out_one`] wrote to `bytes`, and how many bytes it took; None if
+/// `bytes` do not begin with a whole line of a lock other than POSIX.
+pub fn read_back_one(bytes: &[u8]) -> Option<(Stored, usize)> {
+    let mut from = In(bytes);
+    match Stored::read_back(&mut from)? {
+        (line, None) => Some((line, bytes.len() - from.0.len())),
+        (_, Some(_)) => None,
+    }
+}
+
 /// Asks the CPU to bring the memory at `at` into its caches, for a look soon after.
 fn prefetch<T>(at: *const T) {
     #[cfg(target_arch = "x86_64")]
@@ -535,6 +550,21 @@ impl StoredLines {
             self.push(line, range);
         }
         Some(())
+    }
+
+    /// Takes out the lines of a lock other than POSIX, in the order added, but those `stays`
+    /// picks, which stay.
+    pub fn take_out(&mut self, mut stays: impl FnMut(&Stored) -> bool) -> Vec<Stored> {
+        debug_assert_eq!(self.ranges.len, 0, "a POSIX lock's lines have their ranges");
+        let mut taken = Vec::with_capacity(self.len());
+        for line in std::mem::take(&mut self.lines).into_iter() {
+            if stays(&line) {
+                self.lines.push(line);
+            } else {
+                taken.push(line);
+            }
+        }
+        taken
     }
 
     /// Adds `other`'s lines after these.

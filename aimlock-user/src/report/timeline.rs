@@ -1,14 +1,15 @@
 //! Folding one lock's lines, in time order, into holds, waits and refusals. POSIX locks are
 //! folded per file by [`super::posix`].
 
-use rustc_hash::FxHashMap;
+use std::io;
 
 use crate::events::{EventKind, LockKind, Mode, ReleaseReason};
 
 use super::{
-    line::{Actor, ByteRange, Exit, LockKey, Name, Nanos, Origin, Paths, Record},
+    line::{Actor, ByteRange, Exit, Exits, LockKey, Name, Nanos, Origin, Paths, Record},
     posix, render,
     scan::LockLines,
+    spill::{RunLines, SortedLines, Waited},
     stored::Stored,
 };
 
@@ -291,15 +292,18 @@ pub struct Pruning<'a> {
 const PRUNE_FROM: usize = 4 * render::SHOWN;
 
 /// Puts the lines in time order (equal times in the order of their files, then lines) and
-/// folds them: one lock, or for POSIX locks the sections of the file. `rank` orders the
-/// sources; `exits` are every process's exits.
+/// folds them: one lock, or for POSIX locks the sections of the file. `sorted`: the lock's
+/// lines written out in time order, if any (never a POSIX lock's), each made ready by
+/// `prepare` as it is read. `rank` orders the sources; `exits` are every process's exits.
 pub fn build(
     key: LockKey,
     lines: LockLines,
+    sorted: Option<SortedLines>,
+    prepare: impl Fn(&mut Stored),
     rank: &[u32],
-    exits: &FxHashMap<(Name, u32), Vec<Exit>>,
+    exits: &Exits,
     pruning: Option<Pruning>,
-) -> Vec<Lock> {
+) -> io::Result<Vec<Lock>> {
     let LockLines {
         records: stored,
         paths,
@@ -318,6 +322,7 @@ pub fn build(
     // stable here, and needs no room of its own. The same line read twice (overlapping
     // rotated copies) counts once.
     if key.kind == LockKind::Posix {
+        debug_assert!(sorted.is_none(), "a POSIX lock's lines are all kept");
         let mut records: Vec<Record> = Vec::with_capacity(stored.len());
         records.extend(stored.into_records(key.range));
         records.sort_unstable_by_key(|r| order(r.at, r.origin));
@@ -335,66 +340,215 @@ pub fn build(
         pids.dedup();
         let mut file_exits: Vec<Exit> = pids
             .iter()
-            .filter_map(|&pid| exits.get(&(key.host, pid)))
-            .flatten()
+            .flat_map(|&pid| exits.of(key.host, pid))
             .copied()
             .collect();
         file_exits.sort_unstable_by_key(|exit| order(exit.at, exit.origin));
         file_exits.dedup_by_key(|exit| (exit.at, exit.actor.pid));
-        return posix::fold(lock, &records, &file_exits);
+        return Ok(posix::fold(lock, &records, &file_exits));
     }
     // The lines of another lock all have its range: they are sorted as kept (a record is twice
     // their size) and read one at a time.
     let mut kept = SORTED_LINES.take();
     stored.move_lines_into(&mut kept);
     kept.sort_unstable_by_key(|line| order(line.at(), line.origin()));
-    kept.dedup_by(|a, b| a.repeats(b));
+    if sorted.is_none() {
+        kept.dedup_by(|a, b| a.repeats(b));
+    }
+    let (written, written_acquires) = sorted
+        .as_ref()
+        .map_or((0, 0), |sorted| (sorted.lines, sorted.acquires));
     // A lock of fewer lines than that never has that many holds: nothing to look for.
-    let pruning = pruning.filter(|_| kept.len() >= PRUNE_FROM);
-    let asked_from = pruning.map(|_| earliest_asked_from(&kept));
+    let pruning = pruning.filter(|_| kept.len() + written >= PRUNE_FROM);
+    let asked_from = pruning.map(|_| {
+        let waited = kept.iter().filter_map(Waited::of);
+        let written = sorted.iter().flat_map(|sorted| &sorted.waited).copied();
+        AskedFrom::new(waited.chain(written), order)
+    });
     if asked_from.is_none() {
         // Most holds begin with an acquire line; one more for a hold taken before the logs.
         let acquires = kept
             .iter()
             .filter(|line| line.event() == EventKind::Acquire)
             .count();
-        lock.holds.reserve_exact(acquires + 1);
+        lock.holds.reserve_exact(acquires + written_acquires + 1);
     }
-    let mut released_before = 0;
-    let mut prune_at = PRUNE_FROM;
-    for (index, line) in kept.drain(..).enumerate() {
-        if let (Some(pruning), Some(asked_from)) = (pruning, &asked_from)
-            && lock.holds.len() >= prune_at
-        {
-            lock.leave_out_outranked(line.at(), asked_from[index], pruning.pids);
-            released_before = 0;
-            prune_at = (lock.holds.len() * 2).max(PRUNE_FROM);
+    let mut folding = Folding {
+        lock,
+        released_before: 0,
+        prune_at: PRUNE_FROM,
+        pruning: pruning.zip(asked_from),
+    };
+    let folded = match sorted {
+        None => {
+            for line in kept.drain(..) {
+                let key = order(line.at(), line.origin());
+                folding.add(line, key);
+            }
+            Ok(())
         }
-        lock.apply(&line.into_record(key.range), &mut released_before);
-    }
+        Some(sorted) => {
+            let mut merged = Merged::new(kept.drain(..), sorted.runs, prepare);
+            while let Some(line) = merged.next_line(order) {
+                let key = order(line.at(), line.origin());
+                folding.add(line, key);
+            }
+            merged.finish()
+        }
+    };
     SORTED_LINES.set(kept);
-    vec![lock]
+    folded.map(|()| vec![folding.lock])
+}
+
+/// The order of the fold: time, then the rank of the source, then the line.
+type FoldOrder = (Nanos, u32, u64);
+
+/// A lock being folded a line at a time, with the holds no narrative tells left out as it goes.
+struct Folding<'a> {
+    lock: Lock,
+    released_before: usize,
+    /// How many holds the lock has when next to look for those to leave out.
+    prune_at: usize,
+    pruning: Option<(Pruning<'a>, AskedFrom)>,
+}
+
+impl Folding<'_> {
+    fn add(&mut self, line: Stored, order: FoldOrder) {
+        let lock = &mut self.lock;
+        if let Some((pruning, asked_from)) = &mut self.pruning
+            && lock.holds.len() >= self.prune_at
+        {
+            lock.leave_out_outranked(line.at(), asked_from.at(order), pruning.pids);
+            self.released_before = 0;
+            self.prune_at = (lock.holds.len() * 2).max(PRUNE_FROM);
+        }
+        lock.apply(&line.into_record(lock.key.range), &mut self.released_before);
+    }
 }
 
 /// For each line, the earliest moment it or a later line can ask who held the lock (see
 /// [`AskedAbout`]): a wait or a refusal from its own time on, a wait told only by an acquire's
-/// `wait_ns` from when that wait began.
-fn earliest_asked_from(lines: &[Stored]) -> Vec<Nanos> {
-    let mut earliest = Nanos::MAX;
-    let mut from: Vec<Nanos> = lines
-        .iter()
-        .rev()
-        .map(|line| {
-            let waited = match line.event() {
-                EventKind::Acquire => line.duration_ns().unwrap_or(0),
-                _ => 0,
-            };
-            earliest = earliest.min(line.at().saturating_sub(waited));
-            earliest
-        })
-        .collect();
-    from.reverse();
-    from
+/// `wait_ns` from when that wait began. Only the waits before acquires can ask about a moment
+/// before a line's own: those are kept, in the fold's order, with the earliest each and the
+/// ones after it began.
+struct AskedFrom {
+    /// The order of each acquire that waited, and the earliest moment it or a later one began
+    /// to wait.
+    waited: Vec<(FoldOrder, Nanos)>,
+    /// The first of `waited` not before the line asked about last.
+    next: usize,
+}
+
+impl AskedFrom {
+    fn new(
+        waited: impl Iterator<Item = Waited>,
+        order: impl Fn(Nanos, Origin) -> FoldOrder,
+    ) -> Self {
+        let mut waited: Vec<(FoldOrder, Nanos)> = waited
+            .map(|waited| (order(waited.at, waited.origin), waited.began))
+            .collect();
+        waited.sort_unstable_by_key(|&(order, _)| order);
+        let mut earliest = Nanos::MAX;
+        for (_, began) in waited.iter_mut().rev() {
+            earliest = earliest.min(*began);
+            *began = earliest;
+        }
+        Self { waited, next: 0 }
+    }
+
+    /// For the line of `order`, asked about in the fold's order.
+    fn at(&mut self, order: FoldOrder) -> Nanos {
+        while self
+            .waited
+            .get(self.next)
+            .is_some_and(|&(waited, _)| waited < order)
+        {
+            self.next += 1;
+        }
+        let began = self
+            .waited
+            .get(self.next)
+            .map_or(Nanos::MAX, |&(_, began)| began);
+        order.0.min(began)
+    }
+}
+
+/// A lock's lines in the fold's order, each read once: those kept in memory, in that order
+/// already, merged with its sorted runs. A run's lines of one time may be of several sources,
+/// in the order of the sources' numbers rather than their ranks: the lines of each time are
+/// put in order together, and the same line read twice counts once.
+struct Merged<'a, M, P> {
+    memory: M,
+    runs: Vec<RunLines<'a>>,
+    prepare: P,
+    /// The next line of the memory (first) and of each run; None once it is read.
+    heads: Vec<Option<Stored>>,
+    /// The lines of the time being handed out, last first.
+    same_time: Vec<Stored>,
+    failed: Option<io::Error>,
+}
+
+impl<'a, M: Iterator<Item = Stored>, P: Fn(&mut Stored)> Merged<'a, M, P> {
+    fn new(mut memory: M, runs: Vec<RunLines<'a>>, prepare: P) -> Self {
+        let mut merged = Self {
+            heads: vec![memory.next()],
+            memory,
+            runs,
+            prepare,
+            same_time: Vec::new(),
+            failed: None,
+        };
+        for run in 0..merged.runs.len() {
+            let head = merged.read(run);
+            merged.heads.push(head);
+        }
+        merged
+    }
+
+    /// The next line of run `run`, made ready; None at its end or after a failure.
+    fn read(&mut self, run: usize) -> Option<Stored> {
+        match self.runs[run].next_line() {
+            Ok(Some(mut line)) => {
+                (self.prepare)(&mut line);
+                Some(line)
+            }
+            Ok(None) => None,
+            Err(err) => {
+                self.failed.get_or_insert(err);
+                None
+            }
+        }
+    }
+
+    fn next_line(&mut self, order: impl Fn(Nanos, Origin) -> FoldOrder) -> Option<Stored> {
+        if self.same_time.is_empty() {
+            let at = self.heads.iter().flatten().map(Stored::at).min()?;
+            for source in 0..self.heads.len() {
+                while self.heads[source]
+                    .as_ref()
+                    .is_some_and(|line| line.at() == at)
+                {
+                    let next = match source {
+                        0 => self.memory.next(),
+                        run => self.read(run - 1),
+                    };
+                    let line = std::mem::replace(&mut self.heads[source], next);
+                    self.same_time.extend(line);
+                }
+            }
+            self.same_time
+                .sort_unstable_by_key(|line| order(line.at(), line.origin()));
+            self.same_time
+                .dedup_by(|later, earlier| later.repeats(earlier));
+            self.same_time.reverse();
+        }
+        self.same_time.pop()
+    }
+
+    /// Why a run could not be read to its end, if it could not.
+    fn finish(self) -> io::Result<()> {
+        self.failed.map_or(Ok(()), Err)
+    }
 }
 
 impl Lock {
@@ -706,7 +860,7 @@ impl Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::line::Names;
+    use crate::report::{line::Names, spill::Spill};
 
     /// Adds a write lock's line of the whole file.
     fn line(records: &mut Vec<Record>, at: Nanos, event: EventKind, actor: Actor) -> &mut Record {
@@ -869,7 +1023,8 @@ mod tests {
             let (stored, _) = Stored::new(record.clone());
             lines.records.push(stored, None);
         }
-        let mut built = build(key, lines, &[0], &FxHashMap::default(), pruning);
+        let built = build(key, lines, None, |_| {}, &[0], &Exits::default(), pruning);
+        let mut built = built.expect("lines in memory only");
         assert_eq!(built.len(), 1);
         built.pop().expect("one lock")
     }
@@ -919,6 +1074,100 @@ mod tests {
                     "seed {seed}, pids {pids:?}"
                 );
                 assert!(whole.left_out.holds > 0);
+            }
+        }
+    }
+
+    /// A long history in three sources (the third repeating some lines of the others, as
+    /// overlapping rotated copies do), each numbered on its own and ranked against the order
+    /// of their numbers, with start times shared by `prepare`.
+    fn in_three_sources(records: &[Record]) -> Vec<Record> {
+        let mut lines = [0u64; 3];
+        let mut numbered = |mut record: Record, source: u32| {
+            lines[source as usize] += 1;
+            record.origin = Origin {
+                source,
+                line: lines[source as usize],
+            };
+            record
+        };
+        let mut sources = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            let source = u32::from(index % 5 == 0);
+            sources.push(numbered(record.clone(), source));
+            if index % 13 == 0 {
+                sources.push(numbered(record.clone(), 2));
+            }
+        }
+        sources
+    }
+
+    #[test]
+    fn a_long_history_written_out_in_sorted_runs_folds_as_when_kept_in_memory() {
+        let rank = [1, 0, 2];
+        let share = |line: &mut Stored| {
+            line.update_actors(|actor| {
+                if actor.pid == 4242 {
+                    actor.start_time = Some(77);
+                }
+            })
+        };
+        for seed in 0..12 {
+            let mut names = Names::default();
+            let records = in_three_sources(&long_history(&mut names, seed, seed % 2 == 0));
+            let key = LockKey {
+                host: names.intern(""),
+                dev: names.intern("254:0"),
+                ino: 7,
+                generation: 0,
+                kind: LockKind::Flock,
+                range: ByteRange::WHOLE_FILE,
+            };
+            let end = records.iter().map(|record| record.at).max().expect("lines") + 1;
+            for pids in [None, Some(&[][..]), Some(&[4242][..])] {
+                let pruning = pids.map(|pids| Pruning { pids });
+                let fold = |lines: LockLines, sorted| {
+                    let built = build(key, lines, sorted, share, &rank, &Exits::default(), pruning);
+                    let mut lock = built.expect("read back").pop().expect("one lock");
+                    lock.leave_out_untold_holds(end);
+                    lock
+                };
+                let mut kept = LockLines::default();
+                for record in &records {
+                    let (mut stored, _) = Stored::new(record.clone());
+                    share(&mut stored);
+                    kept.records.push(stored, None);
+                }
+                let whole = fold(kept, None);
+
+                // Runs of uneven lengths, each written from lines in the order read; the last
+                // lines stay in memory.
+                let mut spill = Spill::create().expect("a temporary file");
+                let mut lines = LockLines::default();
+                let mut runs = 0;
+                for (index, record) in records.iter().enumerate() {
+                    let (stored, _) = Stored::new(record.clone());
+                    lines.records.push(stored, None);
+                    if lines.records.len() == 97 + 31 * (runs % 5) && index + 50 < records.len() {
+                        spill
+                            .write_sorted(0, &mut lines.records, |_| false)
+                            .expect("written");
+                        runs += 1;
+                    }
+                }
+                assert!(runs > 10 && !lines.records.is_empty());
+                for line in lines.records.iter_mut() {
+                    share(line);
+                }
+                let mut sorted = spill.take_sorted();
+                let sorted = spill.sorted_lines(sorted.remove(&0).expect("runs written"));
+                assert_eq!(sorted.runs.len(), runs);
+                let merged = fold(lines, Some(sorted));
+                assert_eq!(
+                    format!("{merged:?}"),
+                    format!("{whole:?}"),
+                    "seed {seed}, pids {pids:?}"
+                );
             }
         }
     }
