@@ -1029,19 +1029,24 @@ mod tests {
         built.pop().expect("one lock")
     }
 
+    /// The key of [`long_history`]'s lock.
+    fn flock_key(names: &mut Names) -> LockKey {
+        LockKey {
+            host: names.intern(""),
+            dev: names.intern("254:0"),
+            ino: 7,
+            generation: 0,
+            kind: LockKind::Flock,
+            range: ByteRange::WHOLE_FILE,
+        }
+    }
+
     #[test]
     fn holds_left_out_as_a_lock_is_folded_are_those_left_out_after() {
         for seed in 0..40 {
             let mut names = Names::default();
             let records = long_history(&mut names, seed, seed % 2 == 0);
-            let key = LockKey {
-                host: names.intern(""),
-                dev: names.intern("254:0"),
-                ino: 7,
-                generation: 0,
-                kind: LockKind::Flock,
-                range: ByteRange::WHOLE_FILE,
-            };
+            let key = flock_key(&mut names);
             let end = records.last().expect("lines").at + 1;
             for pids in [&[][..], &[4242]] {
                 let mut whole = fold(&records, key, None);
@@ -1115,14 +1120,7 @@ mod tests {
         for seed in 0..12 {
             let mut names = Names::default();
             let records = in_three_sources(&long_history(&mut names, seed, seed % 2 == 0));
-            let key = LockKey {
-                host: names.intern(""),
-                dev: names.intern("254:0"),
-                ino: 7,
-                generation: 0,
-                kind: LockKind::Flock,
-                range: ByteRange::WHOLE_FILE,
-            };
+            let key = flock_key(&mut names);
             let end = records.iter().map(|record| record.at).max().expect("lines") + 1;
             for pids in [None, Some(&[][..]), Some(&[4242][..])] {
                 let pruning = pids.map(|pids| Pruning { pids });
