@@ -657,11 +657,10 @@ impl LockShard {
         self.own = piece.own;
         self.kept += targets.len();
         let mine = piece.locks.iter().zip(&piece_places);
-        let locks: Vec<(usize, LockKey)> = mine
-            .filter(|&(_, &place)| place != usize::MAX)
-            .map(|(lock, &place)| (place, rekey(lock.key)))
-            .collect();
-        self.spill_long_histories(locks.into_iter());
+        self.spill_long_histories(
+            mine.filter(|&(_, &place)| place != usize::MAX)
+                .map(|(lock, &place)| (place, rekey(lock.key))),
+        );
         self.spill_if_over();
         records
     }

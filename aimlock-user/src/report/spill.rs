@@ -238,13 +238,7 @@ impl Spill {
                 .into_iter()
                 .map(|(start, end)| RunLines {
                     spill: self,
-                    cursor: Cursor {
-                        next: start,
-                        end,
-                        buffer: Vec::new(),
-                        at: 0,
-                        read_size: SORTED_READ_SIZE,
-                    },
+                    cursor: Cursor::new(start, end, SORTED_READ_SIZE),
                 })
                 .collect(),
             lines,
@@ -269,13 +263,7 @@ impl Spill {
             cursors: self
                 .runs
                 .iter()
-                .map(|&(start, end)| Cursor {
-                    next: start,
-                    end,
-                    buffer: Vec::new(),
-                    at: 0,
-                    read_size: READ_SIZE,
-                })
+                .map(|&(start, end)| Cursor::new(start, end, READ_SIZE))
                 .collect(),
             moved_here: FxHashMap::default(),
         }
@@ -381,6 +369,17 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// A cursor at the start of the run from `start` to `end` of the file.
+    fn new(start: u64, end: u64, read_size: usize) -> Self {
+        Self {
+            next: start,
+            end,
+            buffer: Vec::new(),
+            at: 0,
+            read_size,
+        }
+    }
+
     /// Whether `want` more bytes could be had in the buffer.
     fn fill(&mut self, file: &File, want: usize) -> io::Result<bool> {
         if self.buffer.len() - self.at >= want {
