@@ -25,7 +25,7 @@ use std::{fmt::Write as _, fs, path::PathBuf, time::Instant};
 
 use anyhow::{Context as _, Result};
 
-use crate::{Step, aimlock_binary, build, cargo, run_step, setup, workspace_root};
+use crate::{Step, arch::Arch, cargo, dist, run_step, setup, workspace_root};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Section {
@@ -73,7 +73,8 @@ pub struct Outcome {
 pub fn bench(options: &Options) -> Result<()> {
     let runs = options.runs.max(3);
     setup::setup()?;
-    build()?;
+    // What operators run: the static release binary, its allocator included.
+    let aimlock = dist::build_static_binary(Arch::X86_64)?;
     run_step(
         Step("build lockwork and hookfloor (release)"),
         cargo()
@@ -82,7 +83,7 @@ pub fn bench(options: &Options) -> Result<()> {
     )?;
     let root = workspace_root();
     let tools = Tools {
-        aimlock: aimlock_binary(),
+        aimlock,
         lockwork: root.join("target/release/lockwork"),
         hookfloor: root.join("target/release/hookfloor"),
         scratch: root.join("target/bench"),
@@ -197,6 +198,10 @@ fn document(
     for line in common::machine() {
         writeln!(out, "- {line}")?;
     }
+    writeln!(
+        out,
+        "- aimlock: the static release binary (musl, mimalloc), as `cargo xtask dist` builds it"
+    )?;
     writeln!(out, "- Machine {load}")?;
     writeln!(out)?;
     writeln!(out, "## Goals")?;

@@ -88,7 +88,8 @@ pub fn build() -> Result<Releases> {
     })
 }
 
-fn build_static_binary(arch: Arch) -> Result<PathBuf> {
+/// The release's static binary for `arch`, built and stripped.
+pub fn build_static_binary(arch: Arch) -> Result<PathBuf> {
     let target = arch.musl_target();
     println!("==> build aimlock (release, static: musl, {target})");
     let started = std::time::Instant::now();
