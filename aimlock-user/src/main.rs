@@ -1,5 +1,7 @@
 //! aimlock: trace Linux file locks with eBPF, and find the locks that outlive their owner.
 
+#[cfg(target_env = "musl")]
+mod allocator;
 mod break_lock;
 mod btf;
 mod cli;
@@ -27,12 +29,6 @@ mod tracker;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
-
-/// The static release links musl, whose malloc is slow on the tracer's many small allocations:
-/// mimalloc takes its place there.
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "aimlock", version, about, propagate_version = true)]
@@ -64,6 +60,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
+    #[cfg(target_env = "musl")]
+    if matches!(cli.command, Command::Trace(_)) {
+        allocator::give_memory_back_at_once();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();

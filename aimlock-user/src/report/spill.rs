@@ -89,7 +89,12 @@ impl Waited {
 #[derive(Debug, Default)]
 pub struct SortedRuns {
     runs: Vec<(u64, u64)>,
-    /// Lines in them, and how many are acquires.
+    held: InRuns,
+}
+
+/// What the fold needs to know of a lock's lines in sorted runs before it reads them.
+#[derive(Debug, Default)]
+pub struct InRuns {
     pub lines: usize,
     pub acquires: usize,
     pub waited: Vec<Waited>,
@@ -98,9 +103,9 @@ pub struct SortedRuns {
 impl SortedRuns {
     fn absorb(&mut self, other: SortedRuns) {
         self.runs.extend(other.runs);
-        self.lines += other.lines;
-        self.acquires += other.acquires;
-        self.waited.extend(other.waited);
+        self.held.lines += other.held.lines;
+        self.held.acquires += other.held.acquires;
+        self.held.waited.extend(other.held.waited);
     }
 }
 
@@ -182,14 +187,12 @@ impl Spill {
             (line.at(), origin.source, origin.line)
         });
         let start = self.written;
-        let mut run = SortedRuns {
-            lines: taken.len(),
-            ..SortedRuns::default()
-        };
+        let mut run = SortedRuns::default();
+        run.held.lines = taken.len();
         for line in &taken {
             if line.event() == EventKind::Acquire {
-                run.acquires += 1;
-                run.waited.extend(Waited::of(line));
+                run.held.acquires += 1;
+                run.held.waited.extend(Waited::of(line));
             }
             write_out_one(line, &mut self.buffer);
             if self.buffer.len() >= WRITE_SIZE {
@@ -227,23 +230,16 @@ impl Spill {
 
     /// A lock's sorted runs, each to be read a line at a time.
     pub fn sorted_lines(&self, runs: SortedRuns) -> SortedLines<'_> {
-        let SortedRuns {
-            runs,
-            lines,
-            acquires,
-            waited,
-        } = runs;
         SortedLines {
             runs: runs
+                .runs
                 .into_iter()
                 .map(|(start, end)| RunLines {
                     spill: self,
                     cursor: Cursor::new(start, end, SORTED_READ_SIZE),
                 })
                 .collect(),
-            lines,
-            acquires,
-            waited,
+            held: runs.held,
         }
     }
 
@@ -322,9 +318,7 @@ impl ReadBack<'_> {
 /// of them before it reads them.
 pub struct SortedLines<'a> {
     pub runs: Vec<RunLines<'a>>,
-    pub lines: usize,
-    pub acquires: usize,
-    pub waited: Vec<Waited>,
+    pub held: InRuns,
 }
 
 /// A sorted run, read a line at a time.

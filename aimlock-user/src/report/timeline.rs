@@ -357,12 +357,15 @@ pub fn build(
     }
     let (written, written_acquires) = sorted
         .as_ref()
-        .map_or((0, 0), |sorted| (sorted.lines, sorted.acquires));
+        .map_or((0, 0), |sorted| (sorted.held.lines, sorted.held.acquires));
     // A lock of fewer lines than that never has that many holds: nothing to look for.
     let pruning = pruning.filter(|_| kept.len() + written >= PRUNE_FROM);
     let asked_from = pruning.map(|_| {
         let waited = kept.iter().filter_map(Waited::of);
-        let written = sorted.iter().flat_map(|sorted| &sorted.waited).copied();
+        let written = sorted
+            .iter()
+            .flat_map(|sorted| &sorted.held.waited)
+            .copied();
         AskedFrom::new(waited.chain(written), order)
     });
     if asked_from.is_none() {
