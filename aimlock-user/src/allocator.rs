@@ -19,8 +19,8 @@ const _: () = assert!(
 /// Pages freed go back to the kernel at once rather than 10 ms later: what a long-running tracer
 /// costs is its resident memory, and pages kept for reuse while a burst allocates others raised
 /// its peak by a fifth (100,000 locks held: 62 to 67 MiB against 52 to 55). A report keeps the
-/// default, which spares it faulting the pages of its next pieces in again. Call it before any
-/// other thread starts (mimalloc's options are not thread-safe).
+/// default, which spares it faulting the pages of its next pieces in again. Called before the
+/// tracer starts any thread: mimalloc's options are not thread-safe.
 pub fn give_memory_back_at_once() {
     // SAFETY: an option setter, called while the process has one thread.
     unsafe { mi_option_set(PURGE_DELAY, 0) };

@@ -60,10 +60,6 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
-    #[cfg(target_env = "musl")]
-    if matches!(cli.command, Command::Trace(_)) {
-        allocator::give_memory_back_at_once();
-    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();

@@ -116,8 +116,12 @@ fn release_large_blocks_when_freed() {
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
 }
 
-#[cfg(not(target_env = "gnu"))]
-fn release_large_blocks_when_freed() {}
+/// The static release's mimalloc gives every freed page back at once (see
+/// [`crate::allocator::give_memory_back_at_once`]).
+#[cfg(target_env = "musl")]
+fn release_large_blocks_when_freed() {
+    crate::allocator::give_memory_back_at_once();
+}
 
 pub async fn run(args: TraceArgs) -> Result<()> {
     release_large_blocks_when_freed();
