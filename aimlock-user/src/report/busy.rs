@@ -15,6 +15,8 @@
 //! is not in the logs, a wait told only by `wait_ns`), and lines not in the tracer's own shape
 //! (those are parsed, and their inode read on every host).
 
+use std::sync::Mutex;
+
 use memchr::memmem;
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
@@ -83,17 +85,26 @@ pub struct Busy {
     pub cold: Vec<ColdChunks>,
 }
 
-/// Chunks of a source by where they start: their length, and the times the second read would
-/// have found in them (the first line's, the latest).
-pub type ColdChunks = FxHashMap<u64, (usize, Nanos, Nanos)>;
+/// Chunks of a source by where they start (see [`Cold`]).
+pub type ColdChunks = FxHashMap<u64, Cold>;
+
+/// A quiet chunk (see [`Quiet`]) when no lock it may have lines of is read whole: the second
+/// read parses its exits (they end POSIX locks) and the lines in their locks' windows, found
+/// where the first read saw them, and takes the other lines' count and times as they are. A
+/// lock held for hours has a window of hours, but only its own lines are looked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cold {
+    pub len: usize,
+    /// The times the second read would have found in it: the first line's, the latest.
+    pub first: Nanos,
+    pub latest: Nanos,
+    /// Where its lines in their locks' windows start, in order.
+    pub looked_for: Box<[u32]>,
+}
 
 /// A chunk in which no line asks the second read for more than its time, or is an exit: every
 /// line is the tracer's (a head, an inode where a lock line has one, whole objects or none) and
 /// one the replay follows, and no deadlock or inheritance is told.
-/// Such a chunk, when none of its lines is in its own lock's window and no lock it may have
-/// lines of is read whole, is cold: the second read only parses its exits (they end POSIX
-/// locks), and takes its lines' count and times as they are. A lock held for hours has a window
-/// of hours, but only the chunks its own lines are in are kept from being cold by it.
 #[derive(Clone, Copy, Debug)]
 struct Quiet {
     start: u64,
@@ -105,14 +116,22 @@ struct Quiet {
 pub fn locks(sources: &[Source], span: Span, jobs: usize) -> Result<Busy, BadInput> {
     let fields = Fields::new();
     let mut replay = Replay::default();
+    // Merged pieces, emptied: their lists are filled again rather than grown afresh.
+    let spare = Mutex::new(Vec::new());
     for (index, source) in sources.iter().enumerate() {
         replay.quiet.push(Vec::new());
         input::read_pieces(
             source,
             PIECE,
             jobs,
-            |bytes, start| Piece::read(bytes, start, &fields),
-            |chunk, piece| replay.merge(chunk, piece, index as u32, span),
+            |bytes, start| {
+                let piece = spare.lock().expect("no job panics").pop();
+                Piece::read(piece.unwrap_or_default(), bytes, start, &fields)
+            },
+            |chunk, mut piece| {
+                replay.merge(chunk, &mut piece, index as u32, span);
+                spare.lock().expect("no job panics").push(piece.cleared());
+            },
         )?;
     }
     Ok(replay.finish())
@@ -121,6 +140,8 @@ pub fn locks(sources: &[Source], span: Span, jobs: usize) -> Result<Busy, BadInp
 /// What one lock line says, as far as the replay needs it.
 #[derive(Clone, Copy, Debug)]
 struct Fact {
+    /// Where the line starts in its chunk.
+    line: u32,
     ino: u64,
     /// Its host's index in the piece's `hosts`.
     host: u32,
@@ -271,14 +292,13 @@ struct Piece {
 }
 
 impl Piece {
-    fn read(bytes: &[u8], start: u64, fields: &Fields) -> Self {
-        // Sized for lines of a few hundred bytes: the lists do not grow line by line.
-        let lines = bytes.len() / 256;
-        let mut piece = Piece {
-            facts: Vec::with_capacity(lines),
-            identities: Vec::with_capacity(lines * 48),
-            ..Piece::default()
-        };
+    /// Reads `bytes` into `spare`, an empty piece.
+    fn read(spare: Piece, bytes: &[u8], start: u64, fields: &Fields) -> Self {
+        let mut piece = spare;
+        // Sized for lines of a couple of hundred bytes: the lists do not grow line by line.
+        let lines = bytes.len() / 200;
+        piece.facts.reserve(lines);
+        piece.identities.reserve(lines * 64);
         let mut names = Names::default();
         // The first line's time and the latest, while the chunk is quiet.
         let mut times: Option<(Nanos, Nanos)> = None;
@@ -326,6 +346,7 @@ impl Piece {
                     let start = piece.identities.len();
                     identity.write_to(&mut piece.identities);
                     piece.facts.push(Fact {
+                        line: place_in(bytes, line).0,
                         ino,
                         host,
                         identity: (start as u32, (piece.identities.len() - start) as u32),
@@ -349,6 +370,17 @@ impl Piece {
             latest,
         });
         piece
+    }
+
+    /// The same piece, empty, its lists kept for the next.
+    fn cleared(mut self) -> Self {
+        self.hosts.clear();
+        self.facts.clear();
+        self.identities.clear();
+        self.whole.clear();
+        self.parsed.clear();
+        self.quiet = None;
+        self
     }
 }
 
@@ -750,9 +782,9 @@ struct Lock {
     past: bool,
     /// Its lines needed, if wanted.
     window: Window,
-    /// The chunks (by their place among all chunks merged) that its lines in its window are in,
-    /// so far.
-    chunks_in_window: SmallVec<[u32; 2]>,
+    /// Its lines in its window so far: the chunk (by its place among all chunks merged) and
+    /// where in it the line starts.
+    lines_in_window: SmallVec<[(u32, u32); 2]>,
     /// The last line's time, event and source.
     last: Option<(Nanos, std::mem::Discriminant<Step>, u32)>,
     /// Unreleased holds, in the order taken.
@@ -776,10 +808,10 @@ struct OpenHold {
 }
 
 impl Replay {
-    fn merge(&mut self, chunk: &[u8], piece: Piece, source: u32, span: Span) {
+    fn merge(&mut self, chunk: &[u8], piece: &mut Piece, source: u32, span: Span) {
         let chunk_place = self.chunks;
         self.chunks += 1;
-        self.parsed.extend(piece.parsed);
+        self.parsed.extend(piece.parsed.drain());
         self.quiet[source as usize].extend(piece.quiet.map(|quiet| (chunk_place, quiet)));
         let hosts: Vec<u32> = piece
             .hosts
@@ -794,7 +826,7 @@ impl Replay {
                 self.place(fact.ino, hosts[fact.host as usize], || identity.into())
             })
             .collect();
-        for (index, fact) in piece.facts.into_iter().enumerate() {
+        for (index, &fact) in piece.facts.iter().enumerate() {
             // The locks are met in no order: each would be a wait for memory, unless asked for
             // a few lines ahead.
             if let Some(&ahead) = places.get(index + PREFETCH_AHEAD) {
@@ -812,7 +844,7 @@ impl Replay {
                 lock.whole = true;
             }
         }
-        for (ino, host) in piece.whole {
+        for (ino, host) in piece.whole.drain(..) {
             let host = self.host_index(&host);
             let place = self.place(ino, host, IdentityBytes::new);
             self.locks[place as usize].whole = true;
@@ -846,7 +878,7 @@ impl Replay {
                     from: None,
                     to: None,
                 },
-                chunks_in_window: SmallVec::new(),
+                lines_in_window: SmallVec::new(),
                 last: None,
                 holds: SmallVec::new(),
                 released: None,
@@ -867,7 +899,8 @@ impl Replay {
         // for a while, or an inode only a parse finds, may have lines anywhere.
         let every_lock_in_windows =
             self.parsed.is_empty() && !self.locks.iter().any(|lock| lock.whole && lock.followed);
-        let mut in_a_window = vec![false; self.chunks as usize];
+        // Per chunk, where the wanted locks' lines in their windows start.
+        let mut in_windows: Vec<Vec<u32>> = vec![Vec::new(); self.chunks as usize];
         for ((ino, host), lock) in self.keys.into_iter().zip(self.locks) {
             if self.parsed.contains(&ino) {
                 continue;
@@ -875,8 +908,8 @@ impl Replay {
             // Still open at the end of the logs, with no line after the span.
             let wanted = lock.wanted || (!lock.past && !lock.idle());
             if !lock.whole && wanted {
-                for &chunk in &lock.chunks_in_window {
-                    in_a_window[chunk as usize] = true;
+                for &(chunk, line) in &lock.lines_in_window {
+                    in_windows[chunk as usize].push(line);
                 }
                 busy.windows
                     .entry(ino)
@@ -897,8 +930,18 @@ impl Replay {
             .map(|chunks| {
                 chunks
                     .into_iter()
-                    .filter(|&(place, _)| every_lock_in_windows && !in_a_window[place as usize])
-                    .map(|(_, chunk)| (chunk.start, (chunk.len, chunk.first, chunk.latest)))
+                    .filter(|_| every_lock_in_windows)
+                    .map(|(place, chunk)| {
+                        let mut looked_for = std::mem::take(&mut in_windows[place as usize]);
+                        looked_for.sort_unstable();
+                        let cold = Cold {
+                            len: chunk.len,
+                            first: chunk.first,
+                            latest: chunk.latest,
+                            looked_for: looked_for.into(),
+                        };
+                        (chunk.start, cold)
+                    })
                     .collect()
             })
             .collect();
@@ -928,13 +971,12 @@ impl Lock {
         // before was over, and nothing of it was under way in the span.
         if span.before(at) && self.idle() && later {
             self.window.from = Some(at);
-            self.chunks_in_window.clear();
+            self.lines_in_window.clear();
         }
         // `to` is set by the line that ends the window, after this; a line at its instant is
         // in it.
-        if self.window.to.is_none_or(|to| at <= to) && self.chunks_in_window.last() != Some(&chunk)
-        {
-            self.chunks_in_window.push(chunk);
+        if self.window.to.is_none_or(|to| at <= to) {
+            self.lines_in_window.push((chunk, fact.line));
         }
         self.last = Some((at, std::mem::discriminant(&fact.step), source));
         let released = self.released.take();

@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 
 use super::{
     BadInput, OWN_COMMAND, Processes,
-    busy::{ColdChunks, Windows},
+    busy::{Cold, ColdChunks, Windows},
     input::{self, Source},
     line::{
         ByteRange, Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Paths, SeenPath, Skip, head,
@@ -128,12 +128,14 @@ impl Selection {
 
     /// The first line's time and the latest of the chunk of `source` at `start`, `len` bytes
     /// long, if its lines are only counted.
-    fn cold_chunk(&self, source: usize, start: u64, len: usize) -> Option<(Nanos, Nanos)> {
+    fn cold_chunk(&self, source: usize, start: u64, len: usize) -> Option<&Cold> {
         if !matches!(self.reading, Reading::Heads { .. }) {
             return None;
         }
-        let &(cold_len, first, latest) = self.cold.get(source)?.get(&start)?;
-        (cold_len == len).then_some((first, latest))
+        self.cold
+            .get(source)?
+            .get(&start)
+            .filter(|cold| cold.len == len)
     }
 
     /// Whether a line of this inode and host (as the line writes it), at this time, is in the
@@ -824,7 +826,7 @@ pub fn scan(
                     .resize_with(jobs, || refill.pop().unwrap_or_default());
                 drop(refill);
                 match selection.cold_chunk(index, start, bytes.len()) {
-                    Some(times) => Piece::cold(spare, bytes, index as u32, selection, times),
+                    Some(cold) => Piece::cold(spare, bytes, index as u32, selection, cold),
                     None => Piece::scan(spare, bytes, index as u32, selection),
                 }
             },
@@ -950,35 +952,38 @@ impl Piece {
     }
 
     /// A chunk whose lines the first read found to need no more than their count and times,
-    /// but for its exits.
-    fn cold(
-        spare: Piece,
-        bytes: &[u8],
-        source: u32,
-        selection: &Selection,
-        (first, latest): (Nanos, Nanos),
-    ) -> Self {
+    /// but for its exits and the lines of the locks it looks for.
+    fn cold(spare: Piece, bytes: &[u8], source: u32, selection: &Selection, cold: &Cold) -> Self {
         let mut piece = spare;
         // Newlines before `counted` are in `lines`.
-        let (mut lines, mut counted, mut from) = (0, 0, 0);
-        while let Some(found) = EXIT_FINDER.find(&bytes[from..]).map(|at| from + at) {
+        let (mut lines, mut counted) = (0, 0);
+        let mut next_exit = EXIT_FINDER.find(bytes);
+        let mut looked_for = cold.looked_for.iter().map(|&line| line as usize).peekable();
+        loop {
+            let next_lock = looked_for.peek().copied();
+            let found = match (next_lock, next_exit) {
+                (Some(lock), Some(exit)) => lock.min(exit),
+                (Some(at), None) | (None, Some(at)) => at,
+                (None, None) => break,
+            };
             let (start, end) = line_around(bytes, found);
             lines += count_newlines(&bytes[counted..start]);
             counted = start;
-            let line = bytes[start..end].trim_ascii();
-            if head(line).is_some_and(|head| head.event == EventKind::Exit) {
-                let origin = Origin {
-                    source,
-                    line: lines + 1,
-                };
-                piece.line(line, origin, selection);
+            let origin = Origin {
+                source,
+                line: lines + 1,
+            };
+            // As every chunk's line would be: an exit, or a lock line kept if in its window.
+            piece.pick(bytes[start..end].trim_ascii(), origin, selection);
+            while looked_for.next_if(|&line| line < end).is_some() {}
+            if next_exit.is_some_and(|exit| exit < end) {
+                next_exit = EXIT_FINDER.find(&bytes[end..]).map(|at| end + at);
             }
-            from = end;
         }
         lines += count_newlines(&bytes[counted..]);
         piece.lines = lines + u64::from(!bytes.ends_with(b"\n"));
-        piece.first_time = Some(first);
-        piece.last_time = Some(latest);
+        piece.first_time = Some(cold.first);
+        piece.last_time = Some(cold.latest);
         piece
     }
 

@@ -1500,10 +1500,10 @@ fn spans_read_selectively_report_what_a_full_read_reports() {
 }
 
 /// The second read of a span only counts the lines of a chunk that the first read found to be
-/// all the tracer's and outside every lock's window, and parses its exits (they end POSIX
-/// locks); the report and what is said of each file are the full read's. A chunk with a
-/// damaged line or a POSIX lock's is read, and every chunk when a lock the replay followed had
-/// to be read whole.
+/// all the tracer's, but for its exits (they end POSIX locks) and the lines of the locks whose
+/// windows some of its lines are in, looked for by their inode; the report and what is said of
+/// each file are the full read's. A chunk with a damaged line or a POSIX lock's is read line by
+/// line, and every chunk when a lock the replay followed had to be read whole.
 #[test]
 fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
     let logs = Logs::new("cold");
@@ -1583,12 +1583,20 @@ fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
     let cold = |paths: &[&String]| {
         let paths: Vec<String> = paths.iter().map(|path| (*path).clone()).collect();
         let sources = input::expand(&paths).unwrap();
-        let cold = busy::locks(&sources, span, 2).unwrap().cold;
-        cold.iter().map(|chunks| chunks.len()).collect::<Vec<_>>()
+        looked_for_in_cold_files(&busy::locks(&sources, span, 2).unwrap(), &paths)
     };
-    assert_eq!(cold(&[&early, &damaged, &late]), [1, 0, 0]);
-    assert_eq!(cold(&[&early, &late, &posix]), [1, 0, 0]);
-    assert_eq!(cold(&[&early, &late, &disorder]), [0, 0, 0]);
+    // The lock held across the span: its acquire and its release.
+    let held_across = Some(vec![100, 100]);
+    let nothing = Some(vec![]);
+    assert_eq!(
+        cold(&[&early, &damaged, &late]),
+        [nothing.clone(), None, held_across.clone()]
+    );
+    assert_eq!(
+        cold(&[&early, &late, &posix]),
+        [nothing.clone(), held_across, None]
+    );
+    assert_eq!(cold(&[&early, &late, &disorder]), [None, None, None]);
     for files in [
         vec![&early, &damaged, &late],
         vec![&early, &late, &posix],
@@ -1614,11 +1622,32 @@ fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
     }
 }
 
-/// A lock held from long before the span to after it has a window as long, but keeps from
-/// being cold only the chunks its own lines are in: the chunks between, of other locks' short
-/// holds, are counted unread, and the report is the full read's.
+/// Per file of one chunk: None if the second read reads its lines one by one, else the inodes
+/// of the lines it looks for there, in order.
+fn looked_for_in_cold_files(busy: &busy::Busy, files: &[String]) -> Vec<Option<Vec<u64>>> {
+    busy.cold
+        .iter()
+        .zip(files)
+        .map(|(chunks, file)| {
+            assert!(chunks.len() <= 1, "one chunk a file");
+            let text = std::fs::read_to_string(file).unwrap();
+            let cold = chunks.values().next()?;
+            let inode_of_line_at = |&start: &u32| {
+                let line = text[start as usize..].lines().next().unwrap();
+                serde_json::from_str::<Value>(line).unwrap()["ino"]
+                    .as_u64()
+                    .unwrap()
+            };
+            Some(cold.looked_for.iter().map(inode_of_line_at).collect())
+        })
+        .collect()
+}
+
+/// A lock held from long before the span to after it has a window as long, but has its lines
+/// looked for only in the chunks they are in: the chunks between, of other locks' short holds,
+/// are counted unread, and the report is the full read's.
 #[test]
-fn a_long_window_keeps_only_the_chunks_of_its_own_lines_read() {
+fn a_long_window_has_its_lines_looked_for_only_in_the_chunks_they_are_in() {
     let logs = Logs::new("long-window");
     let line = web1_flock_line;
     let pairs = |from: u64, to: u64| -> String {
@@ -1652,8 +1681,10 @@ fn a_long_window_keeps_only_the_chunks_of_its_own_lines_read() {
     let busy = busy::locks(&sources, span, 2).unwrap();
     let window = busy.windows[&300][0].1;
     assert_eq!((window.from, window.to), (Some(at(11)), Some(at(80))));
-    let cold: Vec<usize> = busy.cold.iter().map(|chunks| chunks.len()).collect();
-    assert_eq!(cold, [0, 1, 1, 0]);
+    assert_eq!(
+        looked_for_in_cold_files(&busy, &files),
+        [Some(vec![300]), Some(vec![]), Some(vec![]), Some(vec![300])]
+    );
     for query in [
         SPAN_66_TO_70.to_vec(),
         vec!["--at", "2026-11-27T03:01:06Z", "--json"],
