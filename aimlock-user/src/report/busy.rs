@@ -95,22 +95,33 @@ pub type ColdChunks = FxHashMap<u64, Cold>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cold {
     pub len: usize,
+    /// Its lines, counted as the second read counts them.
+    pub lines: u32,
     /// The times the second read would have found in it: the first line's, the latest.
     pub first: Nanos,
     pub latest: Nanos,
-    /// Where its lines in their locks' windows start, in order.
-    pub looked_for: Box<[u32]>,
+    /// Its exits and its lines in their locks' windows, in order.
+    pub looked_for: Box<[ChunkLine]>,
+}
+
+/// A line of a chunk: where it starts, and how many lines come before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChunkLine {
+    pub start: u32,
+    pub before: u32,
 }
 
 /// A chunk in which no line asks the second read for more than its time, or is an exit: every
 /// line is the tracer's (a head, an inode where a lock line has one, whole objects or none) and
 /// one the replay follows, and no deadlock or inheritance is told.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 struct Quiet {
     start: u64,
     len: usize,
+    lines: u32,
     first: Nanos,
     latest: Nanos,
+    exits: Vec<ChunkLine>,
 }
 
 pub fn locks(sources: &[Source], span: Span, jobs: usize) -> Result<Busy, BadInput> {
@@ -140,8 +151,7 @@ pub fn locks(sources: &[Source], span: Span, jobs: usize) -> Result<Busy, BadInp
 /// What one lock line says, as far as the replay needs it.
 #[derive(Clone, Copy, Debug)]
 struct Fact {
-    /// Where the line starts in its chunk.
-    line: u32,
+    line: ChunkLine,
     ino: u64,
     /// Its host's index in the piece's `hosts`.
     host: u32,
@@ -303,11 +313,17 @@ impl Piece {
         // The first line's time and the latest, while the chunk is quiet.
         let mut times: Option<(Nanos, Nanos)> = None;
         let mut quiet = true;
-        let mut from = 0;
+        let mut exits = Vec::new();
+        let (mut from, mut lines) = (0, 0);
         while from < bytes.len() {
             let end = memchr::memchr(b'\n', &bytes[from..]).map_or(bytes.len(), |at| from + at);
             let line = bytes[from..end].trim_ascii();
+            let chunk_line = ChunkLine {
+                start: from as u32,
+                before: lines,
+            };
             from = end + 1;
+            lines += 1;
             if line.is_empty() {
                 continue;
             }
@@ -316,6 +332,9 @@ impl Piece {
             if quiet {
                 match head.filter(|&head| quiet_line(head, &read)) {
                     Some(head) => {
+                        if head.event == EventKind::Exit {
+                            exits.push(chunk_line);
+                        }
                         let at = head.at;
                         times =
                             Some(times.map_or((at, at), |(first, latest)| (first, latest.max(at))));
@@ -346,7 +365,7 @@ impl Piece {
                     let start = piece.identities.len();
                     identity.write_to(&mut piece.identities);
                     piece.facts.push(Fact {
-                        line: place_in(bytes, line).0,
+                        line: chunk_line,
                         ino,
                         host,
                         identity: (start as u32, (piece.identities.len() - start) as u32),
@@ -366,8 +385,10 @@ impl Piece {
         piece.quiet = times.filter(|_| quiet).map(|(first, latest)| Quiet {
             start,
             len: bytes.len(),
+            lines,
             first,
             latest,
+            exits,
         });
         piece
     }
@@ -782,9 +803,8 @@ struct Lock {
     past: bool,
     /// Its lines needed, if wanted.
     window: Window,
-    /// Its lines in its window so far: the chunk (by its place among all chunks merged) and
-    /// where in it the line starts.
-    lines_in_window: SmallVec<[(u32, u32); 2]>,
+    /// Its lines in its window so far, each with its chunk's place among all chunks merged.
+    lines_in_window: SmallVec<[(u32, ChunkLine); 2]>,
     /// The last line's time, event and source.
     last: Option<(Nanos, std::mem::Discriminant<Step>, u32)>,
     /// Unreleased holds, in the order taken.
@@ -812,7 +832,7 @@ impl Replay {
         let chunk_place = self.chunks;
         self.chunks += 1;
         self.parsed.extend(piece.parsed.drain());
-        self.quiet[source as usize].extend(piece.quiet.map(|quiet| (chunk_place, quiet)));
+        self.quiet[source as usize].extend(piece.quiet.take().map(|quiet| (chunk_place, quiet)));
         let hosts: Vec<u32> = piece
             .hosts
             .iter()
@@ -899,8 +919,8 @@ impl Replay {
         // for a while, or an inode only a parse finds, may have lines anywhere.
         let every_lock_in_windows =
             self.parsed.is_empty() && !self.locks.iter().any(|lock| lock.whole && lock.followed);
-        // Per chunk, where the wanted locks' lines in their windows start.
-        let mut in_windows: Vec<Vec<u32>> = vec![Vec::new(); self.chunks as usize];
+        // Per chunk, the wanted locks' lines in their windows.
+        let mut in_windows: Vec<Vec<ChunkLine>> = vec![Vec::new(); self.chunks as usize];
         for ((ino, host), lock) in self.keys.into_iter().zip(self.locks) {
             if self.parsed.contains(&ino) {
                 continue;
@@ -933,9 +953,11 @@ impl Replay {
                     .filter(|_| every_lock_in_windows)
                     .map(|(place, chunk)| {
                         let mut looked_for = std::mem::take(&mut in_windows[place as usize]);
+                        looked_for.extend(chunk.exits);
                         looked_for.sort_unstable();
                         let cold = Cold {
                             len: chunk.len,
+                            lines: chunk.lines,
                             first: chunk.first,
                             latest: chunk.latest,
                             looked_for: looked_for.into(),

@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 
 use super::{
     BadInput, OWN_COMMAND, Processes,
-    busy::{Cold, ColdChunks, Windows},
+    busy::{ChunkLine, Cold, ColdChunks, Windows},
     input::{self, Source},
     line::{
         ByteRange, Exit, LockKey, Name, Names, Nanos, Origin, Parsed, Paths, SeenPath, Skip, head,
@@ -204,8 +204,6 @@ pub type Candidates = FxHashMap<u64, Vec<Box<[u8]>>>;
 
 const HOST_FIELD: &[u8] = br#""host":""#;
 
-static EXIT_FINDER: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(EXIT_NEEDLE));
 static HOST_FINDER: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(HOST_FIELD));
 
@@ -955,33 +953,16 @@ impl Piece {
     /// but for its exits and the lines of the locks it looks for.
     fn cold(spare: Piece, bytes: &[u8], source: u32, selection: &Selection, cold: &Cold) -> Self {
         let mut piece = spare;
-        // Newlines before `counted` are in `lines`.
-        let (mut lines, mut counted) = (0, 0);
-        let mut next_exit = EXIT_FINDER.find(bytes);
-        let mut looked_for = cold.looked_for.iter().map(|&line| line as usize).peekable();
-        loop {
-            let next_lock = looked_for.peek().copied();
-            let found = match (next_lock, next_exit) {
-                (Some(lock), Some(exit)) => lock.min(exit),
-                (Some(at), None) | (None, Some(at)) => at,
-                (None, None) => break,
-            };
-            let (start, end) = line_around(bytes, found);
-            lines += count_newlines(&bytes[counted..start]);
-            counted = start;
+        for &ChunkLine { start, before } in &cold.looked_for {
+            let (start, end) = line_around(bytes, start as usize);
             let origin = Origin {
                 source,
-                line: lines + 1,
+                line: u64::from(before) + 1,
             };
             // As every chunk's line would be: an exit, or a lock line kept if in its window.
             piece.pick(bytes[start..end].trim_ascii(), origin, selection);
-            while looked_for.next_if(|&line| line < end).is_some() {}
-            if next_exit.is_some_and(|exit| exit < end) {
-                next_exit = EXIT_FINDER.find(&bytes[end..]).map(|at| end + at);
-            }
         }
-        lines += count_newlines(&bytes[counted..]);
-        piece.lines = lines + u64::from(!bytes.ends_with(b"\n"));
+        piece.lines = cold.lines.into();
         piece.first_time = Some(cold.first);
         piece.last_time = Some(cold.latest);
         piece

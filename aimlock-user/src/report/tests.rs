@@ -1585,17 +1585,15 @@ fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
         let sources = input::expand(&paths).unwrap();
         looked_for_in_cold_files(&busy::locks(&sources, span, 2).unwrap(), &paths)
     };
-    // The lock held across the span: its acquire and its release.
-    let held_across = Some(vec![100, 100]);
-    let nothing = Some(vec![]);
+    // The exits (the damaged one too), and the lock held across the span.
+    let told = |lines: &[&str]| Some(lines.iter().map(|line| line.to_string()).collect());
+    let exits = told(&["exit", "exit"]);
+    let held_across = told(&["acquire 100", "release 100"]);
     assert_eq!(
         cold(&[&early, &damaged, &late]),
-        [nothing.clone(), None, held_across.clone()]
+        [exits.clone(), None, held_across.clone()]
     );
-    assert_eq!(
-        cold(&[&early, &late, &posix]),
-        [nothing.clone(), held_across, None]
-    );
+    assert_eq!(cold(&[&early, &late, &posix]), [exits, held_across, None]);
     assert_eq!(cold(&[&early, &late, &disorder]), [None, None, None]);
     for files in [
         vec![&early, &damaged, &late],
@@ -1622,9 +1620,9 @@ fn a_span_counts_the_lines_of_quiet_chunks_outside_its_windows_unread() {
     }
 }
 
-/// Per file of one chunk: None if the second read reads its lines one by one, else the inodes
-/// of the lines it looks for there, in order.
-fn looked_for_in_cold_files(busy: &busy::Busy, files: &[String]) -> Vec<Option<Vec<u64>>> {
+/// Per file of one chunk: None if the second read reads its lines one by one, else the lines
+/// it looks for there, in order: their event, and their inode if they have one.
+fn looked_for_in_cold_files(busy: &busy::Busy, files: &[String]) -> Vec<Option<Vec<String>>> {
     busy.cold
         .iter()
         .zip(files)
@@ -1632,13 +1630,21 @@ fn looked_for_in_cold_files(busy: &busy::Busy, files: &[String]) -> Vec<Option<V
             assert!(chunks.len() <= 1, "one chunk a file");
             let text = std::fs::read_to_string(file).unwrap();
             let cold = chunks.values().next()?;
-            let inode_of_line_at = |&start: &u32| {
-                let line = text[start as usize..].lines().next().unwrap();
-                serde_json::from_str::<Value>(line).unwrap()["ino"]
-                    .as_u64()
-                    .unwrap()
+            let lines: Vec<&str> = text.lines().collect();
+            let told = |line: &busy::ChunkLine| {
+                let text = lines[line.before as usize];
+                assert_eq!(
+                    text.as_ptr() as usize - lines[0].as_ptr() as usize,
+                    line.start as usize
+                );
+                let line: Value = serde_json::from_str(text).unwrap();
+                let event = line["event"].as_str().unwrap();
+                match line["ino"].as_u64() {
+                    Some(ino) => format!("{event} {ino}"),
+                    None => event.to_owned(),
+                }
             };
-            Some(cold.looked_for.iter().map(inode_of_line_at).collect())
+            Some(cold.looked_for.iter().map(told).collect())
         })
         .collect()
 }
@@ -1683,7 +1689,12 @@ fn a_long_window_has_its_lines_looked_for_only_in_the_chunks_they_are_in() {
     assert_eq!((window.from, window.to), (Some(at(11)), Some(at(80))));
     assert_eq!(
         looked_for_in_cold_files(&busy, &files),
-        [Some(vec![300]), Some(vec![]), Some(vec![]), Some(vec![300])]
+        [
+            Some(vec!["acquire 300".to_owned()]),
+            Some(vec![]),
+            Some(vec![]),
+            Some(vec!["release 300".to_owned()])
+        ]
     );
     for query in [
         SPAN_66_TO_70.to_vec(),
