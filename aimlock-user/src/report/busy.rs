@@ -995,11 +995,6 @@ impl Lock {
             self.window.from = Some(at);
             self.lines_in_window.clear();
         }
-        // `to` is set by the line that ends the window, after this; a line at its instant is
-        // in it.
-        if self.window.to.is_none_or(|to| at <= to) {
-            self.lines_in_window.push((chunk, fact.line));
-        }
         self.last = Some((at, std::mem::discriminant(&fact.step), source));
         let released = self.released.take();
         let past = span.after(at);
@@ -1012,6 +1007,13 @@ impl Lock {
         }
         if span.contains(at) {
             self.wanted = true;
+        }
+        // Its lines are kept while it may be wanted: after the span, only if it is. `to` is set
+        // by the line that ends the window, after this; a line at its instant is in it.
+        if self.past && !self.wanted {
+            self.lines_in_window = SmallVec::new();
+        } else if self.window.to.is_none_or(|to| at <= to) {
+            self.lines_in_window.push((chunk, fact.line));
         }
         match fact.step {
             Step::Other => self.whole = true,
