@@ -126,8 +126,8 @@ impl Selection {
         self
     }
 
-    /// The first line's time and the latest of the chunk of `source` at `start`, `len` bytes
-    /// long, if its lines are only counted.
+    /// What the first read found of the chunk of `source` at `start`, `len` bytes long, if only
+    /// the lines it names are to be parsed (see [`Cold`]).
     fn cold_chunk(&self, source: usize, start: u64, len: usize) -> Option<&Cold> {
         if !matches!(self.reading, Reading::Heads { .. }) {
             return None;
