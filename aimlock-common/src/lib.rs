@@ -41,6 +41,9 @@ pub enum Source {
     /// A [`ContextRecord`]: who runs and which file it names, for the [`LockRecord`]s that
     /// follow it from the same CPU.
     Context = 12,
+    /// A [`RepeatRecord`]: the CPU's previous lock call again, on the same lock by the same
+    /// thread, at another time, with its own type, flags and result.
+    Repeat = 13,
 }
 
 impl Source {
@@ -58,6 +61,7 @@ impl Source {
             10 => Self::FdSent,
             11 => Self::FdReceived,
             12 => Self::Context,
+            13 => Self::Repeat,
             _ => return None,
         })
     }
@@ -171,8 +175,9 @@ impl Record {
 /// most of what tracing a lock call costs. What the process and the file are called is not
 /// repeated in each: it is in the last [`ContextRecord`] written by the same CPU, which the
 /// program writes first whenever the process or the file is not the one of that CPU's previous
-/// lock record. Both are written in one run of a program, which nothing else on the CPU
-/// interrupts, so a CPU's records reach the ring in that order.
+/// lock record. Both go into the CPU's batch in one run of a program, which no other lock
+/// program on the CPU interrupts, and a batch reaches the ring whole: a CPU's records reach the
+/// ring in the order it wrote them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockRecord {
@@ -240,11 +245,70 @@ impl ContextRecord {
     pub const SIZE: usize = core::mem::size_of::<Self>();
 }
 
-// User space tells the three kinds of records apart by their sizes.
+/// A lock call that repeats the CPU's previous one but for what changes from call to call in a
+/// burst on one lock (lock, unlock, lock...): a third of a [`LockRecord`]. Written only when the
+/// thread, the lock (source, file, owner, range, `fl_pid`) and the file's link count are those of
+/// the previous lock record the CPU wrote, and no [`ContextRecord`] came in between.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepeatRecord {
+    pub ts_ns: u64,
+    /// `fl_flags`.
+    pub flags: u32,
+    /// As in [`LockRecord`].
+    pub ret: i32,
+    /// `Source::Repeat`, at the same place as in [`Record`].
+    pub source: u8,
+    /// `fl_type`.
+    pub lock_type: u8,
+    pub cpu: u16,
+    pub _pad: u32,
+}
+
+impl RepeatRecord {
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+/// Bytes of compact records ([`LockRecord`], [`RepeatRecord`], [`ContextRecord`]) a CPU
+/// gathers, with their trailer, before they go to the ring as one ring record: in a burst, a
+/// ring record per lock call would cost more than the rest of its tracing. User space may set
+/// fewer (`Config::batch_bytes`): a batch must fit a small ring several times.
+pub const BATCH_BYTES: usize = 4096;
+
+/// A ring record is either one [`Record`] or a CPU's batch: compact records one after the other,
+/// in the order the CPU wrote them, then a [`BATCH_TRAILER`]-byte count of the lock calls among
+/// them (the records other than contexts). The trailer makes a batch's length 4 more than a
+/// multiple of 8, which no `Record`'s is.
+pub const BATCH_TRAILER: usize = 4;
+
+/// Whether a ring record of this length is a batch rather than a [`Record`].
+pub const fn is_batch(ring_record_len: usize) -> bool {
+    ring_record_len % 8 == BATCH_TRAILER
+}
+
+/// The length of the compact record `bytes` begins with, which says what it is by its `source`
+/// (at the same place in all three); `None` when `bytes` does not begin with one whole.
+pub fn compact_record_len(bytes: &[u8]) -> Option<usize> {
+    const SOURCE_AT: usize = core::mem::offset_of!(LockRecord, source);
+    let len = match Source::from_u8(*bytes.get(SOURCE_AT)?) {
+        Some(Source::Context) => ContextRecord::SIZE,
+        Some(Source::Repeat) => RepeatRecord::SIZE,
+        _ => LockRecord::SIZE,
+    };
+    (bytes.len() >= len).then_some(len)
+}
+
 const _: () = assert!(
-    LockRecord::SIZE != ContextRecord::SIZE
-        && LockRecord::SIZE != Record::SIZE
-        && ContextRecord::SIZE != Record::SIZE
+    Record::SIZE.is_multiple_of(8)
+        && LockRecord::SIZE.is_multiple_of(8)
+        && ContextRecord::SIZE.is_multiple_of(8)
+        && RepeatRecord::SIZE.is_multiple_of(8)
+        && core::mem::offset_of!(LockRecord, source)
+            == core::mem::offset_of!(ContextRecord, source)
+        && core::mem::offset_of!(LockRecord, source) == core::mem::offset_of!(RepeatRecord, source)
+        && LockRecord::SIZE != ContextRecord::SIZE
+        && LockRecord::SIZE != RepeatRecord::SIZE
+        && ContextRecord::SIZE != RepeatRecord::SIZE
 );
 
 /// Marks a field a kernel's tracepoint does not have.
@@ -433,6 +497,9 @@ pub struct Config {
     pub filter_inode: u8,
     pub _pad: [u8; 3],
     pub lineage: LineageFields,
+    /// Bytes of a CPU's batch, trailer included, at most [`BATCH_BYTES`].
+    pub batch_bytes: u32,
+    pub _pad2: u32,
 }
 
 impl Config {
@@ -495,6 +562,8 @@ impl Config {
             fdtable_fd: 0,
             _pad: 0,
         },
+        batch_bytes: BATCH_BYTES as u32,
+        _pad2: 0,
     };
 }
 
@@ -517,6 +586,9 @@ pub mod names {
     pub const INODES: &str = "INODES";
     pub const FLOCK_WAITERS: &str = "FLOCK_WAITERS";
     pub const HOLDERS: &str = "HOLDERS";
+    pub const BATCHED: &str = "BATCHED";
+    /// The program that sends a CPU's batch to the ring, run by user space on that CPU.
+    pub const FLUSH_BATCH: &str = "flush_batch";
     pub const CONFIG: &str = "CONFIG";
 }
 

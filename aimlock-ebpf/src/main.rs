@@ -9,9 +9,9 @@
 #![no_main]
 
 use aimlock_common::{
-    ABSENT, CLONE_THREAD, Config, ContextRecord, FileName, InodeKey, LockRecord,
-    MAX_FILTER_ENTRIES, MAX_HOLDERS, NAME_LEN, PASSED_FDS, PAYLOAD_LEN, PF_EXITING, PassedFds,
-    Record, SCM_RIGHTS, SOL_SOCKET, Source, btf_payload, task_state,
+    ABSENT, BATCH_BYTES, BATCH_TRAILER, CLONE_THREAD, Config, ContextRecord, FileName, InodeKey,
+    LockRecord, MAX_FILTER_ENTRIES, MAX_HOLDERS, NAME_LEN, PASSED_FDS, PAYLOAD_LEN, PF_EXITING,
+    PassedFds, Record, RepeatRecord, SCM_RIGHTS, SOL_SOCKET, Source, btf_payload, task_state,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -22,9 +22,9 @@ use aya_ebpf::{
         bpf_probe_read_user,
         generated::{bpf_get_current_task_btf, bpf_get_smp_processor_id},
     },
-    macros::{btf_tracepoint, fexit, map, tracepoint},
+    macros::{btf_tracepoint, fexit, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, FExitContext, TracePointContext},
+    programs::{BtfTracePointContext, FExitContext, RawTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 
@@ -61,16 +61,51 @@ static UNTRACED_CHILDREN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 static FLOCK_WAITERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_FILTER_ENTRIES, 0);
 
-/// What the last `ContextRecord` each CPU wrote was about: a burst of lock records of one process
-/// on one file writes it once. A rename changes the dentry's `hash_len` (the hash is salted with
-/// the parent directory), so a renamed or moved file gets a new one; so do a new program (comm),
-/// a reused pid (start time) and a new file at the same place (inode number, generation).
+/// Each CPU's batch: the compact records its lock programs wrote that are not in the ring yet
+/// (see `aimlock_common::BATCH_BYTES`).
 #[map]
-static LAST_CONTEXT: PerCpuArray<LastContext> = PerCpuArray::with_max_entries(1, 0);
+static BATCHES: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct Batch {
+    /// Bytes of records in `bytes`.
+    len: u64,
+    /// Lock records among them: what a ring too full to take the batch loses.
+    locks: u64,
+    /// Set while a lock program fills the batch (see `flush_batch`).
+    busy: u64,
+    /// When the CPU's last lock program ran.
+    last_ns: u64,
+    bytes: [u8; BATCH_BYTES],
+}
+
+/// Per CPU, how many lock records wait in its batch: user space reads them all at once to
+/// flush those that are not empty.
+#[map]
+static BATCHED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// A lock call this long after the CPU's previous one goes to the ring at once: only calls in a
+/// burst wait in the batch.
+const BURST_GAP_NS: u64 = 1_000_000;
+
+/// What each CPU's last records said. The last `ContextRecord` it wrote: a burst of lock records
+/// of one process on one file writes it once. A rename changes the dentry's `hash_len` (the hash
+/// is salted with the parent directory), so a renamed or moved file gets a new one; so do a new
+/// program (comm), a reused pid (start time) and a new file at the same place (inode number,
+/// generation). And the lock of its last `LockRecord`: a call on the same lock by the same
+/// thread writes a `RepeatRecord` instead.
+#[map]
+static LAST_WRITTEN: PerCpuArray<LastWritten> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct LastWritten {
+    context: LastContext,
+    lock: LastLock,
+}
 
 #[repr(C)]
 struct LastContext {
-    /// 0: none, or the record was refused by a full ring.
+    /// 0: none, or a batch with it was refused by a full ring.
     pid: u64,
     start_boottime: u64,
     task_state: u64,
@@ -79,6 +114,21 @@ struct LastContext {
     generation: u64,
     dentry: u64,
     hash_len: u64,
+}
+
+/// What a `RepeatRecord` does not repeat of its `LockRecord` (but for the pid and the inode, in
+/// the context).
+#[repr(C)]
+#[derive(PartialEq, Eq)]
+struct LastLock {
+    tid: u32,
+    dev: u32,
+    owner: u64,
+    start: i64,
+    end: i64,
+    fl_pid: i32,
+    nlink: u32,
+    source: u64,
 }
 
 /// Processes that hold or may hold locks (thread group ids): those that wrote a lock record,
@@ -607,9 +657,6 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
     if matches!(source, Source::Flock | Source::Posix) {
         mark_holder(pid);
     }
-    let Some(last) = LAST_CONTEXT.get_ptr_mut(0) else {
-        return true;
-    };
     let context = LastContext {
         pid: u64::from(pid),
         start_boottime: process.start_boottime,
@@ -621,75 +668,178 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
         dentry: file.dentry as u64,
         hash_len: file.hash_len,
     };
-    // SAFETY: a helper without arguments.
-    let cpu = unsafe { bpf_get_smp_processor_id() } as u16;
-    // SAFETY: a per-CPU slot, only used by this CPU: a tracepoint's programs run with
-    // preemption disabled.
-    let context_entry = if unsafe { (*last).same(&context) } {
-        None
-    } else {
-        let Some(entry) = EVENTS.reserve::<ContextRecord>(0) else {
-            // SAFETY: as above. The next lock record writes its context again.
-            unsafe { (*last).pid = 0 };
-            count(&DROPS);
-            return true;
-        };
-        Some(entry)
+    let lock = LastLock {
+        tid: pid_tgid as u32,
+        dev,
+        owner: fields.owner,
+        start: fields.start,
+        end: fields.end,
+        fl_pid: fields.fl_pid,
+        nlink: file.nlink,
+        source: source as u64,
     };
-    let lock_entry = EVENTS.reserve::<LockRecord>(0);
-    // The clock is read once both records are reserved, as in `submit`: a reader that finds the
-    // ring empty at some time has read every record timestamped before it.
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(mut entry) = context_entry {
-        let record = entry.as_mut_ptr();
-        // SAFETY: `record` points to reserved ring memory the size of a ContextRecord; every
-        // field is written before the entry is submitted.
-        unsafe {
-            (*record).ts_ns = now;
-            (*record).pid = pid;
-            (*record).tid = pid_tgid as u32;
-            (*record).source = Source::Context as u8;
-            (*record).task_state = process.task_state;
-            (*record).cpu = cpu;
-            (*record).ns_pid = process.ns_pid;
-            (*record).start_boottime = process.start_boottime;
-            (*record).comm = process.comm;
-            (*record).generation = file.generation;
-            (*record)._pad2 = 0;
-            (*record).parent_ino = name_dentry(file.dentry, &mut (*record).name);
-        }
-        // The lock record that follows decides whether the reader is woken.
-        entry.submit(u64::from(BPF_RB_NO_WAKEUP));
-        // SAFETY: as above.
-        unsafe { *last = context };
-    }
-    let Some(mut entry) = lock_entry else {
-        count(&DROPS);
+    let (Some(batch), Some(last)) = (BATCHES.get_ptr_mut(0), LAST_WRITTEN.get_ptr_mut(0)) else {
         return true;
     };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` points to reserved ring memory the size of a LockRecord; every field is
-    // written before the entry is submitted.
+    // Room for a call's records (a context and a lock record) below this; the rest of the batch
+    // is the trailer's. Checked against every write, for the verifier.
+    let room = u64::from(config!(batch_bytes).min(BATCH_BYTES as u32))
+        .saturating_sub((BATCH_TRAILER + ContextRecord::SIZE + LockRecord::SIZE) as u64);
+    // SAFETY: per-CPU slots, only used by this CPU: a tracepoint's programs run with
+    // preemption disabled, and the flush program that an interrupt may run in between leaves the
+    // batch alone while `busy` is set (volatile stores: the compiler keeps them around the
+    // writes).
     unsafe {
-        (*record).ts_ns = now;
-        (*record).pid = pid;
-        (*record).tid = pid_tgid as u32;
-        (*record).source = source as u8;
-        (*record).lock_type = fields.lock_type;
-        (*record).cpu = cpu;
-        (*record).ret = ret;
-        (*record).ino = ino;
-        (*record).dev = dev;
-        (*record).fl_pid = fields.fl_pid;
-        (*record).owner = fields.owner;
-        (*record).flags = fields.flags;
-        (*record).nlink = file.nlink;
-        (*record).start = fields.start;
-        (*record).end = fields.end;
+        core::ptr::write_volatile(&mut (*batch).busy, 1);
+        let now = bpf_ktime_get_ns();
+        let cpu = bpf_get_smp_processor_id() as u16;
+        // Every way out of this block clears `busy`.
+        'append: {
+            let quiet = now.wrapping_sub((*batch).last_ns) >= BURST_GAP_NS;
+            (*batch).last_ns = now;
+            if (*batch).len > room {
+                flush(batch, last, now);
+            }
+            let same_context = (*last).context.same(&context);
+            if !same_context {
+                let len = (*batch).len;
+                if len > room {
+                    break 'append;
+                }
+                let record = (*batch)
+                    .bytes
+                    .as_mut_ptr()
+                    .add(len as usize)
+                    .cast::<ContextRecord>();
+                (*record).ts_ns = now;
+                (*record).pid = pid;
+                (*record).tid = pid_tgid as u32;
+                (*record).source = Source::Context as u8;
+                (*record).task_state = process.task_state;
+                (*record).cpu = cpu;
+                (*record).ns_pid = process.ns_pid;
+                (*record).start_boottime = process.start_boottime;
+                (*record).comm = process.comm;
+                (*record).generation = file.generation;
+                (*record)._pad2 = 0;
+                (*record).parent_ino = name_dentry(file.dentry, &mut (*record).name);
+                (*batch).len = len + ContextRecord::SIZE as u64;
+                (*last).context = context;
+            }
+            let len = (*batch).len;
+            if len > room + ContextRecord::SIZE as u64 {
+                break 'append;
+            }
+            let at = (*batch).bytes.as_mut_ptr().add(len as usize);
+            if same_context && (*last).lock == lock {
+                let record = at.cast::<RepeatRecord>();
+                (*record).ts_ns = now;
+                (*record).flags = fields.flags;
+                (*record).ret = ret;
+                (*record).source = Source::Repeat as u8;
+                (*record).lock_type = fields.lock_type;
+                (*record).cpu = cpu;
+                (*record)._pad = 0;
+                (*batch).len = len + RepeatRecord::SIZE as u64;
+            } else {
+                let record = at.cast::<LockRecord>();
+                (*record).ts_ns = now;
+                (*record).pid = pid;
+                (*record).tid = pid_tgid as u32;
+                (*record).source = source as u8;
+                (*record).lock_type = fields.lock_type;
+                (*record).cpu = cpu;
+                (*record).ret = ret;
+                (*record).ino = ino;
+                (*record).dev = dev;
+                (*record).fl_pid = fields.fl_pid;
+                (*record).owner = fields.owner;
+                (*record).flags = fields.flags;
+                (*record).nlink = file.nlink;
+                (*record).start = fields.start;
+                (*record).end = fields.end;
+                (*batch).len = len + LockRecord::SIZE as u64;
+                (*last).lock = lock;
+            }
+            (*batch).locks += 1;
+            // The first call after a quiet spell goes to the ring at once, waking the reader;
+            // so does a batch with no room left for another call. The rest waits for either,
+            // or for user space to flush it (see `flush_batch`).
+            if quiet || (*batch).len > room {
+                flush(batch, last, now);
+            }
+        }
+        if let Some(batched) = BATCHED.get_ptr_mut(0) {
+            *batched = (*batch).locks;
+        }
+        core::ptr::write_volatile(&mut (*batch).busy, 0);
     }
-    entry.submit(wakeup_flags(now));
     true
+}
+
+/// Run by user space on one CPU (`BPF_PROG_TEST_RUN` with `BPF_F_TEST_RUN_ON_CPU`, from 5.10;
+/// never attached): sends the CPU's batch to the ring, so that every record timestamped before
+/// the run is in the ring once it returns. It runs in an interrupt when the CPU is not the
+/// caller's, which may come while a lock program is filling the batch: it then leaves the batch
+/// alone and returns 1, and user space runs it again.
+#[raw_tracepoint]
+pub fn flush_batch(_ctx: RawTracePointContext) -> i32 {
+    let (Some(batch), Some(last)) = (BATCHES.get_ptr_mut(0), LAST_WRITTEN.get_ptr_mut(0)) else {
+        return 0;
+    };
+    // SAFETY: per-CPU slots, as in `emit_btf`; `busy` tells whether this run interrupted it.
+    unsafe {
+        if core::ptr::read_volatile(&(*batch).busy) != 0 {
+            return 1;
+        }
+        // The reader that asked for this takes the ring at once: no wakeup.
+        flush_with(batch, last, u64::from(BPF_RB_NO_WAKEUP));
+        if let Some(batched) = BATCHED.get_ptr_mut(0) {
+            *batched = 0;
+        }
+    }
+    0
+}
+
+/// Sends the CPU's batch to the ring with its trailer, waking the reader at most once a
+/// millisecond, and empties it. A ring too full to take it loses its lock records, counted in
+/// `DROPS`, and the next lock record writes its context again.
+///
+/// # Safety
+/// `batch` and `last` are this CPU's slots, used by nothing else while this runs.
+#[inline(always)]
+unsafe fn flush(batch: *mut Batch, last: *mut LastWritten, now: u64) {
+    // SAFETY: see above.
+    unsafe { flush_with(batch, last, wakeup_flags(now)) }
+}
+
+#[inline(always)]
+unsafe fn flush_with(batch: *mut Batch, last: *mut LastWritten, flags: u64) {
+    // SAFETY: see `flush`.
+    unsafe {
+        let len = (*batch).len as usize;
+        if len == 0 || len > BATCH_BYTES - BATCH_TRAILER {
+            return;
+        }
+        let locks = (*batch).locks;
+        (*batch)
+            .bytes
+            .as_mut_ptr()
+            .add(len)
+            .cast::<u32>()
+            .write(locks as u32);
+        let Some(records) = (*batch).bytes.get(..len + BATCH_TRAILER) else {
+            return;
+        };
+        if EVENTS.output::<[u8]>(records, flags).is_err() {
+            if let Some(drops) = DROPS.get_ptr_mut(0) {
+                *drops += locks;
+            }
+            (*last).context.pid = 0;
+        }
+        (*batch).len = 0;
+        (*batch).locks = 0;
+    }
 }
 
 impl LastContext {

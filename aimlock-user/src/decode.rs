@@ -1,11 +1,13 @@
 //! Turns the kernel's records into the tracker's typed [`Input`]s. A [`Record`] carries a
 //! tracepoint's own record, whose fields are read at the offsets the loader found in the
 //! tracepoint's `format` file; a [`LockRecord`] from a BTF program carries its fields as such,
-//! and names its process and file through the last [`ContextRecord`] of its CPU.
+//! and names its process and file through the last [`ContextRecord`] of its CPU. A ring record
+//! that is not a [`Record`] is a CPU's batch of those two ([`records_in`]).
 
 use aimlock_common::{
-    ABSENT, Config, ContextRecord, FileName, LockFields, LockRecord, NAME_LEN, PASSED_FDS,
-    PAYLOAD_LEN, PassedFds, Record, Source, fl_flags, task_state,
+    ABSENT, BATCH_TRAILER, Config, ContextRecord, FileName, LockFields, LockRecord, NAME_LEN,
+    PASSED_FDS, PAYLOAD_LEN, PassedFds, Record, RepeatRecord, Source, compact_record_len, fl_flags,
+    is_batch, task_state,
 };
 use smallvec::SmallVec;
 
@@ -111,6 +113,52 @@ pub enum Decoded {
     Unreadable,
 }
 
+/// The records in one ring record: a [`Record`] alone, or each record of a CPU's batch in the
+/// order the CPU wrote them. A batch whose trailer does not count its lock records comes whole,
+/// as one item that [`Decoder::decode`] finds unreadable (no record has a batch's length).
+pub fn records_in(ring_record: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = batch_records(ring_record);
+    let mut whole = rest.is_none().then_some(ring_record);
+    std::iter::from_fn(move || {
+        if let Some(whole) = whole.take() {
+            return Some(whole);
+        }
+        let records = rest.as_mut()?;
+        let len = compact_record_len(records)?;
+        let (record, tail) = records.split_at(len);
+        *records = tail;
+        Some(record)
+    })
+}
+
+/// A batch's records without its trailer, if `ring_record` is a batch whose records are whole
+/// and as many lock records as its trailer says.
+fn batch_records(ring_record: &[u8]) -> Option<&[u8]> {
+    if !is_batch(ring_record.len()) {
+        return None;
+    }
+    let (records, trailer) = ring_record.split_last_chunk::<BATCH_TRAILER>()?;
+    let mut locks = 0;
+    let mut rest = records;
+    while !rest.is_empty() {
+        let len = compact_record_len(rest)?;
+        if len != ContextRecord::SIZE {
+            locks += 1;
+        }
+        rest = &rest[len..];
+    }
+    (locks == u32::from_ne_bytes(*trailer)).then_some(records)
+}
+
+/// `slots[cpu]`, the vector grown to hold it.
+fn cpu_slot<T>(slots: &mut Vec<Option<T>>, cpu: u16) -> &mut Option<T> {
+    let cpu = usize::from(cpu);
+    if slots.len() <= cpu {
+        slots.resize_with(cpu + 1, || None);
+    }
+    &mut slots[cpu]
+}
+
 /// What a CPU's last [`ContextRecord`] said.
 #[derive(Clone, Copy)]
 struct Context {
@@ -128,6 +176,8 @@ pub struct Decoder {
     config: Config,
     /// Indexed by CPU.
     contexts: Vec<Option<Context>>,
+    /// Each CPU's last lock record, which its repeat records repeat; indexed by CPU.
+    last_locks: Vec<Option<LockRecord>>,
 }
 
 impl Decoder {
@@ -135,13 +185,22 @@ impl Decoder {
         Self {
             config,
             contexts: Vec::new(),
+            last_locks: Vec::new(),
         }
     }
 
-    /// Reads a record copied out of the ring. Records are told apart by their size.
+    /// Reads a record copied out of the ring (one of [`records_in`]). Records are told apart by
+    /// their size.
     pub fn decode(&mut self, bytes: &[u8]) -> Decoded {
         match bytes.len() {
-            LockRecord::SIZE => self.lock_record(bytes),
+            LockRecord::SIZE => {
+                // SAFETY: LockRecord is plain old data valid for any bit pattern; the length
+                // matches.
+                let record: LockRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+                *cpu_slot(&mut self.last_locks, record.cpu) = Some(record);
+                self.lock_record(&record)
+            }
+            RepeatRecord::SIZE => self.repeat_record(bytes),
             ContextRecord::SIZE => self.context_record(bytes),
             Record::SIZE => self
                 .record(bytes)
@@ -156,11 +215,9 @@ impl Decoder {
         if record.source != Source::Context as u8 {
             return Decoded::Unreadable;
         }
-        let cpu = usize::from(record.cpu);
-        if self.contexts.len() <= cpu {
-            self.contexts.resize(cpu + 1, None);
-        }
-        self.contexts[cpu] = Some(Context {
+        // A lock record comes after every context.
+        *cpu_slot(&mut self.last_locks, record.cpu) = None;
+        *cpu_slot(&mut self.contexts, record.cpu) = Some(Context {
             comm: record.comm,
             task_state: record.task_state,
             ns_pid: record.ns_pid,
@@ -172,9 +229,26 @@ impl Decoder {
         Decoded::Context
     }
 
-    fn lock_record(&self, bytes: &[u8]) -> Decoded {
-        // SAFETY: LockRecord is plain old data valid for any bit pattern; the length matches.
-        let record: LockRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    /// The CPU's last lock record again, at the repeat's time, with its type, flags and result.
+    fn repeat_record(&self, bytes: &[u8]) -> Decoded {
+        // SAFETY: RepeatRecord is plain old data valid for any bit pattern; the length matches.
+        let repeat: RepeatRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let Some(Some(last)) = self.last_locks.get(usize::from(repeat.cpu)) else {
+            return Decoded::Unreadable;
+        };
+        if repeat.source != Source::Repeat as u8 {
+            return Decoded::Unreadable;
+        }
+        self.lock_record(&LockRecord {
+            ts_ns: repeat.ts_ns,
+            lock_type: repeat.lock_type,
+            flags: repeat.flags,
+            ret: repeat.ret,
+            ..*last
+        })
+    }
+
+    fn lock_record(&self, record: &LockRecord) -> Decoded {
         let Some(Some(context)) = self.contexts.get(usize::from(record.cpu)) else {
             return Decoded::Unreadable;
         };
@@ -213,7 +287,7 @@ impl Decoder {
         // SAFETY: Record is plain old data valid for any bit pattern; the length matches.
         let record: Record = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         Some(match Source::from_u8(record.source)? {
-            Source::Context => return None,
+            Source::Context | Source::Repeat => return None,
             Source::Flock => Input::Lock(self.lock_op(&record, &self.config.flock, None)),
             Source::Posix => Input::Lock(self.lock_op(&record, &self.config.posix, None)),
             Source::FcntlFailure => {
@@ -599,5 +673,95 @@ mod tests {
         assert_eq!(comm_str(&after.comm), "new");
         assert_eq!(&after.file.name[..7], b"c.lock\0");
         assert_eq!(decoder.decode(&lock(2, 15)), Decoded::Unreadable);
+    }
+
+    fn repeat(cpu: u16, ts_ns: u64, lock_type: u8, ret: i32) -> Vec<u8> {
+        bytes_of(&RepeatRecord {
+            ts_ns,
+            flags: fl_flags::FLOCK | fl_flags::SLEEP,
+            ret,
+            source: Source::Repeat as u8,
+            lock_type,
+            cpu,
+            _pad: 0,
+        })
+    }
+
+    /// A CPU's batch as the kernel sends it: the records, then the count of lock records.
+    fn batch(records: &[Vec<u8>], locks: u32) -> Vec<u8> {
+        let mut bytes = records.concat();
+        bytes.extend_from_slice(&locks.to_ne_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_repeat_record_is_its_cpus_last_lock_record_at_another_time() {
+        let mut decoder = Decoder::new(Config::DEFAULT);
+        decoder.decode(&context(1, b"burst", b"a.lock"));
+        decoder.decode(&context(2, b"other", b"b.lock"));
+        // Nothing to repeat on a CPU that has written no lock record since its context.
+        assert_eq!(
+            decoder.decode(&repeat(1, 10, fl_type::UNLCK, 0)),
+            Decoded::Unreadable
+        );
+        let first = op(decoder.decode(&lock(1, 11)));
+        // Another CPU's lock record, on another file, in between.
+        let mut other_cpu = lock(2, 12);
+        other_cpu[std::mem::offset_of!(LockRecord, ino)..][..8]
+            .copy_from_slice(&99u64.to_ne_bytes());
+        assert_eq!(op(decoder.decode(&other_cpu)).ino, 99);
+        let unlock = op(decoder.decode(&repeat(1, 13, fl_type::UNLCK, 0)));
+        assert_eq!(
+            unlock,
+            LockOp {
+                ts_ns: 13,
+                lock_type: fl_type::UNLCK,
+                flags: fl_flags::FLOCK | fl_flags::SLEEP,
+                ..first
+            }
+        );
+        let refused = op(decoder.decode(&repeat(1, 14, fl_type::WRLCK, -11)));
+        assert_eq!((refused.ts_ns, refused.ret, refused.ino), (14, -11, 4242));
+        // A new context ends what the CPU's repeats may repeat.
+        decoder.decode(&context(1, b"burst", b"c.lock"));
+        assert_eq!(
+            decoder.decode(&repeat(1, 15, fl_type::UNLCK, 0)),
+            Decoded::Unreadable
+        );
+    }
+
+    #[test]
+    fn a_batch_gives_its_records_in_order_and_a_miscounted_one_gives_nothing() {
+        let records = [
+            context(0, b"burst", b"a.lock"),
+            lock(0, 10),
+            repeat(0, 11, fl_type::UNLCK, 0),
+            repeat(0, 12, fl_type::WRLCK, 0),
+            context(0, b"burst", b"b.lock"),
+            lock(0, 13),
+        ];
+        let whole = batch(&records, 4);
+        assert!(records_in(&whole).eq(records.iter().map(Vec::as_slice)));
+        let mut decoder = Decoder::new(Config::DEFAULT);
+        let times: Vec<u64> = records_in(&whole)
+            .filter_map(|record| match decoder.decode(record) {
+                Decoded::Input(Input::Lock(op)) => Some(op.ts_ns),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(times, [10, 11, 12, 13]);
+        // A batch of one lock record.
+        let lone = batch(&[lock(0, 14)], 1);
+        assert!(records_in(&lone).eq([lock(0, 14).as_slice()]));
+        // A trailer that does not count the lock records, or a record cut short: the batch comes
+        // as one item, of no record's length.
+        for damaged in [batch(&records, 3), batch(&records[..5], 4)] {
+            let items: Vec<&[u8]> = records_in(&damaged).collect();
+            assert_eq!(items, [damaged.as_slice()]);
+            assert_eq!(decoder.decode(items[0]), Decoded::Unreadable);
+        }
+        // A Record is never taken for a batch.
+        let whole_record = vec![0; Record::SIZE];
+        assert!(records_in(&whole_record).eq([whole_record.as_slice()]));
     }
 }

@@ -11,12 +11,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod batches;
 mod ring_reader;
 
+pub use batches::BatchFlusher;
 pub use ring_reader::{Batch, RingReader};
 
 use aimlock_common::{
-    ABSENT, Config, ExitFields, FreeFields, InodeKey, LockFields, NewTaskFields, PAYLOAD_LEN, names,
+    ABSENT, BATCH_BYTES, Config, ExitFields, FreeFields, InodeKey, LockFields, NewTaskFields,
+    PAYLOAD_LEN, names,
 };
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -140,6 +143,8 @@ pub struct Tracer {
     /// Keeps the programs attached and the maps alive: drop it to detach.
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
+    /// Sends what bursts leave in the CPUs' batches to `events`.
+    pub flusher: BatchFlusher,
     pub drops: Drops,
     pub pid_filter: PidFilter,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -235,6 +240,9 @@ impl Tracer {
             }
             attach.push(*hook);
         }
+        // A batch fits the ring eight times over: a ring of a few pages still takes batches
+        // while the reader is a little behind.
+        config.batch_bytes = (ring_size / 8).min(BATCH_BYTES as u32);
         config.filter_pid = u8::from(!filters.pids.is_empty());
         config.filter_comm = u8::from(!filters.comms.is_empty());
         config.filter_inode = u8::from(!filters.inodes.is_empty());
@@ -269,6 +277,7 @@ impl Tracer {
             }
         };
         fill_filters(&mut ebpf, filters)?;
+        let flusher = BatchFlusher::load(&mut ebpf)?;
         let mut decode = config;
         let mut btf_hooks = 0;
         if let Some(layout) = btf_layout {
@@ -334,6 +343,7 @@ impl Tracer {
             inode_filter: InodeFilter(inode_filter),
             ebpf,
             events,
+            flusher,
             drops: Drops(drops),
             pid_filter: PidFilter {
                 untraced_children: (!filters.pids.is_empty()).then_some(untraced_children),

@@ -26,10 +26,16 @@ pub fn drop_after_attach() -> Result<()> {
     )
 }
 
-/// Drops every capability of the calling thread (Linux keeps them per thread), for a thread
-/// that needs none.
-pub fn drop_all_in_this_thread() -> Result<()> {
-    keep_only(&CapsHashSet::default())
+/// Drops every capability of the calling thread (Linux keeps them per thread) but `CAP_BPF`,
+/// for a thread that only makes bpf() calls (kernels before 6.4 check it on each).
+pub fn keep_only_bpf_in_this_thread() -> Result<()> {
+    let permitted = caps::read(None, CapSet::Permitted).context("cannot read capabilities")?;
+    keep_only(
+        &[Capability::CAP_BPF]
+            .into_iter()
+            .filter(|cap| permitted.contains(cap))
+            .collect(),
+    )
 }
 
 /// Leaves the calling thread `kept` alone, and nothing can bring any other back.

@@ -16,7 +16,7 @@ use tokio::{
 use crate::{
     cli,
     clock::Clock,
-    decode::{Decoded, Decoder, Input},
+    decode::{Decoded, Decoder, Input, records_in},
     enrich::Enricher,
     events::{EventKind, EventLine, LockKind, SCHEMA_VERSION, rfc3339, this_host},
     fold::{Folder, Line},
@@ -159,6 +159,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let Tracer {
         ebpf: attached,
         events,
+        flusher,
         drops,
         mut pid_filter,
         logger,
@@ -189,6 +190,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let reader_nice = (args.nice - 10).max(-20);
     let mut ring = RingReader::spawn(
         events,
+        flusher,
         args.ring_size as usize,
         args.backlog_size as usize,
         reader_nice,
@@ -317,7 +319,7 @@ impl Intake {
     /// process that locked the file is most likely still alive.
     fn take(&mut self, batch: &Batch, tracker: &mut Tracker, enricher: &mut Enricher) -> u64 {
         let mut count = 0;
-        for item in batch.records() {
+        for item in batch.records().flat_map(records_in) {
             match self.decoder.decode(item) {
                 Decoded::Context => continue,
                 Decoded::Input(mut input) => {

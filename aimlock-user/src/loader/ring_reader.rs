@@ -23,6 +23,7 @@ use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::sync::mpsc as async_mpsc;
 
+use super::BatchFlusher;
 use crate::clock::Clock;
 
 /// Bytes of records one batch carries at most: large enough that a burst moves in few hand-overs,
@@ -43,8 +44,9 @@ const FULL_PAUSE: Duration = Duration::from_millis(1);
 /// Records copied out of the ring, in the ring's order.
 pub struct Batch {
     bytes: Vec<u8>,
-    /// The ring was found empty after this batch's records were taken: every record timestamped
-    /// before this CLOCK_MONOTONIC time is in this batch or an earlier one.
+    /// The CPUs' batches were flushed and then the ring found empty after this batch's records
+    /// were taken: every record timestamped before this CLOCK_MONOTONIC time is in this batch
+    /// or an earlier one.
     pub emptied_at: Option<u64>,
 }
 
@@ -88,6 +90,7 @@ impl RingReader {
     /// leaves records in the ring.
     pub fn spawn(
         ring: RingBuf<MapData>,
+        flusher: BatchFlusher,
         ring_size: usize,
         backlog_limit: usize,
         nice: i32,
@@ -97,6 +100,7 @@ impl RingReader {
         let stop = Arc::new(AtomicBool::new(false));
         let copier = Copier {
             ring,
+            flusher,
             sender,
             filling: Vec::with_capacity(BATCH_BYTES),
             backlog: Arc::clone(&backlog),
@@ -162,7 +166,8 @@ impl Drop for RingReader {
 }
 
 /// Takes the reader thread's priority while the capability to raise it is there, then drops every
-/// capability: the thread only reads mapped memory and polls.
+/// capability but the one the flushes of the CPUs' batches need: the thread only reads mapped
+/// memory, polls and runs the flush program.
 fn prepare_thread(nice: i32) -> Result<()> {
     // SAFETY: plain system calls on the calling thread (Linux applies nice per thread).
     let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
@@ -172,7 +177,7 @@ fn prepare_thread(nice: i32) -> Result<()> {
             std::io::Error::last_os_error()
         );
     }
-    crate::privileges::drop_all_in_this_thread()
+    crate::privileges::keep_only_bpf_in_this_thread()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -185,6 +190,7 @@ enum Pass {
 
 struct Copier {
     ring: RingBuf<MapData>,
+    flusher: BatchFlusher,
     sender: async_mpsc::UnboundedSender<Batch>,
     /// Where a batch is filled, then copied out at its size: many small batches (a reader that
     /// wakes often, on one CPU) must not each hold a whole batch's allocation.
@@ -222,6 +228,9 @@ impl Copier {
         let mut copied = 0;
         loop {
             let began = Clock::read_monotonic();
+            // What bursts left in the CPUs' batches goes to the ring first, so that an empty
+            // ring then says every record timestamped before `began` is read.
+            let flushed = self.flusher.flush();
             let mut batch = Batch::new(std::mem::take(&mut self.filling));
             let room = self
                 .backlog_limit
@@ -241,7 +250,7 @@ impl Copier {
             copied += batch.bytes.len();
             let sent = Batch {
                 bytes: batch.bytes.as_slice().to_vec(),
-                emptied_at: emptied.then_some(began),
+                emptied_at: (emptied && flushed).then_some(began),
             };
             self.filling = batch.bytes;
             self.filling.clear();
