@@ -434,6 +434,65 @@ fn short_holds_are_counted_in_summaries_each_once() {
     assert!(of_kind(&mine, "summary").is_empty());
 }
 
+/// A lock taken right after a burst waits in its CPU's batch, with nothing after it to send the
+/// batch to the ring: the tracer sends it itself, and the lock's acquire reaches the log while
+/// its holder still waits, after every event of the burst. Repeated, as it races the burst's
+/// last batch.
+#[test]
+fn a_lock_taken_right_after_a_burst_is_logged_while_it_is_held() {
+    let pairs = aimlock_tests::burst_size(20_000, 2_000);
+    let dir = TempDir::new("batch-tail");
+    let (burst, held) = (dir.file("burst"), dir.file("held"));
+    let (burst_ino, held_ino) = (inode(&burst), inode(&held));
+    let tracer = Tracer::start(&[
+        "--path",
+        &burst.display().to_string(),
+        "--path",
+        &held.display().to_string(),
+        "--every-event",
+    ]);
+    for round in 0..5 {
+        let mut work = Workload::start(&[
+            &format!("open:{}", burst.display()),
+            &format!("loop:{pairs}:flock"),
+            &format!("open:{}", held.display()),
+            "flock:ex",
+            "wait-stdin",
+        ]);
+        let pid = work.pid();
+        work.wait_step("flock:ex");
+        let acquire = tracer.wait_for("the held lock's acquire", SETTLE, |e| {
+            e["event"] == "acquire" && e["ino"] == held_ino && e["pid"] == pid
+        });
+        let events = tracer.events();
+        let burst_events = lock_events(&events, burst_ino, pid);
+        assert_eq!(
+            of_kind(&burst_events, "acquire").len() as u64,
+            pairs,
+            "round {round}"
+        );
+        assert_eq!(
+            of_kind(&burst_events, "release").len() as u64,
+            pairs,
+            "round {round}"
+        );
+        let last_release = of_kind(&burst_events, "release").last().unwrap()["ts"].clone();
+        assert!(
+            acquire["ts"].as_str() > last_release.as_str(),
+            "round {round}: {acquire} before the burst's end {last_release}"
+        );
+        work.proceed();
+        work.finish();
+    }
+    let events = tracer.stop();
+    assert_eq!(
+        events.last().unwrap()["lost"],
+        0,
+        "{}",
+        events.last().unwrap()
+    );
+}
+
 #[test]
 fn a_full_ring_is_counted_in_the_stop_line() {
     let dir = TempDir::new("overflow");
