@@ -99,6 +99,9 @@ struct Run {
     tracer_cpu: Option<f64>,
     /// The kinds of the programs aimlock had loaded.
     program_kinds: Vec<String>,
+    /// Kernel time the contender's tracing programs ran and how many runs, by the end of the
+    /// loop: counted only while `kernel.bpf_stats_enabled` is on.
+    program_time: Option<ProgramTime>,
     /// Lock events the tracer wrote for the loop's process, when it is counted.
     logged: Option<u64>,
     /// With `--otlp`: the requests and bytes the receiver took.
@@ -167,6 +170,8 @@ struct Family {
     otlp: Vec<Run>,
     logged: Vec<Vec<u64>>,
     tracer_cpu: Vec<Vec<f64>>,
+    /// Kernel program time per lock event: the tp_btf floor, the minimal recorder, aimlock.
+    program_ns: [f64; 3],
 }
 
 pub fn overhead(tools: &Tools, runs: usize) -> Result<Outcome> {
@@ -186,6 +191,7 @@ pub fn overhead(tools: &Tools, runs: usize) -> Result<Outcome> {
             otlp: Vec::new(),
             logged: vec![Vec::new(); CONTENDERS.len()],
             tracer_cpu: vec![Vec::new(); CONTENDERS.len()],
+            program_ns: program_ns_per_event(tools, family, pairs, &lockfile)?,
         };
         for round in 0..runs {
             // Each round starts with a different contender, so none always runs first.
@@ -258,6 +264,7 @@ fn run(
         stop: None,
         tracer_cpu: None,
         program_kinds: Vec::new(),
+        program_time: None,
         logged: None,
         received: None,
     };
@@ -278,6 +285,7 @@ fn run(
             )?;
             let (seconds, cpu) = timed_under(&mut floor, workload())?;
             result.tracer_cpu = Some(cpu);
+            result.program_time = Some(ProgramTime::of(floor.pid()));
             floor.stop()?;
             seconds
         }
@@ -295,6 +303,7 @@ fn run(
             let (seconds, cpu) = timed_under(&mut tracer, workload())?;
             result.tracer_cpu = Some(cpu);
             result.program_kinds = program_kinds(tracer.pid());
+            result.program_time = Some(ProgramTime::of(tracer.pid()));
             tracer.stop()?;
             result.stop = Some(StopLine::read(&log)?);
             result.received = receiver.map(Receiver::stop);
@@ -362,6 +371,67 @@ fn timed_under(tracer: &mut Background, workload: Command) -> Result<(f64, f64)>
     let cpu_before = cpu_seconds(pid)?;
     let seconds = timed(workload)?;
     Ok((seconds, (cpu_seconds(pid)? - cpu_before) / seconds))
+}
+
+/// The run time and run count of a process's tracing (tp_btf, fentry/fexit) programs, summed,
+/// from its fds' fdinfo (`run_time_ns`, `run_cnt`).
+#[derive(Clone, Copy, Default)]
+struct ProgramTime {
+    ns: u64,
+    runs: u64,
+}
+
+impl ProgramTime {
+    fn of(pid: u32) -> Self {
+        let mut total = Self::default();
+        let fds = fs::read_dir(format!("/proc/{pid}/fdinfo"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        for fd in fds {
+            let info = fs::read_to_string(fd.path()).unwrap_or_default();
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(str::trim)
+            };
+            if field("prog_type:") != Some("26") {
+                continue;
+            }
+            let number = |name| field(name).and_then(|value| value.parse::<u64>().ok());
+            total.ns += number("run_time_ns:").unwrap_or(0);
+            total.runs += number("run_cnt:").unwrap_or(0);
+        }
+        total
+    }
+}
+
+/// Kernel program time per lock event of the loop (ns), for the tp_btf floor, the minimal
+/// recorder and aimlock: one more run of each with `kernel.bpf_stats_enabled`, which makes the
+/// kernel time every program run (itself a cost, the same for each: compare the differences).
+fn program_ns_per_event(
+    tools: &Tools,
+    family: &str,
+    pairs: u64,
+    lockfile: &Path,
+) -> Result<[f64; 3]> {
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = fs::read_to_string(STATS).with_context(|| format!("read {STATS}"))?;
+    fs::write(STATS, "1").with_context(|| format!("write {STATS}"))?;
+    let timed = [
+        Contender::FloorBtf,
+        Contender::MinimalRecorder,
+        Contender::Aimlock,
+    ]
+    .map(|contender| {
+        let time = run(tools, contender, family, pairs, lockfile)?
+            .program_time
+            .unwrap_or_default();
+        Ok::<_, anyhow::Error>(time.ns as f64 / (2 * pairs) as f64)
+    });
+    fs::write(STATS, before.trim()).with_context(|| format!("restore {STATS}"))?;
+    let [floor, recorder, aimlock] = timed;
+    Ok([floor?, recorder?, aimlock?])
 }
 
 /// The kinds of the BPF programs a process holds, from the `prog_type` of its fds' fdinfo
@@ -437,8 +507,9 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
         out,
         "- aimlock: `aimlock trace --output FILE`, JSON to a file on the same disk, no filter, \
          as run by default: the loop's short uncontended holds are counted in `summary` lines \
-         (the lines written below), each still two records from the kernel that the tracer \
-         reads, tracks and folds;"
+         (the lines written below), each call still a record from the kernel (a 24-byte \
+         repeat of the CPU's previous lock record, gathered in the CPU's batch) that the \
+         tracer reads, tracks and folds;"
     )?;
     writeln!(
         out,
@@ -457,6 +528,7 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
     let mut figures_floor = Vec::new();
     let mut figures_bare = Vec::new();
     let mut reasons = Vec::new();
+    let mut program_costs = Vec::new();
     for family in families {
         writeln!(
             out,
@@ -528,6 +600,23 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
              {otlp_lost:?}, unwritten {otlp_unwritten:?} (records the OTLP queue of 16384 had \
              to drop), received {received:?}."
         )?;
+        let [floor_ns, recorder_ns, aimlock_ns] = family.program_ns;
+        writeln!(
+            out,
+            "Kernel program time per lock event (one more run each with \
+             `kernel.bpf_stats_enabled`, which times every program run and so adds the same \
+             to each): empty tp_btf programs {floor_ns:.1} ns, minimal recorder \
+             {recorder_ns:.1} ns, aimlock {aimlock_ns:.1} ns; over the empty programs, the \
+             minimal recorder's work is {:.1} ns an event and aimlock's {:.1} ns.",
+            recorder_ns - floor_ns,
+            aimlock_ns - floor_ns
+        )?;
+        program_costs.push(format!(
+            "{} {:.0} ns (minimal recorder {:.0})",
+            family.name,
+            aimlock_ns - floor_ns,
+            recorder_ns - floor_ns
+        ));
         for contender in [Contender::Bpftrace, Contender::Strace] {
             let logged = &family.logged[index_of(contender)];
             writeln!(
@@ -578,24 +667,22 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
     writeln!(out)?;
     let why_overhead = format!(
         "aimlock's programs here: {kinds}; per pair, medians: {}. A program that does no more \
-         than read the clock and write a 16-byte record per event (the minimal recorder) is \
-         already {} the tp_btf floor on this machine: no design that writes one timestamped \
-         record per lock event can meet a goal much below that. aimlock's lock hooks are \
-         tp_btf already (its classic tracepoints are the exit and lease hooks, which this loop \
-         does not reach), so what it adds over the tp_btf floor is the work of its programs for \
-         each of the two records a pair makes (direct loads of the lock's, the file's and the \
-         task's fields, the clock, a ring reservation and a 72-byte record, after a 112-byte \
-         context record only when the process or the file is not the CPU's last: measured with \
-         kernel.bpf_stats_enabled on a flock loop, about 105 ns a record over an empty \
-         program, against 65 for the minimal recorder and 133 when every lock event was a \
-         208-byte record) and its reader competing with the \
-         loop for this machine's two cores (see the tracer CPU column). What would close the \
-         gap: records batched per CPU so that one ring reservation carries several, or an \
-         acquire and its release by the same owner carried as one record, and, on a machine \
-         with a spare core, nothing: the reader's share is contention, not work done in the \
-         traced process.",
+         than read the clock and write a 16-byte ring record per event (the minimal recorder) \
+         is already {} the tp_btf floor on this machine. aimlock's lock hooks are tp_btf \
+         already (its classic tracepoints are the exit and lease hooks, which this loop does \
+         not reach), and its calls in a burst go to the ring in per-CPU batches, a call on \
+         the CPU's last lock as a 24-byte repeat record; what its programs still do for each \
+         lock call over an empty program (kernel time measured with kernel.bpf_stats_enabled: \
+         {}) is the clock, which every timestamped record needs, direct loads of the lock's, \
+         the file's and the task's fields, the comparisons that choose a repeat record and \
+         the write into the batch. The rest is its reader competing with the loop for this \
+         machine's two cores (see the tracer CPU column). What would close the gap: fewer \
+         fields read per call in a burst (the task's and the file's only when the CPU's last \
+         context may have changed), and, on a machine with a spare core, the reader's share, \
+         which is contention, not work done in the traced process.",
         reasons.join("; "),
-        recorder_vs_floor.join(", ")
+        recorder_vs_floor.join(", "),
+        program_costs.join(", ")
     );
     let goals = vec![
         Goal {
@@ -611,8 +698,8 @@ fn summarize(families: &[Family], runs: usize) -> Result<Outcome> {
             why: Some(format!(
                 "the empty tp_btf programs alone and the minimal recorder cost {} bare: the \
                  hooks take most of the {GOAL_VS_BARE}x this goal allows, and no tracer that \
-                 writes one timestamped record per lock event can be within it on this machine. \
-                 {why_overhead}",
+                 writes one timestamped record per lock event can be much within it on this \
+                 machine. {why_overhead}",
                 floors_vs_bare.join(", ")
             )),
         },
