@@ -32,6 +32,11 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// How long the thread waits for the ring to become readable before it says again that the ring
 /// is empty (the kernel wakes a reader at most once a millisecond per CPU).
 const POLL_TIMEOUT: Duration = Duration::from_millis(10);
+/// The same after a pass that copied records: what a burst leaves in a CPU's batch wakes no one,
+/// and waits for the next pass, which must come well within the tracker's reorder window. A
+/// burst's first call always goes to the ring at once and wakes the thread, so an idle machine
+/// keeps the longer wait.
+const ACTIVE_POLL_TIMEOUT: Duration = Duration::from_millis(3);
 /// A pass that copied this share of the ring is taken as a burst: the thread looks at the ring
 /// again after [`BURST_PAUSE`] rather than waiting for the kernel's wakeup, which comes at most
 /// once a millisecond per CPU, while such a burst would fill the ring in a few. Steady flows
@@ -218,7 +223,8 @@ impl Copier {
                 Pass::Emptied { copied } if copied >= self.burst_bytes => {
                     thread::sleep(BURST_PAUSE)
                 }
-                Pass::Emptied { .. } => self.wait_readable(),
+                Pass::Emptied { copied: 0 } => self.wait_readable(POLL_TIMEOUT),
+                Pass::Emptied { .. } => self.wait_readable(ACTIVE_POLL_TIMEOUT),
             }
         }
     }
@@ -268,7 +274,7 @@ impl Copier {
         }
     }
 
-    fn wait_readable(&self) {
+    fn wait_readable(&self, timeout: Duration) {
         let mut poll = libc::pollfd {
             fd: self.ring.as_raw_fd(),
             events: libc::POLLIN,
@@ -276,7 +282,7 @@ impl Copier {
         };
         // SAFETY: one valid pollfd, for the duration of the call. An error or a timeout both
         // lead to another look at the ring.
-        unsafe { libc::poll(&mut poll, 1, POLL_TIMEOUT.as_millis() as libc::c_int) };
+        unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as libc::c_int) };
     }
 }
 
