@@ -79,10 +79,12 @@ struct Batch {
     bytes: [u8; BATCH_BYTES],
 }
 
-/// Per CPU, how many lock records wait in its batch: user space reads them all at once to
-/// flush those that are not empty.
+/// Per CPU, how many lock records wait in its batch, or [`WRITING`] while a lock program
+/// fills it: user space reads them all at once to flush those that are not 0.
 #[map]
 static BATCHED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+const WRITING: u64 = u64::MAX;
 
 /// A lock call this long after the CPU's previous one goes to the ring at once: only calls in a
 /// burst wait in the batch.
@@ -678,7 +680,11 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
         nlink: file.nlink,
         source: source as u64,
     };
-    let (Some(batch), Some(last)) = (BATCHES.get_ptr_mut(0), LAST_WRITTEN.get_ptr_mut(0)) else {
+    let (Some(batch), Some(last), Some(batched)) = (
+        BATCHES.get_ptr_mut(0),
+        LAST_WRITTEN.get_ptr_mut(0),
+        BATCHED.get_ptr_mut(0),
+    ) else {
         return true;
     };
     // Room for a call's records (a context and a lock record) below this; the rest of the batch
@@ -691,6 +697,9 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
     // writes).
     unsafe {
         core::ptr::write_volatile(&mut (*batch).busy, 1);
+        // Before the clock is read: a reader that finds the CPU's count at 0 after some time
+        // knows no record timestamped before then waits in this batch.
+        core::ptr::write_volatile(batched, WRITING);
         let now = bpf_ktime_get_ns();
         let cpu = bpf_get_smp_processor_id() as u16;
         // Every way out of this block clears `busy`.
@@ -769,9 +778,7 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
                 flush(batch, last, now);
             }
         }
-        if let Some(batched) = BATCHED.get_ptr_mut(0) {
-            *batched = (*batch).locks;
-        }
+        core::ptr::write_volatile(batched, (*batch).locks);
         core::ptr::write_volatile(&mut (*batch).busy, 0);
     }
     true
