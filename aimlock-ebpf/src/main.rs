@@ -1,10 +1,12 @@
 //! aimlock's kernel programs.
 //!
 //! Every program does the same small thing: filter on who is running (pid, comm) and, for lock
-//! events, on which inode; then write one fixed-size [`Record`] into the `EVENTS` ring buffer,
-//! or count a drop when the ring is full. The tracepoint's own record is copied verbatim and
-//! decoded in user space, with field offsets read from the tracepoint's `format` file, so the
-//! programs never depend on one kernel's layout.
+//! events, on which inode; then write one fixed-size record, or count a drop when the ring is
+//! full. A classic tracepoint's own record is copied verbatim into a [`Record`] and decoded in
+//! user space, with field offsets read from the tracepoint's `format` file; the BTF lock programs
+//! read the fields at offsets taken from the kernel's BTF. Neither depends on one kernel's layout.
+//! A [`Record`] is a ring record of its own; the BTF lock programs' compact records go into their
+//! CPU's batch, which reaches the `EVENTS` ring buffer whole (see `emit_btf` and `flush_batch`).
 #![no_std]
 #![no_main]
 

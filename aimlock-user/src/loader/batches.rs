@@ -29,6 +29,8 @@ const BUSY_RETRIES: usize = 1000;
 pub struct BatchFlusher {
     program: OwnedFd,
     batched: PerCpuArray<MapData, u64>,
+    /// A failure is said once: the reader tries again every few milliseconds.
+    failure_said: bool,
 }
 
 impl BatchFlusher {
@@ -46,7 +48,11 @@ impl BatchFlusher {
             ebpf.take_map(names::BATCHED)
                 .ok_or_else(|| anyhow!("map {} missing", names::BATCHED))?,
         )?;
-        let flusher = Self { program, batched };
+        let flusher = Self {
+            program,
+            batched,
+            failure_said: false,
+        };
         flusher.run_on(0).context(
             "cannot run the batch flush program on a CPU (BPF_PROG_TEST_RUN with \
              BPF_F_TEST_RUN_ON_CPU, Linux 5.10 or later)",
@@ -57,11 +63,13 @@ impl BatchFlusher {
     /// Sends every CPU's batch that holds records to the ring. Returns whether all went: a CPU
     /// that kept a lock program running through every retry, or that the kernel would not run
     /// the program on, keeps its batch until the next call.
-    pub fn flush(&self) -> bool {
+    pub fn flush(&mut self) -> bool {
         let batched = match self.batched.get(&0, 0) {
             Ok(batched) => batched,
             Err(err) => {
-                log::warn!("cannot read how many records the CPUs' batches hold: {err}");
+                self.say_once(format_args!(
+                    "cannot read how many records the CPUs' batches hold: {err}"
+                ));
                 return false;
             }
         };
@@ -72,11 +80,20 @@ impl BatchFlusher {
             }
             let cpu = u32::try_from(cpu).expect("fewer than 2^32 CPUs");
             if let Err(err) = self.run_on(cpu) {
-                log::warn!("cannot flush CPU {cpu}'s batch of lock records: {err:#}");
+                self.say_once(format_args!(
+                    "cannot flush CPU {cpu}'s batch of lock records: {err:#}"
+                ));
                 all = false;
             }
         }
         all
+    }
+
+    fn say_once(&mut self, failure: std::fmt::Arguments) {
+        if !self.failure_said {
+            self.failure_said = true;
+            log::warn!("{failure} (said once; the records wait in the batch)");
+        }
     }
 
     /// Runs the flush program on `cpu` until it finds the batch free.
