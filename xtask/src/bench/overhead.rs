@@ -99,9 +99,9 @@ struct Run {
     tracer_cpu: Option<f64>,
     /// The kinds of the programs aimlock had loaded.
     program_kinds: Vec<String>,
-    /// Kernel time the contender's tracing programs ran and how many runs, by the end of the
-    /// loop: counted only while `kernel.bpf_stats_enabled` is on.
-    program_time: Option<ProgramTime>,
+    /// Kernel time (ns) the contender's tracing programs ran by the end of the loop: counted
+    /// only while `kernel.bpf_stats_enabled` is on.
+    program_time_ns: Option<u64>,
     /// Lock events the tracer wrote for the loop's process, when it is counted.
     logged: Option<u64>,
     /// With `--otlp`: the requests and bytes the receiver took.
@@ -264,7 +264,7 @@ fn run(
         stop: None,
         tracer_cpu: None,
         program_kinds: Vec::new(),
-        program_time: None,
+        program_time_ns: None,
         logged: None,
         received: None,
     };
@@ -285,7 +285,7 @@ fn run(
             )?;
             let (seconds, cpu) = timed_under(&mut floor, workload())?;
             result.tracer_cpu = Some(cpu);
-            result.program_time = Some(ProgramTime::of(floor.pid()));
+            result.program_time_ns = Some(program_time_ns(floor.pid()));
             floor.stop()?;
             seconds
         }
@@ -303,7 +303,7 @@ fn run(
             let (seconds, cpu) = timed_under(&mut tracer, workload())?;
             result.tracer_cpu = Some(cpu);
             result.program_kinds = program_kinds(tracer.pid());
-            result.program_time = Some(ProgramTime::of(tracer.pid()));
+            result.program_time_ns = Some(program_time_ns(tracer.pid()));
             tracer.stop()?;
             result.stop = Some(StopLine::read(&log)?);
             result.received = receiver.map(Receiver::stop);
@@ -373,37 +373,29 @@ fn timed_under(tracer: &mut Background, workload: Command) -> Result<(f64, f64)>
     Ok((seconds, (cpu_seconds(pid)? - cpu_before) / seconds))
 }
 
-/// The run time and run count of a process's tracing (tp_btf, fentry/fexit) programs, summed,
-/// from its fds' fdinfo (`run_time_ns`, `run_cnt`).
-#[derive(Clone, Copy, Default)]
-struct ProgramTime {
-    ns: u64,
-    runs: u64,
+/// Nanoseconds a process's tracing (tp_btf, fentry/fexit) programs have run, summed over their
+/// fds' fdinfo (`run_time_ns`).
+fn program_time_ns(pid: u32) -> u64 {
+    fdinfos(pid)
+        .filter(|info| fdinfo_field(info, "prog_type:") == Some("26"))
+        .filter_map(|info| fdinfo_field(&info, "run_time_ns:")?.parse::<u64>().ok())
+        .sum()
 }
 
-impl ProgramTime {
-    fn of(pid: u32) -> Self {
-        let mut total = Self::default();
-        let fds = fs::read_dir(format!("/proc/{pid}/fdinfo"))
-            .into_iter()
-            .flatten()
-            .flatten();
-        for fd in fds {
-            let info = fs::read_to_string(fd.path()).unwrap_or_default();
-            let field = |name: &str| {
-                info.lines()
-                    .find_map(|line| line.strip_prefix(name))
-                    .map(str::trim)
-            };
-            if field("prog_type:") != Some("26") {
-                continue;
-            }
-            let number = |name| field(name).and_then(|value| value.parse::<u64>().ok());
-            total.ns += number("run_time_ns:").unwrap_or(0);
-            total.runs += number("run_cnt:").unwrap_or(0);
-        }
-        total
-    }
+/// The fdinfo of each of a process's descriptors.
+fn fdinfos(pid: u32) -> impl Iterator<Item = String> {
+    fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|fd| fs::read_to_string(fd.path()).unwrap_or_default())
+}
+
+/// The value of a `name:` line of an fdinfo.
+fn fdinfo_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name))
+        .map(str::trim)
 }
 
 /// Kernel program time per lock event of the loop (ns), for the tp_btf floor, the minimal
@@ -424,10 +416,10 @@ fn program_ns_per_event(
         Contender::Aimlock,
     ]
     .map(|contender| {
-        let time = run(tools, contender, family, pairs, lockfile)?
-            .program_time
+        let ns = run(tools, contender, family, pairs, lockfile)?
+            .program_time_ns
             .unwrap_or_default();
-        Ok::<_, anyhow::Error>(time.ns as f64 / (2 * pairs) as f64)
+        Ok::<_, anyhow::Error>(ns as f64 / (2 * pairs) as f64)
     });
     fs::write(STATS, before.trim()).with_context(|| format!("restore {STATS}"))?;
     let [floor, recorder, aimlock] = timed;
@@ -438,19 +430,11 @@ fn program_ns_per_event(
 /// (bpf_prog_type numbers of include/uapi/linux/bpf.h), counted: "4 tracepoint".
 fn program_kinds(pid: u32) -> Vec<String> {
     let mut counts = std::collections::BTreeMap::new();
-    let fds = fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .into_iter()
-        .flatten()
-        .flatten();
-    for fd in fds {
-        let info = fs::read_to_string(fd.path()).unwrap_or_default();
-        let Some(kind) = info
-            .lines()
-            .find_map(|line| line.strip_prefix("prog_type:"))
-        else {
+    for info in fdinfos(pid) {
+        let Some(kind) = fdinfo_field(&info, "prog_type:") else {
             continue;
         };
-        let kind = match kind.trim() {
+        let kind = match kind {
             "5" => "classic tracepoint",
             "17" => "raw tracepoint",
             "26" => "tracing (tp_btf, fentry)",
