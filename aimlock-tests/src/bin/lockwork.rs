@@ -48,6 +48,8 @@
 //!                             (a container's view of a host directory)
 //!   wait-stdin                block until a line (or EOF) arrives on stdin
 //!   loop:N:flock|posix|ofd    N lock/unlock pairs on the current fd (benchmarks)
+//!   loop:N:posix-bytes        N POSIX lock/unlock pairs, each on the next of 1024 bytes: no
+//!                             call repeats the lock of the one before
 //!   rate:EVENTS:SECONDS:flock|posix|ofd[:THREADS]
 //!                             lock/unlock pairs on the current fd at EVENTS lock events a
 //!                             second (two per pair) for SECONDS, on THREADS threads (1 by
@@ -412,7 +414,7 @@ fn hold_many(dir: &str, count: usize) -> Result<Vec<OwnedFd>> {
 fn lock_loop(fd: std::os::fd::BorrowedFd<'_>, count: u64, family: &str) -> Result<()> {
     let write = flock_struct("w", "0", "0")?;
     let unlock = flock_struct("u", "0", "0")?;
-    for _ in 0..count {
+    for pair in 0..count {
         match family {
             "flock" => {
                 #[allow(deprecated)]
@@ -428,7 +430,17 @@ fn lock_loop(fd: std::os::fd::BorrowedFd<'_>, count: u64, family: &str) -> Resul
                 fcntl(fd, FcntlArg::F_OFD_SETLK(&write))?;
                 fcntl(fd, FcntlArg::F_OFD_SETLK(&unlock))?;
             }
-            _ => bail!("loop family must be flock, posix or ofd"),
+            "posix-bytes" => {
+                let byte = (pair % 1024) as libc::off_t;
+                let on_byte = |lock: libc::flock| libc::flock {
+                    l_start: byte,
+                    l_len: 1,
+                    ..lock
+                };
+                fcntl(fd, FcntlArg::F_SETLK(&on_byte(write)))?;
+                fcntl(fd, FcntlArg::F_SETLK(&on_byte(unlock)))?;
+            }
+            _ => bail!("loop family must be flock, posix, ofd or posix-bytes"),
         }
     }
     Ok(())
