@@ -341,7 +341,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     };
     if traced && PIDS.insert(child, 1, 0).is_err() {
-        count(&UNTRACED_CHILDREN);
+        count(&UNTRACED_CHILDREN, 1);
     }
     if holder {
         let _ = HOLDERS.insert(child, 1, 0);
@@ -841,9 +841,7 @@ unsafe fn flush_with(batch: *mut Batch, last: *mut LastWritten, flags: u64) {
             return;
         };
         if EVENTS.output::<[u8]>(records, flags).is_err() {
-            if let Some(drops) = DROPS.get_ptr_mut(0) {
-                *drops += locks;
-            }
+            count(&DROPS, locks);
             (*last).context.pid = 0;
         }
         (*batch).len = 0;
@@ -1130,7 +1128,7 @@ fn submit(
         mark_holder((pid_tgid >> 32) as u32);
     }
     let Some(mut entry) = EVENTS.reserve::<Record>(0) else {
-        count(&DROPS);
+        count(&DROPS, 1);
         return true;
     };
     // SAFETY: a helper without arguments.
@@ -1228,10 +1226,10 @@ unsafe fn member<T>(base: *const u8, offset: u16, direct: bool) -> Option<T> {
     }
 }
 
-fn count(counter: &PerCpuArray<u64>) {
+fn count(counter: &PerCpuArray<u64>, how_many: u64) {
     if let Some(slot) = counter.get_ptr_mut(0) {
         // SAFETY: a per-CPU slot, only written by this CPU with preemption disabled.
-        unsafe { *slot += 1 };
+        unsafe { *slot += how_many };
     }
 }
 
