@@ -24,7 +24,7 @@ use std::{
     cmp::Reverse,
     collections::BTreeSet,
     fs,
-    io::{BufRead as _, BufReader, BufWriter, Write},
+    io::{BufRead as _, BufReader, BufWriter, LineWriter, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, mpsc},
@@ -220,7 +220,9 @@ pub fn matrix(runs: &[Options], jobs: usize) -> Result<()> {
                     let Some(index) = taken else { break };
                     let (run, kernel, initramfs, tests) = &boots[index];
                     let verdict = match kernel.as_ref() {
-                        Ok(kernel) => boot(run, kernel, initramfs, tests),
+                        Ok(kernel) => {
+                            boot_again_after_a_foreign_oops(run, kernel, initramfs, tests)
+                        }
                         Err(err) => Err(anyhow!("{err:#}")),
                     };
                     let line = match &verdict {
@@ -1049,6 +1051,14 @@ struct VmRun {
     suite: Option<Duration>,
     log: PathBuf,
     problem: Option<String>,
+    /// Where the kernel died, if it oopsed before the verdict.
+    oops: Option<Oops>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Oops {
+    InABpfProgram,
+    ElsewhereInTheKernel,
 }
 
 impl VmRun {
@@ -1073,6 +1083,41 @@ impl VmRun {
         }
         line
     }
+}
+
+/// Boots `kernel` once more if it died in an oops that names no BPF program: the emulated
+/// machine, not aimlock, is then the likelier cause (qemu's TCG has been seen to corrupt a
+/// guest's registers mid-suite). The first boot's log is kept and named in the verdict line, and
+/// an oops in a BPF program, or a second one of any kind, fails the run.
+fn boot_again_after_a_foreign_oops(
+    run: &Run,
+    kernel: &Fetched,
+    initramfs: &Path,
+    tests: &[String],
+) -> Result<VmRun> {
+    let first = boot(run, kernel, initramfs, tests)?;
+    if first.oops != Some(Oops::ElsewhereInTheKernel) {
+        return Ok(first);
+    }
+    let kept = first.log.with_extension("oops.log");
+    fs::rename(&first.log, &kept)
+        .with_context(|| format!("cannot keep {} as {}", first.log.display(), kept.display()))?;
+    println!(
+        "vm-test {}: the kernel died in an oops that names no BPF program (log: {}): booting it \
+         once more",
+        run.label(),
+        kept.display()
+    );
+    let mut second = boot(run, kernel, initramfs, tests)?;
+    let earlier = format!(
+        "the first boot's kernel died in an oops that names no BPF program: {}",
+        kept.display()
+    );
+    second.problem = Some(match second.problem.take() {
+        Some(problem) => format!("{problem}; {earlier}"),
+        None => earlier,
+    });
+    Ok(second)
 }
 
 /// Boots `kernel` with the initramfs, whose init runs the test binaries `tests`.
@@ -1124,9 +1169,21 @@ fn boot(run: &Run, kernel: &Fetched, initramfs: &Path, tests: &[String]) -> Resu
         (Some(_), Some(_)) => None,
     };
     let passed = console.verdict.as_deref() == Some("pass");
+    let text = fs::read_to_string(&log_path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().map(console_text).collect();
     if !passed {
-        print_failures(&log_path, console.verdict.is_some());
+        print_failures(&log_path, &lines, console.verdict.is_some());
     }
+    let oops = (console.verdict.is_none())
+        .then(|| kernel_oops(&lines))
+        .flatten()
+        .map(|oops| {
+            if oops.iter().any(|line| names_a_bpf_program(line)) {
+                Oops::InABpfProgram
+            } else {
+                Oops::ElsewhereInTheKernel
+            }
+        });
     Ok(VmRun {
         passed,
         origin: kernel.origin.clone(),
@@ -1138,6 +1195,7 @@ fn boot(run: &Run, kernel: &Fetched, initramfs: &Path, tests: &[String]) -> Resu
             .map(|(booted, finished)| finished - booted),
         log: log_path,
         problem,
+        oops,
     })
 }
 
@@ -1197,7 +1255,8 @@ fn read_console(child: &mut Child, log: fs::File, started: Instant) -> Result<Co
             line.clear();
         }
     });
-    let mut log = BufWriter::new(log);
+    // Line by line, so that the console log can be followed while the VM runs.
+    let mut log = LineWriter::new(log);
     let mut console = Console::default();
     let deadline = started + SUITE_TIMEOUT;
     while console.verdict.is_none() {
@@ -1250,15 +1309,13 @@ fn console_text(line: &str) -> &str {
 
 /// What went wrong, from the console log: with a verdict, the failed tests and their panic
 /// messages; without one (a kernel that did not boot, a hang), the log's last lines.
-fn print_failures(log: &Path, had_verdict: bool) {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().map(console_text).collect();
+fn print_failures(log: &Path, lines: &[&str], had_verdict: bool) {
     // In one piece: other VMs print their lines meanwhile.
     let _whole = std::io::stdout().lock();
     println!("---- {} ----", log.display());
     if had_verdict {
         let mut in_panic_message = false;
-        for line in &lines {
+        for line in lines {
             if line.contains("panicked at") {
                 in_panic_message = true;
             } else if line.starts_with("stack backtrace:") || line.starts_with("note: ") {
@@ -1272,9 +1329,78 @@ fn print_failures(log: &Path, had_verdict: bool) {
             }
         }
     } else {
-        for line in &lines[lines.len().saturating_sub(40)..] {
+        // A kernel that died says why at the top of its oops; the end is only its last frames.
+        let running = lines
+            .iter()
+            .rev()
+            .find(|line| line.starts_with("vm init: running") || line.starts_with("test "));
+        if let Some(running) = running {
+            println!("last test line: {running}");
+        }
+        let shown = kernel_oops(lines).unwrap_or(&lines[lines.len().saturating_sub(40)..]);
+        for line in shown {
             println!("{line}");
         }
     }
     println!("----");
+}
+
+/// How much of a kernel oops is kept: its reason, registers, stack and the panic line.
+const OOPS_LINES: usize = 120;
+
+/// The console's lines from the first the kernel prints when it oopses or warns.
+fn kernel_oops<'a, 'b>(lines: &'a [&'b str]) -> Option<&'a [&'b str]> {
+    let starts = |line: &str| {
+        let text = line.split_once("] ").map_or(line, |(_, text)| text);
+        [
+            "BUG:",
+            "Oops:",
+            "general protection fault",
+            "------------[ cut here ]",
+            "Kernel panic",
+        ]
+        .iter()
+        .any(|start| text.starts_with(start))
+    };
+    let first = lines.iter().position(|line| starts(line))?;
+    Some(&lines[first..lines.len().min(first + OOPS_LINES)])
+}
+
+/// Whether an oops line names a BPF program or the trampoline that calls one: JIT-ed programs
+/// show in stack traces as `bpf_prog_<tag>_<name>`.
+fn names_a_bpf_program(line: &str) -> bool {
+    line.contains("bpf_prog_") || line.contains("bpf_trampoline_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The head and tail of an oops as a Debian 6.12 kernel printed it under TCG.
+    const FOREIGN: &str = "\
+[  119.9] test two_thousand_processes_locking_and_deleting_their_own_file_each_name_it ... ok
+[  120.36] Oops: general protection fault, probably for non-canonical address 0x1: 0000 [#1] PREEMPT SMP NOPTI
+[  120.36] RIP: 0010:kmem_cache_alloc_lru_noprof+0x72/0x300
+[  120.36] Call Trace:
+[  120.36]  do_filp_open+0xc4/0x170
+[  120.37] Kernel panic - not syncing: Fatal exception in interrupt";
+
+    #[test]
+    fn an_oops_is_shown_from_its_first_line_and_told_apart_from_one_in_a_bpf_program() {
+        let lines: Vec<&str> = FOREIGN.lines().collect();
+        let oops = kernel_oops(&lines).expect("an oops");
+        assert!(oops[0].contains("Oops: general protection fault"));
+        assert_eq!(oops.len(), lines.len() - 1);
+        assert!(!oops.iter().any(|line| names_a_bpf_program(line)));
+
+        let in_a_program = FOREIGN.replace(
+            " do_filp_open+0xc4/0x170",
+            " bpf_prog_6deef7357e7b4530_btf_flock_lock_inode+0x2e/0x1c0",
+        );
+        let lines: Vec<&str> = in_a_program.lines().collect();
+        let oops = kernel_oops(&lines).expect("an oops");
+        assert!(oops.iter().any(|line| names_a_bpf_program(line)));
+
+        assert!(kernel_oops(&lines[..1]).is_none());
+    }
 }
