@@ -23,8 +23,8 @@ pub enum Source {
     LeaseAdd = 5,
     /// `filelock:generic_delete_lease`: a lease is removed (`generic_delete_lease`).
     LeaseDelete = 6,
-    /// fexit of `locks_lock_inode_wait`: a queued flock(2) call ended without the lock (a signal
-    /// interrupted it).
+    /// `signal_deliver` (BTF tracepoint) to a thread whose flock(2) call was queued: the signal
+    /// ended its wait without the lock.
     FlockWaitEnd = 7,
     /// `task:task_newtask`: a process that holds or may hold locks started a new process
     /// (`copy_process`); the payload is the tracepoint's record (the child's pid).

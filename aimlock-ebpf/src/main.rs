@@ -24,9 +24,9 @@ use aya_ebpf::{
         bpf_probe_read_user,
         generated::{bpf_get_current_task_btf, bpf_get_smp_processor_id},
     },
-    macros::{btf_tracepoint, fexit, map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, FExitContext, RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 
@@ -57,11 +57,13 @@ static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_FILTER_ENTRIES, 0)
 #[map]
 static UNTRACED_CHILDREN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Threads whose flock(2) call was queued (`FILE_LOCK_DEFERRED`): only their calls' ends are
-/// looked at by the fexit program. Least recently used entries go first: an entry left by a
-/// wait that ended with the lock only costs a lookup.
+/// Threads whose flock(2) call was queued (`FILE_LOCK_DEFERRED`), with what the record of the
+/// wait's end says: a signal delivered to such a thread ends its wait. Least recently used
+/// entries go first: an entry left by a wait that ended with the lock only costs a lookup, and
+/// the record a later signal makes of it finds no wait to end in user space.
 #[map]
-static FLOCK_WAITERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_FILTER_ENTRIES, 0);
+static FLOCK_WAITERS: LruHashMap<u32, FlockWait> =
+    LruHashMap::with_max_entries(MAX_FILTER_ENTRIES, 0);
 
 /// Each CPU's batch: the compact records its lock programs wrote that are not in the ring yet
 /// (see `aimlock_common::BATCH_BYTES`).
@@ -195,9 +197,12 @@ macro_rules! config {
 pub fn btf_flock_lock_inode(ctx: BtfTracePointContext) -> i32 {
     let ret: i64 = ctx.arg(2);
     if emit_btf(ctx.arg(0), ctx.arg(1), ret as i32, Source::Flock) && ret as i32 == 1 {
-        // FILE_LOCK_DEFERRED: queued; how the call ends, the fexit program below sees.
-        let tid = bpf_get_current_pid_tgid() as u32;
-        let _ = FLOCK_WAITERS.insert(tid, 1, 0);
+        // FILE_LOCK_DEFERRED: queued. A grant ends the wait with another call of this
+        // function; a signal ends it without one (see `btf_signal_deliver`).
+        if let Some(wait) = FlockWait::read(ctx.arg(0), ctx.arg(1)) {
+            let tid = bpf_get_current_pid_tgid() as u32;
+            let _ = FLOCK_WAITERS.insert(tid, wait, 0);
+        }
     }
     0
 }
@@ -220,27 +225,50 @@ pub fn btf_fcntl_setlk(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// fexit of `locks_lock_inode_wait()` (fs/locks.c), through which every flock(2) call goes
-/// (`locks_lock_file_wait`) and which returns when the call ends. A queued call that ends
-/// without the lock (a signal interrupted the wait: -ERESTARTSYS or -EINTR) fires no
-/// `flock_lock_inode` event: this is where its wait ends. Only threads in `FLOCK_WAITERS` are
-/// looked at; every other call returns at the first test.
-#[fexit(function = "locks_lock_inode_wait")]
-pub fn fexit_locks_lock_inode_wait(ctx: FExitContext) -> i32 {
-    // (struct inode *, struct file_lock *) and the return value.
-    let ret: i64 = ctx.arg(2);
-    if ret as i32 >= 0 {
+/// BTF tracepoint on `signal_deliver`, fired in `get_signal()` (kernel/signal.c) as a thread
+/// takes a signal on its way back to user space: a handler, a stop, or a fatal default. A
+/// queued flock(2) call sleeps in `wait_event_interruptible()` (fs/locks.c,
+/// `locks_lock_inode_wait`), which a pending signal ends with -ERESTARTSYS: the call returns
+/// without the lock and without another `flock_lock_inode` event, and the signal is delivered
+/// next. This is where its wait ends. Only threads in `FLOCK_WAITERS` are looked at; every
+/// other signal costs one lookup.
+#[btf_tracepoint(function = "signal_deliver")]
+pub fn btf_signal_deliver(_ctx: BtfTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(wait) = (unsafe { FLOCK_WAITERS.get(tid) }).copied() else {
         return 0;
-    }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: the value is only tested for presence.
-    if unsafe { FLOCK_WAITERS.get(tid) }.is_none() {
-        return 0;
-    }
+    };
     let _ = FLOCK_WAITERS.remove(tid);
-    emit_btf(ctx.arg(0), ctx.arg(1), ret as i32, Source::FlockWaitEnd);
+    // The caller sees EINTR, or its call restarted (SA_RESTART) as a new attempt.
+    let ret = -ERESTARTSYS;
+    submit(
+        pid_tgid,
+        Source::FlockWaitEnd,
+        |payload| {
+            *payload = [0; PAYLOAD_LEN];
+            let mut put = |at: u16, bytes: &[u8]| {
+                let at = usize::from(at);
+                payload[at..at + bytes.len()].copy_from_slice(bytes);
+            };
+            put(btf_payload::INO, &wait.ino.to_ne_bytes());
+            put(btf_payload::DEV, &wait.dev.to_ne_bytes());
+            put(btf_payload::RET, &ret.to_ne_bytes());
+            put(btf_payload::OWNER, &wait.owner.to_ne_bytes());
+            put(btf_payload::START, &wait.start.to_ne_bytes());
+            put(btf_payload::END, &wait.end.to_ne_bytes());
+            put(btf_payload::FLAGS, &wait.flags.to_ne_bytes());
+            put(btf_payload::PID, &wait.fl_pid.to_ne_bytes());
+            put(btf_payload::TYPE, &[wait.lock_type]);
+        },
+        |name| *name = wait.file,
+    );
     0
 }
+
+/// What a wait interrupted by a signal returns inside the kernel (include/linux/errno.h).
+const ERESTARTSYS: i32 = 512;
 
 /// `filelock:flock_lock_inode`, fired at the end of every `flock_lock_inode()` call in
 /// fs/locks.c: each flock(2) attempt (granted, refused or deferred), each LOCK_UN, and the
@@ -608,51 +636,14 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
     if inode.is_null() || lock.is_null() {
         return false;
     }
-    let (ino_off, sb_off) = (config!(btf.inode_ino), config!(btf.inode_sb));
-    let dev_off = config!(btf.sb_dev);
-    // SAFETY: BTF-typed pointers from the tracepoint's arguments, at offsets of their members
-    // taken from this kernel's BTF.
-    let (ino, dev) = unsafe {
-        let sb = load::<*const u8>(inode, sb_off);
-        if sb.is_null() {
-            return false;
-        }
-        (load::<u64>(inode, ino_off), load::<u32>(sb, dev_off))
+    let Some((ino, dev)) = inode_number(inode) else {
+        return false;
     };
     if !inode_wanted(dev, ino) {
         return false;
     }
     let file = FileOf::read(inode, lock);
     let fields = LockOf::read(lock);
-    if source == Source::FlockWaitEnd {
-        // An fexit program may be preempted, so it leaves the CPU's context alone: a rare
-        // event, written whole.
-        return submit(
-            pid_tgid,
-            source,
-            |payload| {
-                *payload = [0; PAYLOAD_LEN];
-                let mut put = |at: u16, bytes: &[u8]| {
-                    let at = usize::from(at);
-                    payload[at..at + bytes.len()].copy_from_slice(bytes);
-                };
-                put(btf_payload::INO, &ino.to_ne_bytes());
-                put(btf_payload::DEV, &dev.to_ne_bytes());
-                put(btf_payload::RET, &ret.to_ne_bytes());
-                put(btf_payload::OWNER, &fields.owner.to_ne_bytes());
-                put(btf_payload::START, &fields.start.to_ne_bytes());
-                put(btf_payload::END, &fields.end.to_ne_bytes());
-                put(btf_payload::FLAGS, &fields.flags.to_ne_bytes());
-                put(btf_payload::PID, &fields.fl_pid.to_ne_bytes());
-                put(btf_payload::TYPE, &[fields.lock_type]);
-            },
-            |name| {
-                name.generation = file.generation;
-                name.nlink = file.nlink;
-                name.parent_ino = name_dentry(file.dentry, &mut name.name);
-            },
-        );
-    }
     let process = current_process();
     if !comm_wanted(&process.comm) {
         return false;
@@ -861,6 +852,71 @@ impl LastContext {
             && self.generation == other.generation
             && self.dentry == other.dentry
             && self.hash_len == other.hash_len
+    }
+}
+
+/// The inode's number and its filesystem's device, from a BTF-typed `struct inode` pointer
+/// that is not null; None if its superblock is.
+#[inline(always)]
+fn inode_number(inode: *const u8) -> Option<(u64, u32)> {
+    let (ino_off, sb_off) = (config!(btf.inode_ino), config!(btf.inode_sb));
+    let dev_off = config!(btf.sb_dev);
+    // SAFETY: a BTF-typed pointer from a tracepoint's arguments, at offsets of its members
+    // taken from this kernel's BTF.
+    unsafe {
+        let sb = load::<*const u8>(inode, sb_off);
+        if sb.is_null() {
+            return None;
+        }
+        Some((load::<u64>(inode, ino_off), load::<u32>(sb, dev_off)))
+    }
+}
+
+/// A queued flock(2) call, as its `FILE_LOCK_DEFERRED` event saw it: what the record of the
+/// wait's end says. Read then, since the `struct file_lock` is freed when the call returns.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct FlockWait {
+    ino: u64,
+    owner: u64,
+    start: i64,
+    end: i64,
+    dev: u32,
+    flags: u32,
+    fl_pid: i32,
+    lock_type: u8,
+    _pad: [u8; 3],
+    file: FileName,
+}
+
+impl FlockWait {
+    fn read(inode: *const u8, lock: *const u8) -> Option<Self> {
+        // The verifier allows no arithmetic on a pointer that may be null.
+        if inode.is_null() || lock.is_null() {
+            return None;
+        }
+        let (ino, dev) = inode_number(inode)?;
+        let file = FileOf::read(inode, lock);
+        let fields = LockOf::read(lock);
+        let mut wait = Self {
+            ino,
+            owner: fields.owner,
+            start: fields.start,
+            end: fields.end,
+            dev,
+            flags: fields.flags,
+            fl_pid: fields.fl_pid,
+            lock_type: fields.lock_type,
+            _pad: [0; 3],
+            file: FileName {
+                generation: file.generation,
+                nlink: file.nlink,
+                parent_ino: 0,
+                name: [0; NAME_LEN],
+            },
+        };
+        wait.file.parent_ino = name_dentry(file.dentry, &mut wait.file.name);
+        Some(wait)
     }
 }
 

@@ -47,12 +47,8 @@ fn a_waiter_that_gives_up_on_a_ghost_ends_its_wait() {
         .filter(|e| e["pid"] == waiter_pid)
         .collect();
     assert_eq!(kinds(&mine), ["wait", "fail"], "{mine:#?}");
-    // Where the kernel lets the end of the call be seen, it was interrupted; elsewhere the
-    // waiter's exit ends it. Never a kernel-internal code.
-    assert!(
-        end["errno"] == "EINTR" || (end.get("errno").is_none() && end["reason"] == "exit"),
-        "{end}"
-    );
+    // The signal ended it, not the waiter's exit; never a kernel-internal code.
+    assert_eq!(end["errno"], "EINTR", "{end}");
     // What it waited for was held by the ghost, an orphan.
     for line in &mine {
         assert_eq!(
@@ -82,6 +78,46 @@ fn a_waiter_that_gives_up_on_a_ghost_ends_its_wait() {
     assert_ne!(wait["outcome"], "waiting", "{wait}");
     let waited = wait["wait_ns"].as_u64().expect("wait_ns");
     assert!((1_500_000_000..10_000_000_000).contains(&waited), "{wait}");
+}
+
+#[test]
+fn a_flock_wait_that_a_caught_signal_interrupts_ends_while_the_waiter_goes_on() {
+    let dir = TempDir::new("waits-caught-signal");
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let path = file.display().to_string();
+    let tracer = Tracer::start(&["--path", &path]);
+    let mut holder = Workload::start(&[&format!("open:{path}"), "flock:ex", "wait-stdin"]);
+    holder.wait_step("flock:ex");
+    // Each waiter's handler returns and its flock(2) fails with EINTR; it lives on until told.
+    for round in 0..3 {
+        let mut waiter = Workload::start(&[
+            &format!("open:{path}"),
+            "alarm:1",
+            "flock:ex:go-on",
+            "wait-stdin",
+        ]);
+        let pid = waiter.pid();
+        let end = tracer.wait_for(
+            &format!("round {round}: the end of the wait"),
+            SETTLE,
+            |e| e["event"] == "fail" && e["ino"] == ino && e["pid"] == pid,
+        );
+        // Seen while the waiter still waits for its stdin: the signal ended the wait, not an exit.
+        assert_eq!(end["errno"], "EINTR", "round {round}: {end}");
+        assert!(end.get("reason").is_none(), "round {round}: {end}");
+        waiter.wait_step("flock:ex:go-on");
+        waiter.proceed();
+        waiter.finish();
+    }
+    holder.proceed();
+    holder.finish();
+    let events = tracer.stop();
+    let waits = on_inode(&events, ino)
+        .into_iter()
+        .filter(|e| e["event"] == "wait" || e["event"] == "fail")
+        .count();
+    assert_eq!(waits, 6, "a wait and its end for each round: {events:#?}");
 }
 
 /// The blockers of the first line of `event` by `pid` on `ino`.

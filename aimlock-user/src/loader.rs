@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FExit, TracePoint},
+    programs::{BtfTracePoint, TracePoint},
 };
 
 /// What to record, applied in the kernel before anything reaches the ring.
@@ -299,9 +299,10 @@ impl Tracer {
                     }
                 }
             }
-            // Its records share the BTF flock layout.
+            // What ends a queued flock call that a signal interrupted: its records share the
+            // BTF flock layout, and the queued call's BTF event says which call it was.
             if decode.flock == layout.fields
-                && let Err(err) = attach_flock_wait_end(&mut ebpf, &kernel_btf)
+                && let Err(err) = attach_btf(&mut ebpf, &kernel_btf, FLOCK_WAIT_END)
             {
                 log::info!("the end of an interrupted flock wait is not traced: {err:#}");
             }
@@ -449,23 +450,8 @@ fn sum_over_cpus(counters: &PerCpuArray<MapData, u64>) -> Result<u64, aya::maps:
     Ok(counters.get(&0, 0)?.iter().sum())
 }
 
-/// The kernel function whose return ends a flock(2) call, interrupted waits included.
-const FLOCK_WAIT_END: &str = "locks_lock_inode_wait";
-
-fn attach_flock_wait_end(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
-    let name = format!("fexit_{FLOCK_WAIT_END}");
-    let program: &mut FExit = ebpf
-        .program_mut(&name)
-        .ok_or_else(|| anyhow!("program {name} is missing from the object"))?
-        .try_into()?;
-    program
-        .load(FLOCK_WAIT_END, btf)
-        .with_context(|| format!("the kernel refused program {name}"))?;
-    program
-        .attach()
-        .with_context(|| format!("cannot attach {name}"))?;
-    Ok(())
-}
+/// The tracepoint at which a signal ends a queued flock(2) call's wait.
+const FLOCK_WAIT_END: &str = "signal_deliver";
 
 /// Loads and attaches the BTF tracepoint program for `tracepoint` (named `btf_<tracepoint>`).
 fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, tracepoint: &str) -> Result<()> {

@@ -850,10 +850,18 @@ impl Tracker {
 
     /// A queued flock call that ended without the lock: the end of its wait.
     fn apply_flock_wait_end(&mut self, op: LockOp, out: &mut Vec<Output>) {
-        let Some(waiting) = self.waiting.remove(&op.tid) else {
-            // Its wait had ended already (the call was granted, then a later one refused).
+        // Its wait may have ended already: granted, then a signal (the kernel's entry for the
+        // queued call outlives a grant), or refused. A POSIX or OFD wait of the thread ends
+        // with a record of its own (`fcntl_setlk`).
+        let Some(waiting) = self
+            .waiting
+            .get(&op.tid)
+            .filter(|waiting| waiting.lock.kind == LockKind::Flock)
+        else {
             return;
         };
+        let waiting = *waiting;
+        self.waiting.remove(&op.tid);
         out.push(Output::Fail {
             at: op.ts_ns,
             actor: Actor::of_op(&op),
@@ -2999,6 +3007,25 @@ mod tests {
             unreachable!()
         };
         assert_eq!((actor.pid, mode), (20, Mode::Read));
+    }
+
+    #[test]
+    fn a_flock_wait_end_after_a_grant_ends_no_posix_wait_of_the_same_thread() {
+        let late = LockOp {
+            ret: -512,
+            ..Op::flock(300, 10, FILE_A, fl_type::WRLCK, 0).0
+        };
+        let (_, out) = run([
+            Op::flock(1, 10, FILE_A, fl_type::WRLCK, FILE_LOCK_DEFERRED).input(),
+            Op::flock(2, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            Op::posix(200, 10, fl_type::WRLCK, 0, 9)
+                .ret(FILE_LOCK_DEFERRED)
+                .ino(INO + 1)
+                .input(),
+            // A signal to the thread, long after its flock wait was granted.
+            Input::FlockWaitEnd(late),
+        ]);
+        assert_eq!(names(&out), ["wait", "acquire", "wait"]);
     }
 
     #[test]

@@ -105,8 +105,7 @@ const HOST_ONLY_SUITES: &[(&str, &str)] = &[(
 )];
 
 /// The series `--kernel` accepts for an architecture; all of them run when none is given.
-/// Debian 12 ships arm64 kernels of 6.1 and 6.12, and BPF trampolines (fentry and fexit, which
-/// aimlock uses) came to arm64 in 6.0, so arm64 starts at 6.1.
+/// Debian 12 ships arm64 kernels of 6.1 and 6.12.
 fn series_of(arch: Arch) -> &'static [&'static str] {
     match arch {
         Arch::X86_64 => &["5.10", "6.1", "6.12", "running"],

@@ -12,7 +12,8 @@
 //!   memfd:NAME                create a memfd named NAME; it becomes the current fd
 //!   unlink:PATH               remove PATH
 //!   rename:FROM:TO            rename FROM to TO (paths without ':')
-//!   flock:ex|sh|un[:nb]       flock(2) on the current fd
+//!   flock:ex|sh|un[:nb][:go-on]  flock(2) on the current fd; with go-on, a call that a
+//!                             signal interrupts (EINTR) is no error: the steps go on
 //!   posix:w|r|u:START:LEN[:wait]   fcntl F_SETLK (F_SETLKW with :wait); LEN 0 = to EOF
 //!   ofd:w|r|u:START:LEN[:wait]     fcntl F_OFD_SETLK (F_OFD_SETLKW with :wait)
 //!   random-ranges:SEED:N      N random POSIX F_SETLK calls (write, read or unlock, on bytes
@@ -178,7 +179,10 @@ impl State {
                     _ => bail!("flock wants ex, sh or un"),
                 };
                 #[allow(deprecated)]
-                nix::fcntl::flock(self.fd()?, arg)?;
+                match nix::fcntl::flock(self.fd()?, arg) {
+                    Err(nix::errno::Errno::EINTR) if options.contains(&"go-on") => {}
+                    result => result?,
+                }
             }
             [family @ ("posix" | "ofd"), how, start, len, options @ ..] => {
                 let lock = flock_struct(how, start, len)?;
