@@ -196,14 +196,7 @@ macro_rules! config {
 #[btf_tracepoint(function = "flock_lock_inode")]
 pub fn btf_flock_lock_inode(ctx: BtfTracePointContext) -> i32 {
     let ret: i64 = ctx.arg(2);
-    if emit_btf(ctx.arg(0), ctx.arg(1), ret as i32, Source::Flock) && ret as i32 == 1 {
-        // FILE_LOCK_DEFERRED: queued. A grant ends the wait with another call of this
-        // function; a signal ends it without one (see `btf_signal_deliver`).
-        if let Some(wait) = FlockWait::read(ctx.arg(0), ctx.arg(1)) {
-            let tid = bpf_get_current_pid_tgid() as u32;
-            let _ = FLOCK_WAITERS.insert(tid, wait, 0);
-        }
-    }
+    emit_btf(ctx.arg(0), ctx.arg(1), ret as i32, Source::Flock);
     0
 }
 
@@ -262,7 +255,11 @@ pub fn btf_signal_deliver(_ctx: BtfTracePointContext) -> i32 {
             put(btf_payload::PID, &wait.fl_pid.to_ne_bytes());
             put(btf_payload::TYPE, &[wait.lock_type]);
         },
-        |name| *name = wait.file,
+        |name| {
+            *name = FileName::NONE;
+            name.generation = wait.generation;
+            name.nlink = wait.nlink;
+        },
     );
     0
 }
@@ -652,6 +649,24 @@ fn emit_btf(inode: *const u8, lock: *const u8, ret: i32, source: Source) -> bool
     if matches!(source, Source::Flock | Source::Posix) {
         mark_holder(pid);
     }
+    if source == Source::Flock && ret == 1 {
+        // FILE_LOCK_DEFERRED: queued. A grant ends the wait with another call of this
+        // function; a signal ends it without one (see `btf_signal_deliver`).
+        let wait = FlockWait {
+            ino,
+            owner: fields.owner,
+            start: fields.start,
+            end: fields.end,
+            dev,
+            flags: fields.flags,
+            fl_pid: fields.fl_pid,
+            generation: file.generation,
+            nlink: file.nlink,
+            lock_type: fields.lock_type,
+            _pad: [0; 3],
+        };
+        let _ = FLOCK_WAITERS.insert(pid_tgid as u32, wait, 0);
+    }
     let context = LastContext {
         pid: u64::from(pid),
         start_boottime: process.start_boottime,
@@ -872,8 +887,9 @@ fn inode_number(inode: *const u8) -> Option<(u64, u32)> {
     }
 }
 
-/// A queued flock(2) call, as its `FILE_LOCK_DEFERRED` event saw it: what the record of the
-/// wait's end says. Read then, since the `struct file_lock` is freed when the call returns.
+/// A queued flock(2) call, as its `FILE_LOCK_DEFERRED` event read it: what the record of the
+/// wait's end says (the `struct file_lock` is freed when the call returns). Its file's name is
+/// the wait's record's, which user space keeps with the wait.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct FlockWait {
@@ -884,40 +900,10 @@ struct FlockWait {
     dev: u32,
     flags: u32,
     fl_pid: i32,
+    generation: u32,
+    nlink: u32,
     lock_type: u8,
     _pad: [u8; 3],
-    file: FileName,
-}
-
-impl FlockWait {
-    fn read(inode: *const u8, lock: *const u8) -> Option<Self> {
-        // The verifier allows no arithmetic on a pointer that may be null.
-        if inode.is_null() || lock.is_null() {
-            return None;
-        }
-        let (ino, dev) = inode_number(inode)?;
-        let file = FileOf::read(inode, lock);
-        let fields = LockOf::read(lock);
-        let mut wait = Self {
-            ino,
-            owner: fields.owner,
-            start: fields.start,
-            end: fields.end,
-            dev,
-            flags: fields.flags,
-            fl_pid: fields.fl_pid,
-            lock_type: fields.lock_type,
-            _pad: [0; 3],
-            file: FileName {
-                generation: file.generation,
-                nlink: file.nlink,
-                parent_ino: 0,
-                name: [0; NAME_LEN],
-            },
-        };
-        wait.file.parent_ino = name_dentry(file.dentry, &mut wait.file.name);
-        Some(wait)
-    }
 }
 
 /// What a lock record says of the lock: members of its `struct file_lock`.

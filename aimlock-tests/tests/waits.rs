@@ -93,7 +93,8 @@ fn a_flock_wait_that_a_caught_signal_interrupts_ends_while_the_waiter_goes_on() 
     for round in 0..3 {
         let mut waiter = Workload::start(&[
             &format!("open:{path}"),
-            "alarm:1",
+            // Time enough for the call to queue, even on an emulated CPU.
+            "alarm:2",
             "flock:ex:go-on",
             "wait-stdin",
         ]);

@@ -333,12 +333,14 @@ impl Intake {
                         *locked = self.fd_locks.description_locks(*pid, *start_time);
                     }
                     match &mut input {
-                        Input::Lock(op) | Input::FcntlFailure(op) | Input::FlockWaitEnd(op) => {
+                        Input::Lock(op) | Input::FcntlFailure(op) => {
                             // The process first: a short-lived one may be gone by the time its
                             // fds have been looked through.
                             enricher.process_of(op);
                             enricher.learn_file(op);
                         }
+                        // Its file is the wait's, which the wait's record named.
+                        Input::FlockWaitEnd(op) => enricher.process_of(op),
                         Input::Exit {
                             pid, start_time, ..
                         } if *start_time == 0 => {

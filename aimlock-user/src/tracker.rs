@@ -870,7 +870,8 @@ impl Tracker {
             start: waiting.start,
             end: waiting.end,
             errno: -op.ret,
-            file: op.file,
+            // The wait's record named the file; the record of its end does not.
+            file: waiting.file,
             blockers: self.blockers(&waiting.request(), op.pid),
         });
     }
