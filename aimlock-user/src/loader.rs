@@ -293,8 +293,13 @@ impl Tracer {
                         attach.retain(|hook| hook.name != tracepoint);
                         btf_hooks += 1;
                     }
+                    // The BTF describes the lock, so a refusal is this kernel's verifier: said, as
+                    // the classic tracepoint names files only from the locking process's fds.
                     Err(err) => {
-                        log::info!("{tracepoint}: classic tracepoint ({err})");
+                        log::warn!(
+                            "{tracepoint}: the BTF program was refused, the classic tracepoint \
+                             takes its place ({err})"
+                        );
                         log::debug!("{tracepoint}: {err:#}");
                     }
                 }
@@ -304,7 +309,10 @@ impl Tracer {
             if decode.flock == layout.fields
                 && let Err(err) = attach_btf(&mut ebpf, &kernel_btf, FLOCK_WAIT_END)
             {
-                log::info!("the end of an interrupted flock wait is not traced: {err:#}");
+                log::warn!(
+                    "a flock wait that a signal interrupts ends only at its waiter's next lock \
+                     call or exit: {err:#}"
+                );
             }
         }
         for hook in attach {
