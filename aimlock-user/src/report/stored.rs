@@ -422,6 +422,9 @@ struct Blocks<T> {
     /// The block things are added to, after those.
     last: Vec<T>,
     len: usize,
+    /// The size of the first block, if more than `BLOCK_MIN`: as many things as the blocks
+    /// held before they were written out, the likeliest number to come again.
+    first: usize,
 }
 
 const BLOCK_MIN: usize = 2;
@@ -434,6 +437,7 @@ impl<T> Default for Blocks<T> {
             full: Vec::new(),
             last: Vec::new(),
             len: 0,
+            first: BLOCK_MIN,
         }
     }
 }
@@ -442,6 +446,7 @@ impl<T> Blocks<T> {
     fn push(&mut self, thing: T) {
         if self.last.len() == self.last.capacity() {
             let size = match self.len {
+                0 => self.first,
                 small if small < QUARTERS_FROM => small.max(BLOCK_MIN),
                 len => (len / 4).min(BLOCK_MAX),
             };
@@ -452,6 +457,14 @@ impl<T> Blocks<T> {
         }
         self.last.push(thing);
         self.len += 1;
+    }
+
+    /// Empty blocks whose first holds as many things as these do (at most `BLOCK_MAX`).
+    fn emptied_for_as_many(&self) -> Self {
+        Self {
+            first: self.len.clamp(BLOCK_MIN, BLOCK_MAX),
+            ..Self::default()
+        }
     }
 
     fn append(&mut self, other: Blocks<T>) {
@@ -528,7 +541,13 @@ impl StoredLines {
     /// Writes the lines out, in the order added, to be read back by [`StoredLines::read_back`],
     /// but those `stays` picks, which stay.
     pub fn write_out(&mut self, out: &mut Vec<u8>, mut stays: impl FnMut(&Stored) -> bool) {
-        let StoredLines { lines, ranges } = std::mem::take(self);
+        // The lines that come before the next write go to one block rather than to several
+        // that grow from two, each a miss of the caches when they are written out in turn.
+        let emptied = StoredLines {
+            lines: self.lines.emptied_for_as_many(),
+            ranges: self.ranges.emptied_for_as_many(),
+        };
+        let StoredLines { lines, ranges } = std::mem::replace(self, emptied);
         let mut ranges = ranges.into_iter();
         let mut out = Out(out);
         for line in lines.into_iter() {
