@@ -367,10 +367,8 @@ impl Intake {
             }
             count += 1;
         }
-        if let Some(emptied_at) = batch.emptied_at {
-            // Every record timestamped before then has been read (a program commits its record
-            // within the run that took its timestamp).
-            tracker.ring_read_until(emptied_at);
+        if let Some(read_until) = batch.read_until {
+            tracker.ring_read_until(read_until);
         }
         count
     }

@@ -47,9 +47,6 @@ pub const REORDER_WINDOW_NS: u64 = 10_000_000;
 /// How long a kernel view waits for the ring's reader to catch up with its end: past that, it
 /// applies as it is.
 const VIEW_WAIT_MAX_NS: u64 = 2_000_000_000;
-/// The most a program takes from reading its timestamp to reserving its record (a few hundred
-/// nanoseconds; an interrupt in between is the worst case), with a wide margin.
-const RESERVE_DELAY_MAX_NS: u64 = 1_000_000;
 /// How long after its exit event a process may still be closing its files. Generous: on a loaded
 /// machine the end of an exit can wait long for a CPU, and a lock released late in it is not an
 /// orphan.
@@ -475,9 +472,9 @@ pub struct Tracker {
     /// itself.
     inherited: HashMap<u32, SmallVec<[Inherited; 1]>>,
     /// Every record timestamped before this has been read from the ring, as its reader says
-    /// ([`Tracker::ring_read_until`]), or as the newest record read shows: the ring gives
-    /// records in the order their programs reserved them, a moment after their timestamps. A
-    /// view waits for it to pass its end: a record older than the view but read after it (a
+    /// ([`Tracker::ring_read_until`]); no record read says it of the older ones, as the CPUs'
+    /// batches reach the ring after records of other CPUs taken later. A view waits for it to
+    /// pass its end: a record older than the view but read after it (a
     /// reader behind under load) would otherwise meet a table the view already changed, as a
     /// lost exit or a lost release. `None`: no reader says, and views apply in time order alone.
     read_until: Option<u64>,
@@ -492,9 +489,6 @@ impl Tracker {
 
     /// Queues an input; nothing is applied until [`Tracker::advance`].
     pub fn push(&mut self, input: Input) {
-        if let Some(read_until) = &mut self.read_until {
-            *read_until = (*read_until).max(input.ts_ns().saturating_sub(RESERVE_DELAY_MAX_NS));
-        }
         self.enqueue(Pending::Kernel(input));
     }
 
@@ -519,8 +513,7 @@ impl Tracker {
         self.pending.insert(position, pending);
     }
 
-    /// The ring's reader found it empty after reading every record timestamped before
-    /// `now_ns`.
+    /// The ring's reader has read every record timestamped before `now_ns`.
     pub fn ring_read_until(&mut self, now_ns: u64) {
         self.read_until = Some(self.read_until.map_or(now_ns, |read| read.max(now_ns)));
     }
@@ -2752,24 +2745,26 @@ mod tests {
             (ReleaseReason::Unlock, 30 * MS),
             "not taken for lost"
         );
-        // A ring that never empties: a record read 1 ms newer than the view's end says every
-        // older one was read.
+        // A record newer than the view's end says nothing of older ones still in a CPU's
+        // batch: the view waits for the reader to say it read past them.
         let mut tracker = Tracker::new();
         let mut out = Vec::new();
         tracker.push(Op::flock(1, 10, FILE_A, fl_type::WRLCK, 0).input());
         tracker.ring_read_until(5 * MS);
         empty_view(&mut tracker);
-        tracker.push(Op::flock(30, 10, FILE_A, fl_type::UNLCK, 0).input());
         tracker.push(Op::flock(41, 20, FILE_B, fl_type::WRLCK, 0).input());
-        tracker.advance(1000 * MS, &mut out);
-        assert_eq!(
-            names(&out),
-            ["acquire", "release"],
-            "the view and what follows waited"
-        );
         tracker.push(Op::flock(42, 20, FILE_B, fl_type::UNLCK, 0).input());
         tracker.advance(1000 * MS, &mut out);
+        assert_eq!(names(&out), ["acquire"], "the view and what follows waited");
+        // The batch's unlock at 30 ms, read after them.
+        tracker.push(Op::flock(30, 10, FILE_A, fl_type::UNLCK, 0).input());
+        tracker.ring_read_until(43 * MS);
+        tracker.advance(1000 * MS, &mut out);
         assert_eq!(names(&out), ["acquire", "release", "acquire", "release"]);
+        let Output::Release { reason, .. } = out[1] else {
+            unreachable!()
+        };
+        assert_eq!(reason, ReleaseReason::Unlock, "not taken for lost");
         // A reader that never catches up does not hold a view back for ever.
         let mut tracker = Tracker::new();
         let mut out = Vec::new();

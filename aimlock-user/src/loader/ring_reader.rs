@@ -9,10 +9,12 @@
 //! ring, where the kernel counts it as lost exactly as before.
 
 use std::{
+    collections::VecDeque,
     os::fd::AsRawFd as _,
+    ptr::NonNull,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc,
     },
     thread::{self, JoinHandle},
@@ -45,21 +47,27 @@ const BURST_SHARE_OF_RING: usize = 8;
 const BURST_PAUSE: Duration = Duration::from_micros(200);
 /// How long the thread pauses when the backlog is full.
 const FULL_PAUSE: Duration = Duration::from_millis(1);
+/// The most a program takes from reading its timestamp to putting its record in the ring or in
+/// its CPU's batch (a few hundred nanoseconds; an interrupt in between is the worst case), with
+/// a wide margin.
+const RESERVE_DELAY_MAX_NS: u64 = 1_000_000;
+/// Flushes the thread remembers until it has read past them: one a pass, a thousand a second
+/// while the backlog is full; the oldest is forgotten first (a later one says more).
+const FLUSHES_KEPT: usize = 1024;
 
 /// Records copied out of the ring, in the ring's order.
 pub struct Batch {
     bytes: Vec<u8>,
-    /// The CPUs' batches were flushed and then the ring found empty after this batch's records
-    /// were taken: every record timestamped before this CLOCK_MONOTONIC time is in this batch
-    /// or an earlier one.
-    pub emptied_at: Option<u64>,
+    /// Every record timestamped before this CLOCK_MONOTONIC time is in this batch or an earlier
+    /// one (see [`Flushes`]).
+    pub read_until: Option<u64>,
 }
 
 impl Batch {
     fn new(bytes: Vec<u8>) -> Self {
         Self {
             bytes,
-            emptied_at: None,
+            read_until: None,
         }
     }
 
@@ -103,8 +111,11 @@ impl RingReader {
         let (sender, batches) = async_mpsc::unbounded_channel();
         let backlog = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let positions = RingPositions::map(&ring)?;
         let copier = Copier {
             ring,
+            positions,
+            flushes: Flushes::default(),
             flusher,
             sender,
             filling: Vec::with_capacity(BATCH_BYTES),
@@ -195,6 +206,8 @@ enum Pass {
 
 struct Copier {
     ring: RingBuf<MapData>,
+    positions: RingPositions,
+    flushes: Flushes,
     flusher: BatchFlusher,
     sender: async_mpsc::UnboundedSender<Batch>,
     /// Where a batch is filled, then copied out at its size: many small batches (a reader that
@@ -234,9 +247,12 @@ impl Copier {
         let mut copied = 0;
         loop {
             let began = Clock::read_monotonic();
-            // What bursts left in the CPUs' batches goes to the ring first, so that an empty
-            // ring then says every record timestamped before `began` is read.
-            let flushed = self.flusher.flush();
+            // What bursts left in the CPUs' batches goes to the ring first, so that once the
+            // reader is past where the producer then was, every record timestamped before
+            // `began` is read.
+            if self.flusher.flush() {
+                self.flushes.done(self.positions.producer(), began);
+            }
             let mut batch = Batch::new(std::mem::take(&mut self.filling));
             let room = self
                 .backlog_limit
@@ -256,7 +272,7 @@ impl Copier {
             copied += batch.bytes.len();
             let sent = Batch {
                 bytes: batch.bytes.as_slice().to_vec(),
-                emptied_at: (emptied && flushed).then_some(began),
+                read_until: self.flushes.read_past(self.positions.consumer()),
             };
             self.filling = batch.bytes;
             self.filling.clear();
@@ -286,9 +302,135 @@ impl Copier {
     }
 }
 
+/// The flushes of the CPUs' batches, each with where the ring's producer was once it was done.
+///
+/// The ring holds records in the order their programs put them there, which is not the order
+/// of their timestamps: a CPU's batch goes to the ring when full or flushed, after records of
+/// other CPUs taken later. So no record read says that every older one was read. A flush that
+/// began at T does: once it is done, every record timestamped before T (less the delay of a
+/// program still running then) is in the ring, before the producer's position, or read already.
+/// The reader's claim is the latest flush whose position it has read past, found empty or not.
+#[derive(Debug, Default)]
+struct Flushes {
+    /// Oldest first: (producer position once done, CLOCK_MONOTONIC time it began).
+    pending: VecDeque<(u64, u64)>,
+}
+
+impl Flushes {
+    fn done(&mut self, producer: u64, began: u64) {
+        match self.pending.back_mut() {
+            // Nothing reached the ring since the last: this one says more of the same records.
+            Some(last) if last.0 == producer => last.1 = began,
+            _ => {
+                if self.pending.len() == FLUSHES_KEPT {
+                    self.pending.pop_front();
+                }
+                self.pending.push_back((producer, began));
+            }
+        }
+    }
+
+    /// With the reader at `consumer`: before when every record is read, if it is past a flush.
+    fn read_past(&mut self, consumer: u64) -> Option<u64> {
+        let mut began = None;
+        while let Some(&(producer, at)) = self.pending.front()
+            && producer <= consumer
+        {
+            began = Some(at);
+            self.pending.pop_front();
+        }
+        began.map(|at| at.saturating_sub(RESERVE_DELAY_MAX_NS))
+    }
+}
+
+/// The ring's consumer and producer positions, read from a read-only mapping of their two pages
+/// beside aya's (kernel/bpf/ringbuf.c: the consumer's page, then the producer's, each position
+/// a 64-bit count of bytes that only grows).
+struct RingPositions {
+    pages: NonNull<libc::c_void>,
+    page_size: usize,
+}
+
+// SAFETY: the mapping is only read, through atomic loads, and unmapped once, on drop.
+unsafe impl Send for RingPositions {}
+
+impl RingPositions {
+    fn map(ring: &RingBuf<MapData>) -> Result<Self> {
+        // SAFETY: sysconf reads a constant of the system.
+        let page_size = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .context("the page size")?;
+        // SAFETY: a new shared read-only mapping of the ring's first two pages, which the
+        // kernel lets any reader map; nothing else refers to it.
+        let pages = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page_size,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                ring.as_raw_fd(),
+                0,
+            )
+        };
+        if pages == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("cannot map the ring's positions");
+        }
+        let pages = NonNull::new(pages).context("the ring's positions mapped at 0")?;
+        Ok(Self { pages, page_size })
+    }
+
+    fn consumer(&self) -> u64 {
+        self.load(0)
+    }
+
+    fn producer(&self) -> u64 {
+        self.load(self.page_size)
+    }
+
+    fn load(&self, offset: usize) -> u64 {
+        // SAFETY: `offset` is the start of one of the two mapped pages, where the kernel keeps
+        // an aligned 64-bit position, written with release semantics.
+        unsafe {
+            (*self.pages.as_ptr().byte_add(offset).cast::<AtomicU64>()).load(Ordering::Acquire)
+        }
+    }
+}
+
+impl Drop for RingPositions {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.pages.as_ptr(), 2 * self.page_size) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_waits_for_the_reader_to_pass_a_flush() {
+        let mut flushes = Flushes::default();
+        assert_eq!(flushes.read_past(0), None, "no flush yet");
+        flushes.done(100, 10 * RESERVE_DELAY_MAX_NS);
+        // The reader took records up to 99 only: a batch flushed then may lie before 100.
+        assert_eq!(flushes.read_past(99), None);
+        flushes.done(300, 20 * RESERVE_DELAY_MAX_NS);
+        flushes.done(300, 25 * RESERVE_DELAY_MAX_NS);
+        // Past the first flush, not the second: the first's time, less a program's delay.
+        assert_eq!(flushes.read_past(250), Some(9 * RESERVE_DELAY_MAX_NS));
+        assert_eq!(flushes.read_past(250), None, "said once");
+        // The second flush saw the same producer as the one before it: its later time holds.
+        assert_eq!(flushes.read_past(300), Some(24 * RESERVE_DELAY_MAX_NS));
+        // A reader that never catches up keeps the latest flushes.
+        for index in 0..2 * FLUSHES_KEPT as u64 {
+            flushes.done(1000 + index, index);
+        }
+        assert_eq!(flushes.pending.len(), FLUSHES_KEPT);
+        assert_eq!(
+            flushes.read_past(u64::MAX),
+            Some(0),
+            "the latest, saturated"
+        );
+    }
 
     #[test]
     fn a_batch_gives_back_each_record_whole_and_in_order() {
