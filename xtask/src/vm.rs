@@ -1168,21 +1168,17 @@ fn boot(run: &Run, kernel: &Fetched, initramfs: &Path, tests: &[String]) -> Resu
         (Some(_), Some(_)) => None,
     };
     let passed = console.verdict.as_deref() == Some("pass");
-    let text = fs::read_to_string(&log_path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().map(console_text).collect();
+    let mut oops = None;
     if !passed {
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().map(console_text).collect();
         print_failures(&log_path, &lines, console.verdict.is_some());
+        oops = console
+            .verdict
+            .is_none()
+            .then(|| kernel_death(&lines))
+            .flatten();
     }
-    let oops = (console.verdict.is_none())
-        .then(|| kernel_oops(&lines))
-        .flatten()
-        .map(|oops| {
-            if oops.iter().any(|line| names_a_bpf_program(line)) {
-                Oops::InABpfProgram
-            } else {
-                Oops::ElsewhereInTheKernel
-            }
-        });
     Ok(VmRun {
         passed,
         origin: kernel.origin.clone(),
@@ -1365,6 +1361,24 @@ fn kernel_oops<'a, 'b>(lines: &'a [&'b str]) -> Option<&'a [&'b str]> {
     Some(&lines[first..lines.len().min(first + OOPS_LINES)])
 }
 
+/// How the kernel died, if its console says it did: an oops or a panic, not a warning it went
+/// on from.
+fn kernel_death(lines: &[&str]) -> Option<Oops> {
+    let oops = kernel_oops(lines)?;
+    if !oops.iter().any(|line| {
+        ["BUG:", "Oops:", "general protection fault", "Kernel panic"]
+            .iter()
+            .any(|fatal| line.contains(fatal))
+    }) {
+        return None;
+    }
+    Some(if oops.iter().any(|line| names_a_bpf_program(line)) {
+        Oops::InABpfProgram
+    } else {
+        Oops::ElsewhereInTheKernel
+    })
+}
+
 /// Whether an oops line names a BPF program or the trampoline that calls one: JIT-ed programs
 /// show in stack traces as `bpf_prog_<tag>_<name>`.
 fn names_a_bpf_program(line: &str) -> bool {
@@ -1401,5 +1415,17 @@ mod tests {
         assert!(oops.iter().any(|line| names_a_bpf_program(line)));
 
         assert!(kernel_oops(&lines[..1]).is_none());
+        assert_eq!(kernel_death(&lines), Some(Oops::InABpfProgram));
+        let lines: Vec<&str> = FOREIGN.lines().collect();
+        assert_eq!(kernel_death(&lines), Some(Oops::ElsewhereInTheKernel));
+
+        // A warning the kernel went on from is shown, but is no death to boot again for.
+        let warned = [
+            "[  3.1] ------------[ cut here ]------------",
+            "[  3.1] WARNING: CPU: 0 PID: 1 at mm/slub.c:100 kmem_cache_free+0x1/0x2",
+            "[  3.2] ---[ end trace 0000000000000000 ]---",
+        ];
+        assert_eq!(kernel_oops(&warned).map(<[_]>::len), Some(3));
+        assert_eq!(kernel_death(&warned), None);
     }
 }
