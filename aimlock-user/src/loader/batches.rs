@@ -4,8 +4,8 @@
 //! once full (see `aimlock_common::BATCH_BYTES`). What a burst leaves in a batch reaches the ring
 //! when user space asks: the `flush_batch` program, run on that CPU through `BPF_PROG_TEST_RUN`
 //! with `BPF_F_TEST_RUN_ON_CPU` (Linux 5.10), sends it. The ring's reader does so before each
-//! pass over the ring, so that a ring found empty still means every record timestamped before
-//! is read.
+//! pass over the ring, so that once it has read past where the ring's producer then was, every
+//! record timestamped before is read.
 
 use std::{
     io,
