@@ -270,17 +270,17 @@ impl Copier {
             }
             let full = !emptied && room < BATCH_BYTES;
             copied += batch.bytes.len();
-            let sent = Batch {
-                bytes: batch.bytes.as_slice().to_vec(),
-                read_until: self.flushes.read_past(self.positions.consumer()),
-            };
-            self.filling = batch.bytes;
-            self.filling.clear();
-            if !sent.bytes.is_empty() || emptied {
+            if !batch.bytes.is_empty() || emptied {
+                let sent = Batch {
+                    bytes: batch.bytes.as_slice().to_vec(),
+                    read_until: self.flushes.read_past(self.positions.consumer()),
+                };
                 self.backlog
                     .fetch_add(sent.bytes.capacity(), Ordering::Relaxed);
                 self.sender.send(sent).ok()?;
             }
+            self.filling = batch.bytes;
+            self.filling.clear();
             if full {
                 return Some(Pass::Full);
             }
