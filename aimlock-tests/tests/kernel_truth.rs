@@ -197,16 +197,19 @@ fn only_the_processes_sharing_the_description_hold_an_orphan() {
     tracer.stop();
 }
 
+/// Sends `signal` to the tracer's process (every thread of it).
+fn signal_tracer(tracer: &Tracer, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(tracer.pid() as i32), signal)
+        .unwrap_or_else(|err| panic!("{signal} to the tracer: {err}"));
+}
+
 #[test]
 fn an_orphan_made_while_the_ring_overflows_is_still_reported() {
     let dir = TempDir::new("truth-overflow");
     let file = dir.file("lock");
     let burst_file = dir.file("burst");
     let ino = inode(&file);
-    // Every event: folded, the niced burst's short holds cost the tracer so little that an
-    // emulated CPU's few hundred of them never filled even this ring. And each call on another
-    // byte: calls that repeat the lock of the one before are 24-byte records, which an emulated
-    // CPU's burst did not make fast enough to fill it.
+    // Every event, each call on another byte: no call folds or shrinks to a repeat record.
     let tracer = Tracer::start(&[
         "--path",
         &file.display().to_string(),
@@ -225,6 +228,11 @@ fn an_orphan_made_while_the_ring_overflows_is_still_reported() {
     burst.only_on_spare_cpu();
     let burst_ino = inode(&burst_file);
     tracer.wait_for("the burst", SETTLE, |e| e["ino"] == burst_ino);
+    // The tracer stopped, the burst fills the ring for certain (a reader at a raised priority
+    // drained it as fast as one emulated CPU's niced burst filled it), and the orphan's records,
+    // its taker's exit among them, find it full.
+    signal_tracer(&tracer, nix::sys::signal::Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(300));
     let work = Workload::start(&[
         &format!("open:{}", file.display()),
         "flock:ex",
@@ -235,6 +243,7 @@ fn an_orphan_made_while_the_ring_overflows_is_still_reported() {
     let holder = work.holder_pid();
     let _cleanup = KillOnDrop(holder);
     work.finish();
+    signal_tracer(&tracer, nix::sys::signal::Signal::SIGCONT);
     let orphan = tracer.wait_for("the orphan", SETTLE, |e| {
         e["event"] == "orphan" && e["ino"] == ino
     });
