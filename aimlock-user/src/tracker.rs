@@ -474,9 +474,9 @@ pub struct Tracker {
     /// Every record timestamped before this has been read from the ring, as its reader says
     /// ([`Tracker::ring_read_until`]); no record read says it of the older ones, as the CPUs'
     /// batches reach the ring after records of other CPUs taken later. A view waits for it to
-    /// pass its end: a record older than the view but read after it (a
-    /// reader behind under load) would otherwise meet a table the view already changed, as a
-    /// lost exit or a lost release. `None`: no reader says, and views apply in time order alone.
+    /// pass its end: a record older than the view but read after it (a reader behind under
+    /// load) would otherwise meet a table the view already changed, as a lost exit or a lost
+    /// release. `None`: no reader says, and views apply in time order alone.
     read_until: Option<u64>,
     /// Every input timestamped up to this has been applied.
     applied_until: u64,

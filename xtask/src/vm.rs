@@ -1342,20 +1342,19 @@ fn print_failures(log: &Path, lines: &[&str], had_verdict: bool) {
 
 /// How much of a kernel oops is kept: its reason, registers, stack and the panic line.
 const OOPS_LINES: usize = 120;
+/// How the kernel begins what it prints when it oopses or panics.
+const DEATHS: [&str; 4] = ["BUG:", "Oops:", "general protection fault", "Kernel panic"];
+/// How it begins a warning, which it may go on from.
+const WARNING: &str = "------------[ cut here ]";
 
 /// The console's lines from the first the kernel prints when it oopses or warns.
 fn kernel_oops<'a, 'b>(lines: &'a [&'b str]) -> Option<&'a [&'b str]> {
     let starts = |line: &str| {
         let text = line.split_once("] ").map_or(line, |(_, text)| text);
-        [
-            "BUG:",
-            "Oops:",
-            "general protection fault",
-            "------------[ cut here ]",
-            "Kernel panic",
-        ]
-        .iter()
-        .any(|start| text.starts_with(start))
+        DEATHS
+            .iter()
+            .chain([&WARNING])
+            .any(|start| text.starts_with(start))
     };
     let first = lines.iter().position(|line| starts(line))?;
     Some(&lines[first..lines.len().min(first + OOPS_LINES)])
@@ -1365,11 +1364,10 @@ fn kernel_oops<'a, 'b>(lines: &'a [&'b str]) -> Option<&'a [&'b str]> {
 /// on from.
 fn kernel_death(lines: &[&str]) -> Option<Oops> {
     let oops = kernel_oops(lines)?;
-    if !oops.iter().any(|line| {
-        ["BUG:", "Oops:", "general protection fault", "Kernel panic"]
-            .iter()
-            .any(|fatal| line.contains(fatal))
-    }) {
+    if !oops
+        .iter()
+        .any(|line| DEATHS.iter().any(|death| line.contains(death)))
+    {
         return None;
     }
     Some(if oops.iter().any(|line| names_a_bpf_program(line)) {

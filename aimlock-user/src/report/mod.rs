@@ -133,9 +133,9 @@ fn jobs(args: &ReportArgs) -> usize {
 /// would do so sooner (see [`crate::allocator::give_memory_back_after_a_while`]). With glibc
 /// and one job, one arena for every thread: memory freed in one thread's arena is not reused
 /// by another's, and with one the pieces parsed are reused for the lines kept (the peak is an
-/// eighth lower). With several, an arena for each thread: each shard takes and frees its lines' memory in its own, and shards
-/// folding their locks in one arena wait on its lock (on two cores, 0.8 s to fold a 1 GB log's
-/// locks against 0.3 s).
+/// eighth lower). With several, an arena for each thread: each shard takes and frees its
+/// lines' memory in its own, and shards folding their locks in one arena wait on its lock (on
+/// two cores, 0.8 s to fold a 1 GB log's locks against 0.3 s).
 fn keep_freed_memory(jobs: usize) {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets the allocator's thresholds; nothing is allocated yet.

@@ -422,8 +422,8 @@ struct Blocks<T> {
     /// The block things are added to, after those.
     last: Vec<T>,
     len: usize,
-    /// The size of the first block, if more than `BLOCK_MIN`: as many things as the blocks
-    /// held before they were written out, the likeliest number to come again.
+    /// The size of the first block: `BLOCK_MIN`, or after a write-out as many things as the
+    /// blocks held then (at most `BLOCK_MAX`), the likeliest number to come again.
     first: usize,
 }
 
