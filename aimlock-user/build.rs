@@ -54,5 +54,24 @@ fn main() -> anyhow::Result<()> {
         fs::copy(&from, &to)
             .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
     }
+    send_memory_functions_to_aimlock(&arch);
     Ok(())
+}
+
+/// In the static release, every call of `memcmp` and `bcmp`, and on x86_64 of `memcpy` and
+/// `memmove`, goes to aimlock's own (src/libc_mem.rs), which leave only long copies to musl's.
+fn send_memory_functions_to_aimlock(arch: &str) {
+    let musl = std::env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|env| env == "musl");
+    let binary = std::env::var("CARGO_PKG_NAME").is_ok_and(|name| name == "aimlock-user");
+    if !(musl && binary) {
+        return;
+    }
+    let copies: &[&str] = if arch == "x86_64" {
+        &["memcpy", "memmove"]
+    } else {
+        &[]
+    };
+    for function in ["memcmp", "bcmp"].iter().chain(copies) {
+        println!("cargo::rustc-link-arg-bin=aimlock=-Wl,--wrap={function}");
+    }
 }

@@ -14,6 +14,8 @@ mod fold;
 mod followed_paths;
 mod host_paths;
 mod kernel_views;
+#[cfg(any(target_env = "musl", test))]
+mod libc_mem;
 mod loader;
 mod lock_table;
 mod locks;
