@@ -23,7 +23,7 @@ use smallvec::SmallVec;
 
 use super::{
     BadInput,
-    fast::{ONES, first_flagged, push_short, zero_bytes},
+    fast::{ONES, first_flagged, zero_bytes},
     input::{self, Source},
     line::{Head, Names, Nanos, Origin, Parsed, head, parse},
     scan::{Candidates, line_host, line_ino, same_bytes},
@@ -234,7 +234,7 @@ impl Identity<'_> {
     fn write_to(&self, out: &mut Vec<u8>) {
         let text = |out: &mut Vec<u8>, text: Option<&[u8]>| {
             match text {
-                Some(text) => push_short(out, text),
+                Some(text) => out.extend_from_slice(text),
                 None => out.push(0xfe),
             }
             out.push(0xff);

@@ -289,40 +289,6 @@ fn plain_ascii_len(bytes: &[u8]) -> usize {
     first_flagged(bytes, special, special_byte).unwrap_or(bytes.len())
 }
 
-/// Appends `bytes`, in pieces of fixed sizes if they are a few dozen: a copy of a length the
-/// compiler cannot know is a call of the C library's `memcpy`, and the static release's (musl's)
-/// takes longer to start than such a string takes to copy.
-pub(super) fn push_short(out: &mut Vec<u8>, bytes: &[u8]) {
-    if bytes.len() > SHORT {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    out.reserve(bytes.len());
-    let mut rest = bytes;
-    while let Some((piece, after)) = rest.split_first_chunk::<16>() {
-        out.extend_from_slice(piece);
-        rest = after;
-    }
-    if let Some((piece, after)) = rest.split_first_chunk::<8>() {
-        out.extend_from_slice(piece);
-        rest = after;
-    }
-    if let Some((piece, after)) = rest.split_first_chunk::<4>() {
-        out.extend_from_slice(piece);
-        rest = after;
-    }
-    if let Some((piece, after)) = rest.split_first_chunk::<2>() {
-        out.extend_from_slice(piece);
-        rest = after;
-    }
-    if let Some(&byte) = rest.first() {
-        out.push(byte);
-    }
-}
-
-/// What [`push_short`] copies itself.
-const SHORT: usize = 64;
-
 pub(super) const ONES: u64 = u64::from_ne_bytes([1; 8]);
 const HIGH: u64 = ONES * 0x80;
 
@@ -619,18 +585,6 @@ mod tests {
         r#"{"event":"release","ts":"2026-11-27T05:04:50Z","pid":4294967295,"start_time":18446744073709551615,"comm":"c","kind":"flock","mode":"read","dev":"8:1","ino":1234567890123456789,"held_ns":9999999999999999999,"reason":"close"}"#,
         r#"{"event":"wait","ts":"2026-11-27T05:04:50Z","pid":18446744073709551616,"kind":"ofd","mode":"unlock","ino":00,"held_ns":1.5,"wait_ns":1e3,"reason":"unlocked"}"#,
     ];
-
-    /// Strings of every length, short or not, are appended whole, after what the vector held.
-    #[test]
-    fn a_short_string_is_appended_whole_at_every_length() {
-        let bytes: Vec<u8> = (1..=SHORT as u8 + 16).collect();
-        for len in 0..=bytes.len() {
-            let mut out = vec![0xaa, 0xbb];
-            push_short(&mut out, &bytes[..len]);
-            assert_eq!(out[..2], [0xaa, 0xbb]);
-            assert_eq!(out[2..], bytes[..len], "length {len}");
-        }
-    }
 
     fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
         let mut raw = RawLine::empty();

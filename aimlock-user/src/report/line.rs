@@ -511,7 +511,7 @@ pub enum Skip {
 
 pub fn parse(bytes: &[u8], origin: Origin, names: &mut Names) -> Result<Parsed, Skip> {
     // Filled in place and borrowed, never moved: a line's fields are a few hundred bytes, and
-    // each copy is a call of the C library's memcpy (a slow one in the static build, musl's).
+    // each copy is a call of memcpy.
     let mut fast = RawLine::empty();
     let parsed: RawLine;
     let raw = match fast::raw_line_into(bytes, &mut fast) {

@@ -14,7 +14,6 @@ use serde::Serialize;
 use crate::events::{LockKind, Mode, ReleaseReason};
 
 use super::{
-    fast::push_short,
     line::{Actor, ByteRange, Name, Names, Nanos, SeenPath},
     timeline::{Blocker, Hold, Lock, Refusal, Release, Wait, WaitOutcome},
 };
@@ -195,7 +194,7 @@ impl Renderer<'_> {
         })
     }
 
-    fn title(&self, out: &mut Text, lock: &Lock) -> fmt::Result {
+    fn title(&self, out: &mut String, lock: &Lock) -> fmt::Result {
         let key = &lock.key;
         let kind = match key.kind {
             LockKind::Flock => "flock",
@@ -238,9 +237,9 @@ impl Renderer<'_> {
     /// its totals. Written into one string, its lines made in one place: most narratives are a
     /// few lines, and a string each would cost more to allocate than to write.
     pub fn texts(&self, locks: &[Lock]) -> Result<String, fmt::Error> {
-        let mut text = Text::with_capacity(locks.len() * NARRATIVE_BYTES);
+        let mut text = String::with_capacity(locks.len() * NARRATIVE_BYTES);
         let mut lines = Lines {
-            text: Text::with_capacity(NARRATIVE_BYTES),
+            text: String::with_capacity(NARRATIVE_BYTES),
             ends: Vec::with_capacity(2 * SHOWN),
         };
         for lock in locks {
@@ -248,10 +247,10 @@ impl Renderer<'_> {
             lines.ends.clear();
             self.narrative(&mut text, &mut lines, lock)?;
         }
-        Ok(text.0)
+        Ok(text)
     }
 
-    fn narrative(&self, out: &mut Text, lines: &mut Lines, lock: &Lock) -> fmt::Result {
+    fn narrative(&self, out: &mut String, lines: &mut Lines, lock: &Lock) -> fmt::Result {
         self.title(out, lock)?;
         out.push('\n');
         let holds = self.notable(&lock.holds, |hold| hold_score(hold, self.end));
@@ -420,7 +419,7 @@ impl Renderer<'_> {
         Ok(())
     }
 
-    fn write_how_released(&self, out: &mut Text, release: Release) -> fmt::Result {
+    fn write_how_released(&self, out: &mut String, release: Release) -> fmt::Result {
         let what = match release.reason {
             Some(ReleaseReason::Unlock) => " unlocked it",
             Some(ReleaseReason::Close) => " closed the file",
@@ -443,7 +442,7 @@ impl Renderer<'_> {
     /// A POSIX release, by the owner: `what` is `its write lock on bytes 0-9`, or a part of it.
     fn posix_release(
         &self,
-        out: &mut Text,
+        out: &mut String,
         release: Release,
         what: impl fmt::Display,
     ) -> fmt::Result {
@@ -647,7 +646,7 @@ impl Renderer<'_> {
     /// already named, where a chain that comes back stops.
     fn held_by(
         &self,
-        out: &mut Text,
+        out: &mut String,
         lock: &Lock,
         at: Nanos,
         depth: usize,
@@ -683,7 +682,7 @@ impl Renderer<'_> {
     /// if it was not waiting.
     fn waiting_then(
         &self,
-        out: &mut Text,
+        out: &mut String,
         host: Name,
         pid: u32,
         at: Nanos,
@@ -966,7 +965,7 @@ impl Renderer<'_> {
         }
     }
 
-    fn totals_text(&self, out: &mut Text, totals: &Totals) -> fmt::Result {
+    fn totals_text(&self, out: &mut String, totals: &Totals) -> fmt::Result {
         out.push_str("held ");
         out.push_str(duration_text(totals.held_ns).as_str());
         out.push_str(" in ");
@@ -1510,48 +1509,10 @@ pub fn bytes(range: ByteRange) -> impl fmt::Display {
 /// arena, and each time a string grows they wait for each other.
 const NARRATIVE_BYTES: usize = 4096;
 
-/// Text being written, a short piece at a time (a word, a number, a name): each is appended
-/// without a call of the C library's `memcpy` (see [`push_short`]).
-struct Text(String);
-
-impl Text {
-    fn with_capacity(capacity: usize) -> Self {
-        Self(String::with_capacity(capacity))
-    }
-
-    fn push_str(&mut self, text: &str) {
-        // SAFETY: the bytes of a str, appended whole to those of a String: still UTF-8.
-        push_short(unsafe { self.0.as_mut_vec() }, text.as_bytes());
-    }
-
-    fn push(&mut self, char: char) {
-        self.0.push(char);
-    }
-
-    fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0.clear();
-    }
-}
-
-impl fmt::Write for Text {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        self.push_str(text);
-        Ok(())
-    }
-}
-
 /// A lock's narrative lines, written end to end into one string: one allocation per lock
 /// rather than several per line.
 struct Lines {
-    text: Text,
+    text: String,
     /// Each line's time and where it is in `text`.
     ends: Vec<(Nanos, Range<usize>)>,
 }
