@@ -4,15 +4,15 @@
 //! musl's x86_64 `memcpy` moves the bytes before an 8-byte boundary and after the last one with
 //! one `movsb` instruction each, around a `rep movsq`: a dozen microcoded instructions for a
 //! copy of a few bytes, where glibc's takes two loads and two stores; its `memcmp` (and `bcmp`,
-//! which calls it) compares a byte at a time, on every architecture. The tracer and the report copy small values all
-//! the time (events, lines, the strings of a JSON line) and compare keys of a few dozen bytes:
-//! with musl's functions the tracer took 2.5 times the CPU of the glibc build for the same
-//! SQLite workload. The linker sends every call of these functions (Rust's, mimalloc's and
-//! musl's own) to the `__wrap_` functions here (`--wrap`, see build.rs); longer copies go on to
-//! musl's (`__real_`), whose `rep movsq` is fast on them.
+//! which calls it) compares a byte at a time, on every architecture. The tracer and the report
+//! copy small values all the time (events, lines, the strings of a JSON line) and compare keys
+//! of a few dozen bytes: with musl's functions the tracer took 2.5 times the CPU of the glibc
+//! build for the same SQLite workload. The linker sends every call of these functions (Rust's,
+//! mimalloc's and musl's own) to the `__wrap_` functions here (`--wrap`, see build.rs); longer
+//! copies go on to musl's (`__real_`), whose `rep movsq` is fast on them.
 //!
-//! No loop here copies or compares bytes one by one: the compiler could make such a loop a call
-//! of the function it is in.
+//! No loop here copies bytes: the compiler makes such a loop a call of `memcpy`, which would
+//! come back here.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128};
@@ -103,9 +103,9 @@ unsafe fn write<T>(dst: *mut u8, at: usize, value: T) {
 /// `a` and `b` are readable for `len` bytes.
 #[inline(always)]
 unsafe fn compare(a: *const u8, b: *const u8, len: usize) -> i32 {
-    // The order of two words is that of their first bytes that differ: their lowest.
+    // Read as big-endian numbers, two words order as their first bytes that differ.
     let order = |x: u64, y: u64| {
-        if x.swap_bytes() < y.swap_bytes() {
+        if u64::from_be(x) < u64::from_be(y) {
             -1
         } else {
             1
