@@ -520,7 +520,7 @@ fn a_full_ring_is_counted_in_the_stop_line() {
         .expect("run the burst");
     assert!(status.success());
     std::thread::sleep(Duration::from_millis(300));
-    let events = tracer.stop();
+    let (events, stderr) = tracer.stop_with_stderr();
     let stop = events.last().unwrap();
     let lost = stop["lost"].as_u64().unwrap();
     let records = stop["records"].as_u64().unwrap();
@@ -528,8 +528,17 @@ fn a_full_ring_is_counted_in_the_stop_line() {
         lost > 0,
         "a 4 KiB ring cannot take {pairs} pairs at once: {stop}"
     );
-    // Every lock/unlock and the exit: each either reached user space or was counted lost.
-    assert_eq!(records + lost, 2 * pairs + 1, "{stop}");
+    // Every lock/unlock and the exit: each either reached user space or was counted lost. What
+    // the log and stderr say, should they not add up.
+    let mut lines = std::collections::BTreeMap::new();
+    for event in &events {
+        *lines.entry(event["event"].to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        records + lost,
+        2 * pairs + 1,
+        "{stop}\nlines by event: {lines:?}\nthe tracer's stderr: {stderr}"
+    );
 }
 
 /// A holder that is killed releases every lock it held within milliseconds: here twice what the
