@@ -139,14 +139,14 @@ impl Field {
 }
 
 /// A key with its quotes and colon, also as a little-endian word.
-struct Key {
+pub(super) struct Key {
     text: &'static [u8],
     word: u128,
     mask: u128,
 }
 
 impl Key {
-    const fn new(text: &'static [u8]) -> Self {
+    pub(super) const fn new(text: &'static [u8]) -> Self {
         assert!(text.len() < 16, "a key fits in a word");
         let mut word = 0;
         let mut index = 0;
@@ -159,6 +159,19 @@ impl Key {
             word,
             mask: (1 << (8 * text.len())) - 1,
         }
+    }
+
+    /// Whether `bytes` start with it: one comparison of words, where they have a word.
+    #[inline]
+    pub(super) fn starts(&self, bytes: &[u8]) -> bool {
+        match bytes.first_chunk::<16>() {
+            Some(word) => u128::from_le_bytes(*word) & self.mask == self.word,
+            None => bytes.starts_with(self.text),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.text.len()
     }
 }
 
@@ -345,11 +358,7 @@ impl<'a> Cursor<'a> {
     /// left.
     #[inline]
     fn eat_key(&mut self, key: &Key) -> bool {
-        let rest = &self.bytes[self.at..];
-        let found = match rest.first_chunk::<16>() {
-            Some(word) => u128::from_le_bytes(*word) & key.mask == key.word,
-            None => rest.starts_with(key.text),
-        };
+        let found = key.starts(&self.bytes[self.at..]);
         if found {
             self.at += key.text.len();
         }
