@@ -252,6 +252,54 @@ fn a_lock_orphaned_before_the_tracer_started_has_an_unknown_lineage_that_says_wh
     tracer.stop();
 }
 
+/// A process that took its lock before the tracer started is followed from the tracer's first
+/// look at the kernel's locks: the child it forks afterwards, left holding the lock when it
+/// exits, has a lineage that says how. Twice, with the holder's pids given out anew.
+#[test]
+fn a_holder_from_before_the_start_is_followed_and_its_later_fork_is_in_the_lineage() {
+    for round in 0..2 {
+        let dir = TempDir::new(&format!("lineage-seeded-{round}"));
+        let file = dir.file("lock");
+        let ino = inode(&file);
+        let mut work = Workload::start(&[
+            &format!("open:{}", file.display()),
+            "flock:ex",
+            "wait-stdin",
+            "hold-in-child:30",
+            "exit:0",
+        ]);
+        work.wait_step("flock:ex");
+        let tracer = Tracer::start(&["--path", &file.display().to_string()]);
+        // Said once the kernel follows it.
+        tracer.wait_for("the lock held at the start", SETTLE, |e| {
+            e["event"] == "held" && e["ino"] == ino
+        });
+        work.proceed();
+        let (parent, child) = (work.pid(), work.holder_pid());
+        let _child = KillOnDrop(child);
+        let orphan = tracer.wait_for("the orphan", SETTLE, |e| {
+            e["event"] == "orphan" && e["ino"] == ino
+        });
+        assert_eq!(orphan["pid"], parent, "{orphan}");
+        assert_eq!(orphan["holders"][0]["pid"], child, "{orphan}");
+        let lineage = steps(&orphan["lineage"]);
+        assert_eq!(
+            lineage
+                .iter()
+                .map(|(pid, comm, via, from)| (*pid, comm.as_str(), via.as_str(), *from))
+                .collect::<Vec<_>>(),
+            [(
+                u64::from(child),
+                "lockwork",
+                "fork",
+                Some(u64::from(parent))
+            )],
+            "{orphan}"
+        );
+        tracer.stop();
+    }
+}
+
 #[test]
 fn aimlock_locks_marks_a_holder_that_inherited_the_description_from_its_parent() {
     let dir = TempDir::new("lineage-locks");

@@ -388,13 +388,17 @@ impl Drops {
 pub struct Holders(BpfHashMap<MapData, u32, u8>);
 
 impl Holders {
-    /// Adds processes found holding locks (at start: they took them before the tracer ran).
-    pub fn add(&mut self, pids: impl IntoIterator<Item = u32>) {
-        for pid in pids {
-            if let Err(err) = self.0.insert(pid, 1, 0) {
-                log::warn!("cannot follow the children of lock holder {pid}: {err}");
-            }
+    /// Adds a process found holding locks (at start: it took them before the tracer ran).
+    pub fn add(&mut self, pid: u32) {
+        if let Err(err) = self.0.insert(pid, 1, 0) {
+            log::warn!("cannot follow the children of lock holder {pid}: {err}");
         }
+    }
+
+    /// Takes out a pid whose process is gone.
+    pub fn remove(&mut self, pid: u32) {
+        // Already out if the kernel saw its process freed.
+        let _ = self.0.remove(&pid);
     }
 }
 

@@ -22,8 +22,7 @@ use crate::{
     fold::{Folder, Line},
     followed_paths::{Changes, FollowedPaths},
     kernel_views::KernelViews,
-    loader::{Batch, Filters, InodeFilter, RingReader, Tracer},
-    lock_table::Taker,
+    loader::{Batch, Filters, Holders, InodeFilter, RingReader, Tracer},
     metrics, otlp, privileges, procfs,
     sinks::{SinkArgs, Sinks},
     tracker::{KernelView, Output, ScanWanted, Tracker},
@@ -224,7 +223,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
                 arrived = Some(batch.context("the ring's reader thread ended")?);
             }
             Some(view) = views.done() => {
-                holders.add(holding_pids(&view));
+                follow_holders(&mut holders, &view);
                 tracker.push_view(view);
             }
             _ = sigint.recv() => break,
@@ -388,20 +387,18 @@ fn follow(changes: &Changes, filter: &mut InodeFilter) {
     }
 }
 
-/// The processes a kernel view shows holding locks: the kernel follows their forks, execs and
-/// passed descriptors from then on (those that held them before the tracer started, above all).
-fn holding_pids(view: &KernelView) -> impl Iterator<Item = u32> + '_ {
-    view.locks.iter().flat_map(|viewed| {
-        let taker = u32::try_from(viewed.lock.pid)
-            .ok()
-            .filter(|&pid| pid != 0 && viewed.lock.taker == Taker::Holding);
-        viewed
-            .lock
-            .holders
-            .iter()
-            .map(|holder| holder.pid)
-            .chain(taker)
-    })
+/// Has the kernel follow the forks, execs and passed descriptors of the processes a kernel view
+/// shows holding locks (those that held them before the tracer started, above all). The kernel
+/// drops a pid when its process is freed; a holder freed between the view and its adding would
+/// leave its pid to the next process given it: each is looked for again once added, and taken
+/// back out if gone.
+fn follow_holders(holders: &mut Holders, view: &KernelView) {
+    for holder in view.locks.iter().flat_map(|viewed| &viewed.lock.holders) {
+        holders.add(holder.pid);
+        if !procfs::running_as(holder.pid, holder.start_time.unwrap_or(0)) {
+            holders.remove(holder.pid);
+        }
+    }
 }
 
 /// Reads which files a process's descriptors hold flock and OFD locks on (its fdinfo), with a
