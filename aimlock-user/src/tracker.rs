@@ -20,7 +20,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, VecDeque, hash_map::Entry},
+    collections::{BinaryHeap, hash_map::Entry},
 };
 
 use aimlock_common::{FILE_LOCK_DEFERRED, FileName, fl_flags, fl_type};
@@ -37,6 +37,7 @@ use crate::{
 };
 
 mod lineage;
+mod pending;
 mod waits;
 
 pub use lineage::{Step, Via, Why};
@@ -433,10 +434,8 @@ fn recorded_pid(kind: LockKind, pid: u32) -> i64 {
 
 #[derive(Default)]
 pub struct Tracker {
-    /// Inputs not yet applied, in timestamp order (equal timestamps in arrival order). The
-    /// ring delivers them nearly in order, so an insertion from the back is almost always a
-    /// push.
-    pending: VecDeque<Pending>,
+    /// Inputs not yet applied, in timestamp order (equal timestamps in arrival order).
+    pending: pending::Ordered<Pending>,
     locks: LockTable,
     /// The keys of `locks` by file, for the conflicts of a request.
     by_file: HashMap<(u32, u64), SmallVec<[FileLock; 1]>>,
@@ -504,13 +503,7 @@ impl Tracker {
     }
 
     fn enqueue(&mut self, pending: Pending) {
-        let ts = pending.ts_ns();
-        let position = self
-            .pending
-            .iter()
-            .rposition(|queued| queued.ts_ns() <= ts)
-            .map_or(0, |before| before + 1);
-        self.pending.insert(position, pending);
+        self.pending.push(pending.ts_ns(), pending);
     }
 
     /// The ring's reader has read every record timestamped before `now_ns`.
@@ -563,8 +556,7 @@ impl Tracker {
     }
 
     fn apply_until(&mut self, mut until: u64, out: &mut Vec<Output>) {
-        while let Some(pending) = self.pending.front() {
-            let ts = pending.ts_ns();
+        while let Some((ts, pending)) = self.pending.first() {
             if ts > until {
                 break;
             }
@@ -577,7 +569,7 @@ impl Tracker {
                 until = ts - 1;
                 break;
             }
-            let Some(pending) = self.pending.pop_front() else {
+            let Some(pending) = self.pending.pop_first() else {
                 break;
             };
             // Exits whose grace ended before this input are settled first.
