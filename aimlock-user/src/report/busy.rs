@@ -588,7 +588,7 @@ fn key_bit(key: &[u8]) -> u32 {
 const OTHER_KEY: u32 = 16;
 
 /// The key the tracer most often writes after the one of `bit` (`OTHER_KEY`: after the
-/// line's head), with its bit.
+/// line's head, or after a key the replay does not read), with its bit.
 fn usually_after(bit: u32) -> Option<(&'static Key, u32)> {
     Some(match bit {
         OTHER_KEY => (const { &Key::new(br#""host":"#) }, 13),
@@ -1179,6 +1179,44 @@ impl Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each usual next key is given the bit `key_bit` gives it.
+    #[test]
+    fn the_usual_next_keys_carry_their_own_bits() {
+        let names = [
+            "kind",
+            "dev",
+            "path",
+            "generation",
+            "start",
+            "end",
+            "mode",
+            "reason",
+            "comm",
+            "pid",
+            "wait_ns",
+            "held_ns",
+            "ino",
+            "host",
+            "host_path",
+            "start_time",
+        ];
+        let mut predicted = 0;
+        for bit in 0..=OTHER_KEY {
+            let Some((key, next)) = usually_after(bit) else {
+                continue;
+            };
+            let name = names
+                .iter()
+                .find(|name| {
+                    key.len() == name.len() + 3 && key.starts(format!(r#""{name}":"#).as_bytes())
+                })
+                .unwrap_or_else(|| panic!("the key after bit {bit} is not one the replay reads"));
+            assert_eq!(key_bit(name.as_bytes()), next, "{name}");
+            predicted += 1;
+        }
+        assert_eq!(predicted, 15);
+    }
 
     /// The search sixteen and eight bytes at a time finds what a byte-at-a-time one finds,
     /// wherever the quote or backslash is, next to any other byte.
