@@ -391,12 +391,18 @@ fn follow(changes: &Changes, filter: &mut InodeFilter) {
 /// shows holding locks (those that held them before the tracer started, above all). The kernel
 /// drops a pid when its process is freed; a holder freed between the view and its adding would
 /// leave its pid to the next process given it: each is looked for again once added, and taken
-/// back out if gone.
+/// back out if gone. Each process once, however many locks it holds.
 fn follow_holders(holders: &mut Holders, view: &KernelView) {
-    for holder in view.locks.iter().flat_map(|viewed| &viewed.lock.holders) {
-        holders.add(holder.pid);
-        if !procfs::running_as(holder.pid, holder.start_time.unwrap_or(0)) {
-            holders.remove(holder.pid);
+    let processes: std::collections::BTreeSet<(u32, u64)> = view
+        .locks
+        .iter()
+        .flat_map(|viewed| &viewed.lock.holders)
+        .map(|holder| (holder.pid, holder.start_time.unwrap_or(0)))
+        .collect();
+    for (pid, start_time) in processes {
+        holders.add(pid);
+        if !procfs::running_as(pid, start_time) {
+            holders.remove(pid);
         }
     }
 }
