@@ -202,7 +202,7 @@ fn minute_seconds(minute: &[u8; 16]) -> Option<u64> {
 /// Eight decimal digits, read as one word (the steps of Lemire's "Faster parsing of
 /// integers").
 fn eight_digits(bytes: &[u8; 8]) -> Option<u64> {
-    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    use fast::ONES;
     let word = u64::from_le_bytes(*bytes);
     // Each byte is 0x30 to 0x39: its high half 3, and adding 6 leaves it 3.
     let high = ONES * 0xf0;
