@@ -593,12 +593,14 @@ fn usually_after(bit: u32) -> Option<(&'static Key, u32)> {
     Some(match bit {
         OTHER_KEY => (const { &Key::new(br#""host":"#) }, 13),
         13 => (const { &Key::new(br#""pid":"#) }, 9),
-        9 | 15 => (const { &Key::new(br#""comm":"#) }, 8),
+        9 => (const { &Key::new(br#""start_time":"#) }, 15),
+        15 => (const { &Key::new(br#""comm":"#) }, 8),
         8 => (const { &Key::new(br#""kind":"#) }, 0),
         0 => (const { &Key::new(br#""mode":"#) }, 6),
         6 => (const { &Key::new(br#""dev":"#) }, 1),
         1 => (const { &Key::new(br#""ino":"#) }, 12),
-        12 | 3 => (const { &Key::new(br#""path":"#) }, 2),
+        12 => (const { &Key::new(br#""generation":"#) }, 3),
+        3 => (const { &Key::new(br#""path":"#) }, 2),
         2 | 14 => (const { &Key::new(br#""start":"#) }, 4),
         4 => (const { &Key::new(br#""end":"#) }, 5),
         5 => (const { &Key::new(br#""held_ns":"#) }, 11),
@@ -1216,6 +1218,25 @@ mod tests {
             predicted += 1;
         }
         assert_eq!(predicted, 15);
+    }
+
+    /// After the line's head and after each key of the tracer's usual lines, the key it writes
+    /// next is the one guessed.
+    #[test]
+    fn the_guessed_next_key_is_the_one_the_tracer_writes() {
+        for keys in crate::report::tests::usual_tracer_keys() {
+            assert_eq!(keys[..2], ["event", "ts"]);
+            let mut after = OTHER_KEY;
+            for key in &keys[2..] {
+                let (guessed, bit) = usually_after(after).unwrap();
+                assert!(
+                    guessed.starts(format!(r#""{key}":"#).as_bytes()),
+                    "after bit {after}, {key} in {keys:?}"
+                );
+                assert_eq!(bit, key_bit(key.as_bytes()));
+                after = bit;
+            }
+        }
     }
 
     /// The search sixteen and eight bytes at a time finds what a byte-at-a-time one finds,

@@ -13,7 +13,7 @@ use super::line::{RawLine, RawProc};
 const MAX_DEPTH: usize = 64;
 
 /// The fields of a line the report reads; each one's bit in the set of fields seen.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Field {
     Event,
     Ts,
@@ -132,7 +132,7 @@ impl Field {
             Self::TakerExit => Self::Event,
             Self::Orphan => Self::By,
             Self::Generation => Self::Path,
-            Self::StartTime => Self::NsPid,
+            Self::StartTime => Self::Comm,
             Self::HostPath => Self::Start,
         }
     }
@@ -594,6 +594,22 @@ mod tests {
         r#"{"event":"release","ts":"2026-11-27T05:04:50Z","pid":4294967295,"start_time":18446744073709551615,"comm":"c","kind":"flock","mode":"read","dev":"8:1","ino":1234567890123456789,"held_ns":9999999999999999999,"reason":"close"}"#,
         r#"{"event":"wait","ts":"2026-11-27T05:04:50Z","pid":18446744073709551616,"kind":"ofd","mode":"unlock","ino":00,"held_ns":1.5,"wait_ns":1e3,"reason":"unlocked"}"#,
     ];
+
+    /// After each key of the tracer's usual lines, the key it writes next is the one guessed.
+    #[test]
+    fn the_guessed_next_key_is_the_one_the_tracer_writes() {
+        for keys in crate::report::tests::usual_tracer_keys() {
+            for pair in keys.windows(2) {
+                let field = |key: &str| Field::of(key.as_bytes()).unwrap();
+                assert_eq!(
+                    field(&pair[0]).usually_after(),
+                    field(&pair[1]),
+                    "after {} in {keys:?}",
+                    pair[0]
+                );
+            }
+        }
+    }
 
     fn raw_line(line: &[u8]) -> Option<RawLine<'_>> {
         let mut raw = RawLine::empty();
