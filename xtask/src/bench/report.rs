@@ -33,6 +33,8 @@ const QUIET_INODE: u64 = 1_000_000 + 777;
 /// A pid the generator gives to a few dozen lines a gigabyte.
 const QUERIED_PID: u32 = 12_345;
 const DEV: &str = "254:0";
+/// From the hosts' boot to the log's first line: a process's `start_time` counts from boot.
+const BOOT_TO_LOG_NS: u64 = 3 * 86_400 * 1_000_000_000;
 const MIN_RUNS: usize = 3;
 /// Goals of the issue: every query at least this many times jq's speed on one core...
 const JQ_RATIO_GOAL: f64 = 10.0;
@@ -650,10 +652,16 @@ fn generate(path: &Path, gzip: Option<&Path>, target: u64) -> Result<Generated> 
             "rsync",
             "flock",
         ][(rng.next() % 6) as usize];
+        // As the tracer writes them: the inode's generation, and each process's start time,
+        // which tells apart the processes that had one pid one after another (each step's is
+        // a new process, started a little before its first line).
+        let generation = ino.wrapping_mul(2_654_435_761) % (1 << 32);
         let lock = format!(
-            r#""kind":"flock","mode":"write","dev":"{DEV}","ino":{ino},"path":"/var/lib/jobs/job-{ino}.lock","start":0,"end":null"#
+            r#""kind":"flock","mode":"write","dev":"{DEV}","ino":{ino},"generation":{generation},"path":"/var/lib/jobs/job-{ino}.lock","start":0,"end":null"#
         );
-        let process = format!(r#""host":"{host}","pid":{pid},"comm":"{comm}""#);
+        let started = BOOT_TO_LOG_NS + clock.now() - step % 50 * 1_000_000;
+        let process =
+            format!(r#""host":"{host}","pid":{pid},"start_time":{started},"comm":"{comm}""#);
         let roll = rng.next() % 1000;
         if roll < 20 {
             let line = format!(
@@ -692,8 +700,13 @@ fn generate(path: &Path, gzip: Option<&Path>, target: u64) -> Result<Generated> 
             write(&mut out, &mut log, &line, None)?;
             clock.advance(100_000_000);
             let holder = pid + 1;
+            // Forked once the lock was taken.
+            let holder = format!(
+                r#""pid":{holder},"start_time":{},"comm":"sleep""#,
+                BOOT_TO_LOG_NS + acquired + 4_000
+            );
             let line = format!(
-                r#"{{"event":"orphan","ts":"{}",{process},{lock},"taker_exit":"{}","holders":[{{"pid":{holder},"comm":"sleep","fd":3}}]}}"#,
+                r#"{{"event":"orphan","ts":"{}",{process},{lock},"taker_exit":"{}","holders":[{{{holder},"fd":3}}]}}"#,
                 clock.tick(),
                 Clock(exit).ts()
             );
@@ -703,11 +716,11 @@ fn generate(path: &Path, gzip: Option<&Path>, target: u64) -> Result<Generated> 
             let orphaned = clock.now() - exit;
             let at = clock.tick();
             let release = format!(
-                r#"{{"event":"release","ts":"{at}","host":"{host}","pid":{holder},"comm":"sleep",{lock},"held_ns":{held},"reason":"exit"}}"#
+                r#"{{"event":"release","ts":"{at}","host":"{host}",{holder},{lock},"held_ns":{held},"reason":"exit"}}"#
             );
             write(&mut out, &mut log, &release, Some(ino))?;
             let end = format!(
-                r#"{{"event":"orphan_end","ts":"{at}",{process},{lock},"held_ns":{held},"reason":"exit","orphan_ns":{orphaned},"taker_exit":"{}","by":{{"pid":{holder},"comm":"sleep"}}}}"#,
+                r#"{{"event":"orphan_end","ts":"{at}",{process},{lock},"held_ns":{held},"reason":"exit","orphan_ns":{orphaned},"taker_exit":"{}","by":{{{holder}}}}}"#,
                 Clock(exit).ts()
             );
             write(&mut out, &mut log, &end, Some(ino))?;
