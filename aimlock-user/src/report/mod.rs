@@ -531,13 +531,25 @@ impl Processes {
         }
     }
 
-    /// What two shards' lines tell together.
-    fn and(mut self, other: Self) -> Self {
-        for (process, ns_pid) in other.ns_pids {
-            self.ns_pids.entry(process).or_insert(ns_pid);
+    /// What two shards' lines tell together: the fewer processes go into the table of the
+    /// more (a copy of the larger, beside it, was the peak of a query's memory), each `ns_pid`
+    /// of `self` kept over `other`'s.
+    fn and(self, other: Self) -> Self {
+        let size = |processes: &Self| processes.start_times.len() + processes.ns_pids.len();
+        let (mut more, fewer, fewer_first) = if size(&self) >= size(&other) {
+            (self, other, false)
+        } else {
+            (other, self, true)
+        };
+        for (process, ns_pid) in fewer.ns_pids {
+            if fewer_first {
+                more.ns_pids.insert(process, ns_pid);
+            } else {
+                more.ns_pids.entry(process).or_insert(ns_pid);
+            }
         }
-        for (process, start_time) in other.start_times {
-            self.start_times
+        for (process, start_time) in fewer.start_times {
+            more.start_times
                 .entry(process)
                 .and_modify(|seen| {
                     if *seen != start_time {
@@ -546,13 +558,14 @@ impl Processes {
                 })
                 .or_insert(start_time);
         }
-        for (pid_on_host, start_time) in other.starts {
-            if *self.starts.entry(pid_on_host).or_insert(start_time) != start_time {
-                self.reused_pids.insert(pid_on_host.1);
+        // Which of two start times a pid keeps does not matter: it is then reused.
+        for (pid_on_host, start_time) in fewer.starts {
+            if *more.starts.entry(pid_on_host).or_insert(start_time) != start_time {
+                more.reused_pids.insert(pid_on_host.1);
             }
         }
-        self.reused_pids.extend(other.reused_pids);
-        self
+        more.reused_pids.extend(fewer.reused_pids);
+        more
     }
 
     /// Gives each mention of a process in a lock's lines the `ns_pid` and start time other
