@@ -26,7 +26,7 @@ mod stored;
 mod timeline;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, hash_map::Entry},
     io::{BufWriter, Write},
     num::NonZeroUsize,
     sync::Arc,
@@ -456,18 +456,32 @@ fn leave_out_own_lines(own: Name, lines: &mut LockLines) {
 /// What the lines tell of the processes, gathered in one walk over every line kept.
 #[derive(Debug, Default)]
 struct Processes {
-    /// The first start time any line gave each pid on each host.
-    starts: FxHashMap<(Name, u32), u64>,
+    /// Each pid on each host that a line gave a start time: one small entry while every such
+    /// line named one process (one command and start time), which is most pids.
+    pids: FxHashMap<(Name, u32), PidOnHost>,
+    /// Of a pid on a host whose lines named more than one (command, start time), per command:
+    /// its start time, if its lines gave only one (None: more than one process had that pid
+    /// and command). Not every line about a process carries its start time (an orphan line
+    /// names a taker that had exited before the tracer could read it): a mention without one
+    /// gets the one its pid and command were given.
+    by_command: FxHashMap<(Name, u32, Name), Option<u64>>,
     /// Not every line about a process carries its `ns_pid` (an orphan line names a taker that
     /// has exited): each mention of the process gets the one any line gave.
     ns_pids: FxHashMap<(Name, u32, Name), u32>,
-    /// Nor its start time (an orphan line names a taker that had exited before the tracer
-    /// could read it): a mention without one gets the start time the other lines gave the
-    /// same pid and command on the same host, where they gave only one (None: more than one
-    /// process had that pid and command).
-    start_times: FxHashMap<(Name, u32, Name), Option<u64>>,
     /// Pids that named more than one process (by start time) on one host.
     reused_pids: HashSet<u32>,
+    /// The latest (host, pid, command, start time) noted: a process's lines mostly follow
+    /// one another, and noting a mention again changes nothing.
+    latest: Option<(Name, u32, Name, u64)>,
+}
+
+/// A pid on a host: the first start time its lines gave, and, while every line that gave one
+/// named it with one command and that start time, the command (None: see
+/// [`Processes::by_command`]).
+#[derive(Clone, Copy, Debug)]
+struct PidOnHost {
+    start: u64,
+    only: Option<Name>,
 }
 
 impl Processes {
@@ -509,33 +523,52 @@ impl Processes {
     /// What a lock line tells; `host`: its lock's.
     fn add_line(&mut self, host: Name, line: &Stored) {
         for actor in line.actors() {
-            let process = (host, actor.pid, actor.comm);
             if let Some(ns_pid) = actor.ns_pid {
-                self.ns_pids.insert(process, ns_pid);
+                self.ns_pids.insert((host, actor.pid, actor.comm), ns_pid);
             }
-            let Some(start_time) = actor.start_time else {
-                continue;
-            };
-            self.start_times
-                .entry(process)
-                .and_modify(|seen| {
-                    if *seen != Some(start_time) {
-                        *seen = None;
-                    }
-                })
-                .or_insert(Some(start_time));
-            let first = self.starts.entry((host, actor.pid)).or_insert(start_time);
-            if *first != start_time {
-                self.reused_pids.insert(actor.pid);
+            if let Some(start_time) = actor.start_time {
+                self.note_start(host, actor.pid, actor.comm, start_time);
             }
         }
     }
 
-    /// What two shards' lines tell together: the fewer processes go into the table of the
+    /// That a line named `pid` on `host` with command `comm` and this start time.
+    fn note_start(&mut self, host: Name, pid: u32, comm: Name, start: u64) {
+        let mention = (host, pid, comm, start);
+        if self.latest == Some(mention) {
+            return;
+        }
+        self.latest = Some(mention);
+        let known = match self.pids.entry((host, pid)) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(PidOnHost {
+                    start,
+                    only: Some(comm),
+                });
+                return;
+            }
+            Entry::Occupied(occupied) => occupied.into_mut(),
+        };
+        if known.start != start {
+            self.reused_pids.insert(pid);
+        }
+        match known.only {
+            Some(only) if only == comm && known.start == start => {}
+            Some(only) => {
+                // A second process, or a second command: per command from now on.
+                known.only = None;
+                self.by_command.insert((host, pid, only), Some(known.start));
+                note_by_command(&mut self.by_command, (host, pid, comm), Some(start));
+            }
+            None => note_by_command(&mut self.by_command, (host, pid, comm), Some(start)),
+        }
+    }
+
+    /// What two shards' lines tell together: the fewer processes go into the tables of the
     /// more (a copy of the larger, beside it, was the peak of a query's memory), each `ns_pid`
     /// of `self` kept over `other`'s.
     fn and(self, other: Self) -> Self {
-        let size = |processes: &Self| processes.start_times.len() + processes.ns_pids.len();
+        let size = |processes: &Self| processes.pids.len() + processes.ns_pids.len();
         let (mut more, fewer, fewer_first) = if size(&self) >= size(&other) {
             (self, other, false)
         } else {
@@ -548,31 +581,53 @@ impl Processes {
                 more.ns_pids.entry(process).or_insert(ns_pid);
             }
         }
-        for (process, start_time) in fewer.start_times {
-            more.start_times
-                .entry(process)
-                .and_modify(|seen| {
-                    if *seen != start_time {
-                        *seen = None;
-                    }
-                })
-                .or_insert(start_time);
-        }
-        // Which of two start times a pid keeps does not matter: it is then reused.
-        for (pid_on_host, start_time) in fewer.starts {
-            if *more.starts.entry(pid_on_host).or_insert(start_time) != start_time {
-                more.reused_pids.insert(pid_on_host.1);
+        for ((host, pid), theirs) in fewer.pids {
+            let ours = match more.pids.entry((host, pid)) {
+                Entry::Vacant(vacant) => {
+                    // Its commands, if it has them apart, come with the others' below.
+                    vacant.insert(theirs);
+                    continue;
+                }
+                Entry::Occupied(occupied) => occupied.into_mut(),
+            };
+            // Which of two start times a pid keeps does not matter: it is then reused.
+            if ours.start != theirs.start {
+                more.reused_pids.insert(pid);
             }
+            if ours.start == theirs.start && ours.only.is_some() && ours.only == theirs.only {
+                continue;
+            }
+            if let Some(only) = ours.only.take() {
+                more.by_command.insert((host, pid, only), Some(ours.start));
+            }
+            if let Some(only) = theirs.only {
+                note_by_command(&mut more.by_command, (host, pid, only), Some(theirs.start));
+            }
+        }
+        // Each of these pids is now per command on both sides.
+        for (process, start) in fewer.by_command {
+            note_by_command(&mut more.by_command, process, start);
         }
         more.reused_pids.extend(fewer.reused_pids);
         more
+    }
+
+    /// The start time the lines gave this pid and command on this host, if only one.
+    fn start_of(&self, host: Name, pid: u32, comm: Name) -> Option<u64> {
+        match self.pids.get(&(host, pid))? {
+            PidOnHost {
+                start,
+                only: Some(only),
+            } => (*only == comm).then_some(*start),
+            PidOnHost { only: None, .. } => self.by_command.get(&(host, pid, comm)).copied()?,
+        }
     }
 
     /// Gives each mention of a process in a lock's lines the `ns_pid` and start time other
     /// lines gave it. (A start time shared is one the process's other lines gave: no pid is
     /// reused by it.)
     fn share_with(&self, key: &LockKey, lines: &mut LockLines) {
-        if self.ns_pids.is_empty() && self.start_times.is_empty() {
+        if self.ns_pids.is_empty() && self.pids.is_empty() {
             return;
         }
         for record in lines.records.iter_mut() {
@@ -586,10 +641,26 @@ impl Processes {
             let process = (key.host, actor.pid, actor.comm);
             actor.ns_pid = actor.ns_pid.or_else(|| self.ns_pids.get(&process).copied());
             if actor.start_time.is_none() {
-                actor.start_time = self.start_times.get(&process).copied().flatten();
+                actor.start_time = self.start_of(key.host, actor.pid, actor.comm);
             }
         });
     }
+}
+
+/// Notes a start time of a pid and command on a host, kept per command: None once two differ.
+fn note_by_command(
+    by_command: &mut FxHashMap<(Name, u32, Name), Option<u64>>,
+    process: (Name, u32, Name),
+    start: Option<u64>,
+) {
+    by_command
+        .entry(process)
+        .and_modify(|seen| {
+            if *seen != start {
+                *seen = None;
+            }
+        })
+        .or_insert(start);
 }
 
 /// Builds the timelines and keeps the locks the query asks for, oldest first; each shard's

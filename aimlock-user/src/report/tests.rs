@@ -2037,3 +2037,81 @@ fn aimlock_s_own_locks_are_left_out_of_lines_written_out_and_kept() {
     let (told, _) = report(&["--pid", "840", &log]).unwrap();
     assert!(told.contains("pid 840 (sleep)"), "{told}");
 }
+
+/// What the processes' tables tell (each mention's start time where it has none, the reused
+/// pids) is what one table per (host, pid, command) and one per (host, pid) tell, however the
+/// mentions are split between the two sides put together: on mentions that reuse few pids,
+/// commands and start times, so that every case meets.
+#[test]
+fn the_processes_tables_tell_what_one_entry_per_process_tells() {
+    type Process = (Name, u32, Name);
+    let mut random = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |below: u64| {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % below
+    };
+    for round in 0..300 {
+        let mentions: Vec<(Process, u64)> = (0..next(40))
+            .map(|_| {
+                let process = (
+                    Name::from_index(next(2) as u32),
+                    next(4) as u32,
+                    Name::from_index(next(3) as u32 + 2),
+                );
+                (process, next(3))
+            })
+            .collect();
+        // The model: per (host, pid, command) its start time while only one; per (host, pid)
+        // every start time.
+        let mut model: HashMap<Process, Option<u64>> = HashMap::new();
+        let mut starts: HashMap<(Name, u32), HashSet<u64>> = HashMap::new();
+        for &(process, start) in &mentions {
+            model
+                .entry(process)
+                .and_modify(|seen| {
+                    if *seen != Some(start) {
+                        *seen = None;
+                    }
+                })
+                .or_insert(Some(start));
+            starts
+                .entry((process.0, process.1))
+                .or_default()
+                .insert(start);
+        }
+        let split = next(mentions.len() as u64 + 1) as usize;
+        let side = |mentions: &[(Process, u64)]| {
+            let mut processes = Processes::default();
+            for &((host, pid, comm), start) in mentions {
+                processes.note_start(host, pid, comm, start);
+            }
+            processes
+        };
+        let (first, second) = (side(&mentions[..split]), side(&mentions[split..]));
+        let together = if round % 2 == 0 {
+            first.and(second)
+        } else {
+            second.and(first)
+        };
+        for host in 0..2 {
+            for pid in 0..4 {
+                for comm in 2..5 {
+                    let process = (Name::from_index(host), pid, Name::from_index(comm));
+                    assert_eq!(
+                        together.start_of(process.0, pid, process.2),
+                        model.get(&process).copied().flatten(),
+                        "{process:?} after {mentions:?} split at {split}"
+                    );
+                }
+            }
+        }
+        let reused: HashSet<u32> = starts
+            .iter()
+            .filter(|(_, starts)| starts.len() > 1)
+            .map(|((_, pid), _)| *pid)
+            .collect();
+        assert_eq!(together.reused_pids, reused, "{mentions:?}");
+    }
+}
