@@ -27,6 +27,7 @@ use super::{
     input::{self, Source},
     line::{Head, Names, Nanos, Origin, Parsed, head, parse},
     scan::{Candidates, line_host, line_ino, same_bytes},
+    table::prefetch,
 };
 use crate::events::EventKind;
 
@@ -836,21 +837,6 @@ impl<'a> FlatLine<'a> {
 
 /// How many lines ahead the merge asks for a lock's state.
 const PREFETCH_AHEAD: usize = 8;
-
-/// Asks for the memory of `value` to be brought into the cache.
-fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let start = (value as *const T).cast::<i8>();
-        for offset in (0..size_of::<T>()).step_by(64) {
-            // SAFETY: a prefetch reads nothing; the address is within `value`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
-}
 
 /// Each lock's state as its lines are replayed in log order.
 #[derive(Default)]

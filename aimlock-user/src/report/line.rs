@@ -363,7 +363,7 @@ impl Name {
     }
 
     /// The name of this index in the same table (as [`Name::index`] gave it).
-    pub fn from_index(index: u32) -> Self {
+    pub const fn from_index(index: u32) -> Self {
         Self(index)
     }
 }

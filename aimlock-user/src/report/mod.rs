@@ -23,10 +23,11 @@ mod scan;
 mod shards;
 mod spill;
 mod stored;
+mod table;
 mod timeline;
 
 use std::{
-    collections::{HashMap, HashSet, hash_map::Entry},
+    collections::{HashMap, HashSet},
     io::{BufWriter, Write},
     num::NonZeroUsize,
     sync::Arc,
@@ -46,6 +47,7 @@ use rustc_hash::FxHashMap;
 use scan::{LockLines, Scan, Selection};
 use spill::SortedLines;
 use stored::Stored;
+use table::{Slot, Table};
 use timeline::Lock;
 
 #[derive(Debug, clap::Args)]
@@ -458,30 +460,97 @@ fn leave_out_own_lines(own: Name, lines: &mut LockLines) {
 struct Processes {
     /// Each pid on each host that a line gave a start time: one small entry while every such
     /// line named one process (one command and start time), which is most pids.
-    pids: FxHashMap<(Name, u32), PidOnHost>,
-    /// Of a pid on a host whose lines named more than one (command, start time), per command:
-    /// its start time, if its lines gave only one (None: more than one process had that pid
-    /// and command). Not every line about a process carries its start time (an orphan line
-    /// names a taker that had exited before the tracer could read it): a mention without one
-    /// gets the one its pid and command were given.
-    by_command: FxHashMap<(Name, u32, Name), Option<u64>>,
+    pids: Table<PidOnHost>,
+    /// Each command of a pid on a host whose lines named more than one (command, start time):
+    /// its start time, if its lines gave only one. Not every line about a process carries its
+    /// start time (an orphan line names a taker that had exited before the tracer could read
+    /// it): a mention without one gets the one its pid and command were given.
+    by_command: Table<CommandOfPid>,
     /// Not every line about a process carries its `ns_pid` (an orphan line names a taker that
     /// has exited): each mention of the process gets the one any line gave.
     ns_pids: FxHashMap<(Name, u32, Name), u32>,
     /// Pids that named more than one process (by start time) on one host.
     reused_pids: HashSet<u32>,
-    /// The latest (host, pid, command, start time) noted: a process's lines mostly follow
-    /// one another, and noting a mention again changes nothing.
-    latest: Option<(Name, u32, Name, u64)>,
+    /// Mentions with a start time not noted yet: they are noted a batch at a time, the slots of
+    /// each asked for a few mentions ahead.
+    waiting: Vec<Mention>,
+    /// The latest mention: a process's lines mostly follow one another, and noting a mention
+    /// again changes nothing.
+    latest: Option<Mention>,
+}
+
+/// Mentions noted at a time.
+const MENTIONS_PER_BATCH: usize = 64;
+/// How many mentions ahead their slots are asked for.
+const MENTIONS_AHEAD: usize = 8;
+
+/// A line's mention of a process that gave its start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mention {
+    host: Name,
+    pid: u32,
+    comm: Name,
+    start: u64,
+}
+
+/// A host's name and a pid, in one word: the tables' key.
+fn host_pid(host: Name, pid: u32) -> u64 {
+    ((host.index() as u64) << 32) | u64::from(pid)
 }
 
 /// A pid on a host: the first start time its lines gave, and, while every line that gave one
-/// named it with one command and that start time, the command (None: see
-/// [`Processes::by_command`]).
+/// named it with one command and that start time, the command (`PER_COMMAND` past that: see
+/// [`Processes::by_command`]); whether it named more than one process.
 #[derive(Clone, Copy, Debug)]
 struct PidOnHost {
+    host_pid: u64,
     start: u64,
-    only: Option<Name>,
+    only: Name,
+    reused: bool,
+}
+
+/// No name: a `PidOnHost`'s commands are in [`Processes::by_command`].
+const PER_COMMAND: Name = Name::from_index(u32::MAX);
+
+impl Slot for PidOnHost {
+    type Key = u64;
+    const EMPTY: Self = Self {
+        host_pid: u64::MAX,
+        start: 0,
+        only: PER_COMMAND,
+        reused: false,
+    };
+    fn key(&self) -> Option<u64> {
+        (self.host_pid != u64::MAX).then_some(self.host_pid)
+    }
+}
+
+/// A command of a pid on a host: its start time, unless more than one process had both.
+#[derive(Clone, Copy, Debug)]
+struct CommandOfPid {
+    host_pid: u64,
+    comm: Name,
+    ambiguous: bool,
+    start: u64,
+}
+
+impl CommandOfPid {
+    fn start(&self) -> Option<u64> {
+        (!self.ambiguous).then_some(self.start)
+    }
+}
+
+impl Slot for CommandOfPid {
+    type Key = (u64, Name);
+    const EMPTY: Self = Self {
+        host_pid: u64::MAX,
+        comm: Name::from_index(0),
+        ambiguous: false,
+        start: 0,
+    };
+    fn key(&self) -> Option<(u64, Name)> {
+        (self.host_pid != u64::MAX).then_some((self.host_pid, self.comm))
+    }
 }
 
 impl Processes {
@@ -526,48 +595,82 @@ impl Processes {
             if let Some(ns_pid) = actor.ns_pid {
                 self.ns_pids.insert((host, actor.pid, actor.comm), ns_pid);
             }
-            if let Some(start_time) = actor.start_time {
-                self.note_start(host, actor.pid, actor.comm, start_time);
+            if let Some(start) = actor.start_time {
+                self.note_start(Mention {
+                    host,
+                    pid: actor.pid,
+                    comm: actor.comm,
+                    start,
+                });
             }
         }
     }
 
-    /// That a line named `pid` on `host` with command `comm` and this start time.
-    fn note_start(&mut self, host: Name, pid: u32, comm: Name, start: u64) {
-        let mention = (host, pid, comm, start);
+    /// That a line named a process with its start time: noted with the next batch.
+    fn note_start(&mut self, mention: Mention) {
         if self.latest == Some(mention) {
             return;
         }
         self.latest = Some(mention);
-        let known = match self.pids.entry((host, pid)) {
-            Entry::Vacant(vacant) => {
-                vacant.insert(PidOnHost {
-                    start,
-                    only: Some(comm),
-                });
-                return;
+        self.waiting.push(mention);
+        if self.waiting.len() == MENTIONS_PER_BATCH {
+            self.note_waiting();
+        }
+    }
+
+    fn note_waiting(&mut self) {
+        let mut waiting = std::mem::take(&mut self.waiting);
+        for (index, mention) in waiting.iter().enumerate() {
+            if let Some(ahead) = waiting.get(index + MENTIONS_AHEAD) {
+                let key = host_pid(ahead.host, ahead.pid);
+                self.pids.prefetch(&key);
+                self.by_command.prefetch(&(key, ahead.comm));
             }
-            Entry::Occupied(occupied) => occupied.into_mut(),
-        };
-        if known.start != start {
+            self.note(*mention);
+        }
+        waiting.clear();
+        self.waiting = waiting;
+    }
+
+    fn note(
+        &mut self,
+        Mention {
+            host,
+            pid,
+            comm,
+            start,
+        }: Mention,
+    ) {
+        let key = host_pid(host, pid);
+        let (known, already) = self.pids.get_or_insert(key, || PidOnHost {
+            host_pid: key,
+            start,
+            only: comm,
+            reused: false,
+        });
+        if !already {
+            return;
+        }
+        if known.start != start && !known.reused {
+            known.reused = true;
             self.reused_pids.insert(pid);
         }
-        match known.only {
-            Some(only) if only == comm && known.start == start => {}
-            Some(only) => {
-                // A second process, or a second command: per command from now on.
-                known.only = None;
-                self.by_command.insert((host, pid, only), Some(known.start));
-                note_by_command(&mut self.by_command, (host, pid, comm), Some(start));
-            }
-            None => note_by_command(&mut self.by_command, (host, pid, comm), Some(start)),
+        if known.only == PER_COMMAND {
+            note_by_command(&mut self.by_command, key, comm, Some(start));
+        } else if known.only != comm || known.start != start {
+            // A second process, or a second command: per command from now on.
+            let only = std::mem::replace(&mut known.only, PER_COMMAND);
+            note_by_command(&mut self.by_command, key, only, Some(known.start));
+            note_by_command(&mut self.by_command, key, comm, Some(start));
         }
     }
 
     /// What two shards' lines tell together: the fewer processes go into the tables of the
     /// more (a copy of the larger, beside it, was the peak of a query's memory), each `ns_pid`
     /// of `self` kept over `other`'s.
-    fn and(self, other: Self) -> Self {
+    fn and(mut self, mut other: Self) -> Self {
+        self.note_waiting();
+        other.note_waiting();
         let size = |processes: &Self| processes.pids.len() + processes.ns_pids.len();
         let (mut more, fewer, fewer_first) = if size(&self) >= size(&other) {
             (self, other, false)
@@ -581,32 +684,37 @@ impl Processes {
                 more.ns_pids.entry(process).or_insert(ns_pid);
             }
         }
-        for ((host, pid), theirs) in fewer.pids {
-            let ours = match more.pids.entry((host, pid)) {
-                Entry::Vacant(vacant) => {
-                    // Its commands, if it has them apart, come with the others' below.
-                    vacant.insert(theirs);
-                    continue;
-                }
-                Entry::Occupied(occupied) => occupied.into_mut(),
-            };
-            // Which of two start times a pid keeps does not matter: it is then reused.
-            if ours.start != theirs.start {
-                more.reused_pids.insert(pid);
-            }
-            if ours.start == theirs.start && ours.only.is_some() && ours.only == theirs.only {
+        for theirs in fewer.pids.into_slots() {
+            let key = theirs.host_pid;
+            let (ours, already) = more.pids.get_or_insert(key, || theirs);
+            if !already {
+                // Its commands, if it has them apart, come with the others' below.
                 continue;
             }
-            if let Some(only) = ours.only.take() {
-                more.by_command.insert((host, pid, only), Some(ours.start));
+            // Which of two start times a pid keeps does not matter: it is then reused.
+            if ours.start != theirs.start || theirs.reused {
+                ours.reused = true;
+                more.reused_pids.insert(key as u32);
             }
-            if let Some(only) = theirs.only {
-                note_by_command(&mut more.by_command, (host, pid, only), Some(theirs.start));
+            if ours.start == theirs.start && ours.only != PER_COMMAND && ours.only == theirs.only {
+                continue;
+            }
+            let only = std::mem::replace(&mut ours.only, PER_COMMAND);
+            if only != PER_COMMAND {
+                note_by_command(&mut more.by_command, key, only, Some(ours.start));
+            }
+            if theirs.only != PER_COMMAND {
+                note_by_command(&mut more.by_command, key, theirs.only, Some(theirs.start));
             }
         }
         // Each of these pids is now per command on both sides.
-        for (process, start) in fewer.by_command {
-            note_by_command(&mut more.by_command, process, start);
+        for theirs in fewer.by_command.into_slots() {
+            note_by_command(
+                &mut more.by_command,
+                theirs.host_pid,
+                theirs.comm,
+                theirs.start(),
+            );
         }
         more.reused_pids.extend(fewer.reused_pids);
         more
@@ -614,12 +722,12 @@ impl Processes {
 
     /// The start time the lines gave this pid and command on this host, if only one.
     fn start_of(&self, host: Name, pid: u32, comm: Name) -> Option<u64> {
-        match self.pids.get(&(host, pid))? {
-            PidOnHost {
-                start,
-                only: Some(only),
-            } => (*only == comm).then_some(*start),
-            PidOnHost { only: None, .. } => self.by_command.get(&(host, pid, comm)).copied()?,
+        let key = host_pid(host, pid);
+        let known = self.pids.get(&key)?;
+        if known.only == PER_COMMAND {
+            self.by_command.get(&(key, comm))?.start()
+        } else {
+            (known.only == comm).then_some(known.start)
         }
     }
 
@@ -627,7 +735,7 @@ impl Processes {
     /// lines gave it. (A start time shared is one the process's other lines gave: no pid is
     /// reused by it.)
     fn share_with(&self, key: &LockKey, lines: &mut LockLines) {
-        if self.ns_pids.is_empty() && self.pids.is_empty() {
+        if self.ns_pids.is_empty() && self.pids.len() == 0 {
             return;
         }
         for record in lines.records.iter_mut() {
@@ -647,20 +755,22 @@ impl Processes {
     }
 }
 
-/// Notes a start time of a pid and command on a host, kept per command: None once two differ.
+/// Notes a start time (None: more than one) of a pid and command on a host.
 fn note_by_command(
-    by_command: &mut FxHashMap<(Name, u32, Name), Option<u64>>,
-    process: (Name, u32, Name),
+    by_command: &mut Table<CommandOfPid>,
+    host_pid: u64,
+    comm: Name,
     start: Option<u64>,
 ) {
-    by_command
-        .entry(process)
-        .and_modify(|seen| {
-            if *seen != start {
-                *seen = None;
-            }
-        })
-        .or_insert(start);
+    let (known, already) = by_command.get_or_insert((host_pid, comm), || CommandOfPid {
+        host_pid,
+        comm,
+        ambiguous: start.is_none(),
+        start: start.unwrap_or(0),
+    });
+    if already && known.start() != start {
+        known.ambiguous = true;
+    }
 }
 
 /// Builds the timelines and keeps the locks the query asks for, oldest first; each shard's

@@ -2053,7 +2053,7 @@ fn the_processes_tables_tell_what_one_entry_per_process_tells() {
         random % below
     };
     for round in 0..300 {
-        let mentions: Vec<(Process, u64)> = (0..next(40))
+        let mentions: Vec<(Process, u64)> = (0..next(150))
             .map(|_| {
                 let process = (
                     Name::from_index(next(2) as u32),
@@ -2085,7 +2085,12 @@ fn the_processes_tables_tell_what_one_entry_per_process_tells() {
         let side = |mentions: &[(Process, u64)]| {
             let mut processes = Processes::default();
             for &((host, pid, comm), start) in mentions {
-                processes.note_start(host, pid, comm, start);
+                processes.note_start(Mention {
+                    host,
+                    pid,
+                    comm,
+                    start,
+                });
             }
             processes
         };
