@@ -43,7 +43,7 @@ use crate::{
 };
 use line::{Exits, LockKey, Name, Names, Nanos};
 use render::Renderer;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use scan::{LockLines, Scan, Selection};
 use spill::SortedLines;
 use stored::Stored;
@@ -470,7 +470,7 @@ struct Processes {
     /// has exited): each mention of the process gets the one any line gave.
     ns_pids: FxHashMap<(Name, u32, Name), u32>,
     /// Pids that named more than one process (by start time) on one host.
-    reused_pids: HashSet<u32>,
+    reused_pids: FxHashSet<u32>,
     /// Mentions with a start time not noted yet: they are noted a batch at a time, the slots of
     /// each asked for a few mentions ahead.
     waiting: Vec<Mention>,

@@ -9,6 +9,7 @@ use std::{
 };
 
 use rayon::prelude::*;
+use rustc_hash::FxHashSet;
 use serde::Serialize;
 
 use crate::events::{LockKind, Mode, ReleaseReason};
@@ -46,7 +47,7 @@ pub struct Renderer<'a> {
     pub several_hosts: bool,
     /// Pids that named more than one process in the logs (a pid reused): each mention of
     /// them says when its process started.
-    pub reused_pids: HashSet<u32>,
+    pub reused_pids: FxHashSet<u32>,
     /// Every lock told, and the waits of each process among them, for wait chains.
     pub locks: &'a [Lock],
     pub waits_by_process: &'a WaitsByProcess,
@@ -104,7 +105,8 @@ impl Renderer<'_> {
             .start_time
             .filter(|_| self.reused_pids.contains(&actor.pid))
         {
-            write!(out, ", started {}", since_boot(start_time))?;
+            out.write_str(", started ")?;
+            write_since_boot(out, start_time)?;
         }
         if let Some(ns_pid) = actor.ns_pid {
             write!(out, ", pid {ns_pid} in its namespace")?;
@@ -1658,9 +1660,16 @@ fn json_time(at: Nanos) -> String {
 
 /// Milliseconds from a second up, microseconds below.
 /// A process's start time as the report tells it: `1234.56 s after boot`.
-fn since_boot(start_time: u64) -> impl fmt::Display {
+/// `21388.10 s after boot`, in pieces rather than by a format: in a log whose pids were reused,
+/// most lines name a process by it.
+fn write_since_boot(out: &mut impl fmt::Write, start_time: u64) -> fmt::Result {
     let centis = start_time / 10_000_000;
-    fmt::from_fn(move |f| write!(f, "{}.{:02} s after boot", centis / 100, centis % 100))
+    out.write_str(itoa::Buffer::new().format(centis / 100))?;
+    let hundredths = (centis % 100) as u8;
+    out.write_char('.')?;
+    out.write_char(char::from(b'0' + hundredths / 10))?;
+    out.write_char(char::from(b'0' + hundredths % 10))?;
+    out.write_str(" s after boot")
 }
 
 pub fn duration(ns: u64) -> impl fmt::Display {
@@ -1770,6 +1779,19 @@ mod tests {
                 humane_duration(at).as_str(),
                 humantime::format_duration(Duration::from_nanos(at)).to_string(),
                 "{at}"
+            );
+        }
+    }
+
+    #[test]
+    fn start_times_read_as_a_format_writes_them() {
+        for start_time in samples() {
+            let mut written = String::new();
+            write_since_boot(&mut written, start_time).unwrap();
+            let centis = start_time / 10_000_000;
+            assert_eq!(
+                written,
+                format!("{}.{:02} s after boot", centis / 100, centis % 100)
             );
         }
     }

@@ -2112,7 +2112,7 @@ fn the_processes_tables_tell_what_one_entry_per_process_tells() {
                 }
             }
         }
-        let reused: HashSet<u32> = starts
+        let reused: FxHashSet<u32> = starts
             .iter()
             .filter(|(_, starts)| starts.len() > 1)
             .map(|((_, pid), _)| *pid)
