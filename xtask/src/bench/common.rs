@@ -3,7 +3,8 @@
 
 use std::{
     fs::{self, File},
-    io::{Read as _, Seek as _, SeekFrom},
+    io::{self, Read as _, Seek as _, SeekFrom},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread::sleep,
@@ -11,6 +12,26 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+
+/// Has `command`'s process sent SIGTERM when the bench ends: a bench stopped midway (Ctrl-C, a
+/// kill) must not leave a tracer or empty programs attached to the lock hooks, where they slow
+/// every lock call of the next run, nor holders asleep on their locks. (The signal comes when the
+/// thread that started the process ends: the sections start them from the main thread.)
+pub fn ends_with_the_bench(command: &mut Command) -> &mut Command {
+    let bench = std::process::id();
+    // SAFETY: between fork and exec the child only calls prctl(2) and getppid(2), which are
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            // The bench may have ended before the call took effect.
+            if nix::unistd::getppid().as_raw() as u32 != bench {
+                return Err(io::Error::other("the bench has ended"));
+            }
+            Ok(())
+        })
+    }
+}
 
 /// CPU, cores, memory, kernel, date and the versions of the tools compared.
 pub fn machine() -> Vec<String> {
@@ -184,7 +205,7 @@ impl Background {
     ) -> Result<Self> {
         let stdout = scratch.join(format!("{name}.stdout"));
         let stderr = scratch.join(format!("{name}.stderr"));
-        let child = command
+        let child = ends_with_the_bench(command)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout)?)
             .stderr(File::create(&stderr)?)

@@ -12,7 +12,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use crate::bench::{Goal, Outcome, Tools, common::Stats};
+use crate::bench::{
+    Goal, Outcome, Tools,
+    common::{Stats, ends_with_the_bench},
+};
 
 const PROCESSES: usize = 500;
 const LOCKS_PER_PROCESS: usize = 20;
@@ -126,7 +129,7 @@ impl Holders {
         };
         let hold = format!("hold-many:{}:{LOCKS_PER_PROCESS}", holders.dir.display());
         for _ in 0..PROCESSES {
-            let mut child = Command::new(lockwork)
+            let mut child = ends_with_the_bench(&mut Command::new(lockwork))
                 .args([hold.as_str(), "sleep:86400"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())

@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{
     Goal, Outcome, Tools,
-    common::{Background, StopLine, cpu_seconds, status_kib},
+    common::{Background, StopLine, cpu_seconds, ends_with_the_bench, status_kib},
 };
 
 const LOCKS: usize = 100_000;
@@ -218,7 +218,7 @@ fn settle(pid: u32) -> Result<f64> {
 /// many files) and returns once it holds its locks.
 pub fn hold_many(tools: &Tools, dir: &Path, count: usize, holders: &mut Holders) -> Result<()> {
     let nofile = count + 64;
-    let mut holder = Command::new("prlimit")
+    let mut holder = ends_with_the_bench(&mut Command::new("prlimit"))
         .arg(format!("--nofile={nofile}:{nofile}"))
         .arg(&tools.lockwork)
         .arg(format!("hold-many:{}:{count}", dir.display()))
