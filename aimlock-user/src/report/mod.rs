@@ -310,7 +310,7 @@ fn write_report(
         end,
         at: args.at,
         several_hosts,
-        reused_pids: before_fold.processes.reused_pids.clone(),
+        reused_pids: before_fold.processes.reused_pids(),
         locks: &locks,
         waits_by_process: &waits_by_process,
         locks_per_job: telling.locks_per_job,

@@ -26,8 +26,6 @@ pub(super) struct Processes {
     /// Not every line about a process carries its `ns_pid` (an orphan line names a taker that
     /// has exited): each mention of the process gets the one any line gave.
     ns_pids: FxHashMap<(Name, u32, Name), u32>,
-    /// Pids that named more than one process (by start time) on one host.
-    pub(super) reused_pids: FxHashSet<u32>,
     /// Mentions with a start time not noted yet: they are noted a batch at a time, the slots of
     /// each asked for a few mentions ahead.
     waiting: Vec<Mention>,
@@ -208,9 +206,8 @@ impl Processes {
         if !already {
             return;
         }
-        if known.start != start && !known.reused {
+        if known.start != start {
             known.reused = true;
-            self.reused_pids.insert(pid);
         }
         if known.only == PER_COMMAND {
             note_by_command(&mut self.by_command, key, comm, Some(start));
@@ -251,7 +248,6 @@ impl Processes {
             // Which of two start times a pid keeps does not matter: it is then reused.
             if ours.start != theirs.start || theirs.reused {
                 ours.reused = true;
-                more.reused_pids.insert(key as u32);
             }
             if ours.start == theirs.start && ours.only != PER_COMMAND && ours.only == theirs.only {
                 continue;
@@ -273,8 +269,16 @@ impl Processes {
                 theirs.start(),
             );
         }
-        more.reused_pids.extend(fewer.reused_pids);
         more
+    }
+
+    /// Pids that named more than one process (by start time) on one host.
+    pub(super) fn reused_pids(&self) -> FxHashSet<u32> {
+        self.pids
+            .slots()
+            .filter(|known| known.reused)
+            .map(|known| known.host_pid as u32)
+            .collect()
     }
 
     /// The start time the lines gave this pid and command on this host, if only one.
@@ -415,7 +419,7 @@ mod tests {
                 .filter(|(_, starts)| starts.len() > 1)
                 .map(|((_, pid), _)| *pid)
                 .collect();
-            assert_eq!(together.reused_pids, reused, "{mentions:?}");
+            assert_eq!(together.reused_pids(), reused, "{mentions:?}");
         }
     }
 }

@@ -113,6 +113,11 @@ impl<S: Slot> Table<S> {
     }
 
     /// The slots that hold something.
+    pub fn slots(&self) -> impl Iterator<Item = &S> {
+        self.slots.iter().filter(|slot| slot.key().is_some())
+    }
+
+    /// The slots that hold something.
     pub fn into_slots(self) -> impl Iterator<Item = S> {
         self.slots.into_iter().filter(|slot| slot.key().is_some())
     }
