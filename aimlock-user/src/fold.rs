@@ -182,27 +182,31 @@ impl Folder {
             return false;
         }
         self.candidates.remove(&file);
-        let Some(Line::Event(Output::Acquire {
+        // The fields the summary needs, copied out of the slot: the whole acquire is a few
+        // hundred bytes.
+        let Some(Some(Line::Event(Output::Acquire {
             at,
             actor,
             lock,
             mode,
             file,
             ..
-        })) = self.queue[index].take()
+        }))) = self.queue.get(index)
         else {
             unreachable!("the slot was matched as an acquire just above");
         };
-        self.add_to_summary(Summary {
-            at,
-            actor,
-            lock,
-            mode,
-            file,
+        let hold = Summary {
+            at: *at,
+            actor: *actor,
+            lock: *lock,
+            mode: *mode,
+            file: *file,
             holds: 1,
             held_ns,
             longest_ns: held_ns,
-        });
+        };
+        self.queue[index] = None;
+        self.add_to_summary(hold);
         true
     }
 

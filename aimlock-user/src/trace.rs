@@ -319,19 +319,22 @@ impl Intake {
     fn take(&mut self, batch: &Batch, tracker: &mut Tracker, enricher: &mut Enricher) -> u64 {
         let mut count = 0;
         for item in batch.records().flat_map(records_in) {
-            match self.decoder.decode(item) {
+            // Made ready where the decoder wrote it, and moved once, into the tracker: a copy
+            // just after the decoder's writes waits for each of them.
+            let mut decoded = self.decoder.decode(item);
+            match &mut decoded {
                 Decoded::Context => continue,
-                Decoded::Input(mut input) => {
+                Decoded::Input(input) => {
                     if let Input::Exec {
                         pid,
                         start_time,
                         locked,
                         ..
-                    } = &mut input
+                    } = input
                     {
                         *locked = self.fd_locks.description_locks(*pid, *start_time);
                     }
-                    match &mut input {
+                    match input {
                         Input::Lock(op) | Input::FcntlFailure(op) => {
                             // The process first: a short-lived one may be gone by the time its
                             // fds have been looked through.
@@ -357,12 +360,14 @@ impl Intake {
                         } if *start_time == 0 => *start_time = enricher.start_time_of(*pid),
                         _ => {}
                     }
-                    tracker.push(input);
                 }
                 Decoded::Unreadable => log::warn!(
                     "skipped a record of {} bytes this binary cannot read",
                     item.len()
                 ),
+            }
+            if let Decoded::Input(input) = decoded {
+                tracker.push(input);
             }
             count += 1;
         }
