@@ -434,6 +434,65 @@ fn short_holds_are_counted_in_summaries_each_once() {
     assert!(of_kind(&mine, "summary").is_empty());
 }
 
+/// A SQLite transaction's POSIX locks on its database (several byte ranges, a conversion, then
+/// all unlocked) fold as one stretch: by default its holds are counted in `summary` lines, read
+/// and write, each exactly once in a count or, when the transaction lasted 100 us or more, in
+/// its own release lines; nothing lost.
+#[test]
+fn a_sqlite_transaction_s_byte_ranges_fold_into_summaries() {
+    let transactions = aimlock_tests::burst_size(20_000u64, 2_000);
+    for round in 0..3 {
+        let dir = TempDir::new("fold-sqlite");
+        let file = dir.file("db");
+        let ino = inode(&file);
+        let path = file.display().to_string();
+        let tracer = Tracer::start(&["--path", &path]);
+        let work = Workload::start(&[
+            &format!("open:{path}"),
+            &format!("loop:{transactions}:posix-sqlite"),
+        ]);
+        let pid = work.pid();
+        work.finish();
+        let events = tracer.stop();
+        let stop = events.last().unwrap();
+        assert_eq!(stop["lost"], 0, "round {round}: {stop}");
+        let mine = lock_events(&events, ino, pid);
+        let summaries = of_kind(&mine, "summary");
+        // An emulated CPU may take 100 us over every transaction.
+        assert!(
+            !summaries.is_empty() || aimlock_tests::emulated_machine(),
+            "round {round}: no summary"
+        );
+        let mut folded = [0, 0];
+        for summary in &summaries {
+            assert_eq!(summary["kind"], "posix", "{summary}");
+            assert!(
+                summary["longest_ns"].as_u64().unwrap() < 100_000,
+                "{summary}"
+            );
+            let mode = usize::from(summary["mode"] == "write");
+            folded[mode] += summary["holds"].as_u64().unwrap();
+        }
+        let releases = of_kind(&mine, "release");
+        let written = |mode: &str| releases.iter().filter(|r| r["mode"] == mode).count() as u64;
+        // Per transaction: the pending byte's and the shared range's read locks, one write lock.
+        assert_eq!(
+            (folded[0] + written("read"), folded[1] + written("write")),
+            (2 * transactions, transactions),
+            "round {round}: {} summaries, {} releases written",
+            summaries.len(),
+            releases.len()
+        );
+        // What is written is whole transactions: as many acquires of the write lock (the
+        // shared range, merged with the reserved byte before it) as releases of it.
+        let acquired_write = of_kind(&mine, "acquire")
+            .iter()
+            .filter(|a| a["mode"] == "write" && a["end"] == 0x4000_01ffu64)
+            .count() as u64;
+        assert_eq!(acquired_write, written("write"), "round {round}");
+    }
+}
+
 /// A lock taken right after a burst waits in its CPU's batch, with nothing after it to send the
 /// batch to the ring: the tracer sends it itself, and the lock's acquire reaches the log while
 /// its holder still waits, after every event of the burst. Repeated, as it races the burst's

@@ -387,6 +387,7 @@ impl Enricher {
                 end: END_OF_FILE,
                 wait_ns: None,
                 file: summary.file,
+                first: true,
             },
             clock,
         );

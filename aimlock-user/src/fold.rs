@@ -1,16 +1,22 @@
 //! Folds uncontended short holds into `summary` lines: between the tracker and the sinks.
 //!
-//! A hold folds when its owner releases it by an explicit unlock within [`SHORT_HOLD_NS`] of
-//! taking it without a wait, and nothing else is said of the file in between (no wait, no
-//! refusal, no other lock, no inheritance). Its two lines become a count in one `summary`
-//! line per process, file, mode and second: a tight lock loop then costs the tracer a hash
-//! look-up per event instead of two enriched, formatted and written lines. Every wait, failure,
-//! release on close or exit, exit and orphan stays its own line, as does every hold that
-//! anything else touched: what a post-mortem needs.
+//! What folds is a stretch of one owner's own locking of one file: from an acquire when it held
+//! nothing of the lock, through its further acquires and its explicit unlocks and conversions of
+//! byte ranges, to the release after which it holds nothing of the lock again, all within
+//! [`SHORT_HOLD_NS`] and without a wait, with nothing else said of the file in between (no
+//! wait, no refusal, no other owner's lock, no release on close or exit, no inheritance). A
+//! flock lock taken and unlocked is the shortest such stretch; a SQLite transaction's POSIX
+//! locks on its database (shared, reserved, pending, exclusive, each a byte range, then all
+//! unlocked) is another. Its lines become counts, each release a hold of its mode, in one
+//! `summary` line per process, file, mode and second: a tight lock loop or a busy database then
+//! costs the tracer a hash look-up per event instead of enriched, formatted and written lines.
+//! Every wait, failure, release on close or exit, exit and orphan stays its own line, as does
+//! every hold that anything else touched: what a post-mortem needs. A stretch leaves the lock
+//! as it found it (the owner holding none of it), so the lines left tell the same holds.
 //!
-//! Outputs pass through in the tracker's order. An acquire that may fold waits until the
-//! tracker has read and applied [`SHORT_HOLD_NS`] past it, with the lines behind it: by then
-//! its release, if it came in time, has been seen.
+//! Outputs pass through in the tracker's order. A stretch's first line waits until the tracker
+//! has read and applied [`SHORT_HOLD_NS`] past it, with the lines behind it: by then its last
+//! release, if it came in time, has been seen.
 
 use std::collections::VecDeque;
 
@@ -23,8 +29,9 @@ use crate::{
     tracker::{Actor, LockId, Output},
 };
 
-/// Holds released by their owner within this, uncontended, fold into a summary: the upper
-/// bound of the metrics' first hold bucket, so that folded holds are counted there exactly.
+/// Stretches that end within this, uncontended, fold into summaries: the upper bound of the
+/// metrics' first hold bucket, so that folded holds (each shorter than its stretch) are counted
+/// there exactly.
 pub const SHORT_HOLD_NS: u64 = 100_000;
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -56,17 +63,61 @@ pub struct Summary {
 pub struct Folder {
     /// False with `--every-event`: every output passes as it comes.
     folding: bool,
-    /// Lines in the order they go out; `None` where an acquire folded away.
+    /// Lines in the order they go out; `None` where a line folded away.
     queue: VecDeque<Option<Line>>,
     /// The sequence number of `queue[0]`.
     queue_base: u64,
-    /// The acquire in the queue that may still fold, by file, as its sequence number: at most
-    /// one, since any other line about the file ends a file's candidate.
-    candidates: HashMap<(u32, u64), u64>,
+    /// The stretches that may still fold, by file: at most one, since any other line about the
+    /// file ends a file's stretch.
+    stretches: HashMap<(u32, u64), Stretch>,
     /// Summaries still gathering holds, by pid.
     summaries: HashMap<u32, SmallVec<[Summary; 1]>>,
     /// The earliest time a summary is complete: what the tracker must have settled.
     next_summary_due: u64,
+}
+
+/// One owner's locking of a file that may still fold (see the module's text).
+struct Stretch {
+    /// Its first acquire's time.
+    began: u64,
+    /// Its queued lines' sequence numbers, in order: the first is its acquire, which names the
+    /// owner's lock and process (kept there, not copied here: a stretch is made and ended on
+    /// every call of a tight lock loop).
+    lines: SmallVec<[u64; 3]>,
+}
+
+impl Stretch {
+    /// Whether `output`, about the stretch's file, is the owner's own locking within the bound;
+    /// `first` is the stretch's acquire.
+    fn goes_on_with(&self, first: &Output, output: &Output) -> bool {
+        let Output::Acquire {
+            lock: owned,
+            actor: owner,
+            ..
+        } = first
+        else {
+            return false;
+        };
+        let (lock, actor, at) = match output {
+            Output::Acquire {
+                lock,
+                actor,
+                at,
+                wait_ns: None,
+                first: false,
+                ..
+            } => (lock, actor, at),
+            Output::Release {
+                lock,
+                actor,
+                at,
+                reason: ReleaseReason::Unlock | ReleaseReason::Convert,
+                ..
+            } => (lock, actor, at),
+            _ => return false,
+        };
+        lock == owned && actor.same_process(owner) && at.saturating_sub(self.began) < SHORT_HOLD_NS
+    }
 }
 
 impl Folder {
@@ -75,7 +126,7 @@ impl Folder {
             folding,
             queue: VecDeque::new(),
             queue_base: 0,
-            candidates: HashMap::default(),
+            stretches: HashMap::default(),
             summaries: HashMap::default(),
             next_summary_due: u64::MAX,
         }
@@ -87,26 +138,47 @@ impl Folder {
             self.queue.push_back(Some(Line::Event(output)));
             return;
         }
-        if self.fold(&output) {
-            return;
-        }
-        if let Some(file) = file_of(&output) {
-            // Anything else said of the file: its holds in the queue are not uncontended.
-            self.candidates.remove(&file);
+        let seq = self.queue_base + self.queue.len() as u64;
+        if let Some(file) = file_of(&output)
+            && let Some(stretch) = self.stretches.get_mut(&file)
+        {
+            let first = self
+                .queue
+                .get((stretch.lines[0] - self.queue_base) as usize);
+            if let Some(Some(Line::Event(first))) = first
+                && stretch.goes_on_with(first, &output)
+            {
+                if !matches!(output, Output::Release { last: true, .. }) {
+                    stretch.lines.push(seq);
+                    self.queue.push_back(Some(Line::Event(output)));
+                } else if let Some(stretch) = self.stretches.remove(&file) {
+                    // Its last release folds with it, never queued.
+                    self.fold(&stretch);
+                    self.add_release(&output, stretch.began);
+                }
+                return;
+            }
+            // Anything else said of the file: its stretch in the queue is not uncontended.
+            self.stretches.remove(&file);
         }
         if let Output::Exit { actor, .. } = &output {
             // A process's summaries come before its exit, while its paths are still known.
             self.summarize_process(actor.pid);
         }
-        let seq = self.queue_base + self.queue.len() as u64;
         if let Output::Acquire {
+            at,
             lock,
             wait_ns: None,
+            first: true,
             ..
         } = &output
             && lock.kind != LockKind::Lease
         {
-            self.candidates.insert((lock.dev, lock.ino), seq);
+            let stretch = Stretch {
+                began: *at,
+                lines: SmallVec::from_slice(&[seq]),
+            };
+            self.stretches.insert((lock.dev, lock.ino), stretch);
         }
         self.queue.push_back(Some(Line::Event(output)));
     }
@@ -118,18 +190,16 @@ impl Folder {
             self.summarize_until(settled);
         }
         while let Some(front) = self.queue.front() {
-            if let Some(Line::Event(Output::Acquire { at, lock, .. })) = front {
-                let file = (lock.dev, lock.ino);
-                let waiting = self
-                    .candidates
-                    .get(&file)
-                    .is_some_and(|&seq| seq == self.queue_base);
-                if waiting {
-                    if at.saturating_add(SHORT_HOLD_NS) > settled {
-                        break;
-                    }
-                    self.candidates.remove(&file);
+            // A stretch's first line is its acquire.
+            if let Some(Line::Event(Output::Acquire { lock, .. })) = front
+                && let file = (lock.dev, lock.ino)
+                && let Some(stretch) = self.stretches.get(&file)
+                && stretch.lines[0] == self.queue_base
+            {
+                if stretch.began.saturating_add(SHORT_HOLD_NS) > settled {
+                    break;
                 }
+                self.stretches.remove(&file);
             }
             self.queue_base += 1;
             if let Some(Some(line)) = self.queue.pop_front() {
@@ -138,76 +208,27 @@ impl Folder {
         }
     }
 
-    /// Folds `output` if it releases a candidate: true when it did.
-    fn fold(&mut self, output: &Output) -> bool {
-        let Output::Release {
-            at,
-            actor,
-            lock,
-            held,
-            start,
-            end,
-            reason: ReleaseReason::Unlock,
-            ..
-        } = output
-        else {
-            return false;
-        };
-        let file = (lock.dev, lock.ino);
-        let Some(held_ns) = held.since_ns.map(|since| at.saturating_sub(since)) else {
-            return false;
-        };
-        let Some(&seq) = self.candidates.get(&file) else {
-            return false;
-        };
-        let index = (seq - self.queue_base) as usize;
-        let Some(Some(Line::Event(Output::Acquire {
-            at: taken_at,
-            actor: taker,
-            lock: taken,
-            mode,
-            start: taken_start,
-            end: taken_end,
-            ..
-        }))) = self.queue.get(index)
-        else {
-            return false;
-        };
-        let releases_it = taken == lock
-            && taker.same_process(actor)
-            && Some(*taken_at) == held.since_ns
-            && (*mode, *taken_start, *taken_end) == (held.mode, held.start, held.end)
-            && (*start, *end) == (held.start, held.end);
-        if held_ns >= SHORT_HOLD_NS || !releases_it {
-            return false;
+    /// Folds an ended stretch's queued lines away: each release a hold in its process's
+    /// summary.
+    fn fold(&mut self, stretch: &Stretch) {
+        for &seq in &stretch.lines {
+            let index = (seq - self.queue_base) as usize;
+            // Read in its slot, not moved out: a line is a few hundred bytes.
+            if let Some(Some(Line::Event(output))) = self.queue.get(index) {
+                let hold = hold_of(output, stretch.began);
+                self.queue[index] = None;
+                if let Some(hold) = hold {
+                    self.add_to_summary(hold);
+                }
+            }
         }
-        self.candidates.remove(&file);
-        // The fields the summary needs, copied out of the slot: the whole acquire is a few
-        // hundred bytes.
-        let Some(Some(Line::Event(Output::Acquire {
-            at,
-            actor,
-            lock,
-            mode,
-            file,
-            ..
-        }))) = self.queue.get(index)
-        else {
-            unreachable!("the slot was matched as an acquire just above");
-        };
-        let hold = Summary {
-            at: *at,
-            actor: *actor,
-            lock: *lock,
-            mode: *mode,
-            file: *file,
-            holds: 1,
-            held_ns,
-            longest_ns: held_ns,
-        };
-        self.queue[index] = None;
-        self.add_to_summary(hold);
-        true
+    }
+
+    /// Counts a release of a folded stretch that began at `began`.
+    fn add_release(&mut self, output: &Output, began: u64) {
+        if let Some(hold) = hold_of(output, began) {
+            self.add_to_summary(hold);
+        }
     }
 
     /// Counts one hold (`hold`, a summary of it alone) in its process's summary for its file,
@@ -280,6 +301,33 @@ impl Folder {
     }
 }
 
+/// A release in a stretch that began at `began`, as a summary of its hold alone.
+fn hold_of(output: &Output, began: u64) -> Option<Summary> {
+    let Output::Release {
+        at,
+        actor,
+        lock,
+        held,
+        file,
+        ..
+    } = output
+    else {
+        return None;
+    };
+    let since = held.since_ns.unwrap_or(began);
+    let held_ns = at.saturating_sub(since);
+    Some(Summary {
+        at: since,
+        actor: *actor,
+        lock: *lock,
+        mode: held.mode,
+        file: *file,
+        holds: 1,
+        held_ns,
+        longest_ns: held_ns,
+    })
+}
+
 /// When every hold of the summary's second has had its time to fold.
 fn due(at: u64) -> u64 {
     (at / SECOND_NS + 1) * SECOND_NS + SHORT_HOLD_NS
@@ -332,6 +380,7 @@ mod tests {
             end: crate::tracker::END_OF_FILE,
             wait_ns: None,
             file: FileName::NONE,
+            first: true,
         }
     }
 
@@ -352,6 +401,7 @@ mod tests {
             end: crate::tracker::END_OF_FILE,
             reason,
             file: FileName::NONE,
+            last: true,
         }
     }
 
@@ -522,10 +572,225 @@ mod tests {
         };
         folder.push(acquire(0, 1, file));
         let mut part = release(0, US, 1, file, ReleaseReason::Unlock);
-        if let Output::Release { end, .. } = &mut part {
+        if let Output::Release { end, last, .. } = &mut part {
             *end = 99;
+            // The rest is still held.
+            *last = false;
         }
         folder.push(part);
         assert_eq!(drain(&mut folder, SECOND_NS), ["acquire@0", "release@1000"]);
+    }
+
+    /// A POSIX lock on its own byte range.
+    fn ranged(output: Output, range: (i64, i64), mode: Mode) -> Output {
+        match output {
+            Output::Acquire {
+                at,
+                actor,
+                lock,
+                wait_ns,
+                file,
+                first,
+                ..
+            } => Output::Acquire {
+                at,
+                actor,
+                lock,
+                mode,
+                start: range.0,
+                end: range.1,
+                wait_ns,
+                file,
+                first,
+            },
+            Output::Release {
+                at,
+                actor,
+                lock,
+                mut held,
+                reason,
+                file,
+                last,
+                ..
+            } => {
+                (held.start, held.end, held.mode) = (range.0, range.1, mode);
+                Output::Release {
+                    at,
+                    actor,
+                    lock,
+                    held,
+                    start: range.0,
+                    end: range.1,
+                    reason,
+                    file,
+                    last,
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn not_first(mut output: Output) -> Output {
+        if let Output::Acquire { first, .. } = &mut output {
+            *first = false;
+        }
+        output
+    }
+
+    fn not_last(mut output: Output) -> Output {
+        if let Output::Release { last, .. } = &mut output {
+            *last = false;
+        }
+        output
+    }
+
+    /// A SQLite transaction's POSIX locks, as the tracker tells them: the shared lock (pending
+    /// byte, then the shared range), the reserved byte, the exclusive lock (the shared range
+    /// converted), then everything unlocked.
+    fn transaction(folder: &mut Folder, at: u64, pid: u32, file: LockId) {
+        let (pending, reserved, shared) = ((100, 100), (101, 101), (102, 611));
+        let t = |step: u64| at + step * US;
+        folder.push(ranged(acquire(t(0), pid, file), pending, Mode::Read));
+        folder.push(not_first(ranged(
+            acquire(t(1), pid, file),
+            shared,
+            Mode::Read,
+        )));
+        let unlock = ReleaseReason::Unlock;
+        let release = |since, step, range, mode| {
+            not_last(ranged(
+                release(since, t(step), pid, file, unlock),
+                range,
+                mode,
+            ))
+        };
+        folder.push(release(t(0), 2, pending, Mode::Read));
+        folder.push(not_first(ranged(
+            acquire(t(3), pid, file),
+            reserved,
+            Mode::Write,
+        )));
+        let convert = not_last(ranged(
+            self::release(t(1), t(4), pid, file, ReleaseReason::Convert),
+            shared,
+            Mode::Read,
+        ));
+        folder.push(convert);
+        folder.push(not_first(ranged(
+            acquire(t(4), pid, file),
+            shared,
+            Mode::Write,
+        )));
+        folder.push(release(t(3), 5, reserved, Mode::Write));
+        let last = ranged(
+            self::release(t(4), t(6), pid, file, unlock),
+            shared,
+            Mode::Write,
+        );
+        folder.push(last);
+    }
+
+    fn posix(ino: u64) -> LockId {
+        LockId {
+            kind: LockKind::Posix,
+            ..lock(ino, 0xf11e5)
+        }
+    }
+
+    #[test]
+    fn a_posix_stretch_from_nothing_held_to_nothing_held_folds_into_summaries() {
+        let mut folder = Folder::new(true);
+        let file = posix(1);
+        transaction(&mut folder, 0, 1, file);
+        transaction(&mut folder, 50 * US, 1, file);
+        let mut lines = Vec::new();
+        folder.ready(u64::MAX, |line| lines.push(line));
+        // Per transaction, three read holds (the pending byte, the shared range before its
+        // conversion) and two write holds: in a summary per mode.
+        let summaries: Vec<(Mode, u64, u64, u64)> = lines
+            .iter()
+            .map(|line| match line {
+                Line::Summary(summary) => (
+                    summary.mode,
+                    summary.holds,
+                    summary.held_ns,
+                    summary.longest_ns,
+                ),
+                Line::Event(_) => {
+                    panic!("a line of the transactions was written: {}", describe(line))
+                }
+            })
+            .collect();
+        assert_eq!(
+            summaries,
+            [
+                (Mode::Read, 4, 2 * (2 + 3) * US, 3 * US),
+                (Mode::Write, 4, 2 * (2 + 2) * US, 2 * US),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_posix_stretch_that_anything_else_touched_or_that_lasted_is_written_whole() {
+        let file = posix(1);
+        let lines_of = |folder: &mut Folder| {
+            let mut lines = Vec::new();
+            folder.ready(u64::MAX, |line| lines.push(line));
+            lines
+                .iter()
+                .filter(|line| matches!(line, Line::Event(_)))
+                .count()
+        };
+        // Another process's lock on the file in the middle.
+        let mut touched = Folder::new(true);
+        touched.push(ranged(acquire(0, 1, file), (100, 100), Mode::Read));
+        touched.push(ranged(
+            acquire(
+                US,
+                2,
+                LockId {
+                    owner: 0xbeef,
+                    ..file
+                },
+            ),
+            (700, 800),
+            Mode::Read,
+        ));
+        touched.push(ranged(
+            release(0, 2 * US, 1, file, ReleaseReason::Unlock),
+            (100, 100),
+            Mode::Read,
+        ));
+        assert_eq!(lines_of(&mut touched), 3);
+        // A stretch that ends past the bound.
+        let mut long = Folder::new(true);
+        transaction(&mut long, 0, 1, file);
+        long.push(ranged(acquire(SECOND_NS, 1, file), (100, 100), Mode::Read));
+        long.push(ranged(
+            release(
+                SECOND_NS,
+                SECOND_NS + SHORT_HOLD_NS,
+                1,
+                file,
+                ReleaseReason::Unlock,
+            ),
+            (100, 100),
+            Mode::Read,
+        ));
+        assert_eq!(lines_of(&mut long), 2);
+        // A stretch whose owner still holds a range when its lines stop.
+        let mut held = Folder::new(true);
+        held.push(ranged(acquire(0, 1, file), (100, 100), Mode::Read));
+        held.push(not_first(ranged(
+            acquire(US, 1, file),
+            (102, 611),
+            Mode::Read,
+        )));
+        held.push(not_last(ranged(
+            release(0, 2 * US, 1, file, ReleaseReason::Unlock),
+            (100, 100),
+            Mode::Read,
+        )));
+        assert_eq!(lines_of(&mut held), 3);
     }
 }

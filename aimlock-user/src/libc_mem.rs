@@ -1,5 +1,5 @@
-//! The static release's `memcmp` and `bcmp`, and on x86_64 its `memcpy` and `memmove` for up to
-//! 256 bytes.
+//! The static release's `memcmp` and `bcmp`, and on x86_64 its `memcpy` for up to 512 bytes
+//! and `memmove` for up to 256.
 //!
 //! musl's x86_64 `memcpy` moves the bytes before an 8-byte boundary and after the last one with
 //! one `movsb` instruction each, around a `rep movsq`: a dozen microcoded instructions for a
@@ -9,7 +9,9 @@
 //! of a few dozen bytes: with musl's functions the tracer took 2.5 times the CPU of the glibc
 //! build for the same SQLite workload. The linker sends every call of these functions (Rust's,
 //! mimalloc's and musl's own) to the `__wrap_` functions here (`--wrap`, see build.rs); longer
-//! copies go on to musl's (`__real_`), whose `rep movsq` is fast on them.
+//! copies go on to musl's (`__real_`), whose `rep movsq` is fast on them. Its start-up is not
+//! on a few hundred bytes (the tracer's events and lines): up to twice [`COPIED_HERE`], a
+//! `memcpy`, whose ranges are apart, copies both ends here.
 //!
 //! No loop here copies bytes: the compiler makes such a loop a call of `memcpy`, which would
 //! come back here.
@@ -76,6 +78,27 @@ unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> bool {
         }
     }
     true
+}
+
+/// As [`copy`], for ranges that are apart (`memcpy`'s) and up to twice as long: the first
+/// [`COPIED_HERE`] bytes and the last, which overlap in the middle.
+///
+/// # Safety
+/// `src` is readable and `dst` writable for `len` bytes, and the ranges do not overlap.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn copy_apart(dst: *mut u8, src: *const u8, len: usize) -> bool {
+    // SAFETY: as the caller says; both halves are within the first `len` bytes.
+    unsafe {
+        if len <= COPIED_HERE {
+            return copy(dst, src, len);
+        }
+        if len > 2 * COPIED_HERE {
+            return false;
+        }
+        let tail = len - COPIED_HERE;
+        copy(dst, src, COPIED_HERE) && copy(dst.add(tail), src.add(tail), COPIED_HERE)
+    }
 }
 
 /// # Safety
@@ -157,7 +180,7 @@ mod copies {
     pub unsafe extern "C" fn __wrap_memcpy(dst: *mut u8, src: *const u8, len: usize) -> *mut u8 {
         // SAFETY: as the caller of `memcpy` says.
         unsafe {
-            if !super::copy(dst, src, len) {
+            if !super::copy_apart(dst, src, len) {
                 __real_memcpy(dst, src, len);
             }
         }
@@ -231,6 +254,36 @@ mod tests {
         }
         // SAFETY: nothing is read or written: the copy is left to musl's.
         assert!(!unsafe { copy(std::ptr::null_mut(), std::ptr::null(), COPIED_HERE + 1) });
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn copies_of_ranges_apart_copy_exactly_their_bytes_up_to_twice_the_length() {
+        for len in 0..=2 * COPIED_HERE {
+            for offset in [0, 1, 7, 15] {
+                let src = numbered(offset + len + 32);
+                let mut dst = vec![0xaa; offset + len + 32];
+                // SAFETY: both buffers hold `offset + len` bytes and more, and are apart.
+                let copied = unsafe {
+                    copy_apart(dst.as_mut_ptr().add(offset), src.as_ptr().add(offset), len)
+                };
+                assert!(copied);
+                assert_eq!(
+                    dst[offset..offset + len],
+                    src[offset..offset + len],
+                    "len {len}"
+                );
+                assert!(dst[..offset].iter().all(|&byte| byte == 0xaa), "len {len}");
+                assert!(
+                    dst[offset + len..].iter().all(|&byte| byte == 0xaa),
+                    "len {len}"
+                );
+            }
+        }
+        // SAFETY: nothing is read or written: the copy is left to musl's.
+        assert!(!unsafe {
+            copy_apart(std::ptr::null_mut(), std::ptr::null(), 2 * COPIED_HERE + 1)
+        });
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -70,10 +70,12 @@ pub struct TraceArgs {
     /// holders exit in bulk, outgrow the ring without loss.
     #[arg(long, default_value = "64M", value_parser = parse_backlog_size)]
     backlog_size: u32,
-    /// Write every acquire and release. By default a hold released by its owner within 100 us,
-    /// that nobody waited for or was refused, is counted in a `summary` line (one per process,
-    /// file, mode and second) instead: what keeps a tight lock loop from costing the tracer two
-    /// lines per call. Waits, failures, releases on close or exit, exits and orphans are always
+    /// Write every acquire and release. By default an owner's locking of a file that goes from
+    /// holding none of its lock to holding none again within 100 us (a lock taken and unlocked;
+    /// a SQLite transaction's byte ranges), that nobody waited for or was refused and that no one
+    /// else's lock touched, is counted in `summary` lines (one per process, file, mode and
+    /// second) instead: what keeps a tight lock loop or a busy database from costing the tracer
+    /// a line per call. Waits, failures, releases on close or exit, exits and orphans are always
     /// lines of their own.
     #[arg(long)]
     every_event: bool,

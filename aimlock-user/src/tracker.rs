@@ -121,6 +121,19 @@ pub struct LockId {
     pub kind: LockKind,
 }
 
+impl LockId {
+    /// The lock a record's call is about.
+    fn of_op(op: &LockOp) -> Self {
+        Self {
+            dev: op.dev,
+            ino: op.ino,
+            generation: op.file.generation,
+            owner: op.owner,
+            kind: op.kind,
+        }
+    }
+}
+
 /// A lock of a file whose device and inode the index it is kept in says: half a [`LockId`],
 /// which matters with a hundred thousand files locked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +213,7 @@ pub struct ViewedLock {
 /// What the tracker tells the sinks. `at` is the event's time (CLOCK_MONOTONIC, ns).
 #[derive(Clone, Debug)]
 pub enum Output {
+    /// `first`: its owner held nothing of `lock` before the call (see [`Tracker::mark_stretch`]).
     Acquire {
         at: u64,
         actor: Actor,
@@ -209,6 +223,7 @@ pub enum Output {
         end: i64,
         wait_ns: Option<u64>,
         file: FileName,
+        first: bool,
     },
     /// A blocking attempt was queued behind a conflicting lock, held by `blockers`.
     Wait {
@@ -221,6 +236,7 @@ pub enum Output {
         file: FileName,
         blockers: Blockers,
     },
+    /// `last`: the call's last release, after which its owner holds nothing of `lock`.
     Release {
         at: u64,
         actor: Actor,
@@ -231,6 +247,7 @@ pub enum Output {
         end: i64,
         reason: ReleaseReason,
         file: FileName,
+        last: bool,
     },
     Fail {
         at: u64,
@@ -632,14 +649,50 @@ impl Tracker {
     }
 
     fn apply_lock(&mut self, op: LockOp, out: &mut Vec<Output>) {
-        let actor = Actor::of_op(&op);
-        let lock = LockId {
-            dev: op.dev,
-            ino: op.ino,
-            generation: op.file.generation,
-            owner: op.owner,
-            kind: op.kind,
-        };
+        let lock = LockId::of_op(&op);
+        // Locks found in the kernel's table may become this owner's in the call.
+        let marked = self.seeded.is_empty();
+        // Only a call that takes a lock may begin a stretch.
+        let takes = op.ret == 0 && op.lock_type != fl_type::UNLCK;
+        let held_before = marked && takes && self.locks.contains_key(&lock);
+        let from = out.len();
+        self.apply_lock_call(&op, lock, out);
+        if marked {
+            self.mark_stretch(lock, held_before, &mut out[from..]);
+        }
+    }
+
+    /// Marks where the owner's holding of `lock` begins and ends in a call's outputs: its
+    /// acquire, if the owner held nothing of it before (`held_before` false), and its last
+    /// release, if it holds nothing of it after. Between the two is a stretch of the owner's own
+    /// locking that the log may count in summaries (see [`crate::fold`]).
+    fn mark_stretch(&self, lock: LockId, held_before: bool, outputs: &mut [Output]) {
+        for output in outputs.iter_mut() {
+            if let Output::Acquire {
+                lock: acquired,
+                first,
+                ..
+            } = output
+                && *acquired == lock
+            {
+                *first = !held_before;
+            }
+        }
+        let last_release = outputs.iter_mut().rev().find_map(|output| match output {
+            Output::Release {
+                lock: released,
+                last,
+                ..
+            } if *released == lock => Some(last),
+            _ => None,
+        });
+        if let Some(last) = last_release {
+            *last = !self.locks.contains_key(&lock);
+        }
+    }
+
+    fn apply_lock_call(&mut self, op: &LockOp, lock: LockId, out: &mut Vec<Output>) {
+        let actor = Actor::of_op(op);
         if op.kind == LockKind::Posix {
             self.posix_failed.remove(&op.tid);
         }
@@ -742,6 +795,7 @@ impl Tracker {
                     end: op.end,
                     wait_ns,
                     file: op.file,
+                    first: false,
                 });
             }
             FILE_LOCK_DEFERRED => {
@@ -954,6 +1008,7 @@ impl Tracker {
                             end: held.end,
                             reason: ReleaseReason::Exit,
                             file: FileName::NONE,
+                            last: false,
                         });
                     }
                     if ranges.is_empty() {
@@ -1033,6 +1088,7 @@ impl Tracker {
                     end: held.end,
                     reason: ReleaseReason::Convert,
                     file,
+                    last: false,
                 });
             }
         }
@@ -1071,6 +1127,7 @@ impl Tracker {
                 end: held.end,
                 reason,
                 file,
+                last: false,
             });
             if let Orphan::Yes { taker_exit } = held.orphan {
                 out.push(Output::OrphanEnd {
@@ -2205,6 +2262,51 @@ mod tests {
             unreachable!()
         };
         assert_eq!(reason, ReleaseReason::Exit);
+    }
+
+    /// An acquire says whether its owner held nothing of the lock before the call, and a call's
+    /// last release whether it holds nothing after: where a stretch of its own locking begins
+    /// and ends, for the folder.
+    #[test]
+    fn acquires_and_releases_say_where_an_owner_s_holding_begins_and_ends() {
+        let (_, out) = run([
+            Op::posix(1, 10, fl_type::RDLCK, 100, 100).input(),
+            Op::posix(2, 10, fl_type::RDLCK, 102, 611).input(),
+            Op::posix(3, 10, fl_type::UNLCK, 100, 100).input(),
+            // The shared range converted: released in its read mode, taken in write.
+            Op::posix(4, 10, fl_type::WRLCK, 102, 611).input(),
+            // Everything: one call, its last release the only one that ends the holding.
+            Op::posix(5, 10, fl_type::UNLCK, 0, END_OF_FILE).input(),
+            Op::flock(6, 10, FILE_A, fl_type::WRLCK, 0).input(),
+            // A flock conversion keeps the lock.
+            Op::flock(7, 10, FILE_A, fl_type::RDLCK, 0).input(),
+            Op::flock(8, 10, FILE_A, fl_type::UNLCK, 0).input(),
+        ]);
+        let marks: Vec<String> = out
+            .iter()
+            .map(|output| match output {
+                Output::Acquire { first, .. } => format!("acquire first:{first}"),
+                Output::Release { last, reason, .. } => {
+                    format!("release {reason:?} last:{last}")
+                }
+                _ => "other".to_owned(),
+            })
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                "acquire first:true",
+                "acquire first:false",
+                "release Unlock last:false",
+                "release Convert last:false",
+                "acquire first:false",
+                "release Unlock last:true",
+                "acquire first:true",
+                "release Convert last:false",
+                "acquire first:false",
+                "release Unlock last:true",
+            ]
+        );
     }
 
     /// A process that released every lock it took exits with none: its exit is not the log's,

@@ -49,6 +49,9 @@
 //!                             (a container's view of a host directory)
 //!   wait-stdin                block until a line (or EOF) arrives on stdin
 //!   loop:N:flock|posix|ofd    N lock/unlock pairs on the current fd (benchmarks)
+//!   loop:N:posix-sqlite       N transactions of SQLite's POSIX locks (its pending,
+//!                             reserved and shared bytes at 1 GiB: shared, reserved, exclusive,
+//!                             unlocked), three holds each
 //!   loop:N:posix-bytes        N POSIX lock/unlock pairs, each on the next of 1024 bytes: no
 //!                             call repeats the lock of the one before
 //!   rate:EVENTS:SECONDS:flock|posix|ofd[:THREADS]
@@ -444,8 +447,33 @@ fn lock_loop(fd: std::os::fd::BorrowedFd<'_>, count: u64, family: &str) -> Resul
                 fcntl(fd, FcntlArg::F_SETLK(&on_byte(write)))?;
                 fcntl(fd, FcntlArg::F_SETLK(&on_byte(unlock)))?;
             }
-            _ => bail!("loop family must be flock, posix, ofd or posix-bytes"),
+            "posix-sqlite" => sqlite_transaction(fd)?,
+            _ => bail!("loop family must be flock, posix, ofd, posix-sqlite or posix-bytes"),
         }
+    }
+    Ok(())
+}
+
+/// The POSIX locks of one SQLite write transaction on its database (os_unix.c): a shared lock
+/// (a read lock on the pending byte, one on the shared range, the pending byte released), the
+/// reserved byte, the exclusive lock (the shared range made a write lock, which the kernel
+/// merges with the reserved byte), then everything unlocked. Three holds: the pending byte's,
+/// the shared range's read lock, the write lock.
+fn sqlite_transaction(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    const PENDING: libc::off_t = 0x4000_0000;
+    let range = |how: &str, start: libc::off_t, len: libc::off_t| -> Result<libc::flock> {
+        flock_struct(how, &start.to_string(), &len.to_string())
+    };
+    let (reserved, shared) = (PENDING + 1, PENDING + 2);
+    for lock in [
+        range("r", PENDING, 1)?,
+        range("r", shared, 510)?,
+        range("u", PENDING, 1)?,
+        range("w", reserved, 1)?,
+        range("w", shared, 510)?,
+        range("u", 0, 0)?,
+    ] {
+        fcntl(fd, FcntlArg::F_SETLK(&lock))?;
     }
     Ok(())
 }

@@ -178,7 +178,9 @@ impl Recorder {
     }
 
     /// A summary's holds, as their acquires and releases would have been counted: each was
-    /// shorter than the first hold bucket's bound.
+    /// shorter than the first hold bucket's bound. (A summary counts releases: where a POSIX
+    /// acquire merged into a range already held, or a range was released in pieces, its
+    /// acquires were fewer or more.)
     fn observe_summary(&mut self, summary: &EventLine) {
         let (Some(holds), Some(lock)) = (
             summary.holds,
