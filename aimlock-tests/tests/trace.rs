@@ -359,6 +359,29 @@ fn refused_nonblocking_flock_is_a_failure_with_eagain() {
     tracer.stop();
 }
 
+/// Runs lockwork's `loop_step` on a new file under a tracer that follows it; returns the file's
+/// path and the loop's lock lines, once it has checked that nothing was lost and (but on an
+/// emulated CPU, which may take 100 us over every hold) that some holds were summarized.
+fn folded_loop(name: &str, loop_step: &str, round: usize) -> (String, Vec<Value>) {
+    let dir = TempDir::new(name);
+    let file = dir.file("lock");
+    let ino = inode(&file);
+    let path = file.display().to_string();
+    let tracer = Tracer::start(&["--path", &path]);
+    let work = Workload::start(&[&format!("open:{path}"), loop_step]);
+    let pid = work.pid();
+    work.finish();
+    let events = tracer.stop();
+    let stop = events.last().unwrap();
+    assert_eq!(stop["lost"], 0, "round {round}: {stop}");
+    let mine = lock_events(&events, ino, pid);
+    assert!(
+        !of_kind(&mine, "summary").is_empty() || aimlock_tests::emulated_machine(),
+        "round {round}: no summary"
+    );
+    (path, mine)
+}
+
 /// By default a tight loop's holds are counted in `summary` lines: each hold exactly once, in a
 /// summary's count or, when it lasted 100 us or more, as its own acquire and release; nothing
 /// lost. With `--every-event` each is its own pair of lines. Three rounds, since which holds
@@ -368,24 +391,8 @@ fn short_holds_are_counted_in_summaries_each_once() {
     let _alone = aimlock_tests::alone_on_the_machine();
     let pairs = aimlock_tests::burst_size(200_000u64, 20_000);
     for round in 0..3 {
-        let dir = TempDir::new("fold");
-        let file = dir.file("lock");
-        let ino = inode(&file);
-        let path = file.display().to_string();
-        let tracer = Tracer::start(&["--path", &path]);
-        let looper = Workload::start(&[&format!("open:{path}"), &format!("loop:{pairs}:flock")]);
-        let pid = looper.pid();
-        looper.finish();
-        let events = tracer.stop();
-        let stop = events.last().unwrap();
-        assert_eq!(stop["lost"], 0, "round {round}: {stop}");
-        let mine = lock_events(&events, ino, pid);
+        let (path, mine) = folded_loop("fold", &format!("loop:{pairs}:flock"), round);
         let summaries = of_kind(&mine, "summary");
-        // An emulated CPU may take 100 us over every pair.
-        assert!(
-            !summaries.is_empty() || aimlock_tests::emulated_machine(),
-            "round {round}: no summary"
-        );
         let mut folded = 0;
         for summary in &summaries {
             assert_eq!(summary["path"], path.as_str(), "{summary}");
@@ -442,27 +449,9 @@ fn short_holds_are_counted_in_summaries_each_once() {
 fn a_sqlite_transaction_s_byte_ranges_fold_into_summaries() {
     let transactions = aimlock_tests::burst_size(20_000u64, 2_000);
     for round in 0..3 {
-        let dir = TempDir::new("fold-sqlite");
-        let file = dir.file("db");
-        let ino = inode(&file);
-        let path = file.display().to_string();
-        let tracer = Tracer::start(&["--path", &path]);
-        let work = Workload::start(&[
-            &format!("open:{path}"),
-            &format!("loop:{transactions}:posix-sqlite"),
-        ]);
-        let pid = work.pid();
-        work.finish();
-        let events = tracer.stop();
-        let stop = events.last().unwrap();
-        assert_eq!(stop["lost"], 0, "round {round}: {stop}");
-        let mine = lock_events(&events, ino, pid);
+        let step = format!("loop:{transactions}:posix-sqlite");
+        let (_, mine) = folded_loop("fold-sqlite", &step, round);
         let summaries = of_kind(&mine, "summary");
-        // An emulated CPU may take 100 us over every transaction.
-        assert!(
-            !summaries.is_empty() || aimlock_tests::emulated_machine(),
-            "round {round}: no summary"
-        );
         let mut folded = [0, 0];
         for summary in &summaries {
             assert_eq!(summary["kind"], "posix", "{summary}");

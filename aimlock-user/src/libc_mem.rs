@@ -229,14 +229,15 @@ mod tests {
         (0..len).map(|index| (index * 7 + 3) as u8).collect()
     }
 
+    /// Checks that `copy` copies exactly `len` bytes between buffers apart, for every length up
+    /// to `longest`, from several alignments, and leaves a longer copy to musl's.
     #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn every_length_copies_exactly_its_bytes() {
-        for len in 0..=COPIED_HERE {
+    fn copies_exactly(copy: unsafe fn(*mut u8, *const u8, usize) -> bool, longest: usize) {
+        for len in 0..=longest {
             for offset in [0, 1, 7, 15] {
                 let src = numbered(offset + len + 32);
                 let mut dst = vec![0xaa; offset + len + 32];
-                // SAFETY: both buffers hold `offset + len` bytes and more.
+                // SAFETY: both buffers hold `offset + len` bytes and more, and are apart.
                 let copied =
                     unsafe { copy(dst.as_mut_ptr().add(offset), src.as_ptr().add(offset), len) };
                 assert!(copied);
@@ -253,37 +254,19 @@ mod tests {
             }
         }
         // SAFETY: nothing is read or written: the copy is left to musl's.
-        assert!(!unsafe { copy(std::ptr::null_mut(), std::ptr::null(), COPIED_HERE + 1) });
+        assert!(!unsafe { copy(std::ptr::null_mut(), std::ptr::null(), longest + 1) });
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_length_copies_exactly_its_bytes() {
+        copies_exactly(copy, COPIED_HERE);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn copies_of_ranges_apart_copy_exactly_their_bytes_up_to_twice_the_length() {
-        for len in 0..=2 * COPIED_HERE {
-            for offset in [0, 1, 7, 15] {
-                let src = numbered(offset + len + 32);
-                let mut dst = vec![0xaa; offset + len + 32];
-                // SAFETY: both buffers hold `offset + len` bytes and more, and are apart.
-                let copied = unsafe {
-                    copy_apart(dst.as_mut_ptr().add(offset), src.as_ptr().add(offset), len)
-                };
-                assert!(copied);
-                assert_eq!(
-                    dst[offset..offset + len],
-                    src[offset..offset + len],
-                    "len {len}"
-                );
-                assert!(dst[..offset].iter().all(|&byte| byte == 0xaa), "len {len}");
-                assert!(
-                    dst[offset + len..].iter().all(|&byte| byte == 0xaa),
-                    "len {len}"
-                );
-            }
-        }
-        // SAFETY: nothing is read or written: the copy is left to musl's.
-        assert!(!unsafe {
-            copy_apart(std::ptr::null_mut(), std::ptr::null(), 2 * COPIED_HERE + 1)
-        });
+        copies_exactly(copy_apart, 2 * COPIED_HERE);
     }
 
     #[cfg(target_arch = "x86_64")]
