@@ -866,13 +866,7 @@ impl Tracker {
             _ => Mode::Unlock,
         };
         let request = Request {
-            lock: LockId {
-                dev: op.dev,
-                ino: op.ino,
-                generation: op.file.generation,
-                owner: op.owner,
-                kind: op.kind,
-            },
+            lock: LockId::of_op(&op),
             mode,
             start: op.start,
             end: op.end,
