@@ -576,11 +576,14 @@ impl Tracker {
     }
 
     fn apply_until(&mut self, mut until: u64, out: &mut Vec<Output>) {
-        while let Some((ts, pending)) = self.pending.first() {
+        // Inputs are applied where they wait, not moved out: a queue of 10 ms of a burst is
+        // megabytes, and each input a few hundred bytes. Applying never queues an input.
+        let mut pending = std::mem::take(&mut self.pending);
+        while let Some((ts, first)) = pending.first() {
             if ts > until {
                 break;
             }
-            if let (Pending::Scan(_), Some(read_until)) = (pending, self.read_until)
+            if let (Pending::Scan(_), Some(read_until)) = (first, self.read_until)
                 && ts >= read_until
                 && ts.saturating_add(VIEW_WAIT_MAX_NS) > until
             {
@@ -589,58 +592,21 @@ impl Tracker {
                 until = ts - 1;
                 break;
             }
-            let Some(pending) = self.pending.pop_first() else {
-                break;
-            };
             // Exits whose grace ended before this input are settled first.
             self.end_exits(ts.saturating_sub(EXIT_GRACE_NS), out);
-            match pending {
-                Pending::Kernel(Input::Lock(op)) => self.apply_lock(op, out),
-                Pending::Kernel(Input::FcntlFailure(op)) => self.apply_fcntl_failure(op, out),
-                Pending::Kernel(Input::FlockWaitEnd(op)) => self.apply_flock_wait_end(op, out),
-                Pending::Kernel(Input::Exit {
-                    ts_ns,
-                    pid,
-                    comm,
-                    start_time,
-                }) => self.apply_exit(ts_ns, Actor::process(pid, comm, start_time), out),
-                Pending::Kernel(Input::Fork {
-                    ts_ns,
-                    pid,
-                    comm,
-                    start_time,
-                    child,
-                }) => self.apply_fork(ts_ns, Actor::process(pid, comm, start_time), child),
-                Pending::Kernel(Input::Exec {
-                    ts_ns,
-                    pid,
-                    comm,
-                    start_time,
-                    locked,
-                }) => self.apply_exec(
-                    ts_ns,
-                    Actor::process(pid, comm, start_time),
-                    locked.as_deref(),
-                    out,
-                ),
-                Pending::Kernel(Input::Passed {
-                    ts_ns,
-                    pid,
-                    comm,
-                    start_time,
-                    received,
-                    files,
-                }) => self.apply_passed(
-                    ts_ns,
-                    Actor::process(pid, comm, start_time),
-                    received,
-                    &files,
-                    out,
-                ),
+            match first {
+                Pending::Kernel(input) => self.apply_input(input, out),
                 Pending::ScanBegin(_) => self.scan_touched = Some(HashSet::default()),
-                Pending::Scan(view) => self.apply_view(*view, out),
+                Pending::Scan(_) => {
+                    if let Some(Pending::Scan(view)) = pending.pop_first() {
+                        self.apply_view(*view, out);
+                    }
+                    continue;
+                }
             }
+            pending.remove_first();
         }
+        self.pending = pending;
         // A grace period ends on time only once the reader has read every record of it: a
         // reader behind (a burst in the backlog) still holds the closes of the exit.
         let read = self.read_until.map_or(until, |read| read.min(until));
@@ -648,15 +614,62 @@ impl Tracker {
         self.applied_until = self.applied_until.max(until);
     }
 
-    fn apply_lock(&mut self, op: LockOp, out: &mut Vec<Output>) {
-        let lock = LockId::of_op(&op);
+    fn apply_input(&mut self, input: &Input, out: &mut Vec<Output>) {
+        match input {
+            Input::Lock(op) => self.apply_lock(op, out),
+            Input::FcntlFailure(op) => self.apply_fcntl_failure(op, out),
+            Input::FlockWaitEnd(op) => self.apply_flock_wait_end(op, out),
+            &Input::Exit {
+                ts_ns,
+                pid,
+                comm,
+                start_time,
+            } => self.apply_exit(ts_ns, Actor::process(pid, comm, start_time), out),
+            &Input::Fork {
+                ts_ns,
+                pid,
+                comm,
+                start_time,
+                child,
+            } => self.apply_fork(ts_ns, Actor::process(pid, comm, start_time), child),
+            Input::Exec {
+                ts_ns,
+                pid,
+                comm,
+                start_time,
+                locked,
+            } => self.apply_exec(
+                *ts_ns,
+                Actor::process(*pid, *comm, *start_time),
+                locked.as_deref(),
+                out,
+            ),
+            Input::Passed {
+                ts_ns,
+                pid,
+                comm,
+                start_time,
+                received,
+                files,
+            } => self.apply_passed(
+                *ts_ns,
+                Actor::process(*pid, *comm, *start_time),
+                *received,
+                files,
+                out,
+            ),
+        }
+    }
+
+    fn apply_lock(&mut self, op: &LockOp, out: &mut Vec<Output>) {
+        let lock = LockId::of_op(op);
         // Locks found in the kernel's table may become this owner's in the call.
         let marked = self.seeded.is_empty();
         // Only a call that takes a lock may begin a stretch.
         let takes = op.ret == 0 && op.lock_type != fl_type::UNLCK;
         let held_before = marked && takes && self.locks.contains_key(&lock);
         let from = out.len();
-        self.apply_lock_call(&op, lock, out);
+        self.apply_lock_call(op, lock, out);
         if marked {
             self.mark_stretch(lock, held_before, &mut out[from..]);
         }
@@ -855,7 +868,7 @@ impl Tracker {
 
     /// A failed fcntl lock call. Refusals that `posix_lock_inode` reported are not repeated;
     /// what is left is a wait that ended without the lock (EINTR) or a call refused earlier.
-    fn apply_fcntl_failure(&mut self, op: LockOp, out: &mut Vec<Output>) {
+    fn apply_fcntl_failure(&mut self, op: &LockOp, out: &mut Vec<Output>) {
         if self.posix_failed.remove(&op.tid) == Some(op.ret) {
             return;
         }
@@ -866,14 +879,14 @@ impl Tracker {
             _ => Mode::Unlock,
         };
         let request = Request {
-            lock: LockId::of_op(&op),
+            lock: LockId::of_op(op),
             mode,
             start: op.start,
             end: op.end,
         };
         out.push(Output::Fail {
             at: op.ts_ns,
-            actor: Actor::of_op(&op),
+            actor: Actor::of_op(op),
             lock: request.lock,
             mode,
             start: op.start,
@@ -885,7 +898,7 @@ impl Tracker {
     }
 
     /// A queued flock call that ended without the lock: the end of its wait.
-    fn apply_flock_wait_end(&mut self, op: LockOp, out: &mut Vec<Output>) {
+    fn apply_flock_wait_end(&mut self, op: &LockOp, out: &mut Vec<Output>) {
         // Its wait may have ended already: granted, then a signal (the kernel's entry for the
         // queued call outlives a grant), or refused. A POSIX or OFD wait of the thread ends
         // with a record of its own (`fcntl_setlk`).
@@ -900,7 +913,7 @@ impl Tracker {
         self.waiting.remove(&op.tid);
         out.push(Output::Fail {
             at: op.ts_ns,
-            actor: Actor::of_op(&op),
+            actor: Actor::of_op(op),
             lock: waiting.lock,
             mode: waiting.mode,
             start: waiting.start,
