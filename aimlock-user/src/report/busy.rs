@@ -25,7 +25,7 @@ use super::{
     BadInput,
     fast::{Key, ONES, first_flagged, zero_bytes},
     input::{self, Source},
-    line::{Head, Names, Nanos, Origin, Parsed, head, parse},
+    line::{Head, Names, Nanos, Origin, Parsed, eight_digits_value, head, parse},
     scan::{Candidates, line_host, line_ino, same_bytes},
     table::prefetch,
 };
@@ -456,10 +456,10 @@ fn read_line<'a>(
     // Flat, whole and text, as the tracer writes the lines the replay follows: not two lines
     // run together (a torn write), no zeroed bytes. An orphan's lines name processes in
     // objects of their own: they are followed when the parse vouches for them.
-    let nested = memchr::memchr2(b'{', 0, &line[1..]).is_some();
+    let LineBytes { nested, ascii } = LineBytes::of(&line[1..]);
     let orphan = matches!(head.event, EventKind::Orphan | EventKind::OrphanEnd);
     let followed = !(nested && !(orphan && parses(line, names)))
-        && (line.is_ascii() || std::str::from_utf8(line).is_ok());
+        && (ascii || std::str::from_utf8(line).is_ok());
     let flat = followed
         .then(|| FlatLine::read(line, nested, head.end))
         .flatten();
@@ -467,9 +467,7 @@ fn read_line<'a>(
     // quote): read with the rest, rather than searched for.
     let (ino, host) = match &flat {
         Some(flat) if !nested => (
-            flat.ino
-                .and_then(plain_number)
-                .or_else(|| line_ino(&fields.ino, line)),
+            flat.ino.or_else(|| line_ino(&fields.ino, line)),
             flat.host.unwrap_or_default(),
         ),
         _ => (line_ino(&fields.ino, line), line_host(line)),
@@ -540,7 +538,7 @@ fn parses(line: &[u8], names: &mut Names) -> bool {
 
 /// The fields the replay reads from a flat line (no object or array inside, but for an
 /// orphan's lines), each read once in one pass over the line.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct FlatLine<'a> {
     kind: Option<&'a [u8]>,
     dev: Option<&'a [u8]>,
@@ -556,8 +554,8 @@ struct FlatLine<'a> {
     start_time: Option<u64>,
     wait_ns: Option<u64>,
     held_ns: Option<u64>,
-    /// The inode's digits, if not quoted.
-    ino: Option<&'a [u8]>,
+    /// The inode, if in plain digits.
+    ino: Option<u64>,
     /// The host, if a string.
     host: Option<&'a [u8]>,
 }
@@ -610,28 +608,120 @@ fn usually_after(bit: u32) -> Option<(&'static Key, u32)> {
     })
 }
 
-/// A JSON number in plain digits that fits in 19 of them.
-fn plain_number(value: &[u8]) -> Option<u64> {
-    if !(1..=19).contains(&value.len()) {
-        return None;
-    }
-    value.iter().try_fold(0u64, |number, &byte| {
-        byte.is_ascii_digit()
-            .then(|| number * 10 + u64::from(byte - b'0'))
-    })
-}
-
 /// How many decimal digits `bytes` start with, and their number (wrapped past 19 digits).
+#[inline]
 fn leading_digits(bytes: &[u8]) -> (usize, u64) {
     let mut number = 0u64;
-    for (at, &byte) in bytes.iter().enumerate() {
+    let mut at = 0;
+    // Eight bytes at a time: the digits among them found and read at once.
+    while let Some(eight) = bytes[at..].first_chunk::<8>() {
+        let word = u64::from_le_bytes(*eight);
+        let digits = (not_digits(word).trailing_zeros() / 8) as usize;
+        if digits == 0 {
+            return (at, number);
+        }
+        // The digits moved to the top of the word, zeros before them.
+        let shift = 64 - 8 * digits as u32;
+        let word = (word << shift) | ((ONES * u64::from(b'0')) & !(u64::MAX << shift));
+        number = number
+            .wrapping_mul(TENS[digits])
+            .wrapping_add(eight_digits_value(word));
+        at += digits;
+        if digits < 8 {
+            return (at, number);
+        }
+    }
+    for &byte in &bytes[at..] {
         let digit = byte.wrapping_sub(b'0');
         if digit > 9 {
             return (at, number);
         }
         number = number.wrapping_mul(10).wrapping_add(u64::from(digit));
+        at += 1;
     }
-    (bytes.len(), number)
+    (at, number)
+}
+
+/// 10 to the power of each number of digits up to eight.
+const TENS: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The high bit of each byte of a little-endian word that is not an ASCII digit, and maybe of
+/// bytes after it (carries run upwards): the lowest one set is always the first such byte.
+fn not_digits(word: u64) -> u64 {
+    let offset = word ^ (ONES * u64::from(b'0'));
+    // 0 to 9 stay below 0x80 with 0x76 added; anything else reaches it, or had it already.
+    (offset.wrapping_add(ONES * 0x76) | offset) & (ONES * 0x80)
+}
+
+/// What the bytes of a line (after its opening brace) hold that decides how it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LineBytes {
+    /// An object or array inside, or a zero byte.
+    nested: bool,
+    /// Only ASCII.
+    ascii: bool,
+}
+
+impl LineBytes {
+    /// Read in one pass, sixteen bytes at a time where the line has them: a line is read
+    /// whole either way, so no early end is worth a branch per block.
+    fn of(bytes: &[u8]) -> Self {
+        match Self::by_sixteen(bytes) {
+            Some(found) => found,
+            None => Self {
+                nested: memchr::memchr2(b'{', 0, bytes).is_some(),
+                ascii: bytes.is_ascii(),
+            },
+        }
+    }
+
+    /// None for fewer than sixteen bytes.
+    #[cfg(target_arch = "x86_64")]
+    fn by_sixteen(bytes: &[u8]) -> Option<Self> {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+            _mm_set1_epi8, _mm_setzero_si128,
+        };
+        let last = bytes.len().checked_sub(16)?;
+        // SAFETY: SSE2 is part of x86_64; each load reads sixteen bytes of `bytes`, the last
+        // one its final sixteen (again, in part: or-ing them twice changes nothing).
+        let (nested, high) = unsafe {
+            let load = |at: usize| _mm_loadu_si128(bytes[at..at + 16].as_ptr().cast::<__m128i>());
+            let (brace, zero) = (_mm_set1_epi8(b'{' as i8), _mm_setzero_si128());
+            let (mut nested, mut high) = (zero, zero);
+            let mut fold = |block: __m128i| {
+                nested = _mm_or_si128(nested, _mm_cmpeq_epi8(block, brace));
+                nested = _mm_or_si128(nested, _mm_cmpeq_epi8(block, zero));
+                high = _mm_or_si128(high, block);
+            };
+            let mut at = 0;
+            while at < last {
+                fold(load(at));
+                at += 16;
+            }
+            fold(load(last));
+            (_mm_movemask_epi8(nested), _mm_movemask_epi8(high))
+        };
+        Some(Self {
+            nested: nested != 0,
+            ascii: high == 0,
+        })
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn by_sixteen(_: &[u8]) -> Option<Self> {
+        None
+    }
 }
 
 /// Where the first of two bytes is, a few bytes on: a line's keys and values are short, and
@@ -732,15 +822,27 @@ impl<'a> FlatLine<'a> {
     /// already.
     fn read(line: &'a [u8], nested: bool, from: usize) -> Option<Self> {
         let mut flat = FlatLine::default();
-        // Keys seen, by their bit: the full parse refuses a key given twice.
-        let mut seen = 0u32;
         let mut at = match line.get(from) {
             Some(b',') => from + 1,
             Some(b'}') if from + 1 == line.len() => return Some(flat),
             _ => return None,
         };
+        let mut usual = UsualKeys {
+            line,
+            at,
+            seen: 0,
+            last: OTHER_KEY,
+            ended: false,
+        };
+        flat.read_usual_keys(&mut usual);
+        if usual.ended {
+            return Some(flat);
+        }
+        at = usual.at;
+        // Keys seen, by their bit: the full parse refuses a key given twice.
+        let mut seen = usual.seen;
         // The key the tracer usually writes next: found by one comparison, when it is.
-        let mut expected = usually_after(OTHER_KEY);
+        let mut expected = usually_after(usual.last);
         loop {
             let (bit, value_start) = match expected.filter(|(key, _)| key.starts(&line[at..])) {
                 Some((key, bit)) => (bit, at + key.len()),
@@ -756,7 +858,7 @@ impl<'a> FlatLine<'a> {
                     (key_bit(&line[key_start..key_end]), key_end + 2)
                 }
             };
-            // The value, and what `plain_number` reads of it.
+            // The value, and its number if it is one in plain digits that fits in 19 of them.
             let (value, quoted, value_end, plain) = match line.get(value_start) {
                 Some(b'"') => {
                     let string = quoted_from(line, value_start + 1)?;
@@ -808,7 +910,7 @@ impl<'a> FlatLine<'a> {
                 9 => flat.pid = number()?,
                 10 => flat.wait_ns = number()?,
                 11 => flat.held_ns = number()?,
-                12 => flat.ino = (!quoted).then_some(value),
+                12 => flat.ino = plain,
                 13 => flat.host = string(),
                 14 => flat.host_path = text()?,
                 15 => flat.start_time = number()?,
@@ -822,6 +924,33 @@ impl<'a> FlatLine<'a> {
         }
     }
 
+    /// Reads the keys a lock line of the tracer's has, in its order, as far as they come so,
+    /// each with its value as the tracer writes it: straight on, without asking which key
+    /// each is. `usual` is left at the first key not read, for [`FlatLine::read`] to go on
+    /// from, or at the line's end.
+    fn read_usual_keys(&mut self, usual: &mut UsualKeys<'a>) -> Option<()> {
+        self.host = Some(usual.string(const { &Key::new(br#""host":""#) }, 13)?);
+        self.pid = Some(usual.number(const { &Key::new(br#""pid":"#) }, 9)?);
+        self.start_time = Some(usual.number(const { &Key::new(br#""start_time":"#) }, 15)?);
+        self.comm = Some(usual.string(const { &Key::new(br#""comm":""#) }, 8)?);
+        self.kind = Some(usual.string(const { &Key::new(br#""kind":""#) }, 0)?);
+        self.mode = Some(usual.string(const { &Key::new(br#""mode":""#) }, 6)?);
+        self.dev = Some(usual.string(const { &Key::new(br#""dev":""#) }, 1)?);
+        self.ino = Some(usual.number(const { &Key::new(br#""ino":"#) }, 12)?);
+        self.generation = Some(usual.number(const { &Key::new(br#""generation":"#) }, 3)?);
+        self.path = Some(usual.string(const { &Key::new(br#""path":""#) }, 2)?);
+        self.start = Some(usual.number(const { &Key::new(br#""start":"#) }, 4)?);
+        self.end = usual.number_or_null(const { &Key::new(br#""end":"#) }, 5)?;
+        // A release's, or an acquire's after a wait.
+        if let Some(held_ns) = usual.number(const { &Key::new(br#""held_ns":"#) }, 11) {
+            self.held_ns = Some(held_ns);
+            self.reason = Some(usual.string(const { &Key::new(br#""reason":""#) }, 7)?);
+        } else {
+            self.wait_ns = Some(usual.number(const { &Key::new(br#""wait_ns":"#) }, 10)?);
+        }
+        Some(())
+    }
+
     fn identity(&self) -> Option<Identity<'a>> {
         Some(Identity {
             kind: self.kind?,
@@ -832,6 +961,73 @@ impl<'a> FlatLine<'a> {
             start: self.start,
             end: self.end,
         })
+    }
+}
+
+/// A lock line read key by key in the tracer's order.
+struct UsualKeys<'a> {
+    line: &'a [u8],
+    /// Where the next key starts.
+    at: usize,
+    /// The bits of the keys read (see `key_bit`), and the last one's.
+    seen: u32,
+    last: u32,
+    /// The line ended after the last value read.
+    ended: bool,
+}
+
+impl<'a> UsualKeys<'a> {
+    /// The string after `key` (with the string's opening quote) if the line goes on with
+    /// them: None once the line has ended.
+    #[inline(always)]
+    fn string(&mut self, key: &Key, bit: u32) -> Option<&'a [u8]> {
+        let from = self.after(key)?;
+        let string = quoted_from(self.line, from)?;
+        self.read(from + string.len() + 1, bit)?;
+        Some(string)
+    }
+
+    /// The number after `key` if the line goes on with them, in plain digits that fit in 19
+    /// of them.
+    #[inline(always)]
+    fn number(&mut self, key: &Key, bit: u32) -> Option<u64> {
+        let from = self.after(key)?;
+        let (digits, number) = leading_digits(&self.line[from..]);
+        if !(1..=19).contains(&digits) {
+            return None;
+        }
+        self.read(from + digits, bit)?;
+        Some(number)
+    }
+
+    /// As [`UsualKeys::number`], or `null` (Some(None)).
+    #[inline(always)]
+    fn number_or_null(&mut self, key: &Key, bit: u32) -> Option<Option<u64>> {
+        let from = self.after(key)?;
+        if self.line[from..].starts_with(b"null") {
+            self.read(from + 4, bit)?;
+            return Some(None);
+        }
+        self.number(key, bit).map(Some)
+    }
+
+    #[inline(always)]
+    fn after(&self, key: &Key) -> Option<usize> {
+        (!self.ended && key.starts(&self.line[self.at..])).then_some(self.at + key.len())
+    }
+
+    /// Notes the key of `bit` read, its value ending at `end`: where a comma or the line's
+    /// closing brace follows.
+    #[inline(always)]
+    fn read(&mut self, end: usize, bit: u32) -> Option<()> {
+        match self.line.get(end) {
+            Some(b',') => self.at = end + 1,
+            Some(b'}') if end + 1 == self.line.len() => self.ended = true,
+            _ => return None,
+        }
+        self.seen |= 1 << bit;
+        self.last = bit;
+        Some(())
     }
 }
 
@@ -1167,6 +1363,154 @@ impl Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Eight bytes at a time, the digits a line's value starts with read as one by one.
+    #[test]
+    fn leading_digits_read_as_a_byte_at_a_time() {
+        let one_by_one = |bytes: &[u8]| {
+            let digits = bytes
+                .iter()
+                .take_while(|byte| byte.is_ascii_digit())
+                .count();
+            let number = bytes[..digits].iter().fold(0u64, |number, &byte| {
+                number.wrapping_mul(10).wrapping_add(u64::from(byte - b'0'))
+            });
+            (digits, number)
+        };
+        let all = "98765432109876543210123456789";
+        for len in 0..=all.len() {
+            for after in ["", ",", "}", "a", "/", ":", " ", "\u{80}", "\0", ",\"9\"}"] {
+                let text = format!("{}{after}", &all[..len]);
+                let bytes = text.as_bytes();
+                assert_eq!(leading_digits(bytes), one_by_one(bytes), "{text}");
+            }
+        }
+        for byte in 0..=u8::MAX {
+            let bytes = [b'1', b'2', byte, b'4', b'5', b'6', b'7', b'8', b'9', b'0'];
+            assert_eq!(leading_digits(&bytes), one_by_one(&bytes), "{byte}");
+        }
+    }
+
+    /// Sixteen bytes at a time, what a line holds is what a byte search finds.
+    #[test]
+    fn a_lines_bytes_are_read_as_a_byte_search_reads_them() {
+        for len in 0..48 {
+            for at in 0..len {
+                for special in [b'{', 0, 0x80, 0xff, b'a'] {
+                    let mut bytes = vec![b'x'; len];
+                    bytes[at] = special;
+                    assert_eq!(
+                        LineBytes::of(&bytes),
+                        LineBytes {
+                            nested: memchr::memchr2(b'{', 0, &bytes).is_some(),
+                            ascii: bytes.is_ascii(),
+                        },
+                        "{bytes:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A lock line read straight in the tracer's key order reads as key by key: its fields, or
+    /// None, the same for lines torn anywhere, with a key missing, given twice or out of order,
+    /// and with values of every other shape.
+    #[test]
+    fn lines_read_straight_read_as_key_by_key() {
+        let head = r#"{"event":"release","ts":"2026-11-27T05:04:50.602120982Z""#;
+        let usual: Vec<(&str, &str)> = vec![
+            ("host", r#""web-1""#),
+            ("pid", "812"),
+            ("start_time", "64955200000000"),
+            ("comm", r#""backup.sh""#),
+            ("kind", r#""flock""#),
+            ("mode", r#""write""#),
+            ("dev", r#""254:0""#),
+            ("ino", "1002989"),
+            ("generation", "231115525"),
+            ("path", r#""/var/lib/jobs/job.lock""#),
+            ("start", "0"),
+            ("end", "null"),
+            ("held_ns", "100242170"),
+            ("reason", r#""unlock""#),
+        ];
+        let line = |pairs: &[(&str, &str)]| {
+            let keys: String = pairs
+                .iter()
+                .map(|(key, value)| format!(r#","{key}":{value}"#))
+                .collect();
+            format!("{head}{keys}}}")
+        };
+        let mut lines = Vec::new();
+        let whole = line(&usual);
+        // Torn anywhere, and closed there.
+        for cut in head.len()..whole.len() {
+            lines.push(format!("{}}}", &whole[..cut]));
+        }
+        let values = [
+            "null",
+            r#""7""#,
+            "0",
+            "00",
+            "-1",
+            "1e5",
+            "1.5",
+            "true",
+            "{}",
+            "[1]",
+            r#""""#,
+            r#""a\"b""#,
+            "12345678901234567890",
+            "1234567890123456789",
+            r#""fl\u006fck""#,
+        ];
+        for at in 0..usual.len() {
+            for value in values {
+                let mut pairs = usual.clone();
+                pairs[at].1 = value;
+                lines.push(line(&pairs));
+            }
+            let mut pairs = usual.clone();
+            pairs.remove(at);
+            lines.push(line(&pairs));
+            for again in 0..usual.len() {
+                let mut pairs = usual.clone();
+                pairs.insert(again, usual[at]);
+                lines.push(line(&pairs));
+            }
+            let mut pairs = usual.clone();
+            pairs.swap(at, (at + 1) % usual.len());
+            lines.push(line(&pairs));
+            // Ended early, or with an unknown key, a container's path or a wait.
+            for tail in [
+                &[][..],
+                &[("errno", r#""EAGAIN""#)],
+                &[("host_path", r#""/srv/job.lock""#)],
+                &[("wait_ns", "5000")],
+            ] {
+                let mut pairs = usual[..at].to_vec();
+                pairs.extend_from_slice(tail);
+                lines.push(line(&pairs));
+            }
+        }
+        for line in &lines {
+            let bytes = line.as_bytes();
+            let Some(end) = super::head(bytes).map(|head| head.end) else {
+                continue;
+            };
+            if !line[end..].starts_with(',') {
+                continue;
+            }
+            let nested = LineBytes::of(&bytes[1..]).nested;
+            // An unknown key first: every key is then read one by one.
+            let by_key = format!(r#"{},"x":0{}"#, &line[..end], &line[end..]);
+            assert_eq!(
+                FlatLine::read(bytes, nested, end),
+                FlatLine::read(by_key.as_bytes(), nested, end),
+                "{line}"
+            );
+        }
+    }
 
     /// Each usual next key is given the bit `key_bit` gives it.
     #[test]

@@ -209,15 +209,21 @@ fn eight_digits(bytes: &[u8; 8]) -> Option<u64> {
     if (word & high) | ((word.wrapping_add(ONES * 0x06) & high) >> 4) != ONES * 0x33 {
         return None;
     }
-    // Pairs of digits, then fours, then the eight: the first digit in the lowest byte.
+    Some(eight_digits_value(word))
+}
+
+/// The number of a little-endian word of eight ASCII digits, the first in its lowest byte.
+#[inline]
+pub(super) fn eight_digits_value(word: u64) -> u64 {
+    use fast::ONES;
+    // Pairs of digits, then fours, then the eight.
     let value = word - ONES * u64::from(b'0');
     let value = value.wrapping_mul(10).wrapping_add(value >> 8);
     let pairs = 0x0000_00ff_0000_00ff;
-    let value = (value & pairs)
+    ((value & pairs)
         .wrapping_mul(100 + (1_000_000 << 32))
-        .wrapping_add(((value >> 16) & pairs).wrapping_mul(1 + (10_000 << 32)))
-        >> 32;
-    Some(value)
+        .wrapping_add(((value >> 16) & pairs).wrapping_mul(1 + (10_000 << 32))))
+        >> 32
 }
 
 /// Decimal digits, and nothing else.

@@ -1542,6 +1542,83 @@ fn spans_read_selectively_report_what_a_full_read_reports() {
     }
 }
 
+/// The same, on lines in the tracer's whole usual form (a process's start time, an inode's
+/// generation), which the first read reads key after key straight: on hosts interleaved line by
+/// line, across two files, with lines torn in a number or a string and run into the next.
+#[test]
+fn spans_of_lines_in_the_tracers_whole_form_report_what_a_full_read_reports() {
+    let logs = Logs::new("whole-form-spans");
+    let whole_form = |line: &str| {
+        line.replace(
+            r#","comm":"job""#,
+            r#","start_time":64955200000000,"comm":"job""#,
+        )
+        .replace(r#","path":"#, r#","generation":231115525,"path":"#)
+    };
+    let mut fleet: Vec<(u64, String)> = span_story("web-1", 0)
+        .into_iter()
+        .chain(span_story("web-2", 1))
+        .map(|(at, line)| (at, whole_form(&line)))
+        .collect();
+    fleet.sort_by_key(|(at, _)| *at);
+    let lines: Vec<&str> = fleet.iter().map(|(_, line)| line.as_str()).collect();
+    let middle = lines.len() / 2;
+    let other = |seconds: u64, ino: u64, extra: &str| {
+        whole_form(&tracer_line(
+            "release",
+            seconds,
+            "web-2",
+            11,
+            "flock",
+            "write",
+            ino,
+            (0, None),
+            extra,
+        ))
+    };
+    let mut first = lines[..middle].concat();
+    let torn = other(21, 120, r#","held_ns":1000,"reason":"unlock""#);
+    for key in [r#""start_time":6"#, r#""generation":2"#, r#""path":"/run"#] {
+        first.push_str(&torn[..torn.find(key).unwrap() + key.len()]);
+        first.push_str(&other(22, 121, ""));
+    }
+    let first = logs.write("trace.log.1", first.as_bytes());
+    let mut second = lines[middle..].concat();
+    second.push_str(&torn[..torn.find(r#""held_ns":1"#).unwrap() + 11]);
+    let second = logs.write("trace.log", second.as_bytes());
+    let sources = input::expand(&[first.clone(), second.clone()]).unwrap();
+    let at = |seconds: u64| line::parse_ts(&ts(seconds)).unwrap();
+    let span = busy::Span {
+        since: Some(at(20)),
+        until: Some(at(20)),
+    };
+    let busy = busy::locks(&sources, span, 2).unwrap();
+    // Followed, not read whole.
+    assert_eq!(
+        busy.windows[&101]
+            .iter()
+            .find(|(host, _)| **host == *b"web-1")
+            .map(|(_, window)| *window),
+        Some(busy::Window {
+            from: Some(at(5)),
+            to: Some(at(50)),
+        })
+    );
+    let points = [0, 4, 5, 20, 21, 50, 51, 60, 61, 70, 90, 96, 200];
+    for (index, &since) in points.iter().enumerate() {
+        for &until in &points[index..] {
+            let (since, until) = (ts(since), ts(until));
+            let args = ["--since", &since, "--until", &until, &first, &second];
+            let (_, fast, full) = reported_both_ways(&args);
+            assert_same_counts(&args, &fast, &full);
+        }
+        let (since, one) = (ts(since), ["--since", "--until", "--at"][index % 3]);
+        let args = [one, &since, "--json", &first, &second];
+        let (_, fast, full) = reported_both_ways(&args);
+        assert_same_counts(&args, &fast, &full);
+    }
+}
+
 /// The second read of a span only counts the lines of a chunk that the first read found to be
 /// all the tracer's, but for its exits (they end POSIX locks) and the lines of the locks whose
 /// windows some of its lines are in, looked for by their inode; the report and what is said of
